@@ -1,0 +1,142 @@
+//! The unit an agent ships: a versioned batch with a per-agent-instance sequence number.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::Aggregate;
+use crate::host::HostSample;
+use crate::probe::ProbeSample;
+use crate::span::Span;
+
+/// The only wire version this build reads and writes.
+pub const WIRE_VERSION: u32 = 1;
+
+/// What an agent sends in one `POST /api/v1/ingest`.
+///
+/// `(agent_id, instance, sequence)` identifies a batch: the collector stores a batch at most
+/// once, so an agent may resend after any failure.
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// Must be [`WIRE_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// Stable name of the agent (usually the host name).
+    #[prost(string, tag = "2")]
+    pub agent_id: String,
+    /// Changes on every agent start (start time or a random id).
+    #[prost(string, tag = "3")]
+    pub instance: String,
+    /// Increases by one per batch within an instance.
+    #[prost(uint64, tag = "4")]
+    pub sequence: u64,
+    /// When the agent built the batch, ns since the Unix epoch (0 when unknown).
+    #[prost(int64, tag = "5")]
+    #[serde(default)]
+    pub sent_at_ns: i64,
+    #[prost(message, repeated, tag = "6")]
+    #[serde(default)]
+    pub spans: Vec<Span>,
+    #[prost(message, repeated, tag = "7")]
+    #[serde(default)]
+    pub aggregates: Vec<Aggregate>,
+    #[prost(message, repeated, tag = "8")]
+    #[serde(default)]
+    pub hosts: Vec<HostSample>,
+    #[prost(message, repeated, tag = "9")]
+    #[serde(default)]
+    pub probes: Vec<ProbeSample>,
+    #[prost(message, optional, tag = "10")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<AgentStats>,
+}
+
+/// The agent's own counters since its instance started (cumulative).
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentStats {
+    #[prost(uint64, tag = "1")]
+    #[serde(default)]
+    pub spans_received: u64,
+    #[prost(uint64, tag = "2")]
+    #[serde(default)]
+    pub spans_kept: u64,
+    #[prost(uint64, tag = "3")]
+    #[serde(default)]
+    pub spans_dropped: u64,
+    #[prost(uint64, tag = "4")]
+    #[serde(default)]
+    pub spool_bytes: u64,
+}
+
+/// The two body encodings of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// `application/json`
+    Json,
+    /// `application/x-protobuf`
+    Protobuf,
+}
+
+impl Encoding {
+    /// From a `Content-Type` header value (parameters such as `; charset=utf-8` ignored).
+    pub fn from_content_type(value: &str) -> Option<Self> {
+        let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match mime.as_str() {
+            "application/json" => Some(Encoding::Json),
+            "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
+            _ => None,
+        }
+    }
+
+    /// The canonical `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/json",
+            Encoding::Protobuf => "application/x-protobuf",
+        }
+    }
+}
+
+/// A body that is not a well-formed batch.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    /// The JSON path of the offending field, when known (`spans[3].duration_ns`).
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl Batch {
+    /// Decodes a batch from an (uncompressed) body.
+    pub fn decode(body: &[u8], encoding: Encoding) -> Result<Batch, DecodeError> {
+        match encoding {
+            Encoding::Protobuf => <Batch as prost::Message>::decode(body).map_err(|e| DecodeError {
+                field: None,
+                message: format!("malformed protobuf: {e}"),
+            }),
+            Encoding::Json => {
+                let de = &mut serde_json::Deserializer::from_slice(body);
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    let path = e.path().to_string();
+                    DecodeError {
+                        field: (path != ".").then_some(path),
+                        message: format!("malformed JSON: {}", e.inner()),
+                    }
+                })
+            }
+        }
+    }
+
+    /// Encodes the batch.
+    pub fn encode(&self, encoding: Encoding) -> Vec<u8> {
+        match encoding {
+            Encoding::Protobuf => prost::Message::encode_to_vec(self),
+            Encoding::Json => serde_json::to_vec(self).expect("a batch always serializes"),
+        }
+    }
+
+    /// Number of spans, aggregates and samples, for logs.
+    pub fn item_count(&self) -> usize {
+        self.spans.len() + self.aggregates.len() + self.hosts.len() + self.probes.len()
+    }
+}

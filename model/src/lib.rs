@@ -1,0 +1,28 @@
+//! Stormwatch's wire and domain model.
+//!
+//! Everything an agent sends to a collector is a [`Batch`]; every type here derives both
+//! `prost::Message` (the compact binary encoding, `application/x-protobuf`) and serde (the JSON
+//! encoding, `application/json`), so the two encodings can never drift apart. The schema is
+//! written out for non-Rust producers in `model/proto/stormwatch.proto`.
+//!
+//! This crate does no IO: decoding, validation and histogram arithmetic only.
+
+pub mod aggregate;
+pub mod batch;
+pub mod enums;
+pub mod hexid;
+pub mod histogram;
+pub mod host;
+pub mod limits;
+pub mod probe;
+pub mod span;
+pub mod validate;
+
+pub use aggregate::{Aggregate, AggregateKey};
+pub use batch::{AgentStats, Batch, DecodeError, Encoding, WIRE_VERSION};
+pub use enums::{DbRole, DependencyClass, FailureClass, KeepReason, SpanFlag, SpanKind, SpanStatus};
+pub use histogram::Histogram;
+pub use host::{DiskUsage, HostSample};
+pub use probe::ProbeSample;
+pub use span::Span;
+pub use validate::{FieldError, Truncations};

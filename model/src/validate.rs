@@ -1,0 +1,243 @@
+//! Validation of a decoded batch: reject what cannot be stored, truncate what is only too long.
+//!
+//! Rejections name the field (`spans[3].trace_id`) so an agent author can fix the producer.
+//! Truncations are counted and returned so the collector can expose them.
+
+use crate::batch::{Batch, WIRE_VERSION};
+use crate::enums::{DbRole, DependencyClass, FailureClass, KeepReason, SpanFlag, SpanKind, SpanStatus, WireEnum};
+use crate::limits::*;
+
+/// A batch that must be rejected whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn reject(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError { field: field.into(), message: message.into() }
+}
+
+/// What validation cut short, by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Truncations {
+    /// Strings cut to their limit.
+    pub values: u64,
+    /// Attributes dropped over [`MAX_ATTRIBUTES`].
+    pub attributes: u64,
+}
+
+impl Truncations {
+    /// True when nothing was cut.
+    pub fn is_empty(&self) -> bool {
+        self.values == 0 && self.attributes == 0
+    }
+}
+
+/// Cuts `s` to at most `max` bytes (marker included) at a char boundary. Returns true if cut.
+pub fn truncate(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut end = max.saturating_sub(TRUNCATION_MARKER.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(TRUNCATION_MARKER);
+    true
+}
+
+fn check_time(field: impl FnOnce() -> String, ns: i64, now_ns: i64) -> Result<(), FieldError> {
+    if ns < MIN_TIME_NS {
+        return Err(reject(field(), format!("timestamp {ns} ns is before 2000-01-01")));
+    }
+    if ns > now_ns.saturating_add(MAX_FUTURE_NS) {
+        return Err(reject(field(), format!("timestamp {ns} ns is more than a day ahead of the collector's clock")));
+    }
+    Ok(())
+}
+
+fn check_enum<E: WireEnum>(field: impl FnOnce() -> String, n: i32) -> Result<(), FieldError> {
+    match E::from_number(n) {
+        Some(_) => Ok(()),
+        None => Err(reject(field(), format!("unknown value {n}, expected one of: {}", E::names()))),
+    }
+}
+
+fn check_id(field: impl FnOnce() -> String, id: &[u8], len: usize, optional: bool) -> Result<(), FieldError> {
+    if optional && id.is_empty() {
+        return Ok(());
+    }
+    if id.len() != len {
+        return Err(reject(field(), format!("must be {len} bytes ({} hex digits), got {} bytes", len * 2, id.len())));
+    }
+    if id.iter().all(|b| *b == 0) {
+        return Err(reject(field(), "must not be all zeros"));
+    }
+    Ok(())
+}
+
+fn check_count(field: &str, n: usize, max: usize) -> Result<(), FieldError> {
+    if n > max {
+        return Err(reject(field, format!("{n} items exceed the limit of {max} per batch")));
+    }
+    Ok(())
+}
+
+fn check_finite(field: impl FnOnce() -> String, v: f64) -> Result<(), FieldError> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(reject(field(), format!("must be a finite, non-negative number, got {v}")));
+    }
+    Ok(())
+}
+
+/// Validates `batch` in place, truncating over-long values. `now_ns` is the receiver's clock.
+pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldError> {
+    let mut cut = Truncations::default();
+    let label = |s: &mut String| cut_label(s, MAX_LABEL_BYTES);
+    if batch.version != WIRE_VERSION {
+        return Err(reject("version", format!("unsupported wire version {}, this collector reads {WIRE_VERSION}", batch.version)));
+    }
+    for (name, v) in [("agent_id", &batch.agent_id), ("instance", &batch.instance)] {
+        if v.is_empty() {
+            return Err(reject(name, "must not be empty"));
+        }
+        if v.len() > MAX_AGENT_ID_BYTES {
+            return Err(reject(name, format!("longer than {MAX_AGENT_ID_BYTES} bytes")));
+        }
+    }
+    check_count("spans", batch.spans.len(), MAX_SPANS_PER_BATCH)?;
+    check_count("aggregates", batch.aggregates.len(), MAX_AGGREGATES_PER_BATCH)?;
+    check_count("hosts", batch.hosts.len(), MAX_SAMPLES_PER_BATCH)?;
+    check_count("probes", batch.probes.len(), MAX_SAMPLES_PER_BATCH)?;
+
+    for (i, s) in batch.spans.iter_mut().enumerate() {
+        let f = |name: &str| format!("spans[{i}].{name}");
+        check_id(|| f("trace_id"), &s.trace_id, 16, false)?;
+        check_id(|| f("span_id"), &s.span_id, 8, false)?;
+        check_id(|| f("parent_span_id"), &s.parent_span_id, 8, true)?;
+        if s.service.is_empty() {
+            return Err(reject(f("service"), "must not be empty"));
+        }
+        if s.operation.is_empty() {
+            return Err(reject(f("operation"), "must not be empty"));
+        }
+        check_enum::<SpanKind>(|| f("kind"), s.kind)?;
+        check_enum::<DependencyClass>(|| f("class"), s.class)?;
+        check_enum::<SpanStatus>(|| f("status"), s.status)?;
+        check_enum::<DbRole>(|| f("db_role"), s.db_role)?;
+        check_enum::<KeepReason>(|| f("kept"), s.kept)?;
+        for flag in &s.flags {
+            check_enum::<SpanFlag>(|| f("flags"), *flag)?;
+        }
+        check_time(|| f("start_ns"), s.start_ns, now_ns)?;
+        if s.duration_ns < 0 {
+            return Err(reject(f("duration_ns"), format!("must not be negative, got {}", s.duration_ns)));
+        }
+        if s.duration_ns > MAX_DURATION_NS {
+            return Err(reject(f("duration_ns"), format!("{} ns exceeds the limit of one day", s.duration_ns)));
+        }
+        if s.http_status > 999 {
+            return Err(reject(f("http_status"), format!("{} is not an HTTP status", s.http_status)));
+        }
+        if matches!(s.rows, Some(r) if r < 0) {
+            return Err(reject(f("rows"), "must not be negative"));
+        }
+        for v in [&mut s.service, &mut s.instance, &mut s.operation, &mut s.peer, &mut s.db_system] {
+            cut.values += label(v);
+        }
+        cut.values += u64::from(truncate(&mut s.statement, MAX_STATEMENT_BYTES));
+        cut.values += u64::from(truncate(&mut s.status_message, MAX_MESSAGE_BYTES));
+        if s.attributes.len() > MAX_ATTRIBUTES || s.attributes.iter().any(|(k, v)| k.len() > MAX_ATTRIBUTE_KEY_BYTES || v.len() > MAX_ATTRIBUTE_VALUE_BYTES) {
+            let total = s.attributes.len();
+            let mut kept = std::collections::BTreeMap::new();
+            for (mut k, mut v) in std::mem::take(&mut s.attributes).into_iter().take(MAX_ATTRIBUTES - 1) {
+                cut.values += u64::from(truncate(&mut k, MAX_ATTRIBUTE_KEY_BYTES));
+                cut.values += u64::from(truncate(&mut v, MAX_ATTRIBUTE_VALUE_BYTES));
+                kept.insert(k, v);
+            }
+            let dropped = total - kept.len();
+            if dropped > 0 {
+                cut.attributes += dropped as u64;
+                kept.insert(DROPPED_ATTRIBUTES_KEY.to_owned(), dropped.to_string());
+            }
+            s.attributes = kept;
+        }
+    }
+
+    for (i, a) in batch.aggregates.iter_mut().enumerate() {
+        let f = |name: &str| format!("aggregates[{i}].{name}");
+        if a.minute % 60 != 0 {
+            return Err(reject(f("minute"), "must be a multiple of 60 seconds"));
+        }
+        check_time(|| f("minute"), a.minute.saturating_mul(1_000_000_000), now_ns)?;
+        if a.service.is_empty() {
+            return Err(reject(f("service"), "must not be empty"));
+        }
+        check_enum::<DependencyClass>(|| f("class"), a.class)?;
+        if a.errors > a.count {
+            return Err(reject(f("errors"), "must not exceed count"));
+        }
+        let hist = a.histogram.get_or_insert_with(Default::default);
+        hist.check().map_err(|m| reject(f("histogram"), m))?;
+        if hist.count() != a.count {
+            return Err(reject(f("histogram"), format!("holds {} values but count is {}", hist.count(), a.count)));
+        }
+        for v in [&mut a.service, &mut a.peer, &mut a.operation, &mut a.status_class] {
+            cut.values += label(v);
+        }
+    }
+
+    for (i, h) in batch.hosts.iter_mut().enumerate() {
+        let f = |name: &str| format!("hosts[{i}].{name}");
+        check_time(|| f("time_ns"), h.time_ns, now_ns)?;
+        if h.host.is_empty() {
+            return Err(reject(f("host"), "must not be empty"));
+        }
+        for (name, v) in [("cpu_percent", h.cpu_percent), ("load1", h.load1), ("load5", h.load5), ("load15", h.load15)] {
+            check_finite(|| f(name), v)?;
+        }
+        if let Some(v) = h.app_cpu_percent {
+            check_finite(|| f("app_cpu_percent"), v)?;
+        }
+        cut.values += label(&mut h.host);
+        if h.disks.len() > 256 {
+            cut.attributes += (h.disks.len() - 256) as u64;
+            h.disks.truncate(256);
+        }
+        for d in &mut h.disks {
+            cut.values += label(&mut d.mount);
+        }
+    }
+
+    for (i, p) in batch.probes.iter_mut().enumerate() {
+        let f = |name: &str| format!("probes[{i}].{name}");
+        check_time(|| f("time_ns"), p.time_ns, now_ns)?;
+        if p.database.is_empty() {
+            return Err(reject(f("database"), "must not be empty"));
+        }
+        check_enum::<DbRole>(|| f("role"), p.role)?;
+        check_enum::<FailureClass>(|| f("failure"), p.failure)?;
+        if let Some(v) = p.lag_seconds {
+            check_finite(|| f("lag_seconds"), v)?;
+        }
+        for v in [&mut p.database, &mut p.engine] {
+            cut.values += label(v);
+        }
+        cut.values += u64::from(truncate(&mut p.failure_message, MAX_MESSAGE_BYTES));
+        if p.detail.len() > MAX_ATTRIBUTES {
+            cut.attributes += (p.detail.len() - MAX_ATTRIBUTES) as u64;
+            p.detail = std::mem::take(&mut p.detail).into_iter().take(MAX_ATTRIBUTES).collect();
+        }
+        for v in p.detail.values_mut() {
+            cut.values += u64::from(truncate(v, MAX_ATTRIBUTE_VALUE_BYTES));
+        }
+    }
+    Ok(cut)
+}
+
+fn cut_label(s: &mut String, max: usize) -> u64 {
+    u64::from(truncate(s, max))
+}
