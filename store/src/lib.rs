@@ -1,0 +1,114 @@
+//! Stormwatch's PostgreSQL store. **Only this crate knows SQL.**
+//!
+//! - [`embedded`]: the cluster the collector runs itself when given no database URL.
+//! - [`migrate`]: forward-only migrations from `migrations/`.
+//! - [`partitions`]: daily partitions of the span and aggregate tables, and retention.
+//! - [`batches`]: storing one agent batch in one transaction, exactly once.
+//! - [`spans`], [`aggregates`], [`services`]: the read side.
+
+pub mod aggregates;
+pub mod batches;
+pub mod embedded;
+pub mod migrate;
+pub mod partitions;
+pub mod services;
+pub mod spans;
+
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+pub use aggregates::{AggregateFilter, AggregatePoint};
+pub use batches::IngestOutcome;
+pub use services::ServiceSummary;
+pub use spans::SpanFilter;
+
+/// Errors of the store. Database errors keep PostgreSQL's own message.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid database URL: {0}")]
+    BadUrl(String),
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("database connection pool: {0}")]
+    Pool(String),
+    #[error("migration {name} failed: {source}")]
+    Migration { name: String, source: tokio_postgres::Error },
+    #[error("stored data is malformed: {0}")]
+    Corrupt(String),
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => StoreError::Db(e),
+            other => StoreError::Pool(other.to_string()),
+        }
+    }
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// libpq key=value string or `postgres://` URL.
+    pub url: String,
+    /// Largest number of pooled connections.
+    pub max_connections: usize,
+    /// Days of spans and aggregates kept; older partitions are dropped.
+    pub retention_days: u32,
+}
+
+/// A handle on the database: a connection pool plus what the store remembers between calls.
+pub struct Store {
+    pool: Pool,
+    retention_days: u32,
+    /// Days whose partitions are known to exist (an in-memory cache; the DDL is idempotent).
+    known_days: Mutex<std::collections::HashSet<i64>>,
+}
+
+impl Store {
+    /// Opens a pool and checks that the database answers.
+    pub async fn connect(opts: &StoreOptions) -> Result<Store, StoreError> {
+        let pg = tokio_postgres::Config::from_str(&opts.url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
+        let mgr = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr)
+            .max_size(opts.max_connections.max(1))
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let store = Store { pool, retention_days: opts.retention_days, known_days: Default::default() };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let mut client = self.pool.get().await?;
+        migrate::migrate(&mut client).await
+    }
+
+    /// `SELECT 1`: does the database answer?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client.execute("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    /// Days of data kept.
+    pub fn retention_days(&self) -> u32 {
+        self.retention_days
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

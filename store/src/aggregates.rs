@@ -1,0 +1,112 @@
+//! Reading the per-minute aggregates as time series: count, error rate and percentiles per step.
+
+use serde::Serialize;
+use stormwatch_model::{DependencyClass, Histogram};
+
+use crate::batches::histogram_from_json;
+use crate::{Store, StoreError};
+
+/// Which aggregates to read; times in seconds since the Unix epoch (`to` exclusive).
+#[derive(Debug, Clone, Default)]
+pub struct AggregateFilter {
+    pub service: Option<String>,
+    pub class: Option<DependencyClass>,
+    pub peer: Option<String>,
+    pub operation: Option<String>,
+    pub from_s: i64,
+    pub to_s: i64,
+    /// Width of one point, seconds (a multiple of 60).
+    pub step_s: i64,
+}
+
+/// One step of a series. Latencies in milliseconds; absent when the step has no spans.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AggregatePoint {
+    /// Start of the step, seconds since the Unix epoch.
+    pub time: i64,
+    pub count: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    /// Spans with an HTTP status of 500–599, and of exactly 503.
+    pub http_5xx: u64,
+    pub http_503: u64,
+    pub mean_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// Largest number of points one query returns.
+pub const MAX_POINTS: i64 = 10_000;
+
+impl Store {
+    /// The series for `f`: one point per step from `from_s`, empty steps included.
+    pub async fn aggregate_series(&self, f: &AggregateFilter) -> Result<Vec<AggregatePoint>, StoreError> {
+        let step = f.step_s.max(60);
+        let from = f.from_s.div_euclid(60) * 60;
+        let n_points = ((f.to_s - from + step - 1) / step).clamp(0, MAX_POINTS) as usize;
+        let client = self.client().await?;
+        let class = f.class.map(|c| c.as_str());
+        let stmt = client
+            .prepare_cached(
+                "SELECT extract(epoch FROM minute)::int8, status_class, count, errors, sum_ns, histogram
+                   FROM sw_aggregates
+                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
+                    AND ($3::text IS NULL OR service = $3)
+                    AND ($4::text IS NULL OR class = $4)
+                    AND ($5::text IS NULL OR peer = $5)
+                    AND ($6::text IS NULL OR operation = $6)",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&(from as f64), &(f.to_s as f64), &f.service, &class, &f.peer, &f.operation])
+            .await?;
+        struct Acc {
+            count: u64,
+            errors: u64,
+            sum_ns: u64,
+            http_5xx: u64,
+            http_503: u64,
+            hist: Histogram,
+        }
+        let mut accs: Vec<Acc> = (0..n_points)
+            .map(|_| Acc { count: 0, errors: 0, sum_ns: 0, http_5xx: 0, http_503: 0, hist: Histogram::default() })
+            .collect();
+        for r in &rows {
+            let minute: i64 = r.get(0);
+            let i = ((minute - from) / step) as usize;
+            let Some(acc) = accs.get_mut(i) else { continue };
+            let status: &str = r.get(1);
+            let count = r.get::<_, i64>(2) as u64;
+            acc.count += count;
+            acc.errors += r.get::<_, i64>(3) as u64;
+            acc.sum_ns += r.get::<_, i64>(4) as u64;
+            if let Ok(code) = status.parse::<u16>() {
+                if (500..600).contains(&code) {
+                    acc.http_5xx += count;
+                }
+                if code == 503 {
+                    acc.http_503 += count;
+                }
+            }
+            acc.hist.merge(&histogram_from_json(&r.get(5))?);
+        }
+        let ms = |v: Option<f64>| v.map(|ns| ns / 1e6);
+        Ok(accs
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| AggregatePoint {
+                time: from + i as i64 * step,
+                count: a.count,
+                errors: a.errors,
+                error_rate: if a.count == 0 { 0.0 } else { a.errors as f64 / a.count as f64 },
+                http_5xx: a.http_5xx,
+                http_503: a.http_503,
+                mean_ms: (a.count > 0).then(|| a.sum_ns as f64 / a.count as f64 / 1e6),
+                p50_ms: ms(a.hist.quantile(0.50)),
+                p95_ms: ms(a.hist.quantile(0.95)),
+                p99_ms: ms(a.hist.quantile(0.99)),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,326 @@
+//! Storing one agent batch: one transaction, at most once per (agent, instance, sequence).
+
+use std::collections::BTreeMap;
+
+use futures_util::pin_mut;
+use postgres_types::{Json, ToSql, Type};
+use stormwatch_model::enums::WireEnum;
+use stormwatch_model::{Aggregate, Batch, DbRole, FailureClass, Histogram, KeepReason, Span, SpanKind};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+
+use crate::partitions::day_of_ns;
+use crate::{Store, StoreError};
+
+/// What storing a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// The batch had been stored before; nothing was written.
+    pub duplicate: bool,
+    pub spans: u64,
+    /// Spans older than the retention window: not stored.
+    pub expired_spans: u64,
+    pub aggregates: u64,
+    pub samples: u64,
+}
+
+/// Columns of `sw_spans` in COPY order, with their types.
+pub(crate) const SPAN_COLUMNS: &[(&str, Type)] = &[
+    ("start_ns", Type::INT8),
+    ("duration_ns", Type::INT8),
+    ("trace_id", Type::BYTEA),
+    ("span_id", Type::BYTEA),
+    ("parent_span_id", Type::BYTEA),
+    ("service", Type::TEXT),
+    ("instance", Type::TEXT),
+    ("operation", Type::TEXT),
+    ("kind", Type::TEXT),
+    ("class", Type::TEXT),
+    ("is_error", Type::BOOL),
+    ("status_message", Type::TEXT),
+    ("http_status", Type::INT2),
+    ("peer", Type::TEXT),
+    ("db_system", Type::TEXT),
+    ("db_role", Type::TEXT),
+    ("statement", Type::TEXT),
+    ("rows", Type::INT8),
+    ("attributes", Type::JSONB),
+    ("kept", Type::TEXT),
+    ("flags", Type::INT4),
+    ("replica_lag_ms", Type::INT8),
+];
+
+fn name<E: WireEnum>(n: i32, fallback: E) -> &'static str {
+    E::from_number(n).unwrap_or(fallback).as_str()
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Writes `spans` with binary COPY into `sw_spans` (routed to their daily partitions).
+/// Public so the benchmark can measure the raw COPY ceiling with the very same encoding.
+pub async fn copy_spans<'a>(
+    client: &tokio_postgres::Transaction<'_>,
+    spans: impl Iterator<Item = &'a Span>,
+) -> Result<u64, StoreError> {
+    let columns: Vec<&str> = SPAN_COLUMNS.iter().map(|(c, _)| *c).collect();
+    let types: Vec<Type> = SPAN_COLUMNS.iter().map(|(_, t)| t.clone()).collect();
+    let sink = client
+        .copy_in(&format!("COPY sw_spans ({}) FROM STDIN (FORMAT binary)", columns.join(", ")))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for s in spans {
+        let parent = non_empty_bytes(&s.parent_span_id);
+        let http_status = (s.http_status > 0).then_some(s.http_status as i16);
+        let attributes = (!s.attributes.is_empty()).then_some(Json(&s.attributes));
+        let flags = s.flag_bits();
+        let row: [&(dyn ToSql + Sync); 22] = [
+            &s.start_ns,
+            &s.duration_ns,
+            &s.trace_id,
+            &s.span_id,
+            &parent,
+            &s.service,
+            &s.instance,
+            &s.operation,
+            &name(s.kind, SpanKind::Unspecified),
+            &s.dependency_class().as_str(),
+            &s.is_error(),
+            &non_empty(&s.status_message),
+            &http_status,
+            &non_empty(&s.peer),
+            &non_empty(&s.db_system),
+            &name(s.db_role, DbRole::Unknown),
+            &non_empty(&s.statement),
+            &s.rows,
+            &attributes,
+            &name(s.kept, KeepReason::Sampled),
+            &flags,
+            &s.replica_lag_ms,
+        ];
+        writer.as_mut().write(&row).await?;
+    }
+    Ok(writer.finish().await?)
+}
+
+fn non_empty_bytes(b: &[u8]) -> Option<&[u8]> {
+    (!b.is_empty()).then_some(b)
+}
+
+/// A histogram as stored: `{"<bucket key>": count, ..., "zero": count}`.
+pub(crate) fn histogram_to_json(h: &Histogram) -> serde_json::Value {
+    let mut m = serde_json::Map::with_capacity(h.keys.len() + 1);
+    for (k, c) in h.keys.iter().zip(&h.counts) {
+        m.insert(k.to_string(), (*c).into());
+    }
+    if h.zero_count > 0 {
+        m.insert("zero".into(), h.zero_count.into());
+    }
+    serde_json::Value::Object(m)
+}
+
+/// The inverse of [`histogram_to_json`].
+pub(crate) fn histogram_from_json(v: &serde_json::Value) -> Result<Histogram, StoreError> {
+    let obj = v.as_object().ok_or_else(|| StoreError::Corrupt("histogram is not an object".into()))?;
+    let mut pairs: Vec<(i32, u64)> = Vec::with_capacity(obj.len());
+    let mut h = Histogram::default();
+    for (k, c) in obj {
+        let c = c.as_u64().ok_or_else(|| StoreError::Corrupt(format!("histogram count {c}")))?;
+        if k == "zero" {
+            h.zero_count = c;
+        } else {
+            let k = k.parse().map_err(|_| StoreError::Corrupt(format!("histogram key {k}")))?;
+            pairs.push((k, c));
+        }
+    }
+    pairs.sort_unstable();
+    (h.keys, h.counts) = pairs.into_iter().unzip();
+    Ok(h)
+}
+
+type AggKey = (i64, String, i32, String, String, String);
+
+/// Merges aggregates with the same key so one upsert statement touches each row once, in key
+/// order (two transactions upserting the same rows in the same order cannot deadlock).
+fn merge_aggregates(aggs: &[Aggregate]) -> BTreeMap<AggKey, Aggregate> {
+    let mut merged: BTreeMap<AggKey, Aggregate> = BTreeMap::new();
+    for a in aggs {
+        let key = (a.minute, a.service.clone(), a.class, a.peer.clone(), a.operation.clone(), a.status_class.clone());
+        match merged.get_mut(&key) {
+            Some(m) => {
+                m.count += a.count;
+                m.errors += a.errors;
+                m.sum_ns = m.sum_ns.saturating_add(a.sum_ns);
+                if let (Some(mh), Some(ah)) = (m.histogram.as_mut(), a.histogram.as_ref()) {
+                    mh.merge(ah);
+                }
+            }
+            None => {
+                merged.insert(key, a.clone());
+            }
+        }
+    }
+    merged
+}
+
+impl Store {
+    /// Stores a validated batch whole, or not at all. A batch already stored (same agent,
+    /// instance and sequence) is reported as a duplicate and writes nothing.
+    pub async fn store_batch(&self, batch: &Batch, now_ns: i64) -> Result<IngestOutcome, StoreError> {
+        let oldest = self.oldest_kept_day(now_ns);
+        let live = |ns: i64| day_of_ns(ns) >= oldest;
+        let mut days: Vec<i64> = batch.spans.iter().map(|s| day_of_ns(s.start_ns)).filter(|d| *d >= oldest).collect();
+        days.extend(batch.aggregates.iter().map(|a| day_of_ns(a.minute * 1_000_000_000)).filter(|d| *d >= oldest));
+        days.sort_unstable();
+        days.dedup();
+        self.ensure_partitions(&days).await?;
+
+        let mut outcome = IngestOutcome::default();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let claimed = tx
+            .execute(
+                "INSERT INTO sw_batches (agent_id, instance, sequence, spans) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[&batch.agent_id, &batch.instance, &(batch.sequence as i64), &(batch.spans.len() as i32)],
+            )
+            .await?;
+        if claimed == 0 {
+            tx.rollback().await?;
+            outcome.duplicate = true;
+            return Ok(outcome);
+        }
+
+        let live_spans = batch.spans.iter().filter(|s| live(s.start_ns));
+        outcome.spans = copy_spans(&tx, live_spans).await?;
+        outcome.expired_spans = batch.spans.len() as u64 - outcome.spans;
+
+        let aggs: Vec<Aggregate> =
+            batch.aggregates.iter().filter(|a| live(a.minute * 1_000_000_000)).cloned().collect();
+        let merged = merge_aggregates(&aggs);
+        if !merged.is_empty() {
+            let mut cols: (Vec<f64>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+            let (mut counts, mut errors, mut sums, mut hists) = (vec![], vec![], vec![], vec![]);
+            for ((minute, service, class, peer, op, status), a) in &merged {
+                cols.0.push(*minute as f64);
+                cols.1.push(service);
+                cols.2.push(name(*class, stormwatch_model::DependencyClass::Internal));
+                cols.3.push(peer);
+                cols.4.push(op);
+                cols.5.push(status);
+                counts.push(a.count.min(i64::MAX as u64) as i64);
+                errors.push(a.errors.min(i64::MAX as u64) as i64);
+                sums.push(a.sum_ns.min(i64::MAX as u64) as i64);
+                hists.push(histogram_to_json(a.histogram.as_ref().unwrap_or(&Histogram::default())));
+            }
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO sw_aggregates AS a
+                         (minute, service, class, peer, operation, status_class, count, errors, sum_ns, histogram)
+                     SELECT to_timestamp(m), s, c, p, o, sc, n, e, su, h
+                       FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                   $7::int8[], $8::int8[], $9::int8[], $10::jsonb[]) AS t(m, s, c, p, o, sc, n, e, su, h)
+                     ON CONFLICT (minute, service, class, peer, operation, status_class) DO UPDATE SET
+                         count = a.count + excluded.count,
+                         errors = a.errors + excluded.errors,
+                         sum_ns = a.sum_ns + excluded.sum_ns,
+                         histogram = sw_hist_merge(a.histogram, excluded.histogram)",
+                )
+                .await?;
+            outcome.aggregates = tx
+                .execute(&stmt, &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &counts, &errors, &sums, &hists])
+                .await?;
+        }
+
+        if !batch.hosts.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO sw_host_samples (time, agent_id, host, cpu_percent, mem_used_bytes,
+                         mem_total_bytes, load1, load5, load15, net_rx_bytes_per_s, net_tx_bytes_per_s,
+                         process_count, disks, app_cpu_percent, app_rss_bytes, app_threads)
+                     VALUES (to_timestamp($1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                )
+                .await?;
+            for h in &batch.hosts {
+                let disks = serde_json::to_value(&h.disks).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &(h.time_ns as f64 / 1e9),
+                        &batch.agent_id,
+                        &h.host,
+                        &h.cpu_percent,
+                        &(h.mem_used_bytes as i64),
+                        &(h.mem_total_bytes as i64),
+                        &h.load1,
+                        &h.load5,
+                        &h.load15,
+                        &(h.net_rx_bytes_per_s as i64),
+                        &(h.net_tx_bytes_per_s as i64),
+                        &(h.process_count as i32),
+                        &disks,
+                        &h.app_cpu_percent,
+                        &h.app_rss_bytes.map(|v| v as i64),
+                        &h.app_threads.map(|v| v as i32),
+                    ],
+                )
+                .await?;
+                outcome.samples += 1;
+            }
+        }
+
+        if !batch.probes.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO sw_probe_samples (time, agent_id, database, engine, role, connect_us,
+                         query_us, failure, failure_message, lag_seconds, lag_bytes, replay_paused, detail)
+                     VALUES (to_timestamp($1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .await?;
+            for p in &batch.probes {
+                tx.execute(
+                    &stmt,
+                    &[
+                        &(p.time_ns as f64 / 1e9),
+                        &batch.agent_id,
+                        &p.database,
+                        &p.engine,
+                        &name(p.role, DbRole::Unknown),
+                        &p.connect_us,
+                        &p.query_us,
+                        &name(p.failure, FailureClass::Other),
+                        &non_empty(&p.failure_message),
+                        &p.lag_seconds,
+                        &p.lag_bytes,
+                        &p.replay_paused,
+                        &Json(&p.detail),
+                    ],
+                )
+                .await?;
+                outcome.samples += 1;
+            }
+        }
+
+        let stats = batch.stats.clone().unwrap_or_default();
+        tx.execute(
+            "INSERT INTO sw_agents AS a (agent_id, instance, batches, spans_received, spans_kept, spans_dropped, spool_bytes)
+             VALUES ($1, $2, 1, $3, $4, $5, $6)
+             ON CONFLICT (agent_id) DO UPDATE SET
+                 instance = excluded.instance, last_seen = now(), batches = a.batches + 1,
+                 spans_received = excluded.spans_received, spans_kept = excluded.spans_kept,
+                 spans_dropped = excluded.spans_dropped, spool_bytes = excluded.spool_bytes",
+            &[
+                &batch.agent_id,
+                &batch.instance,
+                &(stats.spans_received as i64),
+                &(stats.spans_kept as i64),
+                &(stats.spans_dropped as i64),
+                &(stats.spool_bytes as i64),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,75 @@
+//! Forward-only schema migrations from `migrations/NNNN_name.sql`, applied at start-up.
+//!
+//! A session-level advisory lock serializes collectors that start at the same time: the second
+//! waits, then finds every migration recorded and applies nothing.
+
+use tokio_postgres::Client;
+
+use crate::StoreError;
+
+/// Every migration, in order. A test checks this list against the `migrations/` folder.
+pub const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+
+/// Advisory lock key for migrations ("stormwatch migrate").
+const MIGRATE_LOCK: i64 = 0x5357_4d49_4752_0001;
+
+/// Applies the migrations not yet recorded in `sw_migrations`; returns how many it applied.
+pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK]).await?;
+    let result = apply(client).await;
+    // Unlock even when a migration failed, so the next attempt does not wait forever.
+    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK]).await;
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+async fn apply(client: &mut Client) -> Result<usize, StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS sw_migrations (
+                 name text PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    let done: Vec<String> = client
+        .query("SELECT name FROM sw_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut applied = 0;
+    for (name, sql) in MIGRATIONS {
+        if done.iter().any(|d| d == name) {
+            continue;
+        }
+        tracing::info!(migration = name, "applying migration");
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await.map_err(|e| StoreError::Migration {
+            name: (*name).to_owned(),
+            source: e,
+        })?;
+        tx.execute("INSERT INTO sw_migrations (name) VALUES ($1)", &[name]).await?;
+        tx.commit().await?;
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql"))
+            .map(|n| n.trim_end_matches(".sql").to_owned())
+            .collect();
+        files.sort();
+        let listed: Vec<&str> = super::MIGRATIONS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(files, listed);
+    }
+}
