@@ -1,1 +1,36 @@
-fn main() {}
+//! `stormwatch-collector`: parses flags and config, then hands over to the library.
+
+use clap::Parser;
+use stormwatch_collector::config::{Config, Flags};
+use stormwatch_collector::{shutdown_signal, Collector};
+
+/// Exit code for unusable configuration (EX_USAGE).
+const EXIT_CONFIG: i32 = 64;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STORMWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = match Config::load(Flags::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    let collector = match Collector::start(config).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("could not start: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = collector.serve(shutdown_signal()).await {
+        tracing::error!("{e:#}");
+        std::process::exit(1);
+    }
+}

@@ -106,6 +106,8 @@ impl Aggregate {
         self.count += 1;
         self.errors += u64::from(span.is_error());
         self.sum_ns = self.sum_ns.saturating_add(d);
-        self.histogram.get_or_insert_with(Histogram::default).record(d);
+        self.histogram
+            .get_or_insert_with(Histogram::default)
+            .record(d);
     }
 }

@@ -80,7 +80,12 @@ pub enum Encoding {
 impl Encoding {
     /// From a `Content-Type` header value (parameters such as `; charset=utf-8` ignored).
     pub fn from_content_type(value: &str) -> Option<Self> {
-        let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match mime.as_str() {
             "application/json" => Some(Encoding::Json),
             "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
@@ -110,10 +115,12 @@ impl Batch {
     /// Decodes a batch from an (uncompressed) body.
     pub fn decode(body: &[u8], encoding: Encoding) -> Result<Batch, DecodeError> {
         match encoding {
-            Encoding::Protobuf => <Batch as prost::Message>::decode(body).map_err(|e| DecodeError {
-                field: None,
-                message: format!("malformed protobuf: {e}"),
-            }),
+            Encoding::Protobuf => {
+                <Batch as prost::Message>::decode(body).map_err(|e| DecodeError {
+                    field: None,
+                    message: format!("malformed protobuf: {e}"),
+                })
+            }
             Encoding::Json => {
                 let de = &mut serde_json::Deserializer::from_slice(body);
                 serde_path_to_error::deserialize(de).map_err(|e| {

@@ -177,7 +177,10 @@ pub mod as_name {
         }
         match NameOrNumber::deserialize(d)? {
             NameOrNumber::Name(n) => E::from_name(&n).map(|e| e.number()).ok_or_else(|| {
-                serde::de::Error::custom(format!("unknown value `{n}`, expected one of: {}", E::names()))
+                serde::de::Error::custom(format!(
+                    "unknown value `{n}`, expected one of: {}",
+                    E::names()
+                ))
             }),
             NameOrNumber::Number(n) => Ok(n),
         }
@@ -197,13 +200,18 @@ pub mod as_name {
     }
 
     /// For `repeated` enum fields.
-    pub fn deserialize_vec<'de, E: WireEnum, D: Deserializer<'de>>(d: D) -> Result<Vec<i32>, D::Error> {
+    pub fn deserialize_vec<'de, E: WireEnum, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<i32>, D::Error> {
         let names = Vec::<std::borrow::Cow<'de, str>>::deserialize(d)?;
         names
             .iter()
             .map(|n| {
                 E::from_name(n).map(|e| e.number()).ok_or_else(|| {
-                    serde::de::Error::custom(format!("unknown value `{n}`, expected one of: {}", E::names()))
+                    serde::de::Error::custom(format!(
+                        "unknown value `{n}`, expected one of: {}",
+                        E::names()
+                    ))
                 })
             })
             .collect()
@@ -219,7 +227,10 @@ mod tests {
         for c in DependencyClass::ALL {
             assert_eq!(c.as_str().parse::<DependencyClass>().unwrap(), *c);
         }
-        assert_eq!(DependencyClass::from_number(3), Some(DependencyClass::Redis));
+        assert_eq!(
+            DependencyClass::from_number(3),
+            Some(DependencyClass::Redis)
+        );
         let err = "mongo".parse::<DependencyClass>().unwrap_err();
         assert!(err.contains("http_client"), "{err}");
     }

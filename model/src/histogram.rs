@@ -77,11 +77,15 @@ impl Histogram {
         let mut counts = Vec::with_capacity(keys.capacity());
         let (mut i, mut j) = (0, 0);
         while i < self.keys.len() || j < other.keys.len() {
-            let take_self = j >= other.keys.len()
-                || (i < self.keys.len() && self.keys[i] <= other.keys[j]);
-            let take_other = i >= self.keys.len()
-                || (j < other.keys.len() && other.keys[j] <= self.keys[i]);
-            let key = if take_self { self.keys[i] } else { other.keys[j] };
+            let take_self =
+                j >= other.keys.len() || (i < self.keys.len() && self.keys[i] <= other.keys[j]);
+            let take_other =
+                i >= self.keys.len() || (j < other.keys.len() && other.keys[j] <= self.keys[i]);
+            let key = if take_self {
+                self.keys[i]
+            } else {
+                other.keys[j]
+            };
             let mut c = 0;
             if take_self {
                 c += self.counts[i];
@@ -156,17 +160,28 @@ mod tests {
             let est = h.quantile(q).unwrap();
             let exact = exact_quantile(&values, q);
             let err = (est - exact).abs() / exact;
-            assert!(err <= RELATIVE_ERROR + 1e-9, "q={q} est={est} exact={exact} err={err}");
+            assert!(
+                err <= RELATIVE_ERROR + 1e-9,
+                "q={q} est={est} exact={exact} err={err}"
+            );
         }
         assert_eq!(h.count(), 20_000);
     }
 
     #[test]
     fn merge_equals_recording_everything_once() {
-        let (mut a, mut b, mut all) = (Histogram::default(), Histogram::default(), Histogram::default());
+        let (mut a, mut b, mut all) = (
+            Histogram::default(),
+            Histogram::default(),
+            Histogram::default(),
+        );
         for i in 0..5_000u64 {
             let v = (i * 104_729) % 900_000_000;
-            if i % 3 == 0 { a.record(v) } else { b.record(v) }
+            if i % 3 == 0 {
+                a.record(v)
+            } else {
+                b.record(v)
+            }
             all.record(v);
         }
         a.merge(&b);

@@ -20,7 +20,9 @@ pub mod validate;
 
 pub use aggregate::{Aggregate, AggregateKey};
 pub use batch::{AgentStats, Batch, DecodeError, Encoding, WIRE_VERSION};
-pub use enums::{DbRole, DependencyClass, FailureClass, KeepReason, SpanFlag, SpanKind, SpanStatus};
+pub use enums::{
+    DbRole, DependencyClass, FailureClass, KeepReason, SpanFlag, SpanKind, SpanStatus,
+};
 pub use histogram::Histogram;
 pub use host::{DiskUsage, HostSample};
 pub use probe::ProbeSample;

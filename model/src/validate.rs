@@ -4,7 +4,9 @@
 //! Truncations are counted and returned so the collector can expose them.
 
 use crate::batch::{Batch, WIRE_VERSION};
-use crate::enums::{DbRole, DependencyClass, FailureClass, KeepReason, SpanFlag, SpanKind, SpanStatus, WireEnum};
+use crate::enums::{
+    DbRole, DependencyClass, FailureClass, KeepReason, SpanFlag, SpanKind, SpanStatus, WireEnum,
+};
 use crate::limits::*;
 
 /// A batch that must be rejected whole.
@@ -16,7 +18,10 @@ pub struct FieldError {
 }
 
 fn reject(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-    FieldError { field: field.into(), message: message.into() }
+    FieldError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// What validation cut short, by kind.
@@ -51,10 +56,16 @@ pub fn truncate(s: &mut String, max: usize) -> bool {
 
 fn check_time(field: impl FnOnce() -> String, ns: i64, now_ns: i64) -> Result<(), FieldError> {
     if ns < MIN_TIME_NS {
-        return Err(reject(field(), format!("timestamp {ns} ns is before 2000-01-01")));
+        return Err(reject(
+            field(),
+            format!("timestamp {ns} ns is before 2000-01-01"),
+        ));
     }
     if ns > now_ns.saturating_add(MAX_FUTURE_NS) {
-        return Err(reject(field(), format!("timestamp {ns} ns is more than a day ahead of the collector's clock")));
+        return Err(reject(
+            field(),
+            format!("timestamp {ns} ns is more than a day ahead of the collector's clock"),
+        ));
     }
     Ok(())
 }
@@ -62,16 +73,31 @@ fn check_time(field: impl FnOnce() -> String, ns: i64, now_ns: i64) -> Result<()
 fn check_enum<E: WireEnum>(field: impl FnOnce() -> String, n: i32) -> Result<(), FieldError> {
     match E::from_number(n) {
         Some(_) => Ok(()),
-        None => Err(reject(field(), format!("unknown value {n}, expected one of: {}", E::names()))),
+        None => Err(reject(
+            field(),
+            format!("unknown value {n}, expected one of: {}", E::names()),
+        )),
     }
 }
 
-fn check_id(field: impl FnOnce() -> String, id: &[u8], len: usize, optional: bool) -> Result<(), FieldError> {
+fn check_id(
+    field: impl FnOnce() -> String,
+    id: &[u8],
+    len: usize,
+    optional: bool,
+) -> Result<(), FieldError> {
     if optional && id.is_empty() {
         return Ok(());
     }
     if id.len() != len {
-        return Err(reject(field(), format!("must be {len} bytes ({} hex digits), got {} bytes", len * 2, id.len())));
+        return Err(reject(
+            field(),
+            format!(
+                "must be {len} bytes ({} hex digits), got {} bytes",
+                len * 2,
+                id.len()
+            ),
+        ));
     }
     if id.iter().all(|b| *b == 0) {
         return Err(reject(field(), "must not be all zeros"));
@@ -81,14 +107,20 @@ fn check_id(field: impl FnOnce() -> String, id: &[u8], len: usize, optional: boo
 
 fn check_count(field: &str, n: usize, max: usize) -> Result<(), FieldError> {
     if n > max {
-        return Err(reject(field, format!("{n} items exceed the limit of {max} per batch")));
+        return Err(reject(
+            field,
+            format!("{n} items exceed the limit of {max} per batch"),
+        ));
     }
     Ok(())
 }
 
 fn check_finite(field: impl FnOnce() -> String, v: f64) -> Result<(), FieldError> {
     if !v.is_finite() || v < 0.0 {
-        return Err(reject(field(), format!("must be a finite, non-negative number, got {v}")));
+        return Err(reject(
+            field(),
+            format!("must be a finite, non-negative number, got {v}"),
+        ));
     }
     Ok(())
 }
@@ -98,18 +130,31 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
     let mut cut = Truncations::default();
     let label = |s: &mut String| cut_label(s, MAX_LABEL_BYTES);
     if batch.version != WIRE_VERSION {
-        return Err(reject("version", format!("unsupported wire version {}, this collector reads {WIRE_VERSION}", batch.version)));
+        return Err(reject(
+            "version",
+            format!(
+                "unsupported wire version {}, this collector reads {WIRE_VERSION}",
+                batch.version
+            ),
+        ));
     }
     for (name, v) in [("agent_id", &batch.agent_id), ("instance", &batch.instance)] {
         if v.is_empty() {
             return Err(reject(name, "must not be empty"));
         }
         if v.len() > MAX_AGENT_ID_BYTES {
-            return Err(reject(name, format!("longer than {MAX_AGENT_ID_BYTES} bytes")));
+            return Err(reject(
+                name,
+                format!("longer than {MAX_AGENT_ID_BYTES} bytes"),
+            ));
         }
     }
     check_count("spans", batch.spans.len(), MAX_SPANS_PER_BATCH)?;
-    check_count("aggregates", batch.aggregates.len(), MAX_AGGREGATES_PER_BATCH)?;
+    check_count(
+        "aggregates",
+        batch.aggregates.len(),
+        MAX_AGGREGATES_PER_BATCH,
+    )?;
     check_count("hosts", batch.hosts.len(), MAX_SAMPLES_PER_BATCH)?;
     check_count("probes", batch.probes.len(), MAX_SAMPLES_PER_BATCH)?;
 
@@ -134,26 +179,48 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
         }
         check_time(|| f("start_ns"), s.start_ns, now_ns)?;
         if s.duration_ns < 0 {
-            return Err(reject(f("duration_ns"), format!("must not be negative, got {}", s.duration_ns)));
+            return Err(reject(
+                f("duration_ns"),
+                format!("must not be negative, got {}", s.duration_ns),
+            ));
         }
         if s.duration_ns > MAX_DURATION_NS {
-            return Err(reject(f("duration_ns"), format!("{} ns exceeds the limit of one day", s.duration_ns)));
+            return Err(reject(
+                f("duration_ns"),
+                format!("{} ns exceeds the limit of one day", s.duration_ns),
+            ));
         }
         if s.http_status > 999 {
-            return Err(reject(f("http_status"), format!("{} is not an HTTP status", s.http_status)));
+            return Err(reject(
+                f("http_status"),
+                format!("{} is not an HTTP status", s.http_status),
+            ));
         }
         if matches!(s.rows, Some(r) if r < 0) {
             return Err(reject(f("rows"), "must not be negative"));
         }
-        for v in [&mut s.service, &mut s.instance, &mut s.operation, &mut s.peer, &mut s.db_system] {
+        for v in [
+            &mut s.service,
+            &mut s.instance,
+            &mut s.operation,
+            &mut s.peer,
+            &mut s.db_system,
+        ] {
             cut.values += label(v);
         }
         cut.values += u64::from(truncate(&mut s.statement, MAX_STATEMENT_BYTES));
         cut.values += u64::from(truncate(&mut s.status_message, MAX_MESSAGE_BYTES));
-        if s.attributes.len() > MAX_ATTRIBUTES || s.attributes.iter().any(|(k, v)| k.len() > MAX_ATTRIBUTE_KEY_BYTES || v.len() > MAX_ATTRIBUTE_VALUE_BYTES) {
+        if s.attributes.len() > MAX_ATTRIBUTES
+            || s.attributes.iter().any(|(k, v)| {
+                k.len() > MAX_ATTRIBUTE_KEY_BYTES || v.len() > MAX_ATTRIBUTE_VALUE_BYTES
+            })
+        {
             let total = s.attributes.len();
             let mut kept = std::collections::BTreeMap::new();
-            for (mut k, mut v) in std::mem::take(&mut s.attributes).into_iter().take(MAX_ATTRIBUTES - 1) {
+            for (mut k, mut v) in std::mem::take(&mut s.attributes)
+                .into_iter()
+                .take(MAX_ATTRIBUTES - 1)
+            {
                 cut.values += u64::from(truncate(&mut k, MAX_ATTRIBUTE_KEY_BYTES));
                 cut.values += u64::from(truncate(&mut v, MAX_ATTRIBUTE_VALUE_BYTES));
                 kept.insert(k, v);
@@ -172,7 +239,11 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
         if a.minute % 60 != 0 {
             return Err(reject(f("minute"), "must be a multiple of 60 seconds"));
         }
-        check_time(|| f("minute"), a.minute.saturating_mul(1_000_000_000), now_ns)?;
+        check_time(
+            || f("minute"),
+            a.minute.saturating_mul(1_000_000_000),
+            now_ns,
+        )?;
         if a.service.is_empty() {
             return Err(reject(f("service"), "must not be empty"));
         }
@@ -183,9 +254,17 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
         let hist = a.histogram.get_or_insert_with(Default::default);
         hist.check().map_err(|m| reject(f("histogram"), m))?;
         if hist.count() != a.count {
-            return Err(reject(f("histogram"), format!("holds {} values but count is {}", hist.count(), a.count)));
+            return Err(reject(
+                f("histogram"),
+                format!("holds {} values but count is {}", hist.count(), a.count),
+            ));
         }
-        for v in [&mut a.service, &mut a.peer, &mut a.operation, &mut a.status_class] {
+        for v in [
+            &mut a.service,
+            &mut a.peer,
+            &mut a.operation,
+            &mut a.status_class,
+        ] {
             cut.values += label(v);
         }
     }
@@ -196,7 +275,12 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
         if h.host.is_empty() {
             return Err(reject(f("host"), "must not be empty"));
         }
-        for (name, v) in [("cpu_percent", h.cpu_percent), ("load1", h.load1), ("load5", h.load5), ("load15", h.load15)] {
+        for (name, v) in [
+            ("cpu_percent", h.cpu_percent),
+            ("load1", h.load1),
+            ("load5", h.load5),
+            ("load15", h.load15),
+        ] {
             check_finite(|| f(name), v)?;
         }
         if let Some(v) = h.app_cpu_percent {
@@ -229,7 +313,10 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
         cut.values += u64::from(truncate(&mut p.failure_message, MAX_MESSAGE_BYTES));
         if p.detail.len() > MAX_ATTRIBUTES {
             cut.attributes += (p.detail.len() - MAX_ATTRIBUTES) as u64;
-            p.detail = std::mem::take(&mut p.detail).into_iter().take(MAX_ATTRIBUTES).collect();
+            p.detail = std::mem::take(&mut p.detail)
+                .into_iter()
+                .take(MAX_ATTRIBUTES)
+                .collect();
         }
         for v in p.detail.values_mut() {
             cut.values += u64::from(truncate(v, MAX_ATTRIBUTE_VALUE_BYTES));

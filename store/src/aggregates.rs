@@ -41,7 +41,10 @@ pub const MAX_POINTS: i64 = 10_000;
 
 impl Store {
     /// The series for `f`: one point per step from `from_s`, empty steps included.
-    pub async fn aggregate_series(&self, f: &AggregateFilter) -> Result<Vec<AggregatePoint>, StoreError> {
+    pub async fn aggregate_series(
+        &self,
+        f: &AggregateFilter,
+    ) -> Result<Vec<AggregatePoint>, StoreError> {
         let step = f.step_s.max(60);
         let from = f.from_s.div_euclid(60) * 60;
         let n_points = ((f.to_s - from + step - 1) / step).clamp(0, MAX_POINTS) as usize;
@@ -59,7 +62,17 @@ impl Store {
             )
             .await?;
         let rows = client
-            .query(&stmt, &[&(from as f64), &(f.to_s as f64), &f.service, &class, &f.peer, &f.operation])
+            .query(
+                &stmt,
+                &[
+                    &(from as f64),
+                    &(f.to_s as f64),
+                    &f.service,
+                    &class,
+                    &f.peer,
+                    &f.operation,
+                ],
+            )
             .await?;
         struct Acc {
             count: u64,
@@ -70,7 +83,14 @@ impl Store {
             hist: Histogram,
         }
         let mut accs: Vec<Acc> = (0..n_points)
-            .map(|_| Acc { count: 0, errors: 0, sum_ns: 0, http_5xx: 0, http_503: 0, hist: Histogram::default() })
+            .map(|_| Acc {
+                count: 0,
+                errors: 0,
+                sum_ns: 0,
+                http_5xx: 0,
+                http_503: 0,
+                hist: Histogram::default(),
+            })
             .collect();
         for r in &rows {
             let minute: i64 = r.get(0);
@@ -99,7 +119,11 @@ impl Store {
                 time: from + i as i64 * step,
                 count: a.count,
                 errors: a.errors,
-                error_rate: if a.count == 0 { 0.0 } else { a.errors as f64 / a.count as f64 },
+                error_rate: if a.count == 0 {
+                    0.0
+                } else {
+                    a.errors as f64 / a.count as f64
+                },
                 http_5xx: a.http_5xx,
                 http_503: a.http_503,
                 mean_ms: (a.count > 0).then(|| a.sum_ns as f64 / a.count as f64 / 1e6),

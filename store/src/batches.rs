@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use futures_util::pin_mut;
 use postgres_types::{Json, ToSql, Type};
 use stormwatch_model::enums::WireEnum;
-use stormwatch_model::{Aggregate, Batch, DbRole, FailureClass, Histogram, KeepReason, Span, SpanKind};
+use stormwatch_model::{
+    Aggregate, Batch, DbRole, FailureClass, Histogram, KeepReason, Span, SpanKind,
+};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 use crate::partitions::day_of_ns;
@@ -66,7 +68,10 @@ pub async fn copy_spans<'a>(
     let columns: Vec<&str> = SPAN_COLUMNS.iter().map(|(c, _)| *c).collect();
     let types: Vec<Type> = SPAN_COLUMNS.iter().map(|(_, t)| t.clone()).collect();
     let sink = client
-        .copy_in(&format!("COPY sw_spans ({}) FROM STDIN (FORMAT binary)", columns.join(", ")))
+        .copy_in(&format!(
+            "COPY sw_spans ({}) FROM STDIN (FORMAT binary)",
+            columns.join(", ")
+        ))
         .await?;
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
@@ -122,15 +127,21 @@ pub(crate) fn histogram_to_json(h: &Histogram) -> serde_json::Value {
 
 /// The inverse of [`histogram_to_json`].
 pub(crate) fn histogram_from_json(v: &serde_json::Value) -> Result<Histogram, StoreError> {
-    let obj = v.as_object().ok_or_else(|| StoreError::Corrupt("histogram is not an object".into()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| StoreError::Corrupt("histogram is not an object".into()))?;
     let mut pairs: Vec<(i32, u64)> = Vec::with_capacity(obj.len());
     let mut h = Histogram::default();
     for (k, c) in obj {
-        let c = c.as_u64().ok_or_else(|| StoreError::Corrupt(format!("histogram count {c}")))?;
+        let c = c
+            .as_u64()
+            .ok_or_else(|| StoreError::Corrupt(format!("histogram count {c}")))?;
         if k == "zero" {
             h.zero_count = c;
         } else {
-            let k = k.parse().map_err(|_| StoreError::Corrupt(format!("histogram key {k}")))?;
+            let k = k
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("histogram key {k}")))?;
             pairs.push((k, c));
         }
     }
@@ -146,7 +157,14 @@ type AggKey = (i64, String, i32, String, String, String);
 fn merge_aggregates(aggs: &[Aggregate]) -> BTreeMap<AggKey, Aggregate> {
     let mut merged: BTreeMap<AggKey, Aggregate> = BTreeMap::new();
     for a in aggs {
-        let key = (a.minute, a.service.clone(), a.class, a.peer.clone(), a.operation.clone(), a.status_class.clone());
+        let key = (
+            a.minute,
+            a.service.clone(),
+            a.class,
+            a.peer.clone(),
+            a.operation.clone(),
+            a.status_class.clone(),
+        );
         match merged.get_mut(&key) {
             Some(m) => {
                 m.count += a.count;
@@ -167,11 +185,26 @@ fn merge_aggregates(aggs: &[Aggregate]) -> BTreeMap<AggKey, Aggregate> {
 impl Store {
     /// Stores a validated batch whole, or not at all. A batch already stored (same agent,
     /// instance and sequence) is reported as a duplicate and writes nothing.
-    pub async fn store_batch(&self, batch: &Batch, now_ns: i64) -> Result<IngestOutcome, StoreError> {
+    pub async fn store_batch(
+        &self,
+        batch: &Batch,
+        now_ns: i64,
+    ) -> Result<IngestOutcome, StoreError> {
         let oldest = self.oldest_kept_day(now_ns);
         let live = |ns: i64| day_of_ns(ns) >= oldest;
-        let mut days: Vec<i64> = batch.spans.iter().map(|s| day_of_ns(s.start_ns)).filter(|d| *d >= oldest).collect();
-        days.extend(batch.aggregates.iter().map(|a| day_of_ns(a.minute * 1_000_000_000)).filter(|d| *d >= oldest));
+        let mut days: Vec<i64> = batch
+            .spans
+            .iter()
+            .map(|s| day_of_ns(s.start_ns))
+            .filter(|d| *d >= oldest)
+            .collect();
+        days.extend(
+            batch
+                .aggregates
+                .iter()
+                .map(|a| day_of_ns(a.minute * 1_000_000_000))
+                .filter(|d| *d >= oldest),
+        );
         days.sort_unstable();
         days.dedup();
         self.ensure_partitions(&days).await?;
@@ -196,23 +229,32 @@ impl Store {
         outcome.spans = copy_spans(&tx, live_spans).await?;
         outcome.expired_spans = batch.spans.len() as u64 - outcome.spans;
 
-        let aggs: Vec<Aggregate> =
-            batch.aggregates.iter().filter(|a| live(a.minute * 1_000_000_000)).cloned().collect();
+        let aggs: Vec<Aggregate> = batch
+            .aggregates
+            .iter()
+            .filter(|a| live(a.minute * 1_000_000_000))
+            .cloned()
+            .collect();
         let merged = merge_aggregates(&aggs);
         if !merged.is_empty() {
-            let mut cols: (Vec<f64>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+            let n = merged.len();
+            let mut minutes = Vec::with_capacity(n);
+            let (mut services, mut classes, mut peers, mut ops, mut statuses) =
+                (vec![], vec![], vec![], vec![], vec![]);
             let (mut counts, mut errors, mut sums, mut hists) = (vec![], vec![], vec![], vec![]);
             for ((minute, service, class, peer, op, status), a) in &merged {
-                cols.0.push(*minute as f64);
-                cols.1.push(service);
-                cols.2.push(name(*class, stormwatch_model::DependencyClass::Internal));
-                cols.3.push(peer);
-                cols.4.push(op);
-                cols.5.push(status);
+                minutes.push(*minute as f64);
+                services.push(service.as_str());
+                classes.push(name(*class, stormwatch_model::DependencyClass::Internal));
+                peers.push(peer.as_str());
+                ops.push(op.as_str());
+                statuses.push(status.as_str());
                 counts.push(a.count.min(i64::MAX as u64) as i64);
                 errors.push(a.errors.min(i64::MAX as u64) as i64);
                 sums.push(a.sum_ns.min(i64::MAX as u64) as i64);
-                hists.push(histogram_to_json(a.histogram.as_ref().unwrap_or(&Histogram::default())));
+                hists.push(histogram_to_json(
+                    a.histogram.as_ref().unwrap_or(&Histogram::default()),
+                ));
             }
             let stmt = tx
                 .prepare_cached(
@@ -229,7 +271,13 @@ impl Store {
                 )
                 .await?;
             outcome.aggregates = tx
-                .execute(&stmt, &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &counts, &errors, &sums, &hists])
+                .execute(
+                    &stmt,
+                    &[
+                        &minutes, &services, &classes, &peers, &ops, &statuses, &counts, &errors,
+                        &sums, &hists,
+                    ],
+                )
                 .await?;
         }
 
@@ -243,7 +291,8 @@ impl Store {
                 )
                 .await?;
             for h in &batch.hosts {
-                let disks = serde_json::to_value(&h.disks).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let disks = serde_json::to_value(&h.disks)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 tx.execute(
                     &stmt,
                     &[

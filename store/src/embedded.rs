@@ -25,11 +25,17 @@ pub enum EmbeddedError {
     #[error("{action} failed: {detail}")]
     Command { action: String, detail: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EmbeddedError + '_ {
-    move |source| EmbeddedError::Io { path: path.to_owned(), source }
+    move |source| EmbeddedError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// How to run the embedded cluster.
@@ -74,7 +80,10 @@ pub fn find_bin_dir() -> Result<PathBuf, EmbeddedError> {
         })
         .collect();
     versions.sort();
-    versions.pop().map(|(_, bin)| bin).ok_or(EmbeddedError::NotInstalled)
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or(EmbeddedError::NotInstalled)
 }
 
 fn is_root() -> bool {
@@ -107,7 +116,10 @@ impl EmbeddedPostgres {
         let bin_dir = find_bin_dir()?;
         let run_as_postgres = is_root();
         std::fs::create_dir_all(&opts.data_dir).map_err(io_err(&opts.data_dir))?;
-        let data_dir = opts.data_dir.canonicalize().map_err(io_err(&opts.data_dir))?;
+        let data_dir = opts
+            .data_dir
+            .canonicalize()
+            .map_err(io_err(&opts.data_dir))?;
         let pgdata = data_dir.join("postgres");
         std::fs::create_dir_all(&pgdata).map_err(io_err(&pgdata))?;
         if run_as_postgres {
@@ -124,7 +136,13 @@ impl EmbeddedPostgres {
             Some(p) => ("127.0.0.1".to_owned(), p),
             None => (pgdata.to_string_lossy().into_owned(), 5432),
         };
-        let pg = EmbeddedPostgres { pgdata, bin_dir, run_as_postgres, host, port };
+        let pg = EmbeddedPostgres {
+            pgdata,
+            bin_dir,
+            run_as_postgres,
+            host,
+            port,
+        };
         if !pg.pgdata.join("PG_VERSION").is_file() {
             tracing::info!(pgdata = %pg.pgdata.display(), "creating the embedded PostgreSQL cluster");
             let mut args: Vec<OsString> = vec![
@@ -157,11 +175,21 @@ impl EmbeddedPostgres {
                 }
                 None => {
                     settings.push("-c listen_addresses=''".to_owned());
-                    settings.push(format!("-c unix_socket_directories='{}'", pg.pgdata.display()));
+                    settings.push(format!(
+                        "-c unix_socket_directories='{}'",
+                        pg.pgdata.display()
+                    ));
                 }
             }
             if opts.unsafe_no_fsync {
-                settings.extend(["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"].map(String::from));
+                settings.extend(
+                    [
+                        "-c fsync=off",
+                        "-c synchronous_commit=off",
+                        "-c full_page_writes=off",
+                    ]
+                    .map(String::from),
+                );
             }
             let log = pg.pgdata.join("server.log");
             let args: Vec<OsString> = vec![
@@ -181,7 +209,11 @@ impl EmbeddedPostgres {
                 let tail: Vec<&str> = tail.lines().rev().take(5).collect();
                 return Err(EmbeddedError::Command {
                     action: "starting the embedded PostgreSQL".into(),
-                    detail: format!("{e}; last lines of {}: {}", log.display(), tail.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+                    detail: format!(
+                        "{e}; last lines of {}: {}",
+                        log.display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    ),
                 });
             }
         }
@@ -190,7 +222,10 @@ impl EmbeddedPostgres {
 
     /// A libpq-style connection string for database `dbname`.
     pub fn connection_string(&self, dbname: &str) -> String {
-        format!("host={} port={} user={SUPERUSER} dbname={dbname}", self.host, self.port)
+        format!(
+            "host={} port={} user={SUPERUSER} dbname={dbname}",
+            self.host, self.port
+        )
     }
 
     /// The cluster directory.
@@ -207,7 +242,12 @@ impl EmbeddedPostgres {
     /// that outlive this process (the test harness's watchdog).
     pub fn command_prefix(&self) -> Vec<String> {
         if self.run_as_postgres {
-            vec!["runuser".into(), "-u".into(), "postgres".into(), "--".into()]
+            vec![
+                "runuser".into(),
+                "-u".into(),
+                "postgres".into(),
+                "--".into(),
+            ]
         } else {
             Vec::new()
         }
@@ -220,12 +260,23 @@ impl EmbeddedPostgres {
 
     /// Stops the cluster (fast shutdown: open sessions are ended, data is flushed).
     pub async fn stop(&self) -> Result<(), EmbeddedError> {
-        let args: Vec<OsString> =
-            vec!["-D".into(), self.pgdata.clone().into(), "-m".into(), "fast".into(), "-w".into(), "stop".into()];
+        let args: Vec<OsString> = vec![
+            "-D".into(),
+            self.pgdata.clone().into(),
+            "-m".into(),
+            "fast".into(),
+            "-w".into(),
+            "stop".into(),
+        ];
         self.run("pg_ctl", "stopping PostgreSQL", args).await
     }
 
-    async fn run(&self, program: &str, action: &str, args: Vec<OsString>) -> Result<(), EmbeddedError> {
+    async fn run(
+        &self,
+        program: &str,
+        action: &str,
+        args: Vec<OsString>,
+    ) -> Result<(), EmbeddedError> {
         let exe = self.bin_dir.join(program);
         let mut cmd = if self.run_as_postgres {
             let mut c = Command::new("runuser");
@@ -234,7 +285,10 @@ impl EmbeddedPostgres {
         } else {
             Command::new(&exe)
         };
-        cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // pg_ctl start leaves the postmaster behind; it must not hold our pipes open.
         if program == "pg_ctl" {
             cmd.stdout(Stdio::null());
@@ -247,16 +301,26 @@ impl EmbeddedPostgres {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let mut detail = format!("{} exited with {}: {}", exe.display(), out.status, stderr.trim());
+        let mut detail = format!(
+            "{} exited with {}: {}",
+            exe.display(),
+            out.status,
+            stderr.trim()
+        );
         if self.run_as_postgres && stderr.contains("Permission denied") {
             detail.push_str(" (PostgreSQL runs as the `postgres` user: every directory above the data directory must be searchable by it)");
         }
-        Err(EmbeddedError::Command { action: action.to_owned(), detail })
+        Err(EmbeddedError::Command {
+            action: action.to_owned(),
+            detail,
+        })
     }
 }
 
 /// A loopback TCP port that was free a moment ago.
 pub fn free_loopback_port() -> Result<u16, EmbeddedError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err(Path::new("127.0.0.1:0")))?;
-    Ok(l.local_addr().map_err(io_err(Path::new("127.0.0.1:0")))?.port())
+    Ok(l.local_addr()
+        .map_err(io_err(Path::new("127.0.0.1:0")))?
+        .port())
 }

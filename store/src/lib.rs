@@ -35,7 +35,10 @@ pub enum StoreError {
     #[error("database connection pool: {0}")]
     Pool(String),
     #[error("migration {name} failed: {source}")]
-    Migration { name: String, source: tokio_postgres::Error },
+    Migration {
+        name: String,
+        source: tokio_postgres::Error,
+    },
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
 }
@@ -71,13 +74,24 @@ pub struct Store {
 impl Store {
     /// Opens a pool and checks that the database answers.
     pub async fn connect(opts: &StoreOptions) -> Result<Store, StoreError> {
-        let pg = tokio_postgres::Config::from_str(&opts.url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
-        let mgr = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pg = tokio_postgres::Config::from_str(&opts.url)
+            .map_err(|e| StoreError::BadUrl(e.to_string()))?;
+        let mgr = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let pool = Pool::builder(mgr)
             .max_size(opts.max_connections.max(1))
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let store = Store { pool, retention_days: opts.retention_days, known_days: Default::default() };
+        let store = Store {
+            pool,
+            retention_days: opts.retention_days,
+            known_days: Default::default(),
+        };
         store.ping().await?;
         Ok(store)
     }
@@ -93,6 +107,11 @@ impl Store {
         let client = self.pool.get().await?;
         client.execute("SELECT 1", &[]).await?;
         Ok(())
+    }
+
+    /// Closes the pool: idle connections end now, busy ones when returned.
+    pub fn close(&self) {
+        self.pool.close();
     }
 
     /// Days of data kept.

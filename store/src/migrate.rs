@@ -8,26 +8,34 @@ use tokio_postgres::Client;
 use crate::StoreError;
 
 /// Every migration, in order. A test checks this list against the `migrations/` folder.
-pub const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
 
 /// Advisory lock key for migrations ("stormwatch migrate").
 const MIGRATE_LOCK: i64 = 0x5357_4d49_4752_0001;
 
 /// Applies the migrations not yet recorded in `sw_migrations`; returns how many it applied.
 pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])
+        .await?;
     let result = apply(client).await;
     // Unlock even when a migration failed, so the next attempt does not wait forever.
-    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK]).await;
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK])
+        .await;
+    let reset = client.batch_execute("RESET client_min_messages").await;
     let applied = result?;
     unlock?;
+    reset?;
     Ok(applied)
 }
 
 async fn apply(client: &mut Client) -> Result<usize, StoreError> {
     client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS sw_migrations (
+            "SET client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS sw_migrations (
                  name text PRIMARY KEY,
                  applied_at timestamptz NOT NULL DEFAULT now()
              )",
@@ -46,11 +54,14 @@ async fn apply(client: &mut Client) -> Result<usize, StoreError> {
         }
         tracing::info!(migration = name, "applying migration");
         let tx = client.transaction().await?;
-        tx.batch_execute(sql).await.map_err(|e| StoreError::Migration {
-            name: (*name).to_owned(),
-            source: e,
-        })?;
-        tx.execute("INSERT INTO sw_migrations (name) VALUES ($1)", &[name]).await?;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| StoreError::Migration {
+                name: (*name).to_owned(),
+                source: e,
+            })?;
+        tx.execute("INSERT INTO sw_migrations (name) VALUES ($1)", &[name])
+            .await?;
         tx.commit().await?;
         applied += 1;
     }

@@ -27,7 +27,11 @@ fn day_of_name(name: &str) -> Option<i64> {
     if digits.len() != 8 {
         return None;
     }
-    let (y, m, d) = (digits[..4].parse().ok()?, digits[4..6].parse::<u8>().ok()?, digits[6..].parse().ok()?);
+    let (y, m, d) = (
+        digits[..4].parse().ok()?,
+        digits[4..6].parse::<u8>().ok()?,
+        digits[6..].parse().ok()?,
+    );
     let date = time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;
     Some(i64::from(date.to_julian_day()) - 2_440_588)
 }
@@ -42,7 +46,11 @@ impl Store {
     pub async fn ensure_partitions(&self, days: &[i64]) -> Result<(), StoreError> {
         let missing: Vec<i64> = {
             let known = self.known_days.lock().unwrap_or_else(|p| p.into_inner());
-            let mut m: Vec<i64> = days.iter().copied().filter(|d| !known.contains(d)).collect();
+            let mut m: Vec<i64> = days
+                .iter()
+                .copied()
+                .filter(|d| !known.contains(d))
+                .collect();
             m.sort_unstable();
             m.dedup();
             m
@@ -52,7 +60,11 @@ impl Store {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK]).await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
+            .await?;
+        // "already exists, skipping" notices are expected here; keep them out of the log.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await?;
         for day in &missing {
             let name = day_name(*day);
             let (from_ns, to_ns) = (day * NS_PER_DAY, (day + 1) * NS_PER_DAY);
@@ -98,15 +110,25 @@ impl Store {
             .filter(|n| day_of_name(n).is_some_and(|d| d < oldest))
             .collect();
         let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK]).await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
+            .await?;
         for name in &expired {
-            tx.batch_execute(&format!("DROP TABLE IF EXISTS {name}")).await?;
+            tx.batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                .await?;
         }
         let cutoff_s = (oldest * 86_400) as f64;
         for table in ["sw_host_samples", "sw_probe_samples"] {
-            tx.execute(&format!("DELETE FROM {table} WHERE time < to_timestamp($1)"), &[&cutoff_s]).await?;
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE time < to_timestamp($1)"),
+                &[&cutoff_s],
+            )
+            .await?;
         }
-        tx.execute("DELETE FROM sw_batches WHERE received_at < to_timestamp($1)", &[&cutoff_s]).await?;
+        tx.execute(
+            "DELETE FROM sw_batches WHERE received_at < to_timestamp($1)",
+            &[&cutoff_s],
+        )
+        .await?;
         tx.commit().await?;
         let mut known = self.known_days.lock().unwrap_or_else(|p| p.into_inner());
         known.retain(|d| *d >= oldest);

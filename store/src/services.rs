@@ -14,7 +14,11 @@ pub struct ServiceSummary {
 
 impl Store {
     /// Services with spans between `from_s` and `to_s` (seconds since the Unix epoch).
-    pub async fn services(&self, from_s: i64, to_s: i64) -> Result<Vec<ServiceSummary>, StoreError> {
+    pub async fn services(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<ServiceSummary>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(

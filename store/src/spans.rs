@@ -18,7 +18,8 @@ pub struct SpanFilter {
     pub limit: i64,
 }
 
-const SELECT: &str = "SELECT start_ns, duration_ns, trace_id, span_id, parent_span_id, service, instance,
+const SELECT: &str =
+    "SELECT start_ns, duration_ns, trace_id, span_id, parent_span_id, service, instance,
     operation, kind, class, is_error, status_message, http_status, peer, db_system, db_role,
     statement, rows, attributes, kept, flags, replica_lag_ms FROM sw_spans";
 
@@ -39,7 +40,11 @@ fn span_of(r: &Row) -> Span {
         operation: r.get(7),
         kind: from_name(r.get(8), SpanKind::Unspecified),
         class: from_name(r.get(9), DependencyClass::Internal),
-        status: if r.get::<_, bool>(10) { SpanStatus::Error } else { SpanStatus::Ok } as i32,
+        status: if r.get::<_, bool>(10) {
+            SpanStatus::Error
+        } else {
+            SpanStatus::Ok
+        } as i32,
         status_message: r.get::<_, Option<String>>(11).unwrap_or_default(),
         http_status: r.get::<_, Option<i16>>(12).map(|v| v as u32).unwrap_or(0),
         peer: r.get::<_, Option<String>>(13).unwrap_or_default(),
@@ -47,7 +52,9 @@ fn span_of(r: &Row) -> Span {
         db_role: from_name(r.get(15), DbRole::Unknown),
         statement: r.get::<_, Option<String>>(16).unwrap_or_default(),
         rows: r.get(17),
-        attributes: attributes.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
+        attributes: attributes
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
         kept: from_name(r.get(19), KeepReason::Sampled),
         flags: Span::flags_from_bits(r.get(20)),
         replica_lag_ms: r.get(21),
@@ -70,7 +77,18 @@ impl Store {
             ))
             .await?;
         let rows = client
-            .query(&stmt, &[&f.from_ns, &f.to_ns, &f.service, &class, &f.peer, &f.min_duration_ns, &f.limit])
+            .query(
+                &stmt,
+                &[
+                    &f.from_ns,
+                    &f.to_ns,
+                    &f.service,
+                    &class,
+                    &f.peer,
+                    &f.min_duration_ns,
+                    &f.limit,
+                ],
+            )
             .await?;
         Ok(rows.iter().map(span_of).collect())
     }
@@ -78,7 +96,9 @@ impl Store {
     /// Every stored span of a trace, in start order.
     pub async fn trace(&self, trace_id: &[u8]) -> Result<Vec<Span>, StoreError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(&format!("{SELECT} WHERE trace_id = $1 ORDER BY start_ns")).await?;
+        let stmt = client
+            .prepare_cached(&format!("{SELECT} WHERE trace_id = $1 ORDER BY start_ns"))
+            .await?;
         let rows = client.query(&stmt, &[&trace_id]).await?;
         Ok(rows.iter().map(span_of).collect())
     }

@@ -7,19 +7,34 @@ use stormwatch_testkit::{fresh_database, sample};
 const NS: i64 = 1_000_000_000;
 
 async fn store_with(url: &str, retention_days: u32) -> Store {
-    let store = Store::connect(&StoreOptions { url: url.into(), max_connections: 4, retention_days }).await.unwrap();
+    let store = Store::connect(&StoreOptions {
+        url: url.into(),
+        max_connections: 4,
+        retention_days,
+    })
+    .await
+    .unwrap();
     store.migrate().await.unwrap();
     store
 }
 
 fn all_spans(now: i64) -> SpanFilter {
-    SpanFilter { from_ns: 0, to_ns: now + 86_400 * NS, limit: 1_000_000, ..Default::default() }
+    SpanFilter {
+        from_ns: 0,
+        to_ns: now + 86_400 * NS,
+        limit: 1_000_000,
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
 async fn concurrent_migrations_apply_once() {
     let url = fresh_database().await;
-    let opts = StoreOptions { url, max_connections: 2, retention_days: 7 };
+    let opts = StoreOptions {
+        url,
+        max_connections: 2,
+        retention_days: 7,
+    };
     let (a, b) = tokio::join!(Store::connect(&opts), Store::connect(&opts));
     let (a, b) = (a.unwrap(), b.unwrap());
     let (x, y) = tokio::join!(a.migrate(), b.migrate());
@@ -66,16 +81,26 @@ async fn batch_round_trip_and_exactly_once() {
     let total: u64 = series.iter().map(|p| p.count).sum();
     assert_eq!(total, 400);
     let errors: u64 = series.iter().map(|p| p.errors).sum();
-    assert_eq!(errors, batch.spans.iter().filter(|s| s.is_error()).count() as u64);
+    assert_eq!(
+        errors,
+        batch.spans.iter().filter(|s| s.is_error()).count() as u64
+    );
     let p = series.iter().find(|p| p.count > 0).unwrap();
     let mut durations: Vec<i64> = batch.spans.iter().map(|s| s.duration_ns).collect();
     durations.sort_unstable();
     let exact_p95 = durations[(0.95 * 399.0) as usize] as f64 / 1e6;
     let err = (p.p95_ms.unwrap() - exact_p95).abs() / exact_p95;
-    assert!(err <= 0.02, "p95 {} vs exact {exact_p95}", p.p95_ms.unwrap());
+    assert!(
+        err <= 0.02,
+        "p95 {} vs exact {exact_p95}",
+        p.p95_ms.unwrap()
+    );
     assert!(p.http_503 > 0 && p.http_503 == p.http_5xx);
 
-    let services = store.services(now / NS - 3_600, now / NS + 60).await.unwrap();
+    let services = store
+        .services(now / NS - 3_600, now / NS + 60)
+        .await
+        .unwrap();
     assert_eq!(services.len(), 1);
     assert_eq!(services[0].count, 400);
 }
@@ -86,7 +111,10 @@ async fn aggregates_merge_across_batches() {
     let now = stormwatch_store::now_ns();
     // Two agents report the same minute and key: rows merge, nothing is lost.
     for (agent, seq) in [("a", 1), ("b", 1), ("a", 2)] {
-        store.store_batch(&sample::batch(agent, seq, 100, now), now).await.unwrap();
+        store
+            .store_batch(&sample::batch(agent, seq, 100, now), now)
+            .await
+            .unwrap();
     }
     let series = store
         .aggregate_series(&AggregateFilter {

@@ -27,12 +27,18 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 pub fn postgres() -> &'static TestPostgres {
     SHARED.get_or_init(|| {
         // Started on a thread of its own: the caller may be inside a Tokio runtime.
-        std::thread::spawn(start).join().expect("starting the test PostgreSQL panicked")
+        std::thread::spawn(start)
+            .join()
+            .expect("starting the test PostgreSQL panicked")
     })
 }
 
 fn start() -> TestPostgres {
-    let dir = tempfile::Builder::new().prefix("stormwatch-test-pg-").tempdir().expect("temp dir").keep();
+    let dir = tempfile::Builder::new()
+        .prefix("stormwatch-test-pg-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
     // PostgreSQL may run as the `postgres` user (when tests run as root): let it in.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
     let opts = EmbeddedOptions {
@@ -40,8 +46,13 @@ fn start() -> TestPostgres {
         tcp_port: Some(free_loopback_port().expect("free port")),
         unsafe_no_fsync: true,
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let pg = rt.block_on(EmbeddedPostgres::start(&opts)).unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pg = rt
+        .block_on(EmbeddedPostgres::start(&opts))
+        .unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
     spawn_watchdog(&pg, &dir);
     TestPostgres { pg, dir }
 }
@@ -56,6 +67,8 @@ fn spawn_watchdog(pg: &EmbeddedPostgres, dir: &std::path::Path) {
         pgdata = pg.pgdata().display(),
         dir = dir.display(),
     );
+    // Deliberately never waited for: it must outlive this process.
+    #[allow(clippy::zombie_processes)]
     Command::new("sh")
         .arg("-c")
         .arg(script)
@@ -79,12 +92,19 @@ impl TestPostgres {
 
     /// Creates an empty database for one test and returns its connection string.
     pub async fn fresh_database(&self) -> String {
-        let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        );
         let (client, conn) = tokio_postgres::connect(&self.admin_url(), tokio_postgres::NoTls)
             .await
             .expect("connect to the test PostgreSQL");
         let conn = tokio::spawn(conn);
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
         drop(client);
         let _ = conn.await;
         self.pg.connection_string(&name)
@@ -101,8 +121,8 @@ pub mod sample {
     use std::collections::BTreeMap;
 
     use stormwatch_model::{
-        Aggregate, AggregateKey, AgentStats, Batch, DbRole, DependencyClass, HostSample, KeepReason, Span,
-        SpanFlag, SpanKind, SpanStatus, WIRE_VERSION,
+        AgentStats, Aggregate, AggregateKey, Batch, DbRole, DependencyClass, HostSample,
+        KeepReason, Span, SpanFlag, SpanKind, SpanStatus, WIRE_VERSION,
     };
 
     /// A span of trace `trace`, number `n` within it, starting at `start_ns`.
@@ -116,11 +136,15 @@ pub mod sample {
             2 => DependencyClass::Redis,
             _ => DependencyClass::HttpClient,
         };
-        let error = (trace + n) % 17 == 0;
+        let error = (trace + n).is_multiple_of(17);
         Span {
             trace_id: trace_id.to_vec(),
             span_id: (trace * 64 + n + 1).to_be_bytes().to_vec(),
-            parent_span_id: if n == 0 { vec![] } else { (trace * 64 + 1).to_be_bytes().to_vec() },
+            parent_span_id: if n == 0 {
+                vec![]
+            } else {
+                (trace * 64 + 1).to_be_bytes().to_vec()
+            },
             service: "board".into(),
             instance: "app-1".into(),
             operation: match class {
@@ -130,13 +154,29 @@ pub mod sample {
                 _ => "GET /partner",
             }
             .into(),
-            kind: if n == 0 { SpanKind::Server } else { SpanKind::Client } as i32,
+            kind: if n == 0 {
+                SpanKind::Server
+            } else {
+                SpanKind::Client
+            } as i32,
             class: class as i32,
             start_ns,
             duration_ns,
-            status: if error { SpanStatus::Error } else { SpanStatus::Ok } as i32,
+            status: if error {
+                SpanStatus::Error
+            } else {
+                SpanStatus::Ok
+            } as i32,
             status_message: if error { "boom".into() } else { String::new() },
-            http_status: if class == DependencyClass::HttpServer { if error { 503 } else { 200 } } else { 0 },
+            http_status: if class == DependencyClass::HttpServer {
+                if error {
+                    503
+                } else {
+                    200
+                }
+            } else {
+                0
+            },
             peer: match class {
                 DependencyClass::Db => "db-replica:5432",
                 DependencyClass::Redis => "redis:6379",
@@ -150,12 +190,28 @@ pub mod sample {
                 _ => "",
             }
             .into(),
-            db_role: if class == DependencyClass::Db { DbRole::Replica } else { DbRole::Unknown } as i32,
-            statement: if class == DependencyClass::Db { "SELECT * FROM posts WHERE board_id = ?".into() } else { String::new() },
+            db_role: if class == DependencyClass::Db {
+                DbRole::Replica
+            } else {
+                DbRole::Unknown
+            } as i32,
+            statement: if class == DependencyClass::Db {
+                "SELECT * FROM posts WHERE board_id = ?".into()
+            } else {
+                String::new()
+            },
             rows: (class == DependencyClass::Db).then_some(20),
             attributes: BTreeMap::from([("http.route".to_owned(), "/posts".to_owned())]),
-            kept: if error { KeepReason::Error } else { KeepReason::Sampled } as i32,
-            flags: if error { vec![SpanFlag::Error as i32] } else { vec![] },
+            kept: if error {
+                KeepReason::Error
+            } else {
+                KeepReason::Sampled
+            } as i32,
+            flags: if error {
+                vec![SpanFlag::Error as i32]
+            } else {
+                vec![]
+            },
             replica_lag_ms: (class == DependencyClass::Db).then_some(5),
         }
     }
@@ -167,13 +223,20 @@ pub mod sample {
             .map(|i| {
                 let trace = sequence * 1_000_000 + i / 4;
                 let duration = 1_000_000 + (i as i64 * 7_919 % 50) * 1_000_000;
-                span(trace, i % 4, now_ns - 120_000_000_000 + i as i64 * 1_000, duration)
+                span(
+                    trace,
+                    i % 4,
+                    now_ns - 120_000_000_000 + i as i64 * 1_000,
+                    duration,
+                )
             })
             .collect();
         let mut aggs: BTreeMap<AggregateKey, Aggregate> = BTreeMap::new();
         for s in &spans {
             let key = AggregateKey::of_span(s);
-            aggs.entry(key.clone()).or_insert_with(|| Aggregate::new(&key)).add(s);
+            aggs.entry(key.clone())
+                .or_insert_with(|| Aggregate::new(&key))
+                .add(s);
         }
         Batch {
             version: WIRE_VERSION,
@@ -193,7 +256,12 @@ pub mod sample {
                 ..Default::default()
             }],
             probes: vec![],
-            stats: Some(AgentStats { spans_received: n_spans as u64, spans_kept: n_spans as u64, spans_dropped: 0, spool_bytes: 0 }),
+            stats: Some(AgentStats {
+                spans_received: n_spans as u64,
+                spans_kept: n_spans as u64,
+                spans_dropped: 0,
+                spool_bytes: 0,
+            }),
         }
     }
 }

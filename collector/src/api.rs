@@ -1,0 +1,313 @@
+//! The read API (JSON): services, spans, traces, aggregate series. Times in query strings are
+//! RFC 3339 (`2026-11-25T08:15:00Z`) or Unix milliseconds; responses use Unix milliseconds for
+//! instants and milliseconds for durations.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use stormwatch_model::{hexid, DependencyClass, Span};
+use stormwatch_store::{AggregateFilter, AggregatePoint, ServiceSummary, SpanFilter};
+
+use crate::app::AppState;
+use crate::error::AppError;
+
+/// Most spans one request returns.
+pub const MAX_SPANS: i64 = 10_000;
+/// Spans returned when `limit` is absent.
+pub const DEFAULT_SPANS: i64 = 100;
+
+/// Parses an instant: Unix milliseconds or RFC 3339. Returns milliseconds.
+pub fn parse_time(field: &str, value: &str) -> Result<i64, AppError> {
+    let v = value.trim();
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|e| {
+            AppError::field(
+                "bad_query",
+                field,
+                format!("`{v}` is neither Unix milliseconds nor RFC 3339: {e}"),
+            )
+        })
+}
+
+fn now_ms() -> i64 {
+    stormwatch_store::now_ns() / 1_000_000
+}
+
+/// `from`/`to` with a default window ending now.
+fn window(
+    from: &Option<String>,
+    to: &Option<String>,
+    default_ms: i64,
+) -> Result<(i64, i64), AppError> {
+    let to = match to {
+        Some(t) => parse_time("to", t)?,
+        None => now_ms(),
+    };
+    let from = match from {
+        Some(f) => parse_time("from", f)?,
+        None => to - default_ms,
+    };
+    if from >= to {
+        return Err(AppError::field(
+            "bad_query",
+            "from",
+            "`from` must be before `to`",
+        ));
+    }
+    Ok((from, to))
+}
+
+fn parse_class(class: &Option<String>) -> Result<Option<DependencyClass>, AppError> {
+    class
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<DependencyClass>()
+                .map_err(|e| AppError::field("bad_query", "class", e))
+        })
+        .transpose()
+}
+
+fn non_empty(s: &Option<String>) -> Option<String> {
+    s.clone().filter(|s| !s.is_empty())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WindowQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ServicesResponse {
+    from: i64,
+    to: i64,
+    services: Vec<ServiceSummary>,
+}
+
+/// `GET /api/v1/services?from=&to=` (default: the last 24 hours).
+pub async fn services(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<WindowQuery>,
+) -> Result<Json<ServicesResponse>, AppError> {
+    let (from, to) = window(&q.from, &q.to, 86_400_000)?;
+    let services = app
+        .store
+        .services(from.div_euclid(1000), to.div_euclid(1000) + 1)
+        .await
+        .map_err(AppError::store)?;
+    Ok(Json(ServicesResponse { from, to, services }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SpansQuery {
+    service: Option<String>,
+    class: Option<String>,
+    peer: Option<String>,
+    min_duration_ms: Option<f64>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub struct SpansResponse {
+    from: i64,
+    to: i64,
+    spans: Vec<Span>,
+}
+
+/// `GET /api/v1/spans?service=&class=&peer=&min_duration_ms=&from=&to=&limit=` (default: the
+/// last hour, 100 spans, newest first).
+pub async fn spans(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<SpansQuery>,
+) -> Result<Json<SpansResponse>, AppError> {
+    let (from, to) = window(&q.from, &q.to, 3_600_000)?;
+    let limit = q.limit.unwrap_or(DEFAULT_SPANS);
+    if !(1..=MAX_SPANS).contains(&limit) {
+        return Err(AppError::field(
+            "bad_query",
+            "limit",
+            format!("must be between 1 and {MAX_SPANS}"),
+        ));
+    }
+    let min_duration_ms = q.min_duration_ms.unwrap_or(0.0);
+    if !min_duration_ms.is_finite() || min_duration_ms < 0.0 {
+        return Err(AppError::field(
+            "bad_query",
+            "min_duration_ms",
+            "must be a non-negative number",
+        ));
+    }
+    let filter = SpanFilter {
+        service: non_empty(&q.service),
+        class: parse_class(&q.class)?,
+        peer: non_empty(&q.peer),
+        min_duration_ns: (min_duration_ms * 1e6) as i64,
+        from_ns: from.saturating_mul(1_000_000),
+        to_ns: to.saturating_mul(1_000_000),
+        limit,
+    };
+    let spans = app.store.spans(&filter).await.map_err(AppError::store)?;
+    Ok(Json(SpansResponse { from, to, spans }))
+}
+
+#[derive(Serialize)]
+pub struct TraceResponse {
+    trace_id: String,
+    spans: Vec<Span>,
+}
+
+/// `GET /api/v1/traces/{trace_id}` (32 hex digits).
+pub async fn trace(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<TraceResponse>, AppError> {
+    let bytes = hexid::decode(&id)
+        .filter(|b| b.len() == 16)
+        .ok_or_else(|| AppError::field("bad_query", "trace_id", "must be 32 hex digits"))?;
+    let spans = app.store.trace(&bytes).await.map_err(AppError::store)?;
+    if spans.is_empty() {
+        return Err(AppError::not_found(format!(
+            "no spans stored for trace {id}"
+        )));
+    }
+    Ok(Json(TraceResponse {
+        trace_id: hexid::encode(&bytes),
+        spans,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AggregatesQuery {
+    service: Option<String>,
+    class: Option<String>,
+    peer: Option<String>,
+    operation: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    /// Seconds per point (a multiple of 60), or `1m`, `5m`, `1h`...
+    step: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct AggregatesResponse {
+    from: i64,
+    to: i64,
+    step_seconds: i64,
+    points: Vec<AggregatePoint>,
+}
+
+fn parse_step(step: &str) -> Result<i64, AppError> {
+    let s = step.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: i64 = digits.parse().map_err(|_| {
+        AppError::field(
+            "bad_query",
+            "step",
+            format!("`{s}` is not a step like 60, 5m or 1h"),
+        )
+    })?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(AppError::field(
+                "bad_query",
+                "step",
+                format!("unknown unit in `{s}`: use s, m, h or d"),
+            ))
+        }
+    };
+    let secs = n * mult;
+    if secs < 60 || secs % 60 != 0 {
+        return Err(AppError::field(
+            "bad_query",
+            "step",
+            "must be a whole number of minutes (aggregates are per minute)",
+        ));
+    }
+    Ok(secs)
+}
+
+/// `GET /api/v1/aggregates?service=&class=&peer=&operation=&from=&to=&step=`: count, error
+/// rate and p50/p95/p99 per step, from the per-minute histograms (default: the last hour,
+/// about 60 points).
+pub async fn aggregates(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<AggregatesQuery>,
+) -> Result<Json<AggregatesResponse>, AppError> {
+    let (from, to) = window(&q.from, &q.to, 3_600_000)?;
+    let (from_s, to_s) = (from.div_euclid(1000), (to + 999).div_euclid(1000));
+    let step = match &q.step {
+        Some(s) => parse_step(s)?,
+        None => (((to_s - from_s) / 60).div_euclid(60).max(1)) * 60,
+    };
+    if (to_s - from_s) / step > stormwatch_store::aggregates::MAX_POINTS {
+        return Err(AppError::field(
+            "bad_query",
+            "step",
+            "too many points: use a larger step or a shorter window",
+        ));
+    }
+    let filter = AggregateFilter {
+        service: non_empty(&q.service),
+        class: parse_class(&q.class)?,
+        peer: non_empty(&q.peer),
+        operation: non_empty(&q.operation),
+        from_s,
+        to_s,
+        step_s: step,
+    };
+    let points = app
+        .store
+        .aggregate_series(&filter)
+        .await
+        .map_err(AppError::store)?;
+    Ok(Json(AggregatesResponse {
+        from,
+        to,
+        step_seconds: step,
+        points,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_steps() {
+        assert_eq!(
+            parse_time("from", "1764058500000").unwrap(),
+            1_764_058_500_000
+        );
+        assert_eq!(
+            parse_time("from", "2025-11-25T08:15:00Z").unwrap(),
+            1_764_058_500_000
+        );
+        assert_eq!(
+            parse_time("from", "yesterday")
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("from")
+        );
+        assert_eq!(parse_step("5m").unwrap(), 300);
+        assert_eq!(parse_step("120").unwrap(), 120);
+        assert!(parse_step("30s").is_err());
+        assert!(parse_step("1w").is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! The HTTP application: routes, shared state, health and metrics.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use stormwatch_store::Store;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::{api, ingest};
+
+/// What every handler shares.
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub config: Config,
+    pub metrics: Metrics,
+}
+
+/// All routes: the ingest and read APIs, `/healthz`, `/metrics`, and the dashboard at `/`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route(
+            "/api/v1/ingest",
+            post(ingest::ingest).layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
+        )
+        .route("/api/v1/services", get(api::services))
+        .route("/api/v1/spans", get(api::spans))
+        .route("/api/v1/traces/{trace_id}", get(api::trace))
+        .route("/api/v1/aggregates", get(api::aggregates))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state.clone());
+    api.merge(stormwatch_web::router(state.store.clone()))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// 200 only when the database answers.
+async fn healthz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    match app.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n"),
+        Err(error) => {
+            tracing::warn!(%error, "health check: database does not answer");
+            app.metrics.db_errors.inc();
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+        }
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+}

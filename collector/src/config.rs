@@ -1,0 +1,230 @@
+//! Collector configuration: flags and environment variables over `collector.toml` over defaults.
+//! Every key is documented in `collector.example.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6100";
+/// Largest accepted request body as sent (compressed): 16 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+/// Largest accepted request body after decompression: 64 MiB.
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
+
+/// Command-line flags; each has an environment variable.
+#[derive(Debug, Default, clap::Parser)]
+#[command(
+    name = "stormwatch-collector",
+    version,
+    about = "Stormwatch collector: ingest, storage, read API and dashboard"
+)]
+pub struct Flags {
+    /// Address to listen on.
+    #[arg(long, env = "STORMWATCH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// PostgreSQL URL. Without one, the collector runs its own cluster in the data directory.
+    #[arg(long, env = "STORMWATCH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Data directory (the embedded PostgreSQL cluster, the generated ingest token).
+    #[arg(long, env = "STORMWATCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file.
+    #[arg(long, env = "STORMWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Agent tokens accepted by the ingest API, comma-separated.
+    #[arg(
+        long,
+        env = "STORMWATCH_INGEST_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub ingest_tokens: Option<Vec<String>>,
+    /// Days of spans and aggregates kept.
+    #[arg(long, env = "STORMWATCH_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+}
+
+/// The `collector.toml` file. Unknown keys are errors, so a typo never passes silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub database_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub ingest_tokens: Option<Vec<String>>,
+    pub retention_days: Option<u32>,
+    pub max_body_bytes: Option<usize>,
+    pub max_decompressed_bytes: Option<usize>,
+    pub max_db_connections: Option<usize>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `None`: run the embedded PostgreSQL in `data_dir`.
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub ingest_tokens: Vec<String>,
+    pub retention_days: u32,
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub max_db_connections: usize,
+}
+
+/// A configuration that cannot be used; the message names the file, line and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Value(String),
+}
+
+/// Parses a config file's text; errors carry the line and key (`toml`'s spans).
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| {
+            text.as_bytes()[..s.start.min(text.len())]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1
+        });
+        let message = match line {
+            Some(l) => format!("line {l}: {}", e.message()),
+            None => e.message().to_owned(),
+        };
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        }
+    })
+}
+
+impl Config {
+    /// Combines flags, the config file they name (if any) and defaults.
+    pub fn load(flags: Flags) -> Result<Config, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                parse_file(path, &text)?
+            }
+            None => FileConfig::default(),
+        };
+        let database_url = flags
+            .database_url
+            .or(file.database_url)
+            .filter(|u| !u.trim().is_empty());
+        let tokens: Vec<String> = flags
+            .ingest_tokens
+            .or(file.ingest_tokens)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if let Some(short) = tokens.iter().find(|t| t.len() < 16) {
+            return Err(ConfigError::Value(format!(
+                "ingest token `{}…` is shorter than 16 characters; use a long random token (e.g. `openssl rand -hex 24`)",
+                &short[..short.len().min(4)]
+            )));
+        }
+        let config = Config {
+            listen: flags
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            database_url,
+            data_dir: flags
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./stormwatch-data")),
+            ingest_tokens: tokens,
+            retention_days: flags.retention_days.or(file.retention_days).unwrap_or(7),
+            max_body_bytes: file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            max_decompressed_bytes: file
+                .max_decompressed_bytes
+                .unwrap_or(DEFAULT_MAX_DECOMPRESSED_BYTES),
+            max_db_connections: file.max_db_connections.unwrap_or(16),
+        };
+        if config.retention_days == 0 {
+            return Err(ConfigError::Value(
+                "retention_days must be at least 1".into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Defaults for tests and embedding: loopback port 0, the given database and token.
+    pub fn for_tests(database_url: &str, token: &str) -> Config {
+        Config {
+            listen: "127.0.0.1:0".parse().expect("valid"),
+            database_url: Some(database_url.to_owned()),
+            data_dir: PathBuf::from("./stormwatch-data"),
+            ingest_tokens: vec![token.to_owned()],
+            retention_days: 7,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
+            max_db_connections: 8,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = "listen = \"127.0.0.1:7000\"\n\nretention_dayz = 3\n";
+        let err = parse_file(Path::new("collector.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config collector.toml: line 3:"), "{err}");
+        assert!(err.contains("retention_dayz"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let err = parse_file(Path::new("c.toml"), "retention_days = \"ten\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 1") && err.contains("retention_days")
+                || err.contains("invalid type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn short_tokens_are_refused() {
+        let flags = Flags {
+            ingest_tokens: Some(vec!["abc".into()]),
+            ..Default::default()
+        };
+        assert!(Config::load(flags)
+            .unwrap_err()
+            .to_string()
+            .contains("shorter than 16"));
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../collector.example.toml"
+        ));
+        parse_file(path, &std::fs::read_to_string(path).unwrap()).unwrap();
+    }
+}

@@ -1,0 +1,215 @@
+//! `POST /api/v1/ingest`: authenticate, decompress, decode, validate, store — or say why not.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use bytes::Bytes;
+use serde::Serialize;
+use stormwatch_model::{validate, Batch, Encoding};
+
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::metrics::{KindLabel, ResultLabel};
+
+/// The answer to an accepted batch.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct IngestResponse {
+    /// `stored`, or `duplicate` when this (agent, instance, sequence) was stored before.
+    pub status: String,
+    pub spans: u64,
+    pub expired_spans: u64,
+    pub aggregates: u64,
+    pub samples: u64,
+    /// Values cut to their limit and attributes dropped (see README, "Limits").
+    pub truncated_values: u64,
+    pub dropped_attributes: u64,
+}
+
+pub async fn ingest(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IngestResponse>, AppError> {
+    let started = Instant::now();
+    let result = handle(&app, &headers, body).await;
+    match &result {
+        Ok(_) => app
+            .metrics
+            .ingest_seconds
+            .observe(started.elapsed().as_secs_f64()),
+        Err(e) => app.metrics.reject(e.reason),
+    }
+    result.map(Json)
+}
+
+async fn handle(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<IngestResponse, AppError> {
+    authorize(app, headers)?;
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "request body exceeds {} bytes; send smaller batches",
+                    app.config.max_body_bytes
+                ),
+            )
+        } else {
+            AppError::bad_request(
+                "unreadable_body",
+                format!("could not read the request body: {}", r.body_text()),
+            )
+        }
+    })?;
+    let encoding = content_type(headers)?;
+    let raw = decompress(headers, &body, app.config.max_decompressed_bytes)?;
+    let mut batch = Batch::decode(&raw, encoding).map_err(|e| match e.field {
+        Some(field) => AppError::field("malformed", field, e.message),
+        None => AppError::bad_request("malformed", e.message),
+    })?;
+    let now = stormwatch_store::now_ns();
+    let cut = validate::check_batch(&mut batch, now)
+        .map_err(|e| AppError::field("invalid", e.field, e.message))?;
+    let outcome = app.store.store_batch(&batch, now).await.map_err(|e| {
+        app.metrics.db_errors.inc();
+        AppError::store(e)
+    })?;
+    let status = if outcome.duplicate {
+        "duplicate"
+    } else {
+        "stored"
+    };
+    app.metrics
+        .batches
+        .get_or_create(&ResultLabel {
+            result: status.to_owned(),
+        })
+        .inc();
+    if !outcome.duplicate {
+        app.metrics.spans.inc_by(outcome.spans);
+        app.metrics.spans_expired.inc_by(outcome.expired_spans);
+        app.metrics
+            .truncated
+            .get_or_create(&KindLabel {
+                kind: "values".into(),
+            })
+            .inc_by(cut.values);
+        app.metrics
+            .truncated
+            .get_or_create(&KindLabel {
+                kind: "attributes".into(),
+            })
+            .inc_by(cut.attributes);
+    }
+    tracing::debug!(agent = %batch.agent_id, sequence = batch.sequence, spans = outcome.spans, status, "batch");
+    Ok(IngestResponse {
+        status: status.to_owned(),
+        spans: outcome.spans,
+        expired_spans: outcome.expired_spans,
+        aggregates: outcome.aggregates,
+        samples: outcome.samples,
+        truncated_values: cut.values,
+        dropped_attributes: cut.attributes,
+    })
+}
+
+/// 401 without a bearer token, 403 with one that is not configured.
+fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            AppError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing `Authorization: Bearer <agent token>` header",
+            )
+        })?;
+    // Compare against every token without stopping early, so timing says nothing.
+    let known = app.config.ingest_tokens.iter().fold(false, |hit, t| {
+        hit | constant_time_eq(t.as_bytes(), token.as_bytes())
+    });
+    if known {
+        Ok(())
+    } else {
+        Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "unknown agent token",
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn content_type(headers: &HeaderMap) -> Result<Encoding, AppError> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Encoding::from_content_type(value).ok_or_else(|| {
+        AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type `{value}` is not supported: use application/json or application/x-protobuf"),
+        )
+    })
+}
+
+/// Undoes `Content-Encoding` (zstd, gzip or none), refusing to inflate beyond `limit` bytes.
+fn decompress(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Bytes, AppError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
+    let reader: Box<dyn Read + '_> = match encoding.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => return Ok(body.clone()),
+        "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(&body[..])),
+        "zstd" => Box::new(
+            zstd::stream::read::Decoder::new(&body[..])
+                .map_err(|e| AppError::bad_request("bad_compression", format!("zstd: {e}")))?,
+        ),
+        other => {
+            return Err(AppError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("Content-Encoding `{other}` is not supported: use zstd, gzip or none"),
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(body.len() * 4);
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            AppError::bad_request(
+                "bad_compression",
+                format!("{encoding} body could not be decompressed: {e}"),
+            )
+        })?;
+    if out.len() > limit {
+        return Err(AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("decompressed body exceeds {limit} bytes; send smaller batches"),
+        ));
+    }
+    Ok(Bytes::from(out))
+}

@@ -1,0 +1,113 @@
+//! The collector's own metrics, served at `GET /metrics` in Prometheus text format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+/// Every counter and histogram the collector exposes.
+pub struct Metrics {
+    registry: Registry,
+    /// Batches by result: stored, duplicate.
+    pub batches: Family<ResultLabel, Counter>,
+    pub spans: Counter,
+    /// Spans older than the retention window, not stored.
+    pub spans_expired: Counter,
+    /// Requests rejected, by reason (unauthorized, forbidden, too_large, malformed, invalid...).
+    pub rejected: Family<ReasonLabel, Counter>,
+    /// Values truncated or attributes dropped by validation.
+    pub truncated: Family<KindLabel, Counter>,
+    /// Seconds from request received to batch committed.
+    pub ingest_seconds: Histogram,
+    pub db_errors: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("stormwatch_collector");
+        let batches = Family::<ResultLabel, Counter>::default();
+        let spans = Counter::default();
+        let spans_expired = Counter::default();
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        let truncated = Family::<KindLabel, Counter>::default();
+        let ingest_seconds = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
+        let db_errors = Counter::default();
+        registry.register(
+            "batches",
+            "Batches received, by result (stored, duplicate)",
+            batches.clone(),
+        );
+        registry.register("spans_ingested", "Spans stored", spans.clone());
+        registry.register(
+            "spans_expired",
+            "Spans older than the retention window, not stored",
+            spans_expired.clone(),
+        );
+        registry.register(
+            "rejected",
+            "Ingest requests rejected, by reason",
+            rejected.clone(),
+        );
+        registry.register(
+            "truncated",
+            "Values truncated (values) or attributes dropped (attributes) by validation",
+            truncated.clone(),
+        );
+        registry.register(
+            "ingest_seconds",
+            "Time from request to committed batch",
+            ingest_seconds.clone(),
+        );
+        registry.register("db_errors", "Database errors", db_errors.clone());
+        Metrics {
+            registry,
+            batches,
+            spans,
+            spans_expired,
+            rejected,
+            truncated,
+            ingest_seconds,
+            db_errors,
+        }
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

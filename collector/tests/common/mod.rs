@@ -1,0 +1,68 @@
+//! A real collector on a loopback port, over a fresh database of the shared test PostgreSQL.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use stormwatch_collector::{Collector, Config};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Graceful shutdown; waits until the collector has stopped.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await
+                .expect("collector task")
+                .expect("collector stopped cleanly");
+        }
+    }
+}
+
+pub async fn start(config: Config) -> Running {
+    let collector = Collector::start(config).await.expect("collector starts");
+    let addr = collector.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(collector.serve(async move {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        url: format!("http://{addr}"),
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// A collector over a fresh database, with [`TOKEN`].
+pub async fn start_fresh() -> (Running, String) {
+    let db = stormwatch_testkit::fresh_database().await;
+    (start(Config::for_tests(&db, TOKEN)).await, db)
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::encode_all(data, 1).unwrap()
+}

@@ -1,0 +1,57 @@
+//! The embedded default: no database URL, an empty data directory.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{start, TOKEN};
+use reqwest::StatusCode;
+use stormwatch_collector::Config;
+use stormwatch_model::Encoding;
+
+#[tokio::test]
+async fn starts_from_an_empty_data_dir_and_reuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // PostgreSQL may run as `postgres` (when tests run as root): it must reach the directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data_dir = dir.path().join("data");
+    let config = || {
+        let mut c = Config::for_tests("unused", TOKEN);
+        c.database_url = None;
+        c.data_dir = data_dir.clone();
+        c
+    };
+
+    let c = start(config()).await;
+    assert!(
+        data_dir.join("postgres/PG_VERSION").is_file(),
+        "the cluster lives in the data dir"
+    );
+    let batch = stormwatch_testkit::sample::batch("agent-emb", 1, 12, stormwatch_store::now_ns());
+    let resp = reqwest::Client::new()
+        .post(c.endpoint("/api/v1/ingest"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-protobuf")
+        .body(batch.encode(Encoding::Protobuf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    c.stop().await;
+    assert!(
+        !data_dir.join("postgres/postmaster.pid").exists(),
+        "PostgreSQL stopped with the collector"
+    );
+
+    // Second start: same cluster, same data.
+    let c = start(config()).await;
+    let v: serde_json::Value = reqwest::get(c.endpoint("/api/v1/services"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["services"][0]["count"], 12);
+    c.stop().await;
+    assert!(!data_dir.join("postgres/postmaster.pid").exists());
+}

@@ -1,0 +1,3 @@
+//! One module per dashboard area.
+
+pub mod index;
