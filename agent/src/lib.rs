@@ -1,0 +1,29 @@
+//! Stormwatch agent: the sidecar beside each app server.
+//!
+//! Apps export spans over OTLP (HTTP or gRPC) or Zipkin to the agent on loopback. The agent
+//! classifies each span ([`classify`], [`normalize`]), counts it in per-minute aggregates
+//! ([`aggregates`]) *before* sampling, keeps errors, slow spans and a share of the rest
+//! ([`sampler`]), and ships batches to the collector ([`shipper`]) through a bounded disk spool
+//! ([`spool`]) so an outage loses nothing. Receivers never block the app ([`ingest`]).
+//!
+//! `main.rs` only parses flags and starts [`app::Agent`]; tests drive the same code.
+
+pub mod admin;
+pub mod aggregates;
+pub mod app;
+pub mod classify;
+pub mod config;
+pub mod host;
+pub mod ingest;
+pub mod metrics;
+pub mod normalize;
+pub mod pipeline;
+pub mod receivers;
+pub mod reload;
+pub mod sampler;
+pub mod shipper;
+pub mod spool;
+pub mod util;
+
+pub use app::Agent;
+pub use config::Config;

@@ -1,1 +1,115 @@
-fn main() {}
+//! `stormwatch-agent`: flags and environment → config → [`stormwatch_agent::Agent`].
+//! Exits 64 (EX_USAGE) on a bad configuration, naming what is wrong.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use stormwatch_agent::config::{self, Overrides};
+use stormwatch_agent::reload::Source;
+use stormwatch_agent::Agent;
+
+/// The Stormwatch agent: receives OTLP and Zipkin spans from apps on this host, aggregates and
+/// samples them, and ships them to the Stormwatch collector.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file (see agent.example.toml). Optional: the agent runs with flags alone.
+    #[arg(long, env = "STORMWATCH_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Collector base URL, e.g. http://collector:8080.
+    #[arg(long, env = "STORMWATCH_COLLECTOR")]
+    collector: Option<String>,
+    /// Agent token issued by the collector.
+    #[arg(long, env = "STORMWATCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Agent id (default: host name).
+    #[arg(long, env = "STORMWATCH_AGENT_ID")]
+    agent_id: Option<String>,
+    /// OTLP/HTTP listen address ("" disables). Default 127.0.0.1:4318.
+    #[arg(long, env = "STORMWATCH_AGENT_OTLP_HTTP")]
+    otlp_http: Option<String>,
+    /// OTLP/gRPC listen address ("" disables). Default 127.0.0.1:4317.
+    #[arg(long, env = "STORMWATCH_AGENT_OTLP_GRPC")]
+    otlp_grpc: Option<String>,
+    /// Zipkin v2 listen address ("" disables). Default 127.0.0.1:9411.
+    #[arg(long, env = "STORMWATCH_AGENT_ZIPKIN")]
+    zipkin: Option<String>,
+    /// Admin (/metrics, /healthz) listen address ("" disables). Default 127.0.0.1:4319.
+    #[arg(long, env = "STORMWATCH_AGENT_ADMIN")]
+    admin: Option<String>,
+    /// Disk spool directory.
+    #[arg(long, env = "STORMWATCH_AGENT_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Seconds to finish shipping on shutdown before leaving the rest in the spool.
+    #[arg(long, env = "STORMWATCH_AGENT_SHUTDOWN_GRACE", default_value_t = 5)]
+    shutdown_grace: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STORMWATCH_AGENT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let source = Source {
+        path: args.config.clone(),
+        overrides: Overrides {
+            collector: args.collector,
+            token: args.token,
+            agent_id: args.agent_id,
+            otlp_http: args.otlp_http,
+            otlp_grpc: args.otlp_grpc,
+            zipkin: args.zipkin,
+            admin: args.admin,
+            spool_dir: args.spool_dir,
+        },
+    };
+    let config = match config::load(source.path.as_deref(), &source.overrides) {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::error!(%error, "invalid configuration");
+            eprintln!("stormwatch-agent: {error}");
+            std::process::exit(64);
+        }
+    };
+    if config.collector.is_none() {
+        tracing::warn!("no collector configured (--collector / STORMWATCH_COLLECTOR): spans are spooled until one is set");
+    }
+    let agent = match Agent::start(config, source).await {
+        Ok(a) => a,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "cannot start");
+            eprintln!("stormwatch-agent: {error:#}");
+            std::process::exit(1);
+        }
+    };
+    shutdown_signal().await;
+    agent
+        .shutdown(Duration::from_secs(args.shutdown_grace))
+        .await;
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,277 @@
+//! Wires the agent together and shuts it down in order.
+//!
+//! Start: open the spool, bind every listener (a busy port fails start-up with its name), then
+//! spawn receivers, pipeline, shipper, host sampler and reloader.
+//! Shutdown: receivers stop accepting and finish in-flight requests; the pipeline drains its
+//! queue and writes a last batch; the shipper gets a grace period to empty the spool; whatever
+//! is left stays on disk and is replayed by the next start.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Listen};
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::receivers::otlp_grpc::{self, GrpcReceiver};
+use crate::receivers::otlp_http::{self, ReceiverState};
+use crate::receivers::zipkin;
+use crate::reload::{self, Source};
+use crate::shipper::{Sequencer, Shipper};
+use crate::spool::Spool;
+use crate::{admin, host};
+
+/// A running agent.
+pub struct Agent {
+    /// Bound addresses (useful with port 0 in tests); `None` when disabled.
+    pub otlp_http: Option<SocketAddr>,
+    pub otlp_grpc: Option<SocketAddr>,
+    pub zipkin: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    pub spool: Arc<Spool>,
+    pub seq: Arc<Sequencer>,
+    config_tx: Arc<watch::Sender<Arc<Config>>>,
+    source: Source,
+    stop_receivers: watch::Sender<bool>,
+    stop_pipeline: watch::Sender<bool>,
+    stop_shipper: watch::Sender<bool>,
+    stop_bg: watch::Sender<bool>,
+    receivers: Vec<JoinHandle<()>>,
+    pipeline: JoinHandle<()>,
+    shipper: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+async fn bind(what: &str, addr: &str) -> anyhow::Result<Option<TcpListener>> {
+    let Some(a) = Listen::addr(addr) else {
+        return Ok(None);
+    };
+    let l = TcpListener::bind(a)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what} (listen.{what})"))?;
+    Ok(Some(l))
+}
+
+fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(error) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    })
+}
+
+impl Agent {
+    /// Starts everything. `source` is kept for reloads.
+    pub async fn start(config: Config, source: Source) -> anyhow::Result<Agent> {
+        let metrics = Arc::new(Metrics::default());
+        let spool_dir = config.shipping.spool_dir();
+        let spool = Arc::new(
+            Spool::open(
+                &spool_dir,
+                config.shipping.spool_max_bytes,
+                config.shipping.when_full,
+                metrics.clone(),
+            )
+            .with_context(|| {
+                format!(
+                    "cannot open the spool directory {} (shipping.spool_dir / --spool-dir)",
+                    spool_dir.display()
+                )
+            })?,
+        );
+        let seq = Arc::new(Sequencer::new(config.agent_id()));
+        let (ingest, rx) = Ingest::new(config.limits.queue_spans, metrics.clone());
+        let (hosts_tx, hosts_rx) = mpsc::channel(64);
+        let (stop_receivers, _) = watch::channel(false);
+        let (stop_pipeline, _) = watch::channel(false);
+        let (stop_shipper, _) = watch::channel(false);
+        let (stop_bg, _) = watch::channel(false);
+
+        let l_http = bind("otlp_http", &config.listen.otlp_http).await?;
+        let l_grpc = bind("otlp_grpc", &config.listen.otlp_grpc).await?;
+        let l_zipkin = bind("zipkin", &config.listen.zipkin).await?;
+        let l_admin = bind("admin", &config.listen.admin).await?;
+        let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        let (otlp_http_addr, otlp_grpc_addr, zipkin_addr, admin_addr) = (
+            addr(&l_http),
+            addr(&l_grpc),
+            addr(&l_zipkin),
+            addr(&l_admin),
+        );
+
+        let max_decompressed = config.limits.max_decompressed_bytes;
+        let agent_host = config.agent_id();
+        let (config_tx, config_rx) = watch::channel(Arc::new(config));
+        let config_tx = Arc::new(config_tx);
+        let state = ReceiverState {
+            ingest: ingest.clone(),
+            config: config_rx.clone(),
+        };
+
+        let mut receivers = Vec::new();
+        if let Some(l) = l_http {
+            receivers.push(serve_http(
+                l,
+                otlp_http::router(state.clone()),
+                stop_receivers.subscribe(),
+            ));
+        }
+        if let Some(l) = l_zipkin {
+            receivers.push(serve_http(
+                l,
+                zipkin::router(state.clone()),
+                stop_receivers.subscribe(),
+            ));
+        }
+        if let Some(l) = l_grpc {
+            let svc = otlp_grpc::service(
+                GrpcReceiver {
+                    ingest: ingest.clone(),
+                    config: config_rx.clone(),
+                },
+                max_decompressed,
+            );
+            let mut stop = stop_receivers.subscribe();
+            receivers.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+                if let Err(error) = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+                {
+                    tracing::error!(%error, "OTLP/gRPC server failed");
+                }
+            }));
+        }
+        drop(state);
+        drop(ingest);
+        let mut background = Vec::new();
+        if let Some(l) = l_admin {
+            background.push(serve_http(
+                l,
+                admin::router(metrics.clone()),
+                stop_bg.subscribe(),
+            ));
+        }
+
+        let pipeline = Pipeline {
+            rx,
+            hosts_rx,
+            config: config_rx.clone(),
+            spool: spool.clone(),
+            seq: seq.clone(),
+            metrics: metrics.clone(),
+        };
+        let pipeline = tokio::spawn(pipeline.run(stop_pipeline.subscribe()));
+        let shipper = Shipper::new(
+            spool.clone(),
+            config_rx.clone(),
+            metrics.clone(),
+            seq.clone(),
+        )?;
+        let shipper = tokio::spawn(shipper.run(stop_shipper.subscribe()));
+        background.push(tokio::spawn(host::run(
+            agent_host,
+            config_rx.clone(),
+            hosts_tx,
+            stop_bg.subscribe(),
+        )));
+        background.push(tokio::spawn(reload::run(
+            source.clone(),
+            config_tx.clone(),
+            metrics.clone(),
+            stop_bg.subscribe(),
+        )));
+        let agent = Agent {
+            otlp_http: otlp_http_addr,
+            otlp_grpc: otlp_grpc_addr,
+            zipkin: zipkin_addr,
+            admin: admin_addr,
+            metrics,
+            spool,
+            seq,
+            config_tx,
+            source,
+            stop_receivers,
+            stop_pipeline,
+            stop_shipper,
+            stop_bg,
+            receivers,
+            pipeline,
+            shipper,
+            background,
+        };
+        tracing::info!(
+            otlp_http = ?agent.otlp_http, otlp_grpc = ?agent.otlp_grpc, zipkin = ?agent.zipkin, admin = ?agent.admin,
+            instance = agent.seq.instance, "stormwatch-agent started"
+        );
+        Ok(agent)
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config_tx.borrow().clone()
+    }
+
+    /// Reloads the config from its source (as SIGHUP does).
+    pub fn reload(&self) -> Result<bool, crate::config::ConfigError> {
+        reload::reload(&self.source, &self.config_tx, &self.metrics)
+    }
+
+    /// Stops in order; the shipper gets up to `grace` to empty the spool.
+    pub async fn shutdown(self, grace: Duration) {
+        tracing::info!("shutting down: receivers stop accepting");
+        let _ = self.stop_receivers.send(true);
+        for r in self.receivers {
+            let _ = tokio::time::timeout(grace, r).await;
+        }
+        let _ = self.stop_pipeline.send(true);
+        if tokio::time::timeout(grace, self.pipeline).await.is_err() {
+            tracing::error!("pipeline did not finish its last batch within the grace period");
+        }
+        let _ = self.stop_shipper.send(true);
+        let mut shipper = self.shipper;
+        if tokio::time::timeout(grace, &mut shipper).await.is_err() {
+            shipper.abort();
+        }
+        let _ = self.stop_bg.send(true);
+        for b in self.background {
+            if tokio::time::timeout(Duration::from_secs(1), b)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a background task did not stop in time");
+            }
+        }
+        let (batches, bytes) = self.spool.usage();
+        if batches > 0 {
+            tracing::warn!(
+                batches,
+                bytes,
+                "batches left in the spool; they are sent on the next start"
+            );
+        }
+        tracing::info!("stopped");
+    }
+}

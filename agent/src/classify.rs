@@ -1,0 +1,750 @@
+//! From a received span (OTLP or Zipkin) to a [`stormwatch_model::Span`]: validation,
+//! dependency class, peer, database role, operation name and normalized statement.
+//!
+//! Receivers adapt their format to [`Incoming`] + [`Attributes`]; everything that reads
+//! OpenTelemetry semantic conventions lives here, so old and new attribute names are handled
+//! once for every protocol.
+
+use std::collections::BTreeMap;
+
+use stormwatch_model::limits::{
+    MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, MAX_DURATION_NS,
+    MAX_FUTURE_NS, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_STATEMENT_BYTES, MIN_TIME_NS,
+};
+use stormwatch_model::validate::truncate;
+use stormwatch_model::{DbRole, DependencyClass, Span, SpanKind, SpanStatus};
+
+use crate::config::Classify;
+use crate::normalize;
+
+/// An attribute value as the receivers hand it over, borrowed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value<'a> {
+    Str(&'a str),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    /// Arrays, maps, bytes: not used for classification, shipped as a short marker.
+    Other,
+}
+
+impl Value<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Str(s) => s.trim().parse().ok(),
+            Value::Double(d) if d.fract() == 0.0 => Some(*d as i64),
+            _ => None,
+        }
+    }
+    fn to_text(self) -> String {
+        match self {
+            Value::Str(s) => s.to_owned(),
+            Value::Int(i) => i.to_string(),
+            Value::Double(d) => d.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Other => "[complex]".to_owned(),
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            Value::Str(s) => s.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// The attributes of one span (span attributes only; resource attributes go in [`Incoming`]).
+pub trait Attributes {
+    fn get(&self, key: &str) -> Option<Value<'_>>;
+    fn each(&self, f: &mut dyn FnMut(&str, Value<'_>));
+}
+
+/// Zipkin tags, and tests.
+impl Attributes for [(String, String)] {
+    fn get(&self, key: &str) -> Option<Value<'_>> {
+        self.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| Value::Str(v))
+    }
+    fn each(&self, f: &mut dyn FnMut(&str, Value<'_>)) {
+        for (k, v) in self {
+            f(k, Value::Str(v));
+        }
+    }
+}
+
+/// A received span in protocol-neutral form.
+pub struct Incoming<'a> {
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub parent_span_id: &'a [u8],
+    pub name: &'a str,
+    pub kind: SpanKind,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The protocol's own error marker (OTLP status ERROR, Zipkin `error` tag).
+    pub error: bool,
+    pub status_message: &'a str,
+    pub service: &'a str,
+    pub instance: &'a str,
+}
+
+/// Attribute keys whose values never leave the agent: raw statements (shipped normalized in
+/// `statement` instead), bind parameters, headers (cookies, tokens).
+fn is_private_key(key: &str) -> bool {
+    matches!(
+        key,
+        "db.statement" | "db.query.text" | "sql.query" | "db.redis.statement"
+    ) || key.starts_with("db.query.parameter")
+        || key.starts_with("http.request.header.")
+        || key.starts_with("http.response.header.")
+        || key.starts_with("rpc.request.metadata.")
+}
+
+/// Attributes already represented by a field of [`Span`]: not repeated in `attributes`.
+fn is_mapped_key(key: &str) -> bool {
+    matches!(
+        key,
+        "db.system"
+            | "db.system.name"
+            | "http.status_code"
+            | "http.response.status_code"
+            | "server.address"
+            | "server.port"
+            | "net.peer.name"
+            | "net.peer.port"
+    )
+}
+
+/// The first present attribute among `keys` (new convention first, then the old).
+fn first<'a, A: Attributes + ?Sized>(a: &'a A, keys: &[&str]) -> Option<Value<'a>> {
+    keys.iter().find_map(|k| a.get(k))
+}
+
+fn first_str<'a, A: Attributes + ?Sized>(a: &'a A, keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| {
+        a.get(k).and_then(|v| match v {
+            Value::Str(s) if !s.is_empty() => Some(s),
+            _ => None,
+        })
+    })
+}
+
+/// Why a span was refused.
+pub type Reject = String;
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn check_id(name: &str, id: &[u8], len: usize) -> Result<(), Reject> {
+    if id.len() != len {
+        return Err(format!(
+            "{name} must be {len} bytes ({} hex digits), got {} bytes",
+            len * 2,
+            id.len()
+        ));
+    }
+    if id.iter().all(|b| *b == 0) {
+        return Err(format!("{name} must not be all zeros"));
+    }
+    Ok(())
+}
+
+/// Validates and classifies one span. `max_value` is the receiver's attribute size limit.
+pub fn classify<A: Attributes + ?Sized>(
+    inc: &Incoming<'_>,
+    attrs: &A,
+    cfg: &Classify,
+    max_value: usize,
+) -> Result<Span, Reject> {
+    check_id("traceId", inc.trace_id, 16)?;
+    check_id("spanId", inc.span_id, 8)?;
+    // An all-zero parent is what some SDKs send for a root: treat it as none.
+    let parent = if inc.parent_span_id.iter().all(|b| *b == 0) {
+        &[][..]
+    } else {
+        inc.parent_span_id
+    };
+    if !parent.is_empty() && parent.len() != 8 {
+        return Err(format!(
+            "parentSpanId must be 8 bytes or empty, got {} bytes",
+            parent.len()
+        ));
+    }
+    let start = i64::try_from(inc.start_ns).unwrap_or(i64::MAX);
+    let end = i64::try_from(inc.end_ns).unwrap_or(i64::MAX);
+    if start < MIN_TIME_NS {
+        return Err(format!(
+            "startTimeUnixNano {} is before 2000-01-01",
+            inc.start_ns
+        ));
+    }
+    if start > now_ns().saturating_add(MAX_FUTURE_NS) {
+        return Err(format!(
+            "startTimeUnixNano {} is more than a day in the future",
+            inc.start_ns
+        ));
+    }
+    if end < start {
+        return Err(format!(
+            "endTimeUnixNano {} is before startTimeUnixNano {}",
+            inc.end_ns, inc.start_ns
+        ));
+    }
+    let duration = end - start;
+    if duration > MAX_DURATION_NS {
+        return Err(format!("span lasts {duration} ns, more than one day"));
+    }
+    let mut oversized = None;
+    attrs.each(&mut |k, v| {
+        if oversized.is_none() && (v.len() > max_value || k.len() > max_value) {
+            oversized = Some(k.chars().take(64).collect::<String>());
+        }
+    });
+    if let Some(k) = oversized {
+        return Err(format!("attribute `{k}` is longer than {max_value} bytes"));
+    }
+
+    let db_system =
+        first_str(attrs, &["db.system.name", "db.system"]).map(|s| s.to_ascii_lowercase());
+    let http_method = first_str(attrs, &["http.request.method", "http.method"]);
+    let http_status = first(attrs, &["http.response.status_code", "http.status_code"])
+        .and_then(|v| v.as_int())
+        .filter(|s| (100..=999).contains(s))
+        .unwrap_or(0) as u32;
+    let messaging = first_str(attrs, &["messaging.system"]);
+    let rpc = first_str(attrs, &["rpc.system"]);
+
+    let class = match (&db_system, inc.kind) {
+        (Some(s), _) if s == "redis" => DependencyClass::Redis,
+        (Some(_), _) => DependencyClass::Db,
+        (None, SpanKind::Server) => DependencyClass::HttpServer,
+        (None, SpanKind::Producer | SpanKind::Consumer) => DependencyClass::Messaging,
+        (None, _) if messaging.is_some() => DependencyClass::Messaging,
+        (None, SpanKind::Client) if http_method.is_some() || rpc.is_some() => {
+            DependencyClass::HttpClient
+        }
+        (None, SpanKind::Unspecified)
+            if http_method.is_some() && attrs.get("http.route").is_some() =>
+        {
+            DependencyClass::HttpServer
+        }
+        (None, SpanKind::Client)
+            if attrs.get("url.full").is_some() || attrs.get("http.url").is_some() =>
+        {
+            DependencyClass::HttpClient
+        }
+        _ => DependencyClass::Internal,
+    };
+
+    let peer = peer_of(attrs, class, db_system.as_deref());
+
+    // Errors: the protocol's own marker, plus HTTP statuses the OTel conventions call failures
+    // (5xx for servers, 4xx and 5xx for clients), in case an instrumentation did not set it.
+    let error = inc.error
+        || (class == DependencyClass::HttpServer && http_status >= 500)
+        || (class == DependencyClass::HttpClient && http_status >= 400);
+
+    let raw_statement = first_str(
+        attrs,
+        &[
+            "db.query.text",
+            "db.statement",
+            "sql.query",
+            "db.redis.statement",
+        ],
+    );
+    let (operation, statement) = match class {
+        DependencyClass::Redis => {
+            let cmd_src = raw_statement
+                .map(str::to_owned)
+                .or_else(|| {
+                    first_str(attrs, &["db.operation.name", "db.operation"]).map(str::to_owned)
+                })
+                .unwrap_or_else(|| inc.name.to_owned());
+            let (cmd, pattern) = normalize::redis(&cmd_src);
+            let statement = if cfg.keep_raw_statements {
+                raw_statement.unwrap_or("").to_owned()
+            } else {
+                pattern
+            };
+            (cmd, statement)
+        }
+        DependencyClass::Db => {
+            let normalized = raw_statement.map(normalize::sql);
+            let op = first_str(attrs, &["db.query.summary"])
+                .map(str::to_owned)
+                .or_else(|| normalized.as_deref().and_then(normalize::sql_operation))
+                .or_else(|| {
+                    let verb = first_str(attrs, &["db.operation.name", "db.operation"])?;
+                    let table = first_str(attrs, &["db.collection.name", "db.sql.table"]);
+                    Some(match table {
+                        Some(t) => format!("{} {t}", verb.to_ascii_uppercase()),
+                        None => verb.to_ascii_uppercase(),
+                    })
+                })
+                .unwrap_or_else(|| inc.name.to_owned());
+            let statement = if cfg.keep_raw_statements {
+                raw_statement.unwrap_or("").to_owned()
+            } else {
+                normalized.unwrap_or_default()
+            };
+            (op, statement)
+        }
+        DependencyClass::HttpServer => {
+            let op = match (http_method, first_str(attrs, &["http.route"])) {
+                (Some(m), Some(r)) => format!("{m} {r}"),
+                _ => inc.name.to_owned(),
+            };
+            (op, String::new())
+        }
+        DependencyClass::HttpClient => {
+            let op = match (
+                http_method,
+                first_str(attrs, &["url.template", "http.route"]),
+            ) {
+                (Some(m), Some(t)) => format!("{m} {t}"),
+                _ => inc.name.to_owned(),
+            };
+            (op, String::new())
+        }
+        _ => (inc.name.to_owned(), String::new()),
+    };
+
+    let db_role = match class {
+        DependencyClass::Db | DependencyClass::Redis => role_of(attrs, cfg, &peer),
+        _ => DbRole::Unknown,
+    };
+
+    let mut attributes = BTreeMap::new();
+    let mut dropped = 0usize;
+    attrs.each(&mut |k, v| {
+        if is_private_key(k) || is_mapped_key(k) {
+            return;
+        }
+        if attributes.len() >= MAX_ATTRIBUTES - 1 {
+            dropped += 1;
+            return;
+        }
+        let mut key = k.to_owned();
+        truncate(&mut key, MAX_ATTRIBUTE_KEY_BYTES);
+        let mut value = if matches!(k, "url.full" | "http.url" | "url.query" | "http.target") {
+            strip_query(&v.to_text())
+        } else {
+            v.to_text()
+        };
+        truncate(&mut value, MAX_ATTRIBUTE_VALUE_BYTES);
+        attributes.insert(key, value);
+    });
+    if dropped > 0 {
+        attributes.insert(
+            stormwatch_model::limits::DROPPED_ATTRIBUTES_KEY.to_owned(),
+            dropped.to_string(),
+        );
+    }
+
+    let mut span = Span {
+        trace_id: inc.trace_id.to_vec(),
+        span_id: inc.span_id.to_vec(),
+        parent_span_id: parent.to_vec(),
+        service: label(if inc.service.is_empty() {
+            "unknown_service"
+        } else {
+            inc.service
+        }),
+        instance: label(inc.instance),
+        operation: label(if operation.is_empty() {
+            "unnamed"
+        } else {
+            &operation
+        }),
+        kind: inc.kind as i32,
+        class: class as i32,
+        start_ns: start,
+        duration_ns: duration,
+        status: if error {
+            SpanStatus::Error
+        } else {
+            SpanStatus::Ok
+        } as i32,
+        status_message: String::new(),
+        http_status,
+        peer: label(&peer),
+        db_system: label(db_system.as_deref().unwrap_or("")),
+        db_role: db_role as i32,
+        statement,
+        rows: first(
+            attrs,
+            &[
+                "db.response.returned_rows",
+                "db.rows_affected",
+                "db.response.rows",
+            ],
+        )
+        .and_then(|v| v.as_int())
+        .filter(|r| *r >= 0),
+        attributes,
+        kept: 0,
+        flags: Vec::new(),
+        replica_lag_ms: None,
+    };
+    if error {
+        span.status_message = inc.status_message.to_owned();
+        truncate(&mut span.status_message, MAX_MESSAGE_BYTES);
+    }
+    truncate(&mut span.statement, MAX_STATEMENT_BYTES);
+    Ok(span)
+}
+
+fn label(s: &str) -> String {
+    let mut s = s.to_owned();
+    truncate(&mut s, MAX_LABEL_BYTES);
+    s
+}
+
+/// `https://h/p?token=x` → `https://h/p`: query strings carry secrets.
+fn strip_query(url: &str) -> String {
+    url.split(['?', '#']).next().unwrap_or("").to_owned()
+}
+
+/// `host:port` of the remote side.
+fn peer_of<A: Attributes + ?Sized>(
+    attrs: &A,
+    class: DependencyClass,
+    db_system: Option<&str>,
+) -> String {
+    let host = first_str(
+        attrs,
+        &[
+            "server.address",
+            "net.peer.name",
+            "network.peer.address",
+            "net.peer.ip",
+            "net.sock.peer.addr",
+        ],
+    );
+    let port = first(
+        attrs,
+        &[
+            "server.port",
+            "net.peer.port",
+            "network.peer.port",
+            "net.sock.peer.port",
+        ],
+    )
+    .and_then(|v| v.as_int())
+    .filter(|p| (1..=65535).contains(p));
+    let (host, port) = match host {
+        Some(h) => (Some(h.to_owned()), port),
+        None if class == DependencyClass::HttpClient => {
+            match first_str(attrs, &["url.full", "http.url"]).and_then(host_port_of_url) {
+                Some((h, p)) => (Some(h), port.or(p)),
+                None => (None, port),
+            }
+        }
+        None => (None, port),
+    };
+    let Some(host) = host else {
+        return String::new();
+    };
+    let port = port.or(match db_system {
+        Some("redis") => Some(6379),
+        Some("postgresql") => Some(5432),
+        Some("mysql" | "mariadb") => Some(3306),
+        _ => None,
+    });
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    }
+}
+
+/// Host and port (default by scheme) of a URL.
+fn host_port_of_url(url: &str) -> Option<(String, Option<i64>)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    let default = match scheme {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    };
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']')?;
+        let port = after
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .or(default);
+        return Some((h.to_owned(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_owned(), p.parse().ok().or(default))),
+        None if !authority.is_empty() => Some((authority.to_owned(), default)),
+        None => None,
+    }
+}
+
+fn role_of<A: Attributes + ?Sized>(attrs: &A, cfg: &Classify, peer: &str) -> DbRole {
+    if let Some(role) = attrs
+        .get(&cfg.db_role_attribute)
+        .and_then(|v| v.as_str().map(str::to_ascii_lowercase))
+    {
+        match role.as_str() {
+            "primary" | "master" | "writer" => return DbRole::Primary,
+            "replica" | "secondary" | "slave" | "reader" => return DbRole::Replica,
+            _ => {}
+        }
+    }
+    if let Some(role) = cfg.db_roles.get(peer) {
+        return *role;
+    }
+    // A peer configured without the port matches any port of that host.
+    let host = peer.rsplit_once(':').map_or(peer, |(h, _)| h);
+    cfg.db_roles.get(host).copied().unwrap_or(DbRole::Unknown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_750_000_000_000_000_000;
+
+    fn inc<'a>(kind: SpanKind, name: &'a str) -> Incoming<'a> {
+        Incoming {
+            trace_id: &[1; 16],
+            span_id: &[2; 8],
+            parent_span_id: &[],
+            name,
+            kind,
+            start_ns: NOW,
+            end_ns: NOW + 5_000_000,
+            error: false,
+            status_message: "",
+            service: "shop",
+            instance: "web-1",
+        }
+    }
+
+    fn attrs(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn run(kind: SpanKind, name: &str, kv: &[(&str, &str)]) -> Span {
+        classify(
+            &inc(kind, name),
+            attrs(kv).as_slice(),
+            &Classify::default(),
+            65536,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn old_and_new_db_conventions_agree() {
+        let old = run(
+            SpanKind::Client,
+            "query",
+            &[
+                ("db.system", "postgresql"),
+                ("db.statement", "SELECT * FROM users WHERE id = 7"),
+                ("net.peer.name", "db1"),
+                ("net.peer.port", "5433"),
+            ],
+        );
+        let new = run(
+            SpanKind::Client,
+            "query",
+            &[
+                ("db.system.name", "postgresql"),
+                ("db.query.text", "SELECT * FROM users WHERE id = 7"),
+                ("server.address", "db1"),
+                ("server.port", "5433"),
+            ],
+        );
+        for s in [&old, &new] {
+            assert_eq!(s.class, DependencyClass::Db as i32);
+            assert_eq!(s.peer, "db1:5433");
+            assert_eq!(s.operation, "SELECT users");
+            assert_eq!(s.statement, "SELECT * FROM users WHERE id = ?");
+            assert_eq!(s.db_system, "postgresql");
+            // The raw statement is not smuggled out through the attributes.
+            assert!(
+                s.attributes.values().all(|v| !v.contains("id = 7")),
+                "{:?}",
+                s.attributes
+            );
+        }
+    }
+
+    #[test]
+    fn redis_is_its_own_class_and_keeps_no_values() {
+        let s = run(
+            SpanKind::Client,
+            "SET",
+            &[
+                ("db.system", "redis"),
+                ("db.statement", "SET token:991 s3cr3t"),
+                ("server.address", "cache"),
+            ],
+        );
+        assert_eq!(s.class, DependencyClass::Redis as i32);
+        assert_eq!(s.operation, "SET");
+        assert_eq!(s.statement, "SET token:?");
+        assert_eq!(s.peer, "cache:6379");
+        let encoded = format!("{s:?}");
+        assert!(!encoded.contains("s3cr3t"), "{encoded}");
+    }
+
+    #[test]
+    fn raw_statements_only_when_configured() {
+        let cfg = Classify {
+            keep_raw_statements: true,
+            ..Classify::default()
+        };
+        let kv = attrs(&[
+            ("db.system", "mysql"),
+            ("db.statement", "SELECT 1 FROM t WHERE a = 'x'"),
+        ]);
+        let s = classify(&inc(SpanKind::Client, "q"), kv.as_slice(), &cfg, 65536).unwrap();
+        assert_eq!(s.statement, "SELECT 1 FROM t WHERE a = 'x'");
+    }
+
+    #[test]
+    fn http_server_and_client() {
+        let s = run(
+            SpanKind::Server,
+            "GET",
+            &[
+                ("http.request.method", "GET"),
+                ("http.route", "/posts/{id}"),
+                ("http.response.status_code", "503"),
+            ],
+        );
+        assert_eq!(s.class, DependencyClass::HttpServer as i32);
+        assert_eq!(s.operation, "GET /posts/{id}");
+        assert_eq!(s.http_status, 503);
+        assert!(s.is_error());
+        let c = run(
+            SpanKind::Client,
+            "GET",
+            &[
+                ("http.method", "GET"),
+                ("http.url", "https://api.example.com/v1/x?key=SECRET"),
+                ("http.status_code", "404"),
+            ],
+        );
+        assert_eq!(c.class, DependencyClass::HttpClient as i32);
+        assert_eq!(c.peer, "api.example.com:443");
+        assert!(c.is_error());
+        assert_eq!(c.attributes["http.url"], "https://api.example.com/v1/x");
+    }
+
+    #[test]
+    fn messaging_and_internal() {
+        assert_eq!(
+            run(
+                SpanKind::Producer,
+                "orders publish",
+                &[("messaging.system", "kafka")]
+            )
+            .class,
+            DependencyClass::Messaging as i32
+        );
+        assert_eq!(
+            run(SpanKind::Internal, "render", &[]).class,
+            DependencyClass::Internal as i32
+        );
+    }
+
+    #[test]
+    fn db_role_from_config_or_attribute() {
+        let mut cfg = Classify::default();
+        cfg.db_roles.insert("db2:5432".into(), DbRole::Replica);
+        cfg.db_roles.insert("db3".into(), DbRole::Primary);
+        let go = |kv: &[(&str, &str)]| {
+            classify(
+                &inc(SpanKind::Client, "q"),
+                attrs(kv).as_slice(),
+                &cfg,
+                65536,
+            )
+            .unwrap()
+            .db_role
+        };
+        assert_eq!(
+            go(&[("db.system", "postgresql"), ("server.address", "db2")]),
+            DbRole::Replica as i32
+        );
+        assert_eq!(
+            go(&[
+                ("db.system", "postgresql"),
+                ("server.address", "db3"),
+                ("server.port", "6000")
+            ]),
+            DbRole::Primary as i32
+        );
+        assert_eq!(
+            go(&[
+                ("db.system", "postgresql"),
+                ("server.address", "db9"),
+                ("db.role", "replica")
+            ]),
+            DbRole::Replica as i32
+        );
+        assert_eq!(
+            go(&[("db.system", "postgresql"), ("server.address", "db9")]),
+            DbRole::Unknown as i32
+        );
+    }
+
+    #[test]
+    fn bad_ids_and_times_are_rejected_with_reasons() {
+        let kv = attrs(&[]);
+        let cfg = Classify::default();
+        let mut i = inc(SpanKind::Server, "x");
+        i.trace_id = &[0; 16];
+        assert!(classify(&i, kv.as_slice(), &cfg, 100)
+            .unwrap_err()
+            .contains("all zeros"));
+        let mut i = inc(SpanKind::Server, "x");
+        i.span_id = &[1; 4];
+        assert!(classify(&i, kv.as_slice(), &cfg, 100)
+            .unwrap_err()
+            .contains("spanId must be 8 bytes"));
+        let mut i = inc(SpanKind::Server, "x");
+        i.start_ns = 5;
+        i.end_ns = 6;
+        assert!(classify(&i, kv.as_slice(), &cfg, 100)
+            .unwrap_err()
+            .contains("before 2000"));
+        let mut i = inc(SpanKind::Server, "x");
+        i.end_ns = i.start_ns - 1;
+        assert!(classify(&i, kv.as_slice(), &cfg, 100)
+            .unwrap_err()
+            .contains("before startTime"));
+        let big = attrs(&[("blob", &"x".repeat(200))]);
+        assert!(
+            classify(&inc(SpanKind::Server, "x"), big.as_slice(), &cfg, 100)
+                .unwrap_err()
+                .contains("blob")
+        );
+    }
+}

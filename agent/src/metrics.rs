@@ -1,0 +1,300 @@
+//! The agent's self-metrics: plain atomics, rendered as Prometheus text on `GET /metrics`
+//! and summed into the cumulative [`AgentStats`] that rides along with every batch.
+//!
+//! Hand-rolled rather than a metrics registry: the label sets are closed enums, updates sit on
+//! the per-span hot path, and a relaxed atomic add is the cheapest thing that stays correct.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use stormwatch_model::{AgentStats, KeepReason};
+
+/// Why spans were lost (never shipped). Sampling is not loss: see `not_sampled`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Refused by a receiver: malformed, invalid ids or timestamps, oversized values.
+    Invalid,
+    /// The receiver queue was full (the client got 429 / RESOURCE_EXHAUSTED).
+    QueueFull,
+    /// The spool was full and its oldest batches were deleted.
+    SpoolFull,
+    /// The collector answered 400: the batch can never be stored.
+    Rejected,
+    /// A spooled file could not be read back.
+    SpoolCorrupt,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 5] = [
+        DropReason::Invalid,
+        DropReason::QueueFull,
+        DropReason::SpoolFull,
+        DropReason::Rejected,
+        DropReason::SpoolCorrupt,
+    ];
+    fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Invalid => "invalid",
+            DropReason::QueueFull => "queue_full",
+            DropReason::SpoolFull => "spool_full",
+            DropReason::Rejected => "rejected",
+            DropReason::SpoolCorrupt => "spool_corrupt",
+        }
+    }
+}
+
+/// Upper bounds of the ship-latency histogram buckets, seconds.
+const LATENCY_BOUNDS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+/// All counters. Shared as `Arc<Metrics>`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Spans received, by receiver: otlp_http, otlp_grpc, zipkin.
+    received: [AtomicU64; 3],
+    /// Requests refused because the queue was full.
+    pub throttled_requests: AtomicU64,
+    kept: [AtomicU64; 4],
+    dropped: [AtomicU64; 5],
+    /// Spans the sampler let go (they still count in aggregates).
+    pub not_sampled: AtomicU64,
+    /// Batches built / shipped / failed attempts.
+    pub batches_built: AtomicU64,
+    pub batches_shipped: AtomicU64,
+    pub ship_failures: AtomicU64,
+    /// Current spool size on disk, bytes, and batch files.
+    pub spool_bytes: AtomicU64,
+    pub spool_batches: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BOUNDS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    /// Config reloads: applied / rejected.
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+/// Which receiver a span came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receiver {
+    OtlpHttp,
+    OtlpGrpc,
+    Zipkin,
+}
+
+impl Receiver {
+    fn as_str(self) -> &'static str {
+        match self {
+            Receiver::OtlpHttp => "otlp_http",
+            Receiver::OtlpGrpc => "otlp_grpc",
+            Receiver::Zipkin => "zipkin",
+        }
+    }
+    const ALL: [Receiver; 3] = [Receiver::OtlpHttp, Receiver::OtlpGrpc, Receiver::Zipkin];
+}
+
+impl Metrics {
+    pub fn received(&self, r: Receiver, n: u64) {
+        self.received[r as usize].fetch_add(n, Relaxed);
+    }
+    pub fn kept(&self, reason: KeepReason, n: u64) {
+        self.kept[reason as usize].fetch_add(n, Relaxed);
+    }
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        self.dropped[reason as usize].fetch_add(n, Relaxed);
+    }
+    pub fn dropped_count(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize].load(Relaxed)
+    }
+    pub fn kept_count(&self, reason: KeepReason) -> u64 {
+        self.kept[reason as usize].load(Relaxed)
+    }
+    pub fn received_total(&self) -> u64 {
+        self.received.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Records one successful POST's latency.
+    pub fn ship_latency(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        for (i, b) in LATENCY_BOUNDS.iter().enumerate() {
+            if s <= *b {
+                self.latency_buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_us
+            .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    /// Cumulative counters for the collector.
+    pub fn stats(&self) -> AgentStats {
+        AgentStats {
+            spans_received: self.received_total(),
+            spans_kept: self.kept.iter().map(|c| c.load(Relaxed)).sum(),
+            spans_dropped: self.dropped.iter().map(|c| c.load(Relaxed)).sum(),
+            spool_bytes: self.spool_bytes.load(Relaxed),
+        }
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        let counter = |o: &mut String, name: &str, help: &str, rows: &[(String, u64)]| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in rows {
+                let _ = writeln!(o, "{name}{labels} {v}");
+            }
+        };
+        let rows = Receiver::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{receiver=\"{}\"}}", r.as_str()),
+                    self.received[*r as usize].load(Relaxed),
+                )
+            })
+            .collect::<Vec<_>>();
+        counter(
+            &mut o,
+            "stormwatch_agent_spans_received_total",
+            "Spans received from apps.",
+            &rows,
+        );
+        let rows = [
+            KeepReason::Sampled,
+            KeepReason::Slow,
+            KeepReason::Error,
+            KeepReason::Forced,
+        ]
+        .iter()
+        .map(|r| {
+            (
+                format!("{{reason=\"{}\"}}", r.as_str()),
+                self.kept_count(*r),
+            )
+        })
+        .collect::<Vec<_>>();
+        counter(
+            &mut o,
+            "stormwatch_agent_spans_kept_total",
+            "Spans kept by the sampler, by reason (forced = kept with its trace).",
+            &rows,
+        );
+        let rows = DropReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.as_str()),
+                    self.dropped_count(*r),
+                )
+            })
+            .collect::<Vec<_>>();
+        counter(
+            &mut o,
+            "stormwatch_agent_spans_dropped_total",
+            "Spans lost before reaching the collector, by reason.",
+            &rows,
+        );
+        let one = |v: &AtomicU64| vec![(String::new(), v.load(Relaxed))];
+        counter(
+            &mut o,
+            "stormwatch_agent_spans_not_sampled_total",
+            "Spans counted in aggregates but not shipped by the sampler.",
+            &one(&self.not_sampled),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_throttled_requests_total",
+            "Requests answered 429 / RESOURCE_EXHAUSTED because the queue was full.",
+            &one(&self.throttled_requests),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_batches_built_total",
+            "Batches built.",
+            &one(&self.batches_built),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_batches_shipped_total",
+            "Batches the collector accepted.",
+            &one(&self.batches_shipped),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_ship_failures_total",
+            "Failed POSTs to the collector (each retried unless rejected).",
+            &one(&self.ship_failures),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_config_reloads_total",
+            "Config reloads applied.",
+            &one(&self.reloads_ok),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_config_reload_failures_total",
+            "Config reloads rejected (old config kept).",
+            &one(&self.reloads_failed),
+        );
+        let _ = writeln!(o, "# HELP stormwatch_agent_spool_bytes Bytes in the disk spool.\n# TYPE stormwatch_agent_spool_bytes gauge\nstormwatch_agent_spool_bytes {}", self.spool_bytes.load(Relaxed));
+        let _ = writeln!(o, "# HELP stormwatch_agent_spool_batches Batches in the disk spool.\n# TYPE stormwatch_agent_spool_batches gauge\nstormwatch_agent_spool_batches {}", self.spool_batches.load(Relaxed));
+        let name = "stormwatch_agent_ship_latency_seconds";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Latency of successful POSTs to the collector.\n# TYPE {name} histogram"
+        );
+        for (i, b) in LATENCY_BOUNDS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                self.latency_buckets[i].load(Relaxed)
+            );
+        }
+        let count = self.latency_count.load(Relaxed);
+        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            o,
+            "{name}_sum {}",
+            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(o, "{name}_count {count}");
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_labelled_counters() {
+        let m = Metrics::default();
+        m.received(Receiver::Zipkin, 3);
+        m.kept(KeepReason::Slow, 2);
+        m.dropped(DropReason::SpoolFull, 5);
+        m.ship_latency(std::time::Duration::from_millis(20));
+        let t = m.render();
+        assert!(
+            t.contains("stormwatch_agent_spans_received_total{receiver=\"zipkin\"} 3"),
+            "{t}"
+        );
+        assert!(
+            t.contains("stormwatch_agent_spans_kept_total{reason=\"slow\"} 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("stormwatch_agent_spans_dropped_total{reason=\"spool_full\"} 5"),
+            "{t}"
+        );
+        assert!(
+            t.contains("stormwatch_agent_ship_latency_seconds_bucket{le=\"0.025\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("stormwatch_agent_ship_latency_seconds_bucket{le=\"0.01\"} 0"),
+            "{t}"
+        );
+        let s = m.stats();
+        assert_eq!((s.spans_received, s.spans_kept, s.spans_dropped), (3, 2, 5));
+    }
+}

@@ -1,0 +1,589 @@
+//! Statement normalization: what of a query may leave the agent.
+//!
+//! SQL: every literal (strings, numbers, hex, booleans stay) becomes `?`, bind placeholders
+//! (`$1`, `:name`) become `?`, `IN (?, ?, ?)` collapses to `IN (?)`, repeated `VALUES` tuples
+//! collapse to one, comments go and whitespace folds. The result groups the same query shape
+//! under one text, which is what aggregates and the slow-query list need, and carries no
+//! customer data. Redis: the command and a *pattern* of its first key (`user:?:profile`); never
+//! a value.
+//!
+//! Both work on bytes with a hand-written scanner: one pass, no regex, no allocation per token,
+//! and any input — unterminated quotes, binary garbage — gives some output rather than a panic.
+
+/// Normalizes a SQL statement.
+pub fn sql(raw: &str) -> String {
+    let b = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len().min(4096));
+    let mut i = 0;
+    // Whether the previous significant token lets a following `-` be a sign.
+    let mut sign_ok = true;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        // Comments.
+        if c == b'-' && b.get(i + 1) == Some(&b'-') || c == b'#' {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                i += 1;
+            }
+            i = (i + 2).min(b.len());
+            continue;
+        }
+        // String literals: '...' with '' or \' escapes; E'..', N'..', B'..', X'..' prefixes.
+        let prefixed = matches!(c, b'e' | b'E' | b'n' | b'N' | b'b' | b'B' | b'x' | b'X')
+            && b.get(i + 1) == Some(&b'\'')
+            && !prev_is_ident(b, i);
+        if c == b'\'' || prefixed {
+            i += if prefixed { 2 } else { 1 };
+            while i < b.len() {
+                match b[i] {
+                    b'\\' => i += 2,
+                    b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+                    b'\'' => {
+                        i += 1;
+                        break;
+                    }
+                    _ => i += 1,
+                }
+            }
+            push_token(&mut out, "?");
+            sign_ok = false;
+            continue;
+        }
+        // Dollar quoting ($$...$$, $tag$...$tag$) and $1 placeholders.
+        if c == b'$' {
+            let mut j = i + 1;
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                j += 1;
+            }
+            if b.get(j) == Some(&b'$') && !b[i + 1..j].first().is_some_and(u8::is_ascii_digit) {
+                let tag = &b[i..=j];
+                let body_start = j + 1;
+                let end = find(b, body_start, tag).map_or(b.len(), |p| p + tag.len());
+                i = end;
+            } else {
+                i = j.max(i + 1);
+            }
+            push_token(&mut out, "?");
+            sign_ok = false;
+            continue;
+        }
+        // Named placeholders `:name` (not `::type` casts).
+        if c == b':'
+            && b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic())
+            && (i == 0 || b[i - 1] != b':')
+        {
+            let mut j = i + 1;
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                j += 1;
+            }
+            push_token(&mut out, "?");
+            i = j;
+            sign_ok = false;
+            continue;
+        }
+        // Numbers (and a sign in front of one), hex 0x...
+        let signed = c == b'-'
+            && sign_ok
+            && b.get(i + 1)
+                .is_some_and(|d| d.is_ascii_digit() || *d == b'.');
+        if c.is_ascii_digit()
+            || signed
+            || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+        {
+            let mut j = if signed { i + 1 } else { i };
+            while j < b.len()
+                && (b[j].is_ascii_alphanumeric()
+                    || b[j] == b'.'
+                    || ((b[j] == b'+' || b[j] == b'-') && matches!(b[j - 1], b'e' | b'E')))
+            {
+                j += 1;
+            }
+            push_token(&mut out, "?");
+            i = j;
+            sign_ok = false;
+            continue;
+        }
+        // Quoted identifiers: kept verbatim.
+        if c == b'"' || c == b'`' || c == b'[' {
+            let close = if c == b'[' { b']' } else { c };
+            let mut j = i + 1;
+            while j < b.len() && b[j] != close {
+                j += 1;
+            }
+            j = (j + 1).min(b.len());
+            push_token(&mut out, &String::from_utf8_lossy(&b[i..j]));
+            i = j;
+            sign_ok = false;
+            continue;
+        }
+        // Identifiers and keywords.
+        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+            let mut j = i;
+            while j < b.len()
+                && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'.' || b[j] >= 0x80)
+            {
+                j += 1;
+            }
+            let word = String::from_utf8_lossy(&b[i..j]);
+            push_token(&mut out, &word);
+            i = j;
+            // After a keyword like WHERE/AND/=/THEN a `-` is a sign; after an identifier it is
+            // subtraction. Keywords are not known here, so only common ones are listed.
+            sign_ok = matches!(
+                word.to_ascii_uppercase().as_str(),
+                "WHERE"
+                    | "AND"
+                    | "OR"
+                    | "NOT"
+                    | "THEN"
+                    | "ELSE"
+                    | "WHEN"
+                    | "SELECT"
+                    | "VALUES"
+                    | "SET"
+                    | "LIMIT"
+                    | "OFFSET"
+                    | "BETWEEN"
+                    | "IN"
+                    | "RETURN"
+                    | "BY"
+                    | "LIKE"
+                    | "IS"
+            );
+            continue;
+        }
+        // Operators and punctuation.
+        let mut tok = [0u8; 4];
+        let s = (c as char).encode_utf8(&mut tok);
+        push_token(&mut out, s);
+        sign_ok = !matches!(c, b')');
+        i += 1;
+        if out.len() > 64 * 1024 {
+            break;
+        }
+    }
+    collapse_lists(&out)
+}
+
+fn prev_is_ident(b: &[u8], i: usize) -> bool {
+    i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')
+}
+
+fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    if from > hay.len() {
+        return None;
+    }
+    hay[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+/// Appends a token with the spacing a reader expects: `f(a, b)`, `a.b`, `x = ?`.
+fn push_token(out: &mut String, tok: &str) {
+    let no_space_before = matches!(tok, "," | ")" | ";" | "." | "::" | ":");
+    let last = out.as_bytes().last().copied();
+    let no_space_after_last = matches!(last, None | Some(b'(') | Some(b'.')) || out.ends_with("::");
+    let is_colon_cast = tok == ":" && last == Some(b':');
+    if !(no_space_before
+        || no_space_after_last
+        || is_colon_cast
+        || (tok == "("
+            && last.is_some_and(|l| l.is_ascii_alphanumeric() || l == b'_')
+            && !ends_with_keyword(out)))
+    {
+        out.push(' ');
+    }
+    out.push_str(tok);
+}
+
+/// `IN (` and `VALUES (` keep their space; function calls `count(` do not.
+fn ends_with_keyword(out: &str) -> bool {
+    let last_word = out.rsplit(' ').next().unwrap_or("");
+    matches!(
+        last_word.to_ascii_uppercase().as_str(),
+        "IN" | "VALUES"
+            | "AS"
+            | "ON"
+            | "AND"
+            | "OR"
+            | "NOT"
+            | "EXISTS"
+            | "FROM"
+            | "JOIN"
+            | "WHERE"
+            | "INTO"
+            | "USING"
+            | "ANY"
+            | "ALL"
+    ) || is_table_position(out)
+}
+
+/// True when the word before the last is INTO/TABLE/JOIN/FROM/UPDATE: `INSERT INTO t (a, b)`
+/// keeps a space before the column list.
+fn is_table_position(out: &str) -> bool {
+    let mut words = out.rsplit(' ');
+    words.next();
+    matches!(
+        words.next().map(|w| w.to_ascii_uppercase()).as_deref(),
+        Some("INTO" | "TABLE" | "JOIN" | "FROM" | "UPDATE")
+    )
+}
+
+/// `(?, ?, ?)` → `(?)` after IN; `VALUES (?, ?), (?, ?)` → `VALUES (?, ?)`.
+fn collapse_lists(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(p) = rest.find('(') {
+        let (head, tail) = rest.split_at(p);
+        out.push_str(head);
+        // A group made only of `?`, commas and spaces.
+        let close = tail.find(')');
+        let inner = close.map(|c| &tail[1..c]);
+        match inner {
+            Some(inner) if !inner.is_empty() && inner.split(", ").all(|t| t == "?") => {
+                let kw_in = out.trim_end().to_ascii_uppercase().ends_with(" IN")
+                    || out.trim_end().eq_ignore_ascii_case("IN");
+                let group = if kw_in {
+                    "(?)"
+                } else {
+                    &tail[..=close.unwrap_or(0)]
+                };
+                out.push_str(group);
+                rest = &tail[close.unwrap_or(0) + 1..];
+                // Repeated identical tuples (`VALUES (?, ?), (?, ?)`) collapse to the first.
+                let tuple = format!(", {}", &tail[..=close.unwrap_or(0)]);
+                while rest.starts_with(&tuple) {
+                    rest = &rest[tuple.len()..];
+                }
+            }
+            _ => {
+                out.push('(');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The verb and main table of a normalized statement, for the span's operation:
+/// `SELECT users`, `INSERT orders`, `UPDATE accounts`. `None` when no verb is recognized.
+pub fn sql_operation(normalized: &str) -> Option<String> {
+    let mut words = normalized
+        .split([' ', '(', ')', ',', ';'])
+        .filter(|w| !w.is_empty());
+    let verb = words.next()?.to_ascii_uppercase();
+    let known = [
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "UPSERT",
+        "MERGE",
+        "REPLACE",
+        "WITH",
+        "CREATE",
+        "ALTER",
+        "DROP",
+        "TRUNCATE",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "CALL",
+        "EXEC",
+        "EXECUTE",
+        "SET",
+        "SHOW",
+        "EXPLAIN",
+        "COPY",
+        "LOCK",
+        "VACUUM",
+        "ANALYZE",
+        "GRANT",
+        "REVOKE",
+        "START",
+        "SAVEPOINT",
+        "RELEASE",
+        "PREPARE",
+        "DEALLOCATE",
+        "USE",
+        "DESCRIBE",
+    ];
+    if !known.contains(&verb.as_str()) {
+        return None;
+    }
+    // The table: the word after FROM / INTO / UPDATE / JOIN / TABLE.
+    let table_kw = match verb.as_str() {
+        "UPDATE" => Some(true),
+        "SELECT" | "INSERT" | "DELETE" | "UPSERT" | "MERGE" | "REPLACE" | "WITH" | "CREATE"
+        | "ALTER" | "DROP" | "TRUNCATE" | "COPY" | "LOCK" => Some(false),
+        _ => None,
+    };
+    let table = match table_kw {
+        Some(true) => words.next().map(str::to_owned),
+        Some(false) => {
+            let mut found = None;
+            let mut prev = String::new();
+            for w in words {
+                let up = w.to_ascii_uppercase();
+                if matches!(
+                    prev.as_str(),
+                    "FROM" | "INTO" | "JOIN" | "TABLE" | "UPDATE" | "TRUNCATE" | "COPY" | "LOCK"
+                ) && !matches!(
+                    up.as_str(),
+                    "IF" | "NOT" | "EXISTS" | "ONLY" | "LATERAL" | "SELECT" | "?"
+                ) {
+                    found = Some(w.to_owned());
+                    break;
+                }
+                prev = up;
+            }
+            found
+        }
+        None => None,
+    };
+    Some(match table {
+        Some(t) => format!("{verb} {t}"),
+        None => verb,
+    })
+}
+
+/// A Redis command with its first key turned into a pattern; values never appear.
+/// Returns `(command, statement)`: `("GET", "GET user:?:profile")`.
+pub fn redis(raw: &str) -> (String, String) {
+    let mut words = raw.split_ascii_whitespace();
+    let command = words.next().unwrap_or("").to_ascii_uppercase();
+    let command: String = command
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(32)
+        .collect();
+    if command.is_empty() {
+        return ("UNKNOWN".into(), "UNKNOWN".into());
+    }
+    if NO_KEY.contains(&command.as_str()) {
+        return (command.clone(), command);
+    }
+    match words.next() {
+        Some(key) => {
+            let pattern = key_pattern(key.trim_matches(|c| c == '"' || c == '\''));
+            let statement = format!("{command} {pattern}");
+            (command, statement)
+        }
+        None => (command.clone(), command),
+    }
+}
+
+/// Commands whose first argument is not a key (or is a secret): only the name is kept.
+const NO_KEY: &[&str] = &[
+    "AUTH",
+    "HELLO",
+    "PING",
+    "ECHO",
+    "SELECT",
+    "INFO",
+    "CONFIG",
+    "CLIENT",
+    "CLUSTER",
+    "COMMAND",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "EVAL",
+    "EVALSHA",
+    "EVAL_RO",
+    "EVALSHA_RO",
+    "SCRIPT",
+    "FUNCTION",
+    "FCALL",
+    "PUBLISH",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "QUIT",
+    "FLUSHDB",
+    "FLUSHALL",
+    "DBSIZE",
+    "SCAN",
+    "KEYS",
+    "WAIT",
+    "MONITOR",
+    "SLOWLOG",
+    "MIGRATE",
+    "ACL",
+    "MEMORY",
+    "LATENCY",
+    "TIME",
+    "SAVE",
+    "BGSAVE",
+    "LASTSAVE",
+    "SHUTDOWN",
+    "SWAPDB",
+    "RESET",
+];
+
+/// `user:12345:profile` → `user:?:profile`; segments holding a digit, or long enough to be a
+/// token or hash, are variable.
+pub fn key_pattern(key: &str) -> String {
+    let mut out = String::with_capacity(key.len().min(256));
+    let mut seg = String::new();
+    let flush = |seg: &mut String, out: &mut String| {
+        let variable =
+            seg.chars().any(|c| c.is_ascii_digit()) || seg.len() >= 24 || !seg.is_ascii();
+        out.push_str(if variable { "?" } else { seg });
+        seg.clear();
+    };
+    for c in key.chars() {
+        if matches!(
+            c,
+            ':' | '.' | '/' | '|' | '-' | '_' | '#' | '{' | '}' | '=' | ','
+        ) {
+            flush(&mut seg, &mut out);
+            out.push(c);
+        } else {
+            seg.push(c);
+        }
+        if out.len() > 200 {
+            break;
+        }
+    }
+    flush(&mut seg, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_literals_become_placeholders() {
+        assert_eq!(
+            sql("SELECT * FROM users WHERE email = 'bob@example.com' AND id = 42"),
+            "SELECT * FROM users WHERE email = ? AND id = ?"
+        );
+        assert_eq!(
+            sql("select a from t where x = -3.5e-2 and y = 'it''s'"),
+            "select a from t where x = ? and y = ?"
+        );
+        assert_eq!(
+            sql("UPDATE t SET n = n - 1 WHERE k = E'a\\'b'"),
+            "UPDATE t SET n = n - ? WHERE k = ?"
+        );
+        assert_eq!(
+            sql("SELECT $$secret$$, $tag$ x $tag$, $1"),
+            "SELECT ?, ?, ?"
+        );
+        assert_eq!(
+            sql("SELECT x FROM t WHERE h = 0xDEADBEEF"),
+            "SELECT x FROM t WHERE h = ?"
+        );
+    }
+
+    #[test]
+    fn sql_in_lists_and_values_collapse() {
+        assert_eq!(
+            sql("SELECT * FROM t WHERE id IN (1, 2, 3, 4)"),
+            "SELECT * FROM t WHERE id IN (?)"
+        );
+        assert_eq!(
+            sql("SELECT * FROM t WHERE id in ($1,$2)"),
+            "SELECT * FROM t WHERE id in (?)"
+        );
+        assert_eq!(
+            sql("INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y'), (3, 'z')"),
+            "INSERT INTO t (a, b) VALUES (?, ?)"
+        );
+        // The same shape with a different list length normalizes identically.
+        assert_eq!(
+            sql("select 1 from t where id in (7)"),
+            sql("select 1 from t where id in (7,8,9)")
+        );
+    }
+
+    #[test]
+    fn sql_whitespace_and_comments_fold() {
+        assert_eq!(
+            sql("SELECT  a,\n\tb -- who\nFROM /* hint */ t\n WHERE count(x) > 10"),
+            "SELECT a, b FROM t WHERE count(x) > ?"
+        );
+        assert_eq!(sql("SELECT x::text FROM t"), "SELECT x::text FROM t");
+        assert_eq!(
+            sql("SELECT * FROM t WHERE a = :name"),
+            "SELECT * FROM t WHERE a = ?"
+        );
+    }
+
+    #[test]
+    fn sql_never_panics_on_garbage() {
+        for s in [
+            "'",
+            "$",
+            "$a",
+            "/*",
+            "--",
+            "E'",
+            "\"",
+            "(",
+            ")",
+            ", ,",
+            "\u{0}\u{ff}é'x",
+            "1e",
+            "-",
+            "x-1",
+            "IN ()",
+        ] {
+            let _ = sql(s);
+            let _ = sql_operation(&sql(s));
+        }
+        assert_eq!(sql("'unterminated secret"), "?");
+    }
+
+    #[test]
+    fn sql_operation_names_verb_and_table() {
+        assert_eq!(
+            sql_operation("SELECT * FROM users WHERE id = ?").as_deref(),
+            Some("SELECT users")
+        );
+        assert_eq!(
+            sql_operation("insert INTO orders (a) VALUES (?)").as_deref(),
+            Some("INSERT orders")
+        );
+        assert_eq!(
+            sql_operation("UPDATE accounts SET x = ?").as_deref(),
+            Some("UPDATE accounts")
+        );
+        assert_eq!(
+            sql_operation("DELETE FROM s.sessions WHERE t < ?").as_deref(),
+            Some("DELETE s.sessions")
+        );
+        assert_eq!(sql_operation("BEGIN").as_deref(), Some("BEGIN"));
+        assert_eq!(sql_operation("hello world"), None);
+    }
+
+    #[test]
+    fn redis_keeps_command_and_key_pattern_never_values() {
+        assert_eq!(
+            redis("SET user:12345:profile {\"name\":\"bob\"}"),
+            ("SET".into(), "SET user:?:profile".into())
+        );
+        assert_eq!(
+            redis("get session:9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c"),
+            ("GET".into(), "GET session:?".into())
+        );
+        assert_eq!(redis("AUTH hunter2").1, "AUTH");
+        assert_eq!(redis("HSET cart:42 item 3").1, "HSET cart:?");
+        assert_eq!(redis("").0, "UNKNOWN");
+        assert_eq!(redis("PING").1, "PING");
+    }
+}

@@ -1,0 +1,407 @@
+//! Which spans are shipped: every error, every span slower than its class threshold, a share
+//! of the rest by latency band — and whole traces together.
+//!
+//! Trace consistency without a central decision: a span that is not kept on its own waits up
+//! to `trace_window` in a bounded buffer. If another span of its trace is kept meanwhile (the
+//! slow root usually ends *after* its children), the waiting spans are released with reason
+//! `forced`, and later spans of that trace within the window are kept the same way. The
+//! band share is decided on a hash of the trace id, so two agents that see parts of one trace
+//! make the same call for spans in the same band.
+//!
+//! Memory is bounded by `max_pending_spans`: past it the oldest waiting trace is released as
+//! not sampled (its spans are already counted in the aggregates, so no number is wrong).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stormwatch_model::{KeepReason, Span, SpanFlag};
+
+use crate::config::Sampling;
+use crate::metrics::Metrics;
+
+type TraceId = [u8; 16];
+
+#[derive(Debug)]
+struct Trace {
+    /// When the entry may be forgotten.
+    expires: Instant,
+    /// Set once a span of the trace was kept.
+    kept: bool,
+    /// Spans waiting for a decision.
+    pending: Vec<Span>,
+}
+
+/// The sampler. Owned by the pipeline task: no locks.
+#[derive(Debug)]
+pub struct Sampler {
+    cfg: Sampling,
+    window: Duration,
+    traces: HashMap<TraceId, Trace>,
+    /// (expiry, trace) in insertion order; an entry whose expiry moved is skipped when popped.
+    order: VecDeque<(Instant, TraceId)>,
+    pending: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Sampler {
+    pub fn new(cfg: Sampling, metrics: Arc<Metrics>) -> Self {
+        Sampler {
+            window: Duration::from_millis(cfg.trace_window_ms),
+            cfg,
+            traces: HashMap::new(),
+            order: VecDeque::new(),
+            pending: 0,
+            metrics,
+        }
+    }
+
+    /// Applies a reloaded config; waiting spans keep waiting.
+    pub fn reconfigure(&mut self, cfg: Sampling) {
+        self.window = Duration::from_millis(cfg.trace_window_ms);
+        self.cfg = cfg;
+    }
+
+    /// Spans waiting for their trace's decision.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// The slow threshold of a span: the most specific override, else its class default.
+    pub fn threshold(&self, span: &Span) -> Duration {
+        let class = span.dependency_class();
+        let mut best: Option<(u8, u64)> = None;
+        for o in &self.cfg.overrides {
+            let matches = o.service.as_ref().is_none_or(|s| *s == span.service)
+                && o.peer.as_ref().is_none_or(|p| *p == span.peer)
+                && o.class.is_none_or(|c| c == class);
+            if !matches {
+                continue;
+            }
+            let score = 4 * u8::from(o.peer.is_some())
+                + 2 * u8::from(o.service.is_some())
+                + u8::from(o.class.is_some());
+            if best.is_none_or(|(s, _)| score > s) {
+                best = Some((score, o.threshold_ms));
+            }
+        }
+        match best {
+            Some((_, ms)) => Duration::from_millis(ms),
+            None => self.cfg.thresholds_ms.of(class),
+        }
+    }
+
+    /// The keep probability of a fast span whose duration is `fraction` of its threshold.
+    fn share(&self, fraction: f64) -> f64 {
+        for b in &self.cfg.bands {
+            if fraction < b.below {
+                return b.share;
+            }
+        }
+        self.cfg.bands.last().map_or(0.0, |b| b.share)
+    }
+
+    /// Decides on `span`; kept spans (and spans released with it) are appended to `out`.
+    pub fn offer(&mut self, mut span: Span, now: Instant, out: &mut Vec<Span>) {
+        let threshold = self.threshold(&span);
+        let slow = span.duration_ns >= i64::try_from(threshold.as_nanos()).unwrap_or(i64::MAX);
+        if slow {
+            span.flags.push(SpanFlag::Slow as i32);
+        }
+        if span.is_error() {
+            span.flags.push(SpanFlag::Error as i32);
+        }
+        let tid = trace_key(&span.trace_id);
+        let reason = if span.is_error() {
+            Some(KeepReason::Error)
+        } else if slow {
+            Some(KeepReason::Slow)
+        } else if self
+            .traces
+            .get(&tid)
+            .is_some_and(|t| t.kept && t.expires > now)
+        {
+            Some(KeepReason::Forced)
+        } else {
+            let fraction = span.duration_ns as f64 / threshold.as_nanos().max(1) as f64;
+            let share = self.share(fraction);
+            (unit_hash(&tid) < share).then_some(KeepReason::Sampled)
+        };
+        match reason {
+            Some(reason) => {
+                span.kept = reason as i32;
+                self.metrics.kept(reason, 1);
+                out.push(span);
+                self.mark_kept(tid, now, out);
+            }
+            None => self.hold(tid, span, now),
+        }
+        self.enforce_bound();
+    }
+
+    fn mark_kept(&mut self, tid: TraceId, now: Instant, out: &mut Vec<Span>) {
+        let expires = now + self.window;
+        let t = self.traces.entry(tid).or_insert_with(|| Trace {
+            expires,
+            kept: false,
+            pending: Vec::new(),
+        });
+        t.expires = expires;
+        if !t.kept {
+            t.kept = true;
+            let released = std::mem::take(&mut t.pending);
+            self.pending -= released.len();
+            self.metrics.kept(KeepReason::Forced, released.len() as u64);
+            out.extend(released.into_iter().map(|mut s| {
+                s.kept = KeepReason::Forced as i32;
+                s
+            }));
+        }
+        self.order.push_back((expires, tid));
+    }
+
+    fn hold(&mut self, tid: TraceId, span: Span, now: Instant) {
+        let window = self.window;
+        let t = self.traces.entry(tid).or_insert_with(|| {
+            let expires = now + window;
+            self.order.push_back((expires, tid));
+            Trace {
+                expires,
+                kept: false,
+                pending: Vec::new(),
+            }
+        });
+        t.pending.push(span);
+        self.pending += 1;
+    }
+
+    fn enforce_bound(&mut self) {
+        while self.pending > self.cfg.max_pending_spans
+            || self.traces.len() > self.cfg.max_pending_spans.max(1) * 2
+        {
+            let Some((_, tid)) = self.order.pop_front() else {
+                break;
+            };
+            self.forget(&tid);
+        }
+    }
+
+    fn forget(&mut self, tid: &TraceId) {
+        if let Some(t) = self.traces.remove(tid) {
+            self.pending -= t.pending.len();
+            self.metrics
+                .not_sampled
+                .fetch_add(t.pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets traces whose window has passed; their waiting spans are not shipped.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some((at, tid)) = self.order.front().copied() {
+            if at > now {
+                break;
+            }
+            self.order.pop_front();
+            // A trace kept later has a newer expiry further back in the queue.
+            if self.traces.get(&tid).is_some_and(|t| t.expires <= now) {
+                self.forget(&tid);
+            }
+        }
+    }
+
+    /// Drops everything waiting (shutdown).
+    pub fn clear(&mut self) {
+        let tids: Vec<TraceId> = self.traces.keys().copied().collect();
+        for t in tids {
+            self.forget(&t);
+        }
+        self.order.clear();
+    }
+}
+
+fn trace_key(id: &[u8]) -> TraceId {
+    let mut k = [0u8; 16];
+    let n = id.len().min(16);
+    k[..n].copy_from_slice(&id[..n]);
+    k
+}
+
+/// A uniform number in [0, 1) from a trace id. The low 8 bytes are the random part of W3C and
+/// 64-bit Zipkin ids; mixing guards against producers with poor randomness.
+fn unit_hash(id: &TraceId) -> f64 {
+    let mut x = u64::from_be_bytes(id[8..16].try_into().unwrap_or([0; 8]))
+        ^ u64::from_be_bytes(id[..8].try_into().unwrap_or([0; 8])).rotate_left(17);
+    // splitmix64 finalizer.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Band, ThresholdOverride};
+    use stormwatch_model::{DependencyClass, SpanStatus};
+
+    fn span(trace: u8, id: u8, class: DependencyClass, ms: i64) -> Span {
+        Span {
+            trace_id: vec![trace; 16],
+            span_id: vec![id; 8],
+            service: "shop".into(),
+            operation: "op".into(),
+            peer: "db1:5432".into(),
+            class: class as i32,
+            start_ns: 1_750_000_000_000_000_000,
+            duration_ns: ms * 1_000_000,
+            ..Default::default()
+        }
+    }
+
+    fn none_sampled() -> Sampling {
+        Sampling {
+            bands: vec![Band {
+                below: 1.0,
+                share: 0.0,
+            }],
+            ..Sampling::default()
+        }
+    }
+
+    #[test]
+    fn errors_and_slow_spans_are_always_kept_with_flags() {
+        let mut s = Sampler::new(none_sampled(), Arc::default());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut e = span(1, 1, DependencyClass::Db, 1);
+        e.status = SpanStatus::Error as i32;
+        s.offer(e, now, &mut out);
+        s.offer(span(2, 1, DependencyClass::Redis, 20), now, &mut out); // at the 20 ms threshold
+        s.offer(span(3, 1, DependencyClass::Redis, 19), now, &mut out); // just under
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].kept, KeepReason::Error as i32);
+        assert_eq!(out[0].flags, vec![SpanFlag::Error as i32]);
+        assert_eq!(out[1].kept, KeepReason::Slow as i32);
+        assert_eq!(out[1].flags, vec![SpanFlag::Slow as i32]);
+    }
+
+    #[test]
+    fn children_seen_before_a_slow_root_are_kept_with_it() {
+        let mut s = Sampler::new(none_sampled(), Arc::default());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.offer(span(7, 1, DependencyClass::Db, 3), t0, &mut out);
+        s.offer(span(7, 2, DependencyClass::Redis, 1), t0, &mut out);
+        s.offer(span(8, 1, DependencyClass::Db, 3), t0, &mut out); // other trace
+        assert!(out.is_empty());
+        assert_eq!(s.pending(), 3);
+        s.offer(
+            span(7, 3, DependencyClass::HttpServer, 1500),
+            t0 + Duration::from_millis(500),
+            &mut out,
+        );
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            out.iter()
+                .filter(|x| x.kept == KeepReason::Forced as i32)
+                .count(),
+            2
+        );
+        // A late child within the window is kept too.
+        s.offer(
+            span(7, 4, DependencyClass::Db, 1),
+            t0 + Duration::from_millis(1500),
+            &mut out,
+        );
+        assert_eq!(out.len(), 4);
+        // The other trace expires unsampled; after expiry trace 7 is forgotten.
+        s.expire(t0 + Duration::from_secs(10));
+        assert_eq!(s.pending(), 0);
+        s.offer(
+            span(7, 5, DependencyClass::Db, 1),
+            t0 + Duration::from_secs(11),
+            &mut out,
+        );
+        assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn pending_memory_is_bounded() {
+        let cfg = Sampling {
+            max_pending_spans: 100,
+            ..none_sampled()
+        };
+        let m: Arc<Metrics> = Arc::default();
+        let mut s = Sampler::new(cfg, m.clone());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for i in 0..1000u32 {
+            let mut sp = span(0, 1, DependencyClass::Db, 1);
+            sp.trace_id[..4].copy_from_slice(&i.to_be_bytes());
+            s.offer(sp, now, &mut out);
+        }
+        assert!(s.pending() <= 100);
+        assert_eq!(
+            m.not_sampled.load(std::sync::atomic::Ordering::Relaxed),
+            900
+        );
+    }
+
+    #[test]
+    fn overrides_pick_the_most_specific() {
+        let cfg = Sampling {
+            overrides: vec![
+                ThresholdOverride {
+                    service: Some("shop".into()),
+                    peer: None,
+                    class: Some(DependencyClass::Db),
+                    threshold_ms: 50,
+                },
+                ThresholdOverride {
+                    service: None,
+                    peer: Some("db1:5432".into()),
+                    class: None,
+                    threshold_ms: 10,
+                },
+                ThresholdOverride {
+                    service: Some("other".into()),
+                    peer: None,
+                    class: None,
+                    threshold_ms: 1,
+                },
+            ],
+            ..Sampling::default()
+        };
+        let s = Sampler::new(cfg, Arc::default());
+        assert_eq!(
+            s.threshold(&span(1, 1, DependencyClass::Db, 1)),
+            Duration::from_millis(10)
+        );
+        let mut other_peer = span(1, 1, DependencyClass::Db, 1);
+        other_peer.peer = "db2:5432".into();
+        assert_eq!(s.threshold(&other_peer), Duration::from_millis(50));
+        other_peer.class = DependencyClass::Redis as i32;
+        assert_eq!(s.threshold(&other_peer), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn band_share_is_roughly_honoured_and_trace_consistent() {
+        let cfg = Sampling {
+            bands: vec![Band {
+                below: 1.0,
+                share: 0.1,
+            }],
+            ..Sampling::default()
+        };
+        let mut s = Sampler::new(cfg, Arc::default());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for i in 0..20_000u32 {
+            let mut sp = span(0, 1, DependencyClass::Db, 1);
+            sp.trace_id[12..].copy_from_slice(&i.to_be_bytes());
+            s.offer(sp, now, &mut out);
+        }
+        let kept = out.len() as f64 / 20_000.0;
+        assert!((0.08..0.12).contains(&kept), "kept share {kept}");
+    }
+}

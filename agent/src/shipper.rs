@@ -1,0 +1,342 @@
+//! Sends spooled batches to the collector, oldest first, and decides what each answer means.
+//!
+//! | answer            | action                                                        |
+//! |-------------------|---------------------------------------------------------------|
+//! | 2xx               | delete from the spool                                         |
+//! | 400               | log ERROR with the collector's reason, count spans `rejected`, delete |
+//! | 413               | split the batch in two (new sequence numbers), retry at once  |
+//! | 401 / 403         | log ERROR about the token, keep retrying with backoff         |
+//! | 429, 5xx, network | retry with exponential backoff and full jitter                |
+//!
+//! A batch keeps its `(instance, sequence)` across retries, so the collector stores it once
+//! however often it is resent.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stormwatch_model::{Batch, Encoding};
+use tokio::sync::watch;
+
+use crate::config::{Compression, Config};
+use crate::metrics::{DropReason, Metrics};
+use crate::spool::{Entry, Spool};
+use crate::util::random_u64;
+
+/// The batch identity of this agent process: `instance` plus the next sequence number.
+#[derive(Debug)]
+pub struct Sequencer {
+    pub agent_id: String,
+    pub instance: String,
+    next: AtomicU64,
+}
+
+impl Sequencer {
+    /// A fresh instance id: start time (ms, hex) and a random suffix.
+    pub fn new(agent_id: String) -> Self {
+        let ms = crate::util::now_ns() / 1_000_000;
+        Sequencer {
+            agent_id,
+            instance: format!("{ms:x}-{:08x}", random_u64() as u32),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// Takes the next sequence number.
+    pub fn next(&self) -> u64 {
+        self.next.fetch_add(1, Relaxed)
+    }
+}
+
+/// Encodes and compresses a batch: the exact bytes POSTed and spooled.
+pub fn encode_body(batch: &Batch, c: Compression) -> std::io::Result<Vec<u8>> {
+    let raw = batch.encode(Encoding::Protobuf);
+    match c {
+        Compression::None => Ok(raw),
+        Compression::Zstd => zstd::bulk::compress(&raw, 1),
+        Compression::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&raw)?;
+            e.finish()
+        }
+    }
+}
+
+/// The inverse of [`encode_body`], refusing to inflate beyond `limit` bytes.
+pub fn decode_body(body: &[u8], c: Compression, limit: usize) -> std::io::Result<Batch> {
+    let raw = match c {
+        Compression::None => body.to_vec(),
+        Compression::Zstd => zstd::bulk::decompress(body, limit)?,
+        Compression::Gzip => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(body)
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)?;
+            out
+        }
+    };
+    Batch::decode(&raw, Encoding::Protobuf)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+}
+
+fn content_encoding(c: Compression) -> Option<&'static str> {
+    match c {
+        Compression::None => None,
+        Compression::Zstd => Some("zstd"),
+        Compression::Gzip => Some("gzip"),
+    }
+}
+
+/// What one attempt came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Stored,
+    Rejected,
+    Split,
+    Retry,
+}
+
+/// The shipping loop.
+pub struct Shipper {
+    pub spool: Arc<Spool>,
+    pub config: watch::Receiver<Arc<Config>>,
+    pub metrics: Arc<Metrics>,
+    pub seq: Arc<Sequencer>,
+    client: reqwest::Client,
+}
+
+impl Shipper {
+    pub fn new(
+        spool: Arc<Spool>,
+        config: watch::Receiver<Arc<Config>>,
+        metrics: Arc<Metrics>,
+        seq: Arc<Sequencer>,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("stormwatch-agent/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Shipper {
+            spool,
+            config,
+            metrics,
+            seq,
+            client,
+        })
+    }
+
+    /// Ships until `stop` turns true; then keeps shipping only while the spool has batches and
+    /// the collector accepts them (the caller bounds that with a grace period).
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff: Option<Duration> = None;
+        loop {
+            let draining = *stop.borrow();
+            let entry = if draining {
+                match self.spool.peek() {
+                    Some(e) => e,
+                    None => return,
+                }
+            } else {
+                tokio::select! {
+                    e = self.spool.next() => e,
+                    _ = stop.changed() => continue,
+                }
+            };
+            let cfg = self.config.borrow().clone();
+            let Some(url) = cfg.collector.clone() else {
+                if draining {
+                    return;
+                }
+                // Nothing to send to until a reload names a collector.
+                tokio::select! {
+                    _ = self.config.changed() => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            };
+            let outcome = self.attempt(&entry, &url, &cfg).await;
+            if outcome == Outcome::Retry {
+                if draining {
+                    return;
+                }
+                let sh = &cfg.shipping;
+                let base = backoff.map_or(Duration::from_millis(sh.initial_backoff_ms), |b| {
+                    (b * 2).min(Duration::from_millis(sh.max_backoff_ms))
+                });
+                backoff = Some(base);
+                // Full jitter: a fleet of agents does not retry in lockstep after an outage.
+                let wait = Duration::from_millis(
+                    sh.initial_backoff_ms / 2 + random_u64() % (base.as_millis() as u64).max(1),
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+            } else {
+                backoff = None;
+            }
+        }
+    }
+
+    async fn attempt(&self, entry: &Entry, url: &str, cfg: &Config) -> Outcome {
+        let body = match self.spool.read(entry).await {
+            Ok(b) => b,
+            Err(error) => {
+                tracing::error!(%error, spans = entry.spans, "spooled batch unreadable; dropped");
+                self.metrics
+                    .dropped(DropReason::SpoolCorrupt, u64::from(entry.spans));
+                self.spool.remove(entry);
+                return Outcome::Rejected;
+            }
+        };
+        let endpoint = format!("{}/api/v1/ingest", url.trim_end_matches('/'));
+        let mut req = self
+            .client
+            .post(&endpoint)
+            .timeout(Duration::from_millis(cfg.shipping.request_timeout_ms))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                Encoding::Protobuf.content_type(),
+            );
+        if let Some(enc) = content_encoding(entry.compression) {
+            req = req.header(reqwest::header::CONTENT_ENCODING, enc);
+        }
+        if let Some(token) = &cfg.token {
+            req = req.bearer_auth(token);
+        }
+        let started = Instant::now();
+        let resp = match req.body(body.clone()).send().await {
+            Ok(r) => r,
+            Err(error) => {
+                self.metrics.ship_failures.fetch_add(1, Relaxed);
+                tracing::warn!(%error, endpoint, spans = entry.spans, "collector unreachable; batch stays spooled");
+                return Outcome::Retry;
+            }
+        };
+        let status = resp.status().as_u16();
+        let text = read_limited(resp).await;
+        match status {
+            200..=299 => {
+                self.metrics.ship_latency(started.elapsed());
+                self.metrics.batches_shipped.fetch_add(1, Relaxed);
+                self.spool.remove(entry);
+                Outcome::Stored
+            }
+            400 => {
+                self.metrics.ship_failures.fetch_add(1, Relaxed);
+                let (error, field) = reason_of(&text);
+                tracing::error!(
+                    spans = entry.spans,
+                    error,
+                    field,
+                    "collector rejected the batch (400); dropped, not retried"
+                );
+                self.metrics
+                    .dropped(DropReason::Rejected, u64::from(entry.spans));
+                self.spool.remove(entry);
+                Outcome::Rejected
+            }
+            413 => {
+                self.metrics.ship_failures.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    spans = entry.spans,
+                    bytes = body.len(),
+                    "collector says the batch is too large (413); splitting it"
+                );
+                self.split(entry, &body, cfg).await
+            }
+            401 | 403 => {
+                self.metrics.ship_failures.fetch_add(1, Relaxed);
+                tracing::error!(status, endpoint, "collector refused the agent token: set a valid `token` (STORMWATCH_TOKEN / --token); batches stay spooled and are retried");
+                Outcome::Retry
+            }
+            _ => {
+                self.metrics.ship_failures.fetch_add(1, Relaxed);
+                tracing::warn!(status, body = %text.chars().take(200).collect::<String>(), "collector did not store the batch; will retry");
+                Outcome::Retry
+            }
+        }
+    }
+
+    /// Replaces a too-large batch by two halves with fresh sequence numbers (the original was
+    /// never stored, so no duplicate can arise).
+    async fn split(&self, entry: &Entry, body: &[u8], cfg: &Config) -> Outcome {
+        let batch = match decode_body(body, entry.compression, 512 * 1024 * 1024) {
+            Ok(b) => b,
+            Err(error) => {
+                tracing::error!(%error, "cannot decode a spooled batch to split it; dropped");
+                self.metrics
+                    .dropped(DropReason::SpoolCorrupt, u64::from(entry.spans));
+                self.spool.remove(entry);
+                return Outcome::Rejected;
+            }
+        };
+        if batch.spans.len() < 2 {
+            tracing::error!(
+                spans = batch.spans.len(),
+                "batch too large for the collector and cannot be split; dropped"
+            );
+            self.metrics
+                .dropped(DropReason::Rejected, batch.spans.len() as u64);
+            self.spool.remove(entry);
+            return Outcome::Rejected;
+        }
+        let mut first = batch.clone();
+        let second_spans = first.spans.split_off(first.spans.len() / 2);
+        let mut second = Batch {
+            spans: second_spans,
+            aggregates: Vec::new(),
+            hosts: Vec::new(),
+            probes: Vec::new(),
+            ..batch
+        };
+        first.instance = self.seq.instance.clone();
+        second.instance = self.seq.instance.clone();
+        first.sequence = self.seq.next();
+        second.sequence = self.seq.next();
+        let mut halves = Vec::new();
+        for b in [&first, &second] {
+            match encode_body(b, cfg.shipping.compression) {
+                Ok(body) => halves.push((body, b.spans.len() as u32)),
+                Err(error) => {
+                    tracing::error!(%error, "cannot encode a split batch");
+                    return Outcome::Retry;
+                }
+            }
+        }
+        let (Some(b), Some(a)) = (halves.pop(), halves.pop()) else {
+            return Outcome::Retry;
+        };
+        match self.spool.split(entry, [a, b]).await {
+            Ok(()) => Outcome::Split,
+            Err(error) => {
+                tracing::error!(%error, "cannot spool a split batch; dropped");
+                self.metrics
+                    .dropped(DropReason::Rejected, u64::from(entry.spans));
+                self.spool.remove(entry);
+                Outcome::Rejected
+            }
+        }
+    }
+}
+
+async fn read_limited(resp: reqwest::Response) -> String {
+    let bytes = resp.bytes().await.unwrap_or_default();
+    String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned()
+}
+
+/// `{"error": "...", "field": "..."}` from a 400 body.
+fn reason_of(text: &str) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let get = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+    let error = get("error");
+    (
+        if error.is_empty() {
+            text.chars().take(300).collect()
+        } else {
+            error
+        },
+        get("field"),
+    )
+}

@@ -1,0 +1,483 @@
+//! The disk spool: every batch is written here before it is sent, and deleted once the
+//! collector accepted (or definitively refused) it.
+//!
+//! Writing first and sending from the spool gives one path for the normal case and for an
+//! outage: batches leave in the order they were built, a crash or restart loses nothing that
+//! was written, and replays after recovery are in order. A batch file holds exactly the body
+//! that is POSTed (already compressed), behind a 9-byte header, so replay needs no re-encoding.
+//!
+//! File names are `{ordinal:020}.{level:02}.swb`. A batch the collector found too big (413) is
+//! split in two children that take the two halves of the parent's ordinal range
+//! (`2^(20-level)` wide), so the children sort exactly where the parent was.
+//!
+//! The spool is bounded by bytes; when full it either deletes the oldest batches (counting
+//! their spans as dropped) or makes the writer wait, as configured.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::config::{Compression, WhenFull};
+use crate::metrics::{DropReason, Metrics};
+
+const MAGIC: &[u8; 4] = b"SWB1";
+const HEADER: usize = 9;
+/// Ordinals of consecutive batches are this far apart, leaving room for 20 levels of splits.
+const STRIDE_BITS: u32 = 20;
+
+/// One spooled batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub ordinal: u64,
+    pub level: u8,
+    pub spans: u32,
+    pub bytes: u64,
+    pub compression: Compression,
+}
+
+impl Entry {
+    fn file_name(&self) -> String {
+        format!("{:020}.{:02}.swb", self.ordinal, self.level)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    entries: VecDeque<Entry>,
+    bytes: u64,
+    next: u64,
+    max_bytes: u64,
+    when_full: WhenFull,
+    /// The entry the shipper is sending: never deleted under it.
+    in_flight: Option<u64>,
+}
+
+/// The spool. Shared as `Arc<Spool>` by the pipeline (writer) and the shipper (reader).
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+    added: Notify,
+    freed: Notify,
+    metrics: Arc<Metrics>,
+}
+
+enum Reserve {
+    Write(Entry),
+    Dropped,
+    Wait,
+}
+
+/// Why a push did not store the batch.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("spool write failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("batch of {0} bytes is larger than the whole spool")]
+    TooBig(u64),
+}
+
+fn compression_byte(c: Compression) -> u8 {
+    match c {
+        Compression::None => 0,
+        Compression::Zstd => 1,
+        Compression::Gzip => 2,
+    }
+}
+
+fn compression_of(b: u8) -> Option<Compression> {
+    match b {
+        0 => Some(Compression::None),
+        1 => Some(Compression::Zstd),
+        2 => Some(Compression::Gzip),
+        _ => None,
+    }
+}
+
+impl Spool {
+    /// Opens (creating) `dir` and indexes the batches a previous run left, oldest first.
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        when_full: WhenFull,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Spool> {
+        std::fs::create_dir_all(dir)?;
+        let mut entries = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            let item = item?;
+            let name = item.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(item.path());
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(".swb") else {
+                continue;
+            };
+            let Some((ord, level)) = stem.split_once('.') else {
+                continue;
+            };
+            let (Ok(ordinal), Ok(level)) = (ord.parse::<u64>(), level.parse::<u8>()) else {
+                continue;
+            };
+            let mut header = [0u8; HEADER];
+            let ok = std::fs::File::open(item.path())
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+                .is_ok();
+            let compression = compression_of(header[8]);
+            if !ok || &header[..4] != MAGIC || compression.is_none() {
+                tracing::error!(file = %item.path().display(), "unreadable spool file removed");
+                let _ = std::fs::remove_file(item.path());
+                continue;
+            }
+            entries.push(Entry {
+                ordinal,
+                level,
+                spans: u32::from_le_bytes(header[4..8].try_into().unwrap_or([0; 4])),
+                bytes: item.metadata()?.len(),
+                compression: compression.unwrap_or_default(),
+            });
+        }
+        entries.sort_by_key(|e| e.ordinal);
+        let bytes = entries.iter().map(|e| e.bytes).sum();
+        let next = entries
+            .last()
+            .map_or(0, |e| ((e.ordinal >> STRIDE_BITS) + 1) << STRIDE_BITS);
+        if !entries.is_empty() {
+            tracing::info!(
+                batches = entries.len(),
+                bytes,
+                "spool holds batches from a previous run; replaying in order"
+            );
+        }
+        let spool = Spool {
+            dir: dir.to_owned(),
+            inner: Mutex::new(Inner {
+                entries: entries.into(),
+                bytes,
+                next,
+                max_bytes,
+                when_full,
+                in_flight: None,
+            }),
+            added: Notify::new(),
+            freed: Notify::new(),
+            metrics,
+        };
+        spool.publish(&spool.lock());
+        Ok(spool)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every update is one step).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, inner: &Inner) {
+        self.metrics.spool_bytes.store(inner.bytes, Relaxed);
+        self.metrics
+            .spool_batches
+            .store(inner.entries.len() as u64, Relaxed);
+    }
+
+    /// Applies reloaded limits.
+    pub fn reconfigure(&self, max_bytes: u64, when_full: WhenFull) {
+        let mut i = self.lock();
+        i.max_bytes = max_bytes;
+        i.when_full = when_full;
+        drop(i);
+        self.freed.notify_waiters();
+    }
+
+    /// Batches and bytes held.
+    pub fn usage(&self) -> (usize, u64) {
+        let i = self.lock();
+        (i.entries.len(), i.bytes)
+    }
+
+    fn path(&self, e: &Entry) -> PathBuf {
+        self.dir.join(e.file_name())
+    }
+
+    /// Appends a batch body. With `drop_oldest` it deletes old batches to make room; with
+    /// `block` it waits until the shipper frees enough.
+    pub async fn push(
+        &self,
+        body: &[u8],
+        spans: u32,
+        compression: Compression,
+    ) -> Result<(), PushError> {
+        let size = (body.len() + HEADER) as u64;
+        loop {
+            let waiter = self.freed.notified();
+            match self.reserve(size)? {
+                Reserve::Write(mut entry) => {
+                    entry.spans = spans;
+                    entry.compression = compression;
+                    if let Err(e) = self.write(&entry, body).await {
+                        self.lock().bytes -= size;
+                        return Err(e.into());
+                    }
+                    let mut i = self.lock();
+                    // Keep order even if an older push finished writing later.
+                    let pos = i.entries.partition_point(|x| x.ordinal < entry.ordinal);
+                    i.entries.insert(pos, entry);
+                    self.publish(&i);
+                    drop(i);
+                    self.added.notify_one();
+                    return Ok(());
+                }
+                Reserve::Dropped => continue,
+                Reserve::Wait => waiter.await,
+            }
+        }
+    }
+
+    /// One step of [`Spool::push`] under the lock: reserve room, or delete the oldest batch,
+    /// or say to wait.
+    fn reserve(&self, size: u64) -> Result<Reserve, PushError> {
+        let mut i = self.lock();
+        if size > i.max_bytes {
+            return Err(PushError::TooBig(size));
+        }
+        if i.bytes + size <= i.max_bytes {
+            let ordinal = i.next;
+            i.next += 1 << STRIDE_BITS;
+            // Reserved before writing so concurrent pushes cannot overshoot.
+            i.bytes += size;
+            return Ok(Reserve::Write(Entry {
+                ordinal,
+                level: 0,
+                spans: 0,
+                bytes: size,
+                compression: Compression::None,
+            }));
+        }
+        if i.when_full == WhenFull::Block {
+            return Ok(Reserve::Wait);
+        }
+        let in_flight = i.in_flight;
+        let Some(pos) = i.entries.iter().position(|e| Some(e.ordinal) != in_flight) else {
+            // Only the in-flight batch is left and it alone is too much with this one.
+            return Err(PushError::TooBig(size));
+        };
+        let Some(e) = i.entries.remove(pos) else {
+            return Ok(Reserve::Dropped);
+        };
+        i.bytes -= e.bytes;
+        self.publish(&i);
+        drop(i);
+        let _ = std::fs::remove_file(self.path(&e));
+        self.metrics
+            .dropped(DropReason::SpoolFull, u64::from(e.spans));
+        tracing::error!(
+            spans = e.spans,
+            bytes = e.bytes,
+            "spool full: dropped the oldest batch"
+        );
+        Ok(Reserve::Dropped)
+    }
+
+    async fn write(&self, e: &Entry, body: &[u8]) -> std::io::Result<()> {
+        let mut data = Vec::with_capacity(body.len() + HEADER);
+        data.extend_from_slice(MAGIC);
+        data.extend_from_slice(&e.spans.to_le_bytes());
+        data.push(compression_byte(e.compression));
+        data.extend_from_slice(body);
+        let path = self.path(e);
+        let tmp = path.with_extension("tmp");
+        tokio::fs::write(&tmp, &data).await?;
+        tokio::fs::rename(&tmp, &path).await
+    }
+
+    /// The oldest batch, marked in flight; waits until there is one.
+    pub async fn next(&self) -> Entry {
+        loop {
+            let waiter = self.added.notified();
+            if let Some(e) = self.peek() {
+                return e;
+            }
+            waiter.await;
+        }
+    }
+
+    /// The oldest batch, marked in flight, if any.
+    pub fn peek(&self) -> Option<Entry> {
+        let mut i = self.lock();
+        let e = i.entries.front().cloned()?;
+        i.in_flight = Some(e.ordinal);
+        Some(e)
+    }
+
+    /// Reads a batch's body.
+    pub async fn read(&self, e: &Entry) -> std::io::Result<Vec<u8>> {
+        let mut data = tokio::fs::read(self.path(e)).await?;
+        if data.len() < HEADER || &data[..4] != MAGIC {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a spool file",
+            ));
+        }
+        data.drain(..HEADER);
+        Ok(data)
+    }
+
+    /// Deletes a batch (shipped, or refused for good).
+    pub fn remove(&self, e: &Entry) {
+        let mut i = self.lock();
+        if let Some(pos) = i.entries.iter().position(|x| x.ordinal == e.ordinal) {
+            if let Some(x) = i.entries.remove(pos) {
+                i.bytes -= x.bytes;
+            }
+        }
+        if i.in_flight == Some(e.ordinal) {
+            i.in_flight = None;
+        }
+        self.publish(&i);
+        drop(i);
+        let _ = std::fs::remove_file(self.path(e));
+        self.freed.notify_waiters();
+    }
+
+    /// Replaces `e` by two halves (bodies already encoded), in its place in the order.
+    pub async fn split(&self, e: &Entry, halves: [(Vec<u8>, u32); 2]) -> Result<(), PushError> {
+        if u32::from(e.level) >= STRIDE_BITS {
+            return Err(PushError::TooBig(e.bytes));
+        }
+        let half = 1u64 << (STRIDE_BITS - 1 - u32::from(e.level));
+        let mut children = Vec::new();
+        for (k, (body, spans)) in halves.iter().enumerate() {
+            let c = Entry {
+                ordinal: e.ordinal + k as u64 * half,
+                level: e.level + 1,
+                spans: *spans,
+                bytes: (body.len() + HEADER) as u64,
+                compression: e.compression,
+            };
+            self.write(&c, body).await?;
+            children.push(c);
+        }
+        let mut i = self.lock();
+        if let Some(pos) = i
+            .entries
+            .iter()
+            .position(|x| x.ordinal == e.ordinal && x.level == e.level)
+        {
+            i.entries.remove(pos);
+            i.bytes -= e.bytes;
+        }
+        for c in children.into_iter().rev() {
+            i.bytes += c.bytes;
+            let pos = i.entries.partition_point(|x| x.ordinal < c.ordinal);
+            i.entries.insert(pos, c);
+        }
+        i.in_flight = None;
+        self.publish(&i);
+        drop(i);
+        // The parent's file has the same ordinal as the first child but another level.
+        let _ = std::fs::remove_file(self.path(e));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, max: u64, when_full: WhenFull) -> (Spool, Arc<Metrics>) {
+        let m: Arc<Metrics> = Arc::default();
+        (Spool::open(dir, max, when_full, m.clone()).unwrap(), m)
+    }
+
+    #[tokio::test]
+    async fn replays_in_order_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
+            for n in 0..5u8 {
+                s.push(&[n; 10], u32::from(n), Compression::Zstd)
+                    .await
+                    .unwrap();
+            }
+            let first = s.next().await;
+            assert_eq!(s.read(&first).await.unwrap(), vec![0; 10]);
+            s.remove(&first);
+        }
+        let (s, m) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
+        assert_eq!(m.spool_batches.load(Relaxed), 4);
+        s.push(&[9; 10], 9, Compression::Gzip).await.unwrap();
+        let mut seen = Vec::new();
+        while let Some(e) = s.peek() {
+            seen.push(s.read(&e).await.unwrap()[0]);
+            s.remove(&e);
+        }
+        assert_eq!(seen, vec![1, 2, 3, 4, 9]);
+        assert_eq!(s.usage(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn full_spool_drops_oldest_and_counts_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, m) = open(dir.path(), 1000, WhenFull::DropOldest);
+        for n in 0..5u8 {
+            s.push(&[n; 291], 7, Compression::None).await.unwrap(); // 300 bytes each
+        }
+        assert_eq!(s.usage(), (3, 900));
+        assert_eq!(m.dropped_count(DropReason::SpoolFull), 14);
+        let e = s.peek().unwrap();
+        assert_eq!(s.read(&e).await.unwrap()[0], 2);
+        assert!(matches!(
+            s.push(&[0; 2000], 1, Compression::None).await,
+            Err(PushError::TooBig(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn full_spool_blocks_until_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, m) = open(dir.path(), 1000, WhenFull::Block);
+        let s = Arc::new(s);
+        for n in 0..3u8 {
+            s.push(&[n; 291], 1, Compression::None).await.unwrap();
+        }
+        let s2 = s.clone();
+        let writer = tokio::spawn(async move { s2.push(&[7; 291], 1, Compression::None).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !writer.is_finished(),
+            "push must wait while the spool is full"
+        );
+        let e = s.peek().unwrap();
+        s.remove(&e);
+        writer.await.unwrap().unwrap();
+        assert_eq!(s.usage().0, 3);
+        assert_eq!(m.dropped_count(DropReason::SpoolFull), 0);
+    }
+
+    #[tokio::test]
+    async fn split_children_take_the_parents_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
+        s.push(&[1; 10], 10, Compression::None).await.unwrap();
+        s.push(&[2; 10], 10, Compression::None).await.unwrap();
+        let e = s.peek().unwrap();
+        s.split(&e, [(vec![11; 5], 5), (vec![12; 5], 5)])
+            .await
+            .unwrap();
+        let e = s.peek().unwrap();
+        s.split(&e, [(vec![21; 2], 2), (vec![22; 3], 3)])
+            .await
+            .unwrap();
+        drop(s);
+        let (s, _) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
+        let mut seen = Vec::new();
+        while let Some(e) = s.peek() {
+            seen.push(s.read(&e).await.unwrap()[0]);
+            s.remove(&e);
+        }
+        assert_eq!(seen, vec![21, 22, 12, 2]);
+    }
+}
