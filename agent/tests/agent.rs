@@ -1,0 +1,631 @@
+//! The agent end to end over real sockets: receivers → pipeline → spool → a fake collector.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
+use stormwatch_agent::metrics::DropReason;
+use stormwatch_agent::receivers::rpc;
+use stormwatch_model::{DependencyClass, KeepReason, SpanFlag};
+
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn post_proto(agent: &stormwatch_agent::Agent, body: Vec<u8>) -> reqwest::Response {
+    http()
+        .post(format!("http://{}/v1/traces", agent.otlp_http.unwrap()))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn otlp_http_protobuf_spans_are_aggregated_sampled_and_shipped() {
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+
+    let mut spans = Vec::new();
+    // 200 fast db spans in 200 traces: most are not sampled.
+    for i in 0..200 {
+        spans.push(span(
+            i,
+            1,
+            CLIENT,
+            1,
+            false,
+            &[
+                ("db.system", "postgresql"),
+                ("db.statement", "SELECT * FROM users WHERE id = 42"),
+            ],
+        ));
+    }
+    // A slow redis span, an error span, and a fast child of the slow trace.
+    spans.push(span(
+        1000,
+        1,
+        CLIENT,
+        50,
+        false,
+        &[("db.system", "redis"), ("db.statement", "GET session:123")],
+    ));
+    spans.push(span(
+        1000,
+        2,
+        CLIENT,
+        1,
+        false,
+        &[("db.system", "redis"), ("db.statement", "GET user:1")],
+    ));
+    spans.push(span(
+        2000,
+        1,
+        SERVER,
+        5,
+        true,
+        &[("http.request.method", "GET"), ("http.route", "/x")],
+    ));
+    let resp = post_proto(&agent, request("shop", spans).encode_to_vec()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
+    let body = ExportTraceServiceResponse::decode(resp.bytes().await.unwrap()).unwrap();
+    assert!(body.partial_success.is_none());
+
+    eventually(10, "aggregates of all 203 spans", || {
+        col.aggregate_count() == 203
+    })
+    .await;
+    eventually(10, "kept spans", || col.spans().len() >= 3).await;
+    let shipped = col.spans();
+    let slow = shipped
+        .iter()
+        .find(|s| s.class == DependencyClass::Redis as i32 && s.duration_ns >= 50_000_000)
+        .unwrap();
+    assert_eq!(slow.kept, KeepReason::Slow as i32);
+    assert_eq!(slow.flags, vec![SpanFlag::Slow as i32]);
+    assert_eq!(slow.statement, "GET session:?");
+    assert_eq!(slow.peer, "");
+    let child = shipped
+        .iter()
+        .find(|s| s.statement == "GET user:?")
+        .expect("child of a slow trace kept with it");
+    assert_eq!(child.kept, KeepReason::Forced as i32);
+    let err = shipped
+        .iter()
+        .find(|s| s.kept == KeepReason::Error as i32)
+        .unwrap();
+    assert_eq!(err.operation, "GET /x");
+    assert!(shipped.iter().all(|s| !s.statement.contains("42")));
+
+    {
+        let seen = col.seen.lock().unwrap();
+        assert!(seen.auth.iter().all(|a| a == "Bearer test-token"));
+        // Sequences increase by one within the instance.
+        let seqs: Vec<u64> = seen.batches.iter().map(|b| b.sequence).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        let stats = seen.batches.last().unwrap().stats.clone().unwrap();
+        assert_eq!(stats.spans_received, 203);
+    }
+    agent.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn otlp_http_json_with_gzip_as_the_spec_shows_it() {
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+    let now = now_ns();
+    let json = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"checkout"}}}}]}},
+        "scopeSpans":[{{"scope":{{"name":"x"}},"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+        "name":"SELECT","kind":3,"startTimeUnixNano":"{}","endTimeUnixNano":"{}",
+        "attributes":[{{"key":"db.system.name","value":{{"stringValue":"mysql"}}}},{{"key":"db.query.text","value":{{"stringValue":"SELECT a FROM t WHERE b IN (1,2,3)"}}}},
+        {{"key":"server.port","value":{{"intValue":"3307"}}}},{{"key":"server.address","value":{{"stringValue":"db9"}}}}],
+        "status":{{"code":2,"message":"deadlock"}}}}]}}]}}]}}"#,
+        now - 300_000_000,
+        now
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(json.as_bytes()).unwrap();
+    let resp = http()
+        .post(format!("http://{}/v1/traces", agent.otlp_http.unwrap()))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "{}");
+    eventually(10, "the span", || col.spans().len() == 1).await;
+    let s = &col.spans()[0];
+    assert_eq!(s.service, "checkout");
+    assert_eq!(s.peer, "db9:3307");
+    assert_eq!(s.statement, "SELECT a FROM t WHERE b IN (?)");
+    assert_eq!(s.operation, "SELECT t");
+    assert_eq!(s.status_message, "deadlock");
+    assert_eq!(s.flags, vec![SpanFlag::Slow as i32, SpanFlag::Error as i32]);
+    agent.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_400_in_the_protocol_error_form_and_partial_success() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(None, spool.path());
+    cfg.limits.max_request_bytes = 64 * 1024;
+    cfg.limits.max_decompressed_bytes = 1024 * 1024;
+    let agent = start_agent(cfg).await;
+    let url = format!("http://{}/v1/traces", agent.otlp_http.unwrap());
+
+    // Malformed protobuf.
+    let r = post_proto(&agent, vec![0xff, 0xff, 0xff]).await;
+    assert_eq!(r.status(), 400);
+    let st = rpc::Status::decode(r.bytes().await.unwrap()).unwrap();
+    assert_eq!(st.code, rpc::INVALID_ARGUMENT);
+    assert!(
+        st.message.contains("malformed OTLP protobuf"),
+        "{}",
+        st.message
+    );
+
+    // Malformed JSON.
+    let r = http()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"resourceSpans\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed OTLP/JSON"),
+        "{v}"
+    );
+
+    // Wrong content type.
+    let r = http()
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Huge body.
+    let r = post_proto(&agent, vec![0; 100 * 1024]).await;
+    assert_eq!(r.status(), 400);
+    assert!(rpc::Status::decode(r.bytes().await.unwrap())
+        .unwrap()
+        .message
+        .contains("larger than"));
+
+    // Gzip bomb: small on the wire, huge inflated.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![0u8; 20 * 1024 * 1024]).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 64 * 1024);
+    let r = http()
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // All ids invalid → 400; some invalid → 200 with partial_success.
+    let mut zero = span(1, 1, SERVER, 1, false, &[]);
+    zero.trace_id = vec![0; 16];
+    let r = post_proto(&agent, request("s", vec![zero.clone()]).encode_to_vec()).await;
+    assert_eq!(r.status(), 400);
+    assert!(rpc::Status::decode(r.bytes().await.unwrap())
+        .unwrap()
+        .message
+        .contains("all zeros"));
+    let mut short = span(2, 1, SERVER, 1, false, &[]);
+    short.span_id = vec![1, 2, 3];
+    let mut ancient = span(3, 1, SERVER, 1, false, &[]);
+    ancient.start_time_unix_nano = 1;
+    let ok = span(4, 1, SERVER, 1, false, &[]);
+    let r = post_proto(
+        &agent,
+        request("s", vec![zero, short, ancient, ok]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
+    let ps = body.partial_success.unwrap();
+    assert_eq!(ps.rejected_spans, 3);
+    assert!(
+        ps.error_message.contains("spans[0]") && ps.error_message.contains("all zeros"),
+        "{}",
+        ps.error_message
+    );
+    // Rejected spans are counted, as `invalid`.
+    assert_eq!(agent.metrics.dropped_count(DropReason::Invalid), 4);
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn zipkin_v2_json_sample_from_the_zipkin_docs() {
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+    let ts = now_ns() / 1000 - 1_000_000;
+    // The shape of Zipkin's own example (zipkin.io/zipkin-api, POST /spans), with fresh times.
+    let body = format!(
+        r#"[{{"id":"352bff9a74ca9ad2","traceId":"5af7183fb1d4cf5f","parentId":"6b221d5bc9e6496c","name":"get /api",
+        "timestamp":{ts},"duration":1431000,"kind":"SERVER",
+        "localEndpoint":{{"serviceName":"backend","ipv4":"192.168.99.1","port":3306}},
+        "remoteEndpoint":{{"ipv4":"172.19.0.2","port":58648}},
+        "tags":{{"http.method":"GET","http.path":"/api","http.route":"/api","http.status_code":"200"}}}},
+        {{"id":"452bff9a74ca9ad3","traceId":"5af7183fb1d4cf5f","parentId":"352bff9a74ca9ad2","name":"query",
+        "timestamp":{ts},"duration":2000,"kind":"CLIENT","localEndpoint":{{"serviceName":"backend"}},
+        "remoteEndpoint":{{"serviceName":"mysql","ipv4":"10.0.0.7","port":3306}},
+        "tags":{{"sql.query":"select * from orders where id = 99"}}}},
+        {{"id":"552bff9a74ca9ad4","traceId":"6af7183fb1d4cf5f","name":"set","timestamp":{ts},"duration":100,"kind":"CLIENT",
+        "localEndpoint":{{"serviceName":"backend"}},"remoteEndpoint":{{"serviceName":"redis","port":6380,"ipv4":"10.0.0.8"}},
+        "tags":{{"error":"READONLY"}}}}]"#
+    );
+    let r = http()
+        .post(format!("http://{}/api/v2/spans", agent.zipkin.unwrap()))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    eventually(10, "three zipkin spans", || col.spans().len() == 3).await;
+    let spans = col.spans();
+    let server = spans
+        .iter()
+        .find(|s| s.class == DependencyClass::HttpServer as i32)
+        .unwrap();
+    assert_eq!(server.operation, "GET /api");
+    assert_eq!(server.kept, KeepReason::Slow as i32);
+    assert_eq!(&server.trace_id[..8], &[0; 8]);
+    let db = spans
+        .iter()
+        .find(|s| s.class == DependencyClass::Db as i32)
+        .unwrap();
+    assert_eq!(
+        (
+            db.peer.as_str(),
+            db.db_system.as_str(),
+            db.statement.as_str()
+        ),
+        (
+            "10.0.0.7:3306",
+            "mysql",
+            "select * from orders where id = ?"
+        )
+    );
+    assert_eq!(db.kept, KeepReason::Forced as i32);
+    let redis = spans
+        .iter()
+        .find(|s| s.class == DependencyClass::Redis as i32)
+        .unwrap();
+    assert_eq!(
+        (redis.kept, redis.peer.as_str()),
+        (KeepReason::Error as i32, "10.0.0.8:6380")
+    );
+
+    let r = http()
+        .post(format!("http://{}/api/v2/spans", agent.zipkin.unwrap()))
+        .body("[{")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("malformed Zipkin"));
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn otlp_grpc_export_and_invalid_argument() {
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+    let mut client = TraceServiceClient::connect(format!("http://{}", agent.otlp_grpc.unwrap()))
+        .await
+        .unwrap();
+    let resp = client
+        .export(request(
+            "grpc-svc",
+            vec![span(1, 1, SERVER, 2000, false, &[])],
+        ))
+        .await
+        .unwrap();
+    assert!(resp.into_inner().partial_success.is_none());
+    eventually(10, "the grpc span", || col.spans().len() == 1).await;
+    assert_eq!(col.spans()[0].service, "grpc-svc");
+    let mut bad = span(2, 1, SERVER, 1, false, &[]);
+    bad.trace_id = vec![1];
+    let err = client
+        .export(request("grpc-svc", vec![bad]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("traceId must be 16 bytes"),
+        "{}",
+        err.message()
+    );
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn collector_outage_spools_and_replays_in_order_exactly_once() {
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    col.fail_with(503);
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+    let mut sent = 0u64;
+    for round in 0..5u32 {
+        let spans = (0..100)
+            .map(|i| span(round * 1000 + i, 1, SERVER, 2000, false, &[]))
+            .collect();
+        assert_eq!(
+            post_proto(&agent, request("s", spans).encode_to_vec())
+                .await
+                .status(),
+            200
+        );
+        sent += 100;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    eventually(10, "batches spooled", || agent.spool.usage().0 >= 3).await;
+    assert!(col.seen.lock().unwrap().batches.is_empty());
+    col.fail_with(200);
+    eventually(20, "all spans delivered", || {
+        col.spans().len() as u64 == sent
+    })
+    .await;
+    eventually(5, "spool empty", || agent.spool.usage() == (0, 0)).await;
+    {
+        let seen = col.seen.lock().unwrap();
+        let seqs: Vec<u64> = seen.batches.iter().map(|b| b.sequence).collect();
+        let mut sorted = seqs.clone();
+        sorted.sort();
+        assert_eq!(seqs, sorted, "replayed in order");
+        let ids: HashSet<Vec<u8>> = seen
+            .batches
+            .iter()
+            .flat_map(|b| b.spans.iter().map(|s| s.trace_id.clone()))
+            .collect();
+        assert_eq!(ids.len() as u64, sent, "each span once");
+        assert_eq!(
+            seen.batches
+                .iter()
+                .flat_map(|b| &b.aggregates)
+                .map(|a| a.count)
+                .sum::<u64>(),
+            sent
+        );
+    }
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn spool_survives_an_agent_restart() {
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    col.fail_with(502);
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+    let spans = (0..50)
+        .map(|i| span(i, 1, SERVER, 2000, true, &[]))
+        .collect();
+    assert_eq!(
+        post_proto(&agent, request("s", spans).encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    agent.shutdown(Duration::from_millis(300)).await;
+    assert!(col.spans().is_empty());
+    col.fail_with(200);
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+    eventually(10, "spans from the previous run", || {
+        col.spans().len() == 50
+    })
+    .await;
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn rejected_batch_is_dropped_and_counted_not_retried() {
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    col.fail_with(400);
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+    let spans = (0..7).map(|i| span(i, 1, SERVER, 1, true, &[])).collect();
+    assert_eq!(
+        post_proto(&agent, request("s", spans).encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    eventually(10, "rejected spans counted", || {
+        agent.metrics.dropped_count(DropReason::Rejected) == 7
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        col.seen.lock().unwrap().attempts,
+        1,
+        "a 400 is never retried"
+    );
+    assert_eq!(agent.spool.usage().0, 0);
+    let text = http()
+        .get(format!("http://{}/metrics", agent.admin.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("stormwatch_agent_spans_dropped_total{reason=\"rejected\"} 7"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stormwatch_agent_spans_kept_total{reason=\"error\"} 7"),
+        "{text}"
+    );
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn unauthorized_keeps_retrying_and_too_large_splits() {
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    col.fail_with(401);
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+    let spans = (0..40)
+        .map(|i| span(i, 1, SERVER, 2000, false, &[]))
+        .collect();
+    assert_eq!(
+        post_proto(&agent, request("s", spans).encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    eventually(10, "several attempts", || {
+        col.seen.lock().unwrap().attempts >= 3
+    })
+    .await;
+    assert!(col.spans().is_empty());
+    // Too large: the agent splits until pieces fit (the fake says 413 once, then accepts).
+    col.fail_with(413);
+    eventually(10, "a 413 seen", || col.seen.lock().unwrap().attempts >= 4).await;
+    col.fail_with(200);
+    eventually(10, "all 40 delivered", || col.spans().len() == 40).await;
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn full_queue_answers_429_with_retry_hint() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(None, spool.path());
+    cfg.limits.queue_spans = 10;
+    // A spool that blocks and is tiny stalls the pipeline, so the queue fills.
+    cfg.shipping.when_full = stormwatch_agent::config::WhenFull::Block;
+    cfg.shipping.spool_max_bytes = 1024 * 1024;
+    cfg.shipping.max_batch_spans = 1;
+    let agent = start_agent(cfg).await;
+    let big_attr = "x".repeat(60_000);
+    let mut saw_429 = false;
+    for round in 0..200u32 {
+        let spans = (0..5)
+            .map(|i| {
+                span(
+                    round * 10 + i,
+                    1,
+                    SERVER,
+                    5000,
+                    false,
+                    &[("blob", big_attr.as_str())],
+                )
+            })
+            .collect();
+        let r = post_proto(&agent, request("s", spans).encode_to_vec()).await;
+        if r.status() == 429 {
+            assert_eq!(r.headers()["retry-after"], "1");
+            let st = rpc::Status::decode(r.bytes().await.unwrap()).unwrap();
+            assert_eq!(st.code, rpc::RESOURCE_EXHAUSTED);
+            assert_eq!(
+                st.details[0].type_url,
+                "type.googleapis.com/google.rpc.RetryInfo"
+            );
+            saw_429 = true;
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    assert!(saw_429, "the queue never filled");
+    assert!(
+        agent
+            .metrics
+            .throttled_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    assert!(agent.metrics.dropped_count(DropReason::QueueFull) >= 5);
+    agent.shutdown(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn config_edit_changes_thresholds_live_and_a_broken_edit_is_rejected() {
+    let spool = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    let path = dir.path().join("agent.toml");
+    let write = |threshold: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "collector = \"{}\"\nagent_id = \"a\"\n[listen]\notlp_http = \"127.0.0.1:0\"\notlp_grpc = \"\"\nzipkin = \"\"\nadmin = \"\"\n[shipping]\nflush_interval_ms = 100\nspool_dir = \"{}\"\n[host]\ninterval_s = 0\n[sampling]\n{threshold}\n[[sampling.band]]\nbelow = 1.0\nshare = 0.0\n",
+                col.url(),
+                spool.path().display()
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let source = stormwatch_agent::reload::Source {
+        path: Some(path.clone()),
+        overrides: Default::default(),
+    };
+    let cfg = stormwatch_agent::config::load(Some(&path), &Default::default()).unwrap();
+    let agent = stormwatch_agent::Agent::start(cfg, source).await.unwrap();
+    let db = |i| span(i, 1, CLIENT, 30, false, &[("db.system", "postgresql")]);
+    // 30 ms db spans are fast under the default 200 ms threshold: not kept.
+    post_proto(&agent, request("s", vec![db(1)]).encode_to_vec()).await;
+    eventually(5, "aggregate", || col.aggregate_count() == 1).await;
+    assert!(col.spans().is_empty());
+    // Lower the threshold by editing the file: picked up by the watcher.
+    write("[sampling.thresholds_ms]\ndb = 10");
+    eventually(10, "reload applied", || {
+        agent.config().sampling.thresholds_ms.db == 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    post_proto(&agent, request("s", vec![db(2)]).encode_to_vec()).await;
+    eventually(5, "slow db span kept", || col.spans().len() == 1).await;
+    // A broken edit: logged, counted, old config stays.
+    write("[sampling.thresholds_ms]\ndb = \"fast\"");
+    eventually(10, "reload failure counted", || {
+        agent
+            .metrics
+            .reloads_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    })
+    .await;
+    let err = agent.reload().unwrap_err().to_string();
+    assert!(
+        err.contains("agent.toml line") && err.contains("invalid type"),
+        "{err}"
+    );
+    assert_eq!(agent.config().sampling.thresholds_ms.db, 10);
+    agent.shutdown(Duration::from_secs(1)).await;
+}
