@@ -514,11 +514,21 @@ async fn unauthorized_keeps_retrying_and_too_large_splits() {
     })
     .await;
     assert!(col.spans().is_empty());
-    // Too large: the agent splits until pieces fit (the fake says 413 once, then accepts).
-    col.fail_with(413);
-    eventually(10, "a 413 seen", || col.seen.lock().unwrap().attempts >= 4).await;
+    // Too large: the collector takes at most 15 spans per batch; the agent splits the 40-span
+    // batch (40 → 20 + 20 → 10 + 10 + 10 + 10) until every piece fits.
+    col.max_spans.store(15, std::sync::atomic::Ordering::SeqCst);
     col.fail_with(200);
     eventually(10, "all 40 delivered", || col.spans().len() == 40).await;
+    {
+        let seen = col.seen.lock().unwrap();
+        assert!(seen.batches.iter().all(|b| b.spans.len() <= 15));
+        let ids: HashSet<Vec<u8>> = seen
+            .batches
+            .iter()
+            .flat_map(|b| b.spans.iter().map(|s| s.trace_id.clone()))
+            .collect();
+        assert_eq!(ids.len(), 40);
+    }
     agent.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,8 @@ pub struct FakeCollector {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Seen>>,
     pub status: Arc<AtomicU16>,
+    /// Batches with more spans than this get 413, like a collector's body limit.
+    pub max_spans: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -43,6 +45,7 @@ pub struct FakeCollector {
 struct St {
     seen: Arc<Mutex<Seen>>,
     status: Arc<AtomicU16>,
+    max_spans: Arc<AtomicUsize>,
 }
 
 async fn ingest(State(st): State<St>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
@@ -79,6 +82,12 @@ async fn ingest(State(st): State<St>, headers: HeaderMap, body: Bytes) -> (Statu
     let ct = headers.get("content-type").unwrap().to_str().unwrap();
     let mut batch = Batch::decode(&raw, Encoding::from_content_type(ct).unwrap()).unwrap();
     let now = stormwatch_agent::util::now_ns();
+    if batch.spans.len() > st.max_spans.load(Ordering::SeqCst) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            r#"{"error":"too large"}"#.into(),
+        );
+    }
     if let Err(e) = stormwatch_model::validate::check_batch(&mut batch, now) {
         return (
             StatusCode::BAD_REQUEST,
@@ -104,9 +113,11 @@ impl FakeCollector {
     pub async fn start_on(addr: SocketAddr) -> FakeCollector {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let status = Arc::new(AtomicU16::new(200));
+        let max_spans = Arc::new(AtomicUsize::new(usize::MAX));
         let st = St {
             seen: seen.clone(),
             status: status.clone(),
+            max_spans: max_spans.clone(),
         };
         let app = Router::new()
             .route("/api/v1/ingest", post(ingest))
@@ -120,6 +131,7 @@ impl FakeCollector {
             addr,
             seen,
             status,
+            max_spans,
             task,
         }
     }
