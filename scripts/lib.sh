@@ -1,0 +1,30 @@
+# Shared helpers of scripts/demo and scripts/test (sourced, not run).
+
+# Installs Debian packages: directly as root, through sudo otherwise; or says what to run.
+install_debian() {
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing $* (apt-get)..." >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+  elif command -v sudo >/dev/null 2>&1; then
+    echo "installing $* (sudo apt-get)..." >&2
+    sudo apt-get update -qq >&2 && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+  else
+    echo "missing: $*. Install it with: apt-get install -y $*" >&2
+    exit 1
+  fi
+}
+
+# PostgreSQL's server binaries (initdb, pg_ctl), as the embedded default and the tests use them.
+need_postgres() {
+  if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    return 0
+  fi
+  install_debian postgresql
+}
+
+need_cargo() {
+  command -v cargo >/dev/null 2>&1 || {
+    echo "cargo is missing: install Rust (https://rustup.rs) and run this again" >&2
+    exit 1
+  }
+}
