@@ -1,1 +1,525 @@
-fn main() {}
+//! `stormwatch-agent-bench`: load numbers for the agent, printed.
+//!
+//! Starts the agent binary as a child process (pinned to CPU 0 with `taskset` when present;
+//! run this bench pinned to the other core: `taskset -c 1 stormwatch-agent-bench`), with an
+//! in-process blackhole collector so shipping is part of the cost, then measures:
+//!
+//! 1. OTLP/HTTP protobuf, 100-span requests, closed loop: spans/s, agent CPU µs per span, RSS.
+//!    With `--rotel PATH` (or `rotel` on PATH) the same load against Rotel with
+//!    `--exporter blackhole`, and the ratio.
+//! 2. Zipkin v2 JSON, 100-span requests: spans/s, CPU per span.
+//! 3. A steady 10,000 spans/s for a few seconds: the agent's share of one core.
+//!
+//! Build with `--release`: `cargo run --release -p stormwatch-agent --bin stormwatch-agent-bench`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+
+#[derive(Parser, Debug)]
+#[command(about = "Prints throughput, CPU per span and RSS of stormwatch-agent under load")]
+struct Args {
+    /// The agent binary (default: next to this one).
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// Rotel binary to compare with (default: `rotel`/`rotel-agent` on PATH or from the `rotel`
+    /// Python package; skipped when absent).
+    #[arg(long)]
+    rotel: Option<PathBuf>,
+    /// Seconds per closed-loop measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds of the steady 10k spans/s run.
+    #[arg(long, default_value_t = 10)]
+    steady_seconds: u64,
+    /// CPU to pin the server under test to (`taskset -c`); empty to not pin.
+    #[arg(long, default_value = "0")]
+    server_cpu: String,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// CPU seconds (user + system) of a process, from /proc.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the `(comm)`, which may contain spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|x| x.1)
+        .context("bad /proc stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        f.get(11).context("utime")?.parse::<f64>()? + f.get(12).context("stime")?.parse::<f64>()?;
+    Ok(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// (current RSS, peak RSS) in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let get = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (get("VmRSS:"), get("VmHWM:"))
+}
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A cheap deterministic generator for ids and durations.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A realistic mix: one server span, db, redis and http-client children, 10 traces of 10.
+fn otlp_request(rng: &mut Rng, spans_per_request: usize) -> ExportTraceServiceRequest {
+    let now = now_ns();
+    let mut spans = Vec::with_capacity(spans_per_request);
+    let mut trace_id = vec![0u8; 16];
+    for i in 0..spans_per_request {
+        if i % 10 == 0 {
+            trace_id = [rng.next().to_be_bytes(), rng.next().to_be_bytes()].concat();
+        }
+        let ms = 1 + rng.next() % 40;
+        let (kind, name, attrs) = match i % 10 {
+            0 => (2, "GET /api/orders/{id}", vec![kv("http.request.method", "GET"), kv("http.route", "/api/orders/{id}"), kv("http.response.status_code", "200")]),
+            1..=5 => (3, "SELECT", vec![kv("db.system", "postgresql"), kv("db.statement", &format!("SELECT id, total FROM orders WHERE customer_id = {} AND status IN ('a', 'b', 'c')", rng.next() % 10_000)), kv("server.address", "pg-main"), kv("server.port", "5432")]),
+            6..=8 => (3, "GET", vec![kv("db.system", "redis"), kv("db.statement", &format!("GET session:{}", rng.next())), kv("server.address", "cache")]),
+            _ => (3, "POST", vec![kv("http.request.method", "POST"), kv("url.full", "https://payments.internal/v1/charge"), kv("http.response.status_code", "201")]),
+        };
+        spans.push(Span {
+            trace_id: trace_id.clone(),
+            span_id: rng.next().to_be_bytes().to_vec(),
+            name: name.into(),
+            kind,
+            start_time_unix_nano: now - ms * 1_000_000,
+            end_time_unix_nano: now,
+            attributes: attrs,
+            ..Default::default()
+        });
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "bench-shop"), kv("host.name", "bench-1")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn zipkin_request(rng: &mut Rng, n: usize) -> Vec<u8> {
+    let now_us = now_ns() / 1000;
+    let mut spans = Vec::with_capacity(n);
+    let mut trace = 0u64;
+    for i in 0..n {
+        if i % 10 == 0 {
+            trace = rng.next();
+        }
+        let dur = 1000 + rng.next() % 40_000;
+        let span = match i % 10 {
+            0 => {
+                serde_json::json!({"traceId": format!("{trace:016x}"), "id": format!("{:016x}", rng.next()), "name": "get /api", "kind": "SERVER",
+                "timestamp": now_us - dur, "duration": dur, "localEndpoint": {"serviceName": "bench-zipkin"},
+                "tags": {"http.method": "GET", "http.route": "/api", "http.status_code": "200"}})
+            }
+            _ => {
+                serde_json::json!({"traceId": format!("{trace:016x}"), "id": format!("{:016x}", rng.next()), "name": "query", "kind": "CLIENT",
+                "timestamp": now_us - dur, "duration": dur, "localEndpoint": {"serviceName": "bench-zipkin"},
+                "remoteEndpoint": {"serviceName": "mysql", "ipv4": "10.0.0.5", "port": 3306},
+                "tags": {"sql.query": format!("select * from orders where id = {}", rng.next() % 1000)}})
+            }
+        };
+        spans.push(span);
+    }
+    serde_json::to_vec(&spans).unwrap_or_default()
+}
+
+/// A collector that stores nothing and says "stored".
+async fn blackhole() -> anyhow::Result<SocketAddr> {
+    let app = axum::Router::new().route(
+        "/api/v1/ingest",
+        axum::routing::post(|_body: axum::body::Bytes| async { r#"{"status":"stored"}"# }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    Ok(addr)
+}
+
+struct Server {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(cpu: &str, program: &Path, args: &[String], name: &'static str) -> anyhow::Result<Server> {
+    let mut cmd = if !cpu.is_empty() && Path::new("/usr/bin/taskset").exists() {
+        let mut c = Command::new("/usr/bin/taskset");
+        c.arg("-c").arg(cpu).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    cmd.args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env("STORMWATCH_AGENT_LOG", "error");
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", program.display()))?;
+    Ok(Server { child, name })
+}
+
+async fn wait_ready(addr: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("server at {addr} did not come up")
+}
+
+struct Load {
+    spans_ok: u64,
+    throttled: u64,
+    errors: u64,
+    secs: f64,
+    cpu: f64,
+    rss: (f64, f64),
+}
+
+/// Closed loop: `concurrency` connections post `bodies` (cycled) as fast as answered.
+async fn closed_loop(
+    url: String,
+    content_type: &'static str,
+    bodies: Arc<Vec<Vec<u8>>>,
+    spans_per: u64,
+    concurrency: usize,
+    secs: u64,
+    pid: u32,
+) -> anyhow::Result<Load> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let ok = Arc::new(AtomicU64::new(0));
+    let throttled = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    // Warm up one second, then measure.
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let end = warm_until + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (client, url, bodies, ok, throttled, errors) = (
+            client.clone(),
+            url.clone(),
+            bodies.clone(),
+            ok.clone(),
+            throttled.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while Instant::now() < end {
+                let body = bodies[i % bodies.len()].clone();
+                i += 1;
+                let measuring = Instant::now() >= warm_until;
+                match client
+                    .post(&url)
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        if measuring {
+                            ok.fetch_add(spans_per, Relaxed);
+                        }
+                    }
+                    Ok(r) if r.status() == 429 => {
+                        let _ = r.bytes().await;
+                        if measuring {
+                            throttled.fetch_add(1, Relaxed);
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    _ => {
+                        if measuring {
+                            errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep_until(warm_until.into()).await;
+    let cpu0 = cpu_seconds(pid)?;
+    let t0 = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid)? - cpu0;
+    Ok(Load {
+        spans_ok: ok.load(Relaxed),
+        throttled: throttled.load(Relaxed),
+        errors: errors.load(Relaxed),
+        secs,
+        cpu,
+        rss: rss_mib(pid),
+    })
+}
+
+fn report(label: &str, l: &Load) -> f64 {
+    let rate = l.spans_ok as f64 / l.secs;
+    println!(
+        "{label:<44} {rate:>10.0} spans/s  {:>6.2} µs CPU/span  {:>5.1}% core  RSS {:>5.1} MiB (peak {:>5.1})  429s {}  errors {}",
+        l.cpu * 1e6 / (l.spans_ok.max(1) as f64),
+        l.cpu / l.secs * 100.0,
+        l.rss.0,
+        l.rss.1,
+        l.throttled,
+        l.errors
+    );
+    rate
+}
+
+/// `rotel` / `rotel-agent` on PATH, else the binary the `rotel` PyPI package ships inside
+/// its Python package (it installs no console script).
+fn find_rotel() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .flat_map(|d| [d.join("rotel"), d.join("rotel-agent")])
+            .find(|p| p.exists())
+    });
+    on_path.or_else(|| {
+        for py in ["python3", "python"] {
+            let out = Command::new(py)
+                .args(["-c", "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if out.status.success() && p.exists() {
+                return Some(p);
+            }
+        }
+        None
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let me = std::env::current_exe()?;
+    let agent_bin = args
+        .agent
+        .clone()
+        .unwrap_or_else(|| me.with_file_name("stormwatch-agent"));
+    if !agent_bin.exists() {
+        bail!(
+            "agent binary {} not found; build it or pass --agent",
+            agent_bin.display()
+        );
+    }
+    let collector = blackhole().await?;
+    let spool = std::env::temp_dir().join(format!("stormwatch-bench-spool-{}", std::process::id()));
+    let (http, zipkin) = (free_port()?, free_port()?);
+    let agent_args: Vec<String> = [
+        "--agent-id",
+        "bench",
+        "--collector",
+        &format!("http://{collector}"),
+        "--token",
+        "bench",
+        "--otlp-http",
+        &format!("127.0.0.1:{http}"),
+        "--otlp-grpc",
+        "",
+        "--zipkin",
+        &format!("127.0.0.1:{zipkin}"),
+        "--admin",
+        "",
+        "--spool-dir",
+        &spool.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let otlp: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..256)
+            .map(|_| otlp_request(&mut rng, 100).encode_to_vec())
+            .collect(),
+    );
+    let zipkin_bodies: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..256).map(|_| zipkin_request(&mut rng, 100)).collect());
+    println!(
+        "stormwatch-agent-bench: {} s per run, {} connections, server on CPU {:?}, OTLP request {} bytes, Zipkin request {} bytes",
+        args.seconds, args.concurrency, args.server_cpu, otlp[0].len(), zipkin_bodies[0].len()
+    );
+
+    let agent = spawn(
+        &args.server_cpu,
+        &agent_bin,
+        &agent_args,
+        "stormwatch-agent",
+    )?;
+    let pid = agent.child.id();
+    wait_ready(format!("127.0.0.1:{http}").parse()?).await?;
+    wait_ready(format!("127.0.0.1:{zipkin}").parse()?).await?;
+    let l = closed_loop(
+        format!("http://127.0.0.1:{http}/v1/traces"),
+        "application/x-protobuf",
+        otlp.clone(),
+        100,
+        args.concurrency,
+        args.seconds,
+        pid,
+    )
+    .await?;
+    let ours = report("agent  OTLP/HTTP protobuf, 100-span requests", &l);
+    let l = closed_loop(
+        format!("http://127.0.0.1:{zipkin}/api/v2/spans"),
+        "application/json",
+        zipkin_bodies,
+        100,
+        args.concurrency,
+        args.seconds,
+        pid,
+    )
+    .await?;
+    report("agent  Zipkin v2 JSON, 100-span requests", &l);
+
+    // Steady 10k spans/s: 100 requests of 100 spans per second, paced.
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{http}/v1/traces");
+    let cpu0 = cpu_seconds(pid)?;
+    let t0 = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sent = 0u64;
+    while t0.elapsed() < Duration::from_secs(args.steady_seconds) {
+        tick.tick().await;
+        let r = client
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .body(otlp[(sent as usize) % otlp.len()].clone())
+            .send()
+            .await;
+        if matches!(&r, Ok(r) if r.status().is_success()) {
+            sent += 100;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid)? - cpu0;
+    println!(
+        "agent  steady {:.0} spans/s for {:.0} s: {:.2}% of one core, RSS {:.1} MiB",
+        sent as f64 / secs,
+        secs,
+        cpu / secs * 100.0,
+        rss_mib(pid).0
+    );
+    println!("({} stopped)", agent.name);
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&spool);
+
+    let rotel = args.rotel.clone().or_else(find_rotel);
+    match rotel {
+        Some(rotel) => {
+            let port = free_port()?;
+            let rargs: Vec<String> = [
+                "start",
+                "--exporter",
+                "blackhole",
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{port}"),
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{}", free_port()?),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let server = spawn(&args.server_cpu, &rotel, &rargs, "rotel")?;
+            let rpid = server.child.id();
+            wait_ready(format!("127.0.0.1:{port}").parse()?).await?;
+            // `taskset` execs rotel in place, so the pid is rotel's own.
+            let l = closed_loop(
+                format!("http://127.0.0.1:{port}/v1/traces"),
+                "application/x-protobuf",
+                otlp,
+                100,
+                args.concurrency,
+                args.seconds,
+                rpid,
+            )
+            .await?;
+            let theirs = report("rotel  OTLP/HTTP protobuf → blackhole", &l);
+            println!(
+                "agent / rotel throughput ratio: {:.2}",
+                ours / theirs.max(1.0)
+            );
+        }
+        None => {
+            println!("rotel not found (pip install rotel, or --rotel PATH): comparison skipped")
+        }
+    }
+    Ok(())
+}
