@@ -22,7 +22,7 @@ pub struct AggregateFilter {
 /// One step of a series. Latencies in milliseconds; absent when the step has no spans.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AggregatePoint {
-    /// Start of the step, seconds since the Unix epoch.
+    /// Start of the step, Unix milliseconds.
     pub time: i64,
     pub count: u64,
     pub errors: u64,
@@ -116,7 +116,7 @@ impl Store {
             .into_iter()
             .enumerate()
             .map(|(i, a)| AggregatePoint {
-                time: from + i as i64 * step,
+                time: (from + i as i64 * step) * 1000,
                 count: a.count,
                 errors: a.errors,
                 error_rate: if a.count == 0 {
