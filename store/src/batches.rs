@@ -6,7 +6,7 @@ use futures_util::pin_mut;
 use postgres_types::{Json, ToSql, Type};
 use stormwatch_model::enums::WireEnum;
 use stormwatch_model::{
-    Aggregate, Batch, DbRole, FailureClass, Histogram, KeepReason, Span, SpanKind,
+    Aggregate, Batch, DbRole, FailureClass, Histogram, KeepReason, Span, SpanFlag, SpanKind,
 };
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
@@ -369,7 +369,56 @@ impl Store {
             ],
         )
         .await?;
+        if batch.stats.is_some() {
+            tx.execute(
+                "INSERT INTO sw_agent_stats (agent_id, instance, spans_dropped) VALUES ($1, $2, $3)",
+                &[&batch.agent_id, &batch.instance, &(stats.spans_dropped as i64)],
+            )
+            .await?;
+        }
+        store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns))).await?;
         tx.commit().await?;
         Ok(outcome)
     }
+}
+
+/// Flags counted per minute for alert rules (see migrations/0002_alerts.sql). Slow and error
+/// are left out: the aggregates already count them exactly.
+const COUNTED_FLAGS: [SpanFlag; 3] = [SpanFlag::FullScanSuspect, SpanFlag::ReplicaLag, SpanFlag::ConnectFailure];
+
+async fn store_flag_counts<'a>(
+    tx: &tokio_postgres::Transaction<'_>,
+    spans: impl Iterator<Item = &'a Span>,
+) -> Result<(), StoreError> {
+    let mut counts: BTreeMap<(i64, &str, &str, &str, &str), i64> = BTreeMap::new();
+    for s in spans {
+        for flag in COUNTED_FLAGS {
+            if s.flags.contains(&(flag as i32)) {
+                let minute = s.end_ns().div_euclid(60_000_000_000) * 60;
+                *counts.entry((minute, &s.service, &s.operation, &s.peer, flag.as_str())).or_default() += 1;
+            }
+        }
+    }
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let mut cols: (Vec<f64>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
+    for ((minute, service, op, peer, flag), n) in &counts {
+        cols.0.push(*minute as f64);
+        cols.1.push(service);
+        cols.2.push(op);
+        cols.3.push(peer);
+        cols.4.push(flag);
+        cols.5.push(*n);
+    }
+    tx.execute(
+        "INSERT INTO sw_flag_counts AS f (minute, service, operation, peer, flag, count)
+         SELECT to_timestamp(m), s, o, p, fl, n
+           FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
+                AS t(m, s, o, p, fl, n)
+         ON CONFLICT (minute, service, operation, peer, flag) DO UPDATE SET count = f.count + excluded.count",
+        &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5],
+    )
+    .await?;
+    Ok(())
 }

@@ -7,11 +7,13 @@
 //! - [`spans`], [`aggregates`], [`services`]: the read side.
 
 pub mod aggregates;
+pub mod alerts;
 pub mod batches;
 pub mod embedded;
 pub mod migrate;
 pub mod partitions;
 pub mod services;
+pub mod signals;
 pub mod spans;
 
 use std::str::FromStr;

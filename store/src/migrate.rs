@@ -8,8 +8,10 @@ use tokio_postgres::Client;
 use crate::StoreError;
 
 /// Every migration, in order. A test checks this list against the `migrations/` folder.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    ("0002_alerts", include_str!("../../migrations/0002_alerts.sql")),
+];
 
 /// Advisory lock key for migrations ("stormwatch migrate").
 const MIGRATE_LOCK: i64 = 0x5357_4d49_4752_0001;

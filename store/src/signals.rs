@@ -1,0 +1,244 @@
+//! What alert rules read: grouped aggregates, the latest probe and host samples, agent
+//! liveness and drops, flagged-span counts. Never raw spans.
+
+use std::collections::BTreeMap;
+
+use stormwatch_model::{DependencyClass, Histogram};
+
+use crate::batches::histogram_from_json;
+use crate::{Store, StoreError};
+
+/// Labels of one group: `service`, `class`, `peer`, `operation` (those grouped by).
+pub type Labels = BTreeMap<String, String>;
+
+/// Aggregates of one group over a window.
+#[derive(Debug, Clone, Default)]
+pub struct Group {
+    pub labels: Labels,
+    pub count: u64,
+    pub errors: u64,
+    /// Span counts by status class (`"503"`, `"200"`, `"ok"`, `"error"`).
+    pub by_status: BTreeMap<String, u64>,
+    pub histogram: Histogram,
+}
+
+/// Which aggregates a rule looks at.
+#[derive(Debug, Clone, Default)]
+pub struct GroupFilter {
+    pub service: Option<String>,
+    pub class: Option<DependencyClass>,
+    pub peer: Option<String>,
+    pub operation: Option<String>,
+}
+
+/// Latest state of a probed database.
+#[derive(Debug, Clone)]
+pub struct ProbeState {
+    pub database: String,
+    pub engine: String,
+    pub role: String,
+    /// Seconds since the Unix epoch.
+    pub time_s: f64,
+    pub lag_seconds: Option<f64>,
+    pub lag_bytes: Option<i64>,
+    pub replay_paused: bool,
+}
+
+/// Probe results of one database over a window.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeWindow {
+    pub database: String,
+    pub role: String,
+    pub probes: u64,
+    /// Failures by class (`refused`, `timeout`...).
+    pub failures: BTreeMap<String, u64>,
+    pub max_connect_ms: Option<f64>,
+}
+
+/// One agent's liveness.
+#[derive(Debug, Clone)]
+pub struct AgentState {
+    pub agent_id: String,
+    pub last_seen_s: f64,
+    /// Spans dropped during the window (from the per-batch counters).
+    pub dropped_in_window: i64,
+}
+
+/// Latest host sample.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    pub host: String,
+    pub cpu_percent: f64,
+    pub mem_percent: f64,
+    /// The fullest disk, percent used.
+    pub disk_percent: f64,
+}
+
+/// Flagged spans of one (service, operation, peer) over a window.
+#[derive(Debug, Clone)]
+pub struct FlagCount {
+    pub service: String,
+    pub operation: String,
+    pub peer: String,
+    pub count: i64,
+}
+
+impl Store {
+    /// Aggregates with `minute` in `[from_s, to_s)`, grouped by the label names in `group_by`.
+    pub async fn aggregate_groups(
+        &self,
+        filter: &GroupFilter,
+        group_by: &[String],
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<Group>, StoreError> {
+        let client = self.client().await?;
+        let class = filter.class.map(|c| c.as_str());
+        let stmt = client
+            .prepare_cached(
+                "SELECT service, class, peer, operation, status_class, count, errors, histogram
+                   FROM sw_aggregates
+                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
+                    AND ($3::text IS NULL OR service = $3)
+                    AND ($4::text IS NULL OR class = $4)
+                    AND ($5::text IS NULL OR peer = $5)
+                    AND ($6::text IS NULL OR operation = $6)",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&(from_s as f64), &(to_s as f64), &filter.service, &class, &filter.peer, &filter.operation])
+            .await?;
+        let mut groups: BTreeMap<Labels, Group> = BTreeMap::new();
+        for r in &rows {
+            let mut labels = Labels::new();
+            for (i, name) in ["service", "class", "peer", "operation"].iter().enumerate() {
+                if group_by.iter().any(|g| g == name) {
+                    labels.insert((*name).to_owned(), r.get::<_, String>(i));
+                }
+            }
+            let g = groups.entry(labels.clone()).or_insert_with(|| Group { labels, ..Default::default() });
+            let count = r.get::<_, i64>(5) as u64;
+            g.count += count;
+            g.errors += r.get::<_, i64>(6) as u64;
+            *g.by_status.entry(r.get::<_, String>(4)).or_default() += count;
+            g.histogram.merge(&histogram_from_json(&r.get(7))?);
+        }
+        Ok(groups.into_values().collect())
+    }
+
+    /// The newest probe sample of every database seen since `since_s`.
+    pub async fn latest_probes(&self, since_s: f64) -> Result<Vec<ProbeState>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT ON (database) database, engine, role, extract(epoch FROM time)::float8,
+                        lag_seconds, lag_bytes, replay_paused
+                   FROM sw_probe_samples WHERE time >= to_timestamp($1)
+                  ORDER BY database, time DESC",
+                &[&since_s],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ProbeState {
+                database: r.get(0),
+                engine: r.get(1),
+                role: r.get(2),
+                time_s: r.get(3),
+                lag_seconds: r.get(4),
+                lag_bytes: r.get(5),
+                replay_paused: r.get(6),
+            })
+            .collect())
+    }
+
+    /// Probe counts, failures by class and the slowest connect, per database, since `since_s`.
+    pub async fn probe_windows(&self, since_s: f64) -> Result<Vec<ProbeWindow>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT database, max(role), failure, count(*)::int8, max(connect_us)::float8
+                   FROM sw_probe_samples WHERE time >= to_timestamp($1)
+                  GROUP BY database, failure ORDER BY database",
+                &[&since_s],
+            )
+            .await?;
+        let mut out: BTreeMap<String, ProbeWindow> = BTreeMap::new();
+        for r in &rows {
+            let database: String = r.get(0);
+            let w = out.entry(database.clone()).or_insert_with(|| ProbeWindow { database, role: r.get(1), ..Default::default() });
+            let failure: String = r.get(2);
+            let n = r.get::<_, i64>(3) as u64;
+            w.probes += n;
+            if failure != "none" {
+                *w.failures.entry(failure).or_default() += n;
+            }
+            if let Some(us) = r.get::<_, Option<f64>>(4) {
+                w.max_connect_ms = Some(w.max_connect_ms.unwrap_or(0.0).max(us / 1000.0));
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// Every agent with its last batch time and the spans it dropped since `since_s`.
+    pub async fn agent_states(&self, since_s: f64) -> Result<Vec<AgentState>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT a.agent_id, extract(epoch FROM a.last_seen)::float8,
+                        coalesce((SELECT sum(d)::int8 FROM (
+                            SELECT max(spans_dropped) - min(spans_dropped) AS d FROM sw_agent_stats s
+                             WHERE s.agent_id = a.agent_id AND s.time >= to_timestamp($1)
+                             GROUP BY s.instance) per_instance), 0)
+                   FROM sw_agents a ORDER BY a.agent_id",
+                &[&since_s],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AgentState { agent_id: r.get(0), last_seen_s: r.get(1), dropped_in_window: r.get(2) })
+            .collect())
+    }
+
+    /// The newest host sample of every host seen since `since_s`.
+    pub async fn latest_hosts(&self, since_s: f64) -> Result<Vec<HostState>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT ON (host) host, cpu_percent,
+                        CASE WHEN mem_total_bytes > 0 THEN 100.0 * mem_used_bytes / mem_total_bytes ELSE 0 END,
+                        coalesce((SELECT max(100.0 * (d->>'used_bytes')::float8 / nullif((d->>'total_bytes')::float8, 0))
+                                    FROM jsonb_array_elements(disks) d), 0)
+                   FROM sw_host_samples WHERE time >= to_timestamp($1)
+                  ORDER BY host, time DESC",
+                &[&since_s],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| HostState {
+                host: r.get(0),
+                cpu_percent: r.get(1),
+                mem_percent: r.get::<_, f64>(2),
+                disk_percent: r.get::<_, f64>(3),
+            })
+            .collect())
+    }
+
+    /// Flagged spans with `flag` per (service, operation, peer) with `minute` ≥ `from_s`.
+    pub async fn flag_counts(&self, flag: &str, from_s: i64) -> Result<Vec<FlagCount>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT service, operation, peer, sum(count)::int8 FROM sw_flag_counts
+                  WHERE flag = $1 AND minute >= to_timestamp($2)
+                  GROUP BY service, operation, peer ORDER BY service, operation, peer",
+                &[&flag, &(from_s as f64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| FlagCount { service: r.get(0), operation: r.get(1), peer: r.get(2), count: r.get(3) })
+            .collect())
+    }
+}
