@@ -66,6 +66,18 @@ pub trait Attributes {
     fn each(&self, f: &mut dyn FnMut(&str, Value<'_>));
 }
 
+/// Borrowed attributes from the zero-copy OTLP reader.
+impl Attributes for [(&str, Value<'_>)] {
+    fn get(&self, key: &str) -> Option<Value<'_>> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+    fn each(&self, f: &mut dyn FnMut(&str, Value<'_>)) {
+        for (k, v) in self {
+            f(k, *v);
+        }
+    }
+}
+
 /// Zipkin tags, and tests.
 impl Attributes for [(String, String)] {
     fn get(&self, key: &str) -> Option<Value<'_>> {

@@ -5,6 +5,7 @@ pub mod otlp;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod otlp_json;
+pub mod otlp_wire;
 pub mod zipkin;
 
 use std::io::Read;

@@ -57,7 +57,7 @@ impl Converted {
     }
 }
 
-fn kind_of(n: i32) -> SpanKind {
+pub(crate) fn kind_of(n: i32) -> SpanKind {
     match n {
         1 => SpanKind::Internal,
         2 => SpanKind::Server,

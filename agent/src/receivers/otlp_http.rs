@@ -13,13 +13,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tokio::sync::watch;
 
-use super::{decompress, otlp, otlp_json, rpc};
+use super::{decompress, otlp, otlp_json, otlp_wire, rpc};
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::metrics::Receiver;
@@ -132,17 +130,17 @@ async fn traces(State(st): State<ReceiverState>, headers: HeaderMap, body: Body)
         Ok(d) => d,
         Err(e) => return bad_request(wire, e.to_string()),
     };
-    let req = match wire {
-        Wire::Proto => ExportTraceServiceRequest::decode(data)
-            .map_err(|e| format!("malformed OTLP protobuf: {e}")),
-        Wire::Json => otlp_json::decode(&data).map_err(|e| e.to_string()),
+    let converted = match wire {
+        Wire::Proto => otlp_wire::convert(&data, &cfg).map_err(|e| e.to_string()),
+        Wire::Json => otlp_json::decode(&data)
+            .map(|req| otlp::convert(&req, &cfg))
+            .map_err(|e| e.to_string()),
     };
-    let req = match req {
-        Ok(r) => r,
+    let converted = match converted {
+        Ok(c) => c,
         Err(e) => return bad_request(wire, e),
     };
-    let converted = otlp::convert(&req, &cfg);
-    drop(req);
+    drop(data);
     st.ingest.reject(Receiver::OtlpHttp, converted.rejected);
     if converted.spans.is_empty() && converted.rejected > 0 {
         return bad_request(

@@ -1,0 +1,370 @@
+//! A zero-copy reader of OTLP/protobuf trace requests.
+//!
+//! Decoding an `ExportTraceServiceRequest` with prost allocates every attribute key and value
+//! and every id, only for the agent to read a handful of them and drop the rest; profiling
+//! showed allocation dominating the agent's CPU. This reader walks the protobuf wire format in
+//! place and hands the classifier borrowed slices of the request body, so a span costs only the
+//! allocations of what the agent keeps. It reads exactly the fields the classifier needs and
+//! skips the rest by wire type, as protobuf requires of readers.
+//!
+//! The gRPC receiver still uses prost (tonic decodes before we see the message); both paths
+//! end in [`crate::classify::classify`], so they cannot disagree on what a span means.
+
+use stormwatch_model::SpanKind;
+
+use super::otlp::{kind_of, Converted};
+use crate::classify::{classify, Incoming, Value};
+use crate::config::Config;
+
+/// A body that is not a well-formed protobuf message.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed OTLP protobuf: {0}")]
+pub struct WireError(pub String);
+
+fn err<T>(m: impl Into<String>) -> Result<T, WireError> {
+    Err(WireError(m.into()))
+}
+
+/// A field's payload.
+enum Field<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Len(&'a [u8]),
+    /// Skipped: no field the agent reads is fixed32.
+    Fixed32,
+}
+
+/// Iterates the fields of one message.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return err("truncated varint");
+            };
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        err("varint longer than 10 bytes")
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
+        let Some(end) = end else {
+            return err("field length exceeds the message");
+        };
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// The next (field number, payload), or `None` at the end.
+    fn next(&mut self) -> Result<Option<(u32, Field<'a>)>, WireError> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let number = (key >> 3) as u32;
+        if number == 0 {
+            return err("field number 0");
+        }
+        let field = match key & 7 {
+            0 => Field::Varint(self.varint()?),
+            1 => Field::Fixed64(u64::from_le_bytes(
+                self.take(8)?.try_into().unwrap_or([0; 8]),
+            )),
+            2 => {
+                let n = self.varint()?;
+                let n = usize::try_from(n).map_err(|_| WireError("length overflows".into()))?;
+                Field::Len(self.take(n)?)
+            }
+            5 => {
+                self.take(4)?;
+                Field::Fixed32
+            }
+            w => return err(format!("unsupported wire type {w} (field {number})")),
+        };
+        Ok(Some((number, field)))
+    }
+}
+
+fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, WireError> {
+    std::str::from_utf8(b).map_err(|_| WireError(format!("{what} is not valid UTF-8")))
+}
+
+fn expect_len<'a>(f: Field<'a>, what: &str) -> Result<&'a [u8], WireError> {
+    match f {
+        Field::Len(b) => Ok(b),
+        _ => err(format!("{what} has the wrong wire type")),
+    }
+}
+
+/// `AnyValue`: the classifier reads scalars only.
+fn any_value(buf: &[u8]) -> Result<Value<'_>, WireError> {
+    let mut r = Reader::new(buf);
+    let mut v = Value::Other;
+    while let Some((n, f)) = r.next()? {
+        v = match (n, f) {
+            (1, Field::Len(b)) => Value::Str(utf8(b, "string attribute")?),
+            (2, Field::Varint(x)) => Value::Bool(x != 0),
+            (3, Field::Varint(x)) => Value::Int(x as i64),
+            (4, Field::Fixed64(x)) => Value::Double(f64::from_bits(x)),
+            (5..=7, Field::Len(_)) => Value::Other,
+            (1..=7, _) => return err("attribute value has the wrong wire type"),
+            _ => v,
+        };
+    }
+    Ok(v)
+}
+
+/// `KeyValue` → pushed onto `out`.
+fn key_value<'a>(buf: &'a [u8], out: &mut Vec<(&'a str, Value<'a>)>) -> Result<(), WireError> {
+    let mut r = Reader::new(buf);
+    let mut key = "";
+    let mut value = Value::Other;
+    while let Some((n, f)) = r.next()? {
+        match n {
+            1 => key = utf8(expect_len(f, "attribute key")?, "attribute key")?,
+            2 => value = any_value(expect_len(f, "attribute value")?)?,
+            _ => {}
+        }
+    }
+    out.push((key, value));
+    Ok(())
+}
+
+/// Reads one OTLP/protobuf `ExportTraceServiceRequest` and classifies every span.
+pub fn convert(body: &[u8], cfg: &Config) -> Result<Converted, WireError> {
+    let mut out = Converted::default();
+    let mut resource_attrs: Vec<(&str, Value<'_>)> = Vec::new();
+    let mut span_attrs: Vec<(&str, Value<'_>)> = Vec::with_capacity(32);
+    let mut scopes: Vec<&[u8]> = Vec::new();
+    let mut top = Reader::new(body);
+    let mut ri = 0usize;
+    while let Some((n, f)) = top.next()? {
+        if n != 1 {
+            continue;
+        }
+        let rs = expect_len(f, "resourceSpans")?;
+        resource_attrs.clear();
+        scopes.clear();
+        let mut r = Reader::new(rs);
+        while let Some((n, f)) = r.next()? {
+            match n {
+                1 => {
+                    let mut res = Reader::new(expect_len(f, "resource")?);
+                    while let Some((n, f)) = res.next()? {
+                        if n == 1 {
+                            key_value(expect_len(f, "resource attribute")?, &mut resource_attrs)?;
+                        }
+                    }
+                }
+                2 => scopes.push(expect_len(f, "scopeSpans")?),
+                _ => {}
+            }
+        }
+        let rstr = |k: &str| {
+            resource_attrs
+                .iter()
+                .find(|(key, _)| *key == k)
+                .and_then(|(_, v)| match v {
+                    Value::Str(s) => Some(*s),
+                    _ => None,
+                })
+        };
+        let service = rstr("service.name").unwrap_or("");
+        let instance = rstr("service.instance.id")
+            .or_else(|| rstr("host.name"))
+            .unwrap_or("");
+        for (si, scope) in scopes.iter().enumerate() {
+            let mut sr = Reader::new(scope);
+            let mut pi = 0usize;
+            while let Some((n, f)) = sr.next()? {
+                if n != 2 {
+                    continue;
+                }
+                let span = expect_len(f, "span")?;
+                span_attrs.clear();
+                let mut inc = Incoming {
+                    trace_id: &[],
+                    span_id: &[],
+                    parent_span_id: &[],
+                    name: "",
+                    kind: SpanKind::Unspecified,
+                    start_ns: 0,
+                    end_ns: 0,
+                    error: false,
+                    status_message: "",
+                    service,
+                    instance,
+                };
+                let mut p = Reader::new(span);
+                while let Some((n, f)) = p.next()? {
+                    match (n, f) {
+                        (1, Field::Len(b)) => inc.trace_id = b,
+                        (2, Field::Len(b)) => inc.span_id = b,
+                        (4, Field::Len(b)) => inc.parent_span_id = b,
+                        (5, Field::Len(b)) => inc.name = utf8(b, "span name")?,
+                        (6, Field::Varint(k)) => inc.kind = kind_of(k as i32),
+                        (7, Field::Fixed64(t)) => inc.start_ns = t,
+                        (8, Field::Fixed64(t)) => inc.end_ns = t,
+                        (9, Field::Len(b)) => key_value(b, &mut span_attrs)?,
+                        (15, Field::Len(b)) => {
+                            let mut st = Reader::new(b);
+                            while let Some((n, f)) = st.next()? {
+                                match (n, f) {
+                                    (2, Field::Len(m)) => {
+                                        inc.status_message = utf8(m, "status message")?
+                                    }
+                                    (3, Field::Varint(c)) => inc.error = c == 2,
+                                    _ => {}
+                                }
+                            }
+                        }
+                        (1 | 2 | 4 | 5 | 6 | 7 | 8 | 9 | 15, _) => {
+                            return err(format!("span field {n} has the wrong wire type"))
+                        }
+                        _ => {}
+                    }
+                }
+                match classify(
+                    &inc,
+                    span_attrs.as_slice(),
+                    &cfg.classify,
+                    cfg.limits.max_attribute_value_bytes,
+                ) {
+                    Ok(s) => out.spans.push(s),
+                    Err(reason) => {
+                        out.rejected += 1;
+                        if out.first_error.is_none() {
+                            out.first_error = Some(format!(
+                                "resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]: {reason}"
+                            ));
+                        }
+                    }
+                }
+                pi += 1;
+            }
+        }
+        ri += 1;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message;
+
+    fn kv(k: &str, v: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn request() -> ExportTraceServiceRequest {
+        let now = 1_750_000_000_000_000_000u64;
+        let span = |i: u8| Span {
+            trace_id: vec![i; 16],
+            span_id: vec![i; 8],
+            parent_span_id: vec![9; 8],
+            name: "q".into(),
+            kind: 3,
+            start_time_unix_nano: now,
+            end_time_unix_nano: now + 7_000_000,
+            attributes: vec![
+                kv(
+                    "db.system",
+                    any_value::Value::StringValue("postgresql".into()),
+                ),
+                kv(
+                    "db.statement",
+                    any_value::Value::StringValue("SELECT 1 FROM t WHERE a = 5".into()),
+                ),
+                kv("server.port", any_value::Value::IntValue(6432)),
+                kv("server.address", any_value::Value::StringValue("pg".into())),
+                kv("ratio", any_value::Value::DoubleValue(0.5)),
+                kv("flag", any_value::Value::BoolValue(true)),
+            ],
+            status: Some(Status {
+                code: status::StatusCode::Error as i32,
+                message: "bad".into(),
+            }),
+            trace_state: "x=y".into(),
+            flags: 1,
+            ..Default::default()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", any_value::Value::StringValue("svc".into())),
+                        kv("host.name", any_value::Value::StringValue("h1".into())),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(1), span(2), span(0)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_prost_path() {
+        let req = request();
+        let cfg = Config::default();
+        let a = convert(&req.encode_to_vec(), &cfg).unwrap();
+        let b = super::super::otlp::convert(&req, &cfg);
+        assert_eq!(a.spans.len(), 2);
+        assert_eq!(a.rejected, 1);
+        assert_eq!(a.first_error, b.first_error);
+        assert_eq!(a.spans, b.spans);
+        let s = &a.spans[0];
+        assert_eq!(
+            (s.service.as_str(), s.instance.as_str(), s.peer.as_str()),
+            ("svc", "h1", "pg:6432")
+        );
+        assert_eq!(s.statement, "SELECT ? FROM t WHERE a = ?");
+        assert!(s.is_error());
+        assert_eq!(s.status_message, "bad");
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let body = request().encode_to_vec();
+        let cfg = Config::default();
+        for cut in 0..body.len() {
+            // Any prefix either parses (a cut on a field boundary) or fails cleanly.
+            let _ = convert(&body[..cut], &cfg);
+        }
+        for garbage in [
+            &[0xff_u8; 12][..],
+            &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+            &[0x03],
+            &[0x0a, 0x02, 0x0a, 0x05],
+        ] {
+            assert!(convert(garbage, &cfg).is_err());
+        }
+    }
+}
