@@ -6,6 +6,7 @@
 //! once for every protocol.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use stormwatch_model::limits::{
     MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, MAX_DURATION_NS,
@@ -41,15 +42,6 @@ impl Value<'_> {
             Value::Str(s) => s.trim().parse().ok(),
             Value::Double(d) if d.fract() == 0.0 => Some(*d as i64),
             _ => None,
-        }
-    }
-    fn to_text(self) -> String {
-        match self {
-            Value::Str(s) => s.to_owned(),
-            Value::Int(i) => i.to_string(),
-            Value::Double(d) => d.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Other => "[complex]".to_owned(),
         }
     }
     fn len(&self) -> usize {
@@ -149,6 +141,101 @@ fn first_str<'a, A: Attributes + ?Sized>(a: &'a A, keys: &[&str]) -> Option<&'a 
     })
 }
 
+/// A classified span, with its free-form attributes still in compact form.
+///
+/// Most spans are only counted, never shipped; building the model's `BTreeMap` of owned
+/// strings for each of them was a large share of the agent's CPU. The map is built by
+/// [`Received::into_span`] only for spans the sampler keeps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Received {
+    /// Every field but `attributes`.
+    pub span: Span,
+    pub attrs: CompactAttrs,
+}
+
+impl From<Span> for Received {
+    fn from(span: Span) -> Self {
+        Received {
+            span,
+            attrs: CompactAttrs::default(),
+        }
+    }
+}
+
+impl Received {
+    /// The shippable span, attributes included.
+    pub fn into_span(self) -> Span {
+        let mut s = self.span;
+        s.attributes = self.attrs.into_map();
+        s
+    }
+}
+
+/// Attributes as one string plus offsets: two allocations per span instead of two per
+/// attribute. Keys and values are already cut to the wire limits.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CompactAttrs {
+    text: String,
+    /// (end of key, end of value) in `text`, per attribute.
+    ends: Vec<(u32, u32)>,
+}
+
+impl CompactAttrs {
+    /// Number of attributes held.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn push_cut(&mut self, s: &str, max: usize) {
+        if s.len() <= max {
+            self.text.push_str(s);
+            return;
+        }
+        let marker = stormwatch_model::limits::TRUNCATION_MARKER;
+        let mut end = max.saturating_sub(marker.len());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.push_str(&s[..end]);
+        self.text.push_str(marker);
+    }
+
+    fn push(&mut self, key: &str, value: Value<'_>, strip: bool) {
+        self.push_cut(key, MAX_ATTRIBUTE_KEY_BYTES);
+        let key_end = self.text.len() as u32;
+        match value {
+            Value::Str(v) if strip => self.push_cut(strip_query(v), MAX_ATTRIBUTE_VALUE_BYTES),
+            Value::Str(v) => self.push_cut(v, MAX_ATTRIBUTE_VALUE_BYTES),
+            Value::Int(i) => {
+                let _ = write!(self.text, "{i}");
+            }
+            Value::Double(d) => {
+                let _ = write!(self.text, "{d}");
+            }
+            Value::Bool(b) => self.text.push_str(if b { "true" } else { "false" }),
+            Value::Other => self.text.push_str("[complex]"),
+        }
+        self.ends.push((key_end, self.text.len() as u32));
+    }
+
+    /// The model's map (a repeated key keeps its last value).
+    pub fn into_map(self) -> BTreeMap<String, String> {
+        let mut map = BTreeMap::new();
+        let mut start = 0usize;
+        for (k, v) in self.ends {
+            let (k, v) = (k as usize, v as usize);
+            map.insert(self.text[start..k].to_owned(), self.text[k..v].to_owned());
+            start = v;
+        }
+        map
+    }
+}
+
 /// Why a span was refused.
 pub type Reject = String;
 
@@ -179,7 +266,7 @@ pub fn classify<A: Attributes + ?Sized>(
     attrs: &A,
     cfg: &Classify,
     max_value: usize,
-) -> Result<Span, Reject> {
+) -> Result<Received, Reject> {
     check_id("traceId", inc.trace_id, 16)?;
     check_id("spanId", inc.span_id, 8)?;
     // An all-zero parent is what some SDKs send for a root: treat it as none.
@@ -339,7 +426,7 @@ pub fn classify<A: Attributes + ?Sized>(
         _ => DbRole::Unknown,
     };
 
-    let mut attributes = BTreeMap::new();
+    let mut attributes = CompactAttrs::default();
     let mut dropped = 0usize;
     attrs.each(&mut |k, v| {
         if is_private_key(k) || is_mapped_key(k) {
@@ -349,20 +436,15 @@ pub fn classify<A: Attributes + ?Sized>(
             dropped += 1;
             return;
         }
-        let mut key = k.to_owned();
-        truncate(&mut key, MAX_ATTRIBUTE_KEY_BYTES);
-        let mut value = if matches!(k, "url.full" | "http.url" | "url.query" | "http.target") {
-            strip_query(&v.to_text())
-        } else {
-            v.to_text()
-        };
-        truncate(&mut value, MAX_ATTRIBUTE_VALUE_BYTES);
-        attributes.insert(key, value);
+        let strip = matches!(k, "url.full" | "http.url" | "url.query" | "http.target");
+        attributes.push(k, v, strip);
     });
     if dropped > 0 {
-        attributes.insert(
-            stormwatch_model::limits::DROPPED_ATTRIBUTES_KEY.to_owned(),
-            dropped.to_string(),
+        let n = dropped as i64;
+        attributes.push(
+            stormwatch_model::limits::DROPPED_ATTRIBUTES_KEY,
+            Value::Int(n),
+            false,
         );
     }
 
@@ -406,7 +488,7 @@ pub fn classify<A: Attributes + ?Sized>(
         )
         .and_then(|v| v.as_int())
         .filter(|r| *r >= 0),
-        attributes,
+        attributes: BTreeMap::new(),
         kept: 0,
         flags: Vec::new(),
         replica_lag_ms: None,
@@ -416,7 +498,10 @@ pub fn classify<A: Attributes + ?Sized>(
         truncate(&mut span.status_message, MAX_MESSAGE_BYTES);
     }
     truncate(&mut span.statement, MAX_STATEMENT_BYTES);
-    Ok(span)
+    Ok(Received {
+        span,
+        attrs: attributes,
+    })
 }
 
 fn label(s: &str) -> String {
@@ -426,8 +511,8 @@ fn label(s: &str) -> String {
 }
 
 /// `https://h/p?token=x` → `https://h/p`: query strings carry secrets.
-fn strip_query(url: &str) -> String {
-    url.split(['?', '#']).next().unwrap_or("").to_owned()
+fn strip_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or("")
 }
 
 /// `host:port` of the remote side.
@@ -567,6 +652,7 @@ mod tests {
             65536,
         )
         .unwrap()
+        .into_span()
     }
 
     #[test]
@@ -636,7 +722,7 @@ mod tests {
             ("db.statement", "SELECT 1 FROM t WHERE a = 'x'"),
         ]);
         let s = classify(&inc(SpanKind::Client, "q"), kv.as_slice(), &cfg, 65536).unwrap();
-        assert_eq!(s.statement, "SELECT 1 FROM t WHERE a = 'x'");
+        assert_eq!(s.span.statement, "SELECT 1 FROM t WHERE a = 'x'");
     }
 
     #[test]
@@ -699,6 +785,7 @@ mod tests {
                 65536,
             )
             .unwrap()
+            .span
             .db_role
         };
         assert_eq!(

@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use stormwatch_model::Span;
+use crate::classify::Received;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::{DropReason, Metrics, Receiver};
@@ -18,7 +18,7 @@ pub const QUEUE_REQUESTS: usize = 4096;
 /// Spans on their way to the pipeline; the permit returns their room when they are processed.
 #[derive(Debug)]
 pub struct Work {
-    pub spans: Vec<Span>,
+    pub spans: Vec<Received>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -65,7 +65,7 @@ impl Ingest {
 
     /// Queues `spans` without waiting. `received` counts them as received first, so received =
     /// kept + not sampled + dropped always adds up.
-    pub fn submit(&self, from: Receiver, spans: Vec<Span>) -> Result<(), QueueFull> {
+    pub fn submit(&self, from: Receiver, spans: Vec<Received>) -> Result<(), QueueFull> {
         let n = spans.len();
         if n == 0 {
             return Ok(());

@@ -14,6 +14,7 @@ use stormwatch_model::{Batch, HostSample, Span, WIRE_VERSION};
 use tokio::sync::{mpsc, watch};
 
 use crate::aggregates::{self, Aggregator};
+use crate::classify::Received;
 use crate::config::Config;
 use crate::ingest::Work;
 use crate::metrics::{DropReason, Metrics};
@@ -42,7 +43,7 @@ struct State {
     cfg: Arc<Config>,
     agg: Aggregator,
     sampler: Sampler,
-    kept: Vec<Span>,
+    kept: Vec<Received>,
     hosts: Vec<HostSample>,
     last_flush: Instant,
 }
@@ -101,7 +102,7 @@ impl Pipeline {
     async fn process(&self, st: &mut State, work: Work) {
         let now = Instant::now();
         for span in work.spans {
-            st.agg.add(&span);
+            st.agg.add(&span.span);
             st.sampler.offer(span, now, &mut st.kept);
             if st.kept.len() >= st.cfg.shipping.max_batch_spans
                 || st.agg.len() >= aggregates::MAX_KEYS
@@ -125,7 +126,7 @@ impl Pipeline {
         let mut chunks: Vec<Vec<Span>> = Vec::new();
         let mut size = 0usize;
         let mut current = Vec::new();
-        for s in spans.drain(..) {
+        for s in spans.drain(..).map(Received::into_span) {
             let len = s.encoded_len() + 8;
             if !current.is_empty() && (current.len() >= max || size + len > MAX_BATCH_BYTES) {
                 chunks.push(std::mem::take(&mut current));

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use stormwatch_model::{KeepReason, Span, SpanFlag};
 
+use crate::classify::Received;
+
 use crate::config::Sampling;
 use crate::metrics::Metrics;
 
@@ -29,7 +31,7 @@ struct Trace {
     /// Set once a span of the trace was kept.
     kept: bool,
     /// Spans waiting for a decision.
-    pending: Vec<Span>,
+    pending: Vec<Received>,
 }
 
 /// The sampler. Owned by the pipeline task: no locks.
@@ -102,8 +104,9 @@ impl Sampler {
     }
 
     /// Decides on `span`; kept spans (and spans released with it) are appended to `out`.
-    pub fn offer(&mut self, mut span: Span, now: Instant, out: &mut Vec<Span>) {
-        let threshold = self.threshold(&span);
+    pub fn offer(&mut self, mut received: Received, now: Instant, out: &mut Vec<Received>) {
+        let span = &mut received.span;
+        let threshold = self.threshold(span);
         let slow = span.duration_ns >= i64::try_from(threshold.as_nanos()).unwrap_or(i64::MAX);
         if slow {
             span.flags.push(SpanFlag::Slow as i32);
@@ -131,15 +134,15 @@ impl Sampler {
             Some(reason) => {
                 span.kept = reason as i32;
                 self.metrics.kept(reason, 1);
-                out.push(span);
+                out.push(received);
                 self.mark_kept(tid, now, out);
             }
-            None => self.hold(tid, span, now),
+            None => self.hold(tid, received, now),
         }
         self.enforce_bound();
     }
 
-    fn mark_kept(&mut self, tid: TraceId, now: Instant, out: &mut Vec<Span>) {
+    fn mark_kept(&mut self, tid: TraceId, now: Instant, out: &mut Vec<Received>) {
         let expires = now + self.window;
         let t = self.traces.entry(tid).or_insert_with(|| Trace {
             expires,
@@ -152,15 +155,15 @@ impl Sampler {
             let released = std::mem::take(&mut t.pending);
             self.pending -= released.len();
             self.metrics.kept(KeepReason::Forced, released.len() as u64);
-            out.extend(released.into_iter().map(|mut s| {
-                s.kept = KeepReason::Forced as i32;
-                s
+            out.extend(released.into_iter().map(|mut r| {
+                r.span.kept = KeepReason::Forced as i32;
+                r
             }));
         }
         self.order.push_back((expires, tid));
     }
 
-    fn hold(&mut self, tid: TraceId, span: Span, now: Instant) {
+    fn hold(&mut self, tid: TraceId, span: Received, now: Instant) {
         let window = self.window;
         let t = self.traces.entry(tid).or_insert_with(|| {
             let expires = now + window;
@@ -258,6 +261,12 @@ mod tests {
         }
     }
 
+    impl Sampler {
+        fn offer_span(&mut self, s: Span, now: Instant, out: &mut Vec<Received>) {
+            self.offer(s.into(), now, out);
+        }
+    }
+
     fn none_sampled() -> Sampling {
         Sampling {
             bands: vec![Band {
@@ -275,14 +284,14 @@ mod tests {
         let mut out = Vec::new();
         let mut e = span(1, 1, DependencyClass::Db, 1);
         e.status = SpanStatus::Error as i32;
-        s.offer(e, now, &mut out);
-        s.offer(span(2, 1, DependencyClass::Redis, 20), now, &mut out); // at the 20 ms threshold
-        s.offer(span(3, 1, DependencyClass::Redis, 19), now, &mut out); // just under
+        s.offer_span(e, now, &mut out);
+        s.offer_span(span(2, 1, DependencyClass::Redis, 20), now, &mut out); // at the 20 ms threshold
+        s.offer_span(span(3, 1, DependencyClass::Redis, 19), now, &mut out); // just under
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].kept, KeepReason::Error as i32);
-        assert_eq!(out[0].flags, vec![SpanFlag::Error as i32]);
-        assert_eq!(out[1].kept, KeepReason::Slow as i32);
-        assert_eq!(out[1].flags, vec![SpanFlag::Slow as i32]);
+        assert_eq!(out[0].span.kept, KeepReason::Error as i32);
+        assert_eq!(out[0].span.flags, vec![SpanFlag::Error as i32]);
+        assert_eq!(out[1].span.kept, KeepReason::Slow as i32);
+        assert_eq!(out[1].span.flags, vec![SpanFlag::Slow as i32]);
     }
 
     #[test]
@@ -290,12 +299,12 @@ mod tests {
         let mut s = Sampler::new(none_sampled(), Arc::default());
         let t0 = Instant::now();
         let mut out = Vec::new();
-        s.offer(span(7, 1, DependencyClass::Db, 3), t0, &mut out);
-        s.offer(span(7, 2, DependencyClass::Redis, 1), t0, &mut out);
-        s.offer(span(8, 1, DependencyClass::Db, 3), t0, &mut out); // other trace
+        s.offer_span(span(7, 1, DependencyClass::Db, 3), t0, &mut out);
+        s.offer_span(span(7, 2, DependencyClass::Redis, 1), t0, &mut out);
+        s.offer_span(span(8, 1, DependencyClass::Db, 3), t0, &mut out); // other trace
         assert!(out.is_empty());
         assert_eq!(s.pending(), 3);
-        s.offer(
+        s.offer_span(
             span(7, 3, DependencyClass::HttpServer, 1500),
             t0 + Duration::from_millis(500),
             &mut out,
@@ -303,12 +312,12 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(
             out.iter()
-                .filter(|x| x.kept == KeepReason::Forced as i32)
+                .filter(|x| x.span.kept == KeepReason::Forced as i32)
                 .count(),
             2
         );
         // A late child within the window is kept too.
-        s.offer(
+        s.offer_span(
             span(7, 4, DependencyClass::Db, 1),
             t0 + Duration::from_millis(1500),
             &mut out,
@@ -317,7 +326,7 @@ mod tests {
         // The other trace expires unsampled; after expiry trace 7 is forgotten.
         s.expire(t0 + Duration::from_secs(10));
         assert_eq!(s.pending(), 0);
-        s.offer(
+        s.offer_span(
             span(7, 5, DependencyClass::Db, 1),
             t0 + Duration::from_secs(11),
             &mut out,
@@ -338,7 +347,7 @@ mod tests {
         for i in 0..1000u32 {
             let mut sp = span(0, 1, DependencyClass::Db, 1);
             sp.trace_id[..4].copy_from_slice(&i.to_be_bytes());
-            s.offer(sp, now, &mut out);
+            s.offer_span(sp, now, &mut out);
         }
         assert!(s.pending() <= 100);
         assert_eq!(
@@ -399,7 +408,7 @@ mod tests {
         for i in 0..20_000u32 {
             let mut sp = span(0, 1, DependencyClass::Db, 1);
             sp.trace_id[12..].copy_from_slice(&i.to_be_bytes());
-            s.offer(sp, now, &mut out);
+            s.offer_span(sp, now, &mut out);
         }
         let kept = out.len() as f64 / 20_000.0;
         assert!((0.08..0.12).contains(&kept), "kept share {kept}");

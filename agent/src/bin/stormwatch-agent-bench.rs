@@ -123,7 +123,14 @@ fn otlp_request(rng: &mut Rng, spans_per_request: usize) -> ExportTraceServiceRe
         if i % 10 == 0 {
             trace_id = [rng.next().to_be_bytes(), rng.next().to_be_bytes()].concat();
         }
-        let ms = 1 + rng.next() % 40;
+        // Realistic latencies per class (µs): most spans are fast, as in production, so the
+        // sampler keeps a few percent and the rest are only aggregated.
+        let us = match i % 10 {
+            0 => 5_000 + rng.next() % 60_000,
+            1..=5 => 500 + rng.next() % 20_000,
+            6..=8 => 100 + rng.next() % 3_000,
+            _ => 10_000 + rng.next() % 100_000,
+        };
         let (kind, name, attrs) = match i % 10 {
             0 => (2, "GET /api/orders/{id}", vec![kv("http.request.method", "GET"), kv("http.route", "/api/orders/{id}"), kv("http.response.status_code", "200")]),
             1..=5 => (3, "SELECT", vec![kv("db.system", "postgresql"), kv("db.statement", &format!("SELECT id, total FROM orders WHERE customer_id = {} AND status IN ('a', 'b', 'c')", rng.next() % 10_000)), kv("server.address", "pg-main"), kv("server.port", "5432")]),
@@ -135,7 +142,7 @@ fn otlp_request(rng: &mut Rng, spans_per_request: usize) -> ExportTraceServiceRe
             span_id: rng.next().to_be_bytes().to_vec(),
             name: name.into(),
             kind,
-            start_time_unix_nano: now - ms * 1_000_000,
+            start_time_unix_nano: now - us * 1_000,
             end_time_unix_nano: now,
             attributes: attrs,
             ..Default::default()

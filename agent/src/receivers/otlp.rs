@@ -5,9 +5,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use stormwatch_model::{Span, SpanKind};
+use stormwatch_model::SpanKind;
 
-use crate::classify::{classify, Attributes, Incoming, Value};
+use crate::classify::{classify, Attributes, Incoming, Received, Value};
 use crate::config::Config;
 
 impl Attributes for [KeyValue] {
@@ -41,7 +41,7 @@ fn resource_str<'a>(attrs: &'a [KeyValue], key: &str) -> &'a str {
 /// Spans converted from one request, and what was refused.
 #[derive(Debug, Default)]
 pub struct Converted {
-    pub spans: Vec<Span>,
+    pub spans: Vec<Received>,
     pub rejected: usize,
     /// The first refusal's reason, with the span's position.
     pub first_error: Option<String>,

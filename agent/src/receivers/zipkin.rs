@@ -14,11 +14,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
-use stormwatch_model::{Span, SpanKind};
+use stormwatch_model::SpanKind;
 
 use super::decompress;
 use super::otlp_http::{ReceiverState, RETRY_AFTER_S};
-use crate::classify::{classify, Incoming};
+use crate::classify::{classify, Incoming, Received};
 use crate::config::Config;
 use crate::metrics::Receiver;
 
@@ -81,13 +81,13 @@ fn db_system_of(remote_service: &str) -> Option<&'static str> {
 }
 
 /// Converts decoded Zipkin spans; returns (spans, rejected, first error).
-fn convert(zs: Vec<ZSpan>, cfg: &Config) -> (Vec<Span>, usize, Option<String>) {
+fn convert(zs: Vec<ZSpan>, cfg: &Config) -> (Vec<Received>, usize, Option<String>) {
     let mut out = Vec::with_capacity(zs.len());
     let mut rejected = 0;
     let mut first = None;
     let mut attrs: Vec<(String, String)> = Vec::new();
     for (i, z) in zs.into_iter().enumerate() {
-        let result = (|| -> Result<Span, String> {
+        let result = (|| -> Result<Received, String> {
             let mut trace_id = stormwatch_model::hexid::decode(&z.trace_id)
                 .ok_or_else(|| "traceId is not hex".to_owned())?;
             // 64-bit Zipkin trace ids are the low half of a 128-bit id.
