@@ -12,12 +12,14 @@
 //! not sampled (its spans are already counted in the aggregates, so no number is wrong).
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stormwatch_model::{KeepReason, Span, SpanFlag};
 
 use crate::classify::Received;
+use crate::util::PassThrough;
 
 use crate::config::Sampling;
 use crate::metrics::Metrics;
@@ -39,7 +41,7 @@ struct Trace {
 pub struct Sampler {
     cfg: Sampling,
     window: Duration,
-    traces: HashMap<TraceId, Trace>,
+    traces: HashMap<TraceId, Trace, BuildHasherDefault<PassThrough>>,
     /// (expiry, trace) in insertion order; an entry whose expiry moved is skipped when popped.
     order: VecDeque<(Instant, TraceId)>,
     pending: usize,
@@ -51,7 +53,7 @@ impl Sampler {
         Sampler {
             window: Duration::from_millis(cfg.trace_window_ms),
             cfg,
-            traces: HashMap::new(),
+            traces: HashMap::default(),
             order: VecDeque::new(),
             pending: 0,
             metrics,
