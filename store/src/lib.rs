@@ -6,12 +6,17 @@
 //! - [`batches`]: storing one agent batch in one transaction, exactly once.
 //! - [`spans`], [`aggregates`], [`services`]: the read side.
 
+pub mod agents;
 pub mod aggregates;
 pub mod alerts;
 pub mod batches;
+pub mod dashboard;
 pub mod embedded;
+pub mod hosts;
 pub mod migrate;
 pub mod partitions;
+pub mod probes;
+pub mod scatter;
 pub mod services;
 pub mod signals;
 pub mod spans;
@@ -22,8 +27,13 @@ use std::sync::Mutex;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+pub use agents::AgentHealth;
 pub use aggregates::{AggregateFilter, AggregatePoint};
 pub use batches::IngestOutcome;
+pub use dashboard::{PeerSummary, ServiceOverview, Totals};
+pub use hosts::HostPoint;
+pub use probes::{ProbeHeatCell, ProbePoint};
+pub use scatter::{ScatterPoint, SlowOrder, SlowSpan};
 pub use services::ServiceSummary;
 pub use spans::SpanFilter;
 

@@ -1,17 +1,57 @@
 //! The on-call dashboard, server-rendered. Templates mirror handlers:
-//! `templates/<area>/*.html` ↔ `src/handlers/<area>.rs`.
+//! `templates/<area>/*.html` ↔ `src/handlers/<area>.rs`; charts are inline SVG drawn on the
+//! server (`charts/`), so every page works without JavaScript (`static/app.js` only adds
+//! local times, auto-refresh and drag-to-zoom).
 
+pub mod assets;
+pub mod auth;
+pub mod charts;
+pub mod error;
 pub mod handlers;
+pub mod headers;
+pub mod range;
 
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
 use axum::Router;
 use stormwatch_store::Store;
 
-/// The dashboard's routes, to be merged into the collector's router.
+pub use auth::{Auth, AuthOptions, Role, User};
+
+/// What the dashboard's handlers share.
+#[derive(Clone)]
+pub struct WebState {
+    pub store: Arc<Store>,
+    pub auth: Arc<Auth>,
+}
+
+/// The dashboard, open (no users): for a collector on loopback and for tests.
 pub fn router(store: Arc<Store>) -> Router {
+    router_with(store, Arc::new(Auth::new(AuthOptions::default())))
+}
+
+/// The dashboard's routes with access control, to be merged into the collector's router.
+pub fn router_with(store: Arc<Store>, auth: Arc<Auth>) -> Router {
+    use handlers::*;
+    let state = WebState {
+        store,
+        auth: auth.clone(),
+    };
     Router::new()
-        .route("/", get(handlers::index::index))
-        .with_state(store)
+        .route("/", get(overview::overview))
+        // .route("/scatter", get(scatter::scatter))
+        // .route("/dependencies", get(dependencies::dependencies))
+        // .route("/spans", get(spans::slow_spans))
+        // .route("/traces/{trace_id}", get(traces::trace))
+        // .route("/databases", get(databases::databases))
+        // .route("/hosts", get(hosts::hosts))
+        // .route("/alerts", get(alerts::alerts))
+        .route("/login", get(login::form).post(login::login))
+        .route("/logout", post(login::logout))
+        .route("/static/{file}", get(assets::serve))
+        .layer(from_fn_with_state(auth, auth::require_login))
+        .layer(from_fn(headers::security_headers))
+        .with_state(state)
 }

@@ -1,0 +1,363 @@
+//! Access to the dashboard and the read API: users from the collector's config (argon2
+//! password hashes), server-side sessions in an HttpOnly, SameSite=Strict cookie, a read-only
+//! `viewer` role, and bearer read tokens for scripts. Ingest tokens are not handled here.
+//!
+//! With no users configured the dashboard is open; the collector only allows that on a
+//! loopback address (or with `--insecure-no-auth`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+/// Name of the session cookie.
+pub const COOKIE: &str = "sw_session";
+/// A session ends this long after login.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3_600);
+/// Most sessions kept at once; beyond it the oldest are dropped (bounds memory under abuse).
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// What a signed-in user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including future write actions (acknowledging alerts...).
+    Admin,
+    /// Read-only: every page, no state-changing request.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// One configured user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    /// PHC string, `$argon2id$v=19$...`, as printed by `stormwatch-collector hash-password`.
+    pub password_hash: String,
+    pub role: Role,
+}
+
+/// Access settings, built by the collector from its config.
+#[derive(Debug, Clone, Default)]
+pub struct AuthOptions {
+    pub users: Vec<User>,
+    /// Bearer tokens accepted by the read API (`/api/v1/*` except ingest).
+    pub read_tokens: Vec<String>,
+    /// Mark the cookie `Secure` (set when served behind TLS). Also set per request when a
+    /// proxy says `X-Forwarded-Proto: https`.
+    pub secure_cookies: bool,
+}
+
+/// Who is looking at a page; every dashboard request carries one (an extension).
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// `None` when the dashboard is open (no users configured).
+    pub user: Option<String>,
+    pub role: Role,
+}
+
+struct Session {
+    user: String,
+    role: Role,
+    expires: Instant,
+}
+
+/// Users, tokens and live sessions.
+pub struct Auth {
+    opts: AuthOptions,
+    /// Verified when the user is unknown, so that timing does not reveal user names.
+    dummy_hash: String,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+/// Hashes a password with argon2id and a random salt: the PHC string to put in the config.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Checks that a configured hash is a PHC string argon2 can verify against.
+pub fn check_hash(hash: &str) -> Result<(), String> {
+    PasswordHash::new(hash).map(|_| ()).map_err(|e| {
+        format!(
+            "not an argon2 PHC string ({e}); make one with `stormwatch-collector hash-password`"
+        )
+    })
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the OS has randomness");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Auth {
+    pub fn new(opts: AuthOptions) -> Auth {
+        let dummy_hash = if opts.users.is_empty() {
+            String::new()
+        } else {
+            hash_password("no such user").unwrap_or_default()
+        };
+        Auth {
+            opts,
+            dummy_hash,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// True when no users are configured: the dashboard needs no login.
+    pub fn is_open(&self) -> bool {
+        self.opts.users.is_empty()
+    }
+
+    /// Verifies a user's password; on success, a new session's token.
+    pub fn login(&self, name: &str, password: &str) -> Option<(String, Role)> {
+        let user = self.opts.users.iter().find(|u| u.name == name);
+        let hash = user
+            .map(|u| u.password_hash.as_str())
+            .unwrap_or(&self.dummy_hash);
+        let ok = PasswordHash::new(hash)
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        let user = user.filter(|_| ok)?;
+        let token = random_token();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone())
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(
+            token.clone(),
+            Session {
+                user: user.name.clone(),
+                role: user.role,
+                expires: now + SESSION_TTL,
+            },
+        );
+        Some((token, user.role))
+    }
+
+    /// The signed-in viewer of a session token, if it is live.
+    pub fn session(&self, token: &str) -> Option<Viewer> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .get(token)
+            .filter(|s| s.expires > Instant::now())
+            .map(|s| Viewer {
+                user: Some(s.user.clone()),
+                role: s.role,
+            })
+    }
+
+    /// Ends a session.
+    pub fn logout(&self, token: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(token);
+    }
+
+    /// Is this a configured read token?
+    pub fn read_token_ok(&self, token: &str) -> bool {
+        self.opts
+            .read_tokens
+            .iter()
+            .any(|t| same(t.as_bytes(), token.as_bytes()))
+    }
+
+    /// The `Set-Cookie` value for a session (`None`: clear it).
+    pub fn cookie(&self, token: Option<&str>, headers: &HeaderMap) -> String {
+        let secure = self.opts.secure_cookies
+            || headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+        let secure = if secure { "; Secure" } else { "" };
+        match token {
+            Some(t) => format!(
+                "{COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                SESSION_TTL.as_secs()
+            ),
+            None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+        }
+    }
+
+    fn viewer_of(&self, headers: &HeaderMap) -> Option<Viewer> {
+        session_cookie(headers).and_then(|t| self.session(t))
+    }
+}
+
+/// The session token in a request's cookies.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v)
+}
+
+/// Paths anyone may load: the login form and the static assets it needs.
+fn public(path: &str) -> bool {
+    path == "/login" || path.starts_with("/static/")
+}
+
+/// Dashboard middleware: attaches the [`Viewer`]; without a session, pages redirect to the
+/// login form and other requests get 401; a viewer may not send state-changing requests.
+pub async fn require_login(
+    State(auth): State<Arc<Auth>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    let viewer = if auth.is_open() {
+        Some(Viewer {
+            user: None,
+            role: Role::Admin,
+        })
+    } else {
+        auth.viewer_of(req.headers())
+    };
+    match viewer {
+        Some(v) => {
+            let writes = !matches!(*req.method(), Method::GET | Method::HEAD);
+            if writes && v.role == Role::Viewer && path != "/logout" && path != "/login" {
+                return (StatusCode::FORBIDDEN, "the viewer role is read-only").into_response();
+            }
+            req.extensions_mut().insert(v);
+            next.run(req).await
+        }
+        None if public(&path) => {
+            req.extensions_mut().insert(Viewer {
+                user: None,
+                role: Role::Viewer,
+            });
+            next.run(req).await
+        }
+        None if req.method() == Method::GET => {
+            let target = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            Redirect::to(&format!(
+                "/login?next={}",
+                crate::handlers::urlencode(target)
+            ))
+            .into_response()
+        }
+        None => (StatusCode::UNAUTHORIZED, "sign in first").into_response(),
+    }
+}
+
+/// Read-API middleware (for the collector's `/api/v1/*` read routes): a read token
+/// (`Authorization: Bearer`) or a dashboard session. Open when neither users nor read tokens
+/// are configured.
+pub async fn require_read_access(
+    State(auth): State<Arc<Auth>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if auth.is_open() && auth.opts.read_tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = match bearer {
+        Some(t) => auth.read_token_ok(t.trim()),
+        None => auth.viewer_of(req.headers()).is_some(),
+    };
+    if ok {
+        return next.run(req).await;
+    }
+    let (status, reason) = if bearer.is_some() {
+        (StatusCode::FORBIDDEN, "unknown read token")
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            "send Authorization: Bearer <read token>",
+        )
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{{\"error\":\"unauthorized\",\"reason\":\"{reason}\"}}"),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_verify_and_sessions() {
+        let hash = hash_password("correct horse").unwrap();
+        check_hash(&hash).unwrap();
+        assert!(check_hash("plain").is_err());
+        let auth = Auth::new(AuthOptions {
+            users: vec![User {
+                name: "ana".into(),
+                password_hash: hash,
+                role: Role::Viewer,
+            }],
+            read_tokens: vec!["read-token-0123456789".into()],
+            secure_cookies: false,
+        });
+        assert!(auth.login("ana", "wrong").is_none());
+        assert!(auth.login("bob", "correct horse").is_none());
+        let (token, role) = auth.login("ana", "correct horse").unwrap();
+        assert_eq!(role, Role::Viewer);
+        assert_eq!(auth.session(&token).unwrap().user.as_deref(), Some("ana"));
+        auth.logout(&token);
+        assert!(auth.session(&token).is_none());
+        assert!(auth.read_token_ok("read-token-0123456789"));
+        assert!(!auth.read_token_ok("read-token-012345678"));
+        let c = auth.cookie(Some("abc"), &HeaderMap::new());
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && !c.contains("Secure"));
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert!(auth.cookie(Some("abc"), &h).ends_with("; Secure"));
+    }
+}

@@ -1,0 +1,97 @@
+//! Sign-in and sign-out. Sessions live in memory ([`crate::auth::Auth`]); the cookie carries
+//! only a random token.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+
+use crate::auth::session_cookie;
+use crate::WebState;
+
+#[derive(Template, WebTemplate)]
+#[template(path = "login/login.html")]
+pub struct LoginPage {
+    pub error: Option<String>,
+    pub next: String,
+    pub open: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    user: String,
+    password: String,
+    next: Option<String>,
+}
+
+/// Only same-site paths: `/scatter?...`, never `//evil.example` or `https://...`.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+pub async fn form(State(app): State<WebState>, Query(q): Query<NextQuery>) -> LoginPage {
+    LoginPage {
+        error: None,
+        next: safe_next(q.next.as_deref()),
+        open: app.auth.is_open(),
+    }
+}
+
+pub async fn login(
+    State(app): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let next = safe_next(f.next.as_deref());
+    let auth = app.auth.clone();
+    let (user, password) = (f.user.clone(), f.password);
+    // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || auth.login(&user, &password))
+        .await
+        .ok()
+        .flatten();
+    match result {
+        Some((token, _role)) => {
+            tracing::info!(user = %f.user, "signed in");
+            (
+                [(header::SET_COOKIE, app.auth.cookie(Some(&token), &headers))],
+                Redirect::to(&next),
+            )
+                .into_response()
+        }
+        None => {
+            tracing::info!(user = %f.user, "sign-in refused");
+            (
+                StatusCode::UNAUTHORIZED,
+                LoginPage {
+                    error: Some("Unknown user or wrong password.".into()),
+                    next,
+                    open: app.auth.is_open(),
+                },
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn logout(State(app): State<WebState>, headers: HeaderMap) -> Response {
+    if let Some(t) = session_cookie(&headers) {
+        app.auth.logout(t);
+    }
+    (
+        [(header::SET_COOKIE, app.auth.cookie(None, &headers))],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
