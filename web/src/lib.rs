@@ -41,10 +41,10 @@ pub fn router_with(store: Arc<Store>, auth: Arc<Auth>) -> Router {
     };
     Router::new()
         .route("/", get(overview::overview))
-        // .route("/scatter", get(scatter::scatter))
+        .route("/scatter", get(scatter::scatter))
         // .route("/dependencies", get(dependencies::dependencies))
-        // .route("/spans", get(spans::slow_spans))
-        // .route("/traces/{trace_id}", get(traces::trace))
+        .route("/spans", get(spans::slow_spans))
+        .route("/traces/{trace_id}", get(traces::trace))
         // .route("/databases", get(databases::databases))
         // .route("/hosts", get(hosts::hosts))
         // .route("/alerts", get(alerts::alerts))

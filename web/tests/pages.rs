@@ -68,3 +68,89 @@ async fn security_headers_and_static_assets() {
     let (status, _) = get(&app, "/static/nope.js").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn scatter_draws_one_linked_dot_per_kept_span_with_errors_apart() {
+    let store = empty_store().await;
+    seed(&store).await;
+    let app = stormwatch_web::router(store);
+    // The sample spans start 120 s ago and last 1–50 ms; 800 spans, every 17th (by trace+n) fails.
+    let (status, page) = get(&app, "/scatter?range=15m").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let all = svgs(&page);
+    let chart = all
+        .iter()
+        .find(|s| s.contains("id=\"scatter\""))
+        .expect("scatter chart");
+    let ok = marks(chart, "dots ok", "circle");
+    let err = marks(chart, "dots error", "circle");
+    assert_eq!(ok + err, 800, "one dot per span");
+    assert!(err > 0 && err < 100, "{err} errors");
+    assert!(page.contains(&format!("{} dots", ok + err)));
+    assert!(
+        page.contains("data-refresh=\"10\""),
+        "auto-refresh on a preset window"
+    );
+    // Filters: only Redis spans above 10 ms, linear axis.
+    let (_, page) = get(
+        &app,
+        "/scatter?range=15m&class=redis&min_ms=10&scale=linear",
+    )
+    .await;
+    let chart = svgs(&page)
+        .into_iter()
+        .find(|s| s.contains("id=\"scatter\""))
+        .unwrap();
+    let n = marks(&chart, "dots ok", "circle") + marks(&chart, "dots error", "circle");
+    assert!(n > 0 && n < 200, "{n}");
+    assert!(chart.contains("data-log=\"false\""));
+    // Zoomed (custom window): no auto-refresh; bad inputs are 400s that name the parameter.
+    let now = stormwatch_web::range::now_ms();
+    let (status, page) = get(
+        &app,
+        &format!(
+            "/scatter?from={}&to={}&min_ms=1&max_ms=5",
+            now - 200_000,
+            now
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains("data-refresh"));
+    for bad in ["scale=cubic", "class=mongo", "min_ms=-3"] {
+        let (status, page) = get(&app, &format!("/scatter?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(page.contains(bad.split('=').next().unwrap()), "{page}");
+    }
+}
+
+#[tokio::test]
+async fn slow_spans_table_sorts_and_links_traces_and_trace_shows_waterfall() {
+    let store = empty_store().await;
+    let trace = seed(&store).await;
+    let app = stormwatch_web::router(store);
+    let (status, page) = get(&app, "/spans?range=1h").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    // The sample's flagged spans are its errors.
+    let rows = page.matches("<tr class=\"alarm\">").count();
+    assert!(rows > 0, "{page}");
+    assert!(page.contains("<span class=\"flag error\">error</span>"));
+    assert!(page.contains("href=\"/traces/"));
+    let (status, by_start) = get(&app, "/spans?range=1h&sort=start").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(by_start.matches("<tr class=\"alarm\">").count(), rows);
+    let (status, _) = get(&app, "/spans?sort=random").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, page) = get(&app, &format!("/traces/{trace}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    // 4 spans per sample trace, each with a bar.
+    assert_eq!(page.matches("<svg class=\"bar\"").count(), 4);
+    svgs(&page);
+    assert!(page.contains("SELECT * FROM posts WHERE board_id = ?"));
+    assert!(page.contains("replica lag at that moment"));
+    let (status, _) = get(&app, "/traces/00112233445566778899aabbccddeeff").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(&app, "/traces/xyz").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

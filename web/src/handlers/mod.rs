@@ -7,9 +7,9 @@
 // pub mod hosts;
 pub mod login;
 pub mod overview;
-// pub mod scatter;
-// pub mod spans;
-// pub mod traces;
+pub mod scatter;
+pub mod spans;
+pub mod traces;
 
 use serde::Deserialize;
 
