@@ -31,7 +31,7 @@ impl Store {
         let stmt = client
             .prepare_cached(
                 "SELECT agent_id, host,
-                        (floor(extract(epoch FROM time) / $3) * $3 * 1000)::int8 AS t,
+                        (floor(extract(epoch FROM time)::float8 / $3::float8) * $3::float8 * 1000)::int8 AS t,
                         avg(cpu_percent), avg(mem_used_bytes)::float8, max(mem_total_bytes),
                         avg(net_rx_bytes_per_s)::float8, avg(net_tx_bytes_per_s)::float8,
                         avg(load1)

@@ -51,7 +51,7 @@ impl Store {
         let stmt = client
             .prepare_cached(
                 "SELECT database, role, agent_id,
-                        (floor(extract(epoch FROM time) / $3) * $3 * 1000)::int8 AS t,
+                        (floor(extract(epoch FROM time)::float8 / $3::float8) * $3::float8 * 1000)::int8 AS t,
                         count(*), count(*) FILTER (WHERE failure <> 'none'),
                         count(*) FILTER (WHERE failure = 'refused'),
                         avg(connect_us)::float8 / 1000, max(connect_us)::float8 / 1000,
@@ -95,10 +95,10 @@ impl Store {
         let stmt = client
             .prepare_cached(
                 "SELECT database,
-                        floor(extract(epoch FROM time) / 86400)::int8 AS day,
-                        ((floor(extract(epoch FROM time)::int8 % 86400 / 60)::int4 / $3) * $3) AS mod,
+                        floor(extract(epoch FROM time)::float8 / 86400)::int8 AS day,
+                        (((extract(epoch FROM time)::int8 % 86400) / 60)::int4 / $3::int4) * $3::int4 AS mod,
                         count(*), count(*) FILTER (WHERE failure <> 'none'),
-                        count(*) FILTER (WHERE failure = 'none' AND connect_us >= $4 * 1000)
+                        count(*) FILTER (WHERE failure = 'none' AND connect_us >= $4::float8 * 1000)
                    FROM sw_probe_samples
                   WHERE time >= to_timestamp($1) AND time < to_timestamp($2)
                   GROUP BY database, day, mod ORDER BY database, day, mod",

@@ -154,3 +154,94 @@ async fn slow_spans_table_sorts_and_links_traces_and_trace_shows_waterfall() {
     let (status, _) = get(&app, "/traces/xyz").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn dependencies_chart_classes_and_peers_with_a_baseline() {
+    let store = empty_store().await;
+    seed(&store).await;
+    let app = stormwatch_web::router(store);
+    let (status, page) = get(&app, "/dependencies?range=1h").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let charts = svgs(&page);
+    assert_eq!(
+        charts.len(),
+        5,
+        "p95/p99/throughput by class, p95/p99 by peer"
+    );
+    // Three classes in the sample (db, redis, http_client), all in one minute: each is one
+    // point (a dot: a single-point run has no line) plus its legend swatch.
+    let doc = roxmltree::Document::parse(&charts[0]).unwrap();
+    for color in ["#0072B2", "#E69F00", "#009E73"] {
+        let swatches = doc
+            .descendants()
+            .filter(|e| e.has_tag_name("polyline") && e.attribute("stroke") == Some(color))
+            .count();
+        let dots = doc
+            .descendants()
+            .filter(|e| e.has_tag_name("circle") && e.attribute("fill") == Some(color))
+            .count();
+        assert_eq!((swatches, dots), (1, 1), "{color}");
+    }
+    for peer in ["redis:6379", "db-replica:5432", "partner:8080"] {
+        assert!(
+            page.contains(&format!("<td>{peer}</td>")),
+            "{peer} in the peers table"
+        );
+    }
+    assert!(page.contains("the hour before"));
+    let (status, page) = get(&app, "/dependencies?range=1h&baseline=day").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("same time yesterday"));
+    // No baseline data: the change column says so instead of flagging.
+    assert!(page.contains(">new<"), "{page}");
+    let (status, _) = get(&app, "/dependencies?baseline=week").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn databases_show_refusal_bands_lag_threshold_and_heatmap() {
+    let store = empty_store().await;
+    seed(&store).await;
+    let app = stormwatch_web::router(store);
+    let (status, page) = get(&app, "/databases?range=1h").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let charts = svgs(&page);
+    // main: connect + failures + heatmap; main-replica: connect + failures + lag + heatmap.
+    assert_eq!(charts.len(), 7, "{}", charts.len());
+    let main_connect = charts
+        .iter()
+        .find(|s| s.contains("<title>main: connect time"))
+        .unwrap();
+    let doc = roxmltree::Document::parse(main_connect).unwrap();
+    let bands = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("rect") && n.attribute("fill") == Some("#D55E00"))
+        .count();
+    assert_eq!(bands, 1, "one refusal window, 20–32 minutes ago");
+    let lag = charts
+        .iter()
+        .find(|s| s.contains("<title>main-replica: replication lag"))
+        .unwrap();
+    assert!(lag.contains("threshold 5 s"), "{lag}");
+    let heat = charts
+        .iter()
+        .find(|s| s.contains("class=\"chart heatmap\"") && s.contains("<title>main: "))
+        .unwrap();
+    // 12 failing minutes at 5-minute buckets: 3 or 4 failing cells (depending on alignment).
+    let failing = heat.matches("probes failed, 0 slow").count() - heat.matches(": 0 of").count();
+    assert!((3..=4).contains(&failing), "{failing}");
+}
+
+#[tokio::test]
+async fn hosts_and_alerts_pages() {
+    let store = empty_store().await;
+    seed(&store).await;
+    let app = stormwatch_web::router(store);
+    let (status, page) = get(&app, "/hosts?range=1h").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(svgs(&page).len(), 4, "CPU, memory, rx, tx");
+    assert!(page.contains("<td>agent-a</td>") && page.contains("<td>agent-b</td>"));
+    let (status, page) = get(&app, "/alerts").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("id=\"no-active-alerts\""));
+}

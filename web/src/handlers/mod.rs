@@ -1,10 +1,10 @@
 //! One module per dashboard area; each page struct lives beside its handler and renders
 //! `templates/<area>/<page>.html`, which extends `base.html`.
 
-// pub mod alerts;
-// pub mod databases;
-// pub mod dependencies;
-// pub mod hosts;
+pub mod alerts;
+pub mod databases;
+pub mod dependencies;
+pub mod hosts;
 pub mod login;
 pub mod overview;
 pub mod scatter;

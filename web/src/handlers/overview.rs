@@ -55,6 +55,7 @@ pub struct OverviewPage {
     pub chrome: Chrome,
     pub services: Vec<ServiceRow>,
     pub agents: Vec<AgentRow>,
+    pub firing: Vec<super::alerts::AlertRow>,
     pub step_label: String,
     pub stale_after_s: i64,
 }
@@ -77,7 +78,8 @@ pub async fn overview(
     let step = w.step_s(30);
     let (from_s, to_s) = w.secs();
     let overview = app.store.service_overview(from_s, to_s, step).await?;
-    let agents = app.store.agents().await?;
+    let (agents, states) = tokio::try_join!(app.store.agents(), app.store.alert_states())?;
+    let firing = super::alerts::firing(&states);
     let minutes = (w.len_ms() as f64 / 60_000.0).max(1.0 / 60.0);
     let services = overview
         .into_iter()
@@ -133,6 +135,7 @@ pub async fn overview(
         chrome: Chrome::new("Overview", "/", &w, &q, &viewer).refreshing(30, &q),
         services,
         agents,
+        firing,
         step_label: format!("{} min", step / 60),
         stale_after_s: STALE_AFTER_S,
     })
