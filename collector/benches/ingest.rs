@@ -15,7 +15,10 @@ use stormwatch_testkit::{postgres, sample};
 const TOKEN: &str = "bench-token-0123456789abcdef";
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Killed(Child);
@@ -38,15 +41,29 @@ fn peak_rss_mib(pid: u32) -> f64 {
 }
 
 async fn migrated(url: &str) -> Store {
-    let store = Store::connect(&StoreOptions { url: url.into(), max_connections: 8, retention_days: 7 }).await.unwrap();
+    let store = Store::connect(&StoreOptions {
+        url: url.into(),
+        max_connections: 8,
+        retention_days: 7,
+    })
+    .await
+    .unwrap();
     store.migrate().await.unwrap();
     if std::env::var_os("BENCH_DROP_TRACE_INDEX").is_some() {
         // Experiment knob: what the trace-id index costs at ingest.
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(conn);
-        client.batch_execute("DROP INDEX sw_spans_trace").await.unwrap();
+        client
+            .batch_execute("DROP INDEX sw_spans_trace")
+            .await
+            .unwrap();
     }
-    store.create_partitions_ahead(stormwatch_store::now_ns()).await.unwrap();
+    store
+        .create_partitions_ahead(stormwatch_store::now_ns())
+        .await
+        .unwrap();
     store
 }
 
@@ -57,13 +74,22 @@ async fn raw_copy(url: &str, batches: &[Batch], parallel: usize) -> f64 {
     let mut tasks = Vec::new();
     for part in 0..parallel {
         let url = url.to_owned();
-        let mine: Vec<Batch> = batches.iter().skip(part).step_by(parallel).cloned().collect();
+        let mine: Vec<Batch> = batches
+            .iter()
+            .skip(part)
+            .step_by(parallel)
+            .cloned()
+            .collect();
         tasks.push(tokio::spawn(async move {
-            let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
             tokio::spawn(conn);
             for b in &mine {
                 let tx = client.transaction().await.unwrap();
-                stormwatch_store::batches::copy_spans(&tx, b.spans.iter()).await.unwrap();
+                stormwatch_store::batches::copy_spans(&tx, b.spans.iter())
+                    .await
+                    .unwrap();
                 tx.commit().await.unwrap();
             }
         }));
@@ -75,9 +101,14 @@ async fn raw_copy(url: &str, batches: &[Batch], parallel: usize) -> f64 {
 }
 
 async fn truncate(url: &str) {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    client.batch_execute("TRUNCATE sw_spans, sw_aggregates, sw_batches, sw_host_samples; CHECKPOINT").await.unwrap();
+    client
+        .batch_execute("TRUNCATE sw_spans, sw_aggregates, sw_batches, sw_host_samples; CHECKPOINT")
+        .await
+        .unwrap();
 }
 
 #[tokio::main]
@@ -89,9 +120,13 @@ async fn main() {
     let pg = postgres();
     let now = stormwatch_store::now_ns();
     eprintln!("generating {total} spans in {n_batches} batches of {per_batch}...");
-    let batches: Vec<Batch> = (0..n_batches).map(|i| sample::batch("bench-agent", i as u64 + 1, per_batch, now)).collect();
-    let bodies: Vec<Vec<u8>> =
-        batches.iter().map(|b| zstd::encode_all(&b.encode(Encoding::Protobuf)[..], 1).unwrap()).collect();
+    let batches: Vec<Batch> = (0..n_batches)
+        .map(|i| sample::batch("bench-agent", i as u64 + 1, per_batch, now))
+        .collect();
+    let bodies: Vec<Vec<u8>> = batches
+        .iter()
+        .map(|b| zstd::encode_all(&b.encode(Encoding::Protobuf)[..], 1).unwrap())
+        .collect();
     let body_mib = bodies.iter().map(Vec::len).sum::<usize>() as f64 / (1 << 20) as f64;
     let spans = (n_batches * per_batch) as f64;
 
@@ -111,7 +146,12 @@ async fn main() {
     drop(migrated(&api_db).await);
     let port = stormwatch_store::embedded::free_loopback_port().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_stormwatch-collector"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", &api_db])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            &api_db,
+        ])
         .env("STORMWATCH_INGEST_TOKENS", TOKEN)
         .env("STORMWATCH_LOG", "warn")
         .stdout(Stdio::null())
@@ -122,20 +162,33 @@ async fn main() {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     for _ in 0..100 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rss_idle = peak_rss_mib(pid);
     let started = Instant::now();
-    let queue = std::sync::Arc::new(std::sync::Mutex::new(bodies.into_iter().collect::<Vec<_>>()));
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(
+        bodies.into_iter().collect::<Vec<_>>(),
+    ));
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (queue, client, url) = (queue.clone(), client.clone(), format!("{base}/api/v1/ingest"));
+        let (queue, client, url) = (
+            queue.clone(),
+            client.clone(),
+            format!("{base}/api/v1/ingest"),
+        );
         workers.push(tokio::spawn(async move {
             loop {
-                let Some(body) = queue.lock().unwrap().pop() else { break };
+                let Some(body) = queue.lock().unwrap().pop() else {
+                    break;
+                };
                 let resp = client
                     .post(&url)
                     .bearer_auth(TOKEN)
@@ -145,7 +198,11 @@ async fn main() {
                     .send()
                     .await
                     .unwrap();
-                assert!(resp.status().is_success(), "ingest failed: {}", resp.text().await.unwrap_or_default());
+                assert!(
+                    resp.status().is_success(),
+                    "ingest failed: {}",
+                    resp.text().await.unwrap_or_default()
+                );
             }
         }));
     }
@@ -156,13 +213,22 @@ async fn main() {
     let api_rate = spans / elapsed;
     let rss_peak = peak_rss_mib(pid);
 
-    let (client_db, conn) = tokio_postgres::connect(&api_db, tokio_postgres::NoTls).await.unwrap();
+    let (client_db, conn) = tokio_postgres::connect(&api_db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let stored: i64 = client_db.query_one("SELECT count(*) FROM sw_spans", &[]).await.unwrap().get(0);
+    let stored: i64 = client_db
+        .query_one("SELECT count(*) FROM sw_spans", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(stored as f64, spans, "every span must be stored");
 
     println!("collector over HTTP ({concurrency} clients, {per_batch}-span protobuf+zstd batches, {body_mib:.1} MiB sent):");
     println!("  {api_rate:>10.0} spans/s  ({elapsed:.2} s for {spans} spans, all stored)");
-    println!("  {:>10.1} % of the raw COPY limit ({raw_best:.0} spans/s)", 100.0 * api_rate / raw_best);
+    println!(
+        "  {:>10.1} % of the raw COPY limit ({raw_best:.0} spans/s)",
+        100.0 * api_rate / raw_best
+    );
     println!("  peak RSS of the collector: {rss_peak:.1} MiB (idle {rss_idle:.1} MiB)");
 }

@@ -19,23 +19,33 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub config: Config,
     pub metrics: Metrics,
+    pub alerts: Arc<crate::alerts::AlertsRuntime>,
 }
 
 /// All routes: the ingest and read APIs, `/healthz`, `/metrics`, and the dashboard at `/`.
 pub fn router(state: Arc<AppState>) -> Router {
+    // Dashboard sessions and read tokens; ingest keeps its own agent tokens.
+    let auth = Arc::new(stormwatch_web::Auth::new(state.config.auth_options()));
     let api = Router::new()
         .route(
             "/api/v1/ingest",
             post(ingest::ingest).layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
         )
-        .route("/api/v1/services", get(api::services))
-        .route("/api/v1/spans", get(api::spans))
-        .route("/api/v1/traces/{trace_id}", get(api::trace))
-        .route("/api/v1/aggregates", get(api::aggregates))
+        .merge(
+            Router::new()
+                .route("/api/v1/services", get(api::services))
+                .route("/api/v1/spans", get(api::spans))
+                .route("/api/v1/traces/{trace_id}", get(api::trace))
+                .route("/api/v1/aggregates", get(api::aggregates))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    auth.clone(),
+                    stormwatch_web::auth::require_read_access,
+                )),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state.clone());
-    api.merge(stormwatch_web::router(state.store.clone()))
+    api.merge(stormwatch_web::router_with(state.store.clone(), auth))
         .layer(TraceLayer::new_for_http())
 }
 

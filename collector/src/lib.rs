@@ -3,6 +3,7 @@
 //! `main.rs` only parses flags; [`run`] does the rest so tests and benchmarks drive the same
 //! code: database (embedded or given), migrations, partition upkeep, HTTP, graceful shutdown.
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod config;
@@ -34,6 +35,7 @@ pub struct Collector {
     embedded: Option<EmbeddedPostgres>,
     /// Held while the embedded cluster is ours: one collector per data directory.
     _data_dir_lock: Option<std::fs::File>,
+    config_watch: Option<ConfigWatch>,
 }
 
 impl Collector {
@@ -68,16 +70,35 @@ impl Collector {
                 return Err(e);
             }
         };
+        let alerts = match resolve_alerts(&config) {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(pg) = &embedded {
+                    let _ = pg.stop().await;
+                }
+                return Err(e);
+            }
+        };
+        let enabled = config.alerts.enabled;
+        let config_watch = config.config_path.as_deref().and_then(|p| match watch_config(p) {
+            Ok(w) => Some(w),
+            Err(error) => {
+                tracing::warn!(path = %p.display(), %error, "config changes will not be picked up");
+                None
+            }
+        });
         let state = Arc::new(AppState {
             store: Arc::new(store),
             config,
             metrics: metrics::Metrics::new(),
+            alerts: Arc::new(alerts::AlertsRuntime::new(alerts, enabled)),
         });
         Ok(Collector {
             state,
             listener,
             embedded,
             _data_dir_lock: lock,
+            config_watch,
         })
     }
 
@@ -117,16 +138,33 @@ impl Collector {
     /// Serves until `shutdown` completes; in-flight requests finish, then the embedded
     /// PostgreSQL (if any) stops.
     pub async fn serve(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let upkeep = tokio::spawn(upkeep(self.state.store.clone()));
+        let (stop_alerts, alerts_stopped) = tokio::sync::watch::channel(false);
+        let alerting = tokio::spawn(alerts::run(self.state.clone(), alerts_stopped));
+        let reload = self
+            .config_watch
+            .take()
+            .map(|w| tokio::spawn(reload_config(w, self.state.clone())));
         let app = router(self.state.clone());
         tracing::info!(addr = %self.local_addr(), "collector listening");
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         upkeep.abort();
+        if let Some(r) = reload {
+            r.abort();
+        }
+        // Let a delivery in flight finish and be recorded; give up after a grace period.
+        let _ = stop_alerts.send(true);
+        if tokio::time::timeout(Duration::from_secs(15), alerting)
+            .await
+            .is_err()
+        {
+            tracing::warn!("alerting did not stop within 15 s");
+        }
         self.state.store.close();
         tracing::info!("HTTP server stopped");
         if let Some(pg) = &self.embedded {
@@ -136,6 +174,93 @@ impl Collector {
             tracing::info!("embedded PostgreSQL stopped");
         }
         served.context("serving HTTP")
+    }
+}
+
+/// The alert rules and channels of `config`, checked, with secrets from the environment.
+fn resolve_alerts(config: &Config) -> anyhow::Result<alerts::config::Resolved> {
+    let default_dashboard = format!("http://{}", config.listen);
+    config
+        .alerts
+        .resolve(&default_dashboard, &|k| std::env::var(k).ok())
+        .map_err(|e| match &config.config_path {
+            Some(p) => anyhow::anyhow!("config {}: [alerts]: {e}", p.display()),
+            None => anyhow::anyhow!("[alerts]: {e}"),
+        })
+}
+
+/// Watches the config file and applies changes to `[alerts]` (debounced ~1 s); a broken
+/// edit is logged with file, line and key, and the rules in force stay.
+/// Starts watching the config file's directory; events arrive on the returned channel.
+fn watch_config(path: &Path) -> anyhow::Result<ConfigWatch> {
+    use notify::Watcher;
+    let (tx, rx) = tokio::sync::mpsc::channel::<()>(16);
+    let file_name = path.file_name().map(|n| n.to_owned());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == file_name.as_deref())
+            {
+                let _ = tx.try_send(());
+            }
+        }
+    })?;
+    // Watch the directory: editors replace files by renaming, which a file watch would lose.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(ConfigWatch {
+        path: path.to_owned(),
+        _watcher: watcher,
+        rx,
+    })
+}
+
+/// A watch on the config file, set up at start so no edit after start is missed.
+pub struct ConfigWatch {
+    path: std::path::PathBuf,
+    _watcher: notify::RecommendedWatcher,
+    rx: tokio::sync::mpsc::Receiver<()>,
+}
+
+async fn reload_config(mut watch: ConfigWatch, state: Arc<AppState>) {
+    let path = watch.path.clone();
+    let rx = &mut watch.rx;
+    while rx.recv().await.is_some() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        while rx.try_recv().is_ok() {}
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(error) => {
+                tracing::error!(path = %path.display(), %error, "config reload: cannot read the file; keeping the rules in force");
+                continue;
+            }
+        };
+        let parsed = config::parse_file(&path, &text)
+            .map_err(|e| e.to_string())
+            .and_then(|file| {
+                let alerts = file.alerts.unwrap_or_default();
+                alerts
+                    .resolve(&format!("http://{}", state.config.listen), &|k| {
+                        std::env::var(k).ok()
+                    })
+                    .map_err(|e| format!("config {}: [alerts]: {e}", path.display()))
+            });
+        match parsed {
+            Ok(resolved) => {
+                let rules = resolved.rules.len();
+                let channels = resolved.channels.len();
+                state.alerts.set_config(resolved);
+                tracing::info!(path = %path.display(), rules, channels, "config reloaded: alert rules and channels updated (other keys apply at restart)");
+            }
+            Err(error) => {
+                tracing::error!("config reload rejected, keeping the rules in force: {error}")
+            }
+        }
     }
 }
 

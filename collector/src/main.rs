@@ -15,7 +15,11 @@ async fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let config = match Config::load(Flags::parse()) {
+    let flags = Flags::parse();
+    if flags.hash_password {
+        std::process::exit(stormwatch_collector::config::print_password_hash());
+    }
+    let config = match Config::load(flags) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{e}");

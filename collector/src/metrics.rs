@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -13,6 +14,12 @@ pub struct ReasonLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelResult {
+    pub channel: String,
     pub result: String,
 }
 
@@ -36,6 +43,14 @@ pub struct Metrics {
     /// Seconds from request received to batch committed.
     pub ingest_seconds: Histogram,
     pub db_errors: Counter,
+    /// Alert notifications by channel and result (sent, retried, failed).
+    pub notifications: Family<ChannelResult, Counter>,
+    /// 1 while this collector is the alert leader.
+    pub alert_leader: Gauge,
+    /// Completed alert evaluations.
+    pub alert_evaluations: Counter,
+    /// Notifications recorded as failed for good, as last counted in the database.
+    pub alert_deliveries_failed: Gauge,
 }
 
 impl Metrics {
@@ -50,6 +65,30 @@ impl Metrics {
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ]);
         let db_errors = Counter::default();
+        let notifications = Family::<ChannelResult, Counter>::default();
+        let alert_leader = Gauge::default();
+        let alert_evaluations = Counter::default();
+        let alert_deliveries_failed = Gauge::default();
+        registry.register(
+            "alert_notifications",
+            "Alert notifications by channel and result",
+            notifications.clone(),
+        );
+        registry.register(
+            "alert_leader",
+            "1 while this collector evaluates alerts",
+            alert_leader.clone(),
+        );
+        registry.register(
+            "alert_evaluations",
+            "Alert evaluation rounds completed",
+            alert_evaluations.clone(),
+        );
+        registry.register(
+            "alert_deliveries_failed",
+            "Alert notifications that failed for good (all collectors)",
+            alert_deliveries_failed.clone(),
+        );
         registry.register(
             "batches",
             "Batches received, by result (stored, duplicate)",
@@ -86,7 +125,20 @@ impl Metrics {
             truncated,
             ingest_seconds,
             db_errors,
+            notifications,
+            alert_leader,
+            alert_evaluations,
+            alert_deliveries_failed,
         }
+    }
+
+    pub fn notification(&self, channel: &str, result: &str, n: usize) {
+        self.notifications
+            .get_or_create(&ChannelResult {
+                channel: channel.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc_by(n as u64);
     }
 
     pub fn reject(&self, reason: &str) {

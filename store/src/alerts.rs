@@ -100,7 +100,8 @@ pub struct SilenceRow {
     pub created_by: String,
 }
 
-const EVENT_COLUMNS: &str = "e.id, extract(epoch FROM e.time)::float8, e.rule, e.labels_key, e.labels, e.event,
+const EVENT_COLUMNS: &str =
+    "e.id, extract(epoch FROM e.time)::float8, e.rule, e.labels_key, e.labels, e.event,
     e.severity, e.value, e.threshold, e.summary, extract(epoch FROM e.since)::float8, e.silenced";
 
 fn event_of(r: &tokio_postgres::Row, at: usize) -> EventRow {
@@ -123,7 +124,11 @@ fn event_of(r: &tokio_postgres::Row, at: usize) -> EventRow {
 
 /// `k=v,k=v` in key order: the identity of an instance within its rule.
 pub fn labels_key(labels: &Labels) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Store {
@@ -160,7 +165,12 @@ impl Store {
 
     /// Applies one evaluation's transitions and queues their notifications, atomically.
     /// Notifications of one call share `group_key`, so the notifier can group them.
-    pub async fn apply_transitions(&self, transitions: &[Transition], group_key: &str, now_s: f64) -> Result<(), StoreError> {
+    pub async fn apply_transitions(
+        &self,
+        transitions: &[Transition],
+        group_key: &str,
+        now_s: f64,
+    ) -> Result<(), StoreError> {
         if transitions.is_empty() {
             return Ok(());
         }
@@ -170,7 +180,8 @@ impl Store {
             let (state, event) = match t {
                 Transition::Upsert(s, e) | Transition::Remove(s, e) => (s, e),
             };
-            let labels = serde_json::to_value(&state.labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let labels = serde_json::to_value(&state.labels)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             match t {
                 Transition::Upsert(..) => {
                     tx.execute(
@@ -233,7 +244,11 @@ impl Store {
                 )
                 .await?
                 .get(0);
-            let status = if event.silenced { "silenced" } else { "pending" };
+            let status = if event.silenced {
+                "silenced"
+            } else {
+                "pending"
+            };
             for channel in &event.channels {
                 tx.execute(
                     "INSERT INTO sw_notifications (created_at, channel, group_key, event_id, status, next_attempt_at)
@@ -248,7 +263,11 @@ impl Store {
     }
 
     /// Pending notifications whose next attempt is due, oldest first.
-    pub async fn due_notifications(&self, now_s: f64, limit: i64) -> Result<Vec<Notification>, StoreError> {
+    pub async fn due_notifications(
+        &self,
+        now_s: f64,
+        limit: i64,
+    ) -> Result<Vec<Notification>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -279,7 +298,12 @@ impl Store {
     }
 
     /// Marks notifications delivered (with the Slack message `ts`, when there is one).
-    pub async fn mark_sent(&self, ids: &[i64], thread_ts: Option<&str>, now_s: f64) -> Result<(), StoreError> {
+    pub async fn mark_sent(
+        &self,
+        ids: &[i64],
+        thread_ts: Option<&str>,
+        now_s: f64,
+    ) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
             .execute(
@@ -315,7 +339,12 @@ impl Store {
     /// Notifications by delivery status.
     pub async fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError> {
         let client = self.client().await?;
-        let rows = client.query("SELECT status, count(*)::int8 FROM sw_notifications GROUP BY status", &[]).await?;
+        let rows = client
+            .query(
+                "SELECT status, count(*)::int8 FROM sw_notifications GROUP BY status",
+                &[],
+            )
+            .await?;
         let mut c = DeliveryCounts::default();
         for r in &rows {
             let n: i64 = r.get(1);
@@ -331,7 +360,12 @@ impl Store {
     }
 
     /// Alert events between two instants (Unix seconds), newest first.
-    pub async fn alert_events(&self, from_s: f64, to_s: f64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+    pub async fn alert_events(
+        &self,
+        from_s: f64,
+        to_s: f64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -383,12 +417,20 @@ impl Store {
         created_by: &str,
     ) -> Result<i64, StoreError> {
         let client = self.client().await?;
-        let labels = serde_json::to_value(labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let labels =
+            serde_json::to_value(labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let row = client
             .query_one(
                 "INSERT INTO sw_silences (rule, labels, starts_at, ends_at, comment, created_by)
                  VALUES ($1, $2, to_timestamp($3), to_timestamp($4), $5, $6) RETURNING id",
-                &[&rule, &labels, &starts_at_s, &ends_at_s, &comment, &created_by],
+                &[
+                    &rule,
+                    &labels,
+                    &starts_at_s,
+                    &ends_at_s,
+                    &comment,
+                    &created_by,
+                ],
             )
             .await?;
         Ok(row.get(0))
@@ -401,5 +443,47 @@ impl Store {
             .execute("UPDATE sw_silences SET ends_at = to_timestamp($2) WHERE id = $1 AND ends_at > to_timestamp($2)", &[&id, &now_s])
             .await?;
         Ok(n > 0)
+    }
+}
+
+/// Advisory lock key of the alert leader ("stormwatch alerts").
+const LEADER_LOCK: i64 = 0x5357_414c_4552_0001;
+
+/// Leadership among collectors sharing a database: a session-level advisory lock held on a
+/// connection of its own. It is released when that connection ends — including when the
+/// collector process dies — so another collector takes over at its next attempt.
+pub struct LeaderLock {
+    client: deadpool_postgres::ClientWrapper,
+}
+
+impl LeaderLock {
+    /// True while the lock's connection answers (and so the lock is still ours).
+    pub async fn still_held(&self) -> bool {
+        matches!(
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                self.client.simple_query("SELECT 1")
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+impl Store {
+    /// Becomes the alert leader if no other collector is.
+    pub async fn try_leader_lock(&self) -> Result<Option<LeaderLock>, StoreError> {
+        let obj = self.client().await?;
+        let got: bool = obj
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+            .await?
+            .get(0);
+        if !got {
+            return Ok(None);
+        }
+        // Taken out of the pool: the connection (and the lock) lives as long as the LeaderLock.
+        Ok(Some(LeaderLock {
+            client: deadpool_postgres::Object::take(obj),
+        }))
     }
 }

@@ -384,7 +384,21 @@ impl Store {
 
 /// Flags counted per minute for alert rules (see migrations/0002_alerts.sql). Slow and error
 /// are left out: the aggregates already count them exactly.
-const COUNTED_FLAGS: [SpanFlag; 3] = [SpanFlag::FullScanSuspect, SpanFlag::ReplicaLag, SpanFlag::ConnectFailure];
+const COUNTED_FLAGS: [SpanFlag; 3] = [
+    SpanFlag::FullScanSuspect,
+    SpanFlag::ReplicaLag,
+    SpanFlag::ConnectFailure,
+];
+
+/// Column arrays of an `unnest` insert into `sw_flag_counts`.
+type FlagColumns<'a> = (
+    Vec<f64>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<i64>,
+);
 
 async fn store_flag_counts<'a>(
     tx: &tokio_postgres::Transaction<'_>,
@@ -395,14 +409,16 @@ async fn store_flag_counts<'a>(
         for flag in COUNTED_FLAGS {
             if s.flags.contains(&(flag as i32)) {
                 let minute = s.end_ns().div_euclid(60_000_000_000) * 60;
-                *counts.entry((minute, &s.service, &s.operation, &s.peer, flag.as_str())).or_default() += 1;
+                *counts
+                    .entry((minute, &s.service, &s.operation, &s.peer, flag.as_str()))
+                    .or_default() += 1;
             }
         }
     }
     if counts.is_empty() {
         return Ok(());
     }
-    let mut cols: (Vec<f64>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
+    let mut cols = FlagColumns::default();
     for ((minute, service, op, peer, flag), n) in &counts {
         cols.0.push(*minute as f64);
         cols.1.push(service);

@@ -10,7 +10,10 @@ use crate::StoreError;
 /// Every migration, in order. A test checks this list against the `migrations/` folder.
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../../migrations/0001_init.sql")),
-    ("0002_alerts", include_str!("../../migrations/0002_alerts.sql")),
+    (
+        "0002_alerts",
+        include_str!("../../migrations/0002_alerts.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

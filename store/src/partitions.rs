@@ -117,7 +117,12 @@ impl Store {
                 .await?;
         }
         let cutoff_s = (oldest * 86_400) as f64;
-        for table in ["sw_host_samples", "sw_probe_samples", "sw_agent_stats", "sw_alert_events"] {
+        for table in [
+            "sw_host_samples",
+            "sw_probe_samples",
+            "sw_agent_stats",
+            "sw_alert_events",
+        ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE time < to_timestamp($1)"),
                 &[&cutoff_s],

@@ -106,7 +106,17 @@ impl Store {
             )
             .await?;
         let rows = client
-            .query(&stmt, &[&(from_s as f64), &(to_s as f64), &filter.service, &class, &filter.peer, &filter.operation])
+            .query(
+                &stmt,
+                &[
+                    &(from_s as f64),
+                    &(to_s as f64),
+                    &filter.service,
+                    &class,
+                    &filter.peer,
+                    &filter.operation,
+                ],
+            )
             .await?;
         let mut groups: BTreeMap<Labels, Group> = BTreeMap::new();
         for r in &rows {
@@ -116,7 +126,10 @@ impl Store {
                     labels.insert((*name).to_owned(), r.get::<_, String>(i));
                 }
             }
-            let g = groups.entry(labels.clone()).or_insert_with(|| Group { labels, ..Default::default() });
+            let g = groups.entry(labels.clone()).or_insert_with(|| Group {
+                labels,
+                ..Default::default()
+            });
             let count = r.get::<_, i64>(5) as u64;
             g.count += count;
             g.errors += r.get::<_, i64>(6) as u64;
@@ -166,7 +179,11 @@ impl Store {
         let mut out: BTreeMap<String, ProbeWindow> = BTreeMap::new();
         for r in &rows {
             let database: String = r.get(0);
-            let w = out.entry(database.clone()).or_insert_with(|| ProbeWindow { database, role: r.get(1), ..Default::default() });
+            let w = out.entry(database.clone()).or_insert_with(|| ProbeWindow {
+                database,
+                role: r.get(1),
+                ..Default::default()
+            });
             let failure: String = r.get(2);
             let n = r.get::<_, i64>(3) as u64;
             w.probes += n;
@@ -196,7 +213,11 @@ impl Store {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| AgentState { agent_id: r.get(0), last_seen_s: r.get(1), dropped_in_window: r.get(2) })
+            .map(|r| AgentState {
+                agent_id: r.get(0),
+                last_seen_s: r.get(1),
+                dropped_in_window: r.get(2),
+            })
             .collect())
     }
 
@@ -238,7 +259,12 @@ impl Store {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| FlagCount { service: r.get(0), operation: r.get(1), peer: r.get(2), count: r.get(3) })
+            .map(|r| FlagCount {
+                service: r.get(0),
+                operation: r.get(1),
+                peer: r.get(2),
+                count: r.get(3),
+            })
             .collect())
     }
 }

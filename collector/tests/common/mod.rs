@@ -13,11 +13,20 @@ pub const TOKEN: &str = "test-token-0123456789abcdef";
 pub struct Running {
     pub addr: SocketAddr,
     pub url: String,
+    state: std::sync::Arc<stormwatch_collector::AppState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Running {
+    pub fn state(&self) -> &stormwatch_collector::AppState {
+        &self.state
+    }
+
+    pub fn alerts(&self) -> &stormwatch_collector::alerts::AlertsRuntime {
+        &self.state.alerts
+    }
+
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
@@ -38,6 +47,7 @@ impl Running {
 pub async fn start(config: Config) -> Running {
     let collector = Collector::start(config).await.expect("collector starts");
     let addr = collector.local_addr();
+    let state = collector.state.clone();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(collector.serve(async move {
         let _ = rx.await;
@@ -45,6 +55,7 @@ pub async fn start(config: Config) -> Running {
     Running {
         addr,
         url: format!("http://{addr}"),
+        state,
         stop: Some(tx),
         task: Some(task),
     }

@@ -1,0 +1,681 @@
+//! The `[alerts]` section of `collector.toml`: channels, rules, silences.
+//! Every key is documented in `collector.example.toml`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use stormwatch_model::DependencyClass;
+
+/// A duration written as `"500ms"`, `"15s"`, `"5m"`, `"1h"`, `"1d"` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub fn secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+    pub fn as_secs_f64(self) -> f64 {
+        self.0.as_secs_f64()
+    }
+}
+
+/// Parses `"500ms"`, `"15s"`, `"5m"`, `"1h"`, `"1d"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{t}` is not a duration like 30s, 5m or 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3_600.0,
+        "d" => n * 86_400.0,
+        _ => return Err(format!("unknown unit in `{t}`: use ms, s, m, h or d")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{t}` is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Dur::secs(s)),
+            Raw::Text(t) => parse_duration(&t)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn every_5s() -> Dur {
+    Dur::secs(5)
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "every_5s")]
+    pub evaluate_every: Dur,
+    /// Base URL of the dashboard for links in messages (default: `http://<listen>`).
+    #[serde(default)]
+    pub dashboard_url: Option<String>,
+    /// Ship the default rules (Redis p95, replica lag, DB connect failures, 5xx rate, agent
+    /// silent) in addition to the configured ones; a configured rule of the same name wins.
+    #[serde(default = "yes")]
+    pub default_rules: bool,
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    #[serde(default)]
+    pub silences: Vec<SilenceConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            evaluate_every: every_5s(),
+            dashboard_url: None,
+            default_rules: true,
+            channels: vec![],
+            rules: vec![],
+            silences: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// Slack incoming webhook, or `chat.postMessage` with a bot token.
+    Slack,
+    /// A generic JSON webhook (schema `stormwatch.alerts/v1`).
+    Webhook,
+}
+
+/// `[[alerts.channels]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ChannelKind,
+    /// The webhook URL. It is a secret: prefer `url_env`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Name of the environment variable holding the webhook URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Slack bot mode: environment variable holding the bot token (`xoxb-…`).
+    #[serde(default)]
+    pub bot_token_env: Option<String>,
+    /// Slack bot mode: the channel to post to.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Slack Web API base (tests point it at a local receiver).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// Messages per minute at most; more wait their turn (never dropped).
+    #[serde(default = "twenty")]
+    pub rate_limit_per_minute: u32,
+    /// Attempts before a delivery is recorded as failed.
+    #[serde(default = "ten")]
+    pub max_attempts: u32,
+}
+
+fn twenty() -> u32 {
+    20
+}
+fn ten() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// A latency quantile of aggregates above a threshold (ms) or above `factor` × baseline.
+    Latency,
+    /// Share of failed spans (or of `statuses`) above a threshold (0–1).
+    ErrorRate,
+    /// Replica lag above a threshold (seconds), or replay paused.
+    ReplicationLag,
+    /// Connection failures to a database (count in the window), or connect time above `connect_ms`.
+    DbConnect,
+    /// Full-scan suspect spans per operation (count in the window).
+    FullScan,
+    /// No batch from an agent for `threshold` seconds.
+    AgentSilent,
+    /// Spans dropped by an agent (count in the window).
+    SpansDropped,
+    /// Host CPU / memory / disk percent above a threshold.
+    Host,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Baseline {
+    PreviousHour,
+    SameTimeYesterday,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostMetric {
+    Cpu,
+    Memory,
+    Disk,
+}
+
+/// `[[alerts.rules]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    pub kind: RuleKind,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `critical`, `warning` or `info`.
+    #[serde(default = "warning")]
+    pub severity: String,
+    /// Labels instances are grouped by; each kind has a default.
+    #[serde(default)]
+    pub group_by: Option<Vec<String>>,
+    /// How long the condition must hold before firing.
+    #[serde(default, rename = "for")]
+    pub for_: Dur,
+    /// How long the condition must be gone before resolving (hysteresis).
+    #[serde(default = "thirty_s")]
+    pub resolve_after: Dur,
+    /// Notify again while still firing, this often (default: never).
+    #[serde(default)]
+    pub renotify_every: Option<Dur>,
+    /// Channels to notify (default: every channel).
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    /// Data window the condition is computed over.
+    #[serde(default = "one_m")]
+    pub window: Dur,
+    /// The threshold; its unit depends on the kind (see `RuleKind`).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    // Filters.
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub class: Option<DependencyClass>,
+    #[serde(default)]
+    pub peer: Option<String>,
+    #[serde(default)]
+    pub operation: Option<String>,
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    // Kind-specific.
+    /// latency: the quantile (default 0.95).
+    #[serde(default)]
+    pub quantile: Option<f64>,
+    /// latency: compare against this baseline instead of (or besides) a fixed threshold.
+    #[serde(default)]
+    pub baseline: Option<Baseline>,
+    /// latency with a baseline: fire above `factor` × baseline.
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// latency / error_rate: ignore groups with fewer spans in the window (default 10).
+    #[serde(default)]
+    pub min_count: Option<u64>,
+    /// error_rate: count these HTTP statuses (`"503"`, `"5xx"`) instead of failed spans.
+    #[serde(default)]
+    pub statuses: Option<Vec<String>>,
+    /// replication_lag: also fire when replay is paused (default true).
+    #[serde(default)]
+    pub replay_paused: Option<bool>,
+    /// db_connect: only these failure classes (default: all).
+    #[serde(default)]
+    pub failure_classes: Option<Vec<String>>,
+    /// db_connect: fire when a connect takes longer than this many ms.
+    #[serde(default)]
+    pub connect_ms: Option<f64>,
+    /// host: which metric.
+    #[serde(default)]
+    pub metric: Option<HostMetric>,
+}
+
+fn warning() -> String {
+    "warning".into()
+}
+fn thirty_s() -> Dur {
+    Dur::secs(30)
+}
+fn one_m() -> Dur {
+    Dur::secs(60)
+}
+
+/// `[[alerts.silences]]`: by rule and labels, once (`from`/`to`) or daily (`daily`, UTC).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceConfig {
+    #[serde(default)]
+    pub rule: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+    /// `"02:00-02:30"` every day, UTC.
+    #[serde(default)]
+    pub daily: Option<String>,
+    #[serde(default)]
+    pub comment: String,
+}
+
+impl RuleConfig {
+    /// A rule with every optional field unset.
+    pub fn new(name: &str, kind: RuleKind) -> Self {
+        RuleConfig {
+            name: name.into(),
+            kind,
+            enabled: true,
+            severity: warning(),
+            group_by: None,
+            for_: Dur::default(),
+            resolve_after: thirty_s(),
+            renotify_every: None,
+            channels: None,
+            window: one_m(),
+            threshold: None,
+            service: None,
+            class: None,
+            peer: None,
+            operation: None,
+            database: None,
+            host: None,
+            quantile: None,
+            baseline: None,
+            factor: None,
+            min_count: None,
+            statuses: None,
+            replay_paused: None,
+            failure_classes: None,
+            connect_ms: None,
+            metric: None,
+        }
+    }
+
+    /// The labels instances of this rule are told apart by.
+    pub fn group_by(&self) -> Vec<String> {
+        if let Some(g) = &self.group_by {
+            return g.clone();
+        }
+        let default: &[&str] = match self.kind {
+            RuleKind::Latency => &["service", "class", "peer"],
+            RuleKind::ErrorRate => &["service"],
+            RuleKind::ReplicationLag | RuleKind::DbConnect => &["database"],
+            RuleKind::FullScan => &["service", "operation", "peer"],
+            RuleKind::AgentSilent | RuleKind::SpansDropped => &["agent"],
+            RuleKind::Host => &["host"],
+        };
+        default.iter().map(|s| (*s).to_owned()).collect()
+    }
+}
+
+/// The rules that ship enabled.
+pub fn default_rules() -> Vec<RuleConfig> {
+    let mut redis = RuleConfig::new("redis-p95", RuleKind::Latency);
+    redis.class = Some(DependencyClass::Redis);
+    redis.quantile = Some(0.95);
+    redis.threshold = Some(20.0);
+    redis.group_by = Some(vec!["service".into(), "peer".into()]);
+    redis.severity = "critical".into();
+
+    let mut lag = RuleConfig::new("replica-lag", RuleKind::ReplicationLag);
+    lag.threshold = Some(5.0);
+    lag.severity = "critical".into();
+
+    let mut connect = RuleConfig::new("db-connect-failures", RuleKind::DbConnect);
+    connect.threshold = Some(1.0);
+    connect.window = Dur::secs(30);
+    connect.severity = "critical".into();
+
+    let mut http5xx = RuleConfig::new("http-5xx-rate", RuleKind::ErrorRate);
+    http5xx.class = Some(DependencyClass::HttpServer);
+    http5xx.statuses = Some(vec!["5xx".into()]);
+    http5xx.threshold = Some(0.05);
+    http5xx.min_count = Some(20);
+
+    let mut silent = RuleConfig::new("agent-silent", RuleKind::AgentSilent);
+    silent.threshold = Some(60.0);
+
+    vec![redis, lag, connect, http5xx, silent]
+}
+
+/// A channel with its secrets resolved.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub name: String,
+    pub kind: ChannelKind,
+    pub target: Target,
+    pub rate_limit_per_minute: u32,
+    pub max_attempts: u32,
+}
+
+/// Where a channel posts. `Debug` never prints the secret.
+#[derive(Clone)]
+pub enum Target {
+    Webhook {
+        url: String,
+    },
+    SlackBot {
+        api_url: String,
+        token: String,
+        channel: String,
+    },
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Webhook { .. } => f.write_str("Webhook { url: <secret> }"),
+            Target::SlackBot {
+                api_url, channel, ..
+            } => write!(
+                f,
+                "SlackBot {{ api_url: {api_url}, channel: {channel}, token: <secret> }}"
+            ),
+        }
+    }
+}
+
+/// Rules and channels ready to use.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub evaluate_every: Dur,
+    pub dashboard_url: String,
+    pub rules: Vec<RuleConfig>,
+    pub channels: Vec<Channel>,
+    pub silences: Vec<SilenceConfig>,
+}
+
+/// Environment variable that, when set and no channel is configured, creates a Slack channel.
+pub const SLACK_WEBHOOK_ENV: &str = "STORMWATCH_SLACK_WEBHOOK_URL";
+
+impl AlertsConfig {
+    /// Checks the rules, resolves channel secrets from the environment and adds the default
+    /// rules. Errors name the rule or channel.
+    pub fn resolve(
+        &self,
+        default_dashboard: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Resolved, String> {
+        let mut channels = Vec::new();
+        for c in &self.channels {
+            let from_env = |var: &Option<String>, what: &str| -> Result<Option<String>, String> {
+                match var {
+                    None => Ok(None),
+                    Some(v) => env(v)
+                        .filter(|s| !s.trim().is_empty())
+                        .map(Some)
+                        .ok_or_else(|| {
+                            format!(
+                                "channel `{}`: environment variable {v} ({what}) is not set",
+                                c.name
+                            )
+                        }),
+                }
+            };
+            let url = match from_env(&c.url_env, "webhook URL")? {
+                Some(u) => Some(u),
+                None => c.url.clone(),
+            };
+            let target = match (c.kind, from_env(&c.bot_token_env, "Slack bot token")?) {
+                (ChannelKind::Slack, Some(token)) => Target::SlackBot {
+                    api_url: c
+                        .api_url
+                        .clone()
+                        .unwrap_or_else(|| "https://slack.com/api".into()),
+                    token,
+                    channel: c
+                        .channel
+                        .clone()
+                        .ok_or_else(|| format!("channel `{}`: bot mode needs `channel`", c.name))?,
+                },
+                (_, _) => Target::Webhook {
+                    url: url.ok_or_else(|| {
+                        format!(
+                            "channel `{}`: needs `url_env` (or `url`, or a bot token)",
+                            c.name
+                        )
+                    })?,
+                },
+            };
+            if channels.iter().any(|x: &Channel| x.name == c.name) {
+                return Err(format!("channel `{}` is defined twice", c.name));
+            }
+            channels.push(Channel {
+                name: c.name.clone(),
+                kind: c.kind,
+                target,
+                rate_limit_per_minute: c.rate_limit_per_minute.max(1),
+                max_attempts: c.max_attempts.max(1),
+            });
+        }
+        if channels.is_empty() {
+            if let Some(url) = env(SLACK_WEBHOOK_ENV).filter(|u| !u.trim().is_empty()) {
+                channels.push(Channel {
+                    name: "slack".into(),
+                    kind: ChannelKind::Slack,
+                    target: Target::Webhook { url },
+                    rate_limit_per_minute: 20,
+                    max_attempts: 10,
+                });
+            }
+        }
+        let mut rules: Vec<RuleConfig> = self.rules.clone();
+        if self.default_rules {
+            for d in default_rules() {
+                if !rules.iter().any(|r| r.name == d.name) {
+                    rules.push(d);
+                }
+            }
+        }
+        rules.retain(|r| r.enabled);
+        let mut seen = std::collections::HashSet::new();
+        for r in &rules {
+            if !seen.insert(r.name.as_str()) {
+                return Err(format!("rule `{}` is defined twice", r.name));
+            }
+            check_rule(r, &channels)?;
+        }
+        for s in &self.silences {
+            check_silence(s)?;
+        }
+        Ok(Resolved {
+            evaluate_every: Dur(self.evaluate_every.0.max(Duration::from_millis(200))),
+            dashboard_url: self
+                .dashboard_url
+                .clone()
+                .unwrap_or_else(|| default_dashboard.to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            rules,
+            channels,
+            silences: self.silences.clone(),
+        })
+    }
+}
+
+fn check_rule(r: &RuleConfig, channels: &[Channel]) -> Result<(), String> {
+    let err = |m: String| Err(format!("rule `{}`: {m}", r.name));
+    if !["critical", "warning", "info"].contains(&r.severity.as_str()) {
+        return err(format!(
+            "severity `{}` must be critical, warning or info",
+            r.severity
+        ));
+    }
+    for c in r.channels.iter().flatten() {
+        if !channels.iter().any(|x| &x.name == c) {
+            return err(format!("unknown channel `{c}`"));
+        }
+    }
+    let allowed: &[&str] = match r.kind {
+        RuleKind::Latency | RuleKind::ErrorRate => &["service", "class", "peer", "operation"],
+        RuleKind::ReplicationLag | RuleKind::DbConnect => &["database"],
+        RuleKind::FullScan => &["service", "operation", "peer"],
+        RuleKind::AgentSilent | RuleKind::SpansDropped => &["agent"],
+        RuleKind::Host => &["host"],
+    };
+    for g in r.group_by() {
+        if !allowed.contains(&g.as_str()) {
+            return err(format!(
+                "cannot group by `{g}`; choose from {}",
+                allowed.join(", ")
+            ));
+        }
+    }
+    if let Some(q) = r.quantile {
+        if !(0.0..=1.0).contains(&q) {
+            return err("quantile must be between 0 and 1".into());
+        }
+    }
+    match r.kind {
+        RuleKind::Latency
+            if r.threshold.is_none() && (r.baseline.is_none() || r.factor.is_none()) =>
+        {
+            err("a latency rule needs `threshold` (ms) or `baseline` with `factor`".into())
+        }
+        RuleKind::ErrorRate if !matches!(r.threshold, Some(t) if (0.0..=1.0).contains(&t)) => {
+            err("an error_rate rule needs `threshold` between 0 and 1".into())
+        }
+        RuleKind::Host if r.metric.is_none() => {
+            err("a host rule needs `metric` (cpu, memory or disk)".into())
+        }
+        RuleKind::DbConnect if r.threshold.is_none() && r.connect_ms.is_none() => {
+            err("a db_connect rule needs `threshold` (failures) or `connect_ms`".into())
+        }
+        RuleKind::ReplicationLag if r.threshold.is_none() && r.replay_paused == Some(false) => err(
+            "a replication_lag rule needs `threshold` (seconds) or `replay_paused = true`".into(),
+        ),
+        RuleKind::AgentSilent | RuleKind::SpansDropped | RuleKind::FullScan | RuleKind::Host
+            if r.threshold.is_none() =>
+        {
+            err("needs `threshold`".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_silence(s: &SilenceConfig) -> Result<(), String> {
+    match (&s.daily, &s.from, &s.to) {
+        (Some(d), None, None) => parse_daily(d).map(|_| ()),
+        (None, Some(f), Some(t)) => {
+            let fmt = &time::format_description::well_known::Rfc3339;
+            let f = time::OffsetDateTime::parse(f, fmt)
+                .map_err(|e| format!("silence `from` {f}: {e}"))?;
+            let t = time::OffsetDateTime::parse(t, fmt)
+                .map_err(|e| format!("silence `to` {t}: {e}"))?;
+            if f >= t {
+                return Err("silence: `from` must be before `to`".into());
+            }
+            Ok(())
+        }
+        _ => Err("a silence needs either `daily = \"HH:MM-HH:MM\"` or both `from` and `to`".into()),
+    }
+}
+
+/// `"02:00-02:30"` → seconds of the day (start, end); the window may wrap midnight.
+pub fn parse_daily(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("daily window `{text}` must look like 02:00-02:30 (UTC)");
+    let (a, b) = text.split_once('-').ok_or_else(bad)?;
+    let hm = |s: &str| -> Result<u32, String> {
+        let (h, m) = s.trim().split_once(':').ok_or_else(bad)?;
+        let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if h > 23 || m > 59 {
+            return Err(bad());
+        }
+        Ok(h * 3_600 + m * 60)
+    };
+    Ok((hm(a)?, hm(b)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn defaults_resolve_and_secrets_come_from_the_environment() {
+        let cfg: AlertsConfig = toml::from_str(
+            r#"
+            [[channels]]
+            name = "oncall"
+            type = "slack"
+            url_env = "SW_TEST_HOOK"
+            "#,
+        )
+        .unwrap();
+        let missing = cfg.resolve("http://x", &no_env).unwrap_err();
+        assert!(missing.contains("SW_TEST_HOOK"), "{missing}");
+        let env = |k: &str| (k == "SW_TEST_HOOK").then(|| "http://hooks.invalid/secret".to_owned());
+        let r = cfg.resolve("http://x", &env).unwrap();
+        assert_eq!(r.rules.len(), default_rules().len());
+        assert!(
+            !format!("{r:?}").contains("hooks.invalid"),
+            "the URL must never be printed"
+        );
+    }
+
+    #[test]
+    fn rule_errors_name_the_rule() {
+        let cfg: AlertsConfig = toml::from_str(
+            r#"
+            [[rules]]
+            name = "slow-db"
+            kind = "latency"
+            class = "db"
+            "#,
+        )
+        .unwrap();
+        let e = cfg.resolve("http://x", &no_env).unwrap_err();
+        assert!(e.starts_with("rule `slow-db`"), "{e}");
+        let cfg: AlertsConfig = toml::from_str("[[rules]]\nname = \"x\"\nkind = \"host\"\nthreshold = 90\nmetric = \"cpu\"\nchannels = [\"nope\"]\n").unwrap();
+        assert!(cfg
+            .resolve("http://x", &no_env)
+            .unwrap_err()
+            .contains("unknown channel `nope`"));
+        assert!(parse_daily("25:00-01:00").is_err());
+        assert_eq!(parse_daily("23:30-00:15").unwrap(), (84_600, 900));
+    }
+}

@@ -1,0 +1,298 @@
+//! Alerting: rules evaluated every few seconds over aggregates and the latest samples, state in
+//! PostgreSQL, notifications through an outbox, one leader among collectors.
+//!
+//! - [`config`]: the `[alerts]` section, default rules, secrets from the environment.
+//! - [`rules`]: measuring a rule's instances.
+//! - [`engine`]: the pending → firing → resolving → resolved state machine.
+//! - [`notify`]: Slack and webhook delivery with retries and rate limits.
+
+pub mod config;
+pub mod engine;
+pub mod notify;
+pub mod rules;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use stormwatch_store::alerts::{AlertState, SilenceRow, Transition};
+use stormwatch_store::signals::Labels;
+use stormwatch_store::{Store, StoreError};
+
+use config::{parse_daily, Resolved, SilenceConfig};
+
+/// How often a follower tries to become the leader.
+const LEADER_RETRY: Duration = Duration::from_secs(2);
+/// How often the leader delivers due notifications.
+const DELIVER_EVERY: Duration = Duration::from_millis(500);
+
+/// The live alerting state of one collector.
+pub struct AlertsRuntime {
+    config: RwLock<Arc<Resolved>>,
+    /// Added to the wall clock by the evaluator (tests move time forward with it).
+    clock_offset_ns: AtomicI64,
+    leader: AtomicBool,
+    enabled: bool,
+    pub http: reqwest::Client,
+    limiter: notify::RateLimiter,
+}
+
+impl AlertsRuntime {
+    pub fn new(config: Resolved, enabled: bool) -> Self {
+        AlertsRuntime {
+            config: RwLock::new(Arc::new(config)),
+            clock_offset_ns: AtomicI64::new(0),
+            leader: AtomicBool::new(false),
+            enabled,
+            http: reqwest::Client::builder()
+                .user_agent("stormwatch-collector")
+                .build()
+                .unwrap_or_default(),
+            limiter: notify::RateLimiter::default(),
+        }
+    }
+
+    /// The rules and channels in force.
+    pub fn config(&self) -> Arc<Resolved> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the rules and channels (hot reload).
+    pub fn set_config(&self, config: Resolved) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    /// The evaluator's clock, Unix seconds.
+    pub fn now_s(&self) -> f64 {
+        (stormwatch_store::now_ns() + self.clock_offset_ns.load(Ordering::Relaxed)) as f64 / 1e9
+    }
+
+    /// Moves the evaluator's clock (tests only need this; production never calls it).
+    pub fn shift_clock(&self, by: Duration) {
+        self.clock_offset_ns
+            .fetch_add(by.as_nanos() as i64, Ordering::Relaxed);
+    }
+
+    /// True while this collector holds the leader lock.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+}
+
+/// True when a config or dashboard silence covers `rule` with `labels` at `now`.
+pub fn is_silenced(
+    config: &[SilenceConfig],
+    db: &[SilenceRow],
+    rule: &str,
+    labels: &Labels,
+    now: f64,
+) -> bool {
+    let matches = |r: &Option<String>, l: &Labels| {
+        r.as_ref().is_none_or(|r| r == rule) && l.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    let in_config = config.iter().any(|s| {
+        if !matches(&s.rule, &s.labels) {
+            return false;
+        }
+        if let Some(daily) = &s.daily {
+            let Ok((a, b)) = parse_daily(daily) else {
+                return false;
+            };
+            let t = (now.rem_euclid(86_400.0)) as u32;
+            return if a <= b {
+                (a..b).contains(&t)
+            } else {
+                t >= a || t < b
+            };
+        }
+        let parse = |v: &Option<String>| {
+            v.as_ref()
+                .and_then(|v| {
+                    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .map(|t| t.unix_timestamp() as f64)
+        };
+        matches!((parse(&s.from), parse(&s.to)), (Some(f), Some(t)) if f <= now && now < t)
+    });
+    in_config || db.iter().any(|s| matches(&s.rule, &s.labels))
+}
+
+/// One evaluation round: every rule, then the transitions in one transaction.
+pub async fn evaluate_once(store: &Store, rt: &AlertsRuntime) -> Result<usize, StoreError> {
+    let cfg = rt.config();
+    let now = rt.now_s();
+    let states = store.alert_states().await?;
+    let silences = store.active_silences(now).await?;
+    let mut transitions: Vec<Transition> = Vec::new();
+    for rule in &cfg.rules {
+        let observations = match rules::evaluate(store, rule, now).await {
+            Ok(o) => o,
+            // A rule that cannot be evaluated keeps its state: never resolve on missing data
+            // caused by our own error.
+            Err(error) => {
+                tracing::warn!(rule = %rule.name, %error, "alert rule evaluation failed");
+                continue;
+            }
+        };
+        let existing: Vec<AlertState> = states
+            .iter()
+            .filter(|s| s.rule == rule.name)
+            .cloned()
+            .collect();
+        let channels: Vec<String> = match &rule.channels {
+            Some(c) => c.clone(),
+            None => cfg.channels.iter().map(|c| c.name.clone()).collect(),
+        };
+        let silenced = |r: &str, l: &Labels, t: f64| is_silenced(&cfg.silences, &silences, r, l, t);
+        transitions.extend(engine::step(
+            rule,
+            &observations,
+            &existing,
+            now,
+            &channels,
+            &silenced,
+        ));
+    }
+    // Instances of rules that were removed from the config end quietly.
+    for s in states
+        .iter()
+        .filter(|s| !cfg.rules.iter().any(|r| r.name == s.rule))
+    {
+        transitions.push(Transition::Remove(s.clone(), None));
+    }
+    let n = transitions.len();
+    store
+        .apply_transitions(&transitions, &format!("{:.0}", now * 1000.0), now)
+        .await?;
+    Ok(n)
+}
+
+/// Runs alerting until the task is dropped: waits for leadership, then evaluates and delivers.
+///
+/// `shutdown` turning true stops it between steps — never halfway through a delivery, so a
+/// message that went out is always recorded as sent.
+pub async fn run(app: Arc<crate::AppState>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let (store, rt, metrics) = (&app.store, &app.alerts, &app.metrics);
+    if !rt.enabled {
+        tracing::info!("alerting is disabled ([alerts] enabled = false)");
+        return;
+    }
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let lock = match store.try_leader_lock().await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(LEADER_RETRY) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "alerting: could not reach the database for leader election");
+                tokio::select! {
+                    _ = tokio::time::sleep(LEADER_RETRY) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+        };
+        rt.leader.store(true, Ordering::Relaxed);
+        metrics.alert_leader.set(1);
+        tracing::info!("this collector is now the alert leader");
+        let mut next_eval = tokio::time::Instant::now();
+        let mut deliver = tokio::time::interval(DELIVER_EVERY);
+        let stopping = loop {
+            // Work happens in the branch bodies, which shutdown does not interrupt.
+            tokio::select! {
+                _ = shutdown.changed() => break true,
+                _ = tokio::time::sleep_until(next_eval) => {
+                    if !lock.still_held().await {
+                        break false;
+                    }
+                    match evaluate_once(store, rt).await {
+                        Ok(_) => { metrics.alert_evaluations.inc(); }
+                        Err(error) => tracing::warn!(%error, "alert evaluation failed"),
+                    }
+                    next_eval = tokio::time::Instant::now() + rt.config().evaluate_every.0;
+                    // Deliver right away what this round decided.
+                    let cfg = rt.config();
+                    if let Err(error) = notify::deliver_due(store, &cfg, &rt.http, &rt.limiter, metrics, rt.now_s()).await {
+                        tracing::warn!(%error, "alert delivery round failed");
+                    }
+                }
+                _ = deliver.tick() => {
+                    let cfg = rt.config();
+                    if let Err(error) = notify::deliver_due(store, &cfg, &rt.http, &rt.limiter, metrics, rt.now_s()).await {
+                        tracing::warn!(%error, "alert delivery round failed");
+                    }
+                    if let Ok(c) = store.delivery_counts().await {
+                        metrics.alert_deliveries_failed.set(c.failed);
+                    }
+                }
+            }
+        };
+        rt.leader.store(false, Ordering::Relaxed);
+        metrics.alert_leader.set(0);
+        drop(lock);
+        if stopping {
+            return;
+        }
+        tracing::warn!("lost the alert leader lock; trying again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silences_by_rule_labels_and_daily_window() {
+        let s = SilenceConfig {
+            rule: Some("db-connect-failures".into()),
+            labels: [("database".to_owned(), "primary".to_owned())].into(),
+            from: None,
+            to: None,
+            daily: Some("02:00-02:30".into()),
+            comment: "nightly backup".into(),
+        };
+        let primary: Labels = [("database".to_owned(), "primary".to_owned())].into();
+        let replica: Labels = [("database".to_owned(), "replica".to_owned())].into();
+        let at =
+            |h: f64, m: f64| 1_790_000_000.0 - 1_790_000_000.0 % 86_400.0 + h * 3_600.0 + m * 60.0;
+        assert!(is_silenced(
+            std::slice::from_ref(&s),
+            &[],
+            "db-connect-failures",
+            &primary,
+            at(2.0, 10.0)
+        ));
+        assert!(!is_silenced(
+            std::slice::from_ref(&s),
+            &[],
+            "db-connect-failures",
+            &primary,
+            at(2.0, 31.0)
+        ));
+        assert!(!is_silenced(
+            std::slice::from_ref(&s),
+            &[],
+            "db-connect-failures",
+            &replica,
+            at(2.0, 10.0)
+        ));
+        assert!(!is_silenced(
+            std::slice::from_ref(&s),
+            &[],
+            "replica-lag",
+            &primary,
+            at(2.0, 10.0)
+        ));
+    }
+}

@@ -1,0 +1,467 @@
+//! Delivering notifications: Slack (incoming webhook with Block Kit, or `chat.postMessage` with
+//! a bot token, resolves threaded under their firing message) and a generic JSON webhook.
+//! Retries with backoff, honours `Retry-After`, limits the rate per channel, and records every
+//! failure — an alert is never lost silently.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stormwatch_store::alerts::{EventRow, Notification};
+use stormwatch_store::{Store, StoreError};
+
+use super::config::{ChannelKind, Resolved, RuleKind, Target};
+use crate::metrics::Metrics;
+
+/// Schema name of the generic webhook payload (documented in README.md).
+pub const WEBHOOK_SCHEMA: &str = "stormwatch.alerts/v1";
+/// Most alerts listed in one Slack message; the rest are counted.
+const MAX_LISTED: usize = 10;
+
+/// Why a delivery did not go through.
+#[derive(Debug)]
+pub enum DeliveryError {
+    /// Try again after this long (429 `Retry-After`, 5xx, network).
+    Retry { after: Duration, error: String },
+    /// Retrying will not help (4xx, Slack `ok: false`).
+    Permanent(String),
+}
+
+/// Per-channel send times within the last minute (the rate limit).
+#[derive(Default)]
+pub struct RateLimiter {
+    sent: Mutex<HashMap<String, VecDeque<f64>>>,
+}
+
+impl RateLimiter {
+    fn allow(&self, channel: &str, limit: u32, now: f64) -> bool {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let q = sent.entry(channel.to_owned()).or_default();
+        while q.front().is_some_and(|t| now - t >= 60.0) {
+            q.pop_front();
+        }
+        if q.len() >= limit as usize {
+            return false;
+        }
+        q.push_back(now);
+        true
+    }
+}
+
+fn emoji(event: &str, severity: &str) -> &'static str {
+    match (event, severity) {
+        ("resolved", _) => "✅",
+        (_, "critical") => "🔴",
+        (_, "warning") => "🟠",
+        _ => "🔵",
+    }
+}
+
+fn utc(ts: f64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ts:.0}"))
+}
+
+fn duration_text(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3_599 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3_600, (s % 3_600) / 60),
+    }
+}
+
+/// The dashboard view and window that explains an alert.
+pub fn dashboard_link(base: &str, kind: Option<RuleKind>, e: &EventRow) -> String {
+    let path = match kind {
+        Some(RuleKind::Latency | RuleKind::ErrorRate) => "/dependencies",
+        Some(RuleKind::ReplicationLag | RuleKind::DbConnect) => "/databases",
+        Some(RuleKind::FullScan) => "/slow",
+        Some(RuleKind::Host) => "/hosts",
+        Some(RuleKind::AgentSilent | RuleKind::SpansDropped) => "/",
+        None => "/alerts",
+    };
+    let from_ms = ((e.since - 900.0) * 1000.0) as i64;
+    let to_ms = ((e.time + 300.0) * 1000.0) as i64;
+    let mut url = format!("{base}{path}?from={from_ms}&to={to_ms}");
+    for (k, v) in &e.labels {
+        if ["service", "class", "peer", "database", "host"].contains(&k.as_str()) && !v.is_empty() {
+            url.push_str(&format!("&{k}={}", url_escape(v)));
+        }
+    }
+    url
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A Slack message (Block Kit with a plain `text` fallback) for a group of notifications of
+/// one kind (all firing, or all resolved).
+pub fn slack_message(group: &[&EventRow], links: &[String]) -> Value {
+    let first = group[0];
+    let n = group.len();
+    let verb = match first.event.as_str() {
+        "resolved" => "RESOLVED",
+        "renotify" => "STILL FIRING",
+        _ => "FIRING",
+    };
+    let title = if n == 1 {
+        format!(
+            "{} {verb} · {} · {}",
+            emoji(&first.event, &first.severity),
+            first.severity,
+            first.rule
+        )
+    } else {
+        format!(
+            "{} {verb} · {n} alerts · {}",
+            emoji(&first.event, &first.severity),
+            first.rule
+        )
+    };
+    let text = if n == 1 {
+        format!("{title}: {}", first.summary)
+    } else {
+        format!("{title}: {} and {} more", first.summary, n - 1)
+    };
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&title, 150), "emoji": true}}),
+    ];
+    for (e, link) in group.iter().zip(links).take(MAX_LISTED) {
+        let mut fields = Vec::new();
+        for (k, v) in &e.labels {
+            if !v.is_empty() {
+                fields.push(
+                    json!({"type": "mrkdwn", "text": truncate(&format!("*{k}*\n{v}"), 2000)}),
+                );
+            }
+        }
+        if let Some(v) = e.value {
+            let t = e
+                .threshold
+                .map(|t| format!(" (threshold {})", fmt_num(t)))
+                .unwrap_or_default();
+            fields.push(json!({"type": "mrkdwn", "text": format!("*value*\n{}{t}", fmt_num(v))}));
+        }
+        let when = if e.event == "resolved" {
+            format!("*resolved after*\n{}", duration_text(e.time - e.since))
+        } else {
+            format!(
+                "*since*\n<!date^{}^{{date_short_pretty}} {{time_secs}}|{}>",
+                e.since as i64,
+                utc(e.since)
+            )
+        };
+        fields.push(json!({"type": "mrkdwn", "text": when}));
+        fields.truncate(10);
+        let summary = if e.event == "resolved" {
+            format!("~{}~ — over", e.summary)
+        } else {
+            format!("*{}*", e.summary)
+        };
+        blocks.push(json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": truncate(&summary, 3000)},
+            "fields": fields,
+        }));
+        blocks.push(json!({
+            "type": "actions",
+            "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Open in Stormwatch"}, "url": truncate(link, 3000)}],
+        }));
+    }
+    if n > MAX_LISTED {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("…and {} more", n - MAX_LISTED)}]}));
+    }
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Stormwatch · {}", utc(first.time))}]}));
+    json!({"text": text, "blocks": blocks})
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else if v.abs() < 1.0 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    if s.chars().count() <= max_chars {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max_chars - 1).collect();
+    out.push('…');
+    out
+}
+
+/// The generic webhook body (schema [`WEBHOOK_SCHEMA`]).
+pub fn webhook_payload(group_key: &str, group: &[&EventRow], links: &[String]) -> Value {
+    let alerts: Vec<Value> = group
+        .iter()
+        .zip(links)
+        .map(|(e, link)| {
+            json!({
+                "rule": e.rule,
+                "event": e.event,
+                "severity": e.severity,
+                "labels": e.labels,
+                "value": e.value,
+                "threshold": e.threshold,
+                "summary": e.summary,
+                "since": utc(e.since),
+                "at": utc(e.time),
+                "dashboard_url": link,
+            })
+        })
+        .collect();
+    json!({"schema": WEBHOOK_SCHEMA, "group_key": group_key, "alerts": alerts})
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 3_600.0)))
+}
+
+fn backoff(attempts: i32) -> Duration {
+    let base = 2f64.powi(attempts.clamp(0, 8)).min(300.0);
+    Duration::from_secs_f64(base * (0.5 + fastrand::f64()))
+}
+
+async fn post(
+    http: &reqwest::Client,
+    target: &Target,
+    body: &Value,
+    attempts: i32,
+) -> Result<Option<String>, DeliveryError> {
+    let req = match target {
+        Target::Webhook { url } => http.post(url).json(body),
+        Target::SlackBot { api_url, token, .. } => http
+            .post(format!(
+                "{}/chat.postMessage",
+                api_url.trim_end_matches('/')
+            ))
+            .bearer_auth(token)
+            .json(body),
+    };
+    let resp = req
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| DeliveryError::Retry {
+            after: backoff(attempts),
+            // reqwest's error text can include the URL, which is a secret: keep only the kind.
+            error: if e.is_timeout() {
+                "timed out".into()
+            } else if e.is_connect() {
+                "connection failed".into()
+            } else {
+                "request failed".into()
+            },
+        })?;
+    let status = resp.status();
+    if status.as_u16() == 429 {
+        let after = retry_after(&resp).unwrap_or(Duration::from_secs(1));
+        return Err(DeliveryError::Retry {
+            after,
+            error: format!(
+                "429 Too Many Requests (retry after {:.0} s)",
+                after.as_secs_f64()
+            ),
+        });
+    }
+    if status.is_server_error() {
+        return Err(DeliveryError::Retry {
+            after: retry_after(&resp).unwrap_or_else(|| backoff(attempts)),
+            error: format!("HTTP {status}"),
+        });
+    }
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(DeliveryError::Permanent(format!(
+            "HTTP {status}: {}",
+            truncate(&text, 200)
+        )));
+    }
+    if let Target::SlackBot { .. } = target {
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| DeliveryError::Permanent(format!("Slack answered non-JSON: {e}")))?;
+        if v["ok"] != Value::Bool(true) {
+            let err = v["error"].as_str().unwrap_or("unknown error").to_owned();
+            if err == "ratelimited" {
+                return Err(DeliveryError::Retry {
+                    after: Duration::from_secs(1),
+                    error: err,
+                });
+            }
+            return Err(DeliveryError::Permanent(format!("Slack: {err}")));
+        }
+        return Ok(v["ts"].as_str().map(str::to_owned));
+    }
+    Ok(None)
+}
+
+/// Sends what is due; returns how many notifications were delivered.
+pub async fn deliver_due(
+    store: &Store,
+    cfg: &Resolved,
+    http: &reqwest::Client,
+    limiter: &RateLimiter,
+    metrics: &Metrics,
+    now: f64,
+) -> Result<usize, StoreError> {
+    let due = store.due_notifications(now, 500).await?;
+    // One message per channel, tick, kind of event and (for threads) firing message.
+    let mut groups: BTreeMap<(String, String, String, Option<String>), Vec<Notification>> =
+        BTreeMap::new();
+    for n in due {
+        let key = (
+            n.channel.clone(),
+            n.group_key.clone(),
+            n.event.event.clone(),
+            n.thread_ts.clone(),
+        );
+        groups.entry(key).or_default().push(n);
+    }
+    let mut delivered = 0;
+    for ((channel_name, group_key, _, thread_ts), notes) in groups {
+        let ids: Vec<i64> = notes.iter().map(|n| n.id).collect();
+        let Some(channel) = cfg.channels.iter().find(|c| c.name == channel_name) else {
+            store
+                .mark_attempt_failed(&ids, "channel is no longer configured", None)
+                .await?;
+            metrics.notification(&channel_name, "failed", ids.len());
+            continue;
+        };
+        if !limiter.allow(&channel.name, channel.rate_limit_per_minute, now) {
+            continue; // stays pending: sent when the window has room again
+        }
+        let events: Vec<&EventRow> = notes.iter().map(|n| &n.event).collect();
+        let links: Vec<String> = events
+            .iter()
+            .map(|e| {
+                dashboard_link(
+                    &cfg.dashboard_url,
+                    cfg.rules.iter().find(|r| r.name == e.rule).map(|r| r.kind),
+                    e,
+                )
+            })
+            .collect();
+        let mut body = match channel.kind {
+            ChannelKind::Slack => slack_message(&events, &links),
+            ChannelKind::Webhook => webhook_payload(&group_key, &events, &links),
+        };
+        if let Target::SlackBot {
+            channel: slack_channel,
+            ..
+        } = &channel.target
+        {
+            body["channel"] = json!(slack_channel);
+            if let Some(ts) = &thread_ts {
+                if notes[0].event.event != "firing" {
+                    body["thread_ts"] = json!(ts);
+                }
+            }
+        }
+        let attempts = notes.iter().map(|n| n.attempts).max().unwrap_or(0);
+        match post(http, &channel.target, &body, attempts).await {
+            Ok(ts) => {
+                let ts = if notes[0].event.event == "firing" {
+                    ts
+                } else {
+                    None
+                };
+                store.mark_sent(&ids, ts.as_deref(), now).await?;
+                metrics.notification(&channel.name, "sent", ids.len());
+                delivered += ids.len();
+            }
+            Err(DeliveryError::Retry { after, error })
+                if attempts + 1 < channel.max_attempts as i32 =>
+            {
+                tracing::warn!(channel = %channel.name, attempts = attempts + 1, %error, retry_in_s = after.as_secs_f64(), "alert delivery failed; will retry");
+                store
+                    .mark_attempt_failed(&ids, &error, Some(now + after.as_secs_f64()))
+                    .await?;
+                metrics.notification(&channel.name, "retried", ids.len());
+            }
+            Err(DeliveryError::Retry { error, .. }) | Err(DeliveryError::Permanent(error)) => {
+                tracing::error!(channel = %channel.name, attempts = attempts + 1, %error, "alert delivery failed for good; recorded as failed");
+                store.mark_attempt_failed(&ids, &error, None).await?;
+                metrics.notification(&channel.name, "failed", ids.len());
+            }
+        }
+    }
+    Ok(delivered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str) -> EventRow {
+        EventRow {
+            id: 1,
+            time: 1_790_000_100.0,
+            rule: "redis-p95".into(),
+            labels_key: "peer=redis:6379,service=board".into(),
+            labels: [
+                ("service".to_owned(), "board".to_owned()),
+                ("peer".to_owned(), "redis:6379".to_owned()),
+            ]
+            .into(),
+            event: name.into(),
+            severity: "critical".into(),
+            value: Some(84.2),
+            threshold: Some(20.0),
+            summary: "p95 of redis of board → redis:6379 is 84.2 ms (threshold 20.0 ms, 120 spans)"
+                .into(),
+            since: 1_790_000_000.0,
+            silenced: false,
+        }
+    }
+
+    #[test]
+    fn block_kit_shape() {
+        let e = event("firing");
+        let link = dashboard_link("http://sw:6100", Some(RuleKind::Latency), &e);
+        assert!(
+            link.starts_with("http://sw:6100/dependencies?from=1789999100000&to=1790000400000"),
+            "{link}"
+        );
+        assert!(link.contains("&peer=redis%3A6379"), "{link}");
+        let m = slack_message(&[&e], &[link]);
+        assert!(m["text"].as_str().unwrap().contains("FIRING"));
+        let blocks = m["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "header");
+        assert_eq!(blocks[0]["text"]["type"], "plain_text");
+        for b in blocks {
+            assert!(
+                ["header", "section", "actions", "context"].contains(&b["type"].as_str().unwrap())
+            );
+            if let Some(fields) = b["fields"].as_array() {
+                assert!(fields.len() <= 10 && fields.iter().all(|f| f["type"] == "mrkdwn"));
+            }
+        }
+        let resolved = slack_message(&[&event("resolved")], &["http://x".into()]);
+        assert!(resolved["text"].as_str().unwrap().contains("RESOLVED"));
+    }
+}

@@ -1,0 +1,539 @@
+//! Alerting end to end: batches over real HTTP, rules evaluated against a real PostgreSQL,
+//! notifications posted to a local HTTP receiver standing in for Slack and webhooks.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use common::{start, Running, TOKEN};
+use serde_json::Value;
+use stormwatch_collector::alerts::config::{AlertsConfig, Dur};
+use stormwatch_collector::Config;
+use stormwatch_model::{
+    Aggregate, AggregateKey, Batch, DbRole, DependencyClass, Encoding, ProbeSample, Span,
+    WIRE_VERSION,
+};
+
+/// What the receiver got: path, headers, JSON body, when.
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    auth: Option<String>,
+    body: Value,
+    at: Instant,
+}
+
+/// An answer to give instead of 200: (status, Retry-After seconds).
+type Scripted = (u16, Option<u32>);
+
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Received>>>,
+    /// Answers to give before answering 200: (status, Retry-After).
+    script: Arc<Mutex<VecDeque<Scripted>>>,
+    attempts: Arc<Mutex<usize>>,
+}
+
+async fn record(
+    State(r): State<Receiver>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    *r.attempts.lock().unwrap() += 1;
+    if let Some((status, retry_after)) = r.script.lock().unwrap().pop_front() {
+        let mut resp = StatusCode::from_u16(status).unwrap().into_response();
+        if let Some(s) = retry_after {
+            resp.headers_mut()
+                .insert("retry-after", s.to_string().parse().unwrap());
+        }
+        return resp;
+    }
+    let auth = headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_owned());
+    r.got.lock().unwrap().push(Received {
+        path: uri.path().to_owned(),
+        auth,
+        body,
+        at: Instant::now(),
+    });
+    if uri.path().ends_with("chat.postMessage") {
+        return Json(serde_json::json!({"ok": true, "ts": "1700000000.000100"})).into_response();
+    }
+    "ok".into_response()
+}
+
+impl Receiver {
+    async fn start() -> (Receiver, SocketAddr) {
+        let r = Receiver::default();
+        let app = Router::new().fallback(post(record)).with_state(r.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (r, addr)
+    }
+
+    fn messages(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` messages arrived (or panics after `timeout`).
+    async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.messages();
+            if m.len() >= n {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} messages, got {}: {m:#?}",
+                m.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn alerts_config(toml_text: &str) -> AlertsConfig {
+    let mut a: AlertsConfig = toml::from_str(toml_text).unwrap();
+    a.default_rules = false;
+    a.evaluate_every = Dur(Duration::from_millis(300));
+    a
+}
+
+async fn collector_with(db: &str, alerts: AlertsConfig) -> Running {
+    let mut config = Config::for_tests(db, TOKEN);
+    config.alerts = alerts;
+    start(config).await
+}
+
+fn now_ns() -> i64 {
+    stormwatch_store::now_ns()
+}
+
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn batch() -> Batch {
+    Batch {
+        version: WIRE_VERSION,
+        agent_id: "agent-alerts".into(),
+        instance: "i-1".into(),
+        sequence: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ..Default::default()
+    }
+}
+
+async fn ingest(c: &Running, batch: &Batch) {
+    let resp = reqwest::Client::new()
+        .post(c.endpoint("/api/v1/ingest"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-protobuf")
+        .body(batch.encode(Encoding::Protobuf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
+
+/// Redis calls of `board` taking `ms` each, counted in this minute's aggregates.
+fn redis_calls(n: u64, ms: i64) -> Batch {
+    let mut b = batch();
+    let now = now_ns();
+    let span = Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        service: "board".into(),
+        operation: "GET".into(),
+        class: DependencyClass::Redis as i32,
+        peer: "redis:6379".into(),
+        start_ns: now - ms * 1_000_000,
+        duration_ns: ms * 1_000_000,
+        ..Default::default()
+    };
+    let key = AggregateKey::of_span(&span);
+    let mut agg = Aggregate::new(&key);
+    for _ in 0..n {
+        agg.add(&span);
+    }
+    b.aggregates.push(agg);
+    b
+}
+
+fn lag(database: &str, seconds: f64) -> ProbeSample {
+    ProbeSample {
+        time_ns: now_ns(),
+        database: database.into(),
+        engine: "postgres".into(),
+        role: DbRole::Replica as i32,
+        connect_us: Some(800),
+        lag_seconds: Some(seconds),
+        ..Default::default()
+    }
+}
+
+async fn probes(c: &Running, samples: Vec<ProbeSample>) {
+    let mut b = batch();
+    b.probes = samples;
+    ingest(c, &b).await;
+}
+
+const LAG_RULE: &str = r#"
+[[rules]]
+name = "replica-lag"
+kind = "replication_lag"
+threshold = 5
+resolve_after = "0s"
+severity = "critical"
+"#;
+
+#[tokio::test]
+async fn latency_rule_fires_once_resolves_once_in_block_kit() {
+    let (slack, addr) = Receiver::start().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    let alerts = alerts_config(&format!(
+        r#"
+        [[channels]]
+        name = "oncall"
+        type = "slack"
+        url = "http://{addr}/hook"
+
+        [[rules]]
+        name = "redis-p95"
+        kind = "latency"
+        class = "redis"
+        quantile = 0.95
+        threshold = 20
+        resolve_after = "0s"
+        severity = "critical"
+        group_by = ["service", "peer"]
+        "#
+    ));
+    let c = collector_with(&db, alerts).await;
+    ingest(&c, &redis_calls(50, 2)).await; // healthy: nothing fires
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(slack.messages().is_empty());
+
+    let sent = Instant::now();
+    ingest(&c, &redis_calls(200, 80)).await;
+    let m = slack.wait_for(1, Duration::from_secs(15)).await;
+    let latency = m[0].at - sent;
+    println!(
+        "span arrival → Slack webhook: {:.0} ms",
+        latency.as_secs_f64() * 1000.0
+    );
+    assert!(latency < Duration::from_secs(5), "alert took {latency:?}");
+    let body = &m[0].body;
+    assert_eq!(m[0].path, "/hook");
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.contains("FIRING") && text.contains("redis-p95") && text.contains("redis:6379"),
+        "{text}"
+    );
+    let blocks = body["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "header");
+    assert!(blocks.iter().any(|b| b["type"] == "actions"
+        && b["elements"][0]["url"]
+            .as_str()
+            .unwrap()
+            .contains("/dependencies?from=")));
+
+    // The slowdown leaves the window (the evaluator's clock moves three minutes on).
+    c.alerts().shift_clock(Duration::from_secs(180));
+    let m = slack.wait_for(2, Duration::from_secs(10)).await;
+    assert!(m[1].body["text"].as_str().unwrap().contains("RESOLVED"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        slack.messages().len(),
+        2,
+        "exactly one firing and one resolved message"
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn no_repeat_after_a_restart_and_a_resolve_after_it() {
+    let (hook, addr) = Receiver::start().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    let cfg = || {
+        alerts_config(&format!("[[channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{addr}/\"\n{LAG_RULE}"))
+    };
+    let c = collector_with(&db, cfg()).await;
+    probes(&c, vec![lag("replica-1", 12.0)]).await;
+    let m = hook.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(m[0].body["schema"], "stormwatch.alerts/v1");
+    assert_eq!(m[0].body["alerts"][0]["event"], "firing");
+    assert_eq!(m[0].body["alerts"][0]["labels"]["database"], "replica-1");
+    c.stop().await;
+
+    // A new collector on the same database: the alert is still firing, and not sent again.
+    let c = collector_with(&db, cfg()).await;
+    probes(&c, vec![lag("replica-1", 14.0)]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        hook.messages().len(),
+        1,
+        "a restart must not re-fire: {:#?}",
+        hook.messages()
+    );
+    probes(&c, vec![lag("replica-1", 0.0)]).await;
+    let m = hook.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(m[1].body["alerts"][0]["event"], "resolved");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(hook.messages().len(), 2);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn retries_after_500_and_after_429_with_retry_after() {
+    let (hook, addr) = Receiver::start().await;
+    hook.script
+        .lock()
+        .unwrap()
+        .extend([(500, None), (429, Some(1))]);
+    let db = stormwatch_testkit::fresh_database().await;
+    let c = collector_with(&db, alerts_config(&format!("[[channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{addr}/\"\n{LAG_RULE}"))).await;
+    let started = Instant::now();
+    probes(&c, vec![lag("replica-1", 30.0)]).await;
+    let m = hook.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(
+        *hook.attempts.lock().unwrap(),
+        3,
+        "500, then 429, then delivered"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After must be honoured"
+    );
+    assert_eq!(m[0].body["alerts"][0]["event"], "firing");
+    let metrics = reqwest::get(c.endpoint("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "stormwatch_collector_alert_notifications_total{channel=\"hook\",result=\"retried\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "stormwatch_collector_alert_notifications_total{channel=\"hook\",result=\"sent\"} 1"
+        ),
+        "{metrics}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn failures_are_recorded_never_silent() {
+    let (hook, addr) = Receiver::start().await;
+    hook.script.lock().unwrap().extend([(400, None)]);
+    let db = stormwatch_testkit::fresh_database().await;
+    let c = collector_with(&db, alerts_config(&format!("[[channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{addr}/\"\n{LAG_RULE}"))).await;
+    probes(&c, vec![lag("replica-1", 30.0)]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = reqwest::get(c.endpoint("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("stormwatch_collector_alert_deliveries_failed 1") {
+            assert!(metrics.contains("result=\"failed\"} 1"), "{metrics}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed delivery must show in /metrics: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn instances_firing_together_are_grouped_and_silences_hold() {
+    let (hook, addr) = Receiver::start().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = &time::format_description::well_known::Rfc3339;
+    let alerts = alerts_config(&format!(
+        "[[channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{addr}/\"\n{LAG_RULE}\n\
+         [[silences]]\nrule = \"replica-lag\"\nlabels = {{ database = \"replica-9\" }}\nfrom = \"{}\"\nto = \"{}\"\n",
+        (now - time::Duration::hours(1)).format(fmt).unwrap(),
+        (now + time::Duration::hours(1)).format(fmt).unwrap(),
+    ));
+    let c = collector_with(&db, alerts).await;
+    probes(
+        &c,
+        vec![
+            lag("replica-1", 9.0),
+            lag("replica-2", 11.0),
+            lag("replica-3", 20.0),
+            lag("replica-9", 60.0),
+        ],
+    )
+    .await;
+    let m = hook.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        hook.messages().len(),
+        1,
+        "one message for the instances that fired together"
+    );
+    let dbs: Vec<&str> = m[0].body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["database"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        dbs,
+        ["replica-1", "replica-2", "replica-3"],
+        "the silenced replica-9 is not sent"
+    );
+    // ... but it is recorded and shown.
+    let store = &c.state().store;
+    let events = store.alert_events(0.0, 4e9, 100).await.unwrap();
+    let silenced: Vec<_> = events.iter().filter(|e| e.silenced).collect();
+    assert_eq!(silenced.len(), 1);
+    assert_eq!(silenced[0].labels["database"], "replica-9");
+    assert_eq!(store.alert_states().await.unwrap().len(), 4);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn slack_bot_posts_the_resolve_in_the_firing_thread() {
+    let (slack, addr) = Receiver::start().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    std::env::set_var("SW_TEST_BOT_TOKEN", "xoxb-test-token");
+    let c = collector_with(
+        &db,
+        alerts_config(&format!(
+            "[[channels]]\nname = \"bot\"\ntype = \"slack\"\nbot_token_env = \"SW_TEST_BOT_TOKEN\"\nchannel = \"#oncall\"\napi_url = \"http://{addr}/api\"\n{LAG_RULE}"
+        )),
+    )
+    .await;
+    probes(&c, vec![lag("replica-1", 12.0)]).await;
+    let m = slack.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(m[0].path, "/api/chat.postMessage");
+    assert_eq!(m[0].auth.as_deref(), Some("Bearer xoxb-test-token"));
+    assert_eq!(m[0].body["channel"], "#oncall");
+    assert!(m[0].body.get("thread_ts").is_none());
+    probes(&c, vec![lag("replica-1", 0.0)]).await;
+    let m = slack.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        m[1].body["thread_ts"], "1700000000.000100",
+        "the resolve goes into the firing message's thread"
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn one_leader_among_collectors_and_fail_over_without_duplicates() {
+    let (hook, addr) = Receiver::start().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    let cfg = || {
+        alerts_config(&format!("[[channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{addr}/\"\n{LAG_RULE}"))
+    };
+    let a = collector_with(&db, cfg()).await;
+    let b = collector_with(&db, cfg()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(a.alerts().is_leader() || b.alerts().is_leader()) {
+        assert!(Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        a.alerts().is_leader() ^ b.alerts().is_leader(),
+        "exactly one leader"
+    );
+    probes(&a, vec![lag("replica-1", 12.0)]).await;
+    hook.wait_for(1, Duration::from_secs(10)).await;
+
+    let (leader, follower) = if a.alerts().is_leader() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    leader.stop().await;
+    let took = Instant::now();
+    while !follower.alerts().is_leader() {
+        assert!(
+            took.elapsed() < Duration::from_secs(10),
+            "the follower did not take over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("fail-over took {:.1} s", took.elapsed().as_secs_f64());
+    probes(
+        &follower,
+        vec![lag("replica-1", 13.0), lag("replica-2", 40.0)],
+    )
+    .await;
+    let m = hook.wait_for(2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = hook.messages();
+    assert_eq!(
+        all.len(),
+        2,
+        "the new leader must not re-send what was sent: {all:#?}"
+    );
+    assert_eq!(m[1].body["alerts"][0]["labels"]["database"], "replica-2");
+    follower.stop().await;
+}
+
+#[tokio::test]
+async fn config_edits_reload_rules_and_broken_edits_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.toml");
+    let db = stormwatch_testkit::fresh_database().await;
+    let write = |threshold: &str| {
+        std::fs::write(&path, format!("[alerts]\ndefault_rules = false\n[[alerts.rules]]\nname = \"lag\"\nkind = \"replication_lag\"\nthreshold = {threshold}\n"))
+            .unwrap()
+    };
+    write("5");
+    let mut config = Config::load(stormwatch_collector::config::Flags {
+        config: Some(path.clone()),
+        database_url: Some(db),
+        ingest_tokens: Some(vec![TOKEN.into()]),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    })
+    .unwrap();
+    config.alerts.evaluate_every = Dur(Duration::from_millis(300));
+    let c = start(config).await;
+    let threshold = |c: &Running| c.alerts().config().rules[0].threshold;
+    assert_eq!(threshold(&c), Some(5.0));
+    write("2.5");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threshold(&c) != Some(2.5) {
+        assert!(Instant::now() < deadline, "the edit was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(
+        &path,
+        "[alerts]\n[[alerts.rules]]\nname = \"lag\"\nkind = \"replication_lagg\"\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        threshold(&c),
+        Some(2.5),
+        "a broken edit keeps the rules in force"
+    );
+    c.stop().await;
+}
