@@ -64,8 +64,8 @@ impl<'de> Deserialize<'de> for Dur {
 fn yes() -> bool {
     true
 }
-fn every_5s() -> Dur {
-    Dur::secs(5)
+fn every_2s() -> Dur {
+    Dur::secs(2)
 }
 
 /// `[alerts]`
@@ -74,7 +74,7 @@ fn every_5s() -> Dur {
 pub struct AlertsConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default = "every_5s")]
+    #[serde(default = "every_2s")]
     pub evaluate_every: Dur,
     /// Base URL of the dashboard for links in messages (default: `http://<listen>`).
     #[serde(default)]
@@ -95,7 +95,7 @@ impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
             enabled: true,
-            evaluate_every: every_5s(),
+            evaluate_every: every_2s(),
             dashboard_url: None,
             default_rules: true,
             channels: vec![],
