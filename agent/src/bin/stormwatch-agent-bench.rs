@@ -257,7 +257,7 @@ struct Load {
 async fn closed_loop(
     url: String,
     content_type: &'static str,
-    bodies: Arc<Vec<Vec<u8>>>,
+    bodies: Arc<Vec<bytes::Bytes>>,
     spans_per: u64,
     concurrency: usize,
     secs: u64,
@@ -412,13 +412,17 @@ async fn main() -> anyhow::Result<()> {
     .map(|s| s.to_string())
     .collect();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let otlp: Arc<Vec<Vec<u8>>> = Arc::new(
+    // `Bytes` so the load generator sends without copying bodies.
+    let otlp: Arc<Vec<bytes::Bytes>> = Arc::new(
         (0..256)
-            .map(|_| otlp_request(&mut rng, 100).encode_to_vec())
+            .map(|_| otlp_request(&mut rng, 100).encode_to_vec().into())
             .collect(),
     );
-    let zipkin_bodies: Arc<Vec<Vec<u8>>> =
-        Arc::new((0..256).map(|_| zipkin_request(&mut rng, 100)).collect());
+    let zipkin_bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+        (0..256)
+            .map(|_| zipkin_request(&mut rng, 100).into())
+            .collect(),
+    );
     println!(
         "stormwatch-agent-bench: {} s per run, {} connections, server on CPU {:?}, OTLP request {} bytes, Zipkin request {} bytes",
         args.seconds, args.concurrency, args.server_cpu, otlp[0].len(), zipkin_bodies[0].len()
