@@ -1,0 +1,89 @@
+//! Access control of a real collector: the dashboard behind sign-in, the read API behind read
+//! tokens, ingest still behind its own agent tokens.
+
+mod common;
+
+use common::{start, TOKEN};
+use stormwatch_collector::config::UserConfig;
+use stormwatch_collector::Config;
+
+const READ: &str = "read-token-for-scripts-0123";
+
+#[tokio::test]
+async fn dashboard_and_read_api_need_credentials_ingest_keeps_agent_tokens() {
+    let db = stormwatch_testkit::fresh_database().await;
+    let mut config = Config::for_tests(&db, TOKEN);
+    config.users = vec![UserConfig {
+        name: "oncall".into(),
+        password_hash: stormwatch_web::auth::hash_password("pager duty").unwrap(),
+        role: stormwatch_web::Role::Viewer,
+    }];
+    config.read_tokens = vec![READ.into()];
+    let c = start(config).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = http.get(c.endpoint("/")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/login?next=/");
+    let res = http
+        .get(c.endpoint("/api/v1/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = http
+        .get(c.endpoint("/api/v1/services"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "an ingest token is not a read token");
+    let res = http
+        .get(c.endpoint("/api/v1/services"))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Ingest: a read token is not an agent token.
+    let res = http
+        .post(c.endpoint("/api/v1/ingest"))
+        .bearer_auth(READ)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    // Sign in, then the session reads pages and the API.
+    let res = http
+        .post(c.endpoint("/login"))
+        .form(&[
+            ("user", "oncall"),
+            ("password", "pager duty"),
+            ("next", "/hosts"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let cookie = res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    for path in ["/hosts", "/api/v1/services"] {
+        let res = http
+            .get(c.endpoint(path))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    c.stop().await;
+}
