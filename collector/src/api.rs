@@ -311,3 +311,60 @@ mod tests {
         assert!(parse_step("1w").is_err());
     }
 }
+
+#[derive(Serialize)]
+pub struct DatabasesResponse {
+    databases: Vec<stormwatch_store::databases::DatabaseSample>,
+}
+
+/// `GET /api/v1/databases`: the latest state of every probed database.
+pub async fn databases(
+    State(app): State<Arc<AppState>>,
+) -> Result<Json<DatabasesResponse>, AppError> {
+    let databases = app.store.databases().await.map_err(AppError::store)?;
+    Ok(Json(DatabasesResponse { databases }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SamplesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub struct SamplesResponse {
+    database: String,
+    from: i64,
+    to: i64,
+    samples: Vec<stormwatch_store::databases::DatabaseSample>,
+}
+
+/// `GET /api/v1/databases/{name}/samples?from=&to=&limit=` (default: the last hour, at most
+/// 10,000 samples, oldest first).
+pub async fn database_samples(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<SamplesQuery>,
+) -> Result<Json<SamplesResponse>, AppError> {
+    let (from, to) = window(&q.from, &q.to, 3_600_000)?;
+    let limit = q.limit.unwrap_or(MAX_SPANS);
+    if !(1..=MAX_SPANS).contains(&limit) {
+        return Err(AppError::field(
+            "bad_query",
+            "limit",
+            format!("must be between 1 and {MAX_SPANS}"),
+        ));
+    }
+    let samples = app
+        .store
+        .database_samples(&name, from, to, limit)
+        .await
+        .map_err(AppError::store)?;
+    Ok(Json(SamplesResponse {
+        database: name,
+        from,
+        to,
+        samples,
+    }))
+}

@@ -37,6 +37,11 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .route("/api/v1/spans", get(api::spans))
                 .route("/api/v1/traces/{trace_id}", get(api::trace))
                 .route("/api/v1/aggregates", get(api::aggregates))
+                .route("/api/v1/databases", get(api::databases))
+                .route(
+                    "/api/v1/databases/{name}/samples",
+                    get(api::database_samples),
+                )
                 .route_layer(axum::middleware::from_fn_with_state(
                     auth.clone(),
                     stormwatch_web::auth::require_read_access,

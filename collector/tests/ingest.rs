@@ -507,3 +507,73 @@ async fn health_and_a_restart_keeping_the_data() {
     assert!(page.contains("<td>board</td>"), "{page}");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn database_probe_samples_are_served() {
+    let (c, _) = start_fresh().await;
+    let t = now();
+    let mut b = sample::batch("agent-db", 1, 4, t);
+    let probe = |db: &str, at: i64, lag: f64, failure: i32| stormwatch_model::ProbeSample {
+        time_ns: at,
+        database: db.into(),
+        engine: "postgres".into(),
+        role: if db == "primary" {
+            stormwatch_model::DbRole::Primary
+        } else {
+            stormwatch_model::DbRole::Replica
+        } as i32,
+        connect_us: (failure == 0).then_some(1_500),
+        failure,
+        failure_message: if failure == 0 {
+            String::new()
+        } else {
+            "connection refused".into()
+        },
+        lag_seconds: (db != "primary").then_some(lag),
+        ..Default::default()
+    };
+    b.probes = vec![
+        probe("primary", t - 3 * NS, 0.0, 0),
+        probe(
+            "primary",
+            t - 2 * NS,
+            0.0,
+            stormwatch_model::FailureClass::Refused as i32,
+        ),
+        probe("replica-1", t - 3 * NS, 0.5, 0),
+        probe("replica-1", t - 2 * NS, 7.5, 0),
+    ];
+    assert_eq!(
+        send(&c, &b, Encoding::Protobuf, None).await.status(),
+        StatusCode::OK
+    );
+    let v: Value = reqwest::get(c.endpoint("/api/v1/databases"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dbs = v["databases"].as_array().unwrap();
+    assert_eq!(dbs.len(), 2);
+    assert_eq!(dbs[0]["database"], "primary");
+    assert_eq!(dbs[0]["failure"], "refused");
+    assert_eq!(dbs[0]["failure_message"], "connection refused");
+    assert_eq!(dbs[1]["database"], "replica-1");
+    assert_eq!(dbs[1]["lag_seconds"], 7.5);
+    assert_eq!(dbs[1]["agent_id"], "agent-db");
+    let v: Value = reqwest::get(c.endpoint("/api/v1/databases/replica-1/samples"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lags: Vec<f64> = v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["lag_seconds"].as_f64().unwrap())
+        .collect();
+    assert_eq!(lags, [0.5, 7.5]);
+    assert_eq!(v["samples"][0]["connect_ms"], 1.5);
+    c.stop().await;
+}

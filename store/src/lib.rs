@@ -11,6 +11,7 @@ pub mod aggregates;
 pub mod alerts;
 pub mod batches;
 pub mod dashboard;
+pub mod databases;
 pub mod embedded;
 pub mod hosts;
 pub mod migrate;
