@@ -264,10 +264,14 @@ impl Config {
             )));
         }
         for (i, u) in self.users.iter().enumerate() {
-            stormwatch_web::auth::check_hash(&u.password_hash)
-                .map_err(|e| ConfigError::Value(format!("users[{i}] `{}`: password_hash is {e}", u.name)))?;
+            stormwatch_web::auth::check_hash(&u.password_hash).map_err(|e| {
+                ConfigError::Value(format!("users[{i}] `{}`: password_hash is {e}", u.name))
+            })?;
             if self.users[..i].iter().any(|o| o.name == u.name) {
-                return Err(ConfigError::Value(format!("users[{i}]: user `{}` is listed twice", u.name)));
+                return Err(ConfigError::Value(format!(
+                    "users[{i}]: user `{}` is listed twice",
+                    u.name
+                )));
             }
         }
         if let Some(short) = self.read_tokens.iter().find(|t| t.len() < 16) {
@@ -301,7 +305,9 @@ impl Config {
 /// Returns the process exit code.
 pub fn print_password_hash() -> i32 {
     let mut line = String::new();
-    if std::io::stdin().read_line(&mut line).is_err() || line.trim_end_matches(['\r', '\n']).is_empty() {
+    if std::io::stdin().read_line(&mut line).is_err()
+        || line.trim_end_matches(['\r', '\n']).is_empty()
+    {
         eprintln!("type the password on standard input (e.g. `read -rs p; echo \"$p\" | stormwatch-collector --hash-password`)");
         return 64;
     }
@@ -363,16 +369,25 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(flags("127.0.0.1:6100", false)).is_ok());
-        let err = Config::load(flags("0.0.0.0:6100", false)).unwrap_err().to_string();
-        assert!(err.contains("--insecure-no-auth") && err.contains("0.0.0.0:6100"), "{err}");
+        let err = Config::load(flags("0.0.0.0:6100", false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--insecure-no-auth") && err.contains("0.0.0.0:6100"),
+            "{err}"
+        );
         assert!(Config::load(flags("0.0.0.0:6100", true)).is_ok());
     }
 
     #[test]
     fn users_need_argon2_hashes() {
-        let text = "listen = \"0.0.0.0:6100\"\n[[users]]\nname = \"ana\"\npassword_hash = \"hunter2\"\n";
+        let text =
+            "listen = \"0.0.0.0:6100\"\n[[users]]\nname = \"ana\"\npassword_hash = \"hunter2\"\n";
         let file = parse_file(Path::new("c.toml"), text).unwrap();
-        assert_eq!(file.users.as_ref().unwrap()[0].role, stormwatch_web::Role::Viewer);
+        assert_eq!(
+            file.users.as_ref().unwrap()[0].role,
+            stormwatch_web::Role::Viewer
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, text).unwrap();
