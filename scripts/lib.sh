@@ -22,6 +22,14 @@ need_postgres() {
   install_debian postgresql
 }
 
+# Debian's chromium, for the dashboard's headless-browser test (collector/tests/browser.rs).
+need_chromium() {
+  if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || [ -n "${CHROMIUM:-}" ]; then
+    return 0
+  fi
+  install_debian chromium
+}
+
 need_cargo() {
   command -v cargo >/dev/null 2>&1 || {
     echo "cargo is missing: install Rust (https://rustup.rs) and run this again" >&2

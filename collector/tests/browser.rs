@@ -1,0 +1,170 @@
+//! Every dashboard page in a real browser: Debian's `chromium`, headless, against a real
+//! collector over a seeded database. A page passes when it loads with no console message at
+//! all (CSP violations, script errors and failed loads all land in the console) and its
+//! screenshot is saved to `target/screenshots/` (kept as CI output).
+//!
+//! `./scripts/test` installs chromium; `CHROMIUM` overrides the binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{start, TOKEN};
+use stormwatch_collector::Config;
+use stormwatch_model::{DbRole, FailureClass, ProbeSample};
+use stormwatch_store::{Store, StoreOptions};
+use stormwatch_testkit::sample;
+
+const NS: i64 = 1_000_000_000;
+
+fn chromium() -> PathBuf {
+    let bin = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        bin.exists(),
+        "{} is missing: install Debian's chromium (`apt-get install -y chromium`; ./scripts/test does it) or set CHROMIUM",
+        bin.display()
+    );
+    bin
+}
+
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Loads `url` headless; returns the console lines chromium logged, after saving a screenshot.
+fn load(url: &str, shot: &Path) -> Vec<String> {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1400,1100",
+            "--virtual-time-budget=4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(url)
+        .env("HOME", profile.path())
+        .output()
+        .expect("running chromium");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        shot.exists() && std::fs::metadata(shot).unwrap().len() > 1000,
+        "no screenshot of {url}: status {:?}\n{stderr}",
+        out.status
+    );
+    stderr
+        .lines()
+        .filter(|l| l.contains(":CONSOLE") || l.contains("Refused to"))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn seed(db: &str) -> String {
+    let store = Store::connect(&StoreOptions {
+        url: db.into(),
+        max_connections: 2,
+        retention_days: 7,
+    })
+    .await
+    .unwrap();
+    let now = stormwatch_store::now_ns();
+    let mut b = sample::batch("app-1", 1, 2_000, now);
+    let trace = stormwatch_model::hexid::encode(&b.spans[0].trace_id);
+    for i in 0..120 {
+        let refused = (20..32).contains(&(i / 2));
+        b.probes.push(ProbeSample {
+            time_ns: now - i * 30 * NS,
+            database: "main".into(),
+            engine: "postgres".into(),
+            role: DbRole::Primary as i32,
+            connect_us: (!refused).then_some(2_000 + i * 10),
+            failure: if refused {
+                FailureClass::Refused
+            } else {
+                FailureClass::None
+            } as i32,
+            ..Default::default()
+        });
+        b.probes.push(ProbeSample {
+            time_ns: now - i * 30 * NS,
+            database: "main-replica".into(),
+            engine: "postgres".into(),
+            role: DbRole::Replica as i32,
+            connect_us: Some(1_500),
+            lag_seconds: Some(if i < 10 { 9.0 } else { 0.5 }),
+            ..Default::default()
+        });
+    }
+    store.store_batch(&b, now).await.unwrap();
+    store.close();
+    trace
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_loads_in_chromium_without_console_errors() {
+    let dir = screenshots();
+    // The check itself must be able to fail: a page that logs to the console is caught.
+    let control = dir.join("control.png");
+    let lines = tokio::task::spawn_blocking(move || {
+        load(
+            "data:text/html,<p>control</p><script>console.error('stormwatch-control')</script>",
+            &control,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("stormwatch-control")),
+        "console scanning does not work: {lines:?}"
+    );
+    let _ = std::fs::remove_file(dir.join("control.png"));
+
+    let db = stormwatch_testkit::fresh_database().await;
+    // The collector migrates the database and creates partitions; then the seed goes in.
+    let c = start(Config::for_tests(&db, TOKEN)).await;
+    let trace = seed(&db).await;
+    let pages = [
+        ("overview", "/?range=1h".to_owned()),
+        ("scatter", "/scatter?range=15m".to_owned()),
+        ("dependencies", "/dependencies?range=1h".to_owned()),
+        ("slow-spans", "/spans?range=1h".to_owned()),
+        ("trace", format!("/traces/{trace}")),
+        ("databases", "/databases?range=1h".to_owned()),
+        ("hosts", "/hosts?range=1h".to_owned()),
+        ("alerts", "/alerts".to_owned()),
+        ("login", "/login".to_owned()),
+    ];
+    let mut failures = Vec::new();
+    for (name, path) in pages {
+        let url = c.endpoint(&path);
+        let shot = dir.join(format!("{name}.png"));
+        let _ = std::fs::remove_file(&shot);
+        let lines = tokio::task::spawn_blocking(move || load(&url, &shot))
+            .await
+            .unwrap();
+        if !lines.is_empty() {
+            failures.push(format!("{path}:\n  {}", lines.join("\n  ")));
+        }
+    }
+    c.stop().await;
+    assert!(
+        failures.is_empty(),
+        "console messages:\n{}",
+        failures.join("\n")
+    );
+}
