@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use stormwatch_model::{Aggregate, AggregateKey, Span};
+use stormwatch_model::{Aggregate, AggregateKey};
+
+use crate::classify::Received;
 
 use crate::util::PassThrough;
 
@@ -24,7 +26,7 @@ enum Status {
 }
 
 impl Status {
-    fn of(span: &Span) -> Self {
+    fn of(span: &Received) -> Self {
         if span.http_status > 0 {
             Status::Http(span.http_status)
         } else if span.is_error() {
@@ -46,19 +48,19 @@ struct Row {
 }
 
 impl Row {
-    fn matches(&self, minute: i64, status: Status, span: &Span) -> bool {
+    fn matches(&self, minute: i64, status: Status, span: &Received) -> bool {
         self.minute == minute
             && self.class == span.class
             && self.status == status
-            && self.key.operation == span.operation
-            && self.key.peer == span.peer
-            && self.key.service == span.service
+            && self.key.operation == span.operation()
+            && self.key.peer == span.peer()
+            && self.key.service == span.service()
     }
 }
 
 /// FNV-1a over the key's fields: the key of a span is found without allocating, which the
 /// model's `AggregateKey::of_span` (five owned strings per span) could not do on the hot path.
-fn key_hash(minute: i64, status: Status, span: &Span) -> u64 {
+fn key_hash(minute: i64, status: Status, span: &Received) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for b in bytes {
@@ -76,9 +78,9 @@ fn key_hash(minute: i64, status: Status, span: &Span) -> u64 {
         Status::Error => 1001,
     }
     .to_le_bytes());
-    eat(span.service.as_bytes());
-    eat(span.peer.as_bytes());
-    eat(span.operation.as_bytes());
+    eat(span.service().as_bytes());
+    eat(span.peer().as_bytes());
+    eat(span.operation().as_bytes());
     h
 }
 
@@ -99,17 +101,29 @@ impl std::fmt::Debug for Aggregator {
 
 impl Aggregator {
     /// Counts `span`.
-    pub fn add(&mut self, span: &Span) {
+    pub fn add(&mut self, span: &Received) {
         let minute = span.end_ns().div_euclid(60_000_000_000) * 60;
         let status = Status::of(span);
         let bucket = self.rows.entry(key_hash(minute, status, span)).or_default();
         if let Some(row) = bucket.iter_mut().find(|r| r.matches(minute, status, span)) {
-            row.agg.add(span);
+            count(&mut row.agg, span);
             return;
         }
-        let key = AggregateKey::of_span(span);
+        // The same key as the model's `AggregateKey::of_span` (a test holds the two together).
+        let key = AggregateKey {
+            minute,
+            service: span.service().to_owned(),
+            class: span.dependency_class(),
+            peer: span.peer().to_owned(),
+            operation: span.operation().to_owned(),
+            status_class: match status {
+                Status::Http(c) => c.to_string(),
+                Status::Ok => "ok".to_owned(),
+                Status::Error => "error".to_owned(),
+            },
+        };
         let mut agg = Aggregate::new(&key);
-        agg.add(span);
+        count(&mut agg, span);
         bucket.push(Row {
             minute,
             class: span.class,
@@ -139,10 +153,19 @@ impl Aggregator {
     }
 }
 
+/// What the model's `Aggregate::add` does, on a compact span.
+fn count(agg: &mut Aggregate, span: &Received) {
+    let d = span.duration_ns.max(0) as u64;
+    agg.count += 1;
+    agg.errors += u64::from(span.is_error());
+    agg.sum_ns = agg.sum_ns.saturating_add(d);
+    agg.histogram.get_or_insert_with(Default::default).record(d);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stormwatch_model::{DependencyClass, SpanStatus};
+    use stormwatch_model::{DependencyClass, Span, SpanStatus};
 
     fn span(op: &str, end_s: i64, dur_ms: i64, error: bool) -> Span {
         Span {
@@ -165,11 +188,11 @@ mod tests {
     #[test]
     fn counts_per_minute_and_key() {
         let mut a = Aggregator::default();
-        a.add(&span("SELECT t", 1_700_000_010, 5, false));
-        a.add(&span("SELECT t", 1_700_000_020, 15, false));
-        a.add(&span("SELECT t", 1_700_000_030, 25, true));
-        a.add(&span("SELECT t", 1_700_000_100, 5, false)); // next minute
-        a.add(&span("UPDATE t", 1_700_000_010, 5, false));
+        a.add(&span("SELECT t", 1_700_000_010, 5, false).into());
+        a.add(&span("SELECT t", 1_700_000_020, 15, false).into());
+        a.add(&span("SELECT t", 1_700_000_030, 25, true).into());
+        a.add(&span("SELECT t", 1_700_000_100, 5, false).into()); // next minute
+        a.add(&span("UPDATE t", 1_700_000_010, 5, false).into());
         let rows = a.take();
         assert_eq!(rows.len(), 4, "{rows:?}");
         let ok = rows
@@ -182,5 +205,50 @@ mod tests {
         let err = rows.iter().find(|r| r.status_class == "error").unwrap();
         assert_eq!((err.count, err.errors), (1, 1));
         assert!(a.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod agrees_with_model {
+    use super::*;
+    use stormwatch_model::{DependencyClass, Span, SpanStatus};
+
+    #[test]
+    fn same_keys_and_counts_as_the_model() {
+        let mut spans = Vec::new();
+        for (i, (status, http)) in [
+            (SpanStatus::Ok, 0),
+            (SpanStatus::Error, 0),
+            (SpanStatus::Ok, 503),
+            (SpanStatus::Error, 200),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            spans.push(Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                service: "svc".into(),
+                operation: format!("op{}", i % 2),
+                peer: "db:5432".into(),
+                class: DependencyClass::Db as i32,
+                start_ns: 1_700_000_000_000_000_000 + i as i64 * 50_000_000_000,
+                duration_ns: 1_000_000 * (i as i64 + 1),
+                status: status as i32,
+                http_status: http,
+                ..Default::default()
+            });
+        }
+        let mut ours = Aggregator::default();
+        let mut model: std::collections::BTreeMap<AggregateKey, Aggregate> = Default::default();
+        for s in &spans {
+            ours.add(&s.clone().into());
+            let key = AggregateKey::of_span(s);
+            model
+                .entry(key.clone())
+                .or_insert_with(|| Aggregate::new(&key))
+                .add(s);
+        }
+        assert_eq!(ours.take(), model.into_values().collect::<Vec<_>>());
     }
 }

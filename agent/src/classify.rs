@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use stormwatch_model::enums::WireEnum;
 use stormwatch_model::limits::{
     MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, MAX_DURATION_NS,
     MAX_FUTURE_NS, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_STATEMENT_BYTES, MIN_TIME_NS,
 };
-use stormwatch_model::validate::truncate;
 use stormwatch_model::{DbRole, DependencyClass, Span, SpanKind, SpanStatus};
 
 use crate::config::Classify;
@@ -141,76 +141,128 @@ fn first_str<'a, A: Attributes + ?Sized>(a: &'a A, keys: &[&str]) -> Option<&'a 
     })
 }
 
-/// A classified span, with its free-form attributes still in compact form.
-///
-/// Most spans are only counted, never shipped; building the model's `BTreeMap` of owned
-/// strings for each of them was a large share of the agent's CPU. The map is built by
-/// [`Received::into_span`] only for spans the sampler keeps.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Received {
-    /// Every field but `attributes`.
-    pub span: Span,
-    pub attrs: CompactAttrs,
+/// The text fields of a [`Received`], in the order they are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Text {
+    Service = 0,
+    Instance,
+    Operation,
+    Peer,
+    DbSystem,
+    Statement,
+    StatusMessage,
 }
 
-impl From<Span> for Received {
-    fn from(span: Span) -> Self {
-        Received {
-            span,
-            attrs: CompactAttrs::default(),
-        }
+const TEXT_FIELDS: usize = 7;
+
+/// A classified span in the agent's compact form: ids inline, every string (labels, statement,
+/// message, attribute keys and values) in one buffer.
+///
+/// Most spans are only counted, never shipped. As model [`Span`]s each cost a dozen heap
+/// allocations, freed on another thread than they were made on, and profiling showed malloc
+/// and free dominating the agent's CPU. Here a span costs one or two allocations; the model
+/// span is built by [`Received::into_span`] only for spans the sampler keeps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Received {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub kind: i32,
+    pub class: i32,
+    pub start_ns: i64,
+    pub duration_ns: i64,
+    pub status: i32,
+    pub http_status: u32,
+    pub db_role: i32,
+    pub rows: Option<i64>,
+    /// The sampler's [`stormwatch_model::KeepReason`].
+    pub kept: i32,
+    /// [`stormwatch_model::SpanFlag`]s as bits (bit n = flag number n).
+    pub flags: u8,
+    text: String,
+    /// End offset in `text` of each [`Text`] field.
+    ends: [u32; TEXT_FIELDS],
+    /// (end of key, end of value) in `text`, per attribute, after the text fields.
+    attr_ends: Vec<(u32, u32)>,
+}
+
+fn push_cut(text: &mut String, s: &str, max: usize) {
+    if s.len() <= max {
+        text.push_str(s);
+        return;
     }
+    let marker = stormwatch_model::limits::TRUNCATION_MARKER;
+    let mut end = max.saturating_sub(marker.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.push_str(&s[..end]);
+    text.push_str(marker);
 }
 
 impl Received {
-    /// The shippable span, attributes included.
-    pub fn into_span(self) -> Span {
-        let mut s = self.span;
-        s.attributes = self.attrs.into_map();
-        s
+    fn text(&self, f: Text) -> &str {
+        let i = f as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
     }
-}
 
-/// Attributes as one string plus offsets: two allocations per span instead of two per
-/// attribute. Keys and values are already cut to the wire limits.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct CompactAttrs {
-    text: String,
-    /// (end of key, end of value) in `text`, per attribute.
-    ends: Vec<(u32, u32)>,
-}
+    /// Appends the next text field; fields must come in [`Text`] order.
+    fn push_text(&mut self, f: Text, s: &str, max: usize) {
+        push_cut(&mut self.text, s, max);
+        self.ends[f as usize] = self.text.len() as u32;
+    }
 
-impl CompactAttrs {
+    pub fn service(&self) -> &str {
+        self.text(Text::Service)
+    }
+    pub fn instance(&self) -> &str {
+        self.text(Text::Instance)
+    }
+    pub fn operation(&self) -> &str {
+        self.text(Text::Operation)
+    }
+    pub fn peer(&self) -> &str {
+        self.text(Text::Peer)
+    }
+    pub fn db_system(&self) -> &str {
+        self.text(Text::DbSystem)
+    }
+    pub fn statement(&self) -> &str {
+        self.text(Text::Statement)
+    }
+    pub fn status_message(&self) -> &str {
+        self.text(Text::StatusMessage)
+    }
+
+    /// True when the span failed.
+    pub fn is_error(&self) -> bool {
+        self.status == SpanStatus::Error as i32
+    }
+
+    /// The dependency class; `Internal` for an unknown number.
+    pub fn dependency_class(&self) -> DependencyClass {
+        DependencyClass::from_number(self.class).unwrap_or(DependencyClass::Internal)
+    }
+
+    /// End time, ns since the epoch.
+    pub fn end_ns(&self) -> i64 {
+        self.start_ns.saturating_add(self.duration_ns)
+    }
+
     /// Number of attributes held.
-    pub fn len(&self) -> usize {
-        self.ends.len()
+    pub fn attribute_count(&self) -> usize {
+        self.attr_ends.len()
     }
 
-    /// True when there are none.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    fn push_cut(&mut self, s: &str, max: usize) {
-        if s.len() <= max {
-            self.text.push_str(s);
-            return;
-        }
-        let marker = stormwatch_model::limits::TRUNCATION_MARKER;
-        let mut end = max.saturating_sub(marker.len());
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.text.push_str(&s[..end]);
-        self.text.push_str(marker);
-    }
-
-    fn push(&mut self, key: &str, value: Value<'_>, strip: bool) {
-        self.push_cut(key, MAX_ATTRIBUTE_KEY_BYTES);
+    fn push_attr(&mut self, key: &str, value: Value<'_>, strip: bool) {
+        push_cut(&mut self.text, key, MAX_ATTRIBUTE_KEY_BYTES);
         let key_end = self.text.len() as u32;
         match value {
-            Value::Str(v) if strip => self.push_cut(strip_query(v), MAX_ATTRIBUTE_VALUE_BYTES),
-            Value::Str(v) => self.push_cut(v, MAX_ATTRIBUTE_VALUE_BYTES),
+            Value::Str(v) if strip => {
+                push_cut(&mut self.text, strip_query(v), MAX_ATTRIBUTE_VALUE_BYTES)
+            }
+            Value::Str(v) => push_cut(&mut self.text, v, MAX_ATTRIBUTE_VALUE_BYTES),
             Value::Int(i) => {
                 let _ = write!(self.text, "{i}");
             }
@@ -220,19 +272,88 @@ impl CompactAttrs {
             Value::Bool(b) => self.text.push_str(if b { "true" } else { "false" }),
             Value::Other => self.text.push_str("[complex]"),
         }
-        self.ends.push((key_end, self.text.len() as u32));
+        self.attr_ends.push((key_end, self.text.len() as u32));
     }
 
-    /// The model's map (a repeated key keeps its last value).
-    pub fn into_map(self) -> BTreeMap<String, String> {
-        let mut map = BTreeMap::new();
-        let mut start = 0usize;
-        for (k, v) in self.ends {
-            let (k, v) = (k as usize, v as usize);
-            map.insert(self.text[start..k].to_owned(), self.text[k..v].to_owned());
+    /// The shippable model span.
+    pub fn into_span(self) -> Span {
+        let mut attributes = BTreeMap::new();
+        let mut start = self.ends[TEXT_FIELDS - 1] as usize;
+        for (k, v) in &self.attr_ends {
+            let (k, v) = (*k as usize, *v as usize);
+            attributes.insert(self.text[start..k].to_owned(), self.text[k..v].to_owned());
             start = v;
         }
-        map
+        Span {
+            trace_id: self.trace_id.to_vec(),
+            span_id: self.span_id.to_vec(),
+            parent_span_id: self.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+            service: self.service().to_owned(),
+            instance: self.instance().to_owned(),
+            operation: self.operation().to_owned(),
+            kind: self.kind,
+            class: self.class,
+            start_ns: self.start_ns,
+            duration_ns: self.duration_ns,
+            status: self.status,
+            status_message: self.status_message().to_owned(),
+            http_status: self.http_status,
+            peer: self.peer().to_owned(),
+            db_system: self.db_system().to_owned(),
+            db_role: self.db_role,
+            statement: self.statement().to_owned(),
+            rows: self.rows,
+            attributes,
+            kept: self.kept,
+            flags: Span::flags_from_bits(i32::from(self.flags)),
+            replica_lag_ms: None,
+        }
+    }
+}
+
+/// A model span in compact form (tests, and any producer that already has model spans).
+impl From<Span> for Received {
+    fn from(s: Span) -> Self {
+        let id = |v: &[u8]| {
+            let mut a = [0u8; 8];
+            let n = v.len().min(8);
+            a[..n].copy_from_slice(&v[..n]);
+            a
+        };
+        let mut trace_id = [0u8; 16];
+        let n = s.trace_id.len().min(16);
+        trace_id[..n].copy_from_slice(&s.trace_id[..n]);
+        let mut r = Received {
+            trace_id,
+            span_id: id(&s.span_id),
+            parent_span_id: (!s.parent_span_id.is_empty()).then(|| id(&s.parent_span_id)),
+            kind: s.kind,
+            class: s.class,
+            start_ns: s.start_ns,
+            duration_ns: s.duration_ns,
+            status: s.status,
+            http_status: s.http_status,
+            db_role: s.db_role,
+            rows: s.rows,
+            kept: s.kept,
+            flags: s.flag_bits() as u8,
+            ..Default::default()
+        };
+        for (f, v) in [
+            (Text::Service, &s.service),
+            (Text::Instance, &s.instance),
+            (Text::Operation, &s.operation),
+            (Text::Peer, &s.peer),
+            (Text::DbSystem, &s.db_system),
+            (Text::Statement, &s.statement),
+            (Text::StatusMessage, &s.status_message),
+        ] {
+            r.push_text(f, v, usize::MAX);
+        }
+        for (k, v) in &s.attributes {
+            r.push_attr(k, Value::Str(v), false);
+        }
+        r
     }
 }
 
@@ -426,43 +547,20 @@ pub fn classify<A: Attributes + ?Sized>(
         _ => DbRole::Unknown,
     };
 
-    let mut attributes = CompactAttrs::default();
-    let mut dropped = 0usize;
-    attrs.each(&mut |k, v| {
-        if is_private_key(k) || is_mapped_key(k) {
-            return;
-        }
-        if attributes.len() >= MAX_ATTRIBUTES - 1 {
-            dropped += 1;
-            return;
-        }
-        let strip = matches!(k, "url.full" | "http.url" | "url.query" | "http.target");
-        attributes.push(k, v, strip);
-    });
-    if dropped > 0 {
-        let n = dropped as i64;
-        attributes.push(
-            stormwatch_model::limits::DROPPED_ATTRIBUTES_KEY,
-            Value::Int(n),
-            false,
-        );
-    }
-
-    let mut span = Span {
-        trace_id: inc.trace_id.to_vec(),
-        span_id: inc.span_id.to_vec(),
-        parent_span_id: parent.to_vec(),
-        service: label(if inc.service.is_empty() {
-            "unknown_service"
-        } else {
-            inc.service
-        }),
-        instance: label(inc.instance),
-        operation: label(if operation.is_empty() {
-            "unnamed"
-        } else {
-            &operation
-        }),
+    let rows = first(
+        attrs,
+        &[
+            "db.response.returned_rows",
+            "db.rows_affected",
+            "db.response.rows",
+        ],
+    )
+    .and_then(|v| v.as_int())
+    .filter(|r| *r >= 0);
+    let mut r = Received {
+        trace_id: inc.trace_id.try_into().unwrap_or([0; 16]),
+        span_id: inc.span_id.try_into().unwrap_or([0; 8]),
+        parent_span_id: parent.try_into().ok(),
         kind: inc.kind as i32,
         class: class as i32,
         start_ns: start,
@@ -472,42 +570,58 @@ pub fn classify<A: Attributes + ?Sized>(
         } else {
             SpanStatus::Ok
         } as i32,
-        status_message: String::new(),
         http_status,
-        peer: label(&peer),
-        db_system: label(db_system.as_deref().unwrap_or("")),
         db_role: db_role as i32,
-        statement,
-        rows: first(
-            attrs,
-            &[
-                "db.response.returned_rows",
-                "db.rows_affected",
-                "db.response.rows",
-            ],
-        )
-        .and_then(|v| v.as_int())
-        .filter(|r| *r >= 0),
-        attributes: BTreeMap::new(),
-        kept: 0,
-        flags: Vec::new(),
-        replica_lag_ms: None,
+        rows,
+        text: String::with_capacity(256),
+        ..Default::default()
     };
-    if error {
-        span.status_message = inc.status_message.to_owned();
-        truncate(&mut span.status_message, MAX_MESSAGE_BYTES);
-    }
-    truncate(&mut span.statement, MAX_STATEMENT_BYTES);
-    Ok(Received {
-        span,
-        attrs: attributes,
-    })
-}
+    let service = if inc.service.is_empty() {
+        "unknown_service"
+    } else {
+        inc.service
+    };
+    r.push_text(Text::Service, service, MAX_LABEL_BYTES);
+    r.push_text(Text::Instance, inc.instance, MAX_LABEL_BYTES);
+    let operation = if operation.is_empty() {
+        "unnamed"
+    } else {
+        &operation
+    };
+    r.push_text(Text::Operation, operation, MAX_LABEL_BYTES);
+    r.push_text(Text::Peer, &peer, MAX_LABEL_BYTES);
+    r.push_text(
+        Text::DbSystem,
+        db_system.as_deref().unwrap_or(""),
+        MAX_LABEL_BYTES,
+    );
+    r.push_text(Text::Statement, &statement, MAX_STATEMENT_BYTES);
+    r.push_text(
+        Text::StatusMessage,
+        if error { inc.status_message } else { "" },
+        MAX_MESSAGE_BYTES,
+    );
 
-fn label(s: &str) -> String {
-    let mut s = s.to_owned();
-    truncate(&mut s, MAX_LABEL_BYTES);
-    s
+    let mut dropped = 0usize;
+    attrs.each(&mut |k, v| {
+        if is_private_key(k) || is_mapped_key(k) {
+            return;
+        }
+        if r.attr_ends.len() >= MAX_ATTRIBUTES - 1 {
+            dropped += 1;
+            return;
+        }
+        let strip = matches!(k, "url.full" | "http.url" | "url.query" | "http.target");
+        r.push_attr(k, v, strip);
+    });
+    if dropped > 0 {
+        r.push_attr(
+            stormwatch_model::limits::DROPPED_ATTRIBUTES_KEY,
+            Value::Int(dropped as i64),
+            false,
+        );
+    }
+    Ok(r)
 }
 
 /// `https://h/p?token=x` → `https://h/p`: query strings carry secrets.
@@ -722,7 +836,7 @@ mod tests {
             ("db.statement", "SELECT 1 FROM t WHERE a = 'x'"),
         ]);
         let s = classify(&inc(SpanKind::Client, "q"), kv.as_slice(), &cfg, 65536).unwrap();
-        assert_eq!(s.span.statement, "SELECT 1 FROM t WHERE a = 'x'");
+        assert_eq!(s.statement(), "SELECT 1 FROM t WHERE a = 'x'");
     }
 
     #[test]
@@ -785,7 +899,6 @@ mod tests {
                 65536,
             )
             .unwrap()
-            .span
             .db_role
         };
         assert_eq!(

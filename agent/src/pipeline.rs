@@ -102,7 +102,7 @@ impl Pipeline {
     async fn process(&self, st: &mut State, work: Work) {
         let now = Instant::now();
         for span in work.spans {
-            st.agg.add(&span.span);
+            st.agg.add(&span);
             st.sampler.offer(span, now, &mut st.kept);
             if st.kept.len() >= st.cfg.shipping.max_batch_spans
                 || st.agg.len() >= aggregates::MAX_KEYS

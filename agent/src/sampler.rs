@@ -16,7 +16,7 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stormwatch_model::{KeepReason, Span, SpanFlag};
+use stormwatch_model::{KeepReason, SpanFlag};
 
 use crate::classify::Received;
 use crate::util::PassThrough;
@@ -72,12 +72,15 @@ impl Sampler {
     }
 
     /// The slow threshold of a span: the most specific override, else its class default.
-    pub fn threshold(&self, span: &Span) -> Duration {
+    pub fn threshold(&self, span: &Received) -> Duration {
         let class = span.dependency_class();
+        if self.cfg.overrides.is_empty() {
+            return self.cfg.thresholds_ms.of(class);
+        }
         let mut best: Option<(u8, u64)> = None;
         for o in &self.cfg.overrides {
-            let matches = o.service.as_ref().is_none_or(|s| *s == span.service)
-                && o.peer.as_ref().is_none_or(|p| *p == span.peer)
+            let matches = o.service.as_ref().is_none_or(|s| s == span.service())
+                && o.peer.as_ref().is_none_or(|p| p == span.peer())
                 && o.class.is_none_or(|c| c == class);
             if !matches {
                 continue;
@@ -107,16 +110,16 @@ impl Sampler {
 
     /// Decides on `span`; kept spans (and spans released with it) are appended to `out`.
     pub fn offer(&mut self, mut received: Received, now: Instant, out: &mut Vec<Received>) {
-        let span = &mut received.span;
+        let span = &mut received;
         let threshold = self.threshold(span);
         let slow = span.duration_ns >= i64::try_from(threshold.as_nanos()).unwrap_or(i64::MAX);
         if slow {
-            span.flags.push(SpanFlag::Slow as i32);
+            span.flags |= 1 << SpanFlag::Slow as u8;
         }
         if span.is_error() {
-            span.flags.push(SpanFlag::Error as i32);
+            span.flags |= 1 << SpanFlag::Error as u8;
         }
-        let tid = trace_key(&span.trace_id);
+        let tid = span.trace_id;
         let reason = if span.is_error() {
             Some(KeepReason::Error)
         } else if slow {
@@ -158,7 +161,7 @@ impl Sampler {
             self.pending -= released.len();
             self.metrics.kept(KeepReason::Forced, released.len() as u64);
             out.extend(released.into_iter().map(|mut r| {
-                r.span.kept = KeepReason::Forced as i32;
+                r.kept = KeepReason::Forced as i32;
                 r
             }));
         }
@@ -224,13 +227,6 @@ impl Sampler {
     }
 }
 
-fn trace_key(id: &[u8]) -> TraceId {
-    let mut k = [0u8; 16];
-    let n = id.len().min(16);
-    k[..n].copy_from_slice(&id[..n]);
-    k
-}
-
 /// A uniform number in [0, 1) from a trace id. The low 8 bytes are the random part of W3C and
 /// 64-bit Zipkin ids; mixing guards against producers with poor randomness.
 fn unit_hash(id: &TraceId) -> f64 {
@@ -247,7 +243,7 @@ fn unit_hash(id: &TraceId) -> f64 {
 mod tests {
     use super::*;
     use crate::config::{Band, ThresholdOverride};
-    use stormwatch_model::{DependencyClass, SpanStatus};
+    use stormwatch_model::{DependencyClass, Span, SpanStatus};
 
     fn span(trace: u8, id: u8, class: DependencyClass, ms: i64) -> Span {
         Span {
@@ -290,10 +286,10 @@ mod tests {
         s.offer_span(span(2, 1, DependencyClass::Redis, 20), now, &mut out); // at the 20 ms threshold
         s.offer_span(span(3, 1, DependencyClass::Redis, 19), now, &mut out); // just under
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].span.kept, KeepReason::Error as i32);
-        assert_eq!(out[0].span.flags, vec![SpanFlag::Error as i32]);
-        assert_eq!(out[1].span.kept, KeepReason::Slow as i32);
-        assert_eq!(out[1].span.flags, vec![SpanFlag::Slow as i32]);
+        assert_eq!(out[0].kept, KeepReason::Error as i32);
+        assert_eq!(out[0].flags, 1 << SpanFlag::Error as u8);
+        assert_eq!(out[1].kept, KeepReason::Slow as i32);
+        assert_eq!(out[1].flags, 1 << SpanFlag::Slow as u8);
     }
 
     #[test]
@@ -314,7 +310,7 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(
             out.iter()
-                .filter(|x| x.span.kept == KeepReason::Forced as i32)
+                .filter(|x| x.kept == KeepReason::Forced as i32)
                 .count(),
             2
         );
@@ -385,14 +381,20 @@ mod tests {
         };
         let s = Sampler::new(cfg, Arc::default());
         assert_eq!(
-            s.threshold(&span(1, 1, DependencyClass::Db, 1)),
+            s.threshold(&span(1, 1, DependencyClass::Db, 1).into()),
             Duration::from_millis(10)
         );
         let mut other_peer = span(1, 1, DependencyClass::Db, 1);
         other_peer.peer = "db2:5432".into();
-        assert_eq!(s.threshold(&other_peer), Duration::from_millis(50));
+        assert_eq!(
+            s.threshold(&other_peer.clone().into()),
+            Duration::from_millis(50)
+        );
         other_peer.class = DependencyClass::Redis as i32;
-        assert_eq!(s.threshold(&other_peer), Duration::from_millis(20));
+        assert_eq!(
+            s.threshold(&other_peer.clone().into()),
+            Duration::from_millis(20)
+        );
     }
 
     #[test]

@@ -340,7 +340,7 @@ mod tests {
         assert_eq!(a.rejected, 1);
         assert_eq!(a.first_error, b.first_error);
         assert_eq!(a.spans, b.spans);
-        let s = &a.spans[0].span;
+        let s = &a.spans[0].clone().into_span();
         assert_eq!(
             (s.service.as_str(), s.instance.as_str(), s.peer.as_str()),
             ("svc", "h1", "pg:6432")
