@@ -140,7 +140,7 @@ pub fn sql(raw: &str) -> String {
             // After a keyword like WHERE/AND/=/THEN a `-` is a sign; after an identifier it is
             // subtraction. Keywords are not known here, so only common ones are listed.
             sign_ok = matches!(
-                word.to_ascii_uppercase().as_str(),
+                upper(&word, &mut [0; 16]),
                 "WHERE"
                     | "AND"
                     | "OR"
@@ -173,6 +173,18 @@ pub fn sql(raw: &str) -> String {
         }
     }
     collapse_lists(&out)
+}
+
+/// `w` upper-cased into `buf` without allocating; `""` when longer than any keyword we test.
+fn upper<'a>(w: &str, buf: &'a mut [u8; 16]) -> &'a str {
+    let b = w.as_bytes();
+    if b.len() > buf.len() || !w.is_ascii() {
+        return "";
+    }
+    for (d, s) in buf.iter_mut().zip(b) {
+        *d = s.to_ascii_uppercase();
+    }
+    std::str::from_utf8(&buf[..b.len()]).unwrap_or("")
 }
 
 fn prev_is_ident(b: &[u8], i: usize) -> bool {
@@ -211,7 +223,7 @@ fn push_token(out: &mut String, tok: &str) {
 fn ends_with_keyword(out: &str) -> bool {
     let last_word = out.rsplit(' ').next().unwrap_or("");
     matches!(
-        last_word.to_ascii_uppercase().as_str(),
+        upper(last_word, &mut [0; 16]),
         "IN" | "VALUES"
             | "AS"
             | "ON"
@@ -235,8 +247,8 @@ fn is_table_position(out: &str) -> bool {
     let mut words = out.rsplit(' ');
     words.next();
     matches!(
-        words.next().map(|w| w.to_ascii_uppercase()).as_deref(),
-        Some("INTO" | "TABLE" | "JOIN" | "FROM" | "UPDATE")
+        upper(words.next().unwrap_or(""), &mut [0; 16]),
+        "INTO" | "TABLE" | "JOIN" | "FROM" | "UPDATE"
     )
 }
 
@@ -252,8 +264,10 @@ fn collapse_lists(s: &str) -> String {
         let inner = close.map(|c| &tail[1..c]);
         match inner {
             Some(inner) if !inner.is_empty() && inner.split(", ").all(|t| t == "?") => {
-                let kw_in = out.trim_end().to_ascii_uppercase().ends_with(" IN")
-                    || out.trim_end().eq_ignore_ascii_case("IN");
+                let before = out.trim_end();
+                let kw_in = before.len() >= 2
+                    && before.as_bytes()[before.len() - 2..].eq_ignore_ascii_case(b"IN")
+                    && (before.len() == 2 || before.as_bytes()[before.len() - 3] == b' ');
                 let group = if kw_in {
                     "(?)"
                 } else {
@@ -283,7 +297,9 @@ pub fn sql_operation(normalized: &str) -> Option<String> {
     let mut words = normalized
         .split([' ', '(', ')', ',', ';'])
         .filter(|w| !w.is_empty());
-    let verb = words.next()?.to_ascii_uppercase();
+    let verb = words.next()?;
+    let mut vbuf = [0u8; 16];
+    let verb = upper(verb, &mut vbuf);
     let known = [
         "SELECT",
         "INSERT",
@@ -320,11 +336,11 @@ pub fn sql_operation(normalized: &str) -> Option<String> {
         "USE",
         "DESCRIBE",
     ];
-    if !known.contains(&verb.as_str()) {
+    if !known.contains(&verb) {
         return None;
     }
     // The table: the word after FROM / INTO / UPDATE / JOIN / TABLE.
-    let table_kw = match verb.as_str() {
+    let table_kw = match verb {
         "UPDATE" => Some(true),
         "SELECT" | "INSERT" | "DELETE" | "UPSERT" | "MERGE" | "REPLACE" | "WITH" | "CREATE"
         | "ALTER" | "DROP" | "TRUNCATE" | "COPY" | "LOCK" => Some(false),
@@ -334,20 +350,24 @@ pub fn sql_operation(normalized: &str) -> Option<String> {
         Some(true) => words.next().map(str::to_owned),
         Some(false) => {
             let mut found = None;
-            let mut prev = String::new();
+            let mut prev_buf = [0u8; 16];
+            let mut prev_len = 0usize;
             for w in words {
-                let up = w.to_ascii_uppercase();
+                let mut buf = [0u8; 16];
+                let up = upper(w, &mut buf);
+                let prev = std::str::from_utf8(&prev_buf[..prev_len]).unwrap_or("");
                 if matches!(
-                    prev.as_str(),
+                    prev,
                     "FROM" | "INTO" | "JOIN" | "TABLE" | "UPDATE" | "TRUNCATE" | "COPY" | "LOCK"
                 ) && !matches!(
-                    up.as_str(),
+                    up,
                     "IF" | "NOT" | "EXISTS" | "ONLY" | "LATERAL" | "SELECT" | "?"
                 ) {
                     found = Some(w.to_owned());
                     break;
                 }
-                prev = up;
+                prev_len = up.len();
+                prev_buf[..prev_len].copy_from_slice(up.as_bytes());
             }
             found
         }
@@ -355,7 +375,7 @@ pub fn sql_operation(normalized: &str) -> Option<String> {
     };
     Some(match table {
         Some(t) => format!("{verb} {t}"),
-        None => verb,
+        None => verb.to_owned(),
     })
 }
 
