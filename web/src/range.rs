@@ -196,7 +196,9 @@ pub fn axis_label(ms: i64, window_ms: i64) -> String {
 
 /// A duration in milliseconds for people: `850 µs`, `12.3 ms`, `4.20 s`.
 pub fn duration(ms: f64) -> String {
-    if ms < 1.0 {
+    if ms == 0.0 {
+        "0".into()
+    } else if ms < 1.0 {
         format!("{:.0} µs", ms * 1000.0)
     } else if ms < 100.0 {
         format!("{ms:.1} ms")

@@ -97,7 +97,7 @@ impl LineChart<'_> {
             let mut chart = ChartBuilder::on(&root)
                 .caption(self.title, ("sans-serif", 15))
                 .margin(6)
-                .x_label_area_size(22)
+                .x_label_area_size(36)
                 .y_label_area_size(56)
                 .build_cartesian_2d(self.from_ms..to, 0f64..ymax)?;
             let yf = self.y_format;

@@ -1,0 +1,179 @@
+//! Server time per dashboard page over a large store.
+//!
+//! Fills a fresh database (the testkit's PostgreSQL) with `BENCH_SPANS` spans (default 10M)
+//! spread over the last `BENCH_HOURS` hours (default 24) across 5 services, with the per-minute
+//! aggregates an agent would ship for them, then renders every page `BENCH_RUNS` times
+//! (default 20) through the router and prints p50/p95/max server time (handler + rendering).
+//!
+//! `cargo bench -p stormwatch-web --bench pages` (`BENCH_SPANS=2000000` for a quicker run).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use stormwatch_model::{
+    Aggregate, AggregateKey, Batch, DependencyClass, SpanFlag, SpanStatus, WIRE_VERSION,
+};
+use stormwatch_store::{Store, StoreOptions};
+use tower::ServiceExt;
+
+const NS: i64 = 1_000_000_000;
+const SERVICES: &[&str] = &["board", "auth", "search", "media", "notify"];
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A cheap deterministic hash for spreading values.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn batch(seq: u64, first: u64, n: u64, total: u64, now: i64, hours: i64) -> Batch {
+    let window = hours * 3_600 * NS;
+    let spans: Vec<_> = (first..first + n)
+        .map(|i| {
+            let h = mix(i);
+            // Spread evenly in time, newest at `now - 1 s`.
+            let start = now - NS - window + (window / total as i64) * i as i64;
+            // Log-uniform 0.3–300 ms, with a slow tail.
+            let dur_ms = 0.3 * 10f64.powf((h % 1000) as f64 / 333.0);
+            let mut s =
+                stormwatch_testkit::sample::span(i / 4, i % 4, start, (dur_ms * 1e6) as i64);
+            s.service = SERVICES[(h >> 20) as usize % SERVICES.len()].into();
+            let error = h % 50 == 0;
+            s.status = if error {
+                SpanStatus::Error
+            } else {
+                SpanStatus::Ok
+            } as i32;
+            s.flags = match (error, dur_ms > 100.0) {
+                (true, _) => vec![SpanFlag::Error as i32],
+                (false, true) => vec![SpanFlag::Slow as i32],
+                _ => vec![],
+            };
+            if s.dependency_class() == DependencyClass::HttpServer {
+                s.http_status = if error { 503 } else { 200 };
+            }
+            s
+        })
+        .collect();
+    let mut aggs: BTreeMap<AggregateKey, Aggregate> = BTreeMap::new();
+    for s in &spans {
+        let key = AggregateKey::of_span(s);
+        aggs.entry(key.clone())
+            .or_insert_with(|| Aggregate::new(&key))
+            .add(s);
+    }
+    Batch {
+        version: WIRE_VERSION,
+        agent_id: "bench".into(),
+        instance: "bench-1".into(),
+        sequence: seq,
+        sent_at_ns: now,
+        spans,
+        aggregates: aggs.into_values().collect(),
+        ..Default::default()
+    }
+}
+
+async fn time_page(app: &axum::Router, path: &str, runs: u64) -> (Vec<Duration>, usize) {
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let res = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        let body = axum::body::to_bytes(res.into_body(), 256 << 20)
+            .await
+            .unwrap();
+        times.push(t.elapsed());
+        bytes = body.len();
+    }
+    times.sort();
+    (times, bytes)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let total = env("BENCH_SPANS", 10_000_000);
+        let hours = env("BENCH_HOURS", 24) as i64;
+        let runs = env("BENCH_RUNS", 20);
+        let url = stormwatch_testkit::fresh_database().await;
+        let store = Store::connect(&StoreOptions {
+            url,
+            max_connections: 8,
+            retention_days: 7,
+        })
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let now = stormwatch_store::now_ns();
+        let t = Instant::now();
+        let per_batch = 100_000u64;
+        let mut first = 0;
+        let mut seq = 0;
+        while first < total {
+            let n = per_batch.min(total - first);
+            let b = batch(seq, first, n, total, now, hours);
+            store.store_batch(&b, now).await.unwrap();
+            first += n;
+            seq += 1;
+            if seq % 10 == 0 {
+                eprintln!(
+                    "filled {first} spans ({:.0} spans/s)",
+                    first as f64 / t.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let fill = t.elapsed();
+        println!(
+            "filled {total} spans over {hours} h in {:.1} s ({:.0} spans/s)",
+            fill.as_secs_f64(),
+            total as f64 / fill.as_secs_f64()
+        );
+        let store = std::sync::Arc::new(store);
+        let app = stormwatch_web::router(store);
+        println!(
+            "{:<34} {:>9} {:>9} {:>9} {:>10}",
+            "page", "p50 ms", "p95 ms", "max ms", "bytes"
+        );
+        for path in [
+            "/?range=1h",
+            "/dependencies?range=1h",
+            "/scatter?range=15m",
+            "/spans?range=1h",
+            "/?range=24h",
+            "/dependencies?range=24h",
+            "/databases?range=1h",
+            "/hosts?range=1h",
+        ] {
+            // One warm-up request (prepared statements, caches), then the measured runs.
+            time_page(&app, path, 1).await;
+            let (times, bytes) = time_page(&app, path, runs).await;
+            let q =
+                |f: f64| times[((times.len() - 1) as f64 * f).round() as usize].as_secs_f64() * 1e3;
+            println!(
+                "{path:<34} {:>9.1} {:>9.1} {:>9.1} {bytes:>10}",
+                q(0.5),
+                q(0.95),
+                q(1.0)
+            );
+        }
+    });
+}
