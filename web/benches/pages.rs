@@ -48,7 +48,7 @@ fn batch(seq: u64, first: u64, n: u64, total: u64, now: i64, hours: i64) -> Batc
             let mut s =
                 stormwatch_testkit::sample::span(i / 4, i % 4, start, (dur_ms * 1e6) as i64);
             s.service = SERVICES[(h >> 20) as usize % SERVICES.len()].into();
-            let error = h % 50 == 0;
+            let error = h.is_multiple_of(50);
             s.status = if error {
                 SpanStatus::Error
             } else {
