@@ -253,19 +253,96 @@ struct Load {
     rss: (f64, f64),
 }
 
-/// Closed loop: `concurrency` connections post `bodies` (cycled) as fast as answered.
+/// One raw HTTP/1.1 keep-alive connection: a load generator cheap enough to saturate the
+/// server from one core (a full HTTP client library was the bottleneck).
+struct Conn {
+    r: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let (r, w) = s.into_split();
+        Ok(Conn {
+            r: tokio::io::BufReader::new(r),
+            w,
+        })
+    }
+
+    /// Sends a pre-built request and reads the response; returns the status.
+    async fn call(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.w.write_all(request).await?;
+        let mut line = String::new();
+        self.r.read_line(&mut line).await?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let (mut len, mut chunked) = (0usize, false);
+        loop {
+            line.clear();
+            if self.r.read_line(&mut line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            if l.starts_with("transfer-encoding:") && l.contains("chunked") {
+                chunked = true;
+            }
+        }
+        if chunked {
+            loop {
+                line.clear();
+                self.r.read_line(&mut line).await?;
+                let n = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
+                let mut skip = vec![0u8; n + 2];
+                self.r.read_exact(&mut skip).await?;
+                if n == 0 {
+                    break;
+                }
+            }
+        } else {
+            let mut skip = vec![0u8; len];
+            self.r.read_exact(&mut skip).await?;
+        }
+        Ok(status)
+    }
+}
+
+/// `POST path` requests with these bodies, as bytes on the wire.
+fn raw_requests(path: &str, content_type: &str, bodies: &[bytes::Bytes]) -> Vec<bytes::Bytes> {
+    bodies
+        .iter()
+        .map(|b| {
+            let mut r = format!(
+                "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
+                b.len()
+            )
+            .into_bytes();
+            r.extend_from_slice(b);
+            r.into()
+        })
+        .collect()
+}
+
+/// Closed loop: `concurrency` connections post `requests` (cycled) as fast as answered.
 async fn closed_loop(
-    url: String,
-    content_type: &'static str,
-    bodies: Arc<Vec<bytes::Bytes>>,
+    addr: SocketAddr,
+    requests: Arc<Vec<bytes::Bytes>>,
     spans_per: u64,
     concurrency: usize,
     secs: u64,
     pid: u32,
 ) -> anyhow::Result<Load> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
     let ok = Arc::new(AtomicU64::new(0));
     let throttled = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -274,41 +351,46 @@ async fn closed_loop(
     let end = warm_until + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for w in 0..concurrency {
-        let (client, url, bodies, ok, throttled, errors) = (
-            client.clone(),
-            url.clone(),
-            bodies.clone(),
+        let (requests, ok, throttled, errors) = (
+            requests.clone(),
             ok.clone(),
             throttled.clone(),
             errors.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut i = w;
+            let mut conn = None;
             while Instant::now() < end {
-                let body = bodies[i % bodies.len()].clone();
+                if conn.is_none() {
+                    conn = Conn::open(addr).await.ok();
+                }
+                let Some(c) = conn.as_mut() else {
+                    errors.fetch_add(1, Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let req = &requests[i % requests.len()];
                 i += 1;
                 let measuring = Instant::now() >= warm_until;
-                match client
-                    .post(&url)
-                    .header("content-type", content_type)
-                    .body(body)
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
+                match c.call(req).await {
+                    Ok(200..=299) => {
                         if measuring {
                             ok.fetch_add(spans_per, Relaxed);
                         }
                     }
-                    Ok(r) if r.status() == 429 => {
-                        let _ = r.bytes().await;
+                    Ok(429) => {
                         if measuring {
                             throttled.fetch_add(1, Relaxed);
                         }
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    _ => {
+                    Ok(_) => {
+                        if measuring {
+                            errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        conn = None;
                         if measuring {
                             errors.fetch_add(1, Relaxed);
                         }
@@ -319,12 +401,18 @@ async fn closed_loop(
     }
     tokio::time::sleep_until(warm_until.into()).await;
     let cpu0 = cpu_seconds(pid)?;
+    let me0 = cpu_seconds(std::process::id())?;
     let t0 = Instant::now();
     for t in tasks {
         let _ = t.await;
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid)? - cpu0;
+    let me = cpu_seconds(std::process::id())? - me0;
+    println!(
+        "  (load generator used {:.0}% of a core)",
+        me / secs * 100.0
+    );
     Ok(Load {
         spans_ok: ok.load(Relaxed),
         throttled: throttled.load(Relaxed),
@@ -337,9 +425,10 @@ async fn closed_loop(
 
 fn report(label: &str, l: &Load) -> f64 {
     let rate = l.spans_ok as f64 / l.secs;
+    let us = l.cpu * 1e6 / (l.spans_ok.max(1) as f64);
     println!(
-        "{label:<44} {rate:>10.0} spans/s  {:>6.2} µs CPU/span  {:>5.1}% core  RSS {:>5.1} MiB (peak {:>5.1})  429s {}  errors {}",
-        l.cpu * 1e6 / (l.spans_ok.max(1) as f64),
+        "{label:<44} {rate:>10.0} spans/s  {us:>6.2} µs CPU/span (= {:>7.0} spans/s per core)  {:>5.1}% core  RSS {:>5.1} MiB (peak {:>5.1})  429s {}  errors {}",
+        1e6 / us.max(1e-9),
         l.cpu / l.secs * 100.0,
         l.rss.0,
         l.rss.1,
@@ -437,10 +526,10 @@ async fn main() -> anyhow::Result<()> {
     let pid = agent.child.id();
     wait_ready(format!("127.0.0.1:{http}").parse()?).await?;
     wait_ready(format!("127.0.0.1:{zipkin}").parse()?).await?;
+    let otlp_raw = Arc::new(raw_requests("/v1/traces", "application/x-protobuf", &otlp));
     let l = closed_loop(
-        format!("http://127.0.0.1:{http}/v1/traces"),
-        "application/x-protobuf",
-        otlp.clone(),
+        format!("127.0.0.1:{http}").parse()?,
+        otlp_raw.clone(),
         100,
         args.concurrency,
         args.seconds,
@@ -449,9 +538,12 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let ours = report("agent  OTLP/HTTP protobuf, 100-span requests", &l);
     let l = closed_loop(
-        format!("http://127.0.0.1:{zipkin}/api/v2/spans"),
-        "application/json",
-        zipkin_bodies,
+        format!("127.0.0.1:{zipkin}").parse()?,
+        Arc::new(raw_requests(
+            "/api/v2/spans",
+            "application/json",
+            &zipkin_bodies,
+        )),
         100,
         args.concurrency,
         args.seconds,
@@ -513,9 +605,8 @@ async fn main() -> anyhow::Result<()> {
             wait_ready(format!("127.0.0.1:{port}").parse()?).await?;
             // `taskset` execs rotel in place, so the pid is rotel's own.
             let l = closed_loop(
-                format!("http://127.0.0.1:{port}/v1/traces"),
-                "application/x-protobuf",
-                otlp,
+                format!("127.0.0.1:{port}").parse()?,
+                otlp_raw,
                 100,
                 args.concurrency,
                 args.seconds,
