@@ -147,7 +147,11 @@ fn key_value<'a>(buf: &'a [u8], out: &mut Vec<(&'a str, Value<'a>)>) -> Result<(
 
 /// Reads one OTLP/protobuf `ExportTraceServiceRequest` and classifies every span.
 pub fn convert(body: &[u8], cfg: &Config) -> Result<Converted, WireError> {
-    let mut out = Converted::default();
+    // A typical request carries tens to hundreds of spans; growing from zero costs copies.
+    let mut out = Converted {
+        spans: Vec::with_capacity(128),
+        ..Converted::default()
+    };
     let mut resource_attrs: Vec<(&str, Value<'_>)> = Vec::new();
     let mut span_attrs: Vec<(&str, Value<'_>)> = Vec::with_capacity(32);
     let mut scopes: Vec<&[u8]> = Vec::new();
