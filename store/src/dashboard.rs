@@ -37,6 +37,16 @@ impl Totals {
         self.hist.merge(h);
     }
 
+    /// Adds another's counts and histogram.
+    pub fn merge(&mut self, o: &Totals) {
+        self.count += o.count;
+        self.errors += o.errors;
+        self.sum_ns += o.sum_ns;
+        self.http_5xx += o.http_5xx;
+        self.http_503 += o.http_503;
+        self.hist.merge(&o.hist);
+    }
+
     /// Errors / count, 0 without spans.
     pub fn error_rate(&self) -> f64 {
         if self.count == 0 {
@@ -84,7 +94,94 @@ pub struct PeerSummary {
 /// Classes that are dependencies (waited on), as opposed to the request itself.
 pub const DEPENDENCY_CLASSES: &[&str] = &["db", "redis", "http_client", "messaging"];
 
+/// One dependency's series over a window: totals and per-step totals.
+#[derive(Debug, Clone)]
+pub struct DependencySeries {
+    pub class: String,
+    pub peer: String,
+    pub totals: Totals,
+    pub steps: Vec<Totals>,
+}
+
 impl Store {
+    /// Every dependency (class in [`DEPENDENCY_CLASSES`]; peer may be empty) with spans between
+    /// `from_s` and `to_s`, with `step_s`-wide steps, busiest first; optionally one service's.
+    /// One scan of the window's aggregates serves every chart of the dependencies page.
+    pub async fn dependency_series(
+        &self,
+        service: Option<&str>,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<DependencySeries>, StoreError> {
+        let step = step_s.max(60);
+        let from = from_s.div_euclid(60) * 60;
+        let n_steps = ((to_s - from + step - 1) / step).clamp(0, crate::aggregates::MAX_POINTS);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT class, peer, extract(epoch FROM minute)::int8, status_class, count, errors,
+                        sum_ns, histogram
+                   FROM sw_aggregates
+                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
+                    AND class = ANY($3) AND ($4::text IS NULL OR service = $4)",
+            )
+            .await?;
+        let classes: Vec<&str> = DEPENDENCY_CLASSES.to_vec();
+        let rows = client
+            .query(&stmt, &[&(from as f64), &(to_s as f64), &classes, &service])
+            .await?;
+        let mut acc: BTreeMap<(String, String), (Totals, Vec<Totals>)> = BTreeMap::new();
+        for r in &rows {
+            let minute: i64 = r.get(2);
+            let status: &str = r.get(3);
+            let (count, errors, sum_ns) = (
+                r.get::<_, i64>(4) as u64,
+                r.get::<_, i64>(5) as u64,
+                r.get::<_, i64>(6) as u64,
+            );
+            let h = histogram_from_json(&r.get(7))?;
+            let (totals, steps) = acc.entry((r.get(0), r.get(1))).or_insert_with(|| {
+                (
+                    Totals::default(),
+                    (0..n_steps).map(|_| Totals::default()).collect(),
+                )
+            });
+            totals.add(status, count, errors, sum_ns, &h);
+            if let Some(s) = steps.get_mut(((minute - from) / step) as usize) {
+                s.add(status, count, errors, sum_ns, &h);
+            }
+        }
+        let mut out: Vec<DependencySeries> = acc
+            .into_iter()
+            .map(|((class, peer), (totals, steps))| DependencySeries {
+                class,
+                peer,
+                totals,
+                steps,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.totals
+                .count
+                .cmp(&a.totals.count)
+                .then(a.peer.cmp(&b.peer))
+        });
+        Ok(out)
+    }
+
+    /// What autovacuum does after a bulk load, done now: summarizes new BRIN ranges (until
+    /// then a BRIN scan reads the whole unsummarized partition) and refreshes statistics.
+    pub async fn vacuum_analyze(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        // Separate statements: VACUUM cannot run inside the implicit transaction of a batch.
+        client.batch_execute("VACUUM (ANALYZE) sw_spans").await?;
+        client
+            .batch_execute("VACUUM (ANALYZE) sw_aggregates")
+            .await?;
+        Ok(())
+    }
+
     /// Every service with spans between `from_s` and `to_s` (seconds, `to` exclusive), with
     /// totals and `step_s`-wide steps.
     pub async fn service_overview(

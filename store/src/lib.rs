@@ -31,7 +31,7 @@ use tokio_postgres::NoTls;
 pub use agents::AgentHealth;
 pub use aggregates::{AggregateFilter, AggregatePoint};
 pub use batches::IngestOutcome;
-pub use dashboard::{PeerSummary, ServiceOverview, Totals};
+pub use dashboard::{DependencySeries, PeerSummary, ServiceOverview, Totals};
 pub use hosts::HostPoint;
 pub use probes::{ProbeHeatCell, ProbePoint};
 pub use scatter::{ScatterPoint, SlowOrder, SlowSpan};

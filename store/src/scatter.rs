@@ -5,6 +5,11 @@ use stormwatch_model::{DependencyClass, Span};
 
 use crate::{SpanFilter, Store, StoreError};
 
+/// The scatter looks for spans that started at most this long before the window (ns): spans
+/// are stored by start time, and scanning a day back for the rare hour-long span would make
+/// every scatter slow. Longer spans that started before the window are not drawn.
+pub const SCATTER_LOOKBACK_NS: i64 = 600 * 1_000_000_000;
+
 /// One kept span as a dot: x = end time, y = duration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScatterPoint {
@@ -52,14 +57,17 @@ fn class_name(c: Option<DependencyClass>) -> Option<&'static str> {
 
 impl Store {
     /// Points for the scatter: spans matching `f` that *end* in the window (newest first,
-    /// at most `f.limit`). Spans start at most a day before they end (the ingest limit).
+    /// at most `f.limit`), among those that started at most [`SCATTER_LOOKBACK_NS`] before it.
     pub async fn scatter_points(&self, f: &SpanFilter) -> Result<Vec<ScatterPoint>, StoreError> {
         let client = self.client().await?;
+        // Not a cached statement: an unnamed one is planned with the actual window, so the
+        // planner sees how narrow it is and uses the BRIN index instead of a generic plan's
+        // sequential scan of whole partitions.
         let stmt = client
-            .prepare_cached(
+            .prepare(
                 "SELECT start_ns + duration_ns AS end_ns, duration_ns, trace_id, is_error
                    FROM sw_spans
-                  WHERE start_ns >= $1 - 86400000000000 AND start_ns < $2
+                  WHERE start_ns >= $1::int8 - $8::int8 AND start_ns < $2
                     AND start_ns + duration_ns >= $1 AND start_ns + duration_ns < $2
                     AND ($3::text IS NULL OR service = $3)
                     AND ($4::text IS NULL OR class = $4)
@@ -68,9 +76,6 @@ impl Store {
                   ORDER BY end_ns DESC LIMIT $7",
             )
             .await?;
-        // Spans that ended in the window started at most a day before it; the planner prunes
-        // partitions with that bound. A tighter bound: the longest span in practice is minutes,
-        // but correctness wins here and BRIN keeps the scan on the window's pages anyway.
         let rows = client
             .query(
                 &stmt,
@@ -82,6 +87,7 @@ impl Store {
                     &f.peer,
                     &f.min_duration_ns,
                     &f.limit,
+                    &SCATTER_LOOKBACK_NS,
                 ],
             )
             .await?;
@@ -109,8 +115,9 @@ impl Store {
             SlowOrder::Peer => "peer NULLS LAST, duration_ns DESC",
         };
         let client = self.client().await?;
+        // Planned with the actual window (see `scatter_points`).
         let stmt = client
-            .prepare_cached(&format!(
+            .prepare(&format!(
                 "SELECT start_ns, duration_ns, trace_id, service, operation, class, peer,
                         is_error, http_status, flags, replica_lag_ms, status_message
                    FROM sw_spans

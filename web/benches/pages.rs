@@ -142,11 +142,50 @@ fn main() {
             }
         }
         let fill = t.elapsed();
+        // What autovacuum would have done by now in a running system: BRIN summaries and
+        // statistics. Without it every span query reads whole partitions (see the report).
+        let t = Instant::now();
+        store.vacuum_analyze().await.unwrap();
+        println!(
+            "VACUUM ANALYZE after the load: {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
         println!(
             "filled {total} spans over {hours} h in {:.1} s ({:.0} spans/s)",
             fill.as_secs_f64(),
             total as f64 / fill.as_secs_f64()
         );
+        // The store alone, for the two span pages: how much of the page is the query.
+        let end = stormwatch_store::now_ns();
+        for (name, minutes) in [("scatter_points 15m", 15), ("slow_spans 1h", 60)] {
+            let f = stormwatch_store::SpanFilter {
+                from_ns: end - minutes * 60 * NS,
+                to_ns: end,
+                limit: if minutes == 15 { 50_000 } else { 500 },
+                ..Default::default()
+            };
+            let mut times = Vec::new();
+            let mut n = 0;
+            for _ in 0..runs {
+                let t = Instant::now();
+                n = if minutes == 15 {
+                    store.scatter_points(&f).await.unwrap().len()
+                } else {
+                    store
+                        .slow_spans(&f, Default::default())
+                        .await
+                        .unwrap()
+                        .len()
+                };
+                times.push(t.elapsed());
+            }
+            times.sort();
+            println!(
+                "store.{name}: {n} rows, p50 {:.1} ms, p95 {:.1} ms",
+                times[times.len() / 2].as_secs_f64() * 1e3,
+                times[((times.len() - 1) as f64 * 0.95).round() as usize].as_secs_f64() * 1e3
+            );
+        }
         let store = std::sync::Arc::new(store);
         let app = stormwatch_web::router(store);
         println!(

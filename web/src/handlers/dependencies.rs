@@ -7,7 +7,7 @@ use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 use axum::Extension;
 use stormwatch_model::DependencyClass;
-use stormwatch_store::{AggregateFilter, AggregatePoint, PeerSummary};
+use stormwatch_store::{PeerSummary, Totals};
 
 use super::{Chrome, PageQuery};
 use crate::auth::Viewer;
@@ -59,19 +59,6 @@ pub struct DependenciesPage {
     pub now_slice_min: i64,
 }
 
-fn series(
-    name: String,
-    color: (u8, u8, u8),
-    pts: &[AggregatePoint],
-    f: fn(&AggregatePoint) -> Option<f64>,
-) -> Series {
-    Series {
-        name,
-        color,
-        points: pts.iter().map(|p| (p.time, f(p))).collect(),
-    }
-}
-
 pub async fn dependencies(
     State(app): State<WebState>,
     Extension(viewer): Extension<Viewer>,
@@ -93,120 +80,101 @@ pub async fn dependencies(
     let service = PageQuery::text(&q.service);
     let per_min = step as f64 / 60.0;
 
-    // Per class: one series query each.
-    let mut by_class = Vec::new();
-    for class in CLASSES {
-        let pts = app
-            .store
-            .aggregate_series(&AggregateFilter {
-                service: service.clone(),
-                class: Some(*class),
-                from_s,
-                to_s,
-                step_s: step,
-                ..Default::default()
-            })
-            .await?;
-        if pts.iter().any(|p| p.count > 0) {
-            by_class.push((class.as_str(), pts));
-        }
-    }
-    // Peers: now vs. baseline.
+    // One scan of the window's aggregates for every chart; two small ones for the table.
     let now_from = (to_s - NOW_SLICE_S).max(from_s);
     let (base_from, base_to) = if day {
         (now_from - 86_400, to_s - 86_400)
     } else {
         (now_from - 3_600, now_from)
     };
-    let (now_peers, base_peers, window_peers) = tokio::try_join!(
+    let (deps, now_peers, base_peers) = tokio::try_join!(
+        app.store
+            .dependency_series(service.as_deref(), from_s, to_s, step),
         app.store.peer_summaries(now_from, to_s),
         app.store.peer_summaries(base_from, base_to),
-        app.store.peer_summaries(from_s, to_s),
     )?;
-    let mut by_peer = Vec::new();
-    for p in window_peers.iter().take(MAX_PEER_SERIES) {
-        let pts = app
-            .store
-            .aggregate_series(&AggregateFilter {
-                service: service.clone(),
-                class: p.class.parse().ok(),
-                peer: Some(p.peer.clone()),
-                from_s,
-                to_s,
-                step_s: step,
-                ..Default::default()
-            })
-            .await?;
-        by_peer.push((format!("{} {}", p.class, p.peer), pts));
+    let time = |i: usize| (from_s.div_euclid(60) * 60 + i as i64 * step) * 1000;
+    let mut by_class: Vec<(String, Vec<Totals>)> = Vec::new();
+    for class in CLASSES {
+        let mut steps: Vec<Totals> = Vec::new();
+        for d in deps.iter().filter(|d| d.class == class.as_str()) {
+            if steps.is_empty() {
+                steps = d.steps.clone();
+            } else {
+                for (a, b) in steps.iter_mut().zip(&d.steps) {
+                    a.merge(b);
+                }
+            }
+        }
+        if steps.iter().any(|t| t.count > 0) {
+            by_class.push((class.as_str().to_owned(), steps));
+        }
     }
+    let by_peer: Vec<(String, Vec<Totals>)> = deps
+        .iter()
+        .filter(|d| !d.peer.is_empty())
+        .take(MAX_PEER_SERIES)
+        .map(|d| (format!("{} {}", d.class, d.peer), d.steps.clone()))
+        .collect();
     let color = |i: usize| palette::SERIES[i % palette::SERIES.len()];
     let mut charts = Vec::new();
     let mut chart = |title: &str,
                      y: &str,
-                     list: &[(String, Vec<AggregatePoint>)],
-                     f: fn(&AggregatePoint) -> Option<f64>,
+                     list: &[(String, Vec<Totals>)],
+                     f: &dyn Fn(&Totals) -> Option<f64>,
                      fmt: fn(f64) -> String| {
         let mut c = LineChart::new(title, y, w.from_ms, w.to_ms);
         c.y_format = fmt;
         c.series = list
             .iter()
             .enumerate()
-            .map(|(i, (n, pts))| series(n.clone(), color(i), pts, f))
+            .map(|(i, (name, steps))| Series {
+                name: name.clone(),
+                color: color(i),
+                points: steps
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| (time(j), f(t)))
+                    .collect(),
+            })
             .collect();
         charts.push(c.render());
     };
-    let class_list: Vec<(String, Vec<AggregatePoint>)> = by_class
-        .into_iter()
-        .map(|(c, p)| (c.to_owned(), p))
-        .collect();
-    let ms = |v: f64| duration(v);
-    let count = |v: f64| crate::charts::short_count(v);
+    let ms: fn(f64) -> String = duration;
+    let count: fn(f64) -> String = crate::charts::short_count;
     chart(
         "p95 latency by dependency class",
         "p95 (ms)",
-        &class_list,
-        |p| p.p95_ms,
+        &by_class,
+        &|t| t.quantile_ms(0.95),
         ms,
     );
     chart(
         "p99 latency by dependency class",
         "p99 (ms)",
-        &class_list,
-        |p| p.p99_ms,
+        &by_class,
+        &|t| t.quantile_ms(0.99),
         ms,
     );
-    let throughput: Vec<(String, Vec<AggregatePoint>)> = class_list
-        .iter()
-        .map(|(n, pts)| {
-            let pts = pts
-                .iter()
-                .map(|p| AggregatePoint {
-                    p50_ms: Some(p.count as f64 / per_min),
-                    ..p.clone()
-                })
-                .collect();
-            (n.clone(), pts)
-        })
-        .collect();
     chart(
         "Throughput by dependency class",
         "spans per minute",
-        &throughput,
-        |p| p.p50_ms,
+        &by_class,
+        &|t| Some(t.count as f64 / per_min),
         count,
     );
     chart(
         "p95 latency by peer (busiest)",
         "p95 (ms)",
         &by_peer,
-        |p| p.p95_ms,
+        &|t| t.quantile_ms(0.95),
         ms,
     );
     chart(
         "p99 latency by peer (busiest)",
         "p99 (ms)",
         &by_peer,
-        |p| p.p99_ms,
+        &|t| t.quantile_ms(0.99),
         ms,
     );
 
