@@ -41,6 +41,9 @@ pub fn reload(
             if old.listen != new.listen {
                 tracing::warn!("listen addresses changed: they take effect after a restart");
             }
+            if old.limits.queue_spans != new.limits.queue_spans {
+                tracing::warn!("limits.queue_spans changed: it takes effect after a restart");
+            }
             if old.shipping.spool_dir != new.shipping.spool_dir {
                 tracing::warn!("shipping.spool_dir changed: it takes effect after a restart");
             }

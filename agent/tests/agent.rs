@@ -584,6 +584,53 @@ async fn full_queue_answers_429_with_retry_hint() {
 }
 
 #[tokio::test]
+async fn full_queue_answers_grpc_resource_exhausted_with_retry_info() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(None, spool.path());
+    cfg.limits.queue_spans = 10;
+    cfg.shipping.when_full = stormwatch_agent::config::WhenFull::Block;
+    cfg.shipping.spool_max_bytes = 1024 * 1024;
+    cfg.shipping.max_batch_spans = 1;
+    let agent = start_agent(cfg).await;
+    let mut client = TraceServiceClient::connect(format!("http://{}", agent.otlp_grpc.unwrap()))
+        .await
+        .unwrap();
+    let big_attr = "x".repeat(60_000);
+    let mut exhausted = None;
+    for round in 0..200u32 {
+        let spans = (0..5)
+            .map(|i| {
+                span(
+                    round * 10 + i,
+                    1,
+                    SERVER,
+                    5000,
+                    false,
+                    &[("blob", big_attr.as_str())],
+                )
+            })
+            .collect();
+        match client.export(request("s", spans)).await {
+            Ok(_) => {}
+            Err(status) => {
+                exhausted = Some(status);
+                break;
+            }
+        }
+    }
+    let status = exhausted.expect("the queue never filled");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    let details = rpc::Status::decode(status.details()).unwrap();
+    assert_eq!(
+        details.details[0].type_url,
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+    let retry = rpc::RetryInfo::decode(&details.details[0].value[..]).unwrap();
+    assert_eq!(retry.retry_delay.unwrap().seconds, 1);
+    agent.shutdown(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
 async fn config_edit_changes_thresholds_live_and_a_broken_edit_is_rejected() {
     let spool = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
