@@ -143,7 +143,8 @@ impl Shipper {
                     _ = stop.changed() => continue,
                 }
             };
-            let cfg = self.config.borrow().clone();
+            // Marks the value seen, so `changed()` below waits for the next reload.
+            let cfg = self.config.borrow_and_update().clone();
             let Some(url) = cfg.collector.clone() else {
                 if draining {
                     return;

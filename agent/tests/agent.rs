@@ -686,3 +686,49 @@ async fn config_edit_changes_thresholds_live_and_a_broken_edit_is_rejected() {
     assert_eq!(agent.config().sampling.thresholds_ms.db, 10);
     agent.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_collector_added_by_reload_receives_what_was_spooled() {
+    let spool = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    let path = dir.path().join("agent.toml");
+    let body = |collector: &str| {
+        format!(
+            "{collector}agent_id = \"a\"\n[listen]\notlp_http = \"127.0.0.1:0\"\notlp_grpc = \"\"\nzipkin = \"\"\nadmin = \"\"\n[shipping]\nflush_interval_ms = 100\nspool_dir = \"{}\"\n[host]\ninterval_s = 0\n",
+            spool.path().display()
+        )
+    };
+    std::fs::write(&path, body("")).unwrap();
+    let source = stormwatch_agent::reload::Source {
+        path: Some(path.clone()),
+        overrides: Default::default(),
+    };
+    let cfg = stormwatch_agent::config::load(Some(&path), &Default::default()).unwrap();
+    let agent = stormwatch_agent::Agent::start(cfg, source).await.unwrap();
+    let spans = (0..20).map(|i| span(i, 1, SERVER, 1, true, &[])).collect();
+    assert_eq!(
+        post_proto(&agent, request("s", spans).encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    eventually(5, "spooled without a collector", || {
+        agent.spool.usage().0 >= 1
+    })
+    .await;
+    assert_eq!(col.seen.lock().unwrap().attempts, 0);
+    // SIGHUP's path: reload from the same source.
+    std::fs::write(&path, body(&format!("collector = \"{}\"\n", col.url()))).unwrap();
+    // (The file watcher may apply it too; either way it is in force.)
+    agent.reload().unwrap();
+    assert_eq!(
+        agent.config().collector.as_deref(),
+        Some(col.url().as_str())
+    );
+    eventually(10, "spans shipped after the reload", || {
+        col.spans().len() == 20
+    })
+    .await;
+    agent.shutdown(Duration::from_secs(1)).await;
+}
