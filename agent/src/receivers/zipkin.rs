@@ -5,7 +5,7 @@
 //! → `db.system`, the `error` tag → failed), so one classifier serves both protocols.
 //! Answers: 202 (Zipkin's own), 400 with a plain-text reason, 429 with `Retry-After`.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -18,34 +18,128 @@ use stormwatch_model::SpanKind;
 
 use super::decompress;
 use super::otlp_http::{ReceiverState, RETRY_AFTER_S};
-use crate::classify::{classify, Incoming, Received};
+use crate::classify::{classify, Incoming, Received, Value};
 use crate::config::Config;
 use crate::metrics::Receiver;
 
+// Borrowed from the request body where JSON allows (no escapes): a Zipkin span then costs
+// no allocation until classification.
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
-struct ZSpan {
-    trace_id: String,
-    id: String,
-    parent_id: Option<String>,
-    name: Option<String>,
-    kind: Option<String>,
+struct ZSpan<'a> {
+    #[serde(borrow)]
+    trace_id: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    parent_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
     /// Microseconds since the epoch.
     timestamp: Option<u64>,
     /// Microseconds.
     duration: Option<u64>,
-    local_endpoint: Option<Endpoint>,
-    remote_endpoint: Option<Endpoint>,
-    tags: BTreeMap<String, serde_json::Value>,
+    #[serde(borrow)]
+    local_endpoint: Option<Endpoint<'a>>,
+    #[serde(borrow)]
+    remote_endpoint: Option<Endpoint<'a>>,
+    #[serde(borrow, deserialize_with = "tags_of")]
+    tags: Vec<(Cow<'a, str>, TagValue<'a>)>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
-struct Endpoint {
-    service_name: Option<String>,
-    ipv4: Option<String>,
-    ipv6: Option<String>,
+struct Endpoint<'a> {
+    #[serde(borrow)]
+    service_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ipv4: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ipv6: Option<Cow<'a, str>>,
     port: Option<u16>,
+}
+
+/// A tag value: Zipkin says string; numbers and booleans from lenient clients are accepted
+/// as their text.
+#[derive(Default)]
+struct TagValue<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for TagValue<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TagValue<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string tag value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(TagValue(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(TagValue(Cow::Owned(v.to_owned())))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(TagValue(Cow::Owned(v.to_string())))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(TagValue(Cow::Owned(v.to_string())))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(TagValue(Cow::Owned(v.to_string())))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(TagValue(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Zipkin tags are a JSON object; read as pairs in document order.
+fn tags_of<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(Cow<'de, str>, TagValue<'de>)>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<(Cow<'de, str>, TagValue<'de>)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of tags")
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(
+            self,
+            mut m: M,
+        ) -> Result<Self::Value, M::Error> {
+            let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8).min(64));
+            while let Some((k, v)) = m.next_entry::<Cow<'de, str>, TagValue<'de>>()? {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Hex into a fixed buffer; the number of bytes, or `None` for bad hex or too long.
+fn hex_into(text: &str, out: &mut [u8]) -> Option<usize> {
+    let raw = text.as_bytes();
+    if !raw.len().is_multiple_of(2) || raw.len() / 2 > out.len() {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    for (i, p) in raw.chunks_exact(2).enumerate() {
+        out[i] = (nibble(p[0])? << 4) | nibble(p[1])?;
+    }
+    Some(raw.len() / 2)
 }
 
 /// The router: `POST /api/v2/spans`.
@@ -81,39 +175,38 @@ fn db_system_of(remote_service: &str) -> Option<&'static str> {
 }
 
 /// Converts decoded Zipkin spans; returns (spans, rejected, first error).
-fn convert(zs: Vec<ZSpan>, cfg: &Config) -> (Vec<Received>, usize, Option<String>) {
+fn convert(zs: &[ZSpan<'_>], cfg: &Config) -> (Vec<Received>, usize, Option<String>) {
     let mut out = Vec::with_capacity(zs.len());
     let mut rejected = 0;
     let mut first = None;
-    let mut attrs: Vec<(String, String)> = Vec::new();
-    for (i, z) in zs.into_iter().enumerate() {
+    let mut attrs: Vec<(&str, Value<'_>)> = Vec::with_capacity(32);
+    for (i, z) in zs.iter().enumerate() {
+        attrs.clear();
         let result = (|| -> Result<Received, String> {
-            let mut trace_id = stormwatch_model::hexid::decode(&z.trace_id)
-                .ok_or_else(|| "traceId is not hex".to_owned())?;
-            // 64-bit Zipkin trace ids are the low half of a 128-bit id.
-            if trace_id.len() == 8 {
-                let mut full = vec![0; 8];
-                full.extend_from_slice(&trace_id);
-                trace_id = full;
-            }
-            let span_id =
-                stormwatch_model::hexid::decode(&z.id).ok_or_else(|| "id is not hex".to_owned())?;
-            let parent = match &z.parent_id {
-                Some(p) => stormwatch_model::hexid::decode(p)
-                    .ok_or_else(|| "parentId is not hex".to_owned())?,
-                None => Vec::new(),
+            // 64-bit Zipkin trace ids are the low half of a 128-bit id: right-align.
+            let mut buf = [0u8; 16];
+            let n = hex_into(&z.trace_id, &mut buf).ok_or("traceId is not 16 or 32 hex digits")?;
+            let mut trace_id = [0u8; 16];
+            trace_id[16 - n..].copy_from_slice(&buf[..n]);
+            let trace_id = if n == 8 || n == 16 {
+                &trace_id[..]
+            } else {
+                &buf[..n]
             };
-            let start_us = z
-                .timestamp
-                .ok_or_else(|| "timestamp is missing".to_owned())?;
-            let start_ns = start_us
-                .checked_mul(1000)
-                .ok_or_else(|| "timestamp out of range".to_owned())?;
+            let mut span_id = [0u8; 8];
+            let sn = hex_into(&z.id, &mut span_id).ok_or("id is not 16 hex digits")?;
+            let mut parent = [0u8; 8];
+            let pn = match &z.parent_id {
+                Some(p) => hex_into(p, &mut parent).ok_or("parentId is not 16 hex digits")?,
+                None => 0,
+            };
+            let start_us = z.timestamp.ok_or("timestamp is missing")?;
+            let start_ns = start_us.checked_mul(1000).ok_or("timestamp out of range")?;
             let dur_ns = z
                 .duration
                 .unwrap_or(0)
                 .checked_mul(1000)
-                .ok_or_else(|| "duration out of range".to_owned())?;
+                .ok_or("duration out of range")?;
             let kind = match z.kind.as_deref() {
                 Some("SERVER") => SpanKind::Server,
                 Some("CLIENT") => SpanKind::Client,
@@ -126,59 +219,46 @@ fn convert(zs: Vec<ZSpan>, cfg: &Config) -> (Vec<Received>, usize, Option<String
                     ))
                 }
             };
-            attrs.clear();
             let mut error = None;
             for (k, v) in &z.tags {
-                let v = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
                 if k == "error" {
-                    error = Some(v);
+                    error = Some(v.0.as_ref());
                     continue;
                 }
-                attrs.push((k.clone(), v));
+                attrs.push((k.as_ref(), Value::Str(v.0.as_ref())));
             }
-            let has = |attrs: &[(String, String)], k: &str| attrs.iter().any(|(x, _)| x == k);
+            let has = |attrs: &[(&str, Value<'_>)], k: &str| attrs.iter().any(|(x, _)| *x == k);
             if let Some(r) = &z.remote_endpoint {
                 if let Some(sys) = r.service_name.as_deref().and_then(db_system_of) {
                     if !has(&attrs, "db.system") && kind != SpanKind::Server {
-                        attrs.push(("db.system".into(), sys.into()));
+                        attrs.push(("db.system", Value::Str(sys)));
                     }
                 }
                 let host = r
                     .ipv4
-                    .clone()
-                    .or_else(|| r.ipv6.clone())
-                    .or_else(|| r.service_name.clone());
+                    .as_deref()
+                    .or(r.ipv6.as_deref())
+                    .or(r.service_name.as_deref());
                 if let (Some(h), false) = (host, has(&attrs, "server.address")) {
-                    attrs.push(("server.address".into(), h));
+                    attrs.push(("server.address", Value::Str(h)));
                 }
                 if let (Some(p), false) = (r.port, has(&attrs, "server.port")) {
-                    attrs.push(("server.port".into(), p.to_string()));
+                    attrs.push(("server.port", Value::Int(i64::from(p))));
                 }
             }
-            let service = z
-                .local_endpoint
-                .as_ref()
-                .and_then(|l| l.service_name.as_deref())
-                .unwrap_or("");
+            let local = z.local_endpoint.as_ref();
             let inc = Incoming {
-                trace_id: &trace_id,
-                span_id: &span_id,
-                parent_span_id: &parent,
+                trace_id,
+                span_id: &span_id[..sn],
+                parent_span_id: &parent[..pn],
                 name: z.name.as_deref().unwrap_or(""),
                 kind,
                 start_ns,
                 end_ns: start_ns.saturating_add(dur_ns),
                 error: error.is_some(),
-                status_message: error.as_deref().unwrap_or(""),
-                service,
-                instance: z
-                    .local_endpoint
-                    .as_ref()
-                    .and_then(|l| l.ipv4.as_deref())
-                    .unwrap_or(""),
+                status_message: error.unwrap_or(""),
+                service: local.and_then(|l| l.service_name.as_deref()).unwrap_or(""),
+                instance: local.and_then(|l| l.ipv4.as_deref()).unwrap_or(""),
             };
             classify(
                 &inc,
@@ -232,7 +312,7 @@ async fn spans(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) 
         Ok(d) => d,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let zs: Vec<ZSpan> = match serde_json::from_slice(&data) {
+    let zs: Vec<ZSpan<'_>> = match serde_json::from_slice(&data) {
         Ok(z) => z,
         Err(e) => {
             return text(
@@ -241,7 +321,8 @@ async fn spans(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) 
             )
         }
     };
-    let (spans, rejected, first) = convert(zs, &cfg);
+    let (spans, rejected, first) = convert(&zs, &cfg);
+    drop(zs);
     st.ingest.reject(Receiver::Zipkin, rejected);
     if spans.is_empty() && rejected > 0 {
         return text(
@@ -259,4 +340,41 @@ async fn spans(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) 
         return r;
     }
     StatusCode::ACCEPTED.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> (Vec<Received>, usize, Option<String>) {
+        let zs: Vec<ZSpan<'_>> = serde_json::from_str(body).unwrap();
+        convert(&zs, &Config::default())
+    }
+
+    #[test]
+    fn ids_tags_and_errors() {
+        let (spans, rejected, first) = parse(
+            r#"[{"traceId":"463ac35c9f6413ad48485a3953bb6124","id":"a2fb4a1d1a96d312","timestamp":1700000000000000,"duration":5000,
+                "kind":"CLIENT","localEndpoint":{"serviceName":"svc"},"remoteEndpoint":{"serviceName":"postgres","ipv6":"::1","port":5432},
+                "tags":{"sql.query":"select \"x\" from t where a = 'q\u00e9'","rows":3,"cached":true,"error":"boom"}},
+               {"traceId":"463ac35c9f6413ad","id":"b2fb4a1d1a96d312","timestamp":1700000000000000,"kind":"SIDEWAYS"},
+               {"traceId":"zz","id":"b2fb4a1d1a96d312","timestamp":1700000000000000},
+               {"traceId":"463ac35c9f6413ad","id":"c2fb4a1d1a96d312"}]"#,
+        );
+        assert_eq!(spans.len(), 1);
+        assert_eq!(rejected, 3);
+        assert!(first.unwrap().contains("spans[1]: kind `SIDEWAYS`"));
+        let s = spans[0].clone().into_span();
+        assert_eq!(s.trace_id[0], 0x46);
+        assert_eq!(
+            (s.db_system.as_str(), s.peer.as_str()),
+            ("postgresql", "[::1]:5432")
+        );
+        assert_eq!(s.statement, "select \"x\" from t where a = ?");
+        assert!(s.is_error());
+        assert_eq!(s.status_message, "boom");
+        assert_eq!(s.attributes["rows"], "3");
+        assert_eq!(s.attributes["cached"], "true");
+        assert!(!s.attributes.contains_key("sql.query"));
+    }
 }
