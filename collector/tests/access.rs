@@ -87,3 +87,34 @@ async fn dashboard_and_read_api_need_credentials_ingest_keeps_agent_tokens() {
     }
     c.stop().await;
 }
+
+#[test]
+fn hash_password_prints_an_argon2_hash_that_signs_in() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stormwatch-collector"))
+        .arg("--hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pager duty\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let auth = stormwatch_web::Auth::new(stormwatch_web::AuthOptions {
+        users: vec![stormwatch_web::User {
+            name: "oncall".into(),
+            password_hash: hash,
+            role: stormwatch_web::Role::Admin,
+        }],
+        ..Default::default()
+    });
+    assert!(auth.login("oncall", "pager duty").is_some());
+    assert!(auth.login("oncall", "pager duty ").is_none());
+}

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use stormwatch_model::Histogram;
 
-use crate::batches::histogram_from_json;
 use crate::{Store, StoreError};
 
-/// Counts and latency of some spans over some window.
+/// Counts and latency of some spans over some window. Histogram buckets accumulate in a
+/// sorted map (merging row after row into a `Histogram` would reallocate its vectors each
+/// time); [`Totals::histogram`] builds the histogram when a quantile is asked for.
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
     pub count: u64,
@@ -18,11 +19,59 @@ pub struct Totals {
     pub sum_ns: u64,
     pub http_5xx: u64,
     pub http_503: u64,
-    pub hist: Histogram,
+    buckets: BTreeMap<i32, u64>,
+    zero: u64,
+}
+
+/// A stored histogram (`{"<key>": count, "zero": count}` as jsonb text) parsed without
+/// building a JSON tree: on the dashboard's hot path this is most of the work per row.
+fn parse_histogram(text: &str, pairs: &mut Vec<(i32, u64)>) -> Result<u64, StoreError> {
+    let bad = || StoreError::Corrupt(format!("histogram {text:.80}"));
+    pairs.clear();
+    let mut zero = 0;
+    let b = text.as_bytes();
+    let mut i = 0;
+    let skip = |i: &mut usize| {
+        while *i < b.len() && matches!(b[*i], b' ' | b'\n' | b',' | b'{' | b'}' | b':') {
+            *i += 1;
+        }
+    };
+    loop {
+        skip(&mut i);
+        if i >= b.len() {
+            return Ok(zero);
+        }
+        if b[i] != b'"' {
+            return Err(bad());
+        }
+        let start = i + 1;
+        let end = start + text[start..].find('"').ok_or_else(bad)?;
+        let key = &text[start..end];
+        i = end + 1;
+        skip(&mut i);
+        let vstart = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let count: u64 = text[vstart..i].parse().map_err(|_| bad())?;
+        if key == "zero" {
+            zero += count;
+        } else {
+            pairs.push((key.parse().map_err(|_| bad())?, count));
+        }
+    }
 }
 
 impl Totals {
-    fn add(&mut self, status_class: &str, count: u64, errors: u64, sum_ns: u64, h: &Histogram) {
+    fn add(
+        &mut self,
+        status_class: &str,
+        count: u64,
+        errors: u64,
+        sum_ns: u64,
+        h: &[(i32, u64)],
+        zero: u64,
+    ) {
         self.count += count;
         self.errors += errors;
         self.sum_ns += sum_ns;
@@ -34,7 +83,10 @@ impl Totals {
                 self.http_503 += count;
             }
         }
-        self.hist.merge(h);
+        for (k, c) in h {
+            *self.buckets.entry(*k).or_default() += c;
+        }
+        self.zero += zero;
     }
 
     /// Adds another's counts and histogram.
@@ -44,7 +96,19 @@ impl Totals {
         self.sum_ns += o.sum_ns;
         self.http_5xx += o.http_5xx;
         self.http_503 += o.http_503;
-        self.hist.merge(&o.hist);
+        for (k, c) in &o.buckets {
+            *self.buckets.entry(*k).or_default() += c;
+        }
+        self.zero += o.zero;
+    }
+
+    /// The latency histogram of these spans.
+    pub fn histogram(&self) -> Histogram {
+        Histogram {
+            keys: self.buckets.keys().copied().collect(),
+            counts: self.buckets.values().copied().collect(),
+            zero_count: self.zero,
+        }
     }
 
     /// Errors / count, 0 without spans.
@@ -58,7 +122,7 @@ impl Totals {
 
     /// Quantile `q` in milliseconds.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        self.hist.quantile(q).map(|ns| ns / 1e6)
+        self.histogram().quantile(q).map(|ns| ns / 1e6)
     }
 
     /// Mean latency in milliseconds.
@@ -94,6 +158,14 @@ pub struct PeerSummary {
 /// Classes that are dependencies (waited on), as opposed to the request itself.
 pub const DEPENDENCY_CLASSES: &[&str] = &["db", "redis", "http_client", "messaging"];
 
+fn sum(steps: &[Totals]) -> Totals {
+    let mut t = Totals::default();
+    for s in steps {
+        t.merge(s);
+    }
+    t
+}
+
 /// One dependency's series over a window: totals and per-step totals.
 #[derive(Debug, Clone)]
 pub struct DependencySeries {
@@ -121,7 +193,7 @@ impl Store {
         let stmt = client
             .prepare_cached(
                 "SELECT class, peer, extract(epoch FROM minute)::int8, status_class, count, errors,
-                        sum_ns, histogram
+                        sum_ns, histogram::text
                    FROM sw_aggregates
                   WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
                     AND class = ANY($3) AND ($4::text IS NULL OR service = $4)",
@@ -131,7 +203,8 @@ impl Store {
         let rows = client
             .query(&stmt, &[&(from as f64), &(to_s as f64), &classes, &service])
             .await?;
-        let mut acc: BTreeMap<(String, String), (Totals, Vec<Totals>)> = BTreeMap::new();
+        let mut acc: BTreeMap<(String, String), Vec<Totals>> = BTreeMap::new();
+        let mut pairs = Vec::new();
         for r in &rows {
             let minute: i64 = r.get(2);
             let status: &str = r.get(3);
@@ -140,24 +213,21 @@ impl Store {
                 r.get::<_, i64>(5) as u64,
                 r.get::<_, i64>(6) as u64,
             );
-            let h = histogram_from_json(&r.get(7))?;
-            let (totals, steps) = acc.entry((r.get(0), r.get(1))).or_insert_with(|| {
-                (
-                    Totals::default(),
-                    (0..n_steps).map(|_| Totals::default()).collect(),
-                )
-            });
-            totals.add(status, count, errors, sum_ns, &h);
+            let zero = parse_histogram(r.get(7), &mut pairs)?;
+            let steps = acc
+                .entry((r.get(0), r.get(1)))
+                .or_insert_with(|| (0..n_steps).map(|_| Totals::default()).collect());
+            // Steps only; the totals are their sum (one bucket map touched per row, not two).
             if let Some(s) = steps.get_mut(((minute - from) / step) as usize) {
-                s.add(status, count, errors, sum_ns, &h);
+                s.add(status, count, errors, sum_ns, &pairs, zero);
             }
         }
         let mut out: Vec<DependencySeries> = acc
             .into_iter()
-            .map(|((class, peer), (totals, steps))| DependencySeries {
+            .map(|((class, peer), steps)| DependencySeries {
                 class,
                 peer,
-                totals,
+                totals: sum(&steps),
                 steps,
             })
             .collect();
@@ -197,7 +267,7 @@ impl Store {
         let stmt = client
             .prepare_cached(
                 "SELECT service, class = 'http_server', extract(epoch FROM minute)::int8,
-                        status_class, count, errors, sum_ns, histogram
+                        status_class, count, errors, sum_ns, histogram::text
                    FROM sw_aggregates
                   WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)",
             )
@@ -205,46 +275,49 @@ impl Store {
         let rows = client
             .query(&stmt, &[&(from as f64), &(to_s as f64)])
             .await?;
-        // Per service: [server spans, all spans], each with totals and steps.
-        let mut acc: BTreeMap<String, [(Totals, Vec<Totals>); 2]> = BTreeMap::new();
+        // A service's requests are its server spans; a service without any counts all its
+        // spans. Decided first, so that rows that do not count are never parsed.
+        let with_server: std::collections::HashSet<&str> = rows
+            .iter()
+            .filter(|r| r.get::<_, bool>(1))
+            .map(|r| r.get::<_, &str>(0))
+            .collect();
+        let mut acc: BTreeMap<&str, Vec<Totals>> = BTreeMap::new();
+        let mut pairs = Vec::new();
         for r in &rows {
-            let service: String = r.get(0);
+            let service: &str = r.get(0);
             let is_server: bool = r.get(1);
-            let minute: i64 = r.get(2);
-            let status: &str = r.get(3);
-            let count = r.get::<_, i64>(4) as u64;
-            let errors = r.get::<_, i64>(5) as u64;
-            let sum_ns = r.get::<_, i64>(6) as u64;
-            let h = histogram_from_json(&r.get(7))?;
-            let entry = acc.entry(service).or_insert_with(|| {
-                let steps = || (0..n_steps).map(|_| Totals::default()).collect();
-                [(Totals::default(), steps()), (Totals::default(), steps())]
-            });
-            let i = ((minute - from) / step) as usize;
-            for (which, (totals, steps)) in entry.iter_mut().enumerate() {
-                if which == 0 && !is_server {
-                    continue;
-                }
-                totals.add(status, count, errors, sum_ns, &h);
-                if let Some(s) = steps.get_mut(i) {
-                    s.add(status, count, errors, sum_ns, &h);
-                }
+            let steps = acc
+                .entry(service)
+                .or_insert_with(|| (0..n_steps).map(|_| Totals::default()).collect());
+            if !is_server && with_server.contains(service) {
+                continue;
             }
+            let minute: i64 = r.get(2);
+            let Some(s) = steps.get_mut(((minute - from) / step) as usize) else {
+                continue;
+            };
+            let zero = parse_histogram(r.get(7), &mut pairs)?;
+            s.add(
+                r.get(3),
+                r.get::<_, i64>(4) as u64,
+                r.get::<_, i64>(5) as u64,
+                r.get::<_, i64>(6) as u64,
+                &pairs,
+                zero,
+            );
         }
         Ok(acc
             .into_iter()
-            .map(|(service, [server, all])| {
-                let (entry_class, (totals, steps)) = if server.0.count > 0 {
-                    ("http_server", server)
+            .map(|(service, steps)| ServiceOverview {
+                entry_class: if with_server.contains(service) {
+                    "http_server"
                 } else {
-                    ("all", all)
-                };
-                ServiceOverview {
-                    service,
-                    entry_class,
-                    totals,
-                    steps,
-                }
+                    "all"
+                },
+                service: service.to_owned(),
+                totals: sum(&steps),
+                steps,
             })
             .collect())
     }
@@ -259,7 +332,7 @@ impl Store {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT class, peer, status_class, count, errors, sum_ns, histogram
+                "SELECT class, peer, status_class, count, errors, sum_ns, histogram::text
                    FROM sw_aggregates
                   WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
                     AND class = ANY($3) AND peer <> ''",
@@ -270,14 +343,16 @@ impl Store {
             .query(&stmt, &[&(from_s as f64), &(to_s as f64), &classes])
             .await?;
         let mut acc: BTreeMap<(String, String), Totals> = BTreeMap::new();
+        let mut pairs = Vec::new();
         for r in &rows {
-            let h = histogram_from_json(&r.get(6))?;
+            let zero = parse_histogram(r.get(6), &mut pairs)?;
             acc.entry((r.get(0), r.get(1))).or_default().add(
                 r.get(2),
                 r.get::<_, i64>(3) as u64,
                 r.get::<_, i64>(4) as u64,
                 r.get::<_, i64>(5) as u64,
-                &h,
+                &pairs,
+                zero,
             );
         }
         let mut out: Vec<PeerSummary> = acc
@@ -294,5 +369,32 @@ impl Store {
             .collect();
         out.sort_by(|a, b| b.count.cmp(&a.count).then(a.peer.cmp(&b.peer)));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_text_parses_like_the_json_form() {
+        let mut pairs = Vec::new();
+        let zero =
+            parse_histogram(r#"{"12": 3, "-4": 1, "zero": 2, "1033": 40}"#, &mut pairs).unwrap();
+        assert_eq!(zero, 2);
+        assert_eq!(pairs, vec![(12, 3), (-4, 1), (1033, 40)]);
+        assert_eq!(parse_histogram("{}", &mut pairs).unwrap(), 0);
+        assert!(pairs.is_empty());
+        assert!(parse_histogram(r#"{"x": 1}"#, &mut pairs).is_err());
+        assert!(parse_histogram(r#"{"1": -1}"#, &mut pairs).is_err());
+        let mut t = Totals::default();
+        t.add("503", 4, 4, 40, &[(5, 1), (3, 2)], 1);
+        t.add("200", 1, 0, 10, &[(5, 1)], 0);
+        let h = t.histogram();
+        assert_eq!(
+            (h.keys, h.counts, h.zero_count),
+            (vec![3, 5], vec![2, 2], 1)
+        );
+        assert_eq!((t.http_5xx, t.http_503, t.count), (4, 4, 5));
     }
 }
