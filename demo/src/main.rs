@@ -1,40 +1,62 @@
-//! `stormwatch-demo`: the collector on its embedded PostgreSQL, fed with live synthetic traffic
-//! over the real ingest API, so the dashboard and the read API have something to show.
+//! `stormwatch-demo`: the collector on its embedded PostgreSQL, an agent beside it, and a
+//! synthetic "board" service sending OpenTelemetry spans (OTLP/HTTP protobuf) to the agent —
+//! the same path a real app takes. Everything the dashboard shows went through the agent's
+//! classification, aggregation and sampling and the collector's ingest API.
 //!
-//! The traffic imitates what an agent ships for a small "board" service: every request counted
-//! in per-minute aggregates, slow and failed spans always kept, 10 % of the rest sampled. Redis
-//! slows down for one minute in every five, so the slowdown is visible in the aggregates.
+//! The traffic: a board service listing posts (Redis cache, a read replica, now and then a
+//! partner service). Redis slows down for one minute in every five, and the board answers some
+//! 503s while it does, so there is always something for the dashboard and the alerts to show.
+//! The agent's receivers stay open on their usual ports, so a real app can be pointed at it too.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
+use prost::Message;
+use stormwatch_agent::config::Overrides;
+use stormwatch_agent::reload::Source;
+use stormwatch_agent::Agent;
 use stormwatch_collector::config::{Config, Flags};
 use stormwatch_collector::{shutdown_signal, Collector};
-use stormwatch_model::{
-    AgentStats, Aggregate, AggregateKey, Batch, DbRole, DependencyClass, Encoding, KeepReason,
-    Span, SpanFlag, SpanKind, SpanStatus, WIRE_VERSION,
-};
 
 #[derive(Parser)]
 #[command(
     name = "stormwatch-demo",
-    about = "Run a Stormwatch collector with live demo traffic"
+    about = "Run Stormwatch (collector, agent) with live demo traffic"
 )]
 struct Args {
     /// Address of the collector (dashboard, APIs).
     #[arg(long, default_value = "127.0.0.1:6100", env = "STORMWATCH_LISTEN")]
     listen: std::net::SocketAddr,
-    /// Data directory (the embedded PostgreSQL lives here; a second run reuses it).
+    /// Data directory (the embedded PostgreSQL and the agent's spool live here; a second run
+    /// reuses it).
     #[arg(long, default_value = "./stormwatch-data", env = "STORMWATCH_DATA_DIR")]
     data_dir: PathBuf,
-    /// Requests per second of the synthetic service.
-    #[arg(long, default_value_t = 50)]
+    /// The agent's OTLP/HTTP receiver (point your own app's exporter here too).
+    #[arg(long, default_value = "127.0.0.1:4318")]
+    otlp_http: String,
+    /// The agent's OTLP/gRPC receiver ("" disables it).
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    otlp_grpc: String,
+    /// The agent's Zipkin receiver ("" disables it).
+    #[arg(long, default_value = "127.0.0.1:9411")]
+    zipkin: String,
+    /// The agent's admin port (`/metrics`).
+    #[arg(long, default_value = "127.0.0.1:4319")]
+    agent_admin: String,
+    /// Requests per second of the synthetic board service.
+    #[arg(long, default_value_t = 40)]
     rate: u32,
 }
 
-const NS: i64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -53,221 +75,216 @@ async fn main() -> anyhow::Result<()> {
     let collector = Collector::start(config).await?;
     let addr = collector.local_addr();
     let token = collector.state.config.ingest_tokens[0].clone();
-    let feeder = tokio::spawn(feed(
-        format!("http://{addr}/api/v1/ingest"),
-        token,
-        args.rate,
-    ));
+
+    let source = Source {
+        path: None,
+        overrides: Overrides {
+            collector: Some(format!("http://{addr}")),
+            token: Some(token),
+            agent_id: Some("demo-host".into()),
+            otlp_http: Some(args.otlp_http.clone()),
+            otlp_grpc: Some(args.otlp_grpc.clone()),
+            zipkin: Some(args.zipkin.clone()),
+            admin: Some(args.agent_admin.clone()),
+            spool_dir: Some(args.data_dir.join("agent-spool")),
+        },
+    };
+    let agent_config = stormwatch_agent::config::load(None, &source.overrides)?;
+    let agent = Agent::start(agent_config, source)
+        .await
+        .context("starting the agent")?;
+    let otlp = agent
+        .otlp_http
+        .context("the demo needs the agent's OTLP/HTTP receiver")?;
+    let traffic = tokio::spawn(board_traffic(format!("http://{otlp}/v1/traces"), args.rate));
+
     println!();
-    println!("  Stormwatch is running. Dashboard: http://{addr}/");
-    println!("  Read API: http://{addr}/api/v1/services  ·  metrics: http://{addr}/metrics");
+    println!("  Stormwatch is running.");
+    println!("  Dashboard:  http://{addr}/   (open on this machine: no login on loopback)");
     println!(
-        "  Data: {}  ·  Ctrl-C stops everything.",
+        "  Agent:      OTLP/HTTP http://{otlp}/v1/traces · OTLP/gRPC {} · Zipkin {}",
+        show(&args.otlp_grpc),
+        show(&args.zipkin)
+    );
+    println!(
+        "  Traffic:    a demo 'board' service, {} requests/s; Redis slows down one minute in five",
+        args.rate
+    );
+    println!(
+        "  Data:       {}   ·   Ctrl-C stops everything.",
         args.data_dir.display()
     );
     println!();
-    collector.serve(shutdown_signal()).await?;
-    feeder.abort();
+    // On Ctrl-C: stop the traffic, let the agent ship what it holds, then stop the collector.
+    let (stop_collector, collector_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(collector.serve(async move {
+        let _ = collector_stopped.await;
+    }));
+    shutdown_signal().await;
+    traffic.abort();
+    agent.shutdown(Duration::from_secs(5)).await;
+    let _ = stop_collector.send(());
+    serving.await??;
     Ok(())
 }
 
-/// Sends one batch per second, like an agent would.
-async fn feed(url: String, token: String, rate: u32) {
-    let client = reqwest::Client::new();
-    let instance = format!("demo-{}", stormwatch_model_now() / NS);
-    let mut stats = AgentStats::default();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    for sequence in 1.. {
-        tick.tick().await;
-        let now = stormwatch_model_now();
-        let mut spans = Vec::new();
-        for _ in 0..rate {
-            spans.extend(request(now - fastrand::i64(0..NS)));
-        }
-        let mut aggs: BTreeMap<AggregateKey, Aggregate> = BTreeMap::new();
-        for s in &spans {
-            let key = AggregateKey::of_span(s);
-            aggs.entry(key.clone())
-                .or_insert_with(|| Aggregate::new(&key))
-                .add(s);
-        }
-        stats.spans_received += spans.len() as u64;
-        // Keep slow and failed traces whole, and about 10 % of the rest (decided per trace).
-        let kept: Vec<Span> = spans
-            .into_iter()
-            .filter(|s| s.kept != KeepReason::Sampled as i32 || s.trace_id[0] < 26)
-            .collect();
-        stats.spans_kept += kept.len() as u64;
-        let batch = Batch {
-            version: WIRE_VERSION,
-            agent_id: "demo-agent".into(),
-            instance: instance.clone(),
-            sequence,
-            sent_at_ns: now,
-            spans: kept,
-            aggregates: aggs.into_values().collect(),
-            hosts: vec![],
-            probes: vec![],
-            stats: Some(stats.clone()),
-        };
-        let sent = client
-            .post(&url)
-            .bearer_auth(&token)
-            .header("content-type", Encoding::Protobuf.content_type())
-            .body(batch.encode(Encoding::Protobuf))
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => {
-                let status = r.status();
-                tracing::warn!(%status, "demo batch rejected: {}", r.text().await.unwrap_or_default());
-            }
-            Err(error) => tracing::warn!(%error, "demo batch not sent"),
-        }
+fn show(addr: &str) -> &str {
+    if addr.is_empty() {
+        "off"
+    } else {
+        addr
     }
 }
 
-fn stormwatch_model_now() -> i64 {
+fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
+        .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn s(key: &str, v: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(v.into()))
+}
+
+fn i(key: &str, v: i64) -> KeyValue {
+    kv(key, any_value::Value::IntValue(v))
 }
 
 fn id(len: usize) -> Vec<u8> {
     (0..len).map(|_| fastrand::u8(1..=255)).collect()
 }
 
-/// One request to the board service: the server span, a Redis GET, a replica query, and now
-/// and then a call to the partner service.
-fn request(start: i64) -> Vec<Span> {
-    let trace_id = id(16);
-    let root_id = id(8);
-    // Redis is slow for one minute in every five.
-    let redis_slow = (start / NS / 60) % 5 == 4;
-    let redis = if redis_slow {
-        fastrand::i64(30..120)
-    } else {
-        fastrand::i64(1..4)
-    } * 1_000_000;
-    let db =
-        (5 + fastrand::i64(0..20) + if fastrand::u8(0..100) == 0 { 400 } else { 0 }) * 1_000_000;
-    let partner = fastrand::u8(0..5) == 0;
-    let partner_ms = if partner { fastrand::i64(40..200) } else { 0 } * 1_000_000;
-    let total = redis + db + partner_ms + fastrand::i64(1..5) * 1_000_000;
-    let failed = fastrand::u16(0..400) == 0 || (redis_slow && fastrand::u8(0..20) == 0);
-    let child =
-        |op: &str, class: DependencyClass, peer: &str, system: &str, offset: i64, dur: i64| {
-            let slow = match class {
-                DependencyClass::Redis => dur > 20_000_000,
-                DependencyClass::Db => dur > 200_000_000,
-                _ => dur > 500_000_000,
-            };
-            Span {
-                trace_id: trace_id.clone(),
-                span_id: id(8),
-                parent_span_id: root_id.clone(),
-                service: "board".into(),
-                instance: "board-1".into(),
-                operation: op.into(),
-                kind: SpanKind::Client as i32,
-                class: class as i32,
-                start_ns: start + offset,
-                duration_ns: dur,
-                peer: peer.into(),
-                db_system: system.into(),
-                db_role: if class == DependencyClass::Db {
-                    DbRole::Replica as i32
-                } else {
-                    0
-                },
-                statement: if class == DependencyClass::Db {
-                    "SELECT id, title FROM posts WHERE board_id = ? LIMIT ?".into()
-                } else {
-                    String::new()
-                },
-                kept: if slow {
-                    KeepReason::Slow
-                } else {
-                    KeepReason::Sampled
-                } as i32,
-                flags: if slow {
-                    vec![SpanFlag::Slow as i32]
-                } else {
-                    vec![]
-                },
+/// Sends the board service's spans to the agent, every 200 ms, as its OTel SDK would.
+async fn board_traffic(url: String, rate: u32) {
+    let client = reqwest::Client::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let per_tick = (rate as f64 / 5.0).round().max(1.0) as usize;
+        let spans: Vec<Span> = (0..per_tick)
+            .flat_map(|_| request(now_ns() - fastrand::u64(0..200 * MS)))
+            .collect();
+        let body = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        s("service.name", "board"),
+                        s("service.instance.id", "board-1"),
+                        s("host.name", "demo-host"),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }
+            }],
         };
+        let sent = client
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .body(body.encode_to_vec())
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!(status = %r.status(), "the agent refused demo spans"),
+            Err(error) => tracing::warn!(%error, "demo spans not sent"),
+        }
+    }
+}
+
+/// One `GET /boards/{id}/posts`: the server span, a Redis GET, a replica query, and now and
+/// then a call to the partner service.
+fn request(start: u64) -> Vec<Span> {
+    let trace_id = id(16);
+    let root = id(8);
+    let minute = start / 1_000_000_000 / 60;
+    let redis_slow = minute % 5 == 4;
+    let redis = if redis_slow {
+        fastrand::u64(30..150)
+    } else {
+        fastrand::u64(1..4)
+    } * MS;
+    let db = (4 + fastrand::u64(0..25) + if fastrand::u8(0..150) == 0 { 500 } else { 0 }) * MS;
+    let partner = fastrand::u8(0..5) == 0;
+    let partner_ns = if partner { fastrand::u64(40..250) } else { 0 } * MS;
+    let total = redis + db + partner_ns + fastrand::u64(1..5) * MS;
+    // A saturated concurrency limiter answers 503 while Redis is slow.
+    let limited = redis_slow && fastrand::u8(0..8) == 0;
+    let board = fastrand::u8(1..30);
+    let child = |name: &str, offset: u64, dur: u64, attrs: Vec<KeyValue>| Span {
+        trace_id: trace_id.clone(),
+        span_id: id(8),
+        parent_span_id: root.clone(),
+        name: name.into(),
+        kind: span::SpanKind::Client as i32,
+        start_time_unix_nano: start + offset,
+        end_time_unix_nano: start + offset + dur,
+        attributes: attrs,
+        ..Default::default()
+    };
     let mut spans = vec![
         child(
-            "GET posts:*",
-            DependencyClass::Redis,
-            "redis:6379",
-            "redis",
-            1_000_000,
+            "GET",
+            MS,
             redis,
+            vec![s("db.system", "redis"), s("db.statement", &format!("GET posts:{board}")), s("net.peer.name", "redis"), i("net.peer.port", 6379)],
         ),
         child(
             "SELECT posts",
-            DependencyClass::Db,
-            "replica-1:5432",
-            "postgresql",
-            1_000_000 + redis,
+            MS + redis,
             db,
+            vec![
+                s("db.system.name", "postgresql"),
+                s("db.query.text", &format!("SELECT id, title FROM posts WHERE board_id = {board} ORDER BY id DESC LIMIT 20")),
+                s("server.address", "replica-1"),
+                i("server.port", 5432),
+            ],
         ),
     ];
     if partner {
         spans.push(child(
-            "GET /v1/profile",
-            DependencyClass::HttpClient,
-            "partner:8080",
-            "",
-            1_000_000 + redis + db,
-            partner_ms,
+            "GET",
+            MS + redis + db,
+            partner_ns,
+            vec![
+                s("http.request.method", "GET"),
+                s("url.full", "http://partner:8080/v1/profile"),
+                s("server.address", "partner"),
+                i("server.port", 8080),
+                i("http.response.status_code", 200),
+            ],
         ));
     }
-    let slow_root = total > 1_000_000_000;
+    let code = if limited { 503 } else { 200 };
     spans.push(Span {
         trace_id,
-        span_id: root_id,
-        service: "board".into(),
-        instance: "board-1".into(),
-        operation: "GET /boards/{id}/posts".into(),
-        kind: SpanKind::Server as i32,
-        class: DependencyClass::HttpServer as i32,
-        start_ns: start,
-        duration_ns: total,
-        status: if failed {
-            SpanStatus::Error
-        } else {
-            SpanStatus::Ok
-        } as i32,
-        http_status: if failed { 503 } else { 200 },
-        kept: if failed {
-            KeepReason::Error
-        } else if slow_root {
-            KeepReason::Slow
-        } else {
-            KeepReason::Sampled
-        } as i32,
-        flags: if failed {
-            vec![SpanFlag::Error as i32]
-        } else {
-            vec![]
-        },
+        span_id: root,
+        name: "GET /boards/{id}/posts".into(),
+        kind: span::SpanKind::Server as i32,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + total,
+        attributes: vec![
+            s("http.request.method", "GET"),
+            s("http.route", "/boards/{id}/posts"),
+            i("http.response.status_code", code),
+        ],
+        status: limited.then(|| Status {
+            code: status::StatusCode::Error as i32,
+            message: "concurrency limit reached".into(),
+        }),
         ..Default::default()
     });
-    // A request the sampler keeps takes its whole trace with it.
-    if spans.iter().any(|s| s.kept != KeepReason::Sampled as i32) {
-        for s in spans
-            .iter_mut()
-            .filter(|s| s.kept == KeepReason::Sampled as i32)
-        {
-            // Kept because another span of its trace was (slow or failed).
-            s.kept = KeepReason::Forced as i32;
-        }
-    }
     spans
 }
