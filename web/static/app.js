@@ -2,7 +2,6 @@
 // 1. <time data-local> elements also show the viewer's time zone.
 // 2. <body data-refresh="N"> reloads every N seconds (not while the user drags or types).
 // 3. The scatter (#scatter) zooms to a dragged box by rewriting the URL (server renders).
-// 4. Waterfall bars take their offset and width from data attributes (no inline styles).
 "use strict";
 
 (function () {
@@ -88,17 +87,9 @@
     });
   }
 
-  function bars() {
-    document.querySelectorAll("[data-left][data-width].bar-fill").forEach(function (b) {
-      b.style.left = b.getAttribute("data-left") + "%";
-      b.style.width = b.getAttribute("data-width") + "%";
-    });
-  }
-
   document.addEventListener("DOMContentLoaded", function () {
     localTimes();
     autoRefresh();
     zoom();
-    bars();
   });
 })();

@@ -52,6 +52,15 @@ pub struct SlowSpansPage {
     pub max_rows: i64,
 }
 
+/// A replica lag for people: `850 ms`, `12.0 s`.
+pub fn lag(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
 /// A flag as people read it: "replica 12.0 s behind", "full scan suspect".
 pub fn flag_views(flags: &[i32], replica_lag_ms: Option<i64>) -> Vec<FlagView> {
     flags
@@ -64,7 +73,7 @@ pub fn flag_views(flags: &[i32], replica_lag_ms: Option<i64>) -> Vec<FlagView> {
                 SpanFlag::Error => "error".into(),
                 SpanFlag::FullScanSuspect => "full-scan suspect".into(),
                 SpanFlag::ReplicaLag => match replica_lag_ms {
-                    Some(ms) => format!("replica {:.1} s behind", ms as f64 / 1000.0),
+                    Some(ms) => format!("replica {} behind", lag(ms)),
                     None => "replica behind".into(),
                 },
                 SpanFlag::ConnectFailure => "connection failure".into(),

@@ -139,10 +139,7 @@ pub async fn trace(
                             .unwrap_or("unknown")
                     )
                 },
-                replica_lag: s
-                    .replica_lag_ms
-                    .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
-                    .unwrap_or_default(),
+                replica_lag: s.replica_lag_ms.map(super::spans::lag).unwrap_or_default(),
                 attributes: s
                     .attributes
                     .iter()
