@@ -40,19 +40,24 @@ pub struct AggregatePoint {
 pub const MAX_POINTS: i64 = 10_000;
 
 impl Store {
-    /// The series for `f`: one point per step from `from_s`, empty steps included.
-    pub async fn aggregate_series(
+    /// Aggregate rows with `minute` in `[from_s, to_s)` matching the filters (the one place
+    /// that reads `sw_aggregates`). Columns: minute (Unix s), service, class, peer, operation,
+    /// status_class, count, errors, sum_ns, histogram.
+    pub(crate) async fn aggregate_rows(
         &self,
-        f: &AggregateFilter,
-    ) -> Result<Vec<AggregatePoint>, StoreError> {
-        let step = f.step_s.max(60);
-        let from = f.from_s.div_euclid(60) * 60;
-        let n_points = ((f.to_s - from + step - 1) / step).clamp(0, MAX_POINTS) as usize;
+        service: &Option<String>,
+        class: Option<DependencyClass>,
+        peer: &Option<String>,
+        operation: &Option<String>,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let client = self.client().await?;
-        let class = f.class.map(|c| c.as_str());
+        let class = class.map(|c| c.as_str());
         let stmt = client
             .prepare_cached(
-                "SELECT extract(epoch FROM minute)::int8, status_class, count, errors, sum_ns, histogram
+                "SELECT extract(epoch FROM minute)::int8, service, class, peer, operation,
+                        status_class, count, errors, sum_ns, histogram
                    FROM sw_aggregates
                   WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
                     AND ($3::text IS NULL OR service = $3)
@@ -61,18 +66,27 @@ impl Store {
                     AND ($6::text IS NULL OR operation = $6)",
             )
             .await?;
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &(from as f64),
-                    &(f.to_s as f64),
-                    &f.service,
-                    &class,
-                    &f.peer,
-                    &f.operation,
-                ],
-            )
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &(from_s as f64),
+            &(to_s as f64),
+            service,
+            &class,
+            peer,
+            operation,
+        ];
+        Ok(client.query(&stmt, &params).await?)
+    }
+
+    /// The series for `f`: one point per step from `from_s`, empty steps included.
+    pub async fn aggregate_series(
+        &self,
+        f: &AggregateFilter,
+    ) -> Result<Vec<AggregatePoint>, StoreError> {
+        let step = f.step_s.max(60);
+        let from = f.from_s.div_euclid(60) * 60;
+        let n_points = ((f.to_s - from + step - 1) / step).clamp(0, MAX_POINTS) as usize;
+        let rows = self
+            .aggregate_rows(&f.service, f.class, &f.peer, &f.operation, from, f.to_s)
             .await?;
         struct Acc {
             count: u64,
@@ -96,11 +110,11 @@ impl Store {
             let minute: i64 = r.get(0);
             let i = ((minute - from) / step) as usize;
             let Some(acc) = accs.get_mut(i) else { continue };
-            let status: &str = r.get(1);
-            let count = r.get::<_, i64>(2) as u64;
+            let status: &str = r.get(5);
+            let count = r.get::<_, i64>(6) as u64;
             acc.count += count;
-            acc.errors += r.get::<_, i64>(3) as u64;
-            acc.sum_ns += r.get::<_, i64>(4) as u64;
+            acc.errors += r.get::<_, i64>(7) as u64;
+            acc.sum_ns += r.get::<_, i64>(8) as u64;
             if let Ok(code) = status.parse::<u16>() {
                 if (500..600).contains(&code) {
                     acc.http_5xx += count;
@@ -109,7 +123,7 @@ impl Store {
                     acc.http_503 += count;
                 }
             }
-            acc.hist.merge(&histogram_from_json(&r.get(5))?);
+            acc.hist.merge(&histogram_from_json(&r.get(9))?);
         }
         let ms = |v: Option<f64>| v.map(|ns| ns / 1e6);
         Ok(accs

@@ -92,30 +92,14 @@ impl Store {
         from_s: i64,
         to_s: i64,
     ) -> Result<Vec<Group>, StoreError> {
-        let client = self.client().await?;
-        let class = filter.class.map(|c| c.as_str());
-        let stmt = client
-            .prepare_cached(
-                "SELECT service, class, peer, operation, status_class, count, errors, histogram
-                   FROM sw_aggregates
-                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
-                    AND ($3::text IS NULL OR service = $3)
-                    AND ($4::text IS NULL OR class = $4)
-                    AND ($5::text IS NULL OR peer = $5)
-                    AND ($6::text IS NULL OR operation = $6)",
-            )
-            .await?;
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &(from_s as f64),
-                    &(to_s as f64),
-                    &filter.service,
-                    &class,
-                    &filter.peer,
-                    &filter.operation,
-                ],
+        let rows = self
+            .aggregate_rows(
+                &filter.service,
+                filter.class,
+                &filter.peer,
+                &filter.operation,
+                from_s,
+                to_s,
             )
             .await?;
         let mut groups: BTreeMap<Labels, Group> = BTreeMap::new();
@@ -123,18 +107,18 @@ impl Store {
             let mut labels = Labels::new();
             for (i, name) in ["service", "class", "peer", "operation"].iter().enumerate() {
                 if group_by.iter().any(|g| g == name) {
-                    labels.insert((*name).to_owned(), r.get::<_, String>(i));
+                    labels.insert((*name).to_owned(), r.get::<_, String>(i + 1));
                 }
             }
             let g = groups.entry(labels.clone()).or_insert_with(|| Group {
                 labels,
                 ..Default::default()
             });
-            let count = r.get::<_, i64>(5) as u64;
+            let count = r.get::<_, i64>(6) as u64;
             g.count += count;
-            g.errors += r.get::<_, i64>(6) as u64;
-            *g.by_status.entry(r.get::<_, String>(4)).or_default() += count;
-            g.histogram.merge(&histogram_from_json(&r.get(7))?);
+            g.errors += r.get::<_, i64>(7) as u64;
+            *g.by_status.entry(r.get::<_, String>(5)).or_default() += count;
+            g.histogram.merge(&histogram_from_json(&r.get(9))?);
         }
         Ok(groups.into_values().collect())
     }
