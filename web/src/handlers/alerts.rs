@@ -46,12 +46,10 @@ pub fn explain_link(labels: &Labels, since_ms: i64, to_ms: i64) -> String {
     let to = to_ms.max(since_ms + 15 * 60_000);
     let window = format!("from={}&to={}", utc_rfc3339(from), utc_rfc3339(to));
     let get = |k: &str| labels.get(k).map(|v| urlencode(v));
-    if let Some(db) = get("database") {
-        let _ = db;
+    if labels.contains_key("database") {
         return format!("/databases?{window}");
     }
-    if let Some(host) = get("host") {
-        let _ = host;
+    if labels.contains_key("host") {
         return format!("/hosts?{window}");
     }
     if labels.contains_key("agent_id") || labels.contains_key("agent") {
@@ -150,4 +148,42 @@ pub async fn alerts(
         active,
         events,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_764_058_500_000; // 2025-11-25T08:15:00Z
+
+    #[test]
+    fn alerts_link_to_the_page_and_window_that_explain_them() {
+        let l = |pairs: &[(&str, &str)]| -> Labels {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let w = "from=2025-11-25T08:00:00Z&to=2025-11-25T08:30:00Z";
+        assert_eq!(
+            explain_link(&l(&[("database", "main")]), T, T),
+            format!("/databases?{w}")
+        );
+        assert_eq!(
+            explain_link(&l(&[("class", "redis"), ("peer", "redis:6379")]), T, T),
+            format!("/scatter?{w}&peer=redis:6379&class=redis")
+        );
+        assert_eq!(
+            explain_link(&l(&[("service", "board & co")]), T, T),
+            format!("/scatter?{w}&service=board%20%26%20co")
+        );
+        assert_eq!(
+            explain_link(&l(&[("host", "app-1")]), T, T),
+            format!("/hosts?{w}")
+        );
+        assert_eq!(explain_link(&l(&[]), T, T), format!("/dependencies?{w}"));
+        // A long-firing alert: the window runs to now.
+        let later = T + 3_600_000;
+        assert!(explain_link(&l(&[]), T, later).ends_with("to=2025-11-25T09:15:00Z"));
+    }
 }
