@@ -13,7 +13,7 @@ use crate::range::{axis_label, duration};
 pub const WIDTH: f64 = 960.0;
 pub const HEIGHT: f64 = 420.0;
 const LEFT: f64 = 64.0;
-const RIGHT: f64 = 12.0;
+const RIGHT: f64 = 36.0;
 const TOP: f64 = 26.0;
 const BOTTOM: f64 = 40.0;
 

@@ -94,7 +94,17 @@ pub async fn dependencies(
         app.store.peer_summaries(base_from, base_to),
     )?;
     let time = |i: usize| (from_s.div_euclid(60) * 60 + i as i64 * step) * 1000;
-    let mut by_class: Vec<(String, Vec<Totals>)> = Vec::new();
+    // A class keeps its colour on every chart; its busiest peer shares it, other peers take
+    // the colours no class uses.
+    type Line = (String, (u8, u8, u8), Vec<Totals>);
+    let class_color = |class: &str| {
+        let i = CLASSES
+            .iter()
+            .position(|c| c.as_str() == class)
+            .unwrap_or(0);
+        palette::SERIES[i % palette::SERIES.len()]
+    };
+    let mut by_class: Vec<Line> = Vec::new();
     for class in CLASSES {
         let mut steps: Vec<Totals> = Vec::new();
         for d in deps.iter().filter(|d| d.class == class.as_str()) {
@@ -107,30 +117,42 @@ pub async fn dependencies(
             }
         }
         if steps.iter().any(|t| t.count > 0) {
-            by_class.push((class.as_str().to_owned(), steps));
+            by_class.push((
+                class.as_str().to_owned(),
+                class_color(class.as_str()),
+                steps,
+            ));
         }
     }
-    let by_peer: Vec<(String, Vec<Totals>)> = deps
+    let mut classes_seen: Vec<&str> = Vec::new();
+    let mut spare = palette::SERIES[CLASSES.len()..].iter().cycle();
+    let by_peer: Vec<Line> = deps
         .iter()
         .filter(|d| !d.peer.is_empty())
         .take(MAX_PEER_SERIES)
-        .map(|d| (format!("{} {}", d.class, d.peer), d.steps.clone()))
+        .map(|d| {
+            let color = if classes_seen.contains(&d.class.as_str()) {
+                *spare.next().expect("cycle")
+            } else {
+                classes_seen.push(&d.class);
+                class_color(&d.class)
+            };
+            (format!("{} {}", d.class, d.peer), color, d.steps.clone())
+        })
         .collect();
-    let color = |i: usize| palette::SERIES[i % palette::SERIES.len()];
     let mut charts = Vec::new();
     let mut chart = |title: &str,
                      y: &str,
-                     list: &[(String, Vec<Totals>)],
+                     list: &[Line],
                      f: &dyn Fn(&Totals) -> Option<f64>,
                      fmt: fn(f64) -> String| {
         let mut c = LineChart::new(title, y, w.from_ms, w.to_ms);
         c.y_format = fmt;
         c.series = list
             .iter()
-            .enumerate()
-            .map(|(i, (name, steps))| Series {
+            .map(|(name, color, steps)| Series {
                 name: name.clone(),
-                color: color(i),
+                color: *color,
                 points: steps
                     .iter()
                     .enumerate()
