@@ -25,7 +25,7 @@ use crate::receivers::zipkin;
 use crate::reload::{self, Source};
 use crate::shipper::{Sequencer, Shipper};
 use crate::spool::Spool;
-use crate::{admin, host};
+use crate::{admin, host, probes};
 
 /// A running agent.
 pub struct Agent {
@@ -104,6 +104,8 @@ impl Agent {
         let seq = Arc::new(Sequencer::new(config.agent_id()));
         let (ingest, rx) = Ingest::new(config.limits.queue_spans, metrics.clone());
         let (hosts_tx, hosts_rx) = mpsc::channel(64);
+        // Room for a few seconds of samples from a few dozen databases.
+        let (probes_tx, probes_rx) = mpsc::channel(256);
         let (stop_receivers, _) = watch::channel(false);
         let (stop_pipeline, _) = watch::channel(false);
         let (stop_shipper, _) = watch::channel(false);
@@ -183,6 +185,7 @@ impl Agent {
         let pipeline = Pipeline {
             rx,
             hosts_rx,
+            probes_rx,
             config: config_rx.clone(),
             spool: spool.clone(),
             seq: seq.clone(),
@@ -200,6 +203,11 @@ impl Agent {
             agent_host,
             config_rx.clone(),
             hosts_tx,
+            stop_bg.subscribe(),
+        )));
+        background.push(tokio::spawn(probes::run(
+            config_rx.clone(),
+            probes_tx,
             stop_bg.subscribe(),
         )));
         background.push(tokio::spawn(reload::run(

@@ -179,6 +179,8 @@ pub struct Received {
     pub kept: i32,
     /// [`stormwatch_model::SpanFlag`]s as bits (bit n = flag number n).
     pub flags: u8,
+    /// The lag of the replica the span read from, when probed ([`crate::probes::join`]).
+    pub replica_lag_ms: Option<i64>,
     text: String,
     /// End offset in `text` of each [`Text`] field.
     ends: [u32; TEXT_FIELDS],
@@ -306,7 +308,7 @@ impl Received {
             attributes,
             kept: self.kept,
             flags: Span::flags_from_bits(i32::from(self.flags)),
-            replica_lag_ms: None,
+            replica_lag_ms: self.replica_lag_ms,
         }
     }
 }
@@ -337,6 +339,7 @@ impl From<Span> for Received {
             rows: s.rows,
             kept: s.kept,
             flags: s.flag_bits() as u8,
+            replica_lag_ms: s.replica_lag_ms,
             ..Default::default()
         };
         for (f, v) in [

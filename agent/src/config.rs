@@ -73,6 +73,11 @@ pub struct Config {
     pub host: Host,
     /// Limits on what receivers accept.
     pub limits: Limits,
+    /// Databases to probe (`[[database]]`): connectivity, replication lag.
+    #[serde(rename = "database")]
+    pub databases: Vec<crate::probes::config::Database>,
+    /// When database spans are flagged (full-scan suspects).
+    pub span_flags: crate::probes::config::SpanFlags,
 }
 
 /// Where each receiver listens. An empty string disables that receiver.
@@ -419,13 +424,28 @@ pub fn parse(text: &str, shown: &str) -> Result<Config, ConfigError> {
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
     let leaf = key.rsplit('.').next()?;
     let leaf = leaf.split('[').next()?;
+    // `database[2].url`: search from the third `[[database]]` header on.
+    let skip = key
+        .split_once('[')
+        .and_then(|(table, rest)| {
+            let n: usize = rest.split(']').next()?.parse().ok()?;
+            let header = format!("[[{table}]]");
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| l.trim() == header)
+                .nth(n)
+                .map(|(i, _)| i)
+        })
+        .unwrap_or(0);
     text.lines()
-        .position(|l| {
+        .enumerate()
+        .skip(skip)
+        .find(|(_, l)| {
             let l = l.trim_start();
             l.strip_prefix(leaf)
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
         })
-        .map(|i| i + 1)
+        .map(|(i, _)| i + 1)
 }
 
 fn validate(c: &Config) -> Result<(), (String, String)> {
@@ -499,6 +519,7 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.limits.queue_spans == 0 {
         return err("limits.queue_spans", "must be positive".into());
     }
+    crate::probes::config::validate(&c.databases, &c.span_flags)?;
     Ok(())
 }
 

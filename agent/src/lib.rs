@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
+pub mod probes;
 pub mod receivers;
 pub mod reload;
 pub mod sampler;

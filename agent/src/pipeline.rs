@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use stormwatch_model::{Batch, HostSample, Span, WIRE_VERSION};
+use stormwatch_model::{Batch, HostSample, ProbeSample, Span, WIRE_VERSION};
 use tokio::sync::{mpsc, watch};
 
 use crate::aggregates::{self, Aggregator};
@@ -18,6 +18,7 @@ use crate::classify::Received;
 use crate::config::Config;
 use crate::ingest::Work;
 use crate::metrics::{DropReason, Metrics};
+use crate::probes::join::Join;
 use crate::sampler::Sampler;
 use crate::shipper::{encode_body, Sequencer};
 use crate::spool::{PushError, Spool};
@@ -33,6 +34,8 @@ const TICK: Duration = Duration::from_millis(100);
 pub struct Pipeline {
     pub rx: mpsc::Receiver<Work>,
     pub hosts_rx: mpsc::Receiver<HostSample>,
+    /// Database probe results: joined to spans, then shipped.
+    pub probes_rx: mpsc::Receiver<ProbeSample>,
     pub config: watch::Receiver<Arc<Config>>,
     pub spool: Arc<Spool>,
     pub seq: Arc<Sequencer>,
@@ -45,6 +48,8 @@ struct State {
     sampler: Sampler,
     kept: Vec<Received>,
     hosts: Vec<HostSample>,
+    probes: Vec<ProbeSample>,
+    join: Join,
     last_flush: Instant,
 }
 
@@ -54,6 +59,8 @@ impl Pipeline {
         let cfg = self.config.borrow().clone();
         let mut st = State {
             sampler: Sampler::new(cfg.sampling.clone(), self.metrics.clone()),
+            join: Join::new(&cfg),
+            probes: Vec::new(),
             cfg,
             agg: Aggregator::default(),
             kept: Vec::new(),
@@ -72,10 +79,15 @@ impl Pipeline {
                     None => break,
                 },
                 Some(h) = self.hosts_rx.recv() => st.hosts.push(h),
+                Some(p) = self.probes_rx.recv() => {
+                    st.join.observe(&p);
+                    st.probes.push(p);
+                }
                 _ = tick.tick() => {
                     if self.config.has_changed().unwrap_or(false) {
                         let cfg = self.config.borrow_and_update().clone();
                         st.sampler.reconfigure(cfg.sampling.clone());
+                        st.join.reconfigure(&cfg);
                         self.spool.reconfigure(cfg.shipping.spool_max_bytes, cfg.shipping.when_full);
                         st.cfg = cfg;
                     }
@@ -95,14 +107,18 @@ impl Pipeline {
         while let Ok(h) = self.hosts_rx.try_recv() {
             st.hosts.push(h);
         }
+        while let Ok(p) = self.probes_rx.try_recv() {
+            st.probes.push(p);
+        }
         st.sampler.clear();
         self.flush(&mut st).await;
     }
 
     async fn process(&self, st: &mut State, work: Work) {
         let now = Instant::now();
-        for span in work.spans {
+        for mut span in work.spans {
             st.agg.add(&span);
+            st.join.mark(&mut span);
             st.sampler.offer(span, now, &mut st.kept);
             if st.kept.len() >= st.cfg.shipping.max_batch_spans
                 || st.agg.len() >= aggregates::MAX_KEYS
@@ -118,7 +134,8 @@ impl Pipeline {
         let mut spans = std::mem::take(&mut st.kept);
         let mut aggregates = st.agg.take();
         let mut hosts = std::mem::take(&mut st.hosts);
-        if spans.is_empty() && aggregates.is_empty() && hosts.is_empty() {
+        let mut probes = std::mem::take(&mut st.probes);
+        if spans.is_empty() && aggregates.is_empty() && hosts.is_empty() && probes.is_empty() {
             return;
         }
         // Cut into chunks by count and encoded size; the first chunk carries the rest.
@@ -148,7 +165,7 @@ impl Pipeline {
                 spans: chunk,
                 aggregates: std::mem::take(&mut aggregates),
                 hosts: std::mem::take(&mut hosts),
-                probes: Vec::new(),
+                probes: std::mem::take(&mut probes),
                 stats: Some(self.metrics.stats()),
             };
             let n = batch.spans.len() as u64;

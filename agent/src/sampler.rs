@@ -124,6 +124,9 @@ impl Sampler {
             Some(KeepReason::Error)
         } else if slow {
             Some(KeepReason::Slow)
+        } else if span.flags & crate::probes::join::FORCING_FLAGS != 0 {
+            // Replica lag, full-scan suspect, connect failure: always shipped.
+            Some(KeepReason::Forced)
         } else if self
             .traces
             .get(&tid)

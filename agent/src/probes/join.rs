@@ -1,0 +1,330 @@
+//! Joins probe results to spans, in the pipeline task before the sampler decides:
+//!
+//! - a database span whose peer is a probed **replica** carries that replica's latest lag
+//!   (`replica_lag_ms`) and the `replica_lag` flag above the entry's `lag_threshold`;
+//! - a failed database span whose message says it could not connect, or whose database's
+//!   latest probe failed, gets `connect_failure`;
+//! - a SELECT / UPDATE / DELETE without WHERE, or one that returned more than
+//!   `span_flags.full_scan_rows` rows, gets `full_scan_suspect`.
+//!
+//! The sampler keeps every span with one of these flags. The pipeline owns the [`Join`] and
+//! feeds it every probe sample as it passes to the batch, so no lock is needed.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use stormwatch_model::{DbRole, DependencyClass, FailureClass, ProbeSample, SpanFlag};
+
+use super::config::SpanFlags;
+use crate::classify::Received;
+use crate::config::Config;
+
+/// Flags that make the sampler keep a span.
+pub const FORCING_FLAGS: u8 = (1 << SpanFlag::FullScanSuspect as u8)
+    | (1 << SpanFlag::ReplicaLag as u8)
+    | (1 << SpanFlag::ConnectFailure as u8);
+
+#[derive(Debug)]
+struct Watched {
+    name: String,
+    role: DbRole,
+    lag_threshold_ms: i64,
+    /// A probe result older than this is not used (the probe task is stuck or slow).
+    fresh_for: Duration,
+    lag_ms: Option<i64>,
+    failing: bool,
+    seen: Option<Instant>,
+}
+
+/// Probed databases by peer, with their latest state.
+#[derive(Debug, Default)]
+pub struct Join {
+    dbs: Vec<Watched>,
+    /// `host:port` or `host` → index in `dbs`.
+    peers: HashMap<String, usize>,
+    flags: SpanFlags,
+}
+
+impl Join {
+    pub fn new(cfg: &Config) -> Self {
+        let mut j = Join::default();
+        j.reconfigure(cfg);
+        j
+    }
+
+    /// Applies a reloaded config, keeping the latest state of databases still configured.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        let mut old: HashMap<String, Watched> =
+            self.dbs.drain(..).map(|w| (w.name.clone(), w)).collect();
+        self.peers.clear();
+        self.flags = cfg.span_flags.clone();
+        for d in &cfg.databases {
+            let prev = old.remove(&d.name);
+            let i = self.dbs.len();
+            self.dbs.push(Watched {
+                name: d.name.clone(),
+                role: d.role,
+                lag_threshold_ms: d.lag_threshold.0.as_millis() as i64,
+                fresh_for: (d.interval.0 + d.timeout.0) * 3,
+                lag_ms: prev.as_ref().and_then(|p| p.lag_ms),
+                failing: prev.as_ref().is_some_and(|p| p.failing),
+                seen: prev.and_then(|p| p.seen),
+            });
+            for p in d.effective_peers() {
+                self.peers.entry(p.to_ascii_lowercase()).or_insert(i);
+            }
+        }
+    }
+
+    /// Records a probe result.
+    pub fn observe(&mut self, p: &ProbeSample) {
+        self.observe_at(p, Instant::now());
+    }
+
+    fn observe_at(&mut self, p: &ProbeSample, now: Instant) {
+        let Some(w) = self.dbs.iter_mut().find(|w| w.name == p.database) else {
+            return;
+        };
+        w.failing = p.failure != FailureClass::None as i32;
+        w.lag_ms = p.lag_seconds.map(|s| (s * 1000.0).round() as i64);
+        w.seen = Some(now);
+    }
+
+    fn lookup(&self, peer: &str) -> Option<&Watched> {
+        if self.peers.is_empty() || peer.is_empty() {
+            return None;
+        }
+        let peer = peer.to_ascii_lowercase();
+        let i = self.peers.get(&peer).or_else(|| {
+            let host = peer.rsplit_once(':').map_or(peer.as_str(), |(h, _)| h);
+            self.peers.get(host)
+        })?;
+        self.dbs.get(*i)
+    }
+
+    /// Sets `replica_lag_ms` and the flags of a database span.
+    pub fn mark(&self, span: &mut Received) {
+        self.mark_at(span, Instant::now());
+    }
+
+    fn mark_at(&self, span: &mut Received, now: Instant) {
+        if span.dependency_class() != DependencyClass::Db {
+            return;
+        }
+        if is_full_scan_suspect(span.statement(), self.flags.missing_where)
+            || (self.flags.full_scan_rows > 0
+                && span.rows.is_some_and(|r| r > self.flags.full_scan_rows))
+        {
+            span.flags |= 1 << SpanFlag::FullScanSuspect as u8;
+        }
+        let watched = self.lookup(span.peer());
+        if let Some(w) = watched {
+            if span.db_role == DbRole::Unknown as i32 {
+                span.db_role = w.role as i32;
+            }
+        }
+        let fresh =
+            watched.filter(|w| w.seen.is_some_and(|t| now.duration_since(t) <= w.fresh_for));
+        if span.is_error()
+            && (says_connect_failure(span.status_message()) || fresh.is_some_and(|w| w.failing))
+        {
+            span.flags |= 1 << SpanFlag::ConnectFailure as u8;
+        }
+        if let Some(w) = fresh.filter(|w| w.role == DbRole::Replica) {
+            if let Some(lag) = w.lag_ms {
+                span.replica_lag_ms = Some(lag);
+                if lag > w.lag_threshold_ms {
+                    span.flags |= 1 << SpanFlag::ReplicaLag as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Whether a failure message is about getting a connection rather than the statement.
+pub fn says_connect_failure(message: &str) -> bool {
+    const PATTERNS: [&str; 16] = [
+        "connection refused",
+        "econnrefused",
+        "could not connect",
+        "can't connect",
+        "cannot connect",
+        "failed to connect",
+        "unable to connect",
+        "connect timeout",
+        "connection timed out",
+        "too many connections",
+        "too many clients",
+        "remaining connection slots",
+        "communications link failure",
+        "connection is not available",
+        "the database system is starting up",
+        "the database system is shutting down",
+    ];
+    let m = message.to_ascii_lowercase();
+    PATTERNS.iter().any(|p| m.contains(p))
+}
+
+/// A SELECT (with FROM), UPDATE or DELETE without WHERE and without LIMIT / FETCH / TOP.
+pub fn is_full_scan_suspect(statement: &str, missing_where: bool) -> bool {
+    if !missing_where {
+        return false;
+    }
+    let mut words = statement
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty());
+    let Some(verb) = words.next() else {
+        return false;
+    };
+    let verb = verb.to_ascii_uppercase();
+    if !matches!(verb.as_str(), "SELECT" | "UPDATE" | "DELETE") {
+        return false;
+    }
+    let mut from = false;
+    for w in words {
+        if w.eq_ignore_ascii_case("WHERE")
+            || w.eq_ignore_ascii_case("LIMIT")
+            || w.eq_ignore_ascii_case("FETCH")
+            || w.eq_ignore_ascii_case("TOP")
+        {
+            return false;
+        }
+        from |= w.eq_ignore_ascii_case("FROM");
+    }
+    verb != "SELECT" || from
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::config::{Database, Engine, Seconds};
+    use stormwatch_model::{Span, SpanStatus};
+
+    fn cfg() -> Config {
+        let db = |name: &str, role, peer: &str| Database {
+            name: name.into(),
+            engine: Engine::Postgres,
+            role,
+            url: format!("postgres://u@{peer}/x"),
+            password_env: None,
+            peers: vec![],
+            interval: Seconds(Duration::from_secs(1)),
+            lag_threshold: Seconds(Duration::from_secs(1)),
+            timeout: Seconds(Duration::from_secs(1)),
+            heartbeat: None,
+        };
+        Config {
+            databases: vec![
+                db("main", DbRole::Primary, "db-main:5432"),
+                db("ro", DbRole::Replica, "db-ro"),
+            ],
+            ..Config::default()
+        }
+    }
+
+    fn span(peer: &str, statement: &str) -> Received {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![1; 8],
+            class: DependencyClass::Db as i32,
+            peer: peer.into(),
+            statement: statement.into(),
+            ..Default::default()
+        }
+        .into()
+    }
+
+    fn sample(db: &str, lag: Option<f64>, failure: FailureClass) -> ProbeSample {
+        ProbeSample {
+            database: db.into(),
+            lag_seconds: lag,
+            failure: failure as i32,
+            ..Default::default()
+        }
+    }
+
+    const LAG: u8 = 1 << SpanFlag::ReplicaLag as u8;
+    const SCAN: u8 = 1 << SpanFlag::FullScanSuspect as u8;
+    const CONNECT: u8 = 1 << SpanFlag::ConnectFailure as u8;
+
+    #[test]
+    fn replica_lag_is_joined_by_peer_and_flagged_above_threshold() {
+        let mut j = Join::new(&cfg());
+        let now = Instant::now();
+        let q = "SELECT * FROM t WHERE id = ?";
+        let mut s = span("db-ro:5432", q);
+        j.mark_at(&mut s, now);
+        assert_eq!((s.replica_lag_ms, s.flags), (None, 0), "no probe yet");
+        j.observe_at(&sample("ro", Some(0.4), FailureClass::None), now);
+        let mut s = span("DB-RO:5432", q);
+        j.mark_at(&mut s, now);
+        assert_eq!((s.replica_lag_ms, s.flags), (Some(400), 0));
+        assert_eq!(s.db_role, DbRole::Replica as i32);
+        j.observe_at(&sample("ro", Some(4.2), FailureClass::None), now);
+        let mut s = span("db-ro:5432", q);
+        j.mark_at(&mut s, now);
+        assert_eq!((s.replica_lag_ms, s.flags), (Some(4200), LAG));
+        // A stale probe result is not used.
+        let mut s = span("db-ro:5432", q);
+        j.mark_at(&mut s, now + Duration::from_secs(60));
+        assert_eq!((s.replica_lag_ms, s.flags), (None, 0));
+        // The primary's spans never carry lag.
+        let mut s = span("db-main:5432", q);
+        j.mark_at(&mut s, now);
+        assert_eq!((s.replica_lag_ms, s.flags), (None, 0));
+        assert_eq!(s.db_role, DbRole::Primary as i32);
+    }
+
+    #[test]
+    fn connect_failures_by_message_or_failing_probe() {
+        let mut j = Join::new(&cfg());
+        let now = Instant::now();
+        let mut s = span("other:5432", "SELECT ?");
+        let mut m: Span = s.clone().into_span();
+        m.status = SpanStatus::Error as i32;
+        m.status_message = "FATAL: sorry, too many clients already".into();
+        s = m.into();
+        j.mark_at(&mut s, now);
+        assert_eq!(s.flags & CONNECT, CONNECT);
+
+        let mut m: Span = span("db-main:5432", "SELECT ?").into_span();
+        m.status = SpanStatus::Error as i32;
+        m.status_message = "pool error".into();
+        let mut s: Received = m.clone().into();
+        j.mark_at(&mut s, now);
+        assert_eq!(s.flags & CONNECT, 0);
+        j.observe_at(&sample("main", None, FailureClass::Refused), now);
+        let mut s: Received = m.into();
+        j.mark_at(&mut s, now);
+        assert_eq!(s.flags & CONNECT, CONNECT);
+    }
+
+    #[test]
+    fn full_scan_suspects() {
+        for (q, yes) in [
+            ("SELECT * FROM users", true),
+            (
+                "select count(*) from orders o join items i on i.o = o.id",
+                true,
+            ),
+            ("UPDATE users SET active = ?", true),
+            ("DELETE FROM sessions", true),
+            ("SELECT * FROM users WHERE id = ?", false),
+            ("SELECT * FROM users LIMIT ?", false),
+            ("SELECT ?", false),
+            ("SELECT now()", false),
+            ("INSERT INTO t (a) VALUES (?)", false),
+            ("", false),
+        ] {
+            assert_eq!(is_full_scan_suspect(q, true), yes, "{q}");
+        }
+        let j = Join::new(&cfg());
+        let mut s = span("x:1", "SELECT * FROM t WHERE a = ?");
+        s.rows = Some(50_000);
+        j.mark(&mut s);
+        assert_eq!(s.flags, SCAN);
+        let mut s = span("x:1", "SELECT * FROM t");
+        j.mark(&mut s);
+        assert_eq!(s.flags, SCAN);
+    }
+}

@@ -1,0 +1,256 @@
+//! The MySQL / MariaDB probe: connect (TCP, no TLS), `SELECT 1`, then by role
+//!
+//! - **replica**: `SHOW REPLICA STATUS` (MySQL 8.0.22+, MariaDB 10.5.1+), falling back to
+//!   `SHOW SLAVE STATUS`: seconds behind the source, IO and SQL thread states, the last errors;
+//!   bytes behind when the SQL thread executes the file the IO thread reads. MySQL reports no
+//!   seconds behind while the SQL thread is stopped; the heartbeat gives the lag then.
+//! - **heartbeat** (optional): on a primary `REPLACE` of `NOW(6)` into a one-row table; on a
+//!   replica the row's age is the lag.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Value};
+use stormwatch_model::{DbRole, FailureClass};
+
+use super::config::Database;
+use super::{micros, within, Outcome, ProbeState};
+
+/// ER_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR.
+const AUTH_CODES: [u16; 3] = [1045, 1044, 1698];
+/// ER_CON_COUNT_ERROR, ER_TOO_MANY_USER_CONNECTIONS.
+const TOO_MANY_CODES: [u16; 2] = [1040, 1203];
+/// ER_HOST_IS_BLOCKED, ER_HOST_NOT_PRIVILEGED, ER_SERVER_SHUTDOWN.
+const REFUSED_CODES: [u16; 3] = [1129, 1130, 1053];
+
+/// The failure class of a driver error.
+pub fn classify(e: &mysql_async::Error) -> FailureClass {
+    match e {
+        mysql_async::Error::Server(s) if AUTH_CODES.contains(&s.code) => {
+            FailureClass::Authentication
+        }
+        mysql_async::Error::Server(s) if TOO_MANY_CODES.contains(&s.code) => {
+            FailureClass::TooManyConnections
+        }
+        mysql_async::Error::Server(s) if REFUSED_CODES.contains(&s.code) => FailureClass::Refused,
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => FailureClass::Refused,
+            std::io::ErrorKind::TimedOut => FailureClass::Timeout,
+            _ => FailureClass::Other,
+        },
+        _ => FailureClass::Other,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::NULL => None,
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::UInt(u) => Some(u.to_string()),
+        Value::Float(f) => Some(f.to_string()),
+        Value::Double(d) => Some(d.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// Probes a MySQL or MariaDB server.
+pub async fn probe(
+    db: &Database,
+    url: &str,
+    password: Option<&str>,
+    state: &mut ProbeState,
+) -> Outcome {
+    let timeout = db.timeout.0;
+    let opts = match mysql_async::Opts::from_url(url) {
+        Ok(o) => o,
+        Err(e) => return Outcome::failed(FailureClass::Other, format!("bad URL: {e}")),
+    };
+    let mut builder = OptsBuilder::from_opts(opts)
+        // The default switches to the Unix socket when the server is local: we probe the
+        // address apps use.
+        .prefer_socket(false)
+        .wait_timeout(Some(10));
+    if let Some(p) = password {
+        builder = builder.pass(Some(p));
+    }
+    let t0 = Instant::now();
+    let mut conn = match within(timeout, Conn::new(builder)).await {
+        Err(()) => {
+            return Outcome::failed(
+                FailureClass::Timeout,
+                format!("no connection within {timeout:?}"),
+            )
+        }
+        Ok(Err(e)) => return Outcome::failed(classify(&e), e.to_string()),
+        Ok(Ok(c)) => c,
+    };
+    let mut out = Outcome {
+        connect_us: Some(micros(t0)),
+        ..Default::default()
+    };
+    let t1 = Instant::now();
+    match within(timeout, conn.query_drop("SELECT 1")).await {
+        Err(()) => {
+            out.failure = FailureClass::Timeout;
+            out.failure_message = format!("no answer within {timeout:?}");
+        }
+        Ok(Err(e)) => {
+            out.failure = classify(&e);
+            out.failure_message = e.to_string();
+        }
+        Ok(Ok(())) => {
+            out.query_us = Some(micros(t1));
+            match db.role {
+                DbRole::Replica => replica(&mut conn, db, &mut out).await,
+                _ => primary(&mut conn, db, state, &mut out).await,
+            }
+        }
+    }
+    // A polite goodbye, so the server does not count an aborted connection; bounded.
+    let _ = within(timeout, conn.disconnect()).await;
+    out
+}
+
+async fn status(
+    conn: &mut Conn,
+    timeout: std::time::Duration,
+) -> Result<Option<HashMap<String, Option<String>>>, String> {
+    let mut last = String::new();
+    for sql in ["SHOW REPLICA STATUS", "SHOW SLAVE STATUS"] {
+        match within(timeout, conn.query::<mysql_async::Row, _>(sql)).await {
+            Err(()) => return Err(format!("{sql}: no answer within {timeout:?}")),
+            Ok(Ok(rows)) => {
+                let Some(row) = rows.into_iter().next() else {
+                    return Ok(None);
+                };
+                let cols = row.columns_ref();
+                let mut map = HashMap::new();
+                for (i, c) in cols.iter().enumerate() {
+                    map.insert(c.name_str().into_owned(), row.as_ref(i).and_then(text));
+                }
+                return Ok(Some(map));
+            }
+            // 1064: syntax error — an older server without `SHOW REPLICA STATUS`.
+            Ok(Err(mysql_async::Error::Server(s))) if s.code == 1064 => {
+                last = s.message;
+            }
+            Ok(Err(e)) => return Err(format!("{sql}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+async fn replica(conn: &mut Conn, db: &Database, out: &mut Outcome) {
+    let timeout = db.timeout.0;
+    match status(conn, timeout).await {
+        Err(m) => {
+            out.detail.insert("lag_error".into(), m);
+        }
+        Ok(None) => {
+            out.detail.insert(
+                "warning".into(),
+                "configured as a replica but replication is not set up".into(),
+            );
+        }
+        Ok(Some(s)) => {
+            // MySQL 8.0.22+ says Source/Replica where older servers and MariaDB say Master/Slave.
+            let get = |names: &[&str]| -> Option<String> {
+                names.iter().find_map(|n| s.get(*n).cloned().flatten())
+            };
+            let io = get(&["Replica_IO_Running", "Slave_IO_Running"]).unwrap_or_default();
+            let sql = get(&["Replica_SQL_Running", "Slave_SQL_Running"]).unwrap_or_default();
+            let behind = get(&["Seconds_Behind_Source", "Seconds_Behind_Master"]);
+            out.lag_seconds = behind.as_deref().and_then(|b| b.parse::<f64>().ok());
+            let read_file = get(&["Source_Log_File", "Master_Log_File"]);
+            let exec_file = get(&["Relay_Source_Log_File", "Relay_Master_Log_File"]);
+            let read_pos = get(&["Read_Source_Log_Pos", "Read_Master_Log_Pos"])
+                .and_then(|v| v.parse::<i64>().ok());
+            let exec_pos = get(&["Exec_Source_Log_Pos", "Exec_Master_Log_Pos"])
+                .and_then(|v| v.parse::<i64>().ok());
+            if let (Some(rf), Some(ef), Some(rp), Some(ep)) =
+                (&read_file, &exec_file, read_pos, exec_pos)
+            {
+                if rf == ef {
+                    out.lag_bytes = Some((rp - ep).max(0));
+                }
+            }
+            out.replay_paused = sql != "Yes";
+            let fields = [
+                ("io_running", Some(io)),
+                ("sql_running", Some(sql)),
+                ("seconds_behind", behind),
+                (
+                    "sql_state",
+                    get(&["Replica_SQL_Running_State", "Slave_SQL_Running_State"]),
+                ),
+                ("io_state", get(&["Replica_IO_State", "Slave_IO_State"])),
+                ("last_error", get(&["Last_Error"])),
+                ("last_io_error", get(&["Last_IO_Error"])),
+                ("last_sql_error", get(&["Last_SQL_Error"])),
+                ("source_host", get(&["Source_Host", "Master_Host"])),
+                ("source_log_file", read_file),
+                ("relay_source_log_file", exec_file),
+            ];
+            for (k, v) in fields {
+                if let Some(v) = v.filter(|v| !v.is_empty()) {
+                    out.detail.insert(k.into(), v);
+                }
+            }
+        }
+    }
+    if let Some(table) = &db.heartbeat {
+        let sql =
+            format!("SELECT TIMESTAMPDIFF(MICROSECOND, ts, NOW(6)) FROM {table} WHERE id = 1");
+        match within(timeout, conn.query_first::<Option<i64>, _>(sql)).await {
+            Ok(Ok(Some(Some(us)))) => {
+                let age = us as f64 / 1e6;
+                out.detail
+                    .insert("heartbeat_age_s".into(), format!("{age:.3}"));
+                out.lag_seconds = Some(super::postgres::heartbeat_lag(age, db));
+            }
+            Ok(Ok(_)) => {
+                out.detail
+                    .insert("heartbeat_error".into(), "no heartbeat row yet".into());
+            }
+            Ok(Err(e)) => {
+                out.detail.insert("heartbeat_error".into(), e.to_string());
+            }
+            Err(()) => {
+                out.detail
+                    .insert("heartbeat_error".into(), "no answer in time".into());
+            }
+        }
+    }
+}
+
+async fn primary(conn: &mut Conn, db: &Database, state: &mut ProbeState, out: &mut Outcome) {
+    let Some(table) = &db.heartbeat else { return };
+    let timeout = db.timeout.0;
+    if !state.heartbeat_ready {
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (id INT PRIMARY KEY, ts TIMESTAMP(6) NOT NULL)"
+        );
+        match within(timeout, conn.query_drop(create)).await {
+            Ok(Ok(())) => state.heartbeat_ready = true,
+            Ok(Err(e)) => {
+                out.detail.insert("heartbeat_error".into(), e.to_string());
+                return;
+            }
+            Err(()) => return,
+        }
+    }
+    let sql = format!("REPLACE INTO {table} (id, ts) VALUES (1, NOW(6))");
+    match within(timeout, conn.query_drop(sql)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            state.heartbeat_ready = false;
+            out.detail.insert("heartbeat_error".into(), e.to_string());
+        }
+        Err(()) => {
+            out.detail
+                .insert("heartbeat_error".into(), "no answer in time".into());
+        }
+    }
+}
