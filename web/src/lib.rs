@@ -10,6 +10,7 @@ pub mod error;
 pub mod handlers;
 pub mod headers;
 pub mod range;
+pub mod standalone;
 
 use std::sync::Arc;
 

@@ -1,0 +1,44 @@
+//! `stormwatch-web`: the dashboard on its own, against a read replica of the store.
+
+use clap::Parser;
+use stormwatch_web::standalone::{access, serve, Flags};
+
+/// Exit code for unusable configuration (EX_USAGE).
+const EXIT_CONFIG: i32 = 64;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STORMWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let flags = Flags::parse();
+    let auth = match access(&flags) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("{e}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    // SIGINT or SIGTERM: finish in-flight requests, then exit.
+    let shutdown = async {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term => {},
+        }
+    };
+    if let Err(e) = serve(flags, auth, shutdown).await {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
+}
