@@ -1,0 +1,480 @@
+//! Database watch against real servers: a PostgreSQL primary with a streaming replica, a
+//! PostgreSQL that refuses connections, and a MariaDB primary with a replica. The agent runs
+//! with `[[database]]` entries and ships to a fake collector; every check reads what the
+//! collector received, so probes are tested through the same path as in production.
+//!
+//! Every wait polls with a deadline; the printed timings are the numbers in the report.
+
+mod common;
+mod dbservers;
+
+use std::time::{Duration, Instant};
+
+use common::{request, span, start_agent, test_config, FakeCollector};
+use dbservers::{MariaDb, PgServer};
+use prost::Message;
+use stormwatch_agent::config::{Band, Config};
+use stormwatch_agent::probes::config::{Database, Engine, Seconds};
+use stormwatch_model::{DbRole, FailureClass, KeepReason, ProbeSample, SpanFlag};
+
+const CLIENT: i32 = 3;
+
+fn db(name: &str, engine: Engine, role: DbRole, url: String) -> Database {
+    Database {
+        name: name.into(),
+        engine,
+        role,
+        url,
+        password_env: None,
+        peers: vec![],
+        interval: Seconds(Duration::from_secs(1)),
+        lag_threshold: Seconds(Duration::from_secs(1)),
+        timeout: Seconds(Duration::from_secs(1)),
+        heartbeat: None,
+    }
+}
+
+/// A test config that samples nothing on its own: only flagged, slow or failed spans ship.
+fn config(collector: &FakeCollector, spool: &std::path::Path, dbs: Vec<Database>) -> Config {
+    let mut c = test_config(Some(collector.url()), spool);
+    c.sampling.bands = vec![Band {
+        below: 1.0,
+        share: 0.0,
+    }];
+    c.databases = dbs;
+    c
+}
+
+fn probes(c: &FakeCollector, name: &str) -> Vec<ProbeSample> {
+    let mut v: Vec<ProbeSample> = c
+        .seen
+        .lock()
+        .unwrap()
+        .batches
+        .iter()
+        .flat_map(|b| b.probes.iter().filter(|p| p.database == name).cloned())
+        .collect();
+    v.sort_by_key(|p| p.time_ns);
+    v
+}
+
+fn now_ns() -> i64 {
+    stormwatch_agent::util::now_ns()
+}
+
+/// Polls until a sample of `name` taken at or after `since_ns` satisfies `f`; returns it.
+async fn sample_where(
+    c: &FakeCollector,
+    name: &str,
+    since_ns: i64,
+    secs: f64,
+    what: &str,
+    f: impl Fn(&ProbeSample) -> bool,
+) -> ProbeSample {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        if let Some(p) = probes(c, name)
+            .into_iter()
+            .find(|p| p.time_ns >= since_ns && f(p))
+        {
+            return p;
+        }
+        if Instant::now() > end {
+            panic!(
+                "{name}: no sample within {secs} s where {what}; last: {:?}",
+                probes(c, name).last()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn secs_since(t_ns: i64, since_ns: i64) -> f64 {
+    (t_ns - since_ns) as f64 / 1e9
+}
+
+async fn send_db_span(
+    agent: &stormwatch_agent::Agent,
+    trace: u32,
+    peer_host: &str,
+    statement: &str,
+    error: Option<&str>,
+) {
+    let mut s = span(
+        trace,
+        1,
+        CLIENT,
+        1,
+        error.is_some(),
+        &[
+            ("db.system", "postgresql"),
+            ("server.address", peer_host),
+            ("server.port", "5432"),
+            ("db.statement", statement),
+        ],
+    );
+    if let (Some(m), Some(st)) = (error, s.status.as_mut()) {
+        st.message = m.into();
+    }
+    let body = request("board", vec![s]).encode_to_vec();
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/traces", agent.otlp_http.unwrap()))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+fn has_flag(s: &stormwatch_model::Span, f: SpanFlag) -> bool {
+    s.flags.contains(&(f as i32))
+}
+
+/// Writes a row on the primary every 100 ms until dropped.
+fn pg_writer(url: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        loop {
+            client
+                .simple_query("INSERT INTO t (v) VALUES (repeat('x', 200))")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replica_lag_paused_resumed_idle_and_joined_to_spans() {
+    let primary = PgServer::primary("");
+    let replica = primary.replica();
+    primary.psql("postgres", "CREATE TABLE t (id serial PRIMARY KEY, v text)");
+    let collector = FakeCollector::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let mut replica_db = db(
+        "pg-replica",
+        Engine::Postgres,
+        DbRole::Replica,
+        replica.url("postgres"),
+    );
+    replica_db.peers = vec!["replica-db:5432".into()];
+    let agent = start_agent(config(
+        &collector,
+        spool.path(),
+        vec![
+            db(
+                "pg-primary",
+                Engine::Postgres,
+                DbRole::Primary,
+                primary.url("postgres"),
+            ),
+            replica_db,
+        ],
+    ))
+    .await;
+
+    // Idle primary, caught-up replica: 0, even seconds after the last transaction.
+    let t0 = now_ns();
+    sample_where(&collector, "pg-replica", t0, 10.0, "lag is 0", |p| {
+        p.lag_seconds == Some(0.0) && p.failure == 0
+    })
+    .await;
+    let idle_from = now_ns();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle: Vec<_> = probes(&collector, "pg-replica")
+        .into_iter()
+        .filter(|p| p.time_ns >= idle_from)
+        .collect();
+    assert!(idle.len() >= 2, "{idle:?}");
+    assert!(
+        idle.iter()
+            .all(|p| p.lag_seconds == Some(0.0) && !p.replay_paused),
+        "idle replica must report 0: {idle:?}"
+    );
+    let primary_sample = probes(&collector, "pg-primary").pop().unwrap();
+    assert_eq!(primary_sample.failure, 0, "{primary_sample:?}");
+    assert!(primary_sample.connect_us.unwrap() > 0 && primary_sample.query_us.unwrap() > 0);
+    assert_eq!(
+        primary_sample.detail.get("replicas").map(String::as_str),
+        Some("1"),
+        "{primary_sample:?}"
+    );
+    assert!(
+        primary_sample
+            .detail
+            .keys()
+            .any(|k| k.ends_with(".replay_lag_s")),
+        "{primary_sample:?}"
+    );
+
+    // Pause replay while writing: lag above 3 s must be reported within 5 s of being true.
+    let writer = pg_writer(primary.url("postgres"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    replica.psql("postgres", "SELECT pg_wal_replay_pause()");
+    let paused_at = now_ns();
+    let lagging = sample_where(&collector, "pg-replica", paused_at, 8.0, "lag > 3 s", |p| {
+        p.lag_seconds.is_some_and(|l| l > 3.0)
+    })
+    .await;
+    let detect = secs_since(lagging.time_ns, paused_at) - 3.0;
+    println!(
+        "postgres: lag > 3 s reported {detect:.2} s after it became true (sample {:?})",
+        lagging.lag_seconds
+    );
+    assert!(lagging.replay_paused, "{lagging:?}");
+    assert!(lagging.lag_bytes.unwrap() > 0, "{lagging:?}");
+    assert!(detect <= 5.0);
+
+    // Spans through the lagging replica carry its lag and the flag, and are kept though
+    // fast; a statement without WHERE is a full-scan suspect.
+    send_db_span(
+        &agent,
+        1,
+        "replica-db",
+        "SELECT * FROM t WHERE id = 42",
+        None,
+    )
+    .await;
+    send_db_span(&agent, 2, "other-db", "SELECT * FROM t", None).await;
+    common::eventually(5, "flagged spans shipped", || collector.spans().len() >= 2).await;
+    let spans = collector.spans();
+    let lagged = spans.iter().find(|s| s.peer == "replica-db:5432").unwrap();
+    assert!(lagged.replica_lag_ms.unwrap() > 1000, "{lagged:?}");
+    assert!(has_flag(lagged, SpanFlag::ReplicaLag), "{lagged:?}");
+    assert_eq!(lagged.kept, KeepReason::Forced as i32);
+    assert_eq!(lagged.db_role, DbRole::Replica as i32);
+    let scan = spans.iter().find(|s| s.peer == "other-db:5432").unwrap();
+    assert!(has_flag(scan, SpanFlag::FullScanSuspect), "{scan:?}");
+    assert!(!has_flag(scan, SpanFlag::ReplicaLag) && scan.replica_lag_ms.is_none());
+    assert_eq!(scan.kept, KeepReason::Forced as i32);
+
+    // Resume: back near 0 within 5 s.
+    replica.psql("postgres", "SELECT pg_wal_replay_resume()");
+    let resumed_at = now_ns();
+    let back = sample_where(
+        &collector,
+        "pg-replica",
+        resumed_at,
+        5.0,
+        "lag < 0.5 s",
+        |p| p.lag_seconds.is_some_and(|l| l < 0.5) && !p.replay_paused,
+    )
+    .await;
+    println!(
+        "postgres: lag back under 0.5 s {:.2} s after resume",
+        secs_since(back.time_ns, resumed_at)
+    );
+    writer.abort();
+    agent.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refusals_are_classified_and_recovery_seen() {
+    // 6 slots for ordinary users (8 minus 2 reserved for superusers).
+    let pg = PgServer::primary("max_connections = 8\nsuperuser_reserved_connections = 2\n");
+    let collector = FakeCollector::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let mut main = db("main", Engine::Postgres, DbRole::Primary, pg.url("app"));
+    main.peers = vec!["main-db".into()];
+    let agent = start_agent(config(
+        &collector,
+        spool.path(),
+        vec![
+            main,
+            db(
+                "wrong-password",
+                Engine::Postgres,
+                DbRole::Primary,
+                format!("postgres://pwuser:wrong@127.0.0.1:{}/postgres", pg.port),
+            ),
+        ],
+    ))
+    .await;
+    let t0 = now_ns();
+    sample_where(&collector, "main", t0, 5.0, "ok", |p| p.failure == 0).await;
+    let auth = sample_where(&collector, "wrong-password", t0, 5.0, "failed", |p| {
+        p.failure != 0
+    })
+    .await;
+    assert_eq!(
+        auth.failure,
+        FailureClass::Authentication as i32,
+        "{auth:?}"
+    );
+    assert!(auth.failure_message.contains("28P01"), "{auth:?}");
+
+    // Connection limit exhausted by an app: too_many_connections within two intervals.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        match tokio_postgres::connect(&pg.url("app"), tokio_postgres::NoTls).await {
+            Ok((c, conn)) => {
+                tokio::spawn(conn);
+                held.push(c);
+            }
+            Err(_) => break,
+        }
+    }
+    let full_at = now_ns();
+    let full = sample_where(&collector, "main", full_at, 3.0, "too many", |p| {
+        p.failure == FailureClass::TooManyConnections as i32
+    })
+    .await;
+    println!(
+        "postgres: too_many_connections reported {:.2} s after the limit was reached ({} held): {}",
+        secs_since(full.time_ns, full_at),
+        held.len(),
+        full.failure_message
+    );
+    assert!(full.connect_us.is_none());
+    drop(held);
+    let freed = now_ns();
+    sample_where(&collector, "main", freed, 3.0, "ok again", |p| {
+        p.failure == 0
+    })
+    .await;
+
+    // Stopped: refused within two intervals; a failed app span to it is a connect failure.
+    pg.stop();
+    let stopped = now_ns();
+    let refused = sample_where(&collector, "main", stopped, 3.0, "refused", |p| {
+        p.failure == FailureClass::Refused as i32
+    })
+    .await;
+    println!(
+        "postgres: refused reported {:.2} s after stop: {}",
+        secs_since(refused.time_ns, stopped),
+        refused.failure_message
+    );
+    send_db_span(
+        &agent,
+        9,
+        "main-db",
+        "SELECT * FROM t WHERE id = ?",
+        Some("pool: timed out"),
+    )
+    .await;
+    common::eventually(5, "failed span shipped", || !collector.spans().is_empty()).await;
+    let s = collector.spans().pop().unwrap();
+    assert!(has_flag(&s, SpanFlag::ConnectFailure), "{s:?}");
+
+    pg.start();
+    let started = now_ns();
+    let ok = sample_where(&collector, "main", started, 3.0, "recovered", |p| {
+        p.failure == 0
+    })
+    .await;
+    println!(
+        "postgres: recovery reported {:.2} s after start",
+        secs_since(ok.time_ns, started)
+    );
+    agent.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_replica_stopped_sql_thread_reports_lag_and_thread_state() {
+    assert!(
+        dbservers::mariadb_available(),
+        "MariaDB is not installed: ./scripts/test installs it (apt-get install mariadb-server)"
+    );
+    let primary = MariaDb::start(1);
+    let replica = MariaDb::start(2);
+    replica.replicate_from(&primary);
+    primary
+        .sql("CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT)");
+    let collector = FakeCollector::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let mut p = db(
+        "maria-primary",
+        Engine::Mysql,
+        DbRole::Primary,
+        primary.url(),
+    );
+    p.heartbeat = Some("app.sw_heartbeat".into());
+    let mut r = db(
+        "maria-replica",
+        Engine::Mysql,
+        DbRole::Replica,
+        replica.url(),
+    );
+    r.heartbeat = Some("app.sw_heartbeat".into());
+    let agent = start_agent(config(&collector, spool.path(), vec![p, r])).await;
+
+    let t0 = now_ns();
+    let ok = sample_where(
+        &collector,
+        "maria-replica",
+        t0,
+        15.0,
+        "replicating, lag ~0",
+        |p| {
+            p.detail.get("sql_running").map(String::as_str) == Some("Yes")
+                && p.detail.get("io_running").map(String::as_str) == Some("Yes")
+                && p.detail.contains_key("heartbeat_age_s")
+                && p.lag_seconds.is_some_and(|l| l < 0.5)
+        },
+    )
+    .await;
+    assert_eq!(ok.failure, 0, "{ok:?}");
+    assert!(!ok.replay_paused);
+
+    let writer = {
+        let url = primary.url();
+        tokio::spawn(async move {
+            let mut conn = mysql_async::Conn::from_url(url).await.unwrap();
+            loop {
+                use mysql_async::prelude::Queryable;
+                conn.query_drop("INSERT INTO app.t (v) VALUES (REPEAT('x', 200))")
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    replica.sql("STOP SLAVE SQL_THREAD");
+    let stopped = now_ns();
+    let lag = sample_where(
+        &collector,
+        "maria-replica",
+        stopped,
+        8.0,
+        "lag > 2 s, SQL thread No",
+        |p| {
+            p.detail.get("sql_running").map(String::as_str) == Some("No")
+                && p.lag_seconds.is_some_and(|l| l > 2.0)
+                && p.lag_bytes.is_some_and(|b| b > 0)
+        },
+    )
+    .await;
+    println!(
+        "mariadb: SQL thread stopped; lag {:?} s, {:?} bytes reported {:.2} s later",
+        lag.lag_seconds,
+        lag.lag_bytes,
+        secs_since(lag.time_ns, stopped)
+    );
+    assert!(lag.replay_paused, "{lag:?}");
+
+    replica.sql("START SLAVE SQL_THREAD");
+    let started = now_ns();
+    let back = sample_where(
+        &collector,
+        "maria-replica",
+        started,
+        6.0,
+        "caught up",
+        |p| {
+            p.detail.get("sql_running").map(String::as_str) == Some("Yes")
+                && p.lag_seconds.is_some_and(|l| l < 0.5)
+        },
+    )
+    .await;
+    println!(
+        "mariadb: caught up {:.2} s after START SLAVE SQL_THREAD",
+        secs_since(back.time_ns, started)
+    );
+    writer.abort();
+    agent.shutdown(Duration::from_secs(2)).await;
+}
