@@ -30,6 +30,15 @@ need_chromium() {
   install_debian chromium
 }
 
+# MariaDB's server binaries (mariadbd, mariadb-install-db), for the agent's database-probe tests
+# (agent/tests/probes.rs), which run their own primary and replica on loopback ports.
+need_mariadb() {
+  if [ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db >/dev/null 2>&1; then
+    return 0
+  fi
+  install_debian mariadb-server
+}
+
 need_cargo() {
   command -v cargo >/dev/null 2>&1 || {
     echo "cargo is missing: install Rust (https://rustup.rs) and run this again" >&2
