@@ -245,3 +245,56 @@ async fn hosts_and_alerts_pages() {
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("id=\"no-active-alerts\""));
 }
+
+#[tokio::test]
+async fn firing_alerts_show_on_the_overview_and_the_alerts_page() {
+    use stormwatch_store::alerts::{AlertEvent, AlertState, Transition};
+    let store = empty_store().await;
+    seed(&store).await;
+    let now_s = stormwatch_store::now_ns() as f64 / 1e9;
+    let state = AlertState {
+        rule: "redis_p95".into(),
+        labels_key: "class=redis,peer=redis:6379".into(),
+        labels: [("class", "redis"), ("peer", "redis:6379")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        state: "firing".into(),
+        severity: "critical".into(),
+        value: Some(812.0),
+        threshold: Some(200.0),
+        summary: "Redis p95 <812 ms>".into(),
+        pending_since: now_s - 120.0,
+        firing_since: Some(now_s - 60.0),
+        resolving_since: None,
+        last_notified: None,
+    };
+    let event = AlertEvent {
+        event: "firing".into(),
+        channels: vec![],
+        silenced: false,
+    };
+    store
+        .apply_transitions(&[Transition::Upsert(state, Some(event))], "g1", now_s)
+        .await
+        .unwrap();
+    let app = stormwatch_web::router(store);
+    let (status, page) = get(&app, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("id=\"firing\""), "{page}");
+    assert!(
+        page.contains("Redis p95 &#60;812 ms&#62;"),
+        "escaped summary"
+    );
+    assert!(
+        page.contains("/scatter?from="),
+        "links to the window that explains it"
+    );
+    let (status, page) = get(&app, "/alerts").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("id=\"active-alerts\"") && page.contains("id=\"alert-events\""),
+        "{page}"
+    );
+    assert!(page.contains("peer=redis:6379&#38;class=redis"), "{page}");
+}
