@@ -30,6 +30,17 @@ need_chromium() {
   install_debian chromium
 }
 
+# Python 3 with venv, Node.js with npm, and curl: the agent's tests with the real
+# OpenTelemetry SDKs (agent/tests/clients) and against the real collector (agent/tests/collector).
+need_sdk_tools() {
+  local missing=()
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3 python3-venv)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  if [ ${#missing[@]} -gt 0 ]; then install_debian "${missing[@]}"; fi
+}
+
 # MariaDB's server binaries (mariadbd, mariadb-install-db), for the agent's database-probe tests
 # (agent/tests/probes.rs), which run their own primary and replica on loopback ports.
 need_mariadb() {
