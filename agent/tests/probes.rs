@@ -195,6 +195,17 @@ async fn postgres_replica_lag_paused_resumed_idle_and_joined_to_spans() {
             .all(|p| p.lag_seconds == Some(0.0) && !p.replay_paused),
         "idle replica must report 0: {idle:?}"
     );
+    let mut times: Vec<(i64, i64)> = probes(&collector, "pg-primary")
+        .iter()
+        .filter_map(|p| Some((p.connect_us?, p.query_us?)))
+        .collect();
+    times.sort_unstable();
+    println!(
+        "postgres probe on loopback: median connect {} µs, first query {} µs ({} samples)",
+        times[times.len() / 2].0,
+        times[times.len() / 2].1,
+        times.len()
+    );
     let primary_sample = probes(&collector, "pg-primary").pop().unwrap();
     assert_eq!(primary_sample.failure, 0, "{primary_sample:?}");
     assert!(primary_sample.connect_us.unwrap() > 0 && primary_sample.query_us.unwrap() > 0);
@@ -476,5 +487,63 @@ async fn mariadb_replica_stopped_sql_thread_reports_lag_and_thread_state() {
         secs_since(back.time_ns, started)
     );
     writer.abort();
+    agent.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_entries_are_hot_reloaded() {
+    let pg = PgServer::primary("");
+    let collector = FakeCollector::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.toml");
+    let base = format!(
+        "collector = \"{}\"\nagent_id = \"a\"\n[listen]\notlp_http = \"127.0.0.1:0\"\notlp_grpc = \"\"\n\
+         zipkin = \"\"\nadmin = \"\"\n[shipping]\nflush_interval_ms = 100\nspool_dir = \"{}\"\n[host]\ninterval_s = 0\n",
+        collector.url(),
+        spool.path().display()
+    );
+    std::fs::write(&file, &base).unwrap();
+    let source = stormwatch_agent::reload::Source {
+        path: Some(file.clone()),
+        overrides: Default::default(),
+    };
+    let cfg = stormwatch_agent::config::load(Some(&file), &source.overrides).unwrap();
+    let agent = stormwatch_agent::Agent::start(cfg, source).await.unwrap();
+
+    std::env::set_var("SW_PROBE_TEST_USER", "app");
+    let entry = format!(
+        "\n[[database]]\nname = \"late\"\nengine = \"postgres\"\nrole = \"primary\"\n\
+         url = \"postgres://${{SW_PROBE_TEST_USER}}@127.0.0.1:{}/postgres\"\ninterval = \"500ms\"\n",
+        pg.port
+    );
+    std::fs::write(&file, format!("{base}{entry}")).unwrap();
+    assert!(agent.reload().unwrap());
+    let t0 = now_ns();
+    sample_where(&collector, "late", t0, 5.0, "probed after reload", |p| {
+        p.failure == 0
+    })
+    .await;
+
+    // A broken edit is refused with file, line and key; the entry keeps being probed.
+    std::fs::write(&file, format!("{base}{}", entry.replace("500ms", "5ms"))).unwrap();
+    let e = agent.reload().unwrap_err().to_string();
+    assert!(
+        e.contains("database[0].interval") && e.contains("line"),
+        "{e}"
+    );
+
+    // Removed: no more samples.
+    std::fs::write(&file, &base).unwrap();
+    assert!(agent.reload().unwrap());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let removed_at = now_ns();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        probes(&collector, "late")
+            .iter()
+            .all(|p| p.time_ns < removed_at),
+        "still probed after removal"
+    );
     agent.shutdown(Duration::from_secs(2)).await;
 }
