@@ -8,10 +8,7 @@ use serde::Deserialize;
 
 /// Default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6100";
-/// Largest accepted request body as sent (compressed): 16 MiB.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
-/// Largest accepted request body after decompression: 64 MiB.
-pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
+pub use stormwatch_model::limits::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES};
 
 /// Command-line flags; each has an environment variable.
 #[derive(Debug, Default, clap::Parser)]

@@ -40,3 +40,9 @@ pub const MIN_TIME_NS: i64 = 946_684_800 * 1_000_000_000;
 pub const MAX_FUTURE_NS: i64 = 86_400 * 1_000_000_000;
 /// Longest accepted span duration: one day.
 pub const MAX_DURATION_NS: i64 = 86_400 * 1_000_000_000;
+
+/// Default largest ingest request body as sent (compressed): 16 MiB. Collectors may be
+/// configured lower (`max_body_bytes`); agents keep batches under it.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+/// Default largest ingest request body after decompression: 64 MiB (`max_decompressed_bytes`).
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
