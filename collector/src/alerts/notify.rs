@@ -82,7 +82,7 @@ pub fn dashboard_link(base: &str, kind: Option<RuleKind>, e: &EventRow) -> Strin
     let path = match kind {
         Some(RuleKind::Latency | RuleKind::ErrorRate) => "/dependencies",
         Some(RuleKind::ReplicationLag | RuleKind::DbConnect) => "/databases",
-        Some(RuleKind::FullScan) => "/slow",
+        Some(RuleKind::FullScan) => "/spans",
         Some(RuleKind::Host) => "/hosts",
         Some(RuleKind::AgentSilent | RuleKind::SpansDropped) => "/",
         None => "/alerts",
