@@ -547,3 +547,38 @@ async fn database_entries_are_hot_reloaded() {
     );
     agent.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_a_timeout_and_a_closed_port_is_refused() {
+    // Accepted by the kernel's backlog, never answered: the startup handshake times out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = dbservers::free_port();
+    for (engine, url) in [
+        (
+            Engine::Postgres,
+            format!("postgres://u@{}/x", silent.local_addr().unwrap()),
+        ),
+        (
+            Engine::Mysql,
+            format!("mysql://u@{}/x", silent.local_addr().unwrap()),
+        ),
+    ] {
+        let mut d = db("silent", engine, DbRole::Primary, url);
+        d.timeout = Seconds(Duration::from_millis(300));
+        let t = Instant::now();
+        let s = stormwatch_agent::probes::probe_once(&d, &mut Default::default()).await;
+        assert_eq!(s.failure, FailureClass::Timeout as i32, "{engine:?} {s:?}");
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+    for (engine, url) in [
+        (
+            Engine::Postgres,
+            format!("postgres://u@127.0.0.1:{closed}/x"),
+        ),
+        (Engine::Mysql, format!("mysql://u@127.0.0.1:{closed}/x")),
+    ] {
+        let d = db("closed", engine, DbRole::Primary, url);
+        let s = stormwatch_agent::probes::probe_once(&d, &mut Default::default()).await;
+        assert_eq!(s.failure, FailureClass::Refused as i32, "{engine:?} {s:?}");
+    }
+}
