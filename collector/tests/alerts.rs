@@ -537,3 +537,107 @@ async fn config_edits_reload_rules_and_broken_edits_are_rejected() {
     );
     c.stop().await;
 }
+
+#[tokio::test]
+async fn silences_from_the_dashboard() {
+    let (hook, addr) = Receiver::start().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    let c = collector_with(&db, alerts_config(&format!("[[channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{addr}/\"\n{LAG_RULE}"))).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let host = c.addr.to_string();
+    let form = [
+        ("rule", "replica-lag"),
+        ("labels", "database=replica-1"),
+        ("duration", "1h"),
+        ("comment", "failover drill"),
+    ];
+    // A form posted from another site is refused.
+    let r = client
+        .post(c.endpoint("/alerts/silences"))
+        .header("origin", "http://evil.example")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client
+        .post(c.endpoint("/alerts/silences"))
+        .header("origin", format!("http://{host}"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let page = reqwest::get(c.endpoint("/alerts"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("failover drill") && page.contains("database=replica-1"),
+        "{page}"
+    );
+    // Bad input is a 400 naming the field.
+    let bad = [("rule", "x"), ("labels", "nonsense"), ("duration", "1h")];
+    let r = client
+        .post(c.endpoint("/alerts/silences"))
+        .header("origin", format!("http://{host}"))
+        .form(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    probes(&c, vec![lag("replica-1", 30.0), lag("replica-2", 30.0)]).await;
+    let m = hook.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(hook.messages().len(), 1);
+    let dbs: Vec<&str> = m[0].body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["database"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        dbs,
+        ["replica-2"],
+        "replica-1 is silenced from the dashboard"
+    );
+    let page = reqwest::get(c.endpoint("/alerts"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("(silenced)"),
+        "a silenced alert is still shown"
+    );
+
+    // Ending the silence while replica-1 still lags: its firing is announced now.
+    let id = c
+        .state()
+        .store
+        .active_silences(stormwatch_store::now_ns() as f64 / 1e9)
+        .await
+        .unwrap()[0]
+        .id;
+    let r = client
+        .post(c.endpoint(&format!("/alerts/silences/{id}/end")))
+        .header("origin", format!("http://{host}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let m = hook.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(m[1].body["alerts"][0]["labels"]["database"], "replica-1");
+    assert_eq!(m[1].body["alerts"][0]["event"], "firing");
+    probes(&c, vec![lag("replica-1", 0.0), lag("replica-2", 30.0)]).await;
+    let m = hook.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(m[2].body["alerts"][0]["event"], "resolved");
+    c.stop().await;
+}

@@ -11,6 +11,8 @@ pub enum WebError {
     BadRequest { field: &'static str, reason: String },
     #[error("not found: {0}")]
     NotFound(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("storage: {0}")]
     Store(#[from] stormwatch_store::StoreError),
 }
@@ -18,6 +20,10 @@ pub enum WebError {
 impl WebError {
     pub fn bad(field: &'static str, reason: String) -> WebError {
         WebError::BadRequest { field, reason }
+    }
+
+    pub fn forbidden(reason: impl Into<String>) -> WebError {
+        WebError::Forbidden(reason.into())
     }
 }
 
@@ -36,6 +42,7 @@ impl IntoResponse for WebError {
                 (StatusCode::BAD_REQUEST, "Bad request", self.to_string())
             }
             WebError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found", self.to_string()),
+            WebError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden", self.to_string()),
             WebError::Store(error) => {
                 tracing::warn!(%error, "dashboard: storage failed");
                 (

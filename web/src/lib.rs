@@ -49,6 +49,8 @@ pub fn router_with(store: Arc<Store>, auth: Arc<Auth>) -> Router {
         .route("/databases", get(databases::databases))
         .route("/hosts", get(hosts::hosts))
         .route("/alerts", get(alerts::alerts))
+        .route("/alerts/silences", post(alerts::create_silence))
+        .route("/alerts/silences/{id}/end", post(alerts::end_silence))
         .route("/login", get(login::form).post(login::login))
         .route("/logout", post(login::logout))
         .route("/static/{file}", get(assets::serve))

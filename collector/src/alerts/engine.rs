@@ -38,6 +38,13 @@ pub fn step(
             silenced: silenced(&rule.name, labels, now),
         })
     };
+    // A resolve is as quiet as its firing was: never announce the end of what was not announced.
+    let resolved_event = |s: &AlertState| {
+        event("resolved", &s.labels).map(|mut e| {
+            e.silenced |= s.last_notified.is_none();
+            e
+        })
+    };
     let for_s = rule.for_.as_secs_f64();
     let resolve_s = rule.resolve_after.as_secs_f64();
     let by_key: BTreeMap<&str, &AlertState> = existing
@@ -71,15 +78,27 @@ pub fn step(
             ("pending", true) if now - s.pending_since >= for_s => {
                 s.state = "firing".into();
                 s.firing_since = Some(now);
-                s.last_notified = Some(now);
                 let e = event("firing", &s.labels);
+                // A silenced firing is recorded but nobody was told: `last_notified` stays
+                // empty, so the resolve stays quiet too, and if the silence ends while the
+                // alert still fires, the firing message goes out then.
+                s.last_notified = e.as_ref().filter(|e| !e.silenced).map(|_| now);
                 out.push(Transition::Upsert(s, e));
             }
             ("pending", true) => out.push(Transition::Upsert(s, None)),
             ("pending", false) if prev.is_some() => out.push(Transition::Remove(s, None)),
+            ("firing", true)
+                if s.last_notified.is_none() && !silenced(&rule.name, &s.labels, now) =>
+            {
+                s.last_notified = Some(now);
+                let e = event("firing", &s.labels);
+                out.push(Transition::Upsert(s, e));
+            }
             ("firing", true) => {
                 let renotify = rule.renotify_every.is_some_and(|r| {
-                    r.as_secs_f64() > 0.0 && now - s.last_notified.unwrap_or(now) >= r.as_secs_f64()
+                    r.as_secs_f64() > 0.0
+                        && s.last_notified
+                            .is_some_and(|last| now - last >= r.as_secs_f64())
                 });
                 if renotify {
                     s.last_notified = Some(now);
@@ -92,7 +111,7 @@ pub fn step(
             ("firing", false) | ("resolving", false) => {
                 let since = *s.resolving_since.get_or_insert(now);
                 if now - since >= resolve_s {
-                    let e = event("resolved", &s.labels);
+                    let e = resolved_event(&s);
                     out.push(Transition::Remove(s, e));
                 } else {
                     s.state = "resolving".into();
@@ -118,7 +137,7 @@ pub fn step(
             _ => {
                 let since = *s.resolving_since.get_or_insert(now);
                 if now - since >= resolve_s {
-                    let e = event("resolved", &s.labels);
+                    let e = resolved_event(&s);
                     out.push(Transition::Remove(s, e));
                 } else {
                     s.state = "resolving".into();
@@ -213,6 +232,51 @@ mod tests {
         assert_eq!(
             run(&rule, &long),
             vec![(10.0, "firing".to_owned()), (15.0, "resolved".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_silenced_alert_is_announced_when_its_silence_ends_and_its_resolve_matches() {
+        let mut rule = RuleConfig::new("lag", RuleKind::ReplicationLag);
+        rule.resolve_after = Dur::secs(0);
+        let mut states: Vec<AlertState> = Vec::new();
+        let mut sent = Vec::new();
+        let silenced_until = 20.0;
+        for (t, active) in [
+            (0.0, true),
+            (10.0, true),
+            (20.0, true),
+            (30.0, false),
+            (40.0, true),
+            (50.0, true),
+            (60.0, false),
+        ] {
+            let obs = vec![obs(active, if active { 9.0 } else { 0.0 })];
+            let silenced =
+                |_: &str, _: &Labels, now: f64| now < silenced_until || (55.0..65.0).contains(&now);
+            for tr in step(&rule, &obs, &states, t, &["c".into()], &silenced) {
+                let (s, e, keep) = match tr {
+                    Transition::Upsert(s, e) => (s, e, true),
+                    Transition::Remove(s, e) => (s, e, false),
+                };
+                if let Some(e) = e.filter(|e| !e.silenced) {
+                    sent.push((t, e.event));
+                }
+                states.retain(|x| x.labels_key != s.labels_key);
+                if keep {
+                    states.push(s);
+                }
+            }
+        }
+        // Fired at 0 while silenced: announced at 20 when the silence ended, resolved at 30.
+        // Fired again at 40 (announced); resolved at 60 inside a new silence: not sent.
+        assert_eq!(
+            sent,
+            vec![
+                (20.0, "firing".to_owned()),
+                (30.0, "resolved".to_owned()),
+                (40.0, "firing".to_owned())
+            ]
         );
     }
 

@@ -6,7 +6,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 use axum::Extension;
-use stormwatch_store::alerts::AlertState;
+use stormwatch_store::alerts::{AlertState, DeliveryCounts};
 use stormwatch_store::signals::Labels;
 
 use super::{urlencode, Chrome, PageQuery};
@@ -37,7 +37,25 @@ pub struct AlertsPage {
     pub chrome: Chrome,
     pub active: Vec<AlertRow>,
     pub events: Vec<AlertRow>,
+    pub silences: Vec<SilenceRowView>,
+    pub delivery: DeliveryCounts,
+    /// The viewer may create and end silences (not the read-only role).
+    pub can_write: bool,
 }
+
+/// A silence created from the dashboard, as listed.
+pub struct SilenceRowView {
+    pub id: i64,
+    pub rule: String,
+    pub labels: String,
+    pub until_iso: String,
+    pub until_utc: String,
+    pub comment: String,
+    pub created_by: String,
+}
+
+/// Longest silence the form accepts: 7 days.
+pub const MAX_SILENCE_SECS: f64 = 7.0 * 86_400.0;
 
 /// The page that explains an alert with these labels, over a window from 15 minutes before
 /// `since_ms` until `to_ms` (at least 30 minutes).
@@ -115,14 +133,31 @@ pub async fn alerts(
 ) -> Result<AlertsPage, WebError> {
     let w = q.window("24h")?;
     let now = now_ms();
-    let (states, events) = tokio::try_join!(
+    let (states, events, silences, delivery) = tokio::try_join!(
         app.store.alert_states(),
         app.store.alert_events(
             w.from_ms as f64 / 1000.0,
             w.to_ms as f64 / 1000.0,
             MAX_EVENTS
-        )
+        ),
+        app.store.active_silences(now as f64 / 1000.0),
+        app.store.delivery_counts(),
     )?;
+    let silences = silences
+        .into_iter()
+        .map(|s| {
+            let until = (s.ends_at * 1000.0) as i64;
+            SilenceRowView {
+                id: s.id,
+                rule: s.rule.unwrap_or_else(|| "every rule".into()),
+                labels: labels_text(&s.labels),
+                until_iso: utc_rfc3339(until),
+                until_utc: utc_human(until),
+                comment: s.comment,
+                created_by: s.created_by,
+            }
+        })
+        .collect();
     let active = states.iter().map(|s| row_of_state(s, now)).collect();
     let events = events
         .into_iter()
@@ -147,7 +182,117 @@ pub async fn alerts(
         chrome: Chrome::new("Alerts", "/alerts", &w, &q, &viewer).refreshing(30, &q),
         active,
         events,
+        silences,
+        delivery,
+        can_write: viewer.role == crate::auth::Role::Admin,
     })
+}
+
+/// The silence form.
+#[derive(Debug, serde::Deserialize)]
+pub struct SilenceForm {
+    /// Empty: every rule.
+    #[serde(default)]
+    pub rule: String,
+    /// `k=v, k=v` (the alert row's labels); empty: any labels.
+    #[serde(default)]
+    pub labels: String,
+    /// `30m`, `1h`, `2h`, `1d`...
+    pub duration: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// `"k=v, k=v"` → labels.
+pub fn parse_labels(text: &str) -> Result<Labels, WebError> {
+    let mut out = Labels::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| WebError::bad("labels", format!("`{pair}` must look like key=value")))?;
+        out.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(out)
+}
+
+fn parse_duration_secs(text: &str) -> Result<f64, WebError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n
+        .parse()
+        .map_err(|_| WebError::bad("duration", format!("`{t}` must look like 30m, 2h or 1d")))?;
+    let secs = match unit {
+        "m" => n * 60.0,
+        "h" => n * 3_600.0,
+        "d" => n * 86_400.0,
+        _ => return Err(WebError::bad("duration", format!("`{t}`: use m, h or d"))),
+    };
+    if secs <= 0.0 || secs > MAX_SILENCE_SECS {
+        return Err(WebError::bad(
+            "duration",
+            "a silence lasts from 1 minute to 7 days".into(),
+        ));
+    }
+    Ok(secs)
+}
+
+/// State-changing requests must come from the dashboard's own pages: with an open dashboard
+/// (no users, loopback) there is no cookie to protect them, so the origin is checked.
+fn same_origin(headers: &axum::http::HeaderMap) -> Result<(), WebError> {
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin = headers
+        .get("origin")
+        .or_else(|| headers.get("referer"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if host.is_empty() || origin_host != host {
+        return Err(WebError::forbidden("cross-site request refused"));
+    }
+    Ok(())
+}
+
+/// `POST /alerts/silences`: silence a rule (and labels) for a while.
+pub async fn create_silence(
+    State(app): State<WebState>,
+    Extension(viewer): Extension<Viewer>,
+    headers: axum::http::HeaderMap,
+    axum::Form(f): axum::Form<SilenceForm>,
+) -> Result<axum::response::Redirect, WebError> {
+    same_origin(&headers)?;
+    let labels = parse_labels(&f.labels)?;
+    let secs = parse_duration_secs(&f.duration)?;
+    let now = now_ms() as f64 / 1000.0;
+    let rule = Some(f.rule.trim()).filter(|r| !r.is_empty());
+    let by = viewer.user.clone().unwrap_or_else(|| "dashboard".into());
+    let comment: String = f.comment.chars().take(500).collect();
+    app.store
+        .create_silence(rule, &labels, now, now + secs, &comment, &by)
+        .await?;
+    Ok(axum::response::Redirect::to("/alerts"))
+}
+
+/// `POST /alerts/silences/{id}/end`: end a silence now.
+pub async fn end_silence(
+    State(app): State<WebState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Result<axum::response::Redirect, WebError> {
+    same_origin(&headers)?;
+    app.store
+        .expire_silence(id, now_ms() as f64 / 1000.0)
+        .await?;
+    Ok(axum::response::Redirect::to("/alerts"))
 }
 
 #[cfg(test)]
