@@ -3,7 +3,7 @@
 use serde::Serialize;
 use stormwatch_model::{DependencyClass, Histogram};
 
-use crate::batches::histogram_from_json;
+use crate::batches::histogram_of;
 use crate::{Store, StoreError};
 
 /// Which aggregates to read; times in seconds since the Unix epoch (`to` exclusive).
@@ -42,7 +42,7 @@ pub const MAX_POINTS: i64 = 10_000;
 impl Store {
     /// Aggregate rows with `minute` in `[from_s, to_s)` matching the filters (the one place
     /// that reads `sw_aggregates`). Columns: minute (Unix s), service, class, peer, operation,
-    /// status_class, count, errors, sum_ns, histogram.
+    /// status_class, count, errors, sum_ns, then the histogram (see `histogram_of(row, 9)`).
     pub(crate) async fn aggregate_rows(
         &self,
         service: &Option<String>,
@@ -57,7 +57,7 @@ impl Store {
         let stmt = client
             .prepare_cached(
                 "SELECT extract(epoch FROM minute)::int8, service, class, peer, operation,
-                        status_class, count, errors, sum_ns, histogram
+                        status_class, count, errors, sum_ns, hist_zero, hist_keys, hist_counts
                    FROM sw_aggregates
                   WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
                     AND ($3::text IS NULL OR service = $3)
@@ -123,7 +123,7 @@ impl Store {
                     acc.http_503 += count;
                 }
             }
-            acc.hist.merge(&histogram_from_json(&r.get(9))?);
+            acc.hist.merge(&histogram_of(r, 9)?);
         }
         let ms = |v: Option<f64>| v.map(|ns| ns / 1e6);
         Ok(accs

@@ -113,41 +113,34 @@ fn non_empty_bytes(b: &[u8]) -> Option<&[u8]> {
     (!b.is_empty()).then_some(b)
 }
 
-/// A histogram as stored: `{"<bucket key>": count, ..., "zero": count}`.
-pub(crate) fn histogram_to_json(h: &Histogram) -> serde_json::Value {
-    let mut m = serde_json::Map::with_capacity(h.keys.len() + 1);
-    for (k, c) in h.keys.iter().zip(&h.counts) {
-        m.insert(k.to_string(), (*c).into());
-    }
-    if h.zero_count > 0 {
-        m.insert("zero".into(), h.zero_count.into());
-    }
-    serde_json::Value::Object(m)
+/// A histogram as an array literal pair for the upsert: (`{k,k,…}`, `{c,c,…}`).
+fn histogram_literals(h: &Histogram) -> (String, String) {
+    let join = |v: Vec<String>| format!("{{{}}}", v.join(","));
+    (
+        join(h.keys.iter().map(|k| k.to_string()).collect()),
+        join(
+            h.counts
+                .iter()
+                .map(|c| c.min(&(i64::MAX as u64)).to_string())
+                .collect(),
+        ),
+    )
 }
 
-/// The inverse of [`histogram_to_json`].
-pub(crate) fn histogram_from_json(v: &serde_json::Value) -> Result<Histogram, StoreError> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| StoreError::Corrupt("histogram is not an object".into()))?;
-    let mut pairs: Vec<(i32, u64)> = Vec::with_capacity(obj.len());
-    let mut h = Histogram::default();
-    for (k, c) in obj {
-        let c = c
-            .as_u64()
-            .ok_or_else(|| StoreError::Corrupt(format!("histogram count {c}")))?;
-        if k == "zero" {
-            h.zero_count = c;
-        } else {
-            let k = k
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("histogram key {k}")))?;
-            pairs.push((k, c));
-        }
+/// The histogram stored in columns `at` (zero count), `at + 1` (keys), `at + 2` (counts).
+pub(crate) fn histogram_of(r: &tokio_postgres::Row, at: usize) -> Result<Histogram, StoreError> {
+    let keys: Vec<i32> = r.get(at + 1);
+    let counts: Vec<i64> = r.get(at + 2);
+    if keys.len() != counts.len() {
+        return Err(StoreError::Corrupt(
+            "histogram keys and counts differ in length".into(),
+        ));
     }
-    pairs.sort_unstable();
-    (h.keys, h.counts) = pairs.into_iter().unzip();
-    Ok(h)
+    Ok(Histogram {
+        keys,
+        counts: counts.into_iter().map(|c| c.max(0) as u64).collect(),
+        zero_count: r.get::<_, i64>(at).max(0) as u64,
+    })
 }
 
 type AggKey = (i64, String, i32, String, String, String);
@@ -241,7 +234,8 @@ impl Store {
             let mut minutes = Vec::with_capacity(n);
             let (mut services, mut classes, mut peers, mut ops, mut statuses) =
                 (vec![], vec![], vec![], vec![], vec![]);
-            let (mut counts, mut errors, mut sums, mut hists) = (vec![], vec![], vec![], vec![]);
+            let (mut counts, mut errors, mut sums) = (vec![], vec![], vec![]);
+            let (mut zeros, mut hist_keys, mut hist_counts) = (vec![], vec![], vec![]);
             for ((minute, service, class, peer, op, status), a) in &merged {
                 minutes.push(*minute as f64);
                 services.push(service.as_str());
@@ -252,30 +246,47 @@ impl Store {
                 counts.push(a.count.min(i64::MAX as u64) as i64);
                 errors.push(a.errors.min(i64::MAX as u64) as i64);
                 sums.push(a.sum_ns.min(i64::MAX as u64) as i64);
-                hists.push(histogram_to_json(
-                    a.histogram.as_ref().unwrap_or(&Histogram::default()),
-                ));
+                let h = a.histogram.clone().unwrap_or_default();
+                let (k, c) = histogram_literals(&h);
+                zeros.push(h.zero_count.min(i64::MAX as u64) as i64);
+                hist_keys.push(k);
+                hist_counts.push(c);
             }
             let stmt = tx
                 .prepare_cached(
                     "INSERT INTO sw_aggregates AS a
-                         (minute, service, class, peer, operation, status_class, count, errors, sum_ns, histogram)
-                     SELECT to_timestamp(m), s, c, p, o, sc, n, e, su, h
+                         (minute, service, class, peer, operation, status_class, count, errors, sum_ns,
+                          hist_zero, hist_keys, hist_counts)
+                     SELECT to_timestamp(m), s, c, p, o, sc, n, e, su, z, hk::integer[], hc::bigint[]
                        FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                   $7::int8[], $8::int8[], $9::int8[], $10::jsonb[]) AS t(m, s, c, p, o, sc, n, e, su, h)
+                                   $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[])
+                            AS t(m, s, c, p, o, sc, n, e, su, z, hk, hc)
                      ON CONFLICT (minute, service, class, peer, operation, status_class) DO UPDATE SET
                          count = a.count + excluded.count,
                          errors = a.errors + excluded.errors,
                          sum_ns = a.sum_ns + excluded.sum_ns,
-                         histogram = sw_hist_merge(a.histogram, excluded.histogram)",
+                         hist_zero = a.hist_zero + excluded.hist_zero,
+                         hist_keys = sw_hist_merge_keys(a.hist_keys, excluded.hist_keys),
+                         hist_counts = sw_hist_merge_counts(a.hist_keys, a.hist_counts,
+                                                            excluded.hist_keys, excluded.hist_counts)",
                 )
                 .await?;
             outcome.aggregates = tx
                 .execute(
                     &stmt,
                     &[
-                        &minutes, &services, &classes, &peers, &ops, &statuses, &counts, &errors,
-                        &sums, &hists,
+                        &minutes,
+                        &services,
+                        &classes,
+                        &peers,
+                        &ops,
+                        &statuses,
+                        &counts,
+                        &errors,
+                        &sums,
+                        &zeros,
+                        &hist_keys,
+                        &hist_counts,
                     ],
                 )
                 .await?;

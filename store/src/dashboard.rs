@@ -23,43 +23,17 @@ pub struct Totals {
     zero: u64,
 }
 
-/// A stored histogram (`{"<key>": count, "zero": count}` as jsonb text) parsed without
-/// building a JSON tree: on the dashboard's hot path this is most of the work per row.
-fn parse_histogram(text: &str, pairs: &mut Vec<(i32, u64)>) -> Result<u64, StoreError> {
-    let bad = || StoreError::Corrupt(format!("histogram {text:.80}"));
+/// The stored histogram in columns `at` (zero count), `at + 1` (keys), `at + 2` (counts), as
+/// (key, count) pairs into `pairs`; returns the zero count.
+fn read_histogram(
+    r: &tokio_postgres::Row,
+    at: usize,
+    pairs: &mut Vec<(i32, u64)>,
+) -> Result<u64, StoreError> {
+    let h = crate::batches::histogram_of(r, at)?;
     pairs.clear();
-    let mut zero = 0;
-    let b = text.as_bytes();
-    let mut i = 0;
-    let skip = |i: &mut usize| {
-        while *i < b.len() && matches!(b[*i], b' ' | b'\n' | b',' | b'{' | b'}' | b':') {
-            *i += 1;
-        }
-    };
-    loop {
-        skip(&mut i);
-        if i >= b.len() {
-            return Ok(zero);
-        }
-        if b[i] != b'"' {
-            return Err(bad());
-        }
-        let start = i + 1;
-        let end = start + text[start..].find('"').ok_or_else(bad)?;
-        let key = &text[start..end];
-        i = end + 1;
-        skip(&mut i);
-        let vstart = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let count: u64 = text[vstart..i].parse().map_err(|_| bad())?;
-        if key == "zero" {
-            zero += count;
-        } else {
-            pairs.push((key.parse().map_err(|_| bad())?, count));
-        }
-    }
+    pairs.extend(h.keys.into_iter().zip(h.counts));
+    Ok(h.zero_count)
 }
 
 impl Totals {
@@ -193,7 +167,7 @@ impl Store {
         let stmt = client
             .prepare_cached(
                 "SELECT class, peer, extract(epoch FROM minute)::int8, status_class, count, errors,
-                        sum_ns, histogram::text
+                        sum_ns, hist_zero, hist_keys, hist_counts
                    FROM sw_aggregates
                   WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
                     AND class = ANY($3) AND ($4::text IS NULL OR service = $4)",
@@ -213,7 +187,7 @@ impl Store {
                 r.get::<_, i64>(5) as u64,
                 r.get::<_, i64>(6) as u64,
             );
-            let zero = parse_histogram(r.get(7), &mut pairs)?;
+            let zero = read_histogram(r, 7, &mut pairs)?;
             let steps = acc
                 .entry((r.get(0), r.get(1)))
                 .or_insert_with(|| (0..n_steps).map(|_| Totals::default()).collect());
@@ -267,7 +241,7 @@ impl Store {
         let stmt = client
             .prepare_cached(
                 "SELECT service, class = 'http_server', extract(epoch FROM minute)::int8,
-                        status_class, count, errors, sum_ns, histogram::text
+                        status_class, count, errors, sum_ns, hist_zero, hist_keys, hist_counts
                    FROM sw_aggregates
                   WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)",
             )
@@ -297,7 +271,7 @@ impl Store {
             let Some(s) = steps.get_mut(((minute - from) / step) as usize) else {
                 continue;
             };
-            let zero = parse_histogram(r.get(7), &mut pairs)?;
+            let zero = read_histogram(r, 7, &mut pairs)?;
             s.add(
                 r.get(3),
                 r.get::<_, i64>(4) as u64,
@@ -332,7 +306,7 @@ impl Store {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT class, peer, status_class, count, errors, sum_ns, histogram::text
+                "SELECT class, peer, status_class, count, errors, sum_ns, hist_zero, hist_keys, hist_counts
                    FROM sw_aggregates
                   WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
                     AND class = ANY($3) AND peer <> ''",
@@ -345,7 +319,7 @@ impl Store {
         let mut acc: BTreeMap<(String, String), Totals> = BTreeMap::new();
         let mut pairs = Vec::new();
         for r in &rows {
-            let zero = parse_histogram(r.get(6), &mut pairs)?;
+            let zero = read_histogram(r, 6, &mut pairs)?;
             acc.entry((r.get(0), r.get(1))).or_default().add(
                 r.get(2),
                 r.get::<_, i64>(3) as u64,
@@ -377,16 +351,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_text_parses_like_the_json_form() {
-        let mut pairs = Vec::new();
-        let zero =
-            parse_histogram(r#"{"12": 3, "-4": 1, "zero": 2, "1033": 40}"#, &mut pairs).unwrap();
-        assert_eq!(zero, 2);
-        assert_eq!(pairs, vec![(12, 3), (-4, 1), (1033, 40)]);
-        assert_eq!(parse_histogram("{}", &mut pairs).unwrap(), 0);
-        assert!(pairs.is_empty());
-        assert!(parse_histogram(r#"{"x": 1}"#, &mut pairs).is_err());
-        assert!(parse_histogram(r#"{"1": -1}"#, &mut pairs).is_err());
+    fn totals_merge_histograms_and_status_counts() {
         let mut t = Totals::default();
         t.add("503", 4, 4, 40, &[(5, 1), (3, 2)], 1);
         t.add("200", 1, 0, 10, &[(5, 1)], 0);

@@ -14,6 +14,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_alerts",
         include_str!("../../migrations/0002_alerts.sql"),
     ),
+    (
+        "0003_histogram_arrays",
+        include_str!("../../migrations/0003_histogram_arrays.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use stormwatch_model::{DependencyClass, Histogram};
 
-use crate::batches::histogram_from_json;
+use crate::batches::histogram_of;
 use crate::{Store, StoreError};
 
 /// Labels of one group: `service`, `class`, `peer`, `operation` (those grouped by).
@@ -118,7 +118,7 @@ impl Store {
             g.count += count;
             g.errors += r.get::<_, i64>(7) as u64;
             *g.by_status.entry(r.get::<_, String>(5)).or_default() += count;
-            g.histogram.merge(&histogram_from_json(&r.get(9))?);
+            g.histogram.merge(&histogram_of(r, 9)?);
         }
         Ok(groups.into_values().collect())
     }
