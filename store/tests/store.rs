@@ -127,6 +127,31 @@ async fn aggregates_merge_across_batches() {
         .await
         .unwrap();
     assert_eq!(series.iter().map(|p| p.count).sum::<u64>(), 75);
+    // The merged histograms hold every span of the three batches.
+    let whole = store
+        .aggregate_series(&AggregateFilter {
+            class: Some(DependencyClass::Redis),
+            from_s: now / NS - 3_600,
+            to_s: now / NS + 60,
+            step_s: 3_660,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut durations: Vec<i64> = [("a", 1), ("b", 1), ("a", 2)]
+        .iter()
+        .flat_map(|(agent, seq)| sample::batch(agent, *seq, 100, now).spans)
+        .filter(|s| s.dependency_class() == DependencyClass::Redis)
+        .map(|s| s.duration_ns)
+        .collect();
+    durations.sort_unstable();
+    let p = whole.iter().find(|p| p.count > 0).unwrap();
+    assert_eq!(p.count, 75);
+    for (q, got) in [(0.5, p.p50_ms), (0.99, p.p99_ms)] {
+        let exact = durations[(q * 74.0) as usize] as f64 / 1e6;
+        let err = (got.unwrap() - exact).abs() / exact;
+        assert!(err <= 0.02, "q{q}: {got:?} vs exact {exact}");
+    }
 }
 
 #[tokio::test]
