@@ -240,10 +240,16 @@ impl Store {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
+                // A service with server spans is measured by them alone: its other rows (and
+                // their histograms, most of the bytes) are never sent.
                 "SELECT service, class = 'http_server', extract(epoch FROM minute)::int8,
                         status_class, count, errors, sum_ns, hist_zero, hist_keys, hist_counts
-                   FROM sw_aggregates
-                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)",
+                   FROM sw_aggregates a
+                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
+                    AND (class = 'http_server' OR NOT EXISTS (
+                        SELECT 1 FROM sw_aggregates s
+                         WHERE s.minute >= to_timestamp($1) AND s.minute < to_timestamp($2)
+                           AND s.service = a.service AND s.class = 'http_server'))",
             )
             .await?;
         let rows = client
