@@ -443,9 +443,15 @@ mod tests {
     fn rate_limit_per_channel_and_minute() {
         let l = RateLimiter::default();
         assert!((0..3).all(|i| l.allow("a", 3, 100.0 + i as f64)));
-        assert!(!l.allow("a", 3, 103.0), "the fourth message within a minute waits");
+        assert!(
+            !l.allow("a", 3, 103.0),
+            "the fourth message within a minute waits"
+        );
         assert!(l.allow("b", 3, 103.0), "channels are limited separately");
-        assert!(l.allow("a", 3, 160.5), "a minute after the first, there is room again");
+        assert!(
+            l.allow("a", 3, 160.5),
+            "a minute after the first, there is room again"
+        );
     }
 
     #[test]
