@@ -9,9 +9,9 @@ use stormwatch_model::Histogram;
 
 use crate::{Store, StoreError};
 
-/// Counts and latency of some spans over some window. Histogram buckets accumulate in a
-/// sorted map (merging row after row into a `Histogram` would reallocate its vectors each
-/// time); [`Totals::histogram`] builds the histogram when a quantile is asked for.
+/// Counts and latency of some spans over some window. Rows' histograms (sorted arrays) are
+/// merged as sorted arrays: one linear pass and one allocation per row, measured cheaper than
+/// a bucket map touched once per bucket.
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
     pub count: u64,
@@ -19,8 +19,7 @@ pub struct Totals {
     pub sum_ns: u64,
     pub http_5xx: u64,
     pub http_503: u64,
-    buckets: BTreeMap<i32, u64>,
-    zero: u64,
+    hist: Histogram,
 }
 
 /// The stored histogram in columns `at` (zero count), `at + 1` (keys), `at + 2` (counts), as
@@ -57,10 +56,33 @@ impl Totals {
                 self.http_503 += count;
             }
         }
-        for (k, c) in h {
-            *self.buckets.entry(*k).or_default() += c;
+        // Sorted-array merge: far cheaper than a bucket map on this hot path.
+        let mut other = Histogram {
+            keys: h.iter().map(|p| p.0).collect(),
+            counts: h.iter().map(|p| p.1).collect(),
+            zero_count: zero,
+        };
+        if other.keys.windows(2).any(|w| w[0] >= w[1]) {
+            let mut sorted = h.to_vec();
+            sorted.sort_unstable();
+            let mut merged = Histogram {
+                zero_count: zero,
+                ..Default::default()
+            };
+            for (k, c) in sorted {
+                match merged.keys.last() {
+                    Some(last) if *last == k => {
+                        *merged.counts.last_mut().expect("same length") += c
+                    }
+                    _ => {
+                        merged.keys.push(k);
+                        merged.counts.push(c);
+                    }
+                }
+            }
+            other = merged;
         }
-        self.zero += zero;
+        self.hist.merge(&other);
     }
 
     /// Adds another's counts and histogram.
@@ -70,19 +92,12 @@ impl Totals {
         self.sum_ns += o.sum_ns;
         self.http_5xx += o.http_5xx;
         self.http_503 += o.http_503;
-        for (k, c) in &o.buckets {
-            *self.buckets.entry(*k).or_default() += c;
-        }
-        self.zero += o.zero;
+        self.hist.merge(&o.hist);
     }
 
     /// The latency histogram of these spans.
     pub fn histogram(&self) -> Histogram {
-        Histogram {
-            keys: self.buckets.keys().copied().collect(),
-            counts: self.buckets.values().copied().collect(),
-            zero_count: self.zero,
-        }
+        self.hist.clone()
     }
 
     /// Errors / count, 0 without spans.
