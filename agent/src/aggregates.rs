@@ -17,9 +17,11 @@ use crate::util::PassThrough;
 /// Most distinct keys held between two flushes; past it the pipeline cuts a batch early.
 pub const MAX_KEYS: usize = 20_000;
 
-/// `status_class` without building its string: the HTTP status, or ok / error.
+/// `status_class` without building its string: a failed database connection, the HTTP
+/// status, or ok / error (the model's `status_class`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Status {
+    ConnectFailure,
     Http(u32),
     Ok,
     Error,
@@ -27,7 +29,9 @@ enum Status {
 
 impl Status {
     fn of(span: &Received) -> Self {
-        if span.http_status > 0 {
+        if span.flags & (1 << stormwatch_model::SpanFlag::ConnectFailure as u8) != 0 {
+            Status::ConnectFailure
+        } else if span.http_status > 0 {
             Status::Http(span.http_status)
         } else if span.is_error() {
             Status::Error
@@ -76,6 +80,7 @@ fn key_hash(minute: i64, status: Status, span: &Received) -> u64 {
         Status::Http(c) => c,
         Status::Ok => 1000,
         Status::Error => 1001,
+        Status::ConnectFailure => 1002,
     }
     .to_le_bytes());
     eat(span.service().as_bytes());
@@ -120,6 +125,7 @@ impl Aggregator {
                 Status::Http(c) => c.to_string(),
                 Status::Ok => "ok".to_owned(),
                 Status::Error => "error".to_owned(),
+                Status::ConnectFailure => "connect_failure".to_owned(),
             },
         };
         let mut agg = Aggregate::new(&key);
@@ -221,6 +227,7 @@ mod agrees_with_model {
             (SpanStatus::Error, 0),
             (SpanStatus::Ok, 503),
             (SpanStatus::Error, 200),
+            (SpanStatus::Error, 0),
         ]
         .into_iter()
         .enumerate()
@@ -236,6 +243,12 @@ mod agrees_with_model {
                 duration_ns: 1_000_000 * (i as i64 + 1),
                 status: status as i32,
                 http_status: http,
+                // The last one could not connect: its own status class.
+                flags: if i == 4 {
+                    vec![stormwatch_model::SpanFlag::ConnectFailure as i32]
+                } else {
+                    vec![]
+                },
                 ..Default::default()
             });
         }
@@ -249,6 +262,8 @@ mod agrees_with_model {
                 .or_insert_with(|| Aggregate::new(&key))
                 .add(s);
         }
-        assert_eq!(ours.take(), model.into_values().collect::<Vec<_>>());
+        let rows = ours.take();
+        assert!(rows.iter().any(|r| r.status_class == "connect_failure"));
+        assert_eq!(rows, model.into_values().collect::<Vec<_>>());
     }
 }

@@ -117,8 +117,9 @@ impl Pipeline {
     async fn process(&self, st: &mut State, work: Work) {
         let now = Instant::now();
         for mut span in work.spans {
-            st.agg.add(&span);
+            // Marked first: a failed database connection counts under its own status class.
             st.join.mark(&mut span);
+            st.agg.add(&span);
             st.sampler.offer(span, now, &mut st.kept);
             if st.kept.len() >= st.cfg.shipping.max_batch_spans
                 || st.agg.len() >= aggregates::MAX_KEYS

@@ -371,6 +371,21 @@ async fn postgres_refusals_are_classified_and_recovery_seen() {
     common::eventually(5, "failed span shipped", || !collector.spans().is_empty()).await;
     let s = collector.spans().pop().unwrap();
     assert!(has_flag(&s, SpanFlag::ConnectFailure), "{s:?}");
+    // ...and it counts under its own status class in the per-minute aggregates.
+    let counted: u64 = collector
+        .seen
+        .lock()
+        .unwrap()
+        .batches
+        .iter()
+        .flat_map(|b| b.aggregates.iter())
+        .filter(|a| a.status_class == "connect_failure")
+        .map(|a| a.count)
+        .sum();
+    assert!(
+        counted >= 1,
+        "the failed connection is its own status class in the aggregates"
+    );
 
     pg.start();
     let started = now_ns();

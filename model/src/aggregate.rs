@@ -8,9 +8,10 @@ use crate::span::Span;
 
 /// Counts and latency of one (service, class, peer, operation, status class) in one minute.
 ///
-/// `status_class` is the HTTP status code as text (`"200"`, `"503"`) when the span has one,
-/// else `"ok"` or `"error"`: few distinct values, and 503s from a saturated limiter stay
-/// separable from other 5xx.
+/// `status_class` is `"connect_failure"` when the span could not connect to its database,
+/// else the HTTP status code as text (`"200"`, `"503"`) when the span has one, else `"ok"` or
+/// `"error"`: few distinct values; 503s from a saturated limiter stay separable from other
+/// 5xx, and refused connections from other failures.
 #[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Aggregate {
@@ -72,9 +73,15 @@ impl AggregateKey {
     }
 }
 
-/// `"503"` for a span with an HTTP status, else `"ok"` / `"error"`.
+/// `"connect_failure"` for a span that could not connect to its database, else `"503"` for a
+/// span with an HTTP status, else `"ok"` / `"error"`.
 pub fn status_class(span: &Span) -> String {
-    if span.http_status > 0 {
+    if span
+        .flags
+        .contains(&(crate::SpanFlag::ConnectFailure as i32))
+    {
+        "connect_failure".to_owned()
+    } else if span.http_status > 0 {
         span.http_status.to_string()
     } else if span.is_error() {
         "error".to_owned()
