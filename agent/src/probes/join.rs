@@ -5,7 +5,10 @@
 //! - a failed database span whose message says it could not connect, or whose database's
 //!   latest probe failed, gets `connect_failure`;
 //! - a SELECT / UPDATE / DELETE without WHERE, or one that returned more than
-//!   `span_flags.full_scan_rows` rows, gets `full_scan_suspect`.
+//!   `span_flags.full_scan_rows` rows, gets `full_scan_suspect`; so does a statement shape that
+//!   an operation sends to a replica only while that replica lags (the data-access module that
+//!   drops its WHERE conditions when the replica is behind): shapes seen while the replica is
+//!   caught up are learned per (service, operation), and an unknown one during lag is flagged.
 //!
 //! The sampler keeps every span with one of these flags. The pipeline owns the [`Join`] and
 //! feeds it every probe sample as it passes to the batch, so no lock is needed.
@@ -36,6 +39,11 @@ struct Watched {
     seen: Option<Instant>,
 }
 
+/// Operations whose statement shapes are remembered; past it, no new operation is learned.
+pub const MAX_SHAPE_OPERATIONS: usize = 10_000;
+/// Shapes remembered per operation; past it, the operation learns no more.
+pub const MAX_SHAPES_PER_OPERATION: usize = 64;
+
 /// Probed databases by peer, with their latest state.
 #[derive(Debug, Default)]
 pub struct Join {
@@ -43,6 +51,16 @@ pub struct Join {
     /// `host:port` or `host` → index in `dbs`.
     peers: HashMap<String, usize>,
     flags: SpanFlags,
+    /// Hash of (service, operation) → hashes of the statement shapes it sent to a replica while
+    /// that replica was caught up. Bounded by the two constants above.
+    shapes: HashMap<u64, Vec<u64>>,
+}
+
+fn hash_of(parts: &[&str]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
 }
 
 impl Join {
@@ -102,12 +120,12 @@ impl Join {
         self.dbs.get(*i)
     }
 
-    /// Sets `replica_lag_ms` and the flags of a database span.
-    pub fn mark(&self, span: &mut Received) {
+    /// Sets `replica_lag_ms` and the flags of a database span (and learns its statement shape).
+    pub fn mark(&mut self, span: &mut Received) {
         self.mark_at(span, Instant::now());
     }
 
-    fn mark_at(&self, span: &mut Received, now: Instant) {
+    fn mark_at(&mut self, span: &mut Received, now: Instant) {
         if span.dependency_class() != DependencyClass::Db {
             return;
         }
@@ -130,11 +148,32 @@ impl Join {
         {
             span.flags |= 1 << SpanFlag::ConnectFailure as u8;
         }
-        if let Some(w) = fresh.filter(|w| w.role == DbRole::Replica) {
-            if let Some(lag) = w.lag_ms {
-                span.replica_lag_ms = Some(lag);
-                if lag > w.lag_threshold_ms {
-                    span.flags |= 1 << SpanFlag::ReplicaLag as u8;
+        let replica = fresh
+            .filter(|w| w.role == DbRole::Replica)
+            .and_then(|w| w.lag_ms.map(|lag| (lag, w.lag_threshold_ms)));
+        if let Some((lag, threshold)) = replica {
+            span.replica_lag_ms = Some(lag);
+            let lagging = lag > threshold;
+            if lagging {
+                span.flags |= 1 << SpanFlag::ReplicaLag as u8;
+            }
+            if !span.statement().is_empty() && self.flags.missing_where {
+                let op = hash_of(&[span.service(), span.operation()]);
+                let shape = hash_of(&[span.statement()]);
+                if lagging {
+                    if self
+                        .shapes
+                        .get(&op)
+                        .is_some_and(|known| !known.contains(&shape))
+                    {
+                        span.flags |= 1 << SpanFlag::FullScanSuspect as u8;
+                    }
+                } else if self.shapes.len() < MAX_SHAPE_OPERATIONS || self.shapes.contains_key(&op)
+                {
+                    let known = self.shapes.entry(op).or_default();
+                    if !known.contains(&shape) && known.len() < MAX_SHAPES_PER_OPERATION {
+                        known.push(shape);
+                    }
                 }
             }
         }
@@ -300,6 +339,49 @@ mod tests {
     }
 
     #[test]
+    fn a_statement_shape_seen_only_while_the_replica_lags_is_a_suspect() {
+        let mut j = Join::new(&cfg());
+        let now = Instant::now();
+        let usual = "SELECT id, title FROM posts WHERE board_id = ? AND deleted = ?";
+        // The module drops one condition when the replica is behind: still a WHERE, so only
+        // the shape history can tell.
+        let degraded = "SELECT id, title FROM posts WHERE deleted = ?";
+        let op = |statement: &str| {
+            let mut m = span("db-ro:5432", statement).into_span();
+            m.service = "board".into();
+            m.operation = "SELECT posts".into();
+            Received::from(m)
+        };
+        j.observe_at(&sample("ro", Some(0.1), FailureClass::None), now);
+        let mut s = op(usual);
+        j.mark_at(&mut s, now);
+        assert_eq!(s.flags, 0, "learned while caught up");
+        j.observe_at(&sample("ro", Some(6.0), FailureClass::None), now);
+        let mut s = op(usual);
+        j.mark_at(&mut s, now);
+        assert_eq!(s.flags, LAG, "a known shape during lag is only lagging");
+        let mut s = op(degraded);
+        j.mark_at(&mut s, now);
+        assert_eq!(
+            s.flags,
+            LAG | SCAN,
+            "a shape seen only during lag is a suspect"
+        );
+        // Once the replica has caught up, the new shape is learned and no longer suspect.
+        j.observe_at(&sample("ro", Some(0.0), FailureClass::None), now);
+        let mut s = op(degraded);
+        j.mark_at(&mut s, now);
+        assert_eq!(s.flags, 0);
+        // An operation never seen while caught up has no history: nothing to compare.
+        j.observe_at(&sample("ro", Some(6.0), FailureClass::None), now);
+        let mut m = span("db-ro:5432", degraded).into_span();
+        m.operation = "SELECT other".into();
+        let mut s = Received::from(m);
+        j.mark_at(&mut s, now);
+        assert_eq!(s.flags, LAG);
+    }
+
+    #[test]
     fn full_scan_suspects() {
         for (q, yes) in [
             ("SELECT * FROM users", true),
@@ -318,7 +400,7 @@ mod tests {
         ] {
             assert_eq!(is_full_scan_suspect(q, true), yes, "{q}");
         }
-        let j = Join::new(&cfg());
+        let mut j = Join::new(&cfg());
         let mut s = span("x:1", "SELECT * FROM t WHERE a = ?");
         s.rows = Some(50_000);
         j.mark(&mut s);
