@@ -50,6 +50,15 @@ need_mariadb() {
   install_debian mariadb-server
 }
 
+# Redis 7's server, for the board's tests (board/tests: each starts its own on a loopback port) and
+# the demo stack's cache.
+need_redis() {
+  if command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || [ -n "${REDIS_SERVER:-}" ]; then
+    return 0
+  fi
+  install_debian redis-server
+}
+
 need_cargo() {
   command -v cargo >/dev/null 2>&1 || {
     echo "cargo is missing: install Rust (https://rustup.rs) and run this again" >&2

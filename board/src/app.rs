@@ -38,13 +38,17 @@ pub struct Board {
     pub cache: Cache,
     pub partner: PartnerClient,
     pub telemetry: Telemetry,
-    pub uploads: Limiter,
 }
 
 type St = State<Arc<Board>>;
 
 /// The board's router: traced routes behind the concurrency limiter; `/healthz` untraced.
-pub fn router(board: Arc<Board>, local: SocketAddr, max_concurrent: usize) -> Router {
+pub fn router(
+    board: Arc<Board>,
+    local: SocketAddr,
+    max_concurrent: usize,
+    uploads_max_concurrent: usize,
+) -> Router {
     let spans = SpanState {
         telemetry: board.telemetry.clone(),
         local,
@@ -55,7 +59,13 @@ pub fn router(board: Arc<Board>, local: SocketAddr, max_concurrent: usize) -> Ro
         .route("/timetable", get(timetable))
         .route(
             "/uploads",
-            post(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+            // Its own limit, checked before the body is read.
+            post(upload)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+                .layer(from_fn_with_state(
+                    Limiter::new(uploads_max_concurrent.max(1), "--uploads-max-concurrent"),
+                    limit,
+                )),
         )
         // Layers run outside-in from the last added: the span sees the limiter's 503s.
         .layer(from_fn_with_state(
@@ -209,7 +219,6 @@ async fn upload(
     State(b): St,
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
-    let _permit = b.uploads.try_enter()?;
     if body.is_empty() {
         return Err(AppError::bad_request("empty upload"));
     }

@@ -504,3 +504,44 @@ pub async fn prepare(url: &str, posts: u32, connect_timeout: Duration) -> anyhow
     let _ = conn.await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_found_class_filters_and_a_missing_one_drops_the_where() {
+        let (sql, params) = PostsQuery { class_id: Some(7) }.sql();
+        assert_eq!(
+            sql,
+            "SELECT id, title, created_at::text FROM posts WHERE class_id = $1 ORDER BY id DESC"
+        );
+        assert_eq!(params, vec![7]);
+        let (sql, params) = PostsQuery { class_id: None }.sql();
+        assert_eq!(
+            sql,
+            "SELECT id, title, created_at::text FROM posts ORDER BY id DESC"
+        );
+        assert!(params.is_empty());
+    }
+
+    #[test]
+    fn targets_name_their_server() {
+        let t = Target::new(
+            Role::Replica,
+            "postgres://u@db-2:5433/board",
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.dbname.as_str()),
+            ("db-2", 5433, "board")
+        );
+        assert!(Target::new(
+            Role::Primary,
+            "postgres://u@h:notaport/x",
+            Duration::from_secs(1)
+        )
+        .is_err());
+    }
+}

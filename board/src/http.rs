@@ -163,11 +163,6 @@ impl Limiter {
             )
         })
     }
-
-    /// Requests in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.limit - self.permits.available_permits()
-    }
 }
 
 /// Middleware form of [`Limiter`]: the permit is held until the response is produced.

@@ -217,16 +217,17 @@ pub async fn start_board(args: &BoardArgs) -> anyhow::Result<Running> {
             telemetry.clone(),
         )?,
         telemetry: telemetry.clone(),
-        uploads: http::Limiter::new(
-            args.uploads_max_concurrent.max(1),
-            "--uploads-max-concurrent",
-        ),
     };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let router = app::router(Arc::new(board), local, args.max_concurrent);
+    let router = app::router(
+        Arc::new(board),
+        local,
+        args.max_concurrent,
+        args.uploads_max_concurrent,
+    );
     Ok(serve(listener, router, telemetry))
 }
 

@@ -236,3 +236,39 @@ impl opentelemetry_http::HttpClient for TokioHttpClient {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_traces_path_is_added_once() {
+        assert_eq!(traces_url("http://a:4318"), "http://a:4318/v1/traces");
+        assert_eq!(traces_url("http://a:4318/"), "http://a:4318/v1/traces");
+        assert_eq!(
+            traces_url("http://a:4318/v1/traces"),
+            "http://a:4318/v1/traces"
+        );
+    }
+
+    #[test]
+    fn trace_context_round_trips_through_headers() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        let sc = SpanContext::new(
+            TraceId::from(0x0af7651916cd43dd8448eb211c80319c_u128),
+            SpanId::from(0xb7ad6b7169203331_u64),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let cx = Context::new().with_remote_span_context(sc.clone());
+        let mut h = http::HeaderMap::new();
+        inject(&cx, &mut h);
+        assert_eq!(
+            h["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        let back = extract(&h);
+        assert_eq!(back.span().span_context().trace_id(), sc.trace_id());
+    }
+}

@@ -4,7 +4,9 @@
 //! The cluster is started by the same code as the collector's embedded default
 //! ([`stormwatch_store::embedded`]), so every test run also exercises that path. A small
 //! watchdog process stops the cluster and removes its directory when the test binary exits,
-//! however it exits.
+//! however it exits. [`redis::start`] starts a throwaway `redis-server` the same way.
+
+pub mod redis;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
