@@ -259,10 +259,10 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Logs to stderr (`RUST_LOG`, default info).
+/// Logs to stderr (`RUST_LOG`; default info, without the server's NOTICEs).
 pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -531,7 +531,7 @@ async fn a_paused_redis_slows_the_page_but_it_still_answers() {
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(3_000)
+        .arg(1_500)
         .arg("ALL")
         .query_async(&mut admin)
         .await
@@ -567,6 +567,23 @@ async fn a_paused_redis_slows_the_page_but_it_still_answers() {
         })
         .await;
     assert!(mget.message.contains("timed out"), "{}", mget.message);
+
+    // The pause ends: the cache answers again on the same connection manager.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let resp = st
+        .http
+        .get(st.url("/classes/class-0004/posts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    st.flush().await;
+    let server = request_span(&st.receiver, "/classes/class-0004/posts").await;
+    let trace = st.receiver.trace(&server.trace_id);
+    let mget = trace.iter().find(|s| s.name == "MGET").expect("MGET");
+    assert_ne!(mget.status, STATUS_ERROR, "{}", mget.message);
+    let mset = trace.iter().find(|s| s.name == "MSET").expect("MSET");
+    assert_ne!(mset.status, STATUS_ERROR, "{}", mset.message);
     st.board.stop().await;
 }
 
