@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -416,23 +418,32 @@ async fn partner_delay_is_set_at_run_time_and_the_board_times_out() {
     st.board.stop().await;
 }
 
-/// A TCP forwarder to PostgreSQL that can be closed: the primary "stops".
-async fn closable_proxy(target: u16) -> (u16, tokio::task::JoinHandle<()>) {
+/// A TCP forwarder to PostgreSQL that can go silent (accepts, never answers: a hung primary)
+/// or be closed (connects refused: a stopped primary).
+async fn primary_proxy(target: u16) -> (u16, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
+    let silent = Arc::new(AtomicBool::new(false));
+    let mode = silent.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut inbound, _)) = l.accept().await else {
                 return;
             };
+            let silent = mode.load(Ordering::SeqCst);
             tokio::spawn(async move {
-                if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                if silent {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    drop(inbound);
+                } else if let Ok(mut out) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                {
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
                 }
             });
         }
     });
-    (port, task)
+    (port, silent, task)
 }
 
 fn port_of(url: &str) -> u16 {
@@ -441,9 +452,9 @@ fn port_of(url: &str) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_refused_primary_connect_is_an_error_span_naming_it() {
+async fn a_hung_or_refused_primary_connect_is_an_error_span_naming_it() {
     let primary = seeded_database().await;
-    let (proxy_port, proxy) = closable_proxy(port_of(&primary)).await;
+    let (proxy_port, silent, proxy) = primary_proxy(port_of(&primary)).await;
     let via_proxy = primary.replace(
         &format!("port={}", port_of(&primary)),
         &format!("port={proxy_port}"),
@@ -451,6 +462,7 @@ async fn a_refused_primary_connect_is_an_error_span_naming_it() {
     assert_ne!(via_proxy, primary);
     let st = Stack::start(Opts {
         primary_override: Some(via_proxy),
+        connect_timeout_ms: 500,
         ..Opts::default()
     })
     .await;
@@ -462,6 +474,33 @@ async fn a_refused_primary_connect_is_an_error_span_naming_it() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 201, "writes work through the proxy");
+    // The primary hangs: connects time out, the request does not.
+    silent.store(true, Ordering::SeqCst);
+    let t = Instant::now();
+    let resp = st
+        .http
+        .post(st.url("/classes"))
+        .json(&serde_json::json!({"code": "hung"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    st.flush().await;
+    let timed_out = st
+        .receiver
+        .wait_for("timed-out connect", |s| {
+            s.name == "connect" && s.str("error.type") == Some("timeout")
+        })
+        .await;
+    assert_eq!(timed_out.status, STATUS_ERROR);
+    // "connect timeout" is one of the agent's connect-failure patterns.
+    assert!(
+        timed_out.message.contains("connect timeout"),
+        "{}",
+        timed_out.message
+    );
+
     // The primary stops listening: connects are refused.
     proxy.abort();
     let _ = proxy.await;
@@ -498,8 +537,8 @@ async fn a_refused_primary_connect_is_an_error_span_naming_it() {
     st.flush().await;
     let failed = st
         .receiver
-        .wait_for("failed connect", |s| {
-            s.name == "connect" && s.status == STATUS_ERROR
+        .wait_for("refused connect", |s| {
+            s.name == "connect" && s.str("error.type") == Some("connect_failure")
         })
         .await;
     assert_eq!(failed.kind, CLIENT);
@@ -513,7 +552,13 @@ async fn a_refused_primary_connect_is_an_error_span_naming_it() {
         "{}",
         failed.message
     );
-    let server = server_span(&st.receiver, "/classes", 503).await;
+    let server = st
+        .receiver
+        .trace(&failed.trace_id)
+        .into_iter()
+        .find(|s| s.kind == SERVER)
+        .expect("the request's server span");
+    assert_eq!(server.int("http.response.status_code"), Some(503));
     assert!(parent_is(&failed, &server));
     assert_eq!(server.status, STATUS_ERROR);
     assert!(server.message.to_lowercase().contains("connection refused"));

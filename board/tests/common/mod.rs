@@ -207,6 +207,7 @@ pub struct Opts {
     pub partner_delay_ms: u64,
     pub partner_timeout_ms: u64,
     pub redis_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
     /// The primary's URL as the board sees it (default: the primary database itself).
     pub primary_override: Option<String>,
 }
@@ -219,6 +220,7 @@ impl Default for Opts {
             partner_delay_ms: 5,
             partner_timeout_ms: 5_000,
             redis_timeout_ms: 2_000,
+            connect_timeout_ms: 2_000,
             primary_override: None,
         }
     }
@@ -246,6 +248,7 @@ pub fn board_args(
         format!("--seed-posts={SEED_POSTS}"),
         format!("--partner-timeout-ms={}", o.partner_timeout_ms),
         format!("--redis-timeout-ms={}", o.redis_timeout_ms),
+        format!("--connect-timeout-ms={}", o.connect_timeout_ms),
         "--startup-timeout-s=5".into(),
     ])
 }
