@@ -5,6 +5,7 @@
 //! OpenTelemetry semantic conventions lives here, so old and new attribute names are handled
 //! once for every protocol.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -265,9 +266,7 @@ impl Received {
                 push_cut(&mut self.text, strip_query(v), MAX_ATTRIBUTE_VALUE_BYTES)
             }
             Value::Str(v) => push_cut(&mut self.text, v, MAX_ATTRIBUTE_VALUE_BYTES),
-            Value::Int(i) => {
-                let _ = write!(self.text, "{i}");
-            }
+            Value::Int(i) => push_int(&mut self.text, i),
             Value::Double(d) => {
                 let _ = write!(self.text, "{d}");
             }
@@ -488,61 +487,67 @@ pub fn classify<A: Attributes + ?Sized>(
             "db.redis.statement",
         ],
     );
-    let (operation, statement) = match class {
+    // Normalized once per statement shape (per thread), not once per span.
+    let sql = match (class, raw_statement) {
+        (DependencyClass::Db, Some(raw)) => Some(normalize::sql_cached(raw)),
+        _ => None,
+    };
+    let (operation, statement): (Cow<'_, str>, Cow<'_, str>) = match class {
         DependencyClass::Redis => {
             let cmd_src = raw_statement
-                .map(str::to_owned)
-                .or_else(|| {
-                    first_str(attrs, &["db.operation.name", "db.operation"]).map(str::to_owned)
-                })
-                .unwrap_or_else(|| inc.name.to_owned());
-            let (cmd, pattern) = normalize::redis(&cmd_src);
+                .or_else(|| first_str(attrs, &["db.operation.name", "db.operation"]))
+                .unwrap_or(inc.name);
+            let (cmd, pattern) = normalize::redis(cmd_src);
             let statement = if cfg.keep_raw_statements {
-                raw_statement.unwrap_or("").to_owned()
+                Cow::Borrowed(raw_statement.unwrap_or(""))
             } else {
-                pattern
+                Cow::Owned(pattern)
             };
-            (cmd, statement)
+            (Cow::Owned(cmd), statement)
         }
         DependencyClass::Db => {
-            let normalized = raw_statement.map(normalize::sql);
             let op = first_str(attrs, &["db.query.summary"])
-                .map(str::to_owned)
-                .or_else(|| normalized.as_deref().and_then(normalize::sql_operation))
+                .map(Cow::Borrowed)
+                .or_else(|| {
+                    sql.as_ref()
+                        .and_then(|n| n.operation.as_deref())
+                        .map(Cow::Borrowed)
+                })
                 .or_else(|| {
                     let verb = first_str(attrs, &["db.operation.name", "db.operation"])?;
                     let table = first_str(attrs, &["db.collection.name", "db.sql.table"]);
-                    Some(match table {
+                    Some(Cow::Owned(match table {
                         Some(t) => format!("{} {t}", verb.to_ascii_uppercase()),
                         None => verb.to_ascii_uppercase(),
-                    })
+                    }))
                 })
-                .unwrap_or_else(|| inc.name.to_owned());
+                .unwrap_or(Cow::Borrowed(inc.name));
             let statement = if cfg.keep_raw_statements {
-                raw_statement.unwrap_or("").to_owned()
+                Cow::Borrowed(raw_statement.unwrap_or(""))
             } else {
-                normalized.unwrap_or_default()
+                sql.as_ref()
+                    .map_or(Cow::Borrowed(""), |n| Cow::Borrowed(n.statement.as_str()))
             };
             (op, statement)
         }
         DependencyClass::HttpServer => {
             let op = match (http_method, first_str(attrs, &["http.route"])) {
-                (Some(m), Some(r)) => format!("{m} {r}"),
-                _ => inc.name.to_owned(),
+                (Some(m), Some(r)) => Cow::Owned(join_words(m, r)),
+                _ => Cow::Borrowed(inc.name),
             };
-            (op, String::new())
+            (op, Cow::Borrowed(""))
         }
         DependencyClass::HttpClient => {
             let op = match (
                 http_method,
                 first_str(attrs, &["url.template", "http.route"]),
             ) {
-                (Some(m), Some(t)) => format!("{m} {t}"),
-                _ => inc.name.to_owned(),
+                (Some(m), Some(t)) => Cow::Owned(join_words(m, t)),
+                _ => Cow::Borrowed(inc.name),
             };
-            (op, String::new())
+            (op, Cow::Borrowed(""))
         }
-        _ => (inc.name.to_owned(), String::new()),
+        _ => (Cow::Borrowed(inc.name), Cow::Borrowed("")),
     };
 
     let db_role = match class {
@@ -586,7 +591,7 @@ pub fn classify<A: Attributes + ?Sized>(
     };
     r.push_text(Text::Service, service, MAX_LABEL_BYTES);
     r.push_text(Text::Instance, inc.instance, MAX_LABEL_BYTES);
-    let operation = if operation.is_empty() {
+    let operation: &str = if operation.is_empty() {
         "unnamed"
     } else {
         &operation
@@ -627,6 +632,15 @@ pub fn classify<A: Attributes + ?Sized>(
     Ok(r)
 }
 
+/// `a b` without the formatting machinery.
+fn join_words(a: &str, b: &str) -> String {
+    let mut s = String::with_capacity(a.len() + 1 + b.len());
+    s.push_str(a);
+    s.push(' ');
+    s.push_str(b);
+    s
+}
+
 /// `https://h/p?token=x` → `https://h/p`: query strings carry secrets.
 fn strip_query(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or("")
@@ -659,11 +673,11 @@ fn peer_of<A: Attributes + ?Sized>(
     )
     .and_then(|v| v.as_int())
     .filter(|p| (1..=65535).contains(p));
-    let (host, port) = match host {
-        Some(h) => (Some(h.to_owned()), port),
+    let (host, port): (Option<Cow<'_, str>>, _) = match host {
+        Some(h) => (Some(Cow::Borrowed(h)), port),
         None if class == DependencyClass::HttpClient => {
             match first_str(attrs, &["url.full", "http.url"]).and_then(host_port_of_url) {
-                Some((h, p)) => (Some(h), port.or(p)),
+                Some((h, p)) => (Some(Cow::Owned(h)), port.or(p)),
                 None => (None, port),
             }
         }
@@ -678,14 +692,41 @@ fn peer_of<A: Attributes + ?Sized>(
         Some("mysql" | "mariadb") => Some(3306),
         _ => None,
     });
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    match port {
-        Some(p) => format!("{host}:{p}"),
-        None => host,
+    // `[v6]:port`, `host:port` or `host`, built without the formatting machinery.
+    let bracket = host.contains(':') && !host.starts_with('[');
+    let mut out = String::with_capacity(host.len() + 8);
+    if bracket {
+        out.push('[');
+    }
+    out.push_str(&host);
+    if bracket {
+        out.push(']');
+    }
+    if let Some(p) = port {
+        out.push(':');
+        push_int(&mut out, p);
+    }
+    out
+}
+
+/// Appends the decimal digits of `v`.
+fn push_int(out: &mut String, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push('-');
+    }
+    for &d in &buf[i..] {
+        out.push(char::from(d));
     }
 }
 

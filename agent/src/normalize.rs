@@ -10,137 +10,54 @@
 //! Both work on bytes with a hand-written scanner: one pass, no regex, no allocation per token,
 //! and any input — unterminated quotes, binary garbage — gives some output rather than a panic.
 
-/// Normalizes a SQL statement.
-pub fn sql(raw: &str) -> String {
-    let b = raw.as_bytes();
-    let mut out = String::with_capacity(raw.len().min(4096));
-    let mut i = 0;
-    // Whether the previous significant token lets a following `-` be a sign.
-    let mut sign_ok = true;
-    while i < b.len() {
-        let c = b[i];
-        if c.is_ascii_whitespace() {
-            i += 1;
-            continue;
+/// One token of a SQL statement as the normalizer sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tok<'a> {
+    /// A literal or bind placeholder: becomes `?`.
+    Lit,
+    /// An identifier or keyword, verbatim.
+    Word(&'a str),
+    /// A quoted identifier (`"x"`, `` `x` ``, `[x]`), verbatim.
+    Quoted(&'a str),
+    /// One ASCII operator or punctuation character.
+    Punct(u8),
+}
+
+/// What decides whether a following `-` is a sign: after a keyword like WHERE/AND/=/THEN a
+/// `-` is a sign; after an identifier it is subtraction. A word is only looked up when a `-`
+/// actually follows it.
+#[derive(Clone, Copy)]
+enum Prev<'a> {
+    SignOk(bool),
+    Word(&'a str),
+}
+
+/// The tokens of a statement: whitespace and comments skipped, literals recognized. Both
+/// [`sql`] and [`sql_fingerprint`] read statements through this, so equal fingerprints mean
+/// equal token sequences and therefore equal normalized text.
+struct Tokens<'a> {
+    raw: &'a str,
+    b: &'a [u8],
+    i: usize,
+    prev: Prev<'a>,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(raw: &'a str) -> Self {
+        Tokens {
+            raw,
+            b: raw.as_bytes(),
+            i: 0,
+            prev: Prev::SignOk(true),
         }
-        // Comments.
-        if c == b'-' && b.get(i + 1) == Some(&b'-') || c == b'#' {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-            continue;
-        }
-        if c == b'/' && b.get(i + 1) == Some(&b'*') {
-            i += 2;
-            while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
-                i += 1;
-            }
-            i = (i + 2).min(b.len());
-            continue;
-        }
-        // String literals: '...' with '' or \' escapes; E'..', N'..', B'..', X'..' prefixes.
-        let prefixed = matches!(c, b'e' | b'E' | b'n' | b'N' | b'b' | b'B' | b'x' | b'X')
-            && b.get(i + 1) == Some(&b'\'')
-            && !prev_is_ident(b, i);
-        if c == b'\'' || prefixed {
-            i += if prefixed { 2 } else { 1 };
-            while i < b.len() {
-                match b[i] {
-                    b'\\' => i += 2,
-                    b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
-                    b'\'' => {
-                        i += 1;
-                        break;
-                    }
-                    _ => i += 1,
-                }
-            }
-            push_token(&mut out, "?");
-            sign_ok = false;
-            continue;
-        }
-        // Dollar quoting ($$...$$, $tag$...$tag$) and $1 placeholders.
-        if c == b'$' {
-            let mut j = i + 1;
-            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
-                j += 1;
-            }
-            if b.get(j) == Some(&b'$') && !b[i + 1..j].first().is_some_and(u8::is_ascii_digit) {
-                let tag = &b[i..=j];
-                let body_start = j + 1;
-                let end = find(b, body_start, tag).map_or(b.len(), |p| p + tag.len());
-                i = end;
-            } else {
-                i = j.max(i + 1);
-            }
-            push_token(&mut out, "?");
-            sign_ok = false;
-            continue;
-        }
-        // Named placeholders `:name` (not `::type` casts).
-        if c == b':'
-            && b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic())
-            && (i == 0 || b[i - 1] != b':')
-        {
-            let mut j = i + 1;
-            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
-                j += 1;
-            }
-            push_token(&mut out, "?");
-            i = j;
-            sign_ok = false;
-            continue;
-        }
-        // Numbers (and a sign in front of one), hex 0x...
-        let signed = c == b'-'
-            && sign_ok
-            && b.get(i + 1)
-                .is_some_and(|d| d.is_ascii_digit() || *d == b'.');
-        if c.is_ascii_digit()
-            || signed
-            || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
-        {
-            let mut j = if signed { i + 1 } else { i };
-            while j < b.len()
-                && (b[j].is_ascii_alphanumeric()
-                    || b[j] == b'.'
-                    || ((b[j] == b'+' || b[j] == b'-') && matches!(b[j - 1], b'e' | b'E')))
-            {
-                j += 1;
-            }
-            push_token(&mut out, "?");
-            i = j;
-            sign_ok = false;
-            continue;
-        }
-        // Quoted identifiers: kept verbatim.
-        if c == b'"' || c == b'`' || c == b'[' {
-            let close = if c == b'[' { b']' } else { c };
-            let mut j = i + 1;
-            while j < b.len() && b[j] != close {
-                j += 1;
-            }
-            j = (j + 1).min(b.len());
-            push_token(&mut out, &String::from_utf8_lossy(&b[i..j]));
-            i = j;
-            sign_ok = false;
-            continue;
-        }
-        // Identifiers and keywords.
-        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
-            let mut j = i;
-            while j < b.len()
-                && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'.' || b[j] >= 0x80)
-            {
-                j += 1;
-            }
-            let word = String::from_utf8_lossy(&b[i..j]);
-            push_token(&mut out, &word);
-            i = j;
-            // After a keyword like WHERE/AND/=/THEN a `-` is a sign; after an identifier it is
-            // subtraction. Keywords are not known here, so only common ones are listed.
-            sign_ok = matches!(
-                upper(&word, &mut [0; 16]),
+    }
+
+    fn sign_ok(&self) -> bool {
+        match self.prev {
+            Prev::SignOk(ok) => ok,
+            // Keywords are not known here, so only common ones are listed.
+            Prev::Word(w) => matches!(
+                upper(w, &mut [0; 16]),
                 "WHERE"
                     | "AND"
                     | "OR"
@@ -159,20 +76,287 @@ pub fn sql(raw: &str) -> String {
                     | "BY"
                     | "LIKE"
                     | "IS"
-            );
-            continue;
+            ),
         }
-        // Operators and punctuation.
-        let mut tok = [0u8; 4];
-        let s = (c as char).encode_utf8(&mut tok);
-        push_token(&mut out, s);
-        sign_ok = !matches!(c, b')');
-        i += 1;
-        if out.len() > 64 * 1024 {
-            break;
+    }
+
+    /// `raw[i..j]`; token bounds always fall on character boundaries (multi-byte characters
+    /// are only ever consumed whole by identifiers), the lossy path is only a guard.
+    fn text(&self, i: usize, j: usize) -> &'a str {
+        self.raw.get(i..j).unwrap_or("\u{fffd}")
+    }
+
+    fn lit(&mut self, next: usize) -> Option<Tok<'a>> {
+        self.i = next;
+        self.prev = Prev::SignOk(false);
+        Some(Tok::Lit)
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = Tok<'a>;
+
+    fn next(&mut self) -> Option<Tok<'a>> {
+        let b = self.b;
+        while self.i < b.len() {
+            let i = self.i;
+            let c = b[i];
+            if c.is_ascii_whitespace() {
+                self.i += 1;
+                continue;
+            }
+            // Comments.
+            if c == b'-' && b.get(i + 1) == Some(&b'-') || c == b'#' {
+                let mut j = i;
+                while j < b.len() && b[j] != b'\n' {
+                    j += 1;
+                }
+                self.i = j;
+                continue;
+            }
+            if c == b'/' && b.get(i + 1) == Some(&b'*') {
+                let mut j = i + 2;
+                while j < b.len() && !(b[j] == b'*' && b.get(j + 1) == Some(&b'/')) {
+                    j += 1;
+                }
+                self.i = (j + 2).min(b.len());
+                continue;
+            }
+            // String literals: '...' with '' or \' escapes; E'..', N'..', B'..', X'..' prefixes.
+            let prefixed = matches!(c, b'e' | b'E' | b'n' | b'N' | b'b' | b'B' | b'x' | b'X')
+                && b.get(i + 1) == Some(&b'\'')
+                && !prev_is_ident(b, i);
+            if c == b'\'' || prefixed {
+                let mut j = i + if prefixed { 2 } else { 1 };
+                while j < b.len() {
+                    match b[j] {
+                        b'\\' => j += 2,
+                        b'\'' if b.get(j + 1) == Some(&b'\'') => j += 2,
+                        b'\'' => {
+                            j += 1;
+                            break;
+                        }
+                        _ => j += 1,
+                    }
+                }
+                return self.lit(j);
+            }
+            // Dollar quoting ($$...$$, $tag$...$tag$) and $1 placeholders.
+            if c == b'$' {
+                let mut j = i + 1;
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                    j += 1;
+                }
+                let next = if b.get(j) == Some(&b'$')
+                    && !b[i + 1..j].first().is_some_and(u8::is_ascii_digit)
+                {
+                    let tag = &b[i..=j];
+                    find(b, j + 1, tag).map_or(b.len(), |p| p + tag.len())
+                } else {
+                    j.max(i + 1)
+                };
+                return self.lit(next);
+            }
+            // Named placeholders `:name` (not `::type` casts).
+            if c == b':'
+                && b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic())
+                && (i == 0 || b[i - 1] != b':')
+            {
+                let mut j = i + 1;
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                    j += 1;
+                }
+                return self.lit(j);
+            }
+            // Numbers (and a sign in front of one), hex 0x...
+            let signed = c == b'-'
+                && b.get(i + 1)
+                    .is_some_and(|d| d.is_ascii_digit() || *d == b'.')
+                && self.sign_ok();
+            if c.is_ascii_digit()
+                || signed
+                || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+            {
+                let mut j = if signed { i + 1 } else { i };
+                while j < b.len()
+                    && (b[j].is_ascii_alphanumeric()
+                        || b[j] == b'.'
+                        || ((b[j] == b'+' || b[j] == b'-') && matches!(b[j - 1], b'e' | b'E')))
+                {
+                    j += 1;
+                }
+                return self.lit(j);
+            }
+            // Quoted identifiers: kept verbatim.
+            if c == b'"' || c == b'`' || c == b'[' {
+                let close = if c == b'[' { b']' } else { c };
+                let mut j = i + 1;
+                while j < b.len() && b[j] != close {
+                    j += 1;
+                }
+                j = (j + 1).min(b.len());
+                self.i = j;
+                self.prev = Prev::SignOk(false);
+                return Some(Tok::Quoted(self.text(i, j)));
+            }
+            // Identifiers and keywords.
+            if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+                let mut j = i;
+                while j < b.len()
+                    && (b[j].is_ascii_alphanumeric()
+                        || b[j] == b'_'
+                        || b[j] == b'.'
+                        || b[j] >= 0x80)
+                {
+                    j += 1;
+                }
+                let word = self.text(i, j);
+                self.i = j;
+                self.prev = Prev::Word(word);
+                return Some(Tok::Word(word));
+            }
+            // Operators and punctuation.
+            self.i = i + 1;
+            self.prev = Prev::SignOk(c != b')');
+            return Some(Tok::Punct(c));
+        }
+        None
+    }
+}
+
+/// Normalizes a SQL statement.
+pub fn sql(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len().min(4096));
+    for tok in Tokens::new(raw) {
+        match tok {
+            Tok::Lit => push_token(&mut out, "?"),
+            Tok::Word(w) | Tok::Quoted(w) => push_token(&mut out, w),
+            Tok::Punct(c) => {
+                let mut buf = [0u8; 4];
+                push_token(&mut out, (c as char).encode_utf8(&mut buf));
+                if out.len() > 64 * 1024 {
+                    break;
+                }
+            }
         }
     }
     collapse_lists(&out)
+}
+
+/// A 128-bit hash of a statement's token sequence: two statements with the same fingerprint
+/// normalize to the same text (up to a hash collision, about 2^-100 for a cache's worth of
+/// statements). Much cheaper than [`sql`]: no output is built.
+pub fn sql_fingerprint(raw: &str) -> (u64, u64) {
+    let mut h = Mix::default();
+    for tok in Tokens::new(raw) {
+        match tok {
+            Tok::Lit => h.word(1),
+            Tok::Word(w) => {
+                h.word(2);
+                h.bytes(w.as_bytes());
+            }
+            Tok::Quoted(w) => {
+                h.word(3);
+                h.bytes(w.as_bytes());
+            }
+            Tok::Punct(c) => h.word(0x100 | u64::from(c)),
+        }
+    }
+    (h.a, h.b)
+}
+
+/// Two independent multiply-rotate lanes over 64-bit words.
+struct Mix {
+    a: u64,
+    b: u64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Mix {
+            a: 0x243f_6a88_85a3_08d3,
+            b: 0x1319_8a2e_0370_7344,
+        }
+    }
+}
+
+impl Mix {
+    fn word(&mut self, w: u64) {
+        self.a = (self.a ^ w)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+        self.b = (self.b ^ w)
+            .wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+            .rotate_left(31);
+    }
+
+    fn bytes(&mut self, s: &[u8]) {
+        let mut chunks = s.chunks_exact(8);
+        for c in &mut chunks {
+            self.word(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.word(u64::from_le_bytes(tail));
+        // The length separates `ab` + `c` from `a` + `bc` and trailing zero bytes.
+        self.word(s.len() as u64);
+    }
+}
+
+/// A normalized statement and the operation named after it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NormalizedSql {
+    pub statement: String,
+    /// [`sql_operation`] of `statement`.
+    pub operation: Option<String>,
+}
+
+/// Statements remembered per thread by [`sql_cached`]; past it the cache starts over.
+pub const SQL_CACHE_ENTRIES: usize = 2048;
+/// Normalized statements longer than this are not remembered (bounds the cache's memory to
+/// about `SQL_CACHE_ENTRIES` × this).
+pub const SQL_CACHE_MAX_BYTES: usize = 2048;
+
+type SqlCache = std::collections::HashMap<
+    u64,
+    (u64, std::rc::Rc<NormalizedSql>),
+    std::hash::BuildHasherDefault<crate::util::PassThrough>,
+>;
+
+thread_local! {
+    static SQL_CACHE: std::cell::RefCell<SqlCache> = std::cell::RefCell::default();
+}
+
+/// [`sql`] and [`sql_operation`], remembered per statement shape: apps send the same few
+/// hundred shapes with different literals, and a fingerprint costs a fraction of normalizing.
+/// Per thread, so receivers never contend for it.
+pub fn sql_cached(raw: &str) -> std::rc::Rc<NormalizedSql> {
+    let (a, b) = sql_fingerprint(raw);
+    let hit = SQL_CACHE.with(|c| {
+        c.borrow()
+            .get(&a)
+            .filter(|(check, _)| *check == b)
+            .map(|(_, n)| n.clone())
+    });
+    if let Some(n) = hit {
+        return n;
+    }
+    let statement = sql(raw);
+    let n = std::rc::Rc::new(NormalizedSql {
+        operation: sql_operation(&statement),
+        statement,
+    });
+    if n.statement.len() <= SQL_CACHE_MAX_BYTES {
+        SQL_CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= SQL_CACHE_ENTRIES {
+                c.clear();
+            }
+            c.insert(a, (b, n.clone()));
+        });
+    }
+    n
 }
 
 /// `w` upper-cased into `buf` without allocating; `""` when longer than any keyword we test.
@@ -383,12 +567,16 @@ pub fn sql_operation(normalized: &str) -> Option<String> {
 /// Returns `(command, statement)`: `("GET", "GET user:?:profile")`.
 pub fn redis(raw: &str) -> (String, String) {
     let mut words = raw.split_ascii_whitespace();
-    let command = words.next().unwrap_or("").to_ascii_uppercase();
-    let command: String = command
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .take(32)
-        .collect();
+    // Upper-cased, letters, digits and `_` only, at most 32 of them.
+    let mut command = String::with_capacity(16);
+    for c in words.next().unwrap_or("").bytes() {
+        if command.len() == 32 {
+            break;
+        }
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            command.push(char::from(c.to_ascii_uppercase()));
+        }
+    }
     if command.is_empty() {
         return ("UNKNOWN".into(), "UNKNOWN".into());
     }
@@ -397,8 +585,11 @@ pub fn redis(raw: &str) -> (String, String) {
     }
     match words.next() {
         Some(key) => {
-            let pattern = key_pattern(key.trim_matches(|c| c == '"' || c == '\''));
-            let statement = format!("{command} {pattern}");
+            let key = key.trim_matches(|c| c == '"' || c == '\'');
+            let mut statement = String::with_capacity(command.len() + 1 + key.len().min(256));
+            statement.push_str(&command);
+            statement.push(' ');
+            push_key_pattern(&mut statement, key);
             (command, statement)
         }
         None => (command.clone(), command),
@@ -457,34 +648,435 @@ const NO_KEY: &[&str] = &[
 /// token or hash, are variable.
 pub fn key_pattern(key: &str) -> String {
     let mut out = String::with_capacity(key.len().min(256));
-    let mut seg = String::new();
-    let flush = |seg: &mut String, out: &mut String| {
+    push_key_pattern(&mut out, key);
+    out
+}
+
+/// [`key_pattern`] appended to `out`.
+fn push_key_pattern(out: &mut String, key: &str) {
+    let base = out.len();
+    let flush = |out: &mut String, seg: &str| {
         let variable =
-            seg.chars().any(|c| c.is_ascii_digit()) || seg.len() >= 24 || !seg.is_ascii();
+            seg.bytes().any(|c| c.is_ascii_digit()) || seg.len() >= 24 || !seg.is_ascii();
         out.push_str(if variable { "?" } else { seg });
-        seg.clear();
     };
-    for c in key.chars() {
+    // Separators are ASCII, so slicing at one is slicing at a character boundary.
+    let mut start = 0;
+    for (i, &c) in key.as_bytes().iter().enumerate() {
         if matches!(
             c,
-            ':' | '.' | '/' | '|' | '-' | '_' | '#' | '{' | '}' | '=' | ','
+            b':' | b'.' | b'/' | b'|' | b'-' | b'_' | b'#' | b'{' | b'}' | b'=' | b','
         ) {
-            flush(&mut seg, &mut out);
-            out.push(c);
-        } else {
-            seg.push(c);
-        }
-        if out.len() > 200 {
-            break;
+            flush(out, &key[start..i]);
+            out.push(char::from(c));
+            start = i + 1;
+            if out.len() - base > 200 {
+                return;
+            }
         }
     }
-    flush(&mut seg, &mut out);
-    out
+    flush(out, &key[start..]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The normalizer as it was before it was split into a tokenizer, kept as the oracle the
+    /// tokenizer-based one must agree with byte for byte.
+    mod before_tokenizer {
+        use super::super::{collapse_lists, find, prev_is_ident, push_token, upper, NO_KEY};
+
+        pub fn sql(raw: &str) -> String {
+            let b = raw.as_bytes();
+            let mut out = String::with_capacity(raw.len().min(4096));
+            let mut i = 0;
+            // Whether the previous significant token lets a following `-` be a sign.
+            let mut sign_ok = true;
+            while i < b.len() {
+                let c = b[i];
+                if c.is_ascii_whitespace() {
+                    i += 1;
+                    continue;
+                }
+                // Comments.
+                if c == b'-' && b.get(i + 1) == Some(&b'-') || c == b'#' {
+                    while i < b.len() && b[i] != b'\n' {
+                        i += 1;
+                    }
+                    continue;
+                }
+                if c == b'/' && b.get(i + 1) == Some(&b'*') {
+                    i += 2;
+                    while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                        i += 1;
+                    }
+                    i = (i + 2).min(b.len());
+                    continue;
+                }
+                // String literals: '...' with '' or \' escapes; E'..', N'..', B'..', X'..' prefixes.
+                let prefixed = matches!(c, b'e' | b'E' | b'n' | b'N' | b'b' | b'B' | b'x' | b'X')
+                    && b.get(i + 1) == Some(&b'\'')
+                    && !prev_is_ident(b, i);
+                if c == b'\'' || prefixed {
+                    i += if prefixed { 2 } else { 1 };
+                    while i < b.len() {
+                        match b[i] {
+                            b'\\' => i += 2,
+                            b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+                            b'\'' => {
+                                i += 1;
+                                break;
+                            }
+                            _ => i += 1,
+                        }
+                    }
+                    push_token(&mut out, "?");
+                    sign_ok = false;
+                    continue;
+                }
+                // Dollar quoting ($$...$$, $tag$...$tag$) and $1 placeholders.
+                if c == b'$' {
+                    let mut j = i + 1;
+                    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                        j += 1;
+                    }
+                    if b.get(j) == Some(&b'$')
+                        && !b[i + 1..j].first().is_some_and(u8::is_ascii_digit)
+                    {
+                        let tag = &b[i..=j];
+                        let body_start = j + 1;
+                        let end = find(b, body_start, tag).map_or(b.len(), |p| p + tag.len());
+                        i = end;
+                    } else {
+                        i = j.max(i + 1);
+                    }
+                    push_token(&mut out, "?");
+                    sign_ok = false;
+                    continue;
+                }
+                // Named placeholders `:name` (not `::type` casts).
+                if c == b':'
+                    && b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic())
+                    && (i == 0 || b[i - 1] != b':')
+                {
+                    let mut j = i + 1;
+                    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                        j += 1;
+                    }
+                    push_token(&mut out, "?");
+                    i = j;
+                    sign_ok = false;
+                    continue;
+                }
+                // Numbers (and a sign in front of one), hex 0x...
+                let signed = c == b'-'
+                    && sign_ok
+                    && b.get(i + 1)
+                        .is_some_and(|d| d.is_ascii_digit() || *d == b'.');
+                if c.is_ascii_digit()
+                    || signed
+                    || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+                {
+                    let mut j = if signed { i + 1 } else { i };
+                    while j < b.len()
+                        && (b[j].is_ascii_alphanumeric()
+                            || b[j] == b'.'
+                            || ((b[j] == b'+' || b[j] == b'-') && matches!(b[j - 1], b'e' | b'E')))
+                    {
+                        j += 1;
+                    }
+                    push_token(&mut out, "?");
+                    i = j;
+                    sign_ok = false;
+                    continue;
+                }
+                // Quoted identifiers: kept verbatim.
+                if c == b'"' || c == b'`' || c == b'[' {
+                    let close = if c == b'[' { b']' } else { c };
+                    let mut j = i + 1;
+                    while j < b.len() && b[j] != close {
+                        j += 1;
+                    }
+                    j = (j + 1).min(b.len());
+                    push_token(&mut out, &String::from_utf8_lossy(&b[i..j]));
+                    i = j;
+                    sign_ok = false;
+                    continue;
+                }
+                // Identifiers and keywords.
+                if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+                    let mut j = i;
+                    while j < b.len()
+                        && (b[j].is_ascii_alphanumeric()
+                            || b[j] == b'_'
+                            || b[j] == b'.'
+                            || b[j] >= 0x80)
+                    {
+                        j += 1;
+                    }
+                    let word = String::from_utf8_lossy(&b[i..j]);
+                    push_token(&mut out, &word);
+                    i = j;
+                    // After a keyword like WHERE/AND/=/THEN a `-` is a sign; after an identifier it is
+                    // subtraction. Keywords are not known here, so only common ones are listed.
+                    sign_ok = matches!(
+                        upper(&word, &mut [0; 16]),
+                        "WHERE"
+                            | "AND"
+                            | "OR"
+                            | "NOT"
+                            | "THEN"
+                            | "ELSE"
+                            | "WHEN"
+                            | "SELECT"
+                            | "VALUES"
+                            | "SET"
+                            | "LIMIT"
+                            | "OFFSET"
+                            | "BETWEEN"
+                            | "IN"
+                            | "RETURN"
+                            | "BY"
+                            | "LIKE"
+                            | "IS"
+                    );
+                    continue;
+                }
+                // Operators and punctuation.
+                let mut tok = [0u8; 4];
+                let s = (c as char).encode_utf8(&mut tok);
+                push_token(&mut out, s);
+                sign_ok = !matches!(c, b')');
+                i += 1;
+                if out.len() > 64 * 1024 {
+                    break;
+                }
+            }
+            collapse_lists(&out)
+        }
+
+        pub fn redis(raw: &str) -> (String, String) {
+            let mut words = raw.split_ascii_whitespace();
+            let command = words.next().unwrap_or("").to_ascii_uppercase();
+            let command: String = command
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(32)
+                .collect();
+            if command.is_empty() {
+                return ("UNKNOWN".into(), "UNKNOWN".into());
+            }
+            if NO_KEY.contains(&command.as_str()) {
+                return (command.clone(), command);
+            }
+            match words.next() {
+                Some(key) => {
+                    let pattern = key_pattern(key.trim_matches(|c| c == '"' || c == '\''));
+                    let statement = format!("{command} {pattern}");
+                    (command, statement)
+                }
+                None => (command.clone(), command),
+            }
+        }
+        pub fn key_pattern(key: &str) -> String {
+            let mut out = String::with_capacity(key.len().min(256));
+            let mut seg = String::new();
+            let flush = |seg: &mut String, out: &mut String| {
+                let variable =
+                    seg.chars().any(|c| c.is_ascii_digit()) || seg.len() >= 24 || !seg.is_ascii();
+                out.push_str(if variable { "?" } else { seg });
+                seg.clear();
+            };
+            for c in key.chars() {
+                if matches!(
+                    c,
+                    ':' | '.' | '/' | '|' | '-' | '_' | '#' | '{' | '}' | '=' | ','
+                ) {
+                    flush(&mut seg, &mut out);
+                    out.push(c);
+                } else {
+                    seg.push(c);
+                }
+                if out.len() > 200 {
+                    break;
+                }
+            }
+            flush(&mut seg, &mut out);
+            out
+        }
+    }
+
+    /// Statements made of the pieces the scanner distinguishes, in random order.
+    fn random_statements(n: usize) -> Vec<String> {
+        const PIECES: &[&str] = &[
+            "SELECT",
+            "select",
+            "a",
+            "t.b",
+            "_x",
+            "é",
+            "FROM",
+            "WHERE",
+            "AND",
+            "IN",
+            "VALUES",
+            "INSERT",
+            "INTO",
+            "UPDATE",
+            "SET",
+            "THEN",
+            "count",
+            "(",
+            ")",
+            ",",
+            ";",
+            ".",
+            ":",
+            "::",
+            "=",
+            "<",
+            "-",
+            "+",
+            "*",
+            "/",
+            "1",
+            "-2",
+            "3.5",
+            ".5",
+            "1e-3",
+            "0xFF",
+            "'s'",
+            "'it''s'",
+            "E'a\\'b'",
+            "'",
+            "$1",
+            "$$x$$",
+            "$t$ y $t$",
+            "$",
+            ":name",
+            "\"Q\"",
+            "`b`",
+            "[c]",
+            "\"",
+            "--c\n",
+            "#c\n",
+            "/* c */",
+            "/*",
+            " ",
+            "\n",
+            "\t",
+            "",
+            "N'x'",
+            "x'",
+            "\\",
+            "\u{0}",
+            "ß",
+            "LIMIT",
+            "BY",
+            "IS",
+            "(?)",
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        (0..n)
+            .map(|_| {
+                let len = next() % 24;
+                let mut s = String::new();
+                for _ in 0..len {
+                    s.push_str(PIECES[(next() % PIECES.len() as u64) as usize]);
+                    if next() % 3 == 0 {
+                        s.push(' ');
+                    }
+                }
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tokenizer_normalizes_exactly_as_before() {
+        let mut all = random_statements(20_000);
+        all.extend(
+            [
+                "SELECT * FROM users WHERE email = 'bob@example.com' AND id = 42",
+                "select a from t where x = -3.5e-2 and y = 'it''s'",
+                "UPDATE t SET n = n - 1 WHERE k = E'a\\'b'",
+                "SELECT  a,\n\tb -- who\nFROM /* hint */ t\n WHERE count(x) > 10",
+                "INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y'), (3, 'z')",
+                "x-1",
+                "WHERE-1",
+                "a - -1",
+                "\u{0}\u{ff}é'x",
+            ]
+            .map(String::from),
+        );
+        for s in &all {
+            assert_eq!(sql(s), before_tokenizer::sql(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn redis_normalizes_exactly_as_before() {
+        for s in random_statements(5_000) {
+            for cmd in ["GET ", "hset ", "AUTH ", "", "sét ", "\"GET\" "] {
+                let s = format!("{cmd}{}", s.replace(' ', ":"));
+                assert_eq!(redis(&s), before_tokenizer::redis(&s), "{s:?}");
+                assert_eq!(key_pattern(&s), before_tokenizer::key_pattern(&s), "{s:?}");
+            }
+        }
+        let long = "k:".repeat(300) + "end";
+        assert_eq!(key_pattern(&long), before_tokenizer::key_pattern(&long));
+        let long = format!("GET {}", "ab:".repeat(150));
+        assert_eq!(redis(&long), before_tokenizer::redis(&long));
+    }
+
+    #[test]
+    fn equal_fingerprints_mean_equal_normalized_text() {
+        let all = random_statements(20_000);
+        let mut seen = std::collections::HashMap::new();
+        for s in &all {
+            let n = sql(s);
+            if let Some(prev) = seen.insert(sql_fingerprint(s), n.clone()) {
+                assert_eq!(prev, n, "{s:?}");
+            }
+        }
+        // Literals do not change the fingerprint; anything else does.
+        let f = sql_fingerprint;
+        assert_eq!(
+            f("SELECT a FROM t WHERE id = 1 AND s IN ('x', 'y')"),
+            f("SELECT a\n FROM t WHERE id = 99 AND s IN ('z', 'w')")
+        );
+        for other in [
+            "SELECT b FROM t WHERE id = 1 AND s IN ('x', 'y')",
+            "SELECT a FROM t WHERE id = 1 AND s IN ('x')",
+            "SELECT a FROM t WHERE id = 1 OR s IN ('x', 'y')",
+            "SELECT a FROM \"t\" WHERE id = 1 AND s IN ('x', 'y')",
+        ] {
+            assert_ne!(
+                f("SELECT a FROM t WHERE id = 1 AND s IN ('x', 'y')"),
+                f(other)
+            );
+        }
+    }
+
+    #[test]
+    fn cached_normalization_is_normalization() {
+        for s in random_statements(5_000)
+            .iter()
+            .chain(random_statements(5_000).iter())
+        {
+            let n = sql_cached(s);
+            assert_eq!(n.statement, sql(s), "{s:?}");
+            assert_eq!(n.operation, sql_operation(&n.statement), "{s:?}");
+        }
+        SQL_CACHE.with(|c| assert!(c.borrow().len() <= SQL_CACHE_ENTRIES));
+    }
 
     #[test]
     fn sql_literals_become_placeholders() {

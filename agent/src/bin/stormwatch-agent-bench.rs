@@ -10,6 +10,13 @@
 //! 2. Zipkin v2 JSON, 100-span requests: spans/s, CPU per span.
 //! 3. A steady 10,000 spans/s for a few seconds: the agent's share of one core.
 //!
+//! With `--callgrind`, instead of timing anything it counts instructions: the agent (and Rotel)
+//! run under `valgrind --tool=callgrind`, get `--callgrind-requests` and then five times as
+//! many OTLP requests of the same mix on one connection, and stop on SIGTERM; the difference
+//! of the two totals over the difference in spans is the marginal cost of a span, start-up
+//! and shutdown cancelled out. Instruction counts repeat to within a fraction of a percent on
+//! a busy machine, where wall-clock numbers do not.
+//!
 //! Build with `--release`: `cargo run --release -p stormwatch-agent --bin stormwatch-agent-bench`.
 
 use std::net::SocketAddr;
@@ -49,6 +56,15 @@ struct Args {
     /// CPU to pin the server under test to (`taskset -c`); empty to not pin.
     #[arg(long, default_value = "0")]
     server_cpu: String,
+    /// Count instructions per span under `valgrind --tool=callgrind` instead of timing.
+    #[arg(long)]
+    callgrind: bool,
+    /// Requests of the smaller callgrind run (the larger sends five times as many).
+    #[arg(long, default_value_t = 100)]
+    callgrind_requests: u64,
+    /// Where callgrind writes its profiles (kept for `callgrind_annotate`).
+    #[arg(long, default_value = "target/callgrind")]
+    callgrind_dir: PathBuf,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -235,7 +251,8 @@ fn spawn(cpu: &str, program: &Path, args: &[String], name: &'static str) -> anyh
 }
 
 async fn wait_ready(addr: SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..200 {
+    // Generous: under valgrind a server takes seconds to start.
+    for _ in 0..1200 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }
@@ -438,6 +455,22 @@ fn report(label: &str, l: &Load) -> f64 {
     rate
 }
 
+/// Rotel passing OTLP through to its blackhole exporter.
+fn rotel_args(http_port: u16, grpc_port: u16) -> Vec<String> {
+    [
+        "start",
+        "--exporter",
+        "blackhole",
+        "--otlp-http-endpoint",
+        &format!("127.0.0.1:{http_port}"),
+        "--otlp-grpc-endpoint",
+        &format!("127.0.0.1:{grpc_port}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// `rotel` / `rotel-agent` on PATH, else the binary the `rotel` PyPI package ships inside
 /// its Python package (it installs no console script).
 fn find_rotel() -> Option<PathBuf> {
@@ -460,6 +493,98 @@ fn find_rotel() -> Option<PathBuf> {
         }
         None
     })
+}
+
+/// Total instructions (`Ir`) of a callgrind profile.
+fn callgrind_total(out: &Path) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(out)
+        .with_context(|| format!("cannot read callgrind output {}", out.display()))?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no totals in {}", out.display()))
+}
+
+/// Runs `program` under callgrind, sends it `requests` requests on one connection, stops it
+/// with SIGTERM (so it shuts down as in production: the agent flushes and ships) and returns
+/// its total instruction count.
+async fn callgrind_run(
+    program: &Path,
+    args: &[String],
+    port: u16,
+    requests: &[bytes::Bytes],
+    count: u64,
+    out: &Path,
+) -> anyhow::Result<u64> {
+    let mut cmd = Command::new("valgrind");
+    cmd.arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env("STORMWATCH_AGENT_LOG", "error");
+    let mut child = cmd
+        .spawn()
+        .context("cannot start valgrind (apt-get install valgrind)")?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let sent = async {
+        wait_ready(addr).await?;
+        let mut conn = Conn::open(addr).await?;
+        for i in 0..count {
+            let status = conn.call(&requests[i as usize % requests.len()]).await?;
+            if !(200..300).contains(&status) {
+                bail!("request {i} answered {status}");
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait()?;
+    sent?;
+    if !status.success() {
+        bail!("{} under callgrind exited with {status}", program.display());
+    }
+    callgrind_total(out)
+}
+
+/// Instructions per span of each server: the marginal cost between a small and a large run.
+async fn callgrind_compare(
+    args: &Args,
+    servers: &[(&str, PathBuf, Vec<String>, u16)],
+    requests: &[bytes::Bytes],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.callgrind_dir)?;
+    let (small, large) = (args.callgrind_requests, args.callgrind_requests * 5);
+    let mut per_span = Vec::new();
+    for (name, program, sargs, port) in servers {
+        let mut totals = [0u64; 2];
+        for (t, n) in totals.iter_mut().zip([small, large]) {
+            let out = args.callgrind_dir.join(format!("callgrind.{name}.{n}.out"));
+            *t = callgrind_run(program, sargs, *port, requests, n, &out).await?;
+        }
+        let spans = (large - small) * 100;
+        let ir = totals[1].saturating_sub(totals[0]) as f64 / spans as f64;
+        println!(
+            "{name:<8} callgrind: {small} requests {} Ir, {large} requests {} Ir → {ir:>7.0} instructions/span (start-up and shutdown excluded)",
+            totals[0], totals[1]
+        );
+        per_span.push(ir);
+    }
+    if let [ours, theirs] = per_span[..] {
+        println!(
+            "agent / rotel instructions per span: {:.2}",
+            ours / theirs.max(1.0)
+        );
+    }
+    println!("profiles in {}", args.callgrind_dir.display());
+    Ok(())
 }
 
 #[tokio::main]
@@ -516,6 +641,26 @@ async fn main() -> anyhow::Result<()> {
         "stormwatch-agent-bench: {} s per run, {} connections, server on CPU {:?}, OTLP request {} bytes, Zipkin request {} bytes",
         args.seconds, args.concurrency, args.server_cpu, otlp[0].len(), zipkin_bodies[0].len()
     );
+    let otlp_raw = Arc::new(raw_requests("/v1/traces", "application/x-protobuf", &otlp));
+
+    if args.callgrind {
+        // Host metrics off: their cost depends on wall time, which valgrind stretches.
+        let config = spool.with_extension("toml");
+        std::fs::write(&config, "[host]\ninterval_s = 0\n")?;
+        let mut cg_args = agent_args.clone();
+        cg_args.extend(["--config".to_string(), config.display().to_string()]);
+        let mut servers = vec![("agent", agent_bin.clone(), cg_args, http)];
+        if let Some(rotel) = args.rotel.clone().or_else(find_rotel) {
+            let port = free_port()?;
+            servers.push(("rotel", rotel, rotel_args(port, free_port()?), port));
+        } else {
+            println!("rotel not found (pip install rotel, or --rotel PATH): comparison skipped");
+        }
+        let r = callgrind_compare(&args, &servers, &otlp_raw).await;
+        let _ = std::fs::remove_dir_all(&spool);
+        let _ = std::fs::remove_file(&config);
+        return r;
+    }
 
     let agent = spawn(
         &args.server_cpu,
@@ -526,7 +671,6 @@ async fn main() -> anyhow::Result<()> {
     let pid = agent.child.id();
     wait_ready(format!("127.0.0.1:{http}").parse()?).await?;
     wait_ready(format!("127.0.0.1:{zipkin}").parse()?).await?;
-    let otlp_raw = Arc::new(raw_requests("/v1/traces", "application/x-protobuf", &otlp));
     let l = closed_loop(
         format!("127.0.0.1:{http}").parse()?,
         otlp_raw.clone(),
@@ -588,18 +732,7 @@ async fn main() -> anyhow::Result<()> {
     match rotel {
         Some(rotel) => {
             let port = free_port()?;
-            let rargs: Vec<String> = [
-                "start",
-                "--exporter",
-                "blackhole",
-                "--otlp-http-endpoint",
-                &format!("127.0.0.1:{port}"),
-                "--otlp-grpc-endpoint",
-                &format!("127.0.0.1:{}", free_port()?),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let rargs = rotel_args(port, free_port()?);
             let server = spawn(&args.server_cpu, &rotel, &rargs, "rotel")?;
             let rpid = server.child.id();
             wait_ready(format!("127.0.0.1:{port}").parse()?).await?;
