@@ -114,7 +114,7 @@ fn non_empty_bytes(b: &[u8]) -> Option<&[u8]> {
 }
 
 /// A histogram as an array literal pair for the upsert: (`{k,k,…}`, `{c,c,…}`).
-fn histogram_literals(h: &Histogram) -> (String, String) {
+pub(crate) fn histogram_literals(h: &Histogram) -> (String, String) {
     let join = |v: Vec<String>| format!("{{{}}}", v.join(","));
     (
         join(h.keys.iter().map(|k| k.to_string()).collect()),
@@ -229,6 +229,28 @@ impl Store {
             .cloned()
             .collect();
         let merged = merge_aggregates(&aggs);
+        // The dependency rollup of exactly the rows written below (histogram `None` stored as
+        // empty), written last: its rows are shared by every service calling a peer, so the
+        // transaction holds their locks for as short a time as it can.
+        let stored_hists: Vec<Histogram> = merged
+            .values()
+            .map(|a| a.histogram.clone().unwrap_or_default())
+            .collect();
+        let dependency_rows = crate::dependency_minutes::rollup(
+            merged.iter().zip(&stored_hists).map(|((key, a), h)| {
+                let (minute, _, class, peer, _, status) = key;
+                (
+                    *minute,
+                    name(*class, stormwatch_model::DependencyClass::Internal),
+                    peer.as_str(),
+                    status.as_str(),
+                    a.count.min(i64::MAX as u64) as i64,
+                    a.errors.min(i64::MAX as u64) as i64,
+                    a.sum_ns.min(i64::MAX as u64) as i64,
+                    h,
+                )
+            }),
+        );
         if !merged.is_empty() {
             let n = merged.len();
             let mut minutes = Vec::with_capacity(n);
@@ -236,7 +258,9 @@ impl Store {
                 (vec![], vec![], vec![], vec![], vec![]);
             let (mut counts, mut errors, mut sums) = (vec![], vec![], vec![]);
             let (mut zeros, mut hist_keys, mut hist_counts) = (vec![], vec![], vec![]);
-            for ((minute, service, class, peer, op, status), a) in &merged {
+            for (((minute, service, class, peer, op, status), a), h) in
+                merged.iter().zip(&stored_hists)
+            {
                 minutes.push(*minute as f64);
                 services.push(service.as_str());
                 classes.push(name(*class, stormwatch_model::DependencyClass::Internal));
@@ -246,8 +270,7 @@ impl Store {
                 counts.push(a.count.min(i64::MAX as u64) as i64);
                 errors.push(a.errors.min(i64::MAX as u64) as i64);
                 sums.push(a.sum_ns.min(i64::MAX as u64) as i64);
-                let h = a.histogram.clone().unwrap_or_default();
-                let (k, c) = histogram_literals(&h);
+                let (k, c) = histogram_literals(h);
                 zeros.push(h.zero_count.min(i64::MAX as u64) as i64);
                 hist_keys.push(k);
                 hist_counts.push(c);
@@ -388,6 +411,7 @@ impl Store {
             .await?;
         }
         store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns))).await?;
+        crate::dependency_minutes::store(&tx, &dependency_rows).await?;
         tx.commit().await?;
         Ok(outcome)
     }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use stormwatch_model::Histogram;
 
+use crate::dependency_minutes::http_counts;
 use crate::{Store, StoreError};
 
 /// Counts and latency of some spans over some window. Rows' histograms (sorted arrays) are
@@ -45,28 +46,32 @@ impl Totals {
         h: &[(i32, u64)],
         zero: u64,
     ) {
-        self.count += count;
-        self.errors += errors;
-        self.sum_ns += sum_ns;
-        if let Ok(code) = status_class.parse::<u16>() {
-            if (500..600).contains(&code) {
-                self.http_5xx += count;
-            }
-            if code == 503 {
-                self.http_503 += count;
-            }
-        }
-        // Sorted-array merge: far cheaper than a bucket map on this hot path.
-        let mut other = Histogram {
+        let (x5, x503) = http_counts(status_class, count);
+        self.add_counts(count, errors, sum_ns, x5, x503);
+        self.add_histogram(Histogram {
             keys: h.iter().map(|p| p.0).collect(),
             counts: h.iter().map(|p| p.1).collect(),
             zero_count: zero,
-        };
+        });
+    }
+
+    fn add_counts(&mut self, count: u64, errors: u64, sum_ns: u64, http_5xx: u64, http_503: u64) {
+        self.count += count;
+        self.errors += errors;
+        self.sum_ns += sum_ns;
+        self.http_5xx += http_5xx;
+        self.http_503 += http_503;
+    }
+
+    /// Merges a stored histogram (sorted-array merge: far cheaper than a bucket map on this
+    /// hot path); one whose keys do not ascend is sorted first. Into an empty one it is moved.
+    fn add_histogram(&mut self, mut other: Histogram) {
         if other.keys.windows(2).any(|w| w[0] >= w[1]) {
-            let mut sorted = h.to_vec();
+            let mut sorted: Vec<(i32, u64)> =
+                other.keys.iter().copied().zip(other.counts).collect();
             sorted.sort_unstable();
             let mut merged = Histogram {
-                zero_count: zero,
+                zero_count: other.zero_count,
                 ..Default::default()
             };
             for (k, c) in sorted {
@@ -82,7 +87,17 @@ impl Totals {
             }
             other = merged;
         }
-        self.hist.merge(&other);
+        if self.hist.keys.is_empty() && self.hist.zero_count == 0 {
+            self.hist = other;
+        } else {
+            self.hist.merge(&other);
+        }
+    }
+
+    /// Adds another's counts and histogram, taking it.
+    pub fn absorb(&mut self, o: Totals) {
+        self.add_counts(o.count, o.errors, o.sum_ns, o.http_5xx, o.http_503);
+        self.add_histogram(o.hist);
     }
 
     /// Adds another's counts and histogram.
@@ -167,7 +182,8 @@ pub struct DependencySeries {
 impl Store {
     /// Every dependency (class in [`DEPENDENCY_CLASSES`]; peer may be empty) with spans between
     /// `from_s` and `to_s`, with `step_s`-wide steps, busiest first; optionally one service's.
-    /// One scan of the window's aggregates serves every chart of the dependencies page.
+    /// One scan of the window's rows serves every chart of the dependencies page: the rollup
+    /// (`sw_dependency_minutes`) for all services, that service's aggregates for one.
     pub async fn dependency_series(
         &self,
         service: Option<&str>,
@@ -179,43 +195,49 @@ impl Store {
         let from = from_s.div_euclid(60) * 60;
         let n_steps = ((to_s - from + step - 1) / step).clamp(0, crate::aggregates::MAX_POINTS);
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT class, peer, extract(epoch FROM minute)::int8, status_class, count, errors,
-                        sum_ns, hist_zero, hist_keys, hist_counts
-                   FROM sw_aggregates
-                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
-                    AND class = ANY($3) AND ($4::text IS NULL OR service = $4)",
-            )
-            .await?;
-        let classes: Vec<&str> = DEPENDENCY_CLASSES.to_vec();
-        let rows = client
-            .query(&stmt, &[&(from as f64), &(to_s as f64), &classes, &service])
-            .await?;
-        let mut acc: BTreeMap<(String, String), Vec<Totals>> = BTreeMap::new();
-        let mut pairs = Vec::new();
+        let window: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&(from as f64), &(to_s as f64)];
+        let (rows, from_rollup) = match service {
+            None => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {ROLLUP_COLUMNS} FROM sw_dependency_minutes
+                          WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)"
+                    ))
+                    .await?;
+                (client.query(&stmt, &window).await?, true)
+            }
+            Some(service) => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {AGGREGATE_COLUMNS} FROM sw_aggregates
+                          WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
+                            AND class = ANY($3) AND service = $4"
+                    ))
+                    .await?;
+                let classes: Vec<&str> = DEPENDENCY_CLASSES.to_vec();
+                let rows = client
+                    .query(&stmt, &[window[0], window[1], &classes, &service])
+                    .await?;
+                (rows, false)
+            }
+        };
+        let mut acc: BTreeMap<(&str, &str), Vec<Totals>> = BTreeMap::new();
         for r in &rows {
-            let minute: i64 = r.get(2);
-            let status: &str = r.get(3);
-            let (count, errors, sum_ns) = (
-                r.get::<_, i64>(4) as u64,
-                r.get::<_, i64>(5) as u64,
-                r.get::<_, i64>(6) as u64,
-            );
-            let zero = read_histogram(r, 7, &mut pairs)?;
+            let (class, peer, minute, t) = dependency_row(r, from_rollup)?;
             let steps = acc
-                .entry((r.get(0), r.get(1)))
+                .entry((class, peer))
                 .or_insert_with(|| (0..n_steps).map(|_| Totals::default()).collect());
-            // Steps only; the totals are their sum (one bucket map touched per row, not two).
+            // Steps only; the totals are their sum.
             if let Some(s) = steps.get_mut(((minute - from) / step) as usize) {
-                s.add(status, count, errors, sum_ns, &pairs, zero);
+                s.absorb(t);
             }
         }
         let mut out: Vec<DependencySeries> = acc
             .into_iter()
             .map(|((class, peer), steps)| DependencySeries {
-                class,
-                peer,
+                class: class.to_owned(),
+                peer: peer.to_owned(),
                 totals: sum(&steps),
                 steps,
             })
@@ -318,7 +340,7 @@ impl Store {
     }
 
     /// Every dependency (class in [`DEPENDENCY_CLASSES`], with a peer) with spans in the window,
-    /// busiest first.
+    /// busiest first. Reads the rollup.
     pub async fn peer_summaries(
         &self,
         from_s: i64,
@@ -326,35 +348,24 @@ impl Store {
     ) -> Result<Vec<PeerSummary>, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
-                "SELECT class, peer, status_class, count, errors, sum_ns, hist_zero, hist_keys, hist_counts
-                   FROM sw_aggregates
-                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
-                    AND class = ANY($3) AND peer <> ''",
-            )
+            .prepare_cached(&format!(
+                "SELECT {ROLLUP_COLUMNS} FROM sw_dependency_minutes
+                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2) AND peer <> ''"
+            ))
             .await?;
-        let classes: Vec<&str> = DEPENDENCY_CLASSES.to_vec();
         let rows = client
-            .query(&stmt, &[&(from_s as f64), &(to_s as f64), &classes])
+            .query(&stmt, &[&(from_s as f64), &(to_s as f64)])
             .await?;
-        let mut acc: BTreeMap<(String, String), Totals> = BTreeMap::new();
-        let mut pairs = Vec::new();
+        let mut acc: BTreeMap<(&str, &str), Totals> = BTreeMap::new();
         for r in &rows {
-            let zero = read_histogram(r, 6, &mut pairs)?;
-            acc.entry((r.get(0), r.get(1))).or_default().add(
-                r.get(2),
-                r.get::<_, i64>(3) as u64,
-                r.get::<_, i64>(4) as u64,
-                r.get::<_, i64>(5) as u64,
-                &pairs,
-                zero,
-            );
+            let (class, peer, _, t) = dependency_row(r, true)?;
+            acc.entry((class, peer)).or_default().absorb(t);
         }
         let mut out: Vec<PeerSummary> = acc
             .into_iter()
             .map(|((class, peer), t)| PeerSummary {
-                class,
-                peer,
+                class: class.to_owned(),
+                peer: peer.to_owned(),
                 count: t.count,
                 errors: t.errors,
                 p95_ms: t.quantile_ms(0.95),
@@ -365,6 +376,44 @@ impl Store {
         out.sort_by(|a, b| b.count.cmp(&a.count).then(a.peer.cmp(&b.peer)));
         Ok(out)
     }
+}
+
+/// Columns of a dependency row read from the rollup, and from `sw_aggregates` (where the HTTP
+/// counts come from the status class); see [`dependency_row`].
+const ROLLUP_COLUMNS: &str = "class, peer, extract(epoch FROM minute)::int8, count, errors, sum_ns,
+    http_5xx, http_503, hist_zero, hist_packed";
+const AGGREGATE_COLUMNS: &str = "class, peer, extract(epoch FROM minute)::int8, count, errors,
+    sum_ns, status_class, NULL::int8, hist_zero, hist_keys, hist_counts";
+
+/// (class, peer, minute in Unix seconds, totals) of a row of [`ROLLUP_COLUMNS`] or
+/// [`AGGREGATE_COLUMNS`].
+fn dependency_row(
+    r: &tokio_postgres::Row,
+    from_rollup: bool,
+) -> Result<(&str, &str, i64, Totals), StoreError> {
+    let count = r.get::<_, i64>(3).max(0) as u64;
+    let (x5, x503) = if from_rollup {
+        (
+            r.get::<_, i64>(6).max(0) as u64,
+            r.get::<_, i64>(7).max(0) as u64,
+        )
+    } else {
+        http_counts(r.get(6), count)
+    };
+    let mut t = Totals::default();
+    t.add_counts(
+        count,
+        r.get::<_, i64>(4).max(0) as u64,
+        r.get::<_, i64>(5).max(0) as u64,
+        x5,
+        x503,
+    );
+    t.add_histogram(if from_rollup {
+        crate::dependency_minutes::unpack(r.get(8), r.get(9))?
+    } else {
+        crate::batches::histogram_of(r, 8)?
+    });
+    Ok((r.get(0), r.get(1), r.get(2), t))
 }
 
 #[cfg(test)]

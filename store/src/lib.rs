@@ -4,6 +4,7 @@
 //! - [`migrate`]: forward-only migrations from `migrations/`.
 //! - [`partitions`]: daily partitions of the span and aggregate tables, and retention.
 //! - [`batches`]: storing one agent batch in one transaction, exactly once.
+//! - [`dependency_minutes`]: the per-minute (class, peer) rollup the dependencies page reads.
 //! - [`spans`], [`aggregates`], [`services`]: the read side.
 
 pub mod agents;
@@ -12,6 +13,7 @@ pub mod alerts;
 pub mod batches;
 pub mod dashboard;
 pub mod databases;
+pub mod dependency_minutes;
 pub mod embedded;
 pub mod hosts;
 pub mod migrate;

@@ -18,6 +18,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_histogram_arrays",
         include_str!("../../migrations/0003_histogram_arrays.sql"),
     ),
+    (
+        "0004_dependency_minutes",
+        include_str!("../../migrations/0004_dependency_minutes.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -1,5 +1,5 @@
-//! Daily partitions of `sw_spans` (by `start_ns`) and `sw_aggregates` (by `minute`), and
-//! retention by dropping whole partitions.
+//! Daily partitions of `sw_spans` (by `start_ns`), `sw_aggregates` and its dependency rollup
+//! `sw_dependency_minutes` (by `minute`), and retention by dropping whole partitions.
 
 use crate::{Store, StoreError};
 
@@ -73,6 +73,8 @@ impl Store {
                 "CREATE TABLE IF NOT EXISTS sw_spans_p{name} PARTITION OF sw_spans
                      FOR VALUES FROM ({from_ns}) TO ({to_ns});
                  CREATE TABLE IF NOT EXISTS sw_aggregates_p{name} PARTITION OF sw_aggregates
+                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
+                 CREATE TABLE IF NOT EXISTS sw_dependency_minutes_p{name} PARTITION OF sw_dependency_minutes
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));"
             ))
             .await?;
@@ -90,7 +92,7 @@ impl Store {
         self.ensure_partitions(&days).await
     }
 
-    /// Drops span and aggregate partitions older than the retention window and deletes old
+    /// Drops span, aggregate and rollup partitions older than the retention window and deletes old
     /// samples and batch records. Returns the names of the dropped partitions.
     pub async fn apply_retention(&self, now_ns: i64) -> Result<Vec<String>, StoreError> {
         let oldest = self.oldest_kept_day(now_ns);
@@ -100,7 +102,7 @@ impl Store {
                 "SELECT c.relname::text FROM pg_inherits i
                    JOIN pg_class c ON c.oid = i.inhrelid
                    JOIN pg_class p ON p.oid = i.inhparent
-                  WHERE p.relname IN ('sw_spans', 'sw_aggregates')",
+                  WHERE p.relname IN ('sw_spans', 'sw_aggregates', 'sw_dependency_minutes')",
                 &[],
             )
             .await?;

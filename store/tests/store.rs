@@ -1,7 +1,9 @@
 //! The store against a real PostgreSQL (see stormwatch-testkit).
 
-use stormwatch_model::{DependencyClass, Span};
-use stormwatch_store::{AggregateFilter, SpanFilter, Store, StoreOptions};
+use std::collections::BTreeMap;
+
+use stormwatch_model::{Aggregate, AggregateKey, Batch, DependencyClass, Span};
+use stormwatch_store::{AggregateFilter, SpanFilter, Store, StoreOptions, Totals};
 use stormwatch_testkit::{fresh_database, sample};
 
 const NS: i64 = 1_000_000_000;
@@ -170,13 +172,225 @@ async fn retention_drops_old_partitions() {
     // Five days later the partition of three days ago is eight days old: dropped.
     let later = now + 5 * 86_400 * NS;
     let dropped = store.apply_retention(later).await.unwrap();
-    assert_eq!(dropped.len(), 2, "{dropped:?}");
+    assert_eq!(dropped.len(), 3, "{dropped:?}");
     assert!(dropped.iter().any(|n| n.starts_with("sw_spans_p")));
     assert!(dropped.iter().any(|n| n.starts_with("sw_aggregates_p")));
+    assert!(dropped
+        .iter()
+        .any(|n| n.starts_with("sw_dependency_minutes_p")));
     assert_eq!(store.spans(&all_spans(now)).await.unwrap().len(), 0);
 
     // A span older than the retention window is not stored, and is reported as expired.
     let ancient = sample::batch("agent-a", 2, 8, now - 30 * 86_400 * NS);
     let out = store.store_batch(&ancient, now).await.unwrap();
     assert_eq!((out.spans, out.expired_spans), (0, 8));
+}
+
+/// Batches from three services and two agents over the same minutes, with dependency calls
+/// of every status (ok, error, HTTP 500 and 503) and several operations per peer, so that the
+/// dependency rollup merges services, operations, statuses and batches.
+fn mixed_batches(now: i64) -> Vec<Batch> {
+    let plan = [
+        ("a", "board"),
+        ("b", "auth"),
+        ("a", "board"),
+        ("c", "search"),
+    ];
+    plan.iter()
+        .enumerate()
+        .map(|(i, (agent, service))| {
+            let mut b = sample::batch(agent, i as u64 + 1, 400, now);
+            for (j, s) in b.spans.iter_mut().enumerate() {
+                s.service = (*service).into();
+                s.operation = format!("{} #{}", s.operation, j % 3);
+                if s.dependency_class() == DependencyClass::HttpClient {
+                    s.http_status = [200, 500, 503, 0][j / 4 % 4];
+                }
+                // Spread over three minutes; one call of zero duration per class and batch.
+                s.start_ns -= (j % 3) as i64 * 60 * NS;
+                if (5..8).contains(&j) {
+                    s.duration_ns = 0;
+                }
+            }
+            let mut aggs: BTreeMap<AggregateKey, Aggregate> = BTreeMap::new();
+            for s in &b.spans {
+                let key = AggregateKey::of_span(s);
+                aggs.entry(key.clone())
+                    .or_insert_with(|| Aggregate::new(&key))
+                    .add(s);
+            }
+            b.aggregates = aggs.into_values().collect();
+            b
+        })
+        .collect()
+}
+
+fn same_totals(a: &Totals, b: &Totals) -> bool {
+    (
+        a.count,
+        a.errors,
+        a.sum_ns,
+        a.http_5xx,
+        a.http_503,
+        a.histogram(),
+    ) == (
+        b.count,
+        b.errors,
+        b.sum_ns,
+        b.http_5xx,
+        b.http_503,
+        b.histogram(),
+    )
+}
+
+#[tokio::test]
+async fn dependency_rollup_equals_the_aggregates_merged() {
+    let store = store_with(&fresh_database().await, 7).await;
+    let now = stormwatch_store::now_ns();
+    let batches = mixed_batches(now);
+    for b in &batches {
+        store.store_batch(b, now).await.unwrap();
+    }
+    let (from, to) = (now / NS - 600, now / NS + 60);
+    // All services: the rollup. One service: its rows of sw_aggregates. Their sum must be
+    // exactly the rollup, step by step: counts, HTTP counts and histograms.
+    let all = store.dependency_series(None, from, to, 60).await.unwrap();
+    let mut merged: BTreeMap<(String, String), Vec<Totals>> = BTreeMap::new();
+    for service in ["board", "auth", "search"] {
+        for d in store
+            .dependency_series(Some(service), from, to, 60)
+            .await
+            .unwrap()
+        {
+            let steps = merged
+                .entry((d.class.clone(), d.peer.clone()))
+                .or_insert_with(|| vec![Totals::default(); d.steps.len()]);
+            for (a, b) in steps.iter_mut().zip(&d.steps) {
+                a.merge(b);
+            }
+        }
+    }
+    assert_eq!(all.len(), 3, "db, redis and http_client peers");
+    assert_eq!(all.len(), merged.len());
+    for d in &all {
+        let steps = &merged[&(d.class.clone(), d.peer.clone())];
+        assert_eq!(steps.len(), d.steps.len());
+        assert!(d.steps.iter().filter(|t| t.count > 0).count() >= 3);
+        for (i, (a, b)) in d.steps.iter().zip(steps).enumerate() {
+            assert!(
+                same_totals(a, b),
+                "{} {} step {i}: {a:?} vs {b:?}",
+                d.class,
+                d.peer
+            );
+        }
+    }
+    // Exact against what was sent.
+    let sent: Vec<&Span> = batches
+        .iter()
+        .flat_map(|b| &b.spans)
+        .filter(|s| s.dependency_class() != DependencyClass::HttpServer)
+        .collect();
+    assert_eq!(
+        all.iter().map(|d| d.totals.count).sum::<u64>(),
+        sent.len() as u64
+    );
+    let client = all.iter().find(|d| d.class == "http_client").unwrap();
+    let status = |code: u32| sent.iter().filter(|s| s.http_status == code).count() as u64;
+    assert_eq!(client.totals.http_503, status(503));
+    assert_eq!(client.totals.http_5xx, status(500) + status(503));
+    assert!(client.totals.http_503 > 0);
+    assert!(all.iter().all(|d| d.totals.histogram().zero_count > 0));
+
+    // The peers table reads the rollup too: the same totals over the window.
+    let peers = store.peer_summaries(from, to).await.unwrap();
+    assert_eq!(peers.len(), 3);
+    for p in &peers {
+        let d = all
+            .iter()
+            .find(|d| d.class == p.class && d.peer == p.peer)
+            .unwrap();
+        assert_eq!((p.count, p.errors), (d.totals.count, d.totals.errors));
+        assert_eq!(p.p95_ms, d.totals.quantile_ms(0.95));
+        assert_eq!(p.p99_ms, d.totals.quantile_ms(0.99));
+    }
+}
+
+#[tokio::test]
+async fn migration_backfills_the_dependency_rollup_as_ingest_keeps_it() {
+    let url = fresh_database().await;
+    let store = store_with(&url, 7).await;
+    let now = stormwatch_store::now_ns();
+    let batches = mixed_batches(now);
+    for b in &batches[..3] {
+        store.store_batch(b, now).await.unwrap();
+    }
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    const ROWS: &str = "SELECT minute, class, peer, count, errors, sum_ns, http_5xx, http_503,
+                               hist_zero, hist_keys, hist_counts, hist_packed
+                          FROM sw_dependency_minutes ORDER BY minute, class, peer";
+    type Row = (
+        std::time::SystemTime,
+        String,
+        String,
+        [i64; 6],
+        Vec<i32>,
+        Vec<i64>,
+        Vec<u8>,
+    );
+    let read = || async {
+        client
+            .query(ROWS, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let n = |i| r.get::<_, i64>(i);
+                (
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    [n(3), n(4), n(5), n(6), n(7), n(8)],
+                    r.get(9),
+                    r.get(10),
+                    r.get(11),
+                )
+            })
+            .collect::<Vec<Row>>()
+    };
+    let kept = read().await;
+    assert!(
+        kept.len() >= 9,
+        "three peers over three minutes: {}",
+        kept.len()
+    );
+
+    // A store from before migration 0004: no rollup. Migrating builds it (partitions and
+    // rows) from sw_aggregates, and it must equal what ingest kept.
+    client
+        .batch_execute(
+            "DROP TABLE sw_dependency_minutes;
+             DROP FUNCTION sw_hist_pack(integer[], bigint[]);
+             DELETE FROM sw_migrations WHERE name = '0004_dependency_minutes'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), 1);
+    assert_eq!(read().await, kept);
+
+    // Ingest goes on merging into the backfilled rows.
+    store.store_batch(&batches[3], now).await.unwrap();
+    let after = store
+        .peer_summaries(now / NS - 600, now / NS + 60)
+        .await
+        .unwrap();
+    let dependency_spans = batches
+        .iter()
+        .flat_map(|b| &b.spans)
+        .filter(|s| s.dependency_class() != DependencyClass::HttpServer)
+        .count() as u64;
+    assert_eq!(after.iter().map(|p| p.count).sum::<u64>(), dependency_spans);
 }

@@ -1,0 +1,222 @@
+//! The per-minute dependency rollup `sw_dependency_minutes` (migration 0004): one row per
+//! (minute, class, peer) of the [`DEPENDENCY_CLASSES`], every service, operation and status
+//! class merged. [`Store::store_batch`] keeps it in the batch's transaction, from the same merged
+//! aggregates it writes to `sw_aggregates`, so the rollup is always exactly those rows summed
+//! (counts) and merged (histograms). The dependencies page reads it: over an hour of the
+//! benchmark's traffic that is a tenth of the rows and a third of the histogram buckets
+//! PostgreSQL sends, and sending array elements is most of what reading costs.
+
+use std::collections::BTreeMap;
+
+use deadpool_postgres::Transaction;
+use stormwatch_model::Histogram;
+
+use crate::batches::histogram_literals;
+use crate::dashboard::DEPENDENCY_CLASSES;
+use crate::StoreError;
+
+/// Spans with an HTTP status of 500–599, and of exactly 503, among `count` spans of
+/// `status_class` (a status class is an HTTP status, or a word such as `ok`).
+pub(crate) fn http_counts(status_class: &str, count: u64) -> (u64, u64) {
+    match status_class.parse::<u16>() {
+        Ok(code) => (
+            if (500..600).contains(&code) { count } else { 0 },
+            if code == 503 { count } else { 0 },
+        ),
+        Err(_) => (0, 0),
+    }
+}
+
+/// A histogram from its zero count and `hist_packed` (see `sw_hist_pack` in migration 0004):
+/// 12-byte (key i32, count i64) big-endian pairs, keys ascending.
+pub(crate) fn unpack(zero: i64, packed: &[u8]) -> Result<Histogram, StoreError> {
+    if !packed.len().is_multiple_of(12) {
+        return Err(StoreError::Corrupt(format!(
+            "packed histogram of {} bytes is not whole (key, count) pairs",
+            packed.len()
+        )));
+    }
+    let n = packed.len() / 12;
+    let (mut keys, mut counts) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for pair in packed.chunks_exact(12) {
+        let (k, c) = pair.split_at(4);
+        keys.push(i32::from_be_bytes(k.try_into().expect("4 bytes")));
+        counts.push(i64::from_be_bytes(c.try_into().expect("8 bytes")).max(0) as u64);
+    }
+    Ok(Histogram {
+        keys,
+        counts,
+        zero_count: zero.max(0) as u64,
+    })
+}
+
+/// One rollup row being built from a batch's aggregates.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct DependencyMinute {
+    pub count: i64,
+    pub errors: i64,
+    pub sum_ns: i64,
+    pub http_5xx: i64,
+    pub http_503: i64,
+    pub hist: Histogram,
+}
+
+/// The rollup rows of one batch's aggregate rows, in key order (minute, class, peer), so
+/// concurrent batches lock rollup rows in the same order and cannot deadlock. Each item is an
+/// `sw_aggregates` row exactly as stored: (minute, class, peer, status_class, count, errors,
+/// sum_ns, histogram).
+pub(crate) fn rollup<'a>(
+    rows: impl Iterator<Item = (i64, &'a str, &'a str, &'a str, i64, i64, i64, &'a Histogram)>,
+) -> BTreeMap<(i64, &'a str, &'a str), DependencyMinute> {
+    let mut out: BTreeMap<(i64, &str, &str), DependencyMinute> = BTreeMap::new();
+    for (minute, class, peer, status, count, errors, sum_ns, hist) in rows {
+        if !DEPENDENCY_CLASSES.contains(&class) {
+            continue;
+        }
+        let (x5, x503) = http_counts(status, count.max(0) as u64);
+        let m = out.entry((minute, class, peer)).or_default();
+        // Saturating like the batch's own merge; PostgreSQL's bigint is the real bound.
+        m.count = m.count.saturating_add(count);
+        m.errors = m.errors.saturating_add(errors);
+        m.sum_ns = m.sum_ns.saturating_add(sum_ns);
+        m.http_5xx = m.http_5xx.saturating_add(x5 as i64);
+        m.http_503 = m.http_503.saturating_add(x503 as i64);
+        m.hist.merge(hist);
+    }
+    out
+}
+
+/// Adds `rows` into `sw_dependency_minutes` (inserting or merging), in their order; returns
+/// how many rows it touched.
+pub(crate) async fn store(
+    tx: &Transaction<'_>,
+    rows: &BTreeMap<(i64, &str, &str), DependencyMinute>,
+) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let n = rows.len();
+    let mut minutes = Vec::with_capacity(n);
+    let (mut classes, mut peers) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut counts, mut errors, mut sums) = (vec![], vec![], vec![]);
+    let (mut x5, mut x503, mut zeros) = (vec![], vec![], vec![]);
+    let (mut keys, mut hcounts) = (vec![], vec![]);
+    for ((minute, class, peer), m) in rows {
+        minutes.push(*minute as f64);
+        classes.push(*class);
+        peers.push(*peer);
+        counts.push(m.count);
+        errors.push(m.errors);
+        sums.push(m.sum_ns);
+        x5.push(m.http_5xx);
+        x503.push(m.http_503);
+        zeros.push(m.hist.zero_count.min(i64::MAX as u64) as i64);
+        let (k, c) = histogram_literals(&m.hist);
+        keys.push(k);
+        hcounts.push(c);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO sw_dependency_minutes AS d
+                 (minute, class, peer, count, errors, sum_ns, http_5xx, http_503,
+                  hist_zero, hist_keys, hist_counts)
+             SELECT to_timestamp(m), c, p, n, e, su, x5, x503, z, hk::integer[], hc::bigint[]
+               FROM unnest($1::float8[], $2::text[], $3::text[], $4::int8[], $5::int8[],
+                           $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[])
+                    AS t(m, c, p, n, e, su, x5, x503, z, hk, hc)
+             ON CONFLICT (minute, class, peer) DO UPDATE SET
+                 count = d.count + excluded.count,
+                 errors = d.errors + excluded.errors,
+                 sum_ns = d.sum_ns + excluded.sum_ns,
+                 http_5xx = d.http_5xx + excluded.http_5xx,
+                 http_503 = d.http_503 + excluded.http_503,
+                 hist_zero = d.hist_zero + excluded.hist_zero,
+                 hist_keys = sw_hist_merge_keys(d.hist_keys, excluded.hist_keys),
+                 hist_counts = sw_hist_merge_counts(d.hist_keys, d.hist_counts,
+                                                    excluded.hist_keys, excluded.hist_counts)",
+        )
+        .await?;
+    Ok(tx
+        .execute(
+            &stmt,
+            &[
+                &minutes, &classes, &peers, &counts, &errors, &sums, &x5, &x503, &zeros, &keys,
+                &hcounts,
+            ],
+        )
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(keys: &[i32], counts: &[u64], zero: u64) -> Histogram {
+        Histogram {
+            keys: keys.to_vec(),
+            counts: counts.to_vec(),
+            zero_count: zero,
+        }
+    }
+
+    #[test]
+    fn unpack_reads_big_endian_pairs_and_rejects_a_partial_one() {
+        let mut bytes = Vec::new();
+        for (k, c) in [(-3i32, 2i64), (700, 1 << 40)] {
+            bytes.extend(k.to_be_bytes());
+            bytes.extend(c.to_be_bytes());
+        }
+        assert_eq!(
+            unpack(4, &bytes).unwrap(),
+            hist(&[-3, 700], &[2, 1 << 40], 4)
+        );
+        assert_eq!(unpack(0, &[]).unwrap(), Histogram::default());
+        assert!(matches!(
+            unpack(0, &bytes[..13]),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn http_counts_by_status_class() {
+        assert_eq!(http_counts("503", 3), (3, 3));
+        assert_eq!(http_counts("500", 3), (3, 0));
+        assert_eq!(http_counts("404", 3), (0, 0));
+        assert_eq!(http_counts("ok", 3), (0, 0));
+        assert_eq!(http_counts("connect_failure", 3), (0, 0));
+    }
+
+    #[test]
+    fn rollup_merges_services_operations_and_statuses_of_dependencies_only() {
+        let (a, b, c) = (
+            hist(&[1, 5], &[2, 1], 1),
+            hist(&[3, 5], &[1, 1], 0),
+            hist(&[9], &[4], 0),
+        );
+        let rows = vec![
+            (60, "redis", "r:6379", "ok", 3, 0, 30, &a),
+            (60, "redis", "r:6379", "error", 2, 2, 20, &b),
+            (60, "http_client", "p:80", "503", 4, 4, 40, &c),
+            (60, "http_server", "", "200", 4, 0, 40, &c),
+            (120, "redis", "r:6379", "ok", 4, 0, 40, &c),
+        ];
+        let out = rollup(rows.into_iter());
+        let keys: Vec<_> = out.keys().copied().collect();
+        assert_eq!(
+            keys,
+            vec![
+                (60, "http_client", "p:80"),
+                (60, "redis", "r:6379"),
+                (120, "redis", "r:6379")
+            ]
+        );
+        let redis = &out[&(60, "redis", "r:6379")];
+        assert_eq!(
+            (redis.count, redis.errors, redis.sum_ns, redis.http_5xx),
+            (5, 2, 50, 0)
+        );
+        assert_eq!(redis.hist, hist(&[1, 3, 5], &[2, 1, 2], 1));
+        let client = &out[&(60, "http_client", "p:80")];
+        assert_eq!((client.http_5xx, client.http_503), (4, 4));
+    }
+}
