@@ -62,31 +62,22 @@ impl Row {
     }
 }
 
-/// FNV-1a over the key's fields: the key of a span is found without allocating, which the
+/// A hash of the key's fields: the key of a span is found without allocating, which the
 /// model's `AggregateKey::of_span` (five owned strings per span) could not do on the hot path.
 fn key_hash(minute: i64, status: Status, span: &Received) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    };
-    eat(&minute.to_le_bytes());
-    eat(&span.class.to_le_bytes());
-    eat(&match status {
+    let mut h = crate::util::Mix::default();
+    let status = match status {
         Status::Http(c) => c,
         Status::Ok => 1000,
         Status::Error => 1001,
         Status::ConnectFailure => 1002,
-    }
-    .to_le_bytes());
-    eat(span.service().as_bytes());
-    eat(span.peer().as_bytes());
-    eat(span.operation().as_bytes());
-    h
+    };
+    h.word(minute as u64);
+    h.word(u64::from(span.class as u32) << 32 | u64::from(status));
+    h.bytes(span.service().as_bytes());
+    h.bytes(span.peer().as_bytes());
+    h.bytes(span.operation().as_bytes());
+    h.a
 }
 
 /// Aggregates since the last [`Aggregator::take`].

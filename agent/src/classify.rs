@@ -85,6 +85,37 @@ impl Attributes for [(String, String)] {
     }
 }
 
+/// One of 64 bits for an attribute key, from its length and two of its bytes.
+fn key_bit(key: &str) -> u64 {
+    let b = key.as_bytes();
+    let (mid, last) = (
+        b.get(b.len() / 2).copied().unwrap_or(0),
+        b.last().copied().unwrap_or(0),
+    );
+    1 << ((b.len() * 7 + usize::from(last) * 3 + usize::from(mid)) % 64)
+}
+
+/// Attributes with a summary of their keys. The classifier asks for some thirty keys (old and
+/// new conventions) of which a span carries a handful; the summary answers most absent keys
+/// without comparing strings.
+struct Summarized<'a, A: ?Sized> {
+    attrs: &'a A,
+    /// [`key_bit`] of every key present.
+    keys: u64,
+}
+
+impl<A: Attributes + ?Sized> Attributes for Summarized<'_, A> {
+    fn get(&self, key: &str) -> Option<Value<'_>> {
+        if self.keys & key_bit(key) == 0 {
+            return None;
+        }
+        self.attrs.get(key)
+    }
+    fn each(&self, f: &mut dyn FnMut(&str, Value<'_>)) {
+        self.attrs.each(f)
+    }
+}
+
 /// A received span in protocol-neutral form.
 pub struct Incoming<'a> {
     pub trace_id: &'a [u8],
@@ -182,6 +213,9 @@ pub struct Received {
     pub flags: u8,
     /// The lag of the replica the span read from, when probed ([`crate::probes::join`]).
     pub replica_lag_ms: Option<i64>,
+    /// [`crate::probes::join::is_full_scan_suspect`] of `statement`, when it was already
+    /// known (remembered with the statement's normalization); `None`: not computed yet.
+    pub statement_missing_where: Option<bool>,
     text: String,
     /// End offset in `text` of each [`Text`] field.
     ends: [u32; TEXT_FIELDS],
@@ -429,7 +463,9 @@ pub fn classify<A: Attributes + ?Sized>(
         return Err(format!("span lasts {duration} ns, more than one day"));
     }
     let mut oversized = None;
+    let mut keys = 0u64;
     attrs.each(&mut |k, v| {
+        keys |= key_bit(k);
         if oversized.is_none() && (v.len() > max_value || k.len() > max_value) {
             oversized = Some(k.chars().take(64).collect::<String>());
         }
@@ -437,6 +473,7 @@ pub fn classify<A: Attributes + ?Sized>(
     if let Some(k) = oversized {
         return Err(format!("attribute `{k}` is longer than {max_value} bytes"));
     }
+    let attrs = &Summarized { attrs, keys };
 
     let db_system =
         first_str(attrs, &["db.system.name", "db.system"]).map(|s| s.to_ascii_lowercase());
@@ -581,6 +618,10 @@ pub fn classify<A: Attributes + ?Sized>(
         http_status,
         db_role: db_role as i32,
         rows,
+        statement_missing_where: match (&sql, cfg.keep_raw_statements) {
+            (Some(n), false) if n.statement.len() <= MAX_STATEMENT_BYTES => Some(n.missing_where),
+            _ => None,
+        },
         text: String::with_capacity(256),
         ..Default::default()
     };

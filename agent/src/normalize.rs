@@ -93,132 +93,148 @@ impl<'a> Tokens<'a> {
     }
 }
 
+/// Bytes that continue an identifier: letters, digits, `_`, `.` and any non-ASCII byte.
+static IDENT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c >= 0x80;
+        i += 1;
+    }
+    t
+};
+
+impl<'a> Tokens<'a> {
+    /// A string literal whose body starts at `j`: '...' with '' or \' escapes.
+    fn string(&mut self, mut j: usize) -> Option<Tok<'a>> {
+        let b = self.b;
+        while j < b.len() {
+            match b[j] {
+                b'\\' => j += 2,
+                b'\'' if b.get(j + 1) == Some(&b'\'') => j += 2,
+                b'\'' => {
+                    j += 1;
+                    break;
+                }
+                _ => j += 1,
+            }
+        }
+        self.lit(j)
+    }
+
+    /// A number whose digits start at `j` (after any sign); hex 0x... and exponents included.
+    fn number(&mut self, mut j: usize) -> Option<Tok<'a>> {
+        let b = self.b;
+        while j < b.len()
+            && (b[j].is_ascii_alphanumeric()
+                || b[j] == b'.'
+                || ((b[j] == b'+' || b[j] == b'-') && matches!(b[j - 1], b'e' | b'E')))
+        {
+            j += 1;
+        }
+        self.lit(j)
+    }
+
+    /// Skips to the end of the line (not past it).
+    fn line_comment(&mut self) {
+        let rest = &self.b[self.i..];
+        self.i += rest.iter().position(|c| *c == b'\n').unwrap_or(rest.len());
+    }
+}
+
 impl<'a> Iterator for Tokens<'a> {
     type Item = Tok<'a>;
 
+    /// One branch per first byte; the arms' order and guards are the precedence of the
+    /// scanner: comments, string literals, dollar quotes, placeholders, numbers, quoted
+    /// identifiers, identifiers, and anything else is punctuation.
     fn next(&mut self) -> Option<Tok<'a>> {
         let b = self.b;
         while self.i < b.len() {
             let i = self.i;
             let c = b[i];
-            if c.is_ascii_whitespace() {
-                self.i += 1;
-                continue;
-            }
-            // Comments.
-            if c == b'-' && b.get(i + 1) == Some(&b'-') || c == b'#' {
-                let mut j = i;
-                while j < b.len() && b[j] != b'\n' {
-                    j += 1;
-                }
-                self.i = j;
-                continue;
-            }
-            if c == b'/' && b.get(i + 1) == Some(&b'*') {
-                let mut j = i + 2;
-                while j < b.len() && !(b[j] == b'*' && b.get(j + 1) == Some(&b'/')) {
-                    j += 1;
-                }
-                self.i = (j + 2).min(b.len());
-                continue;
-            }
-            // String literals: '...' with '' or \' escapes; E'..', N'..', B'..', X'..' prefixes.
-            let prefixed = matches!(c, b'e' | b'E' | b'n' | b'N' | b'b' | b'B' | b'x' | b'X')
-                && b.get(i + 1) == Some(&b'\'')
-                && !prev_is_ident(b, i);
-            if c == b'\'' || prefixed {
-                let mut j = i + if prefixed { 2 } else { 1 };
-                while j < b.len() {
-                    match b[j] {
-                        b'\\' => j += 2,
-                        b'\'' if b.get(j + 1) == Some(&b'\'') => j += 2,
-                        b'\'' => {
-                            j += 1;
-                            break;
-                        }
-                        _ => j += 1,
+            let next = b.get(i + 1).copied();
+            match c {
+                b' ' | b'\t' | b'\n' | b'\x0c' | b'\r' => self.i += 1,
+                b'-' if next == Some(b'-') => self.line_comment(),
+                b'#' => self.line_comment(),
+                b'/' if next == Some(b'*') => {
+                    let mut j = i + 2;
+                    while j < b.len() && !(b[j] == b'*' && b.get(j + 1) == Some(&b'/')) {
+                        j += 1;
                     }
+                    self.i = (j + 2).min(b.len());
                 }
-                return self.lit(j);
-            }
-            // Dollar quoting ($$...$$, $tag$...$tag$) and $1 placeholders.
-            if c == b'$' {
-                let mut j = i + 1;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
-                    j += 1;
-                }
-                let next = if b.get(j) == Some(&b'$')
-                    && !b[i + 1..j].first().is_some_and(u8::is_ascii_digit)
+                b'\'' => return self.string(i + 1),
+                // E'..', N'..', B'..', X'..'.
+                b'e' | b'E' | b'n' | b'N' | b'b' | b'B' | b'x' | b'X'
+                    if next == Some(b'\'') && !prev_is_ident(b, i) =>
                 {
-                    let tag = &b[i..=j];
-                    find(b, j + 1, tag).map_or(b.len(), |p| p + tag.len())
-                } else {
-                    j.max(i + 1)
-                };
-                return self.lit(next);
-            }
-            // Named placeholders `:name` (not `::type` casts).
-            if c == b':'
-                && b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic())
-                && (i == 0 || b[i - 1] != b':')
-            {
-                let mut j = i + 1;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
-                    j += 1;
+                    return self.string(i + 2)
                 }
-                return self.lit(j);
-            }
-            // Numbers (and a sign in front of one), hex 0x...
-            let signed = c == b'-'
-                && b.get(i + 1)
-                    .is_some_and(|d| d.is_ascii_digit() || *d == b'.')
-                && self.sign_ok();
-            if c.is_ascii_digit()
-                || signed
-                || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
-            {
-                let mut j = if signed { i + 1 } else { i };
-                while j < b.len()
-                    && (b[j].is_ascii_alphanumeric()
-                        || b[j] == b'.'
-                        || ((b[j] == b'+' || b[j] == b'-') && matches!(b[j - 1], b'e' | b'E')))
+                // Dollar quoting ($$...$$, $tag$...$tag$) and $1 placeholders.
+                b'$' => {
+                    let mut j = i + 1;
+                    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                        j += 1;
+                    }
+                    let end = if b.get(j) == Some(&b'$')
+                        && !b[i + 1..j].first().is_some_and(u8::is_ascii_digit)
+                    {
+                        let tag = &b[i..=j];
+                        find(b, j + 1, tag).map_or(b.len(), |p| p + tag.len())
+                    } else {
+                        j.max(i + 1)
+                    };
+                    return self.lit(end);
+                }
+                // Named placeholders `:name` (not `::type` casts).
+                b':' if next.is_some_and(|n| n.is_ascii_alphabetic())
+                    && (i == 0 || b[i - 1] != b':') =>
                 {
-                    j += 1;
+                    let mut j = i + 1;
+                    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                        j += 1;
+                    }
+                    return self.lit(j);
                 }
-                return self.lit(j);
-            }
-            // Quoted identifiers: kept verbatim.
-            if c == b'"' || c == b'`' || c == b'[' {
-                let close = if c == b'[' { b']' } else { c };
-                let mut j = i + 1;
-                while j < b.len() && b[j] != close {
-                    j += 1;
+                b'0'..=b'9' => return self.number(i),
+                // A sign in front of a number.
+                b'-' if next.is_some_and(|d| d.is_ascii_digit() || d == b'.') && self.sign_ok() => {
+                    return self.number(i + 1)
                 }
-                j = (j + 1).min(b.len());
-                self.i = j;
-                self.prev = Prev::SignOk(false);
-                return Some(Tok::Quoted(self.text(i, j)));
-            }
-            // Identifiers and keywords.
-            if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
-                let mut j = i;
-                while j < b.len()
-                    && (b[j].is_ascii_alphanumeric()
-                        || b[j] == b'_'
-                        || b[j] == b'.'
-                        || b[j] >= 0x80)
-                {
-                    j += 1;
+                b'.' if next.is_some_and(|d| d.is_ascii_digit()) => return self.number(i),
+                // Quoted identifiers: kept verbatim.
+                b'"' | b'`' | b'[' => {
+                    let close = if c == b'[' { b']' } else { c };
+                    let rest = &b[i + 1..];
+                    let j =
+                        (i + 1 + rest.iter().position(|x| *x == close).unwrap_or(rest.len()) + 1)
+                            .min(b.len());
+                    self.i = j;
+                    self.prev = Prev::SignOk(false);
+                    return Some(Tok::Quoted(self.text(i, j)));
                 }
-                let word = self.text(i, j);
-                self.i = j;
-                self.prev = Prev::Word(word);
-                return Some(Tok::Word(word));
+                // Identifiers and keywords.
+                _ if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+                    let rest = &b[i..];
+                    let j = i + rest
+                        .iter()
+                        .position(|x| !IDENT[usize::from(*x)])
+                        .unwrap_or(rest.len());
+                    let word = self.text(i, j);
+                    self.i = j;
+                    self.prev = Prev::Word(word);
+                    return Some(Tok::Word(word));
+                }
+                // Operators and punctuation.
+                _ => {
+                    self.i = i + 1;
+                    self.prev = Prev::SignOk(c != b')');
+                    return Some(Tok::Punct(c));
+                }
             }
-            // Operators and punctuation.
-            self.i = i + 1;
-            self.prev = Prev::SignOk(c != b')');
-            return Some(Tok::Punct(c));
         }
         None
     }
@@ -247,7 +263,7 @@ pub fn sql(raw: &str) -> String {
 /// normalize to the same text (up to a hash collision, about 2^-100 for a cache's worth of
 /// statements). Much cheaper than [`sql`]: no output is built.
 pub fn sql_fingerprint(raw: &str) -> (u64, u64) {
-    let mut h = Mix::default();
+    let mut h = crate::util::Mix::default();
     for tok in Tokens::new(raw) {
         match tok {
             Tok::Lit => h.word(1),
@@ -265,51 +281,14 @@ pub fn sql_fingerprint(raw: &str) -> (u64, u64) {
     (h.a, h.b)
 }
 
-/// Two independent multiply-rotate lanes over 64-bit words.
-struct Mix {
-    a: u64,
-    b: u64,
-}
-
-impl Default for Mix {
-    fn default() -> Self {
-        Mix {
-            a: 0x243f_6a88_85a3_08d3,
-            b: 0x1319_8a2e_0370_7344,
-        }
-    }
-}
-
-impl Mix {
-    fn word(&mut self, w: u64) {
-        self.a = (self.a ^ w)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29);
-        self.b = (self.b ^ w)
-            .wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
-            .rotate_left(31);
-    }
-
-    fn bytes(&mut self, s: &[u8]) {
-        let mut chunks = s.chunks_exact(8);
-        for c in &mut chunks {
-            self.word(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
-        }
-        let mut tail = [0u8; 8];
-        let rest = chunks.remainder();
-        tail[..rest.len()].copy_from_slice(rest);
-        self.word(u64::from_le_bytes(tail));
-        // The length separates `ab` + `c` from `a` + `bc` and trailing zero bytes.
-        self.word(s.len() as u64);
-    }
-}
-
 /// A normalized statement and the operation named after it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct NormalizedSql {
     pub statement: String,
     /// [`sql_operation`] of `statement`.
     pub operation: Option<String>,
+    /// [`crate::probes::join::is_full_scan_suspect`] of `statement`.
+    pub missing_where: bool,
 }
 
 /// Statements remembered per thread by [`sql_cached`]; past it the cache starts over.
@@ -345,6 +324,7 @@ pub fn sql_cached(raw: &str) -> std::rc::Rc<NormalizedSql> {
     let statement = sql(raw);
     let n = std::rc::Rc::new(NormalizedSql {
         operation: sql_operation(&statement),
+        missing_where: crate::probes::join::is_full_scan_suspect(&statement, true),
         statement,
     });
     if n.statement.len() <= SQL_CACHE_MAX_BYTES {
@@ -1074,6 +1054,10 @@ mod tests {
             let n = sql_cached(s);
             assert_eq!(n.statement, sql(s), "{s:?}");
             assert_eq!(n.operation, sql_operation(&n.statement), "{s:?}");
+            assert_eq!(
+                n.missing_where,
+                crate::probes::join::is_full_scan_suspect(&n.statement, true)
+            );
         }
         SQL_CACHE.with(|c| assert!(c.borrow().len() <= SQL_CACHE_ENTRIES));
     }

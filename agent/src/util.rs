@@ -36,3 +36,45 @@ impl Hasher for PassThrough {
         self.0 = v;
     }
 }
+
+/// A fast non-cryptographic hash: two independent multiply-rotate lanes over 64-bit words,
+/// eight bytes per step instead of FNV's one. Not keyed (as FNV was not): the agent's clients
+/// are the apps beside it; the aggregator compares whole keys within a bucket, and the statement
+/// cache checks the second lane.
+pub struct Mix {
+    pub a: u64,
+    pub b: u64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Mix {
+            a: 0x243f_6a88_85a3_08d3,
+            b: 0x1319_8a2e_0370_7344,
+        }
+    }
+}
+
+impl Mix {
+    pub fn word(&mut self, w: u64) {
+        self.a = (self.a ^ w)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+        self.b = (self.b ^ w)
+            .wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+            .rotate_left(31);
+    }
+
+    pub fn bytes(&mut self, s: &[u8]) {
+        let mut chunks = s.chunks_exact(8);
+        for c in &mut chunks {
+            self.word(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.word(u64::from_le_bytes(tail));
+        // The length separates `ab` + `c` from `a` + `bc` and trailing zero bytes.
+        self.word(s.len() as u64);
+    }
+}

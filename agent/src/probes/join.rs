@@ -129,7 +129,11 @@ impl Join {
         if span.dependency_class() != DependencyClass::Db {
             return;
         }
-        if is_full_scan_suspect(span.statement(), self.flags.missing_where)
+        let missing_where = match span.statement_missing_where {
+            Some(known) => known && self.flags.missing_where,
+            None => is_full_scan_suspect(span.statement(), self.flags.missing_where),
+        };
+        if missing_where
             || (self.flags.full_scan_rows > 0
                 && span.rows.is_some_and(|r| r > self.flags.full_scan_rows))
         {
@@ -209,28 +213,33 @@ pub fn is_full_scan_suspect(statement: &str, missing_where: bool) -> bool {
     if !missing_where {
         return false;
     }
+    // Bytes, not chars: every byte of a multi-byte character is a separator either way.
     let mut words = statement
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .as_bytes()
+        .split(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
         .filter(|w| !w.is_empty());
     let Some(verb) = words.next() else {
         return false;
     };
-    let verb = verb.to_ascii_uppercase();
-    if !matches!(verb.as_str(), "SELECT" | "UPDATE" | "DELETE") {
+    let select = verb.eq_ignore_ascii_case(b"SELECT");
+    if !(select || verb.eq_ignore_ascii_case(b"UPDATE") || verb.eq_ignore_ascii_case(b"DELETE")) {
         return false;
     }
     let mut from = false;
     for w in words {
-        if w.eq_ignore_ascii_case("WHERE")
-            || w.eq_ignore_ascii_case("LIMIT")
-            || w.eq_ignore_ascii_case("FETCH")
-            || w.eq_ignore_ascii_case("TOP")
+        if w.len() > 5 || w.len() < 3 {
+            continue;
+        }
+        if w.eq_ignore_ascii_case(b"WHERE")
+            || w.eq_ignore_ascii_case(b"LIMIT")
+            || w.eq_ignore_ascii_case(b"FETCH")
+            || w.eq_ignore_ascii_case(b"TOP")
         {
             return false;
         }
-        from |= w.eq_ignore_ascii_case("FROM");
+        from |= w.eq_ignore_ascii_case(b"FROM");
     }
-    verb != "SELECT" || from
+    !select || from
 }
 
 #[cfg(test)]

@@ -46,6 +46,13 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, WireError> {
+        // Field keys and most lengths are one byte.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let Some(&b) = self.buf.get(self.pos) else {
