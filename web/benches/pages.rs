@@ -186,6 +186,41 @@ fn main() {
                 times[((times.len() - 1) as f64 * 0.95).round() as usize].as_secs_f64() * 1e3
             );
         }
+        // The store alone, for the dependencies page over 1 h: the series and the peers table's
+        // two reads (now and the hour before), as the handler asks for them.
+        let end_s = end / NS + 1;
+        let now_from = end_s - 300;
+        for (name, which) in [
+            ("dependency_series 1h", 0),
+            ("peer_summaries 5m", 1),
+            ("peer_summaries baseline 1h", 2),
+        ] {
+            let mut times = Vec::new();
+            let mut n = 0;
+            for _ in 0..runs {
+                let t = Instant::now();
+                n = match which {
+                    0 => store
+                        .dependency_series(None, end_s - 3_600, end_s, 60)
+                        .await
+                        .unwrap()
+                        .len(),
+                    1 => store.peer_summaries(now_from, end_s).await.unwrap().len(),
+                    _ => store
+                        .peer_summaries(now_from - 3_600, now_from)
+                        .await
+                        .unwrap()
+                        .len(),
+                };
+                times.push(t.elapsed());
+            }
+            times.sort();
+            println!(
+                "store.{name}: {n} rows, p50 {:.1} ms, p95 {:.1} ms",
+                times[times.len() / 2].as_secs_f64() * 1e3,
+                times[((times.len() - 1) as f64 * 0.95).round() as usize].as_secs_f64() * 1e3
+            );
+        }
         let store = std::sync::Arc::new(store);
         let app = stormwatch_web::router(store);
         println!(
