@@ -475,8 +475,14 @@ pub fn classify<A: Attributes + ?Sized>(
     }
     let attrs = &Summarized { attrs, keys };
 
-    let db_system =
-        first_str(attrs, &["db.system.name", "db.system"]).map(|s| s.to_ascii_lowercase());
+    let db_system: Option<Cow<'_, str>> =
+        first_str(attrs, &["db.system.name", "db.system"]).map(|s| {
+            if s.bytes().any(|c| c.is_ascii_uppercase()) {
+                Cow::Owned(s.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(s)
+            }
+        });
     let http_method = first_str(attrs, &["http.request.method", "http.method"]);
     let http_status = first(attrs, &["http.response.status_code", "http.status_code"])
         .and_then(|v| v.as_int())

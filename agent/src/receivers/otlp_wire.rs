@@ -45,6 +45,7 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
         // Field keys and most lengths are one byte.
         if let Some(&b) = self.buf.get(self.pos) {
@@ -67,6 +68,7 @@ impl<'a> Reader<'a> {
         err("varint longer than 10 bytes")
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
         let Some(end) = end else {
@@ -78,6 +80,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next (field number, payload), or `None` at the end.
+    #[inline]
     fn next(&mut self) -> Result<Option<(u32, Field<'a>)>, WireError> {
         if self.pos >= self.buf.len() {
             return Ok(None);
@@ -111,6 +114,33 @@ fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, WireError> {
     std::str::from_utf8(b).map_err(|_| WireError(format!("{what} is not valid UTF-8")))
 }
 
+/// A message whose bytes, framing included, are valid UTF-8 (true of nearly every attribute:
+/// tags and one-byte lengths are ASCII). Every string field inside then starts after an ASCII
+/// length byte and ends before an ASCII tag or at the end, so it is a valid `&str` sliced out
+/// of the message: one validation per attribute instead of one per string.
+#[derive(Clone, Copy)]
+struct Valid<'a>(Option<&'a str>);
+
+impl<'a> Valid<'a> {
+    fn of(buf: &'a [u8]) -> Self {
+        Valid(std::str::from_utf8(buf).ok())
+    }
+
+    /// `b`, a slice of this message, as text; validated on its own when the message was not.
+    fn str(self, b: &'a [u8], what: &str) -> Result<&'a str, WireError> {
+        if let Some(whole) = self.0 {
+            let start = (b.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+            if let Some(s) = start
+                .checked_add(b.len())
+                .and_then(|end| whole.get(start..end))
+            {
+                return Ok(s);
+            }
+        }
+        utf8(b, what)
+    }
+}
+
 fn expect_len<'a>(f: Field<'a>, what: &str) -> Result<&'a [u8], WireError> {
     match f {
         Field::Len(b) => Ok(b),
@@ -119,12 +149,12 @@ fn expect_len<'a>(f: Field<'a>, what: &str) -> Result<&'a [u8], WireError> {
 }
 
 /// `AnyValue`: the classifier reads scalars only.
-fn any_value(buf: &[u8]) -> Result<Value<'_>, WireError> {
+fn any_value<'a>(buf: &'a [u8], valid: Valid<'a>) -> Result<Value<'a>, WireError> {
     let mut r = Reader::new(buf);
     let mut v = Value::Other;
     while let Some((n, f)) = r.next()? {
         v = match (n, f) {
-            (1, Field::Len(b)) => Value::Str(utf8(b, "string attribute")?),
+            (1, Field::Len(b)) => Value::Str(valid.str(b, "string attribute")?),
             (2, Field::Varint(x)) => Value::Bool(x != 0),
             (3, Field::Varint(x)) => Value::Int(x as i64),
             (4, Field::Fixed64(x)) => Value::Double(f64::from_bits(x)),
@@ -138,13 +168,14 @@ fn any_value(buf: &[u8]) -> Result<Value<'_>, WireError> {
 
 /// `KeyValue` → pushed onto `out`.
 fn key_value<'a>(buf: &'a [u8], out: &mut Vec<(&'a str, Value<'a>)>) -> Result<(), WireError> {
+    let valid = Valid::of(buf);
     let mut r = Reader::new(buf);
     let mut key = "";
     let mut value = Value::Other;
     while let Some((n, f)) = r.next()? {
         match n {
-            1 => key = utf8(expect_len(f, "attribute key")?, "attribute key")?,
-            2 => value = any_value(expect_len(f, "attribute value")?)?,
+            1 => key = valid.str(expect_len(f, "attribute key")?, "attribute key")?,
+            2 => value = any_value(expect_len(f, "attribute value")?, valid)?,
             _ => {}
         }
     }
@@ -359,6 +390,45 @@ mod tests {
         assert_eq!(s.statement, "SELECT ? FROM t WHERE a = ?");
         assert!(s.is_error());
         assert_eq!(s.status_message, "bad");
+    }
+
+    #[test]
+    fn attribute_text_is_validated_with_or_without_the_whole_message_check() {
+        let cfg = Config::default();
+        // A request whose first span carries `key = value`, as raw bytes: encoded with
+        // placeholders of the same lengths (prost cannot build invalid UTF-8), then patched.
+        let with = |key: &[u8], value: &[u8]| {
+            let (pk, pv) = ("K".repeat(key.len()), "V".repeat(value.len()));
+            let mut req = request();
+            req.resource_spans[0].scope_spans[0].spans[0].attributes =
+                vec![kv(&pk, any_value::Value::StringValue(pv.clone()))];
+            let mut body = req.encode_to_vec();
+            for (placeholder, bytes) in [(pk.as_bytes(), key), (pv.as_bytes(), value)] {
+                let at = body
+                    .windows(placeholder.len())
+                    .position(|w| w == placeholder)
+                    .unwrap();
+                body[at..at + bytes.len()].copy_from_slice(bytes);
+            }
+            convert(&body, &cfg)
+        };
+        // Multi-byte text, short and long (a two-byte length makes the attribute's message
+        // itself invalid UTF-8, so the value is validated on its own).
+        for value in ["grüße".to_string(), "é".repeat(100)] {
+            let out = with(b"note", value.as_bytes()).unwrap();
+            let span = out.spans[0].clone().into_span();
+            assert_eq!(span.attributes.get("note"), Some(&value));
+        }
+        let mut long_bad = vec![b'x'; 200];
+        long_bad[150] = 0xc3;
+        for (key, value) in [
+            (&b"note"[..], &b"bad \xff byte"[..]),
+            (b"note", &long_bad[..]),
+            (b"k\xc3", b"v"),
+        ] {
+            let e = with(key, value).unwrap_err().to_string();
+            assert!(e.contains("not valid UTF-8"), "{e}");
+        }
     }
 
     #[test]
