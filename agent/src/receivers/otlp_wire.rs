@@ -419,7 +419,7 @@ mod tests {
             let span = out.spans[0].clone().into_span();
             assert_eq!(span.attributes.get("note"), Some(&value));
         }
-        let mut long_bad = vec![b'x'; 200];
+        let mut long_bad = [b'x'; 200];
         long_bad[150] = 0xc3;
         for (key, value) in [
             (&b"note"[..], &b"bad \xff byte"[..]),
