@@ -150,9 +150,13 @@ impl Collector {
             .map(|w| tokio::spawn(reload_config(w, self.state.clone())));
         let app = router(self.state.clone());
         tracing::info!(addr = %self.local_addr(), "collector listening");
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // Peer addresses for the sign-in rate limit (web::login_limit).
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         upkeep.abort();
         if let Some(r) = reload {
             r.abort();

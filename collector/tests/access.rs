@@ -1,5 +1,5 @@
-//! Access control of a real collector: the dashboard behind sign-in, the read API behind read
-//! tokens, ingest still behind its own agent tokens.
+//! Access control of a real collector: the dashboard behind sign-in (rate-limited per client
+//! address), the read API behind read tokens, ingest still behind its own agent tokens.
 
 mod common;
 
@@ -85,6 +85,26 @@ async fn dashboard_and_read_api_need_credentials_ingest_keeps_agent_tokens() {
             .unwrap();
         assert_eq!(res.status(), 200, "{path}");
     }
+    // Guessing from one address: five failures, then 429 with Retry-After (the collector gives
+    // the dashboard the peer's address). A session already signed in is not affected.
+    let guess = || {
+        http.post(c.endpoint("/login"))
+            .form(&[("user", "oncall"), ("password", "guess")])
+            .send()
+    };
+    for _ in 0..stormwatch_web::login_limit::MAX_FAILURES_PER_ADDRESS {
+        assert_eq!(guess().await.unwrap().status(), 401);
+    }
+    let res = guess().await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    let res = http
+        .get(c.endpoint("/hosts"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
     c.stop().await;
 }
 

@@ -17,6 +17,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use crate::login_limit::LoginLimiter;
+
 /// Name of the session cookie.
 pub const COOKIE: &str = "sw_session";
 /// A session ends this long after login.
@@ -83,6 +85,8 @@ pub struct Auth {
     /// Verified when the user is unknown, so that timing does not reveal user names.
     dummy_hash: String,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Failed sign-ins per client address and user (see [`crate::login_limit`]).
+    limiter: LoginLimiter,
 }
 
 /// Hashes a password with argon2id and a random salt: the PHC string to put in the config.
@@ -127,7 +131,18 @@ impl Auth {
             opts,
             dummy_hash,
             sessions: Mutex::new(HashMap::new()),
+            limiter: LoginLimiter::default(),
         }
+    }
+
+    /// Is `name` a configured user?
+    pub fn is_user(&self, name: &str) -> bool {
+        self.opts.users.iter().any(|u| u.name == name)
+    }
+
+    /// The sign-in rate limit.
+    pub fn limiter(&self) -> &LoginLimiter {
+        &self.limiter
     }
 
     /// True when no users are configured: the dashboard needs no login.

@@ -9,6 +9,7 @@ pub mod charts;
 pub mod error;
 pub mod handlers;
 pub mod headers;
+pub mod login_limit;
 pub mod range;
 pub mod standalone;
 

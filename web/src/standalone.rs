@@ -116,10 +116,14 @@ pub async fn serve(
         .await
         .map_err(|e| format!("listening on {}: {e}", flags.listen))?;
     tracing::info!(addr = %flags.listen, "dashboard listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| format!("serving: {e}"))
+    // Peer addresses for the sign-in rate limit (crate::login_limit).
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| format!("serving: {e}"))
 }
 
 #[cfg(test)]

@@ -3,9 +3,11 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{header, Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
@@ -228,4 +230,39 @@ async fn without_users_the_dashboard_is_open() {
     assert!(!body.contains("Log out"));
     let (_, _, body) = send(&app, Request::get("/login").body(Body::empty()).unwrap()).await;
     assert!(body.contains("No users are configured"));
+}
+
+/// A request as the server sees it from `ip` (what `into_make_service_with_connect_info` adds).
+fn from(ip: &str, mut req: Request<Body>) -> Request<Body> {
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::new(ip.parse().unwrap(), 40_000)));
+    req
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_rate_limited_per_address() {
+    let store = common::empty_store().await;
+    let app = stormwatch_web::router_with(store, auth());
+    for _ in 0..stormwatch_web::login_limit::MAX_FAILURES_PER_ADDRESS {
+        let (status, _, _) = send(&app, from("192.0.2.1", login("admin", "guess", "/"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // Held back: 429 with Retry-After, the form says why, and even the right password is not
+    // checked (no cookie).
+    let (status, headers, body) =
+        send(&app, from("192.0.2.1", login("admin", "s3cret admin", "/"))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert!(body.contains("Too many failed sign-ins"), "{body}");
+    assert!(headers.get(header::SET_COOKIE).is_none());
+    // Another address signs in as that user.
+    let (status, headers, _) =
+        send(&app, from("192.0.2.2", login("admin", "s3cret admin", "/"))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers.get(header::SET_COOKIE).is_some());
 }

@@ -1,15 +1,20 @@
 //! Sign-in and sign-out. Sessions live in memory ([`crate::auth::Auth`]); the cookie carries
-//! only a random token.
+//! only a random token. Failed sign-ins are rate-limited per client address and user
+//! ([`crate::login_limit`]): past the limit, 429 with `Retry-After`.
+
+use std::net::SocketAddr;
+use std::time::Instant;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::{Extension, Form};
 use serde::Deserialize;
 
 use crate::auth::session_cookie;
+use crate::login_limit::Client;
 use crate::WebState;
 
 #[derive(Template, WebTemplate)]
@@ -50,10 +55,30 @@ pub async fn form(State(app): State<WebState>, Query(q): Query<NextQuery>) -> Lo
 
 pub async fn login(
     State(app): State<WebState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(f.next.as_deref());
+    let client = Client::of(peer.map(|Extension(ConnectInfo(a))| a.ip()));
+    let known = app.auth.is_user(&f.user).then_some(f.user.as_str());
+    let attempt = match app.auth.limiter().attempt(client, known, Instant::now()) {
+        Ok(a) => a,
+        Err(wait) => {
+            let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            tracing::warn!(user = %f.user, ?client, retry_after_s = secs, "sign-in rate-limited");
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, secs.to_string())],
+                LoginPage {
+                    error: Some(format!("Too many failed sign-ins. Try again in {secs} s.")),
+                    next,
+                    open: app.auth.is_open(),
+                },
+            )
+                .into_response();
+        }
+    };
     let auth = app.auth.clone();
     let (user, password) = (f.user.clone(), f.password);
     // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
@@ -63,6 +88,7 @@ pub async fn login(
         .flatten();
     match result {
         Some((token, _role)) => {
+            app.auth.limiter().succeeded(attempt);
             tracing::info!(user = %f.user, "signed in");
             (
                 [(header::SET_COOKIE, app.auth.cookie(Some(&token), &headers))],
