@@ -84,6 +84,16 @@ fn batch(seq: u64, first: u64, n: u64, total: u64, now: i64, hours: i64) -> Batc
     }
 }
 
+/// One line of store timings: rows returned, p50 and p95.
+fn print_store_times(name: &str, rows: usize, mut times: Vec<Duration>) {
+    times.sort();
+    println!(
+        "store.{name}: {rows} rows, p50 {:.1} ms, p95 {:.1} ms",
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times[((times.len() - 1) as f64 * 0.95).round() as usize].as_secs_f64() * 1e3
+    );
+}
+
 async fn time_page(app: &axum::Router, path: &str, runs: u64) -> (Vec<Duration>, usize) {
     let mut times = Vec::new();
     let mut bytes = 0;
@@ -179,12 +189,7 @@ fn main() {
                 };
                 times.push(t.elapsed());
             }
-            times.sort();
-            println!(
-                "store.{name}: {n} rows, p50 {:.1} ms, p95 {:.1} ms",
-                times[times.len() / 2].as_secs_f64() * 1e3,
-                times[((times.len() - 1) as f64 * 0.95).round() as usize].as_secs_f64() * 1e3
-            );
+            print_store_times(name, n, times);
         }
         // The store alone, for the dependencies page over 1 h: the series and the peers table's
         // two reads (now and the hour before), as the handler asks for them.
@@ -214,12 +219,7 @@ fn main() {
                 };
                 times.push(t.elapsed());
             }
-            times.sort();
-            println!(
-                "store.{name}: {n} rows, p50 {:.1} ms, p95 {:.1} ms",
-                times[times.len() / 2].as_secs_f64() * 1e3,
-                times[((times.len() - 1) as f64 * 0.95).round() as usize].as_secs_f64() * 1e3
-            );
+            print_store_times(name, n, times);
         }
         let store = std::sync::Arc::new(store);
         let app = stormwatch_web::router(store);
