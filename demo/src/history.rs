@@ -4,10 +4,10 @@
 //! The scenario runs on a compressed clock, but the heatmap is drawn in real time: a live
 //! "10:00" lands at whatever real minute of the day the run reaches it. So on the first run
 //! the demo sends, through the collector's real ingest API (as the agent would, under the
-//! same agent id, its own instance), the probe samples of the previous [`DAYS`] days: one a
-//! minute for the primary and the replica, and a refusal of [`REFUSAL_MINUTES`] minutes
-//! starting at the same real minute of the day as this run's live "10:00" (a probe every
-//! 10 s, each failing with `too_many_connections`). The live refusal then completes the
+//! same agent id, its own instance), the probe samples from midnight (UTC) [`DAYS`] days ago
+//! until now: one a minute for the primary and the replica, and on each of those days a
+//! refusal of [`REFUSAL_MINUTES`] minutes starting at the same real minute of the day as this
+//! run's live "10:00" (a probe every 10 s, each failing with `too_many_connections`). The live refusal then completes the
 //! column. This is documented as seeded in the README and ARCHITECTURE.md, and logged; the
 //! data dir's `seeded-history` file records it, and later runs do not seed again.
 
@@ -24,16 +24,20 @@ pub const REFUSAL_MINUTES: i64 = 12;
 
 const NS: i64 = 1_000_000_000;
 
-/// The probe samples of one past day, centred on that day's refusal at `refusal_ns`.
-pub fn day_samples(refusal_ns: i64, now_ns: i64) -> Vec<ProbeSample> {
+/// Probe samples from `from_ns` to `to_ns`: one a minute for the primary and the replica,
+/// and a probe every 10 s failing with `too_many_connections` for [`REFUSAL_MINUTES`] from
+/// each of `refusals_ns`.
+pub fn samples(from_ns: i64, to_ns: i64, refusals_ns: &[i64]) -> Vec<ProbeSample> {
     let mut out = Vec::new();
-    let from = refusal_ns - 12 * 3600 * NS;
-    let to = (refusal_ns + 12 * 3600 * NS).min(now_ns - 60 * NS);
-    let refusal_end = refusal_ns + REFUSAL_MINUTES * 60 * NS;
-    let mut t = from;
+    let refusing_at = |t: i64| {
+        refusals_ns
+            .iter()
+            .any(|r| t >= *r && t < r + REFUSAL_MINUTES * 60 * NS)
+    };
+    let mut t = from_ns;
     let mut n: i64 = 0;
-    while t < to {
-        let refusing = t >= refusal_ns && t < refusal_end;
+    while t < to_ns {
+        let refusing = refusing_at(t);
         n += 1;
         out.push(ProbeSample {
             time_ns: t,
@@ -54,7 +58,7 @@ pub fn day_samples(refusal_ns: i64, now_ns: i64) -> Vec<ProbeSample> {
             },
             ..Default::default()
         });
-        if !refusing || (t - refusal_ns) % (60 * NS) == 0 {
+        if n % 6 == 1 || !refusing {
             out.push(ProbeSample {
                 time_ns: t,
                 database: "board-replica".into(),
@@ -67,7 +71,13 @@ pub fn day_samples(refusal_ns: i64, now_ns: i64) -> Vec<ProbeSample> {
                 ..Default::default()
             });
         }
-        t += if refusing { 10 * NS } else { 60 * NS };
+        // Every minute; every 10 s while refusing (and until the next whole minute after).
+        let next_minute = t + 60 * NS;
+        t = if refusing || refusing_at(next_minute) {
+            (t + 10 * NS).min(next_minute)
+        } else {
+            next_minute
+        };
     }
     out
 }
@@ -88,16 +98,22 @@ pub async fn seed_once(
     let client = reqwest::Client::new();
     let now_ns = stormwatch_store::now_ns();
     let instance = format!("seeded-history-{}", now_ns / NS);
-    let mut samples = 0;
-    for day in 1..=DAYS {
-        let refusal_ns = live_refusal_ms * 1_000_000 - day * 86_400 * NS;
-        let probes = day_samples(refusal_ns, now_ns);
-        samples += probes.len();
+    let mut total = 0;
+    // From midnight (UTC) DAYS days ago until a minute ago, a day per batch.
+    let refusals: Vec<i64> = (1..=DAYS)
+        .map(|d| live_refusal_ms * 1_000_000 - d * 86_400 * NS)
+        .collect();
+    let day_ns = 86_400 * NS;
+    let first = (now_ns / day_ns - DAYS) * day_ns;
+    let last = now_ns - 60 * NS;
+    for (i, from) in (first..last).step_by(day_ns as usize).enumerate() {
+        let probes = samples(from, (from + day_ns).min(last), &refusals);
+        total += probes.len();
         let batch = Batch {
             version: WIRE_VERSION,
             agent_id: agent_id.to_owned(),
             instance: instance.clone(),
-            sequence: day as u64,
+            sequence: i as u64 + 1,
             sent_at_ns: now_ns,
             probes,
             ..Default::default()
@@ -121,7 +137,7 @@ pub async fn seed_once(
     }
     let secs = (live_refusal_ms / 1000).rem_euclid(86_400);
     let line = format!(
-        "seeded {DAYS} previous days of database probes ({samples} samples, through the ingest API) with a {REFUSAL_MINUTES}-minute refusal of board-primary each day at {:02}:{:02} UTC, the real minute where this run's scenario \"10:00\" lands",
+        "seeded {DAYS} previous days of database probes ({total} samples, through the ingest API) with a {REFUSAL_MINUTES}-minute refusal of board-primary each day at {:02}:{:02} UTC, the real minute where this run's scenario \"10:00\" lands",
         secs / 3600,
         secs % 3600 / 60
     );
@@ -135,19 +151,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_day_has_its_refusal_at_the_given_minute() {
-        let refusal = 20_000 * 86_400 * NS + 10 * 3600 * NS;
-        let s = day_samples(refusal, refusal + 86_400 * NS);
+    fn refusals_fall_at_the_given_minutes() {
+        let day = 86_400 * NS;
+        let live = 20_000 * day + 10 * 3600 * NS;
+        let refusals = [live - day, live - 2 * day];
+        let s = samples(live - 3 * day, live - 60 * NS, &refusals);
         let failed: Vec<&ProbeSample> = s.iter().filter(|p| p.failure != 0).collect();
-        assert_eq!(failed.len() as i64, REFUSAL_MINUTES * 6);
-        assert_eq!(failed[0].time_ns, refusal);
-        assert!(failed
-            .iter()
-            .all(|p| p.database == "board-primary"
-                && p.time_ns < refusal + REFUSAL_MINUTES * 60 * NS));
-        assert!(s.len() > 2 * 1400 && s.len() < 10_000);
-        // Never in the future.
-        let cut = day_samples(refusal, refusal + 3600 * NS);
-        assert!(cut.iter().all(|p| p.time_ns < refusal + 3600 * NS));
+        assert_eq!(failed.len() as i64, 2 * REFUSAL_MINUTES * 6);
+        assert_eq!(failed[0].time_ns, refusals[1]);
+        assert!(failed.iter().all(|p| p.database == "board-primary"
+            && refusals
+                .iter()
+                .any(|r| p.time_ns >= *r && p.time_ns < r + REFUSAL_MINUTES * 60 * NS)));
+        // A minute apart otherwise, never at or past the end.
+        let one_day = samples(live - day, live - 60 * NS, &[]);
+        assert_eq!(one_day.len(), 2 * 1439);
+        assert!(s.iter().all(|p| p.time_ns < live - 60 * NS));
     }
 }

@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
             board_listen: args.board_listen,
             partner_listen: args.partner_listen,
             bin_dir: None,
-            max_concurrent: 16,
+            max_concurrent: 8,
             uploads_max_concurrent: 4,
             seed_posts: 50_000,
         },

@@ -190,11 +190,11 @@ impl Kind {
     /// What is injected, for the log.
     pub fn what(self) -> &'static str {
         match self {
-            Kind::RedisSlow => "Redis slows down: `DEBUG SLEEP 0.8` in a loop (every cache call waits up to 0.8 s) → list pages slow → the board's limiter answers 503",
+            Kind::RedisSlow => "Redis slows down: `DEBUG SLEEP 1.5` in a loop (every cache call waits up to 1.5 s) → list pages slow → the board's limiter answers 503",
             Kind::ReplicaPaused => "the replica's replay is paused (`SELECT pg_wal_replay_pause()`) → lag grows → new classes are missing there → the list query loses its WHERE (full scans)",
             Kind::PartnerSlow => "the partner service slows down (`PUT /admin/delay?ms=1500`) → GET /timetable waits on it",
             Kind::PrimaryRefuses => "the primary refuses new connections: every slot of its max_connections is taken (\"sorry, too many clients already\")",
-            Kind::UploadsOverload => "uploads flood POST /uploads (16 clients in a loop) → its limiter answers 503",
+            Kind::UploadsOverload => "uploads flood POST /uploads (16 clients posting 1 MiB in a loop) → its limiter answers 503",
         }
     }
 
@@ -364,7 +364,7 @@ async fn inject(
             let mut conn = redis::Conn::open(port).await?;
             injected.redis_loop = Some(tokio::spawn(async move {
                 loop {
-                    if let Err(error) = conn.call(&["DEBUG", "SLEEP", "0.8"]).await {
+                    if let Err(error) = conn.call(&["DEBUG", "SLEEP", "1.5"]).await {
                         tracing::warn!(%error, "DEBUG SLEEP failed; Redis is no longer slowed");
                         return;
                     }

@@ -157,8 +157,8 @@ async fn new_classes(client: reqwest::Client, board: String, run_id: i64, counte
     }
 }
 
-/// While the scenario floods uploads: [`FLOOD_CLIENTS`] clients posting 256 KiB each, with
-/// 100 ms between their requests.
+/// While the scenario floods uploads: [`FLOOD_CLIENTS`] clients posting 1 MiB each, with
+/// 50 ms between their requests (more than the endpoint's limiter lets in at once).
 async fn upload_flood(
     client: reqwest::Client,
     board: String,
@@ -166,7 +166,7 @@ async fn upload_flood(
     counters: Arc<Counters>,
 ) {
     let mut on = shared.uploads_flood.subscribe();
-    let body = bytes_of(256 * 1024);
+    let body = bytes_of(1024 * 1024);
     loop {
         if on.wait_for(|f| *f).await.is_err() {
             return;
@@ -190,7 +190,7 @@ async fn upload_flood(
                         &counters,
                     )
                     .await;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }));
         }

@@ -1,0 +1,635 @@
+//! End to end: the incident stack (real PostgreSQL primary + replica, Redis, the board and
+//! partner binaries with the OpenTelemetry SDK, one agent, the collector) replays one day of
+//! the outage on a compressed clock, and Stormwatch must catch every incident:
+//!
+//! - each incident's alert rules fire within 15 s of its onset (as the local Slack stand-in
+//!   received them) and resolve after it ends; the span-to-alert latencies are printed;
+//! - the dashboard's HTML shows it: the overview's firing banner, the scatter's slow dots,
+//!   the dependencies' Redis p95, the slow-spans flags, the databases' refusal band and the
+//!   daily pattern in the heatmap, the alerts page;
+//! - headless Chromium screenshots of the overview, scatter, dependencies and databases
+//!   pages during the incidents go to `target/screenshots/incident-*.png` (CI output).
+//!
+//! The board binaries come from `cargo build -p stormwatch-board` (`cargo test --workspace`
+//! builds them); `CHROMIUM` overrides `/usr/bin/chromium`; `STORMWATCH_E2E_SPEED` the clock
+//! (default 60x: the day's five incidents in under three minutes).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use stormwatch_demo::scenario::{self, ClockMode, Event, Kind};
+use stormwatch_demo::slack::Received;
+use stormwatch_demo::stack::StackOptions;
+use stormwatch_demo::{Demo, DemoOptions};
+
+/// An alert must arrive this soon after its incident's onset.
+const ALERT_WITHIN_MS: i64 = 15_000;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn chromium() -> PathBuf {
+    let bin = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        bin.exists(),
+        "{} is missing: install Debian's chromium (./scripts/test does it) or set CHROMIUM",
+        bin.display()
+    );
+    bin
+}
+
+/// A screenshot of `url` by headless chromium (the flags collector/tests/browser.rs uses).
+fn screenshot(url: &str, shot: &Path) {
+    let profile = tempfile::tempdir().unwrap();
+    let _ = std::fs::remove_file(shot);
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1400,1100",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(url)
+        .env("HOME", profile.path())
+        .output()
+        .expect("running chromium");
+    assert!(
+        shot.exists() && std::fs::metadata(shot).unwrap().len() > 10_000,
+        "no screenshot of {url}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A signed-in dashboard client: the session cookie from `POST /login`.
+struct Dashboard {
+    base: String,
+    cookie: String,
+    http: reqwest::Client,
+}
+
+impl Dashboard {
+    async fn login(base: &str, user: &str, password: &str) -> Dashboard {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        // Unauthenticated: the dashboard sends us to the login page.
+        let r = http.get(format!("{base}/")).send().await.unwrap();
+        assert!(
+            r.status().is_redirection(),
+            "the dashboard must need a login: {}",
+            r.status()
+        );
+        let r = http
+            .post(format!("{base}/login"))
+            .form(&[("user", user), ("password", password), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        let cookie = r
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(stormwatch_web::auth::COOKIE))
+            .and_then(|v| v.split(';').next())
+            .unwrap_or_else(|| panic!("no session cookie after login: {}", r.status()))
+            .to_owned();
+        Dashboard {
+            base: base.to_owned(),
+            cookie,
+            http,
+        }
+    }
+
+    async fn page(&self, path: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(reqwest::header::COOKIE, &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.text().await.unwrap()
+    }
+}
+
+/// A loopback proxy that adds the session cookie, so chromium sees the signed-in pages.
+async fn cookie_proxy(dashboard: &Dashboard) -> SocketAddr {
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::response::Response;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    let state = (
+        dashboard.base.clone(),
+        dashboard.cookie.clone(),
+        dashboard.http.clone(),
+    );
+    let app = axum::Router::new()
+        .fallback(
+            |State((base, cookie, http)): State<(String, String, reqwest::Client)>,
+             req: Request| async move {
+                let path = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default();
+                let r = http
+                    .get(format!("{base}{path}"))
+                    .header(reqwest::header::COOKIE, cookie)
+                    .send()
+                    .await
+                    .unwrap();
+                let mut out = Response::builder().status(r.status().as_u16());
+                for (k, v) in r.headers() {
+                    if k != "transfer-encoding" && k != "connection" && k != "content-length" {
+                        out = out.header(k.as_str(), v.as_bytes());
+                    }
+                }
+                out.body(Body::from(r.bytes().await.unwrap())).unwrap()
+            },
+        )
+        .with_state(state);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    at
+}
+
+async fn wait_for_event(demo: &Demo, kind: Kind, start: bool, limit: Duration) -> Event {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(e) = demo
+            .shared
+            .events()
+            .into_iter()
+            .find(|e| e.kind == kind && e.start == start)
+        {
+            return e;
+        }
+        if let Some(s) = &demo.scenario {
+            assert!(!s.is_finished(), "the scenario stopped early");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} {} did not happen in time",
+            kind.name(),
+            if start { "onset" } else { "end" }
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn sleep_until_ms(unix_ms: i64) {
+    let wait = unix_ms - scenario::unix_ms();
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+}
+
+/// Alerts as the webhook channel received them: (arrival ms, rule, event, summary).
+fn webhook_alerts(messages: &[Received]) -> Vec<(i64, String, String, String)> {
+    let mut out = Vec::new();
+    for m in messages.iter().filter(|m| m.kind == "webhook") {
+        for a in m.body["alerts"].as_array().into_iter().flatten() {
+            out.push((
+                m.at_ms,
+                a["rule"].as_str().unwrap_or("").to_owned(),
+                a["event"].as_str().unwrap_or("").to_owned(),
+                a["summary"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+fn count(html: &str, needle: &str) -> usize {
+    html.matches(needle).count()
+}
+
+fn iso(ms: i64) -> String {
+    ms.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_replayed_outage_is_caught_flagged_alerted_and_resolved() {
+    let started = Instant::now();
+    let speed: f64 = std::env::var("STORMWATCH_E2E_SPEED")
+        .ok()
+        .and_then(|s| s.trim_end_matches('x').parse().ok())
+        .unwrap_or(60.0);
+    // Under the system's temp dir, open to the `postgres` user PostgreSQL runs as (a clone's
+    // own directories may not be); kept when the test fails (logs/ has the apps' output).
+    let data_dir = tempfile::Builder::new()
+        .prefix("stormwatch-incident-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    println!("data dir: {}", data_dir.display());
+    let opts = DemoOptions {
+        stack: StackOptions {
+            data_dir: data_dir.clone(),
+            listen: addr(),
+            otlp_http: addr().to_string(),
+            otlp_grpc: String::new(),
+            zipkin: String::new(),
+            agent_admin: addr().to_string(),
+            slack_listen: addr(),
+            primary_port: free_port(),
+            replica_port: free_port(),
+            redis_port: free_port(),
+            board_listen: addr(),
+            partner_listen: addr(),
+            bin_dir: None,
+            max_concurrent: 8,
+            uploads_max_concurrent: 4,
+            seed_posts: 20_000,
+        },
+        clock: ClockMode::Speed(speed),
+        incidents: true,
+        peak_rps: 14.0,
+        days: Some(1),
+        seed_history: true,
+    };
+    let demo = Demo::start(opts)
+        .await
+        .expect("starting the incident stack");
+    println!(
+        "stack up in {:.1} s; clock {speed}x",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(demo.seeded.is_some(), "a fresh data dir seeds history");
+    let result = tokio::spawn(run_checks(
+        demo.stack.dashboard_url.clone(),
+        demo.stack.login_user.clone(),
+        demo.stack.login_password.clone(),
+        format!("http://{}", demo.stack.slack.addr),
+        demo.shared.clone(),
+    ));
+    // The scenario runs while the checks watch; then every alert must resolve.
+    let outcome = run_scenario_checks(&demo).await;
+    let checks = result.await;
+    let board_exit = demo.stack.exited_app().await;
+    let counters = format!(
+        "traffic: {} sent, {} ok, {} answered 503, {} other errors, {} skipped",
+        demo.counters
+            .sent
+            .load(std::sync::atomic::Ordering::Relaxed),
+        demo.counters.ok.load(std::sync::atomic::Ordering::Relaxed),
+        demo.counters
+            .status_503
+            .load(std::sync::atomic::Ordering::Relaxed),
+        demo.counters
+            .other_errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        demo.counters
+            .skipped
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    demo.shutdown().await;
+    println!("{counters}");
+    assert!(board_exit.is_none(), "{board_exit:?}");
+    if let Err(e) = &outcome {
+        eprintln!("{e}");
+    }
+    checks.expect("dashboard checks during the incidents failed");
+    outcome.unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    println!(
+        "end-to-end incident test: {:.0} s wall time",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Dashboard checks and screenshots while the incidents happen.
+async fn run_checks(
+    base: String,
+    user: String,
+    password: String,
+    slack: String,
+    shared: scenario::Shared,
+) {
+    let dash = Dashboard::login(&base, &user, &password).await;
+    let proxy = cookie_proxy(&dash).await;
+    let shots = screenshots();
+    let wait = |kind: Kind| {
+        let shared = shared.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                if let Some(e) = shared
+                    .events()
+                    .into_iter()
+                    .find(|e| e.kind == kind && e.start)
+                {
+                    return e;
+                }
+                assert!(Instant::now() < deadline, "{} never started", kind.name());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    // Redis: 12 s in, the overview shows the firing alerts, the scatter the slow requests.
+    let redis = wait(Kind::RedisSlow).await;
+    sleep_until_ms(redis.at_ms + 12_000).await;
+    // The last five minutes (the range picker's shortest preset is 15 minutes, mostly empty
+    // this early in the run).
+    let last5 = format!("from={}&to={}", redis.at_ms - 240_000, redis.at_ms + 60_000);
+    let overview = dash.page(&format!("/?{last5}")).await;
+    assert!(
+        overview.contains("id=\"firing\"") && overview.contains("redis-p95"),
+        "the overview shows the Redis alert firing"
+    );
+    for (name, path) in [
+        ("overview", format!("/?{last5}")),
+        ("scatter", format!("/scatter?{last5}&service=board")),
+        ("dependencies", format!("/dependencies?{last5}")),
+    ] {
+        let url = format!("http://{proxy}{path}");
+        let shot = shots.join(format!("incident-{name}.png"));
+        tokio::task::spawn_blocking(move || screenshot(&url, &shot))
+            .await
+            .unwrap();
+    }
+    // The replica: lagging spans and full scans on the slow-spans page.
+    let replica = wait(Kind::ReplicaPaused).await;
+    sleep_until_ms(replica.at_ms + 12_000).await;
+    let spans = dash
+        .page(&format!(
+            "/spans?from={}&to={}&service=board&class=db",
+            replica.at_ms,
+            scenario::unix_ms()
+        ))
+        .await;
+    assert!(
+        spans.contains("full-scan suspect"),
+        "/spans flags the full scans"
+    );
+    assert!(
+        spans.contains("replica ") && spans.contains(" behind"),
+        "/spans flags spans through the lagging replica"
+    );
+    // The primary refusing: the databases page during the refusal.
+    let refusal = wait(Kind::PrimaryRefuses).await;
+    sleep_until_ms(refusal.at_ms + 4_000).await;
+    let url = format!("http://{proxy}/databases?range=15m");
+    let shot = shots.join("incident-databases.png");
+    tokio::task::spawn_blocking(move || screenshot(&url, &shot))
+        .await
+        .unwrap();
+    // The Slack page shows what arrived, as Slack would.
+    let page = reqwest::get(format!("{slack}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("FIRING") && page.contains("Open in Stormwatch"));
+    let url = format!("{slack}/");
+    let shot = shots.join("incident-slack.png");
+    tokio::task::spawn_blocking(move || screenshot(&url, &shot))
+        .await
+        .unwrap();
+}
+
+/// Waits for the scenario's day and the resolves, then checks the alerts and the pages.
+async fn run_scenario_checks(demo: &Demo) -> Result<(), String> {
+    let day = scenario::incidents();
+    let real_day_s =
+        (day.last().unwrap().until - scenario::DAY_START) / demo.shared.clock().speed();
+    wait_for_event(
+        demo,
+        Kind::UploadsOverload,
+        false,
+        Duration::from_secs_f64(real_day_s + 120.0),
+    )
+    .await;
+    let events = demo.shared.events();
+    let at = |kind: Kind, start: bool| {
+        events
+            .iter()
+            .find(|e| e.kind == kind && e.start == start)
+            .map(|e| e.at_ms)
+            .unwrap()
+    };
+    // Every rule of every incident: fired after its onset (within 15 s), resolved after its end.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut report;
+    let mut failures;
+    loop {
+        let alerts = webhook_alerts(&demo.stack.slack.messages());
+        report = Vec::new();
+        failures = Vec::new();
+        let mut pending = false;
+        for inc in &day {
+            let (onset, end) = (at(inc.kind, true), at(inc.kind, false));
+            for rule in inc.kind.rules() {
+                let fired = alerts
+                    .iter()
+                    .find(|(t, r, e, _)| r == rule && e == "firing" && *t >= onset - 1_000);
+                let resolved = alerts
+                    .iter()
+                    .find(|(t, r, e, _)| r == rule && e == "resolved" && *t > end);
+                match fired {
+                    None => {
+                        pending = true;
+                        failures.push(format!(
+                            "{}: {rule} never fired after the onset",
+                            inc.kind.name()
+                        ));
+                    }
+                    Some((t, _, _, summary)) => {
+                        let latency = t - onset;
+                        report.push(format!(
+                            "{:<17} {:<20} fired {:>6.1} s after onset{}  — {summary}",
+                            inc.kind.name(),
+                            rule,
+                            latency as f64 / 1000.0,
+                            match resolved {
+                                Some((r, ..)) => format!(
+                                    ", resolved {:>5.1} s after the end",
+                                    (r - end) as f64 / 1000.0
+                                ),
+                                None => String::new(),
+                            }
+                        ));
+                        if latency > ALERT_WITHIN_MS {
+                            failures.push(format!("{}: {rule} fired {latency} ms after the onset (limit {ALERT_WITHIN_MS})", inc.kind.name()));
+                        }
+                    }
+                }
+                if resolved.is_none() {
+                    pending = true;
+                    failures.push(format!(
+                        "{}: {rule} did not resolve after the end",
+                        inc.kind.name()
+                    ));
+                }
+            }
+        }
+        if !pending || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    println!("\nspan-to-alert latency per incident (onset → webhook received):");
+    for line in &report {
+        println!("  {line}");
+    }
+    println!();
+    if !failures.is_empty() {
+        let all = webhook_alerts(&demo.stack.slack.messages());
+        let timeline: Vec<String> = events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} at {}",
+                    e.kind.name(),
+                    if e.start { "onset" } else { "end" },
+                    e.at_ms
+                )
+            })
+            .collect();
+        return Err(format!(
+            "{}\nalerts received: {all:#?}\ntimeline: {timeline:#?}",
+            failures.join("\n")
+        ));
+    }
+    check_pages_after(demo, &events).await
+}
+
+/// Pages over past windows: server-rendered from the store, so they can be checked after.
+async fn check_pages_after(demo: &Demo, events: &[Event]) -> Result<(), String> {
+    let dash = Dashboard::login(
+        &demo.stack.dashboard_url,
+        &demo.stack.login_user,
+        &demo.stack.login_password,
+    )
+    .await;
+    let at = |kind: Kind, start: bool| {
+        events
+            .iter()
+            .find(|e| e.kind == kind && e.start == start)
+            .map(|e| e.at_ms)
+            .unwrap()
+    };
+    // The scatter: board requests slower than 300 ms during the Redis incident, not before.
+    let (onset, end) = (at(Kind::RedisSlow, true), at(Kind::RedisSlow, false));
+    // As long as the incident, but no longer than the calm before it.
+    let calm_ms = ((scenario::incidents()[0].from - scenario::DAY_START)
+        / demo.shared.clock().speed()
+        * 1000.0) as i64;
+    let len = (end - onset).min(calm_ms);
+    let slow_dots = |from: i64, to: i64| {
+        let path = format!(
+            "/scatter?from={}&to={}&service=board&class=http_server&min_ms=300",
+            iso(from),
+            iso(to)
+        );
+        let dash = &dash;
+        async move { count(&dash.page(&path).await, "<circle ") }
+    };
+    let during = slow_dots(onset + 2_000, onset + 2_000 + len).await;
+    let before = slow_dots(onset - len, onset).await;
+    if during < 20 || during < 4 * before.max(1) {
+        return Err(format!(
+            "the scatter should show the slowdown: {during} dots ≥ 300 ms during Redis's {len} ms, {before} before"
+        ));
+    }
+    println!("scatter: {during} requests ≥ 300 ms in the Redis window, {before} in as long before");
+    // Dependencies: the Redis peer's p95 over the incident is far above its threshold.
+    let deps = dash
+        .page(&format!(
+            "/dependencies?from={}&to={}",
+            iso(onset),
+            iso(end)
+        ))
+        .await;
+    if !deps.contains("redis") {
+        return Err("/dependencies lists no Redis peer".into());
+    }
+    // Databases: the refusal as a shaded band, and the daily pattern in the heatmap.
+    let (r_on, r_end) = (
+        at(Kind::PrimaryRefuses, true),
+        at(Kind::PrimaryRefuses, false),
+    );
+    let db = dash
+        .page(&format!(
+            "/databases?from={}&to={}",
+            iso(r_on - 60_000),
+            iso(r_end + 60_000)
+        ))
+        .await;
+    if !db.contains("shaded failure window") {
+        return Err("/databases shows no refusal band for the primary".into());
+    }
+    // The heatmap's cell of the live refusal's 5-minute slice: failures on this day and on
+    // the six seeded days before it (cell titles: "2026-11-25 10:00 UTC: 12 of 30 probes failed").
+    let minute = (r_on / 1000).rem_euclid(86_400) / 60 / 5 * 5;
+    let column = format!(" {:02}:{:02} UTC: ", minute / 60, minute % 60);
+    let days_failing = db
+        .split("<title>")
+        .filter(|t| t.contains(&column))
+        .filter(|t| {
+            t.split(&column)
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|f| f.parse::<u32>().ok())
+                .is_some_and(|f| f > 0)
+        })
+        .count();
+    if days_failing < 7 {
+        return Err(format!(
+            "the heatmap should show failures at{column}on 7 days (6 seeded + today); it shows {days_failing}"
+        ));
+    }
+    println!(
+        "databases: refusal band shown; the heatmap's{column}column fails on {days_failing} days"
+    );
+    // Alerts page: every rule of the day appears.
+    let alerts = dash.page("/alerts?range=1h").await;
+    for inc in scenario::incidents() {
+        for rule in inc.kind.rules() {
+            if !alerts.contains(rule) {
+                return Err(format!("/alerts does not list {rule}"));
+            }
+        }
+    }
+    Ok(())
+}
