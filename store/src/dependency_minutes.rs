@@ -4,7 +4,9 @@
 //! aggregates it writes to `sw_aggregates`, so the rollup is always exactly those rows summed
 //! (counts) and merged (histograms). The dependencies page reads it: over an hour of the
 //! benchmark's traffic that is a tenth of the rows and a third of the histogram buckets
-//! PostgreSQL sends, and sending array elements is most of what reading costs.
+//! PostgreSQL sends, and sending array elements is most of what reading costs. So the page reads
+//! the histogram packed in one `bytea` ([`pack`]), which new rows get from here and merged rows
+//! from `sw_hist_merge_packed` (migration 0005), next to the arrays the merge works on.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +27,17 @@ pub(crate) fn http_counts(status_class: &str, count: u64) -> (u64, u64) {
         ),
         Err(_) => (0, 0),
     }
+}
+
+/// `hist_packed` of a histogram (as `sw_hist_pack` in migration 0004 makes it); counts are
+/// capped at `i64::MAX` like the arrays'.
+pub(crate) fn pack(h: &Histogram) -> Vec<u8> {
+    let mut out = Vec::with_capacity(h.keys.len() * 12);
+    for (k, c) in h.keys.iter().zip(&h.counts) {
+        out.extend_from_slice(&k.to_be_bytes());
+        out.extend_from_slice(&((*c).min(i64::MAX as u64) as i64).to_be_bytes());
+    }
+    out
 }
 
 /// A histogram from its zero count and `hist_packed` (see `sw_hist_pack` in migration 0004):
@@ -100,7 +113,7 @@ pub(crate) async fn store(
     let (mut classes, mut peers) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut counts, mut errors, mut sums) = (vec![], vec![], vec![]);
     let (mut x5, mut x503, mut zeros) = (vec![], vec![], vec![]);
-    let (mut keys, mut hcounts) = (vec![], vec![]);
+    let (mut keys, mut hcounts, mut packed) = (vec![], vec![], vec![]);
     for ((minute, class, peer), m) in rows {
         minutes.push(*minute as f64);
         classes.push(*class);
@@ -114,16 +127,18 @@ pub(crate) async fn store(
         let (k, c) = histogram_literals(&m.hist);
         keys.push(k);
         hcounts.push(c);
+        packed.push(pack(&m.hist));
     }
     let stmt = tx
         .prepare_cached(
             "INSERT INTO sw_dependency_minutes AS d
                  (minute, class, peer, count, errors, sum_ns, http_5xx, http_503,
-                  hist_zero, hist_keys, hist_counts)
-             SELECT to_timestamp(m), c, p, n, e, su, x5, x503, z, hk::integer[], hc::bigint[]
+                  hist_zero, hist_keys, hist_counts, hist_packed)
+             SELECT to_timestamp(m), c, p, n, e, su, x5, x503, z, hk::integer[], hc::bigint[], hp
                FROM unnest($1::float8[], $2::text[], $3::text[], $4::int8[], $5::int8[],
-                           $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[])
-                    AS t(m, c, p, n, e, su, x5, x503, z, hk, hc)
+                           $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[],
+                           $12::bytea[])
+                    AS t(m, c, p, n, e, su, x5, x503, z, hk, hc, hp)
              ON CONFLICT (minute, class, peer) DO UPDATE SET
                  count = d.count + excluded.count,
                  errors = d.errors + excluded.errors,
@@ -131,9 +146,10 @@ pub(crate) async fn store(
                  http_5xx = d.http_5xx + excluded.http_5xx,
                  http_503 = d.http_503 + excluded.http_503,
                  hist_zero = d.hist_zero + excluded.hist_zero,
-                 hist_keys = sw_hist_merge_keys(d.hist_keys, excluded.hist_keys),
-                 hist_counts = sw_hist_merge_counts(d.hist_keys, d.hist_counts,
-                                                    excluded.hist_keys, excluded.hist_counts)",
+                 (hist_keys, hist_counts, hist_packed) = (
+                     SELECT h.keys, h.counts, h.packed
+                       FROM sw_hist_merge_packed(d.hist_keys, d.hist_counts,
+                                                 excluded.hist_keys, excluded.hist_counts) h)",
         )
         .await?;
     Ok(tx
@@ -141,7 +157,7 @@ pub(crate) async fn store(
             &stmt,
             &[
                 &minutes, &classes, &peers, &counts, &errors, &sums, &x5, &x503, &zeros, &keys,
-                &hcounts,
+                &hcounts, &packed,
             ],
         )
         .await?)
@@ -157,6 +173,13 @@ mod tests {
             counts: counts.to_vec(),
             zero_count: zero,
         }
+    }
+
+    #[test]
+    fn pack_and_unpack_round_trip() {
+        let h = hist(&[-7, 0, 1_500], &[1, 3, u64::from(u32::MAX) + 9], 2);
+        assert_eq!(pack(&h).len(), 36);
+        assert_eq!(unpack(2, &pack(&h)).unwrap(), h);
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_dependency_minutes",
         include_str!("../../migrations/0004_dependency_minutes.sql"),
     ),
+    (
+        "0005_dependency_minutes_packed_at_ingest",
+        include_str!("../../migrations/0005_dependency_minutes_packed_at_ingest.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -374,11 +374,12 @@ async fn migration_backfills_the_dependency_rollup_as_ingest_keeps_it() {
         .batch_execute(
             "DROP TABLE sw_dependency_minutes;
              DROP FUNCTION sw_hist_pack(integer[], bigint[]);
-             DELETE FROM sw_migrations WHERE name = '0004_dependency_minutes'",
+             DROP FUNCTION sw_hist_merge_packed(integer[], bigint[], integer[], bigint[]);
+             DELETE FROM sw_migrations WHERE name LIKE '0004_%' OR name LIKE '0005_%'",
         )
         .await
         .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 1);
+    assert_eq!(store.migrate().await.unwrap(), 2);
     assert_eq!(read().await, kept);
 
     // Ingest goes on merging into the backfilled rows.
