@@ -118,7 +118,7 @@ impl Pipeline {
         let now = Instant::now();
         for mut span in work.spans {
             // Marked first: a failed database connection counts under its own status class.
-            st.join.mark(&mut span);
+            st.join.mark(&mut span, now);
             st.agg.add(&span);
             st.sampler.offer(span, now, &mut st.kept);
             if st.kept.len() >= st.cfg.shipping.max_batch_spans

@@ -75,6 +75,12 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// CPU seconds (user + system) of a process, from /proc.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let (user, system) = cpu_split(pid)?;
+    Ok(user + system)
+}
+
+/// (user, system) CPU seconds of a process, from /proc.
+fn cpu_split(pid: u32) -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the `(comm)`, which may contain spaces.
     let rest = stat
@@ -82,9 +88,9 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         .map(|x| x.1)
         .context("bad /proc stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 =
-        f.get(11).context("utime")?.parse::<f64>()? + f.get(12).context("stime")?.parse::<f64>()?;
-    Ok(ticks / 100.0) // USER_HZ is 100 on Linux
+    let user: f64 = f.get(11).context("utime")?.parse()?;
+    let system: f64 = f.get(12).context("stime")?.parse()?;
+    Ok((user / 100.0, system / 100.0)) // USER_HZ is 100 on Linux
 }
 
 /// (current RSS, peak RSS) in MiB.
@@ -595,12 +601,13 @@ async fn main() -> anyhow::Result<()> {
         .agent
         .clone()
         .unwrap_or_else(|| me.with_file_name("stormwatch-agent"));
-    if !agent_bin.exists() {
+    // Absolute, so `taskset` does not look a bare name up on PATH.
+    let Ok(agent_bin) = std::fs::canonicalize(&agent_bin) else {
         bail!(
             "agent binary {} not found; build it or pass --agent",
             agent_bin.display()
         );
-    }
+    };
     let collector = blackhole().await?;
     let spool = std::env::temp_dir().join(format!("stormwatch-bench-spool-{}", std::process::id()));
     let (http, zipkin) = (free_port()?, free_port()?);
@@ -699,7 +706,7 @@ async fn main() -> anyhow::Result<()> {
     // Steady 10k spans/s: 100 requests of 100 spans per second, paced.
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{http}/v1/traces");
-    let cpu0 = cpu_seconds(pid)?;
+    let (user0, sys0) = cpu_split(pid)?;
     let t0 = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut sent = 0u64;
@@ -716,12 +723,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid)? - cpu0;
+    let (user1, sys1) = cpu_split(pid)?;
+    let (user, system) = (user1 - user0, sys1 - sys0);
     println!(
-        "agent  steady {:.0} spans/s for {:.0} s: {:.2}% of one core, RSS {:.1} MiB",
+        "agent  steady {:.0} spans/s for {:.0} s: {:.2}% of one core ({:.2}% user, {:.2}% system), RSS {:.1} MiB",
         sent as f64 / secs,
         secs,
-        cpu / secs * 100.0,
+        (user + system) / secs * 100.0,
+        user / secs * 100.0,
+        system / secs * 100.0,
         rss_mib(pid).0
     );
     println!("({} stopped)", agent.name);

@@ -121,8 +121,9 @@ impl Join {
     }
 
     /// Sets `replica_lag_ms` and the flags of a database span (and learns its statement shape).
-    pub fn mark(&mut self, span: &mut Received) {
-        self.mark_at(span, Instant::now());
+    /// `now` is the pipeline's clock for the batch of spans being processed.
+    pub fn mark(&mut self, span: &mut Received, now: Instant) {
+        self.mark_at(span, now);
     }
 
     fn mark_at(&mut self, span: &mut Received, now: Instant) {
@@ -410,12 +411,34 @@ mod tests {
             assert_eq!(is_full_scan_suspect(q, true), yes, "{q}");
         }
         let mut j = Join::new(&cfg());
+        let now = Instant::now();
         let mut s = span("x:1", "SELECT * FROM t WHERE a = ?");
         s.rows = Some(50_000);
-        j.mark(&mut s);
+        j.mark(&mut s, now);
         assert_eq!(s.flags, SCAN);
         let mut s = span("x:1", "SELECT * FROM t");
-        j.mark(&mut s);
+        j.mark(&mut s, now);
         assert_eq!(s.flags, SCAN);
+        // The check remembered with the statement's normalization gives the same flags.
+        for q in [
+            "SELECT * FROM t",
+            "SELECT * FROM t WHERE a = ?",
+            "DELETE FROM t",
+        ] {
+            let mut computed = span("x:1", q);
+            j.mark(&mut computed, now);
+            let mut remembered = span("x:1", q);
+            remembered.statement_missing_where = Some(is_full_scan_suspect(q, true));
+            j.mark(&mut remembered, now);
+            assert_eq!(computed.flags, remembered.flags, "{q}");
+        }
+        // And it follows the config like the computed one does.
+        let mut off = cfg();
+        off.span_flags.missing_where = false;
+        let mut j = Join::new(&off);
+        let mut s = span("x:1", "SELECT * FROM t");
+        s.statement_missing_where = Some(true);
+        j.mark(&mut s, now);
+        assert_eq!(s.flags, 0);
     }
 }
