@@ -628,7 +628,19 @@ pub fn classify<A: Attributes + ?Sized>(
             (Some(n), false) if n.statement.len() <= MAX_STATEMENT_BYTES => Some(n.missing_where),
             _ => None,
         },
-        text: String::with_capacity(256),
+        // Sized to what this span holds (plus room for a few attributes) rather than a fixed
+        // 256 bytes: spans waiting for their trace's decision are tens of thousands.
+        text: String::with_capacity(
+            (inc.service.len()
+                + inc.instance.len()
+                + operation.len()
+                + peer.len()
+                + db_system.as_deref().map_or(0, str::len)
+                + statement.len()
+                + if error { inc.status_message.len() } else { 0 }
+                + 64)
+                .min(8192),
+        ),
         ..Default::default()
     };
     let service = if inc.service.is_empty() {
