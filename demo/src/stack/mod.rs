@@ -239,9 +239,10 @@ impl Stack {
                 "partner",
             ]);
         let partner = Child::spawn("partner", cmd, logs)?;
-        self.partner = Some(partner);
         let partner_url = format!("http://{}", opts.partner_listen);
-        wait_healthy("partner", &partner_url, logs).await?;
+        let ready = wait_healthy(&partner, &partner_url, logs).await;
+        self.partner = Some(partner);
+        ready?;
         self.partner_url = Some(partner_url.clone());
 
         let mut cmd = tokio::process::Command::new(&board_bin);
@@ -269,9 +270,10 @@ impl Stack {
             .arg("--seed-posts")
             .arg(opts.seed_posts.to_string());
         let board = Child::spawn("board", cmd, logs)?;
-        self.board = Some(board);
         let board_url = format!("http://{}", opts.board_listen);
-        wait_healthy("board", &board_url, logs).await?;
+        let ready = wait_healthy(&board, &board_url, logs).await;
+        self.board = Some(board);
+        ready?;
         self.board_url = Some(board_url);
         Ok(())
     }
@@ -325,11 +327,18 @@ impl Stack {
     }
 }
 
-/// Waits until `GET <url>/healthz` answers 200.
-async fn wait_healthy(name: &str, url: &str, logs: &Path) -> anyhow::Result<()> {
+/// Waits until `GET <url>/healthz` answers 200 while `child` runs.
+async fn wait_healthy(child: &Child, url: &str, logs: &Path) -> anyhow::Result<()> {
+    let name = &child.name;
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
+        if let Some(status) = child.exited().await {
+            bail!(
+                "{name} exited ({status}) (see {})",
+                logs.join(format!("{name}.log")).display()
+            );
+        }
         if let Ok(r) = client
             .get(format!("{url}/healthz"))
             .timeout(Duration::from_secs(2))

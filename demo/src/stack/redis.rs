@@ -36,6 +36,13 @@ pub async fn start(dir: &Path, port: u16, logs: &Path) -> anyhow::Result<Child> 
     let child = Child::spawn("redis", cmd, logs)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
+        // Our server, not another one on that port: it must still be running.
+        if let Some(status) = child.exited().await {
+            bail!(
+                "redis-server exited ({status}); is 127.0.0.1:{port} taken? (see {})",
+                logs.join("redis.log").display()
+            );
+        }
         match command(port, &["PING"]).await {
             Ok(r) if r == "PONG" => return Ok(child),
             _ if tokio::time::Instant::now() > deadline => {
