@@ -27,6 +27,10 @@ use crate::shipper::{Sequencer, Shipper};
 use crate::spool::Spool;
 use crate::{admin, host, probes};
 
+/// Time the pipeline always gets to write its last batch to the spool on shutdown, even when
+/// receivers used up the grace period.
+pub const PIPELINE_FLOOR: Duration = Duration::from_secs(1);
+
 /// A running agent.
 pub struct Agent {
     /// Bound addresses (useful with port 0 in tests); `None` when disabled.
@@ -252,28 +256,46 @@ impl Agent {
         reload::reload(&self.source, &self.config_tx, &self.metrics)
     }
 
-    /// Stops in order; the shipper gets up to `grace` to empty the spool.
-    pub async fn shutdown(self, grace: Duration) {
-        tracing::info!("shutting down: receivers stop accepting");
+    /// Stops in order within `grace` (plus at most [`PIPELINE_FLOOR`] when the pipeline is
+    /// slow to write its last batch): receivers stop accepting and get up to half of `grace`
+    /// for in-flight requests, then are aborted; background tasks (host metrics, probes,
+    /// reload, admin) stop at once; the pipeline drains its queue into the spool; the shipper
+    /// sends what it can until the deadline; whatever is left stays spooled.
+    pub async fn shutdown(mut self, grace: Duration) {
+        use tokio::time::{timeout_at, Instant};
+        let started = Instant::now();
+        let deadline = started + grace;
+        tracing::info!(
+            grace_s = grace.as_secs_f64(),
+            "shutting down: receivers stop accepting"
+        );
         let _ = self.stop_receivers.send(true);
-        for r in self.receivers {
-            let _ = tokio::time::timeout(grace, r).await;
+        let _ = self.stop_bg.send(true);
+        let receivers_until = started + grace / 2;
+        for r in &mut self.receivers {
+            if timeout_at(receivers_until, &mut *r).await.is_err() {
+                r.abort();
+            }
         }
         let _ = self.stop_pipeline.send(true);
-        if tokio::time::timeout(grace, self.pipeline).await.is_err() {
-            tracing::error!("pipeline did not finish its last batch within the grace period");
+        let pipeline_until = deadline.max(Instant::now() + PIPELINE_FLOOR);
+        if timeout_at(pipeline_until, &mut self.pipeline)
+            .await
+            .is_err()
+        {
+            self.pipeline.abort();
+            tracing::error!("pipeline did not write its last batch within the grace period");
         }
         let _ = self.stop_shipper.send(true);
-        let mut shipper = self.shipper;
-        if tokio::time::timeout(grace, &mut shipper).await.is_err() {
-            shipper.abort();
+        if timeout_at(deadline, &mut self.shipper).await.is_err() {
+            self.shipper.abort();
         }
-        let _ = self.stop_bg.send(true);
-        for b in self.background {
-            if tokio::time::timeout(Duration::from_secs(1), b)
-                .await
-                .is_err()
-            {
+        // Background tasks were told to stop first; one stuck (say, in a blocking host sample)
+        // is not waited for.
+        let bg_until = Instant::now() + Duration::from_millis(100);
+        for b in &mut self.background {
+            if timeout_at(bg_until, &mut *b).await.is_err() {
+                b.abort();
                 tracing::warn!("a background task did not stop in time");
             }
         }
@@ -285,6 +307,6 @@ impl Agent {
                 "batches left in the spool; they are sent on the next start"
             );
         }
-        tracing::info!("stopped");
+        tracing::info!(took_ms = started.elapsed().as_millis() as u64, "stopped");
     }
 }

@@ -124,14 +124,19 @@ pub async fn run(
         }
         let Some(mut s) = sampler.take() else { return };
         let cfg = config.borrow().clone();
-        let joined = tokio::task::spawn_blocking(move || {
+        let job = tokio::task::spawn_blocking(move || {
             let sample = s.sample(
                 cfg.host.app_pid_file.as_deref(),
                 cfg.host.app_process_name.as_deref(),
             );
             (s, sample)
-        })
-        .await;
+        });
+        // A sample can block (statvfs on a hung network mount, a pid file on a stuck file
+        // system): shutdown does not wait for it.
+        let joined = tokio::select! {
+            j = job => j,
+            _ = stop.changed() => return,
+        };
         let Ok((s, sample)) = joined else { return };
         sampler = Some(s);
         // A full channel means the pipeline is stuck; a missed host sample is not worth waiting.

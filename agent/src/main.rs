@@ -45,7 +45,10 @@ struct Args {
     /// not take every core of its host; fewer threads also mean fewer malloc arenas (RSS).
     #[arg(long, env = "STORMWATCH_AGENT_THREADS", default_value_t = 1)]
     threads: usize,
-    /// Seconds to finish shipping on shutdown before leaving the rest in the spool.
+    /// Seconds the whole shutdown may take (SIGTERM/SIGINT): in-flight requests finish (at most
+    /// half of it), queued spans are written to the spool, and the shipper sends what it can
+    /// in the rest; then the agent exits, leaving unsent batches spooled. A second signal
+    /// exits at once.
     #[arg(long, env = "STORMWATCH_AGENT_SHUTDOWN_GRACE", default_value_t = 5)]
     shutdown_grace: u64,
 }
@@ -57,16 +60,23 @@ fn main() {
         .max_blocking_threads(8)
         .enable_all()
         .build();
-    match runtime {
-        Ok(rt) => rt.block_on(run(args)),
+    let runtime = match runtime {
+        Ok(rt) => rt,
         Err(error) => {
             eprintln!("stormwatch-agent: cannot start the runtime: {error}");
             std::process::exit(1);
         }
-    }
+    };
+    let code = runtime.block_on(run(args));
+    // Dropping a runtime waits for every blocking thread, and a blocking call cannot be
+    // cancelled: host sampling (sysinfo statvfs()s every mount and reads /proc), file I/O or a
+    // DNS lookup stuck on a hung mount or resolver would keep the process alive after
+    // "stopped" indefinitely. Everything worth keeping is in the spool by now.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    std::process::exit(code);
 }
 
-async fn run(args: Args) {
+async fn run(args: Args) -> i32 {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STORMWATCH_AGENT_LOG")
@@ -106,9 +116,17 @@ async fn run(args: Args) {
         }
     };
     shutdown_signal().await;
+    // A second SIGTERM/SIGINT during the graceful stop means "now": what is already spooled
+    // stays on disk for the next start.
+    tokio::spawn(async {
+        shutdown_signal().await;
+        tracing::warn!("second signal: exiting without waiting for the shutdown to finish");
+        std::process::exit(130);
+    });
     agent
         .shutdown(Duration::from_secs(args.shutdown_grace))
         .await;
+    0
 }
 
 async fn shutdown_signal() {
