@@ -7,67 +7,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::{start, TOKEN};
 use stormwatch_collector::Config;
 use stormwatch_model::{DbRole, FailureClass, ProbeSample};
 use stormwatch_store::{Store, StoreOptions};
-use stormwatch_testkit::sample;
+use stormwatch_testkit::{chromium, sample};
 
 const NS: i64 = 1_000_000_000;
 
-fn chromium() -> PathBuf {
-    let bin = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        bin.exists(),
-        "{} is missing: install Debian's chromium (`apt-get install -y chromium`; ./scripts/test does it) or set CHROMIUM",
-        bin.display()
-    );
-    bin
-}
-
-fn screenshots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Loads `url` headless; returns the console lines chromium logged, after saving a screenshot.
 fn load(url: &str, shot: &Path) -> Vec<String> {
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--window-size=1400,1100",
-            "--virtual-time-budget=4000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(url)
-        .env("HOME", profile.path())
-        .output()
-        .expect("running chromium");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        shot.exists() && std::fs::metadata(shot).unwrap().len() > 1000,
-        "no screenshot of {url}: status {:?}\n{stderr}",
-        out.status
-    );
-    stderr
+    let out = chromium::screenshot(url, shot, 4000, &["--enable-logging=stderr", "--v=0"]);
+    String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter(|l| l.contains(":CONSOLE") || l.contains("Refused to"))
         .map(str::to_owned)
@@ -117,7 +70,7 @@ async fn seed(db: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_loads_in_chromium_without_console_errors() {
-    let dir = screenshots();
+    let dir = chromium::screenshots_dir();
     // The check itself must be able to fail: a page that logs to the console is caught.
     let control = dir.join("control.png");
     let lines = tokio::task::spawn_blocking(move || {

@@ -138,21 +138,8 @@ async fn page(State(inbox): State<Arc<Mutex<Inbox>>>) -> impl IntoResponse {
     )
 }
 
-/// HTML-escapes text.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// HTML-escapes text (the dashboard's escaping: the same five characters).
+pub use stormwatch_web::charts::xml_escape as escape;
 
 /// Slack `mrkdwn` to HTML: `<url|text>` links and `<!date^…|fallback>` first, then the text
 /// escaped, then `*bold*`, `~strike~`, `` `code` `` and line breaks.

@@ -15,14 +15,14 @@
 //! (default 60x: the day's five incidents in under three minutes).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use stormwatch_demo::scenario::{self, ClockMode, Event, Kind};
 use stormwatch_demo::slack::Received;
 use stormwatch_demo::stack::StackOptions;
 use stormwatch_demo::{Demo, DemoOptions};
+use stormwatch_testkit::chromium;
 
 /// An alert must arrive this soon after its incident's onset.
 const ALERT_WITHIN_MS: i64 = 15_000;
@@ -39,54 +39,9 @@ fn addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
-fn screenshots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn chromium() -> PathBuf {
-    let bin = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        bin.exists(),
-        "{} is missing: install Debian's chromium (./scripts/test does it) or set CHROMIUM",
-        bin.display()
-    );
-    bin
-}
-
-/// A screenshot of `url` by headless chromium (the flags collector/tests/browser.rs uses).
+/// A screenshot of `url` (3 s of virtual time for its scripts).
 fn screenshot(url: &str, shot: &Path) {
-    let profile = tempfile::tempdir().unwrap();
-    let _ = std::fs::remove_file(shot);
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1400,1100",
-            "--virtual-time-budget=3000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(url)
-        .env("HOME", profile.path())
-        .output()
-        .expect("running chromium");
-    assert!(
-        shot.exists() && std::fs::metadata(shot).unwrap().len() > 10_000,
-        "no screenshot of {url}: {:?}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    chromium::screenshot(url, shot, 3000, &[]);
 }
 
 /// A signed-in dashboard client: the session cookie from `POST /login`.
@@ -235,12 +190,17 @@ fn webhook_alerts(messages: &[Received]) -> Vec<(i64, String, String, String)> {
     out
 }
 
-fn count(html: &str, needle: &str) -> usize {
-    html.matches(needle).count()
+/// When the scenario's onset (or end) of `kind` happened, Unix ms.
+fn event_ms(events: &[Event], kind: Kind, start: bool) -> i64 {
+    events
+        .iter()
+        .find(|e| e.kind == kind && e.start == start)
+        .map(|e| e.at_ms)
+        .unwrap_or_else(|| panic!("no {} event", kind.name()))
 }
 
-fn iso(ms: i64) -> String {
-    ms.to_string()
+fn count(html: &str, needle: &str) -> usize {
+    html.matches(needle).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -347,7 +307,7 @@ async fn run_checks(
 ) {
     let dash = Dashboard::login(&base, &user, &password).await;
     let proxy = cookie_proxy(&dash).await;
-    let shots = screenshots();
+    let shots = chromium::screenshots_dir();
     let wait = |kind: Kind| {
         let shared = shared.clone();
         async move {
@@ -441,13 +401,7 @@ async fn run_scenario_checks(demo: &Demo) -> Result<(), String> {
     )
     .await;
     let events = demo.shared.events();
-    let at = |kind: Kind, start: bool| {
-        events
-            .iter()
-            .find(|e| e.kind == kind && e.start == start)
-            .map(|e| e.at_ms)
-            .unwrap()
-    };
+    let at = |kind: Kind, start: bool| event_ms(&events, kind, start);
     // Every rule of every incident: fired after its onset (within 15 s), resolved after its end.
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut report;
@@ -542,13 +496,7 @@ async fn check_pages_after(demo: &Demo, events: &[Event]) -> Result<(), String> 
         &demo.stack.login_password,
     )
     .await;
-    let at = |kind: Kind, start: bool| {
-        events
-            .iter()
-            .find(|e| e.kind == kind && e.start == start)
-            .map(|e| e.at_ms)
-            .unwrap()
-    };
+    let at = |kind: Kind, start: bool| event_ms(events, kind, start);
     // The scatter: board requests slower than 300 ms during the Redis incident, not before.
     let (onset, end) = (at(Kind::RedisSlow, true), at(Kind::RedisSlow, false));
     // As long as the incident, but no longer than the calm before it.
@@ -559,8 +507,7 @@ async fn check_pages_after(demo: &Demo, events: &[Event]) -> Result<(), String> 
     let slow_dots = |from: i64, to: i64| {
         let path = format!(
             "/scatter?from={}&to={}&service=board&class=http_server&min_ms=300",
-            iso(from),
-            iso(to)
+            from, to
         );
         let dash = &dash;
         async move { count(&dash.page(&path).await, "<circle ") }
@@ -575,11 +522,7 @@ async fn check_pages_after(demo: &Demo, events: &[Event]) -> Result<(), String> 
     println!("scatter: {during} requests ≥ 300 ms in the Redis window, {before} in as long before");
     // Dependencies: the Redis peer's p95 over the incident is far above its threshold.
     let deps = dash
-        .page(&format!(
-            "/dependencies?from={}&to={}",
-            iso(onset),
-            iso(end)
-        ))
+        .page(&format!("/dependencies?from={}&to={}", onset, end))
         .await;
     if !deps.contains("redis") {
         return Err("/dependencies lists no Redis peer".into());
@@ -592,8 +535,8 @@ async fn check_pages_after(demo: &Demo, events: &[Event]) -> Result<(), String> 
     let db = dash
         .page(&format!(
             "/databases?from={}&to={}",
-            iso(r_on - 60_000),
-            iso(r_end + 60_000)
+            r_on - 60_000,
+            r_end + 60_000
         ))
         .await;
     if !db.contains("shaded failure window") {

@@ -6,6 +6,7 @@
 //! watchdog process stops the cluster and removes its directory when the test binary exits,
 //! however it exits. [`redis::start`] starts a throwaway `redis-server` the same way.
 
+pub mod chromium;
 pub mod redis;
 
 use std::os::unix::fs::PermissionsExt;
