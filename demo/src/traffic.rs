@@ -4,7 +4,7 @@
 //! The mix per request: 84 % list pages of existing classes, 8 % new posts, 8 % the timetable
 //! (the partner call). Every 3 s a teacher creates a class and opens its list page 1 s later,
 //! if it was created: the path that hits the missing-WHERE bug when
-//! the replica lags.
+//! the replica lags. Parents check the timetable twice a second besides.
 //! Requests are fire-and-forget with at most [`MAX_IN_FLIGHT`] open; beyond it a request is
 //! skipped and counted (a client that cannot keep up must not pile up without bound).
 
@@ -54,6 +54,11 @@ pub async fn run(
             client.clone(),
             board.clone(),
             run_id,
+            counters.clone(),
+        )),
+        tokio::spawn(timetable_readers(
+            client.clone(),
+            board.clone(),
             counters.clone(),
         )),
         tokio::spawn(upload_flood(
@@ -153,6 +158,19 @@ async fn new_classes(client: reqwest::Client, board: String, run_id: i64, counte
                 &counters,
             )
             .await;
+        });
+    }
+}
+
+/// Parents checking the timetable (the partner call) twice a second whatever the hour, so
+/// the partner's latency is measured from enough calls to show a slowdown within seconds.
+async fn timetable_readers(client: reqwest::Client, board: String, counters: Arc<Counters>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let (client, board, counters) = (client.clone(), board.clone(), counters.clone());
+        tokio::spawn(async move {
+            send(client.get(format!("{board}/timetable")), &counters).await;
         });
     }
 }
