@@ -70,7 +70,12 @@ fn spawn_watchdog(pg: &EmbeddedPostgres, dir: &std::path::Path) {
         pgdata = pg.pgdata().display(),
         dir = dir.display(),
     );
-    // Deliberately never waited for: it must outlive this process.
+    spawn_watchdog_script(&script, "the test PostgreSQL watchdog");
+}
+
+/// Runs `script` with `sh` in the background, never waited for: a watchdog that must outlive
+/// this test process to clean up after it.
+pub(crate) fn spawn_watchdog_script(script: &str, what: &str) {
     #[allow(clippy::zombie_processes)]
     Command::new("sh")
         .arg("-c")
@@ -79,7 +84,7 @@ fn spawn_watchdog(pg: &EmbeddedPostgres, dir: &std::path::Path) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawning the test PostgreSQL watchdog");
+        .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
 }
 
 impl TestPostgres {

@@ -129,16 +129,7 @@ fn spawn_watchdog(redis_pid: u32, dir: &Path) {
         rpid = redis_pid,
         dir = dir.display(),
     );
-    // Deliberately never waited for: it must outlive this process.
-    #[allow(clippy::zombie_processes)]
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning the test redis watchdog");
+    crate::spawn_watchdog_script(&script, "the test redis watchdog");
 }
 
 impl TestRedis {
