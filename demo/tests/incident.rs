@@ -489,6 +489,10 @@ async fn run_scenario_checks(demo: &Demo) -> Result<(), String> {
         println!("  {line}");
     }
     println!();
+    // Passing tests' output is captured, so the figures also go beside the screenshots (CI output).
+    let figures = chromium::screenshots_dir().join("incident-latency.txt");
+    std::fs::write(&figures, report.join("\n") + "\n")
+        .map_err(|e| format!("writing {}: {e}", figures.display()))?;
     if !failures.is_empty() {
         let all = webhook_alerts(&demo.stack.slack.messages());
         let timeline: Vec<String> = events
