@@ -9,7 +9,9 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
-VENV=${STORMWATCH_CLIENTS_VENV:-$ROOT/target/otel-venv}
+# Where cargo puts the binaries (CARGO_TARGET_DIR when set, as cargo itself does).
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+VENV=${STORMWATCH_CLIENTS_VENV:-$TARGET/otel-venv}
 WORK=$(mktemp -d)
 AGENT_PID=
 cleanup() {
@@ -26,7 +28,7 @@ if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
 
 echo "== building the agent"
 (cd "$ROOT" && cargo build -q -p stormwatch-agent --bin stormwatch-agent)
-BIN="$ROOT/target/debug/stormwatch-agent"
+BIN="$TARGET/debug/stormwatch-agent"
 
 port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 HTTP=$(port); GRPC=$(port); ZIPKIN=$(port); ADMIN=$(port)

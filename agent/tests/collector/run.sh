@@ -7,7 +7,9 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
-VENV=${STORMWATCH_CLIENTS_VENV:-$ROOT/target/otel-venv}
+# Where cargo puts the binaries (CARGO_TARGET_DIR when set, as cargo itself does).
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+VENV=${STORMWATCH_CLIENTS_VENV:-$TARGET/otel-venv}
 WORK=$(mktemp -d)
 chmod 755 "$WORK" # the embedded PostgreSQL runs as `postgres` and must reach its data dir
 # Under the read API's 10,000-span page, so a duplicate would show.
@@ -27,7 +29,7 @@ port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0
 CPORT=$(port); HTTP=$(port); ADMIN=$(port)
 
 start_collector() {
-  "$ROOT/target/debug/stormwatch-collector" --listen "127.0.0.1:$CPORT" --data-dir "$WORK/collector" \
+  "$TARGET/debug/stormwatch-collector" --listen "127.0.0.1:$CPORT" --data-dir "$WORK/collector" \
     --ingest-tokens "$TOKEN" >>"$WORK/collector.log" 2>&1 &
   COLLECTOR_PID=$!
   for _ in $(seq 1 120); do curl -fs "http://127.0.0.1:$CPORT/healthz" >/dev/null && return 0; sleep 0.5; done
@@ -41,7 +43,7 @@ count_of() { curl -fs "http://127.0.0.1:$CPORT/api/v1/services" | "$VENV/bin/pyt
   "import json,sys; print(sum(s['count'] for s in json.load(sys.stdin)['services'] if s['service']=='$1'))"; }
 
 start_collector
-STORMWATCH_AGENT_LOG=warn "$ROOT/target/debug/stormwatch-agent" --agent-id e2e --collector "http://127.0.0.1:$CPORT" \
+STORMWATCH_AGENT_LOG=warn "$TARGET/debug/stormwatch-agent" --agent-id e2e --collector "http://127.0.0.1:$CPORT" \
   --token "$TOKEN" --otlp-http "127.0.0.1:$HTTP" --otlp-grpc "" --zipkin "" --admin "127.0.0.1:$ADMIN" \
   --spool-dir "$WORK/spool" >"$WORK/agent.log" 2>&1 &
 AGENT_PID=$!
