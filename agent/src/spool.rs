@@ -59,6 +59,9 @@ struct Inner {
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
+    /// Held for the spool's lifetime: a second agent on the same directory would replay (and
+    /// delete) this agent's batches as its own.
+    _lock: std::fs::File,
     inner: Mutex<Inner>,
     added: Notify,
     freed: Notify,
@@ -97,6 +100,27 @@ fn compression_of(b: u8) -> Option<Compression> {
     }
 }
 
+/// Takes `<dir>/spool.lock` (released when the process ends, however it ends).
+fn lock_dir(dir: &Path) -> std::io::Result<std::fs::File> {
+    let path = dir.join("spool.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            format!(
+                "another agent is using this spool directory (it holds {}); give each agent its own --spool-dir",
+                path.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 impl Spool {
     /// Opens (creating) `dir` and indexes the batches a previous run left, oldest first.
     pub fn open(
@@ -106,6 +130,7 @@ impl Spool {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
+        let lock = lock_dir(dir)?;
         let mut entries = Vec::new();
         for item in std::fs::read_dir(dir)? {
             let item = item?;
@@ -155,6 +180,7 @@ impl Spool {
         }
         let spool = Spool {
             dir: dir.to_owned(),
+            _lock: lock,
             inner: Mutex::new(Inner {
                 entries: entries.into(),
                 bytes,
@@ -390,6 +416,18 @@ mod tests {
     fn open(dir: &Path, max: u64, when_full: WhenFull) -> (Spool, Arc<Metrics>) {
         let m: Arc<Metrics> = Arc::default();
         (Spool::open(dir, max, when_full, m.clone()).unwrap(), m)
+    }
+
+    #[test]
+    fn a_second_spool_on_the_same_directory_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = open(dir.path(), u64::MAX, WhenFull::DropOldest);
+        let err = Spool::open(dir.path(), u64::MAX, WhenFull::DropOldest, Arc::default())
+            .err()
+            .expect("a second spool on a locked directory");
+        assert!(err.to_string().contains("--spool-dir"), "{err}");
+        drop(first);
+        open(dir.path(), u64::MAX, WhenFull::DropOldest);
     }
 
     #[tokio::test]
