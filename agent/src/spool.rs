@@ -422,9 +422,10 @@ mod tests {
     fn a_second_spool_on_the_same_directory_is_refused_until_the_first_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let (first, _) = open(dir.path(), u64::MAX, WhenFull::DropOldest);
-        let err = Spool::open(dir.path(), u64::MAX, WhenFull::DropOldest, Arc::default())
-            .err()
-            .expect("a second spool on a locked directory");
+        let Err(err) = Spool::open(dir.path(), u64::MAX, WhenFull::DropOldest, Arc::default())
+        else {
+            panic!("a second spool opened a locked directory");
+        };
         assert!(err.to_string().contains("--spool-dir"), "{err}");
         drop(first);
         open(dir.path(), u64::MAX, WhenFull::DropOldest);
