@@ -111,16 +111,20 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let s = &demo.stack;
-    let clock = match args.clock {
-        ClockMode::Real => {
-            "real time (UTC): incidents at 08:15, 08:55, 09:30, 10:00, 10:25".to_owned()
-        }
-        ClockMode::Speed(x) => format!(
+    let clock =
+        match args.clock {
+            ClockMode::Real => {
+                "real time (UTC): incidents at 08:15, 08:55, 09:30, 10:00, 10:25".to_owned()
+            }
+            ClockMode::Speed(x) => format!(
             "{x}x: a scenario minute every {:.1} s; the first incident (Redis, 08:15) in {:.0} s",
             60.0 / x,
-            (stormwatch_demo::scenario::hm(8, 15) - stormwatch_demo::scenario::DAY_START) / x
+            ((stormwatch_demo::scenario::hm(8, 15)
+                - demo.shared.clock().now().rem_euclid(stormwatch_demo::scenario::DAY))
+                / x)
+                .max(0.0)
         ),
-    };
+        };
     println!();
     println!("  Stormwatch is running, watching the 'board' app through a replayed outage.");
     println!("  Dashboard:  {}/", s.dashboard_url);
