@@ -310,6 +310,41 @@ impl Received {
         self.attr_ends.push((key_end, self.text.len() as u32));
     }
 
+    /// Bytes [`Received::pack_text`] appends.
+    pub fn packed_len(&self) -> usize {
+        4 + 8 * self.attr_ends.len() + self.text.len()
+    }
+
+    /// Moves the span's strings to the end of `out` (attribute count, attribute offsets, text)
+    /// and frees its own; [`Received::unpack_text`] puts them back. The sampler keeps waiting
+    /// spans' strings this way, in a few large buffers instead of two allocations per span.
+    pub fn pack_text(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.attr_ends.len() as u32).to_le_bytes());
+        for (k, v) in &self.attr_ends {
+            out.extend_from_slice(&k.to_le_bytes());
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(self.text.as_bytes());
+        self.text = String::new();
+        self.attr_ends = Vec::new();
+    }
+
+    /// Restores what [`Received::pack_text`] wrote.
+    pub fn unpack_text(&mut self, packed: &[u8]) {
+        let u32_at = |i: usize| {
+            packed
+                .get(i..i + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_le_bytes)
+        };
+        let n = u32_at(0) as usize;
+        let text_at = (4 + 8 * n).min(packed.len());
+        self.attr_ends = (0..n)
+            .map(|i| (u32_at(4 + 8 * i), u32_at(8 + 8 * i)))
+            .collect();
+        self.text = String::from_utf8_lossy(&packed[text_at..]).into_owned();
+    }
+
     /// The shippable model span.
     pub fn into_span(self) -> Span {
         let mut attributes = BTreeMap::new();

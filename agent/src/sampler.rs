@@ -10,6 +10,11 @@
 //!
 //! Memory is bounded by `max_pending_spans`: past it the oldest waiting trace is released as
 //! not sampled (its spans are already counted in the aggregates, so no number is wrong).
+//!
+//! A waiting span's strings are moved into an [`Arena`] of 64 KiB buffers, written in
+//! arrival order and reused once every span in them is gone. Held as their own allocations,
+//! freed a second or two later when cold, they cost about a third of the agent's CPU under
+//! load (3.3 µs a span against 2.3 µs with the window off; the bench in the README).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -33,7 +38,126 @@ struct Trace {
     /// Set once a span of the trace was kept.
     kept: bool,
     /// Spans waiting for a decision.
-    pending: Vec<Received>,
+    pending: Vec<Held>,
+}
+
+/// A waiting span; its strings are in the arena when `slot` is set.
+#[derive(Debug)]
+struct Held {
+    span: Received,
+    slot: Option<Slot>,
+}
+
+/// Where a waiting span's strings are: chunk number and byte range.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    chunk: u64,
+    start: u32,
+    end: u32,
+}
+
+/// Bytes per arena chunk: under glibc's mmap threshold, so a chunk is ordinary heap.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// Emptied chunks kept for reuse (16 MiB at most): freeing and faulting them in again under
+/// load cost more than the memory.
+const MAX_SPARE_CHUNKS: usize = 256;
+
+/// The waiting spans' strings, in arrival order, in chunks numbered from `first`. A chunk is
+/// dropped (or kept for reuse) when no span in it waits any more and it is the oldest; spans
+/// leave roughly in arrival order (one window after their trace began), so chunks empty in
+/// order too.
+#[derive(Debug, Default)]
+struct Arena {
+    chunks: VecDeque<Chunk>,
+    first: u64,
+    spare: Vec<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct Chunk {
+    buf: Vec<u8>,
+    /// Spans whose strings are in this chunk.
+    live: u32,
+}
+
+impl Arena {
+    /// Moves `span`'s strings into the arena; `None` (they stay with the span) when they are
+    /// too large to share a chunk.
+    fn pack(&mut self, span: &mut Received) -> Option<Slot> {
+        let need = span.packed_len();
+        if need > CHUNK_BYTES / 4 {
+            return None;
+        }
+        if self
+            .chunks
+            .back()
+            .is_none_or(|c| c.buf.len() + need > CHUNK_BYTES)
+        {
+            let buf = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES));
+            self.chunks.push_back(Chunk { buf, live: 0 });
+        }
+        let chunk = self.first + self.chunks.len() as u64 - 1;
+        let c = self.chunks.back_mut()?;
+        let start = c.buf.len() as u32;
+        span.pack_text(&mut c.buf);
+        c.live += 1;
+        Some(Slot {
+            chunk,
+            start,
+            end: c.buf.len() as u32,
+        })
+    }
+
+    /// Gives a waiting span its strings back.
+    fn unpack(&mut self, held: Held) -> Received {
+        let mut span = held.span;
+        if let Some(slot) = held.slot {
+            if let Some(c) = self.chunk(slot) {
+                span.unpack_text(&c.buf[slot.start as usize..slot.end as usize]);
+            }
+            self.release(slot);
+        }
+        span
+    }
+
+    fn chunk(&mut self, slot: Slot) -> Option<&mut Chunk> {
+        let i = slot.chunk.checked_sub(self.first)?;
+        self.chunks.get_mut(usize::try_from(i).ok()?)
+    }
+
+    /// Forgets a span's strings.
+    fn release(&mut self, slot: Slot) {
+        if let Some(c) = self.chunk(slot) {
+            c.live = c.live.saturating_sub(1);
+        }
+        while self.chunks.front().is_some_and(|c| c.live == 0) {
+            if self.chunks.len() == 1 {
+                // The chunk being written: start it over.
+                if let Some(c) = self.chunks.front_mut() {
+                    c.buf.clear();
+                }
+                // Slots into it are all gone; renumber so none could match by mistake.
+                self.first += 1;
+                break;
+            }
+            if let Some(mut c) = self.chunks.pop_front() {
+                self.first += 1;
+                if self.spare.len() < MAX_SPARE_CHUNKS {
+                    c.buf.clear();
+                    self.spare.push(c.buf);
+                }
+            }
+        }
+    }
+
+    /// Chunks in use, for tests.
+    #[cfg(test)]
+    fn chunks(&self) -> usize {
+        self.chunks.len()
+    }
 }
 
 /// The sampler. Owned by the pipeline task: no locks.
@@ -45,6 +169,7 @@ pub struct Sampler {
     /// (expiry, trace) in insertion order; an entry whose expiry moved is skipped when popped.
     order: VecDeque<(Instant, TraceId)>,
     pending: usize,
+    arena: Arena,
     metrics: Arc<Metrics>,
 }
 
@@ -56,6 +181,7 @@ impl Sampler {
             traces: HashMap::default(),
             order: VecDeque::new(),
             pending: 0,
+            arena: Arena::default(),
             metrics,
         }
     }
@@ -163,7 +289,9 @@ impl Sampler {
             let released = std::mem::take(&mut t.pending);
             self.pending -= released.len();
             self.metrics.kept(KeepReason::Forced, released.len() as u64);
-            out.extend(released.into_iter().map(|mut r| {
+            let arena = &mut self.arena;
+            out.extend(released.into_iter().map(|h| {
+                let mut r = arena.unpack(h);
                 r.kept = KeepReason::Forced as i32;
                 r
             }));
@@ -171,7 +299,8 @@ impl Sampler {
         self.order.push_back((expires, tid));
     }
 
-    fn hold(&mut self, tid: TraceId, span: Received, now: Instant) {
+    fn hold(&mut self, tid: TraceId, mut span: Received, now: Instant) {
+        let slot = self.arena.pack(&mut span);
         let window = self.window;
         let t = self.traces.entry(tid).or_insert_with(|| {
             let expires = now + window;
@@ -182,7 +311,7 @@ impl Sampler {
                 pending: Vec::new(),
             }
         });
-        t.pending.push(span);
+        t.pending.push(Held { span, slot });
         self.pending += 1;
     }
 
@@ -200,6 +329,9 @@ impl Sampler {
     fn forget(&mut self, tid: &TraceId) {
         if let Some(t) = self.traces.remove(tid) {
             self.pending -= t.pending.len();
+            for slot in t.pending.iter().filter_map(|h| h.slot) {
+                self.arena.release(slot);
+            }
             self.metrics
                 .not_sampled
                 .fetch_add(t.pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -333,6 +465,53 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn waiting_spans_come_back_whole_and_their_chunks_are_reused() {
+        let mut s = Sampler::new(none_sampled(), Arc::default());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        // Enough waiting spans, with attributes, to fill several chunks.
+        let mut sent = Vec::new();
+        for i in 0..2_000u32 {
+            let mut sp = span((i % 200) as u8, (i / 200) as u8, DependencyClass::Db, 1);
+            sp.trace_id[0] = (i / 200) as u8 + 1;
+            sp.statement = format!("SELECT * FROM t{i} WHERE id = ?");
+            sp.attributes.insert("db.name".into(), format!("shard-{i}"));
+            sp.attributes.insert("thread.id".into(), i.to_string());
+            sent.push(sp.clone());
+            s.offer_span(sp, t0, &mut out);
+        }
+        assert!(out.is_empty());
+        assert!(s.arena.chunks() > 2, "{} chunks", s.arena.chunks());
+        // A slow span of one trace releases that trace's waiting spans, byte for byte.
+        let mut root = span(7, 99, DependencyClass::HttpServer, 5_000);
+        root.trace_id[0] = 3;
+        let tid: Vec<u8> = root.trace_id.clone();
+        s.offer_span(root, t0, &mut out);
+        let mut want: Vec<Span> = sent.into_iter().filter(|x| x.trace_id == tid).collect();
+        assert_eq!(want.len(), 1);
+        let got: Vec<Span> = out.into_iter().skip(1).map(Received::into_span).collect();
+        for w in &mut want {
+            w.kept = KeepReason::Forced as i32;
+        }
+        assert_eq!(got, want);
+        // When every waiting span has expired, at most the chunk being written is left.
+        s.expire(t0 + Duration::from_secs(10));
+        assert_eq!(s.pending(), 0);
+        assert!(s.arena.chunks() <= 1, "{} chunks", s.arena.chunks());
+        assert!(!s.arena.spare.is_empty());
+        // New waiting spans reuse the emptied chunks.
+        let spare = s.arena.spare.len();
+        let mut out = Vec::new();
+        for i in 0..1_000u32 {
+            let mut sp = span(1, 1, DependencyClass::Db, 1);
+            sp.trace_id[..4].copy_from_slice(&i.to_be_bytes());
+            sp.statement = "SELECT * FROM posts WHERE class_id = ? ORDER BY id DESC LIMIT ?".into();
+            s.offer_span(sp, t0 + Duration::from_secs(11), &mut out);
+        }
+        assert!(s.arena.spare.len() < spare);
     }
 
     #[test]
