@@ -53,6 +53,9 @@ struct Args {
     /// Seconds of the steady 10k spans/s run.
     #[arg(long, default_value_t = 10)]
     steady_seconds: u64,
+    /// Skip the Zipkin run (quicker A/B runs of the OTLP path).
+    #[arg(long)]
+    skip_zipkin: bool,
     /// CPU to pin the server under test to (`taskset -c`); empty to not pin.
     #[arg(long, default_value = "0")]
     server_cpu: String,
@@ -446,6 +449,48 @@ async fn closed_loop(
     })
 }
 
+/// A paced 10,000 spans/s (100 requests of 100 spans a second, one connection): prints and
+/// returns the server's CPU as a share of one core.
+async fn steady(
+    name: &str,
+    url: String,
+    otlp: &[bytes::Bytes],
+    seconds: u64,
+    pid: u32,
+) -> anyhow::Result<f64> {
+    let client = reqwest::Client::new();
+    let (user0, sys0) = cpu_split(pid)?;
+    let t0 = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sent = 0u64;
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        tick.tick().await;
+        let r = client
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .body(otlp[(sent as usize) % otlp.len()].clone())
+            .send()
+            .await;
+        if matches!(&r, Ok(r) if r.status().is_success()) {
+            sent += 100;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (user1, sys1) = cpu_split(pid)?;
+    let (user, system) = (user1 - user0, sys1 - sys0);
+    let share = (user + system) / secs;
+    println!(
+        "{name} steady {:.0} spans/s for {:.0} s: {:.2}% of one core ({:.2}% user, {:.2}% system), RSS {:.1} MiB",
+        sent as f64 / secs,
+        secs,
+        share * 100.0,
+        user / secs * 100.0,
+        system / secs * 100.0,
+        rss_mib(pid).0
+    );
+    Ok(share)
+}
+
 fn report(label: &str, l: &Load) -> f64 {
     let rate = l.spans_ok as f64 / l.secs;
     let us = l.cpu * 1e6 / (l.spans_ok.max(1) as f64);
@@ -688,52 +733,31 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let ours = report("agent  OTLP/HTTP protobuf, 100-span requests", &l);
-    let l = closed_loop(
-        format!("127.0.0.1:{zipkin}").parse()?,
-        Arc::new(raw_requests(
-            "/api/v2/spans",
-            "application/json",
-            &zipkin_bodies,
-        )),
-        100,
-        args.concurrency,
-        args.seconds,
+    if !args.skip_zipkin {
+        let l = closed_loop(
+            format!("127.0.0.1:{zipkin}").parse()?,
+            Arc::new(raw_requests(
+                "/api/v2/spans",
+                "application/json",
+                &zipkin_bodies,
+            )),
+            100,
+            args.concurrency,
+            args.seconds,
+            pid,
+        )
+        .await?;
+        report("agent  Zipkin v2 JSON, 100-span requests", &l);
+    }
+
+    let agent_steady = steady(
+        "agent ",
+        format!("http://127.0.0.1:{http}/v1/traces"),
+        &otlp,
+        args.steady_seconds,
         pid,
     )
     .await?;
-    report("agent  Zipkin v2 JSON, 100-span requests", &l);
-
-    // Steady 10k spans/s: 100 requests of 100 spans per second, paced.
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{http}/v1/traces");
-    let (user0, sys0) = cpu_split(pid)?;
-    let t0 = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let mut sent = 0u64;
-    while t0.elapsed() < Duration::from_secs(args.steady_seconds) {
-        tick.tick().await;
-        let r = client
-            .post(&url)
-            .header("content-type", "application/x-protobuf")
-            .body(otlp[(sent as usize) % otlp.len()].clone())
-            .send()
-            .await;
-        if matches!(&r, Ok(r) if r.status().is_success()) {
-            sent += 100;
-        }
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let (user1, sys1) = cpu_split(pid)?;
-    let (user, system) = (user1 - user0, sys1 - sys0);
-    println!(
-        "agent  steady {:.0} spans/s for {:.0} s: {:.2}% of one core ({:.2}% user, {:.2}% system), RSS {:.1} MiB",
-        sent as f64 / secs,
-        secs,
-        (user + system) / secs * 100.0,
-        user / secs * 100.0,
-        system / secs * 100.0,
-        rss_mib(pid).0
-    );
     println!("({} stopped)", agent.name);
     drop(agent);
     let _ = std::fs::remove_dir_all(&spool);
@@ -757,9 +781,18 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             let theirs = report("rotel  OTLP/HTTP protobuf → blackhole", &l);
+            let rotel_steady = steady(
+                "rotel ",
+                format!("http://127.0.0.1:{port}/v1/traces"),
+                &otlp,
+                args.steady_seconds,
+                rpid,
+            )
+            .await?;
             println!(
-                "agent / rotel throughput ratio: {:.2}",
-                ours / theirs.max(1.0)
+                "agent / rotel throughput ratio: {:.2}; steady 10k spans/s CPU, agent / rotel: {:.2}",
+                ours / theirs.max(1.0),
+                agent_steady / rotel_steady.max(1e-9)
             );
         }
         None => {
