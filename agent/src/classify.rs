@@ -223,6 +223,40 @@ pub struct Received {
     attr_ends: Vec<(u32, u32)>,
 }
 
+/// Bytes of a packed [`Received`] before its attribute offsets and text.
+const PACKED_FIXED: usize = 16 + 8 + 9 + 6 * 4 + 2 * 8 + 2 * 9 + 2 + 4 * TEXT_FIELDS + 4;
+
+/// Reads what [`Received::pack`] wrote; past the end, zeros.
+struct Unpack<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Unpack<'_> {
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0u8; N];
+        if let Some(s) = self.b.get(self.at..self.at + N) {
+            a.copy_from_slice(s);
+        }
+        self.at += N;
+        a
+    }
+    fn u8(&mut self) -> u8 {
+        self.array::<1>()[0]
+    }
+    fn i32(&mut self) -> i32 {
+        i32::from_le_bytes(self.array())
+    }
+    fn i64(&mut self) -> i64 {
+        i64::from_le_bytes(self.array())
+    }
+    fn opt_i64(&mut self) -> Option<i64> {
+        let some = self.u8() == 1;
+        let v = self.i64();
+        some.then_some(v)
+    }
+}
+
 fn push_cut(text: &mut String, s: &str, max: usize) {
     if s.len() <= max {
         text.push_str(s);
@@ -310,39 +344,83 @@ impl Received {
         self.attr_ends.push((key_end, self.text.len() as u32));
     }
 
-    /// Bytes [`Received::pack_text`] appends.
+    /// Bytes [`Received::pack`] appends.
     pub fn packed_len(&self) -> usize {
-        4 + 8 * self.attr_ends.len() + self.text.len()
+        PACKED_FIXED + 8 * self.attr_ends.len() + self.text.len()
     }
 
-    /// Moves the span's strings to the end of `out` (attribute count, attribute offsets, text)
-    /// and frees its own; [`Received::unpack_text`] puts them back. The sampler keeps waiting
-    /// spans' strings this way, in a few large buffers instead of two allocations per span.
-    pub fn pack_text(&mut self, out: &mut Vec<u8>) {
+    /// Appends the whole span to `out` as bytes, which [`Received::unpack`] reads back. The
+    /// sampler keeps waiting spans this way, one after the other in a few large buffers,
+    /// instead of as a 184-byte struct plus two allocations each.
+    pub fn pack(self, out: &mut Vec<u8>) {
+        out.reserve(self.packed_len());
+        out.extend_from_slice(&self.trace_id);
+        out.extend_from_slice(&self.span_id);
+        out.push(u8::from(self.parent_span_id.is_some()));
+        out.extend_from_slice(&self.parent_span_id.unwrap_or_default());
+        for v in [self.kind, self.class, self.status, self.db_role, self.kept] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.http_status.to_le_bytes());
+        out.extend_from_slice(&self.start_ns.to_le_bytes());
+        out.extend_from_slice(&self.duration_ns.to_le_bytes());
+        for v in [self.rows, self.replica_lag_ms] {
+            out.push(u8::from(v.is_some()));
+            out.extend_from_slice(&v.unwrap_or_default().to_le_bytes());
+        }
+        out.push(self.flags);
+        out.push(match self.statement_missing_where {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        });
+        for e in self.ends {
+            out.extend_from_slice(&e.to_le_bytes());
+        }
         out.extend_from_slice(&(self.attr_ends.len() as u32).to_le_bytes());
         for (k, v) in &self.attr_ends {
             out.extend_from_slice(&k.to_le_bytes());
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(self.text.as_bytes());
-        self.text = String::new();
-        self.attr_ends = Vec::new();
     }
 
-    /// Restores what [`Received::pack_text`] wrote.
-    pub fn unpack_text(&mut self, packed: &[u8]) {
-        let u32_at = |i: usize| {
-            packed
-                .get(i..i + 4)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u32::from_le_bytes)
+    /// Reads a span [`Received::pack`] wrote.
+    pub fn unpack(b: &[u8]) -> Received {
+        let mut r = Unpack { b, at: 0 };
+        let mut span = Received {
+            trace_id: r.array(),
+            span_id: r.array(),
+            ..Default::default()
         };
-        let n = u32_at(0) as usize;
-        let text_at = (4 + 8 * n).min(packed.len());
-        self.attr_ends = (0..n)
-            .map(|i| (u32_at(4 + 8 * i), u32_at(8 + 8 * i)))
+        let has_parent = r.u8() == 1;
+        let parent: [u8; 8] = r.array();
+        span.parent_span_id = has_parent.then_some(parent);
+        span.kind = r.i32();
+        span.class = r.i32();
+        span.status = r.i32();
+        span.db_role = r.i32();
+        span.kept = r.i32();
+        span.http_status = r.i32() as u32;
+        span.start_ns = r.i64();
+        span.duration_ns = r.i64();
+        span.rows = r.opt_i64();
+        span.replica_lag_ms = r.opt_i64();
+        span.flags = r.u8();
+        span.statement_missing_where = match r.u8() {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        };
+        for e in &mut span.ends {
+            *e = r.i32() as u32;
+        }
+        let n = r.i32() as u32 as usize;
+        span.attr_ends = (0..n.min(b.len() / 8))
+            .map(|_| (r.i32() as u32, r.i32() as u32))
             .collect();
-        self.text = String::from_utf8_lossy(&packed[text_at..]).into_owned();
+        span.text = String::from_utf8_lossy(b.get(r.at..).unwrap_or_default()).into_owned();
+        span
     }
 
     /// The shippable model span.
@@ -873,6 +951,49 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_750_000_000_000_000_000;
+
+    #[test]
+    fn a_packed_span_unpacks_equal_field_for_field() {
+        let mut attributes = BTreeMap::new();
+        attributes.insert("db.name".to_owned(), "shop-ü".to_owned());
+        attributes.insert("thread.id".to_owned(), "17".to_owned());
+        let mut r = Received::from(Span {
+            trace_id: (1..=16).collect(),
+            span_id: (21..=28).collect(),
+            parent_span_id: (31..=38).collect(),
+            service: "shop".into(),
+            instance: "web-1".into(),
+            operation: "SELECT orders".into(),
+            kind: 3,
+            class: 2,
+            start_ns: NOW as i64,
+            duration_ns: -5,
+            status: 2,
+            status_message: "timeout".into(),
+            http_status: 503,
+            peer: "db1:5432".into(),
+            db_system: "postgresql".into(),
+            db_role: 2,
+            statement: "SELECT * FROM orders WHERE id = ?".into(),
+            rows: Some(-1),
+            attributes,
+            kept: 4,
+            flags: Span::flags_from_bits(0b101),
+            replica_lag_ms: Some(i64::MAX),
+        });
+        r.statement_missing_where = Some(true);
+        for (missing_where, parent) in [(Some(true), true), (Some(false), false), (None, false)] {
+            r.statement_missing_where = missing_where;
+            if !parent {
+                r.parent_span_id = None;
+                r.rows = None;
+            }
+            let mut buf = vec![7u8; 3]; // packed after other bytes, as in the arena
+            r.clone().pack(&mut buf);
+            assert_eq!(buf.len() - 3, r.packed_len());
+            assert_eq!(Received::unpack(&buf[3..]), r);
+        }
+    }
 
     fn inc<'a>(kind: SpanKind, name: &'a str) -> Incoming<'a> {
         Incoming {

@@ -11,10 +11,10 @@
 //! Memory is bounded by `max_pending_spans`: past it the oldest waiting trace is released as
 //! not sampled (its spans are already counted in the aggregates, so no number is wrong).
 //!
-//! A waiting span's strings are moved into an [`Arena`] of 64 KiB buffers, written in
-//! arrival order and reused once every span in them is gone. Held as their own allocations,
-//! freed a second or two later when cold, they cost about a third of the agent's CPU under
-//! load (3.3 µs a span against 2.3 µs with the window off; the bench in the README).
+//! A waiting span is packed into an [`Arena`] of 64 KiB buffers, written in arrival order and
+//! reused once every span in them is gone; its trace keeps a 16-byte [`Slot`]. Held as
+//! structs with their own allocations, freed a second or two later when cold, waiting spans
+//! cost a large share of the agent's CPU under load (the bench in the README).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -41,11 +41,11 @@ struct Trace {
     pending: Vec<Held>,
 }
 
-/// A waiting span; its strings are in the arena when `slot` is set.
+/// A waiting span: packed in the arena, or (too large to share a chunk) as it came.
 #[derive(Debug)]
-struct Held {
-    span: Received,
-    slot: Option<Slot>,
+enum Held {
+    Packed(Slot),
+    Whole(Box<Received>),
 }
 
 /// Where a waiting span's strings are: chunk number and byte range.
@@ -81,12 +81,11 @@ struct Chunk {
 }
 
 impl Arena {
-    /// Moves `span`'s strings into the arena; `None` (they stay with the span) when they are
-    /// too large to share a chunk.
-    fn pack(&mut self, span: &mut Received) -> Option<Slot> {
+    /// Packs `span` into the arena; a span too large to share a chunk stays whole.
+    fn hold(&mut self, span: Received) -> Held {
         let need = span.packed_len();
         if need > CHUNK_BYTES / 4 {
-            return None;
+            return Held::Whole(Box::new(span));
         }
         if self
             .chunks
@@ -100,27 +99,32 @@ impl Arena {
             self.chunks.push_back(Chunk { buf, live: 0 });
         }
         let chunk = self.first + self.chunks.len() as u64 - 1;
-        let c = self.chunks.back_mut()?;
+        let Some(c) = self.chunks.back_mut() else {
+            return Held::Whole(Box::new(span));
+        };
         let start = c.buf.len() as u32;
-        span.pack_text(&mut c.buf);
+        span.pack(&mut c.buf);
         c.live += 1;
-        Some(Slot {
+        Held::Packed(Slot {
             chunk,
             start,
             end: c.buf.len() as u32,
         })
     }
 
-    /// Gives a waiting span its strings back.
+    /// The waiting span back.
     fn unpack(&mut self, held: Held) -> Received {
-        let mut span = held.span;
-        if let Some(slot) = held.slot {
-            if let Some(c) = self.chunk(slot) {
-                span.unpack_text(&c.buf[slot.start as usize..slot.end as usize]);
+        match held {
+            Held::Whole(span) => *span,
+            Held::Packed(slot) => {
+                let span = self
+                    .chunk(slot)
+                    .map(|c| Received::unpack(&c.buf[slot.start as usize..slot.end as usize]))
+                    .unwrap_or_default();
+                self.release(slot);
+                span
             }
-            self.release(slot);
         }
-        span
     }
 
     fn chunk(&mut self, slot: Slot) -> Option<&mut Chunk> {
@@ -299,8 +303,8 @@ impl Sampler {
         self.order.push_back((expires, tid));
     }
 
-    fn hold(&mut self, tid: TraceId, mut span: Received, now: Instant) {
-        let slot = self.arena.pack(&mut span);
+    fn hold(&mut self, tid: TraceId, span: Received, now: Instant) {
+        let held = self.arena.hold(span);
         let window = self.window;
         let t = self.traces.entry(tid).or_insert_with(|| {
             let expires = now + window;
@@ -311,7 +315,7 @@ impl Sampler {
                 pending: Vec::new(),
             }
         });
-        t.pending.push(Held { span, slot });
+        t.pending.push(held);
         self.pending += 1;
     }
 
@@ -329,8 +333,10 @@ impl Sampler {
     fn forget(&mut self, tid: &TraceId) {
         if let Some(t) = self.traces.remove(tid) {
             self.pending -= t.pending.len();
-            for slot in t.pending.iter().filter_map(|h| h.slot) {
-                self.arena.release(slot);
+            for h in &t.pending {
+                if let Held::Packed(slot) = h {
+                    self.arena.release(*slot);
+                }
             }
             self.metrics
                 .not_sampled
