@@ -222,6 +222,40 @@ async fn postgres_replica_lag_paused_resumed_idle_and_joined_to_spans() {
         "{primary_sample:?}"
     );
 
+    // The first write after a quiet spell, caught received but not yet replayed (held there
+    // by a pause, as a probe may catch any write for a moment): its lag is at most the time
+    // since the previous probe, not the seconds since the last replayed commit.
+    replica.psql("postgres", "SELECT pg_wal_replay_pause()");
+    primary.psql(
+        "postgres",
+        "INSERT INTO t (v) VALUES ('after a quiet spell')",
+    );
+    let wrote_at = now_ns();
+    let caught = sample_where(
+        &collector,
+        "pg-replica",
+        wrote_at,
+        5.0,
+        "WAL waiting",
+        |p| p.lag_bytes.is_some_and(|b| b > 0),
+    )
+    .await;
+    let since_commit: f64 = caught.detail["last_replay_age_s"].parse().unwrap();
+    assert!(since_commit >= 5.0, "{caught:?}");
+    let lag = caught.lag_seconds.unwrap();
+    assert!(
+        lag <= 1.0 + 1.0 + secs_since(caught.time_ns, wrote_at),
+        "one write after {since_commit:.1} s of quiet read as {lag:.1} s of lag: {caught:?}"
+    );
+    println!(
+        "postgres: a write after {since_commit:.1} s of quiet, caught before replay, reads as {lag:.2} s of lag"
+    );
+    replica.psql("postgres", "SELECT pg_wal_replay_resume()");
+    sample_where(&collector, "pg-replica", now_ns(), 5.0, "caught up", |p| {
+        p.lag_seconds == Some(0.0)
+    })
+    .await;
+
     // Pause replay while writing: lag above 3 s must be reported within 5 s of being true.
     let writer = pg_writer(primary.url("postgres"));
     tokio::time::sleep(Duration::from_millis(500)).await;

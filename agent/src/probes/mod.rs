@@ -57,10 +57,52 @@ pub(crate) fn micros(t: Instant) -> i64 {
     i64::try_from(t.elapsed().as_micros()).unwrap_or(i64::MAX)
 }
 
-/// Per-task memory between probes (whether the heartbeat table exists yet).
+/// Per-task memory between probes: whether the heartbeat table exists yet, and on a
+/// PostgreSQL replica when each received WAL position was first seen.
 #[derive(Debug, Default)]
 pub struct ProbeState {
     pub heartbeat_ready: bool,
+    pub received: ReceiveHistory,
+}
+
+/// A replica's receive position as probes saw it: each value with the first and last probe
+/// that saw it, oldest first (at most [`ReceiveHistory::MAX`] values). It bounds the lag from
+/// above: WAL past the replay position, absent at an earlier probe, has waited at most since
+/// that probe.
+#[derive(Debug, Default)]
+pub struct ReceiveHistory {
+    seen: std::collections::VecDeque<Seen>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    last: Instant,
+    received: f64,
+}
+
+impl ReceiveHistory {
+    pub const MAX: usize = 4096;
+
+    /// Records the receive position `at` a probe.
+    pub fn record(&mut self, at: Instant, received: f64) {
+        match self.seen.back_mut() {
+            Some(s) if s.received == received => s.last = at,
+            _ => {
+                if self.seen.len() >= Self::MAX {
+                    self.seen.pop_front();
+                }
+                self.seen.push_back(Seen { last: at, received });
+            }
+        }
+    }
+
+    /// Seconds since the last probe that saw nothing received beyond `replayed`; `None` when
+    /// the remembered probes all did (the history does not reach back far enough).
+    pub fn behind_at_most(&self, replayed: f64, now: Instant) -> Option<f64> {
+        let first_beyond = self.seen.iter().position(|s| s.received > replayed)?;
+        let before = self.seen.get(first_beyond.checked_sub(1)?)?;
+        Some(now.saturating_duration_since(before.last).as_secs_f64())
+    }
 }
 
 /// Probes `db` once.
@@ -155,4 +197,45 @@ pub(crate) async fn within<F: std::future::Future>(
     f: F,
 ) -> Result<F::Output, ()> {
     tokio::time::timeout(timeout, f).await.map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn receive_history_bounds_the_lag_by_the_last_probe_without_new_wal() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut h = ReceiveHistory::default();
+        // Idle for a minute at position 100, then a write arrives (received 150, replayed 100).
+        for s in 0..60 {
+            h.record(at(s), 100.0);
+        }
+        h.record(at(60), 150.0);
+        assert_eq!(h.behind_at_most(100.0, at(60)), Some(1.0));
+        // Replay stays at 100 while more arrives: the bound grows with the time.
+        h.record(at(61), 180.0);
+        h.record(at(62), 200.0);
+        assert_eq!(h.behind_at_most(100.0, at(62)), Some(3.0));
+        // Replay reached 180: only what came after the probe at 61 s is waiting.
+        assert_eq!(h.behind_at_most(180.0, at(62)), Some(1.0));
+        // Nothing known from before the replay position: no bound.
+        let mut fresh = ReceiveHistory::default();
+        fresh.record(at(0), 500.0);
+        assert_eq!(fresh.behind_at_most(400.0, at(5)), None);
+        // Caught up: nothing is beyond.
+        assert_eq!(h.behind_at_most(200.0, at(62)), None);
+    }
+
+    #[test]
+    fn receive_history_is_bounded() {
+        let t0 = Instant::now();
+        let mut h = ReceiveHistory::default();
+        for i in 0..(ReceiveHistory::MAX + 100) {
+            h.record(t0, i as f64);
+        }
+        assert_eq!(h.seen.len(), ReceiveHistory::MAX);
+    }
 }

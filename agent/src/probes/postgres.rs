@@ -5,6 +5,9 @@
 //!   pg_last_xact_replay_timestamp()`, whether replay is paused. The lag is 0 when everything
 //!   received has been replayed: the replay timestamp is that of the last *replayed
 //!   transaction*, so on an idle primary it grows forever although the replica is current.
+//!   For the same reason, the first write after a quiet minute, caught between receive and
+//!   replay, would read as a minute of lag; so the lag is also capped by how long WAL beyond
+//!   the replay position has been seen ([`super::ReceiveHistory`]).
 //! - **primary**: `pg_stat_replication` — each replica's state, write/flush/replay lag and
 //!   bytes behind — into `detail` (`replica.<name>.<field>`).
 //! - **heartbeat** (optional): on a primary, `INSERT … ON CONFLICT UPDATE` of the time into a
@@ -160,7 +163,7 @@ pub async fn probe(
             out.detail
                 .insert("in_recovery".into(), in_recovery.to_string());
             if in_recovery {
-                replica(&client, db, version, &mut out).await;
+                replica(&client, db, version, state, &mut out).await;
             } else {
                 if db.role == DbRole::Replica {
                     out.detail.insert(
@@ -177,7 +180,13 @@ pub async fn probe(
     out
 }
 
-async fn replica(client: &tokio_postgres::Client, db: &Database, version: i64, out: &mut Outcome) {
+async fn replica(
+    client: &tokio_postgres::Client,
+    db: &Database,
+    version: i64,
+    state: &mut ProbeState,
+    out: &mut Outcome,
+) {
     let pause = if version >= 140000 {
         "pg_get_wal_replay_pause_state()"
     } else {
@@ -186,7 +195,8 @@ async fn replica(client: &tokio_postgres::Client, db: &Database, version: i64, o
     let sql = format!(
         "SELECT r IS NOT NULL AND r = p, \
                 EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), \
-                pg_wal_lsn_diff(r, p), r, p, {pause} \
+                pg_wal_lsn_diff(r, p), r, p, {pause}, \
+                pg_wal_lsn_diff(r, '0/0'), pg_wal_lsn_diff(p, '0/0') \
          FROM (SELECT pg_last_wal_receive_lsn() AS r, pg_last_wal_replay_lsn() AS p) lsn"
     );
     match rows(client, &sql, db.timeout.0).await {
@@ -197,11 +207,24 @@ async fn replica(client: &tokio_postgres::Client, db: &Database, version: i64, o
             let Some(r) = r.first() else { return };
             let caught_up = r[0].as_deref() == Some("t");
             let bytes = num(&r[2]).map(|b| b.max(0.0) as i64);
+            let now = Instant::now();
+            if let Some(received) = num(&r[6]) {
+                state.received.record(now, received);
+            }
             out.lag_bytes = Some(if caught_up { 0 } else { bytes.unwrap_or(0) });
             out.lag_seconds = if caught_up {
                 Some(0.0)
             } else {
-                num(&r[1]).map(|s| s.max(0.0))
+                let since_commit = num(&r[1]).map(|s| s.max(0.0));
+                let at_most = num(&r[7]).and_then(|p| state.received.behind_at_most(p, now));
+                if let Some(b) = at_most {
+                    out.detail
+                        .insert("behind_at_most_s".into(), format!("{b:.3}"));
+                }
+                match (since_commit, at_most) {
+                    (Some(c), Some(b)) => Some(c.min(b)),
+                    (c, b) => c.or(b),
+                }
             };
             let pause_state = r[5].clone().unwrap_or_default();
             out.replay_paused = pause_state != "not paused" && !pause_state.is_empty();
