@@ -69,6 +69,20 @@ fn ago(ms: i64) -> String {
     }
 }
 
+/// Requests per minute over the part of the window since the service's first step with
+/// data: a service (or Stormwatch) started ten minutes ago is not averaged over an hour.
+fn per_minute(
+    count: u64,
+    steps: &[stormwatch_store::dashboard::Totals],
+    from_s: i64,
+    to_s: i64,
+    step: i64,
+) -> f64 {
+    let first = steps.iter().position(|x| x.count > 0).unwrap_or(0) as i64;
+    let active_s = (to_s - (from_s + first * step)).max(60);
+    count as f64 / (active_s as f64 / 60.0)
+}
+
 pub async fn overview(
     State(app): State<WebState>,
     Extension(viewer): Extension<Viewer>,
@@ -80,7 +94,6 @@ pub async fn overview(
     let overview = app.store.service_overview(from_s, to_s, step).await?;
     let (agents, states) = tokio::try_join!(app.store.agents(), app.store.alert_states())?;
     let firing = super::alerts::firing(&states);
-    let minutes = (w.len_ms() as f64 / 60_000.0).max(1.0 / 60.0);
     let services = overview
         .into_iter()
         .map(|s| {
@@ -102,7 +115,10 @@ pub async fn overview(
                 ),
                 service: s.service,
                 entry_class: s.entry_class,
-                throughput: format!("{}/min", short_count(t.count as f64 / minutes)),
+                throughput: format!(
+                    "{}/min",
+                    short_count(per_minute(t.count, &s.steps, from_s, to_s, step))
+                ),
                 p50: opt_duration(t.quantile_ms(0.50)),
                 p95: opt_duration(t.quantile_ms(0.95)),
                 p99: opt_duration(t.quantile_ms(0.99)),
@@ -139,4 +155,38 @@ pub async fn overview(
         step_label: format!("{} min", step / 60),
         stale_after_s: STALE_AFTER_S,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stormwatch_store::dashboard::Totals;
+
+    fn steps(counts: &[u64]) -> Vec<Totals> {
+        counts
+            .iter()
+            .map(|c| {
+                let mut t = Totals::default();
+                t.count = *c;
+                t
+            })
+            .collect()
+    }
+
+    #[test]
+    fn throughput_counts_from_the_first_minute_with_data() {
+        // One hour in 2-minute steps; data only in the last 10 minutes (5 steps).
+        let mut counts = vec![0; 25];
+        counts.extend([100, 100, 100, 100, 100]);
+        let (from, to) = (0, 3_600);
+        assert_eq!(per_minute(500, &steps(&counts), from, to, 120), 50.0);
+        // Data from the start: the whole hour.
+        assert_eq!(per_minute(600, &steps(&[20; 30]), from, to, 120), 10.0);
+        // Data only in the last, partial step: at least a minute.
+        let mut late = vec![0; 29];
+        late.push(30);
+        assert_eq!(per_minute(30, &steps(&late), from, 3_500, 120), 30.0);
+        // No data at all.
+        assert_eq!(per_minute(0, &steps(&[0; 30]), from, to, 120), 0.0);
+    }
 }
