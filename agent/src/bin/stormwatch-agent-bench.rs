@@ -56,6 +56,12 @@ struct Args {
     /// Skip the Zipkin run (quicker A/B runs of the OTLP path).
     #[arg(long)]
     skip_zipkin: bool,
+    /// Alternating agent/Rotel OTLP runs after the main ones (0: none); medians are printed.
+    #[arg(long, default_value_t = 6)]
+    rounds: usize,
+    /// Seconds per alternating run.
+    #[arg(long, default_value_t = 3)]
+    round_seconds: u64,
     /// CPU to pin the server under test to (`taskset -c`); empty to not pin.
     #[arg(long, default_value = "0")]
     server_cpu: String,
@@ -449,6 +455,11 @@ async fn closed_loop(
     })
 }
 
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// A paced 10,000 spans/s (100 requests of 100 spans a second, one connection): prints and
 /// returns the server's CPU as a share of one core.
 async fn steady(
@@ -758,22 +769,20 @@ async fn main() -> anyhow::Result<()> {
         pid,
     )
     .await?;
-    println!("({} stopped)", agent.name);
-    drop(agent);
-    let _ = std::fs::remove_dir_all(&spool);
-
     let rotel = args.rotel.clone().or_else(find_rotel);
     match rotel {
         Some(rotel) => {
             let port = free_port()?;
             let rargs = rotel_args(port, free_port()?);
             let server = spawn(&args.server_cpu, &rotel, &rargs, "rotel")?;
+            // `taskset` execs rotel in place, so the pid is rotel's own.
             let rpid = server.child.id();
             wait_ready(format!("127.0.0.1:{port}").parse()?).await?;
-            // `taskset` execs rotel in place, so the pid is rotel's own.
+            let rotel_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+            let agent_addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse()?;
             let l = closed_loop(
-                format!("127.0.0.1:{port}").parse()?,
-                otlp_raw,
+                rotel_addr,
+                otlp_raw.clone(),
                 100,
                 args.concurrency,
                 args.seconds,
@@ -794,10 +803,63 @@ async fn main() -> anyhow::Result<()> {
                 ours / theirs.max(1.0),
                 agent_steady / rotel_steady.max(1e-9)
             );
+            // The machine's speed drifts between runs (a shared host): alternate short runs
+            // of the two servers, both up and pinned to the same CPU, and take medians.
+            if args.rounds > 0 {
+                let mut ratios = Vec::new();
+                let (mut ours_per_core, mut theirs_per_core) = (Vec::new(), Vec::new());
+                for round in 1..=args.rounds {
+                    let a = closed_loop(
+                        agent_addr,
+                        otlp_raw.clone(),
+                        100,
+                        args.concurrency,
+                        args.round_seconds,
+                        pid,
+                    )
+                    .await?;
+                    let r = closed_loop(
+                        rotel_addr,
+                        otlp_raw.clone(),
+                        100,
+                        args.concurrency,
+                        args.round_seconds,
+                        rpid,
+                    )
+                    .await?;
+                    let per_core = |l: &Load| l.spans_ok as f64 / l.cpu.max(1e-9);
+                    let (pa, pr) = (per_core(&a), per_core(&r));
+                    println!(
+                        "  round {round}: agent {:>7.0} spans/s ({:>7.0} per core)  rotel {:>7.0} spans/s ({:>7.0} per core)  ratio per core {:.2}",
+                        a.spans_ok as f64 / a.secs,
+                        pa,
+                        r.spans_ok as f64 / r.secs,
+                        pr,
+                        pa / pr
+                    );
+                    ratios.push(pa / pr);
+                    ours_per_core.push(pa);
+                    theirs_per_core.push(pr);
+                }
+                println!(
+                    "interleaved, {} rounds of {} s: median spans/s per core agent {:.0}, rotel {:.0}; median ratio {:.2} (range {:.2}–{:.2})",
+                    args.rounds,
+                    args.round_seconds,
+                    median(&mut ours_per_core),
+                    median(&mut theirs_per_core),
+                    median(&mut ratios.clone()),
+                    ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                    ratios.iter().copied().fold(0.0, f64::max),
+                );
+            }
+            drop(server);
         }
         None => {
             println!("rotel not found (pip install rotel, or --rotel PATH): comparison skipped")
         }
     }
+    println!("({} stopped)", agent.name);
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&spool);
     Ok(())
 }
