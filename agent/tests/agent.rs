@@ -373,6 +373,111 @@ async fn otlp_grpc_export_and_invalid_argument() {
     agent.shutdown(Duration::from_secs(1)).await;
 }
 
+/// Sends raw bytes as a gRPC request message (what a broken client might send).
+#[derive(Clone, Copy, Default)]
+struct RawRequestCodec;
+struct RawEncoder;
+struct ResponseDecoder;
+
+impl tonic::codec::Codec for RawRequestCodec {
+    type Encode = bytes::Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+#[tokio::test]
+async fn otlp_grpc_gzip_malformed_and_unknown_methods() {
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+    let url = format!("http://{}", agent.otlp_grpc.unwrap());
+    // A gzip-compressed export, as SDKs send with compression = gzip.
+    let mut client = TraceServiceClient::connect(url.clone())
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    client
+        .export(request(
+            "gzip-svc",
+            vec![span(1, 1, SERVER, 2000, false, &[("http.route", "/a")])],
+        ))
+        .await
+        .unwrap();
+    eventually(10, "the gzip span", || col.spans().len() == 1).await;
+    assert_eq!(col.spans()[0].service, "gzip-svc");
+    // Bytes that are no protobuf message: INVALID_ARGUMENT with the reason.
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let grpc = tonic::client::Grpc::new(channel);
+    let call = |path: &'static str, body: &'static [u8]| {
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.ready().await.unwrap();
+            grpc.unary(
+                tonic::Request::new(bytes::Bytes::from_static(body)),
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                RawRequestCodec,
+            )
+            .await
+        }
+    };
+    const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    let err = call(EXPORT, &[0x0a, 0xff]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("varint"), "{}", err.message());
+    let err = call(EXPORT, &[0x0a, 0x05, 0x01]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("length"), "{}", err.message());
+    // An empty request is a valid, empty export.
+    assert!(call(EXPORT, &[]).await.is_ok());
+    // Another method of the service: UNIMPLEMENTED.
+    let err = call(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Other",
+        &[],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert_eq!(col.spans().len(), 1);
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn collector_outage_spools_and_replays_in_order_exactly_once() {
     let spool = tempfile::tempdir().unwrap();

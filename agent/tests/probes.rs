@@ -225,6 +225,7 @@ async fn postgres_replica_lag_paused_resumed_idle_and_joined_to_spans() {
     // The first write after a quiet spell, caught received but not yet replayed (held there
     // by a pause, as a probe may catch any write for a moment): its lag is at most the time
     // since the previous probe, not the seconds since the last replayed commit.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     replica.psql("postgres", "SELECT pg_wal_replay_pause()");
     primary.psql(
         "postgres",

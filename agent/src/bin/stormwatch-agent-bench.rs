@@ -56,6 +56,9 @@ struct Args {
     /// Skip the Zipkin run (quicker A/B runs of the OTLP path).
     #[arg(long)]
     skip_zipkin: bool,
+    /// Skip the OTLP/gRPC run.
+    #[arg(long)]
+    skip_grpc: bool,
     /// Alternating agent/Rotel OTLP runs after the main ones (0: none); medians are printed.
     #[arg(long, default_value_t = 6)]
     rounds: usize,
@@ -455,6 +458,71 @@ async fn closed_loop(
     })
 }
 
+/// The closed loop over OTLP/gRPC: `concurrency` calls in flight on one HTTP/2 connection.
+async fn grpc_loop(
+    addr: SocketAddr,
+    requests: Arc<Vec<ExportTraceServiceRequest>>,
+    concurrency: usize,
+    secs: u64,
+    pid: u32,
+) -> anyhow::Result<Load> {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let end = warm_until + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (requests, ok, errors) = (requests.clone(), ok.clone(), errors.clone());
+        let mut client = TraceServiceClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while Instant::now() < end {
+                let req = requests[i % requests.len()].clone();
+                i += 1;
+                let spans: usize = req
+                    .resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .map(|s| s.spans.len())
+                    .sum();
+                let r = client.export(req).await;
+                if Instant::now() >= warm_until {
+                    match r {
+                        Ok(_) => ok.fetch_add(spans as u64, Relaxed),
+                        Err(_) => errors.fetch_add(1, Relaxed),
+                    };
+                }
+            }
+        }));
+    }
+    tokio::time::sleep_until(warm_until.into()).await;
+    let cpu0 = cpu_seconds(pid)?;
+    let me0 = cpu_seconds(std::process::id())?;
+    let t0 = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid)? - cpu0;
+    let me = cpu_seconds(std::process::id())? - me0;
+    println!(
+        "  (load generator used {:.0}% of a core)",
+        me / secs * 100.0
+    );
+    Ok(Load {
+        spans_ok: ok.load(Relaxed),
+        throttled: 0,
+        errors: errors.load(Relaxed),
+        secs,
+        cpu,
+        rss: rss_mib(pid),
+    })
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -666,7 +734,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let collector = blackhole().await?;
     let spool = std::env::temp_dir().join(format!("stormwatch-bench-spool-{}", std::process::id()));
-    let (http, zipkin) = (free_port()?, free_port()?);
+    let (http, zipkin, grpc) = (free_port()?, free_port()?, free_port()?);
     let agent_args: Vec<String> = [
         "--agent-id",
         "bench",
@@ -677,7 +745,7 @@ async fn main() -> anyhow::Result<()> {
         "--otlp-http",
         &format!("127.0.0.1:{http}"),
         "--otlp-grpc",
-        "",
+        &format!("127.0.0.1:{grpc}"),
         "--zipkin",
         &format!("127.0.0.1:{zipkin}"),
         "--admin",
@@ -744,6 +812,22 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let ours = report("agent  OTLP/HTTP protobuf, 100-span requests", &l);
+    if !args.skip_grpc {
+        let requests: Arc<Vec<ExportTraceServiceRequest>> = Arc::new(
+            otlp.iter()
+                .map(|b| ExportTraceServiceRequest::decode(b.as_ref()))
+                .collect::<Result<_, _>>()?,
+        );
+        let l = grpc_loop(
+            format!("127.0.0.1:{grpc}").parse()?,
+            requests,
+            args.concurrency,
+            args.seconds,
+            pid,
+        )
+        .await?;
+        report("agent  OTLP/gRPC, 100-span requests", &l);
+    }
     if !args.skip_zipkin {
         let l = closed_loop(
             format!("127.0.0.1:{zipkin}").parse()?,
