@@ -434,20 +434,7 @@ async fn closed_loop(
             }
         }));
     }
-    tokio::time::sleep_until(warm_until.into()).await;
-    let cpu0 = cpu_seconds(pid)?;
-    let me0 = cpu_seconds(std::process::id())?;
-    let t0 = Instant::now();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid)? - cpu0;
-    let me = cpu_seconds(std::process::id())? - me0;
-    println!(
-        "  (load generator used {:.0}% of a core)",
-        me / secs * 100.0
-    );
+    let (secs, cpu) = measure(tasks, warm_until, pid).await?;
     Ok(Load {
         spans_ok: ok.load(Relaxed),
         throttled: throttled.load(Relaxed),
@@ -499,6 +486,24 @@ async fn grpc_loop(
             }
         }));
     }
+    let (secs, cpu) = measure(tasks, warm_until, pid).await?;
+    Ok(Load {
+        spans_ok: ok.load(Relaxed),
+        throttled: 0,
+        errors: errors.load(Relaxed),
+        secs,
+        cpu,
+        rss: rss_mib(pid),
+    })
+}
+
+/// Waits out the warm-up, then measures until the load `tasks` end: (seconds, server CPU
+/// seconds). Prints the load generator's own CPU share.
+async fn measure(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    warm_until: Instant,
+    pid: u32,
+) -> anyhow::Result<(f64, f64)> {
     tokio::time::sleep_until(warm_until.into()).await;
     let cpu0 = cpu_seconds(pid)?;
     let me0 = cpu_seconds(std::process::id())?;
@@ -513,14 +518,7 @@ async fn grpc_loop(
         "  (load generator used {:.0}% of a core)",
         me / secs * 100.0
     );
-    Ok(Load {
-        spans_ok: ok.load(Relaxed),
-        throttled: 0,
-        errors: errors.load(Relaxed),
-        secs,
-        cpu,
-        rss: rss_mib(pid),
-    })
+    Ok((secs, cpu))
 }
 
 fn median(v: &mut [f64]) -> f64 {
