@@ -297,7 +297,20 @@ pub const SQL_CACHE_ENTRIES: usize = 2048;
 /// about `SQL_CACHE_ENTRIES` × this).
 pub const SQL_CACHE_MAX_BYTES: usize = 2048;
 
-type SqlCache = std::collections::HashMap<
+/// A statement shape: its fingerprint check, what it normalizes to, and the hash of the last
+/// raw statement seen with it.
+struct Shape {
+    check: u64,
+    normalized: std::rc::Rc<NormalizedSql>,
+    last_raw: (u64, u64),
+}
+
+type SqlCache =
+    std::collections::HashMap<u64, Shape, std::hash::BuildHasherDefault<crate::util::PassThrough>>;
+
+/// Raw statements seen twice in a row for their shape: parameterized queries (`$1`, `?`),
+/// which repeat byte for byte and need no tokenizing at all.
+type RawCache = std::collections::HashMap<
     u64,
     (u64, std::rc::Rc<NormalizedSql>),
     std::hash::BuildHasherDefault<crate::util::PassThrough>,
@@ -305,20 +318,45 @@ type SqlCache = std::collections::HashMap<
 
 thread_local! {
     static SQL_CACHE: std::cell::RefCell<SqlCache> = std::cell::RefCell::default();
+    static RAW_CACHE: std::cell::RefCell<RawCache> = std::cell::RefCell::default();
 }
 
 /// [`sql`] and [`sql_operation`], remembered per statement shape: apps send the same few
 /// hundred shapes with different literals, and a fingerprint costs a fraction of normalizing.
-/// Per thread, so receivers never contend for it.
+/// A raw statement that repeats exactly (a parameterized query) is found by a hash of its
+/// bytes, without the fingerprint's tokenizing; one that only ever differs in its literals
+/// never enters that cache, so it costs just the hash. Per thread, so receivers never contend.
 pub fn sql_cached(raw: &str) -> std::rc::Rc<NormalizedSql> {
-    let (a, b) = sql_fingerprint(raw);
-    let hit = SQL_CACHE.with(|c| {
+    let mut h = crate::util::Mix::default();
+    h.bytes(raw.as_bytes());
+    let raw_hash = (h.a, h.b);
+    let hit = RAW_CACHE.with(|c| {
         c.borrow()
-            .get(&a)
-            .filter(|(check, _)| *check == b)
+            .get(&raw_hash.0)
+            .filter(|(check, _)| *check == raw_hash.1)
             .map(|(_, n)| n.clone())
     });
     if let Some(n) = hit {
+        return n;
+    }
+    let (a, b) = sql_fingerprint(raw);
+    let hit = SQL_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let shape = c.get_mut(&a).filter(|s| s.check == b)?;
+        let repeated = shape.last_raw == raw_hash;
+        shape.last_raw = raw_hash;
+        Some((shape.normalized.clone(), repeated))
+    });
+    if let Some((n, repeated)) = hit {
+        if repeated {
+            RAW_CACHE.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() >= SQL_CACHE_ENTRIES {
+                    c.clear();
+                }
+                c.insert(raw_hash.0, (raw_hash.1, n.clone()));
+            });
+        }
         return n;
     }
     let statement = sql(raw);
@@ -333,7 +371,14 @@ pub fn sql_cached(raw: &str) -> std::rc::Rc<NormalizedSql> {
             if c.len() >= SQL_CACHE_ENTRIES {
                 c.clear();
             }
-            c.insert(a, (b, n.clone()));
+            c.insert(
+                a,
+                Shape {
+                    check: b,
+                    normalized: n.clone(),
+                    last_raw: raw_hash,
+                },
+            );
         });
     }
     n
@@ -1060,6 +1105,31 @@ mod tests {
             );
         }
         SQL_CACHE.with(|c| assert!(c.borrow().len() <= SQL_CACHE_ENTRIES));
+    }
+
+    #[test]
+    fn repeated_raw_statements_skip_the_fingerprint_and_literals_never_enter_that_cache() {
+        let raw_entries = || RAW_CACHE.with(|c| c.borrow().len());
+        // Literals differ every time: the raw cache stays empty.
+        for i in 0..100 {
+            let n = sql_cached(&format!("SELECT * FROM t WHERE id = {i}"));
+            assert_eq!(n.statement, "SELECT * FROM t WHERE id = ?");
+        }
+        assert_eq!(raw_entries(), 0);
+        // A parameterized statement: the second sighting in a row enters it, and later ones
+        // are found there, with the same answer.
+        let q = "SELECT * FROM posts WHERE class_id = $1 ORDER BY id DESC LIMIT $2";
+        let first = sql_cached(q);
+        assert_eq!(raw_entries(), 0);
+        let second = sql_cached(q);
+        assert_eq!(raw_entries(), 1);
+        let third = sql_cached(q);
+        assert!(std::rc::Rc::ptr_eq(&first, &second) && std::rc::Rc::ptr_eq(&second, &third));
+        assert_eq!(third.statement, sql(q));
+        // The same shape with other text (a literal) is still answered by its shape.
+        let lit = sql_cached("SELECT * FROM posts WHERE class_id = 7 ORDER BY id DESC LIMIT 20");
+        assert_eq!(lit.statement, sql(q));
+        assert_eq!(raw_entries(), 1);
     }
 
     #[test]

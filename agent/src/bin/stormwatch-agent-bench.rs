@@ -59,6 +59,10 @@ struct Args {
     /// Skip the OTLP/gRPC run.
     #[arg(long)]
     skip_grpc: bool,
+    /// SQL statements with `$n` placeholders (as parameterized queries report them) instead
+    /// of literals that differ per span.
+    #[arg(long)]
+    parameterized: bool,
     /// Alternating agent/Rotel OTLP runs after the main ones (0: none); medians are printed.
     #[arg(long, default_value_t = 6)]
     rounds: usize,
@@ -149,7 +153,12 @@ fn now_ns() -> u64 {
 }
 
 /// A realistic mix: one server span, db, redis and http-client children, 10 traces of 10.
-fn otlp_request(rng: &mut Rng, spans_per_request: usize) -> ExportTraceServiceRequest {
+/// SQL statements carry literals that differ per span, or `$n` placeholders (`parameterized`).
+fn otlp_request(
+    rng: &mut Rng,
+    spans_per_request: usize,
+    parameterized: bool,
+) -> ExportTraceServiceRequest {
     let now = now_ns();
     let mut spans = Vec::with_capacity(spans_per_request);
     let mut trace_id = vec![0u8; 16];
@@ -166,10 +175,50 @@ fn otlp_request(rng: &mut Rng, spans_per_request: usize) -> ExportTraceServiceRe
             _ => 10_000 + rng.next() % 100_000,
         };
         let (kind, name, attrs) = match i % 10 {
-            0 => (2, "GET /api/orders/{id}", vec![kv("http.request.method", "GET"), kv("http.route", "/api/orders/{id}"), kv("http.response.status_code", "200")]),
-            1..=5 => (3, "SELECT", vec![kv("db.system", "postgresql"), kv("db.statement", &format!("SELECT id, total FROM orders WHERE customer_id = {} AND status IN ('a', 'b', 'c')", rng.next() % 10_000)), kv("server.address", "pg-main"), kv("server.port", "5432")]),
-            6..=8 => (3, "GET", vec![kv("db.system", "redis"), kv("db.statement", &format!("GET session:{}", rng.next())), kv("server.address", "cache")]),
-            _ => (3, "POST", vec![kv("http.request.method", "POST"), kv("url.full", "https://payments.internal/v1/charge"), kv("http.response.status_code", "201")]),
+            0 => (
+                2,
+                "GET /api/orders/{id}",
+                vec![
+                    kv("http.request.method", "GET"),
+                    kv("http.route", "/api/orders/{id}"),
+                    kv("http.response.status_code", "200"),
+                ],
+            ),
+            1..=5 => (
+                3,
+                "SELECT",
+                vec![
+                    kv("db.system", "postgresql"),
+                    kv(
+                        "db.statement",
+                        &if parameterized {
+                            "SELECT id, total FROM orders WHERE customer_id = $1 AND status IN ($2, $3, $4)".to_owned()
+                        } else {
+                            format!("SELECT id, total FROM orders WHERE customer_id = {} AND status IN ('a', 'b', 'c')", rng.next() % 10_000)
+                        },
+                    ),
+                    kv("server.address", "pg-main"),
+                    kv("server.port", "5432"),
+                ],
+            ),
+            6..=8 => (
+                3,
+                "GET",
+                vec![
+                    kv("db.system", "redis"),
+                    kv("db.statement", &format!("GET session:{}", rng.next())),
+                    kv("server.address", "cache"),
+                ],
+            ),
+            _ => (
+                3,
+                "POST",
+                vec![
+                    kv("http.request.method", "POST"),
+                    kv("url.full", "https://payments.internal/v1/charge"),
+                    kv("http.response.status_code", "201"),
+                ],
+            ),
         };
         spans.push(Span {
             trace_id: trace_id.clone(),
@@ -758,7 +807,11 @@ async fn main() -> anyhow::Result<()> {
     // `Bytes` so the load generator sends without copying bodies.
     let otlp: Arc<Vec<bytes::Bytes>> = Arc::new(
         (0..256)
-            .map(|_| otlp_request(&mut rng, 100).encode_to_vec().into())
+            .map(|_| {
+                otlp_request(&mut rng, 100, args.parameterized)
+                    .encode_to_vec()
+                    .into()
+            })
             .collect(),
     );
     let zipkin_bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
