@@ -626,7 +626,9 @@ pub fn classify<A: Attributes + ?Sized>(
         _ => DependencyClass::Internal,
     };
 
-    let peer = peer_of(attrs, class, db_system.as_deref());
+    // Built in a per-thread buffer: the text copies it, so a span need not allocate for it.
+    let mut peer = PEER_SCRATCH.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    peer_of(attrs, class, db_system.as_deref(), &mut peer);
 
     // Errors: the protocol's own marker, plus HTTP statuses the OTel conventions call failures
     // (5xx for servers, 4xx and 5xx for clients), in case an instrumentation did not set it.
@@ -801,7 +803,12 @@ pub fn classify<A: Attributes + ?Sized>(
             false,
         );
     }
+    PEER_SCRATCH.with(|p| *p.borrow_mut() = peer);
     Ok(r)
+}
+
+thread_local! {
+    static PEER_SCRATCH: std::cell::RefCell<String> = std::cell::RefCell::default();
 }
 
 /// `a b` without the formatting machinery.
@@ -818,12 +825,14 @@ fn strip_query(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or("")
 }
 
-/// `host:port` of the remote side.
+/// `host:port` of the remote side, into `out` (cleared first; left empty when unknown).
 fn peer_of<A: Attributes + ?Sized>(
     attrs: &A,
     class: DependencyClass,
     db_system: Option<&str>,
-) -> String {
+    out: &mut String,
+) {
+    out.clear();
     let host = first_str(
         attrs,
         &[
@@ -856,7 +865,7 @@ fn peer_of<A: Attributes + ?Sized>(
         None => (None, port),
     };
     let Some(host) = host else {
-        return String::new();
+        return;
     };
     let port = port.or(match db_system {
         Some("redis") => Some(6379),
@@ -866,7 +875,6 @@ fn peer_of<A: Attributes + ?Sized>(
     });
     // `[v6]:port`, `host:port` or `host`, built without the formatting machinery.
     let bracket = host.contains(':') && !host.starts_with('[');
-    let mut out = String::with_capacity(host.len() + 8);
     if bracket {
         out.push('[');
     }
@@ -876,9 +884,8 @@ fn peer_of<A: Attributes + ?Sized>(
     }
     if let Some(p) = port {
         out.push(':');
-        push_int(&mut out, p);
+        push_int(out, p);
     }
-    out
 }
 
 /// Appends the decimal digits of `v`.
