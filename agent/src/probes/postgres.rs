@@ -216,6 +216,8 @@ async fn replica(
                 Some(0.0)
             } else {
                 let since_commit = num(&r[1]).map(|s| s.max(0.0));
+                // No bound until a probe has seen the replica with nothing beyond its replay
+                // position: the first probes after the agent starts can still over-report.
                 let at_most = num(&r[7]).and_then(|p| state.received.behind_at_most(p, now));
                 if let Some(b) = at_most {
                     out.detail
