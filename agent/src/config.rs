@@ -213,7 +213,7 @@ pub struct Sampling {
     /// its later spans, in milliseconds.
     pub trace_window_ms: u64,
     /// Spans held while waiting for their trace's decision; beyond it the oldest are released
-    /// as not sampled. Bounds the sampler's memory (~1 KiB per span).
+    /// as not sampled. Bounds the sampler's memory (a packed span: its strings plus ~150 bytes).
     pub max_pending_spans: usize,
 }
 
