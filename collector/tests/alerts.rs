@@ -315,21 +315,16 @@ async fn retries_after_500_and_after_429_with_retry_after() {
         "Retry-After must be honoured"
     );
     assert_eq!(m[0].body["alerts"][0]["event"], "firing");
-    let metrics = reqwest::get(c.endpoint("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The receiver records the message before it answers, so the collector
+    // counts the delivery a moment after the message arrives.
+    let metrics = wait_for_metric(
+        &c,
+        "stormwatch_collector_alert_notifications_total{channel=\"hook\",result=\"sent\"} 1",
+    )
+    .await;
     assert!(
         metrics.contains(
             "stormwatch_collector_alert_notifications_total{channel=\"hook\",result=\"retried\"} 2"
-        ),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(
-            "stormwatch_collector_alert_notifications_total{channel=\"hook\",result=\"sent\"} 1"
         ),
         "{metrics}"
     );
@@ -343,6 +338,14 @@ async fn failures_are_recorded_never_silent() {
     let db = stormwatch_testkit::fresh_database().await;
     let c = collector_with(&db, alerts_config(&format!("[[channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{addr}/\"\n{LAG_RULE}"))).await;
     probes(&c, vec![lag("replica-1", 30.0)]).await;
+    let metrics = wait_for_metric(&c, "stormwatch_collector_alert_deliveries_failed 1").await;
+    assert!(metrics.contains("result=\"failed\"} 1"), "{metrics}");
+    c.stop().await;
+}
+
+/// Polls the collector's `/metrics` until it contains `needle` (10 s at most)
+/// and returns the text that did.
+async fn wait_for_metric(c: &Running, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let metrics = reqwest::get(c.endpoint("/metrics"))
@@ -351,17 +354,15 @@ async fn failures_are_recorded_never_silent() {
             .text()
             .await
             .unwrap();
-        if metrics.contains("stormwatch_collector_alert_deliveries_failed 1") {
-            assert!(metrics.contains("result=\"failed\"} 1"), "{metrics}");
-            break;
+        if metrics.contains(needle) {
+            return metrics;
         }
         assert!(
             Instant::now() < deadline,
-            "the failed delivery must show in /metrics: {metrics}"
+            "/metrics must show {needle:?} within 10 s: {metrics}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    c.stop().await;
 }
 
 #[tokio::test]
