@@ -383,6 +383,7 @@ impl Received {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(self.text.as_bytes());
+        recycle(self.text, self.attr_ends);
     }
 
     /// Reads a span [`Received::pack`] wrote.
@@ -416,10 +417,12 @@ impl Received {
             *e = r.i32() as u32;
         }
         let n = r.i32() as u32 as usize;
-        span.attr_ends = (0..n.min(b.len() / 8))
-            .map(|_| (r.i32() as u32, r.i32() as u32))
-            .collect();
-        span.text = String::from_utf8_lossy(b.get(r.at..).unwrap_or_default()).into_owned();
+        let text = b.get(r.at + 8 * n..).unwrap_or_default();
+        (span.text, span.attr_ends) = spare_buffers(text.len());
+        span.attr_ends
+            .extend((0..n.min(b.len() / 8)).map(|_| (r.i32() as u32, r.i32() as u32)));
+        span.text
+            .push_str(&String::from_utf8_lossy(b.get(r.at..).unwrap_or_default()));
         span
     }
 
@@ -432,7 +435,7 @@ impl Received {
             attributes.insert(self.text[start..k].to_owned(), self.text[k..v].to_owned());
             start = v;
         }
-        Span {
+        let span = Span {
             trace_id: self.trace_id.to_vec(),
             span_id: self.span_id.to_vec(),
             parent_span_id: self.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
@@ -455,8 +458,46 @@ impl Received {
             kept: self.kept,
             flags: Span::flags_from_bits(i32::from(self.flags)),
             replica_lag_ms: self.replica_lag_ms,
-        }
+        };
+        recycle(self.text, self.attr_ends);
+        span
     }
+}
+
+/// Text buffers of spans already packed or converted, kept per thread for the next spans
+/// (at most [`SPARE_BUFFERS`], none over [`SPARE_MAX_TEXT`] bytes): otherwise every span
+/// allocates its text and attribute offsets only for them to be freed moments later, when
+/// the sampler packs it.
+type Buffers = (String, Vec<(u32, u32)>);
+
+const SPARE_BUFFERS: usize = 1024;
+const SPARE_MAX_TEXT: usize = 4096;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Buffers>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Empty buffers, the text with room for at least `text` bytes.
+fn spare_buffers(text: usize) -> Buffers {
+    let (mut t, a) = SPARE
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_else(|| (String::new(), Vec::new()));
+    t.reserve(text);
+    (t, a)
+}
+
+fn recycle(mut text: String, mut attr_ends: Vec<(u32, u32)>) {
+    if text.capacity() > SPARE_MAX_TEXT || attr_ends.capacity() > MAX_ATTRIBUTES {
+        return;
+    }
+    text.clear();
+    attr_ends.clear();
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_BUFFERS {
+            s.push((text, attr_ends));
+        }
+    });
 }
 
 /// A model span in compact form (tests, and any producer that already has model spans).
@@ -626,9 +667,11 @@ pub fn classify<A: Attributes + ?Sized>(
         _ => DependencyClass::Internal,
     };
 
-    // Built in a per-thread buffer: the text copies it, so a span need not allocate for it.
-    let mut peer = PEER_SCRATCH.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    peer_of(attrs, class, db_system.as_deref(), &mut peer);
+    // Peer, operation and statement are built in per-thread buffers: the span's text copies
+    // them, so a span need not allocate for them.
+    let mut scratch = SCRATCH.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    let Scratch { peer, op, stmt } = &mut scratch;
+    peer_of(attrs, class, db_system.as_deref(), peer);
 
     // Errors: the protocol's own marker, plus HTTP statuses the OTel conventions call failures
     // (5xx for servers, 4xx and 5xx for clients), in case an instrumentation did not set it.
@@ -655,13 +698,13 @@ pub fn classify<A: Attributes + ?Sized>(
             let cmd_src = raw_statement
                 .or_else(|| first_str(attrs, &["db.operation.name", "db.operation"]))
                 .unwrap_or(inc.name);
-            let (cmd, pattern) = normalize::redis(cmd_src);
+            let cmd = normalize::redis_into(cmd_src, stmt);
             let statement = if cfg.keep_raw_statements {
-                Cow::Borrowed(raw_statement.unwrap_or(""))
+                raw_statement.unwrap_or("")
             } else {
-                Cow::Owned(pattern)
+                stmt.as_str()
             };
-            (Cow::Owned(cmd), statement)
+            (Cow::Borrowed(&stmt[..cmd]), Cow::Borrowed(statement))
         }
         DependencyClass::Db => {
             let op = first_str(attrs, &["db.query.summary"])
@@ -690,7 +733,7 @@ pub fn classify<A: Attributes + ?Sized>(
         }
         DependencyClass::HttpServer => {
             let op = match (http_method, first_str(attrs, &["http.route"])) {
-                (Some(m), Some(r)) => Cow::Owned(join_words(m, r)),
+                (Some(m), Some(r)) => Cow::Borrowed(join_words(m, r, op)),
                 _ => Cow::Borrowed(inc.name),
             };
             (op, Cow::Borrowed(""))
@@ -700,7 +743,7 @@ pub fn classify<A: Attributes + ?Sized>(
                 http_method,
                 first_str(attrs, &["url.template", "http.route"]),
             ) {
-                (Some(m), Some(t)) => Cow::Owned(join_words(m, t)),
+                (Some(m), Some(t)) => Cow::Borrowed(join_words(m, t, op)),
                 _ => Cow::Borrowed(inc.name),
             };
             (op, Cow::Borrowed(""))
@@ -709,7 +752,7 @@ pub fn classify<A: Attributes + ?Sized>(
     };
 
     let db_role = match class {
-        DependencyClass::Db | DependencyClass::Redis => role_of(attrs, cfg, &peer),
+        DependencyClass::Db | DependencyClass::Redis => role_of(attrs, cfg, peer),
         _ => DbRole::Unknown,
     };
 
@@ -743,21 +786,20 @@ pub fn classify<A: Attributes + ?Sized>(
             (Some(n), false) if n.statement.len() <= MAX_STATEMENT_BYTES => Some(n.missing_where),
             _ => None,
         },
-        // Sized to what this span holds (plus room for a few attributes) rather than a fixed
-        // 256 bytes: spans waiting for their trace's decision are tens of thousands.
-        text: String::with_capacity(
-            (inc.service.len()
-                + inc.instance.len()
-                + operation.len()
-                + peer.len()
-                + db_system.as_deref().map_or(0, str::len)
-                + statement.len()
-                + if error { inc.status_message.len() } else { 0 }
-                + 64)
-                .min(8192),
-        ),
         ..Default::default()
     };
+    let (text, attr_ends) = spare_buffers(
+        (inc.service.len()
+            + inc.instance.len()
+            + operation.len()
+            + peer.len()
+            + db_system.as_deref().map_or(0, str::len)
+            + statement.len()
+            + if error { inc.status_message.len() } else { 0 }
+            + 64)
+            .min(8192),
+    );
+    (r.text, r.attr_ends) = (text, attr_ends);
     let service = if inc.service.is_empty() {
         "unknown_service"
     } else {
@@ -771,7 +813,7 @@ pub fn classify<A: Attributes + ?Sized>(
         &operation
     };
     r.push_text(Text::Operation, operation, MAX_LABEL_BYTES);
-    r.push_text(Text::Peer, &peer, MAX_LABEL_BYTES);
+    r.push_text(Text::Peer, peer, MAX_LABEL_BYTES);
     r.push_text(
         Text::DbSystem,
         db_system.as_deref().unwrap_or(""),
@@ -803,21 +845,29 @@ pub fn classify<A: Attributes + ?Sized>(
             false,
         );
     }
-    PEER_SCRATCH.with(|p| *p.borrow_mut() = peer);
+    SCRATCH.with(|p| *p.borrow_mut() = scratch);
     Ok(r)
 }
 
-thread_local! {
-    static PEER_SCRATCH: std::cell::RefCell<String> = std::cell::RefCell::default();
+/// [`classify`]'s per-thread buffers.
+#[derive(Default)]
+struct Scratch {
+    peer: String,
+    op: String,
+    stmt: String,
 }
 
-/// `a b` without the formatting machinery.
-fn join_words(a: &str, b: &str) -> String {
-    let mut s = String::with_capacity(a.len() + 1 + b.len());
-    s.push_str(a);
-    s.push(' ');
-    s.push_str(b);
-    s
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// `a b` into `out`, without the formatting machinery.
+fn join_words<'o>(a: &str, b: &str, out: &'o mut String) -> &'o str {
+    out.clear();
+    out.push_str(a);
+    out.push(' ');
+    out.push_str(b);
+    out
 }
 
 /// `https://h/p?token=x` → `https://h/p`: query strings carry secrets.
@@ -854,11 +904,11 @@ fn peer_of<A: Attributes + ?Sized>(
     )
     .and_then(|v| v.as_int())
     .filter(|p| (1..=65535).contains(p));
-    let (host, port): (Option<Cow<'_, str>>, _) = match host {
-        Some(h) => (Some(Cow::Borrowed(h)), port),
+    let (host, port) = match host {
+        Some(h) => (Some(h), port),
         None if class == DependencyClass::HttpClient => {
             match first_str(attrs, &["url.full", "http.url"]).and_then(host_port_of_url) {
-                Some((h, p)) => (Some(Cow::Owned(h)), port.or(p)),
+                Some((h, p)) => (Some(h), port.or(p)),
                 None => (None, port),
             }
         }
@@ -878,7 +928,7 @@ fn peer_of<A: Attributes + ?Sized>(
     if bracket {
         out.push('[');
     }
-    out.push_str(&host);
+    out.push_str(host);
     if bracket {
         out.push(']');
     }
@@ -910,7 +960,7 @@ fn push_int(out: &mut String, v: i64) {
 }
 
 /// Host and port (default by scheme) of a URL.
-fn host_port_of_url(url: &str) -> Option<(String, Option<i64>)> {
+fn host_port_of_url(url: &str) -> Option<(&str, Option<i64>)> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
     let authority = authority.rsplit('@').next()?;
@@ -925,11 +975,11 @@ fn host_port_of_url(url: &str) -> Option<(String, Option<i64>)> {
             .strip_prefix(':')
             .and_then(|p| p.parse().ok())
             .or(default);
-        return Some((h.to_owned(), port));
+        return Some((h, port));
     }
     match authority.rsplit_once(':') {
-        Some((h, p)) => Some((h.to_owned(), p.parse().ok().or(default))),
-        None if !authority.is_empty() => Some((authority.to_owned(), default)),
+        Some((h, p)) => Some((h, p.parse().ok().or(default))),
+        None if !authority.is_empty() => Some((authority, default)),
         None => None,
     }
 }
@@ -958,6 +1008,37 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_750_000_000_000_000_000;
+
+    #[test]
+    fn packed_spans_lend_their_buffers_to_the_next_spans_within_bounds() {
+        let spare = || SPARE.with(|s| s.borrow().len());
+        let span = run(
+            SpanKind::Client,
+            "GET",
+            &[("db.system", "redis"), ("db.statement", "GET user:1")],
+        );
+        SPARE.with(|s| s.borrow_mut().clear());
+        let r = Received::from(span.clone());
+        let capacity = r.text.capacity();
+        let mut out = Vec::new();
+        r.pack(&mut out);
+        assert_eq!(spare(), 1, "pack hands its buffers back");
+        let (text, attrs) = spare_buffers(8);
+        assert!(text.is_empty() && attrs.is_empty(), "handed out empty");
+        assert_eq!(text.capacity(), capacity, "the same allocation");
+        assert_eq!(spare(), 0);
+        // What comes back out of the pack is the same span, built in lent buffers.
+        assert_eq!(Received::unpack(&out).into_span(), span);
+        assert_eq!(spare(), 1, "into_span hands its buffers back too");
+        // Bounded: no more than SPARE_BUFFERS, and no large buffers.
+        for _ in 0..SPARE_BUFFERS + 10 {
+            recycle(String::with_capacity(64), Vec::new());
+        }
+        assert_eq!(spare(), SPARE_BUFFERS);
+        SPARE.with(|s| s.borrow_mut().clear());
+        recycle(String::with_capacity(SPARE_MAX_TEXT + 1), Vec::new());
+        assert_eq!(spare(), 0, "a large text buffer is freed, not kept");
+    }
 
     #[test]
     fn a_packed_span_unpacks_equal_field_for_field() {

@@ -591,34 +591,40 @@ pub fn sql_operation(normalized: &str) -> Option<String> {
 /// A Redis command with its first key turned into a pattern; values never appear.
 /// Returns `(command, statement)`: `("GET", "GET user:?:profile")`.
 pub fn redis(raw: &str) -> (String, String) {
+    let mut statement = String::new();
+    let command = redis_into(raw, &mut statement);
+    (statement[..command].to_owned(), statement)
+}
+
+/// [`redis`] into `statement` (cleared first), which then starts with the command: returns
+/// the command's length. The classifier calls this with a reused buffer, so a Redis span
+/// costs no allocation here.
+pub fn redis_into(raw: &str, statement: &mut String) -> usize {
+    statement.clear();
     let mut words = raw.split_ascii_whitespace();
     // Upper-cased, letters, digits and `_` only, at most 32 of them.
-    let mut command = String::with_capacity(16);
     for c in words.next().unwrap_or("").bytes() {
-        if command.len() == 32 {
+        if statement.len() == 32 {
             break;
         }
         if c.is_ascii_alphanumeric() || c == b'_' {
-            command.push(char::from(c.to_ascii_uppercase()));
+            statement.push(char::from(c.to_ascii_uppercase()));
         }
     }
-    if command.is_empty() {
-        return ("UNKNOWN".into(), "UNKNOWN".into());
+    if statement.is_empty() {
+        statement.push_str("UNKNOWN");
+        return statement.len();
     }
-    if NO_KEY.contains(&command.as_str()) {
-        return (command.clone(), command);
+    let command = statement.len();
+    if NO_KEY.contains(&statement.as_str()) {
+        return command;
     }
-    match words.next() {
-        Some(key) => {
-            let key = key.trim_matches(|c| c == '"' || c == '\'');
-            let mut statement = String::with_capacity(command.len() + 1 + key.len().min(256));
-            statement.push_str(&command);
-            statement.push(' ');
-            push_key_pattern(&mut statement, key);
-            (command, statement)
-        }
-        None => (command.clone(), command),
+    if let Some(key) = words.next() {
+        let key = key.trim_matches(|c| c == '"' || c == '\'');
+        statement.push(' ');
+        push_key_pattern(statement, key);
     }
+    command
 }
 
 /// Commands whose first argument is not a key (or is a secret): only the name is kept.

@@ -174,8 +174,15 @@ pub struct Sampler {
     order: VecDeque<(Instant, TraceId)>,
     pending: usize,
     arena: Arena,
+    /// Emptied `Trace::pending` lists for new traces (a trace's list otherwise grows from
+    /// nothing, allocating a few times, and is freed when the trace is forgotten).
+    spare_lists: Vec<Vec<Held>>,
     metrics: Arc<Metrics>,
 }
+
+/// At most this many spare pending lists are kept, none longer than [`SPARE_LIST_LEN`].
+const SPARE_LISTS: usize = 4096;
+const SPARE_LIST_LEN: usize = 64;
 
 impl Sampler {
     pub fn new(cfg: Sampling, metrics: Arc<Metrics>) -> Self {
@@ -186,6 +193,7 @@ impl Sampler {
             order: VecDeque::new(),
             pending: 0,
             arena: Arena::default(),
+            spare_lists: Vec::new(),
             metrics,
         }
     }
@@ -290,15 +298,16 @@ impl Sampler {
         t.expires = expires;
         if !t.kept {
             t.kept = true;
-            let released = std::mem::take(&mut t.pending);
+            let mut released = std::mem::take(&mut t.pending);
             self.pending -= released.len();
             self.metrics.kept(KeepReason::Forced, released.len() as u64);
             let arena = &mut self.arena;
-            out.extend(released.into_iter().map(|h| {
+            out.extend(released.drain(..).map(|h| {
                 let mut r = arena.unpack(h);
                 r.kept = KeepReason::Forced as i32;
                 r
             }));
+            self.spare_list(released);
         }
         self.order.push_back((expires, tid));
     }
@@ -312,7 +321,7 @@ impl Sampler {
             Trace {
                 expires,
                 kept: false,
-                pending: Vec::new(),
+                pending: self.spare_lists.pop().unwrap_or_default(),
             }
         });
         t.pending.push(held);
@@ -341,6 +350,17 @@ impl Sampler {
             self.metrics
                 .not_sampled
                 .fetch_add(t.pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.spare_list(t.pending);
+        }
+    }
+
+    fn spare_list(&mut self, mut list: Vec<Held>) {
+        if list.capacity() > 0
+            && list.capacity() <= SPARE_LIST_LEN
+            && self.spare_lists.len() < SPARE_LISTS
+        {
+            list.clear();
+            self.spare_lists.push(list);
         }
     }
 
@@ -540,6 +560,17 @@ mod tests {
             m.not_sampled.load(std::sync::atomic::Ordering::Relaxed),
             900
         );
+        // Forgotten traces' lists are reused by new traces, not piled up.
+        assert!(s.spare_lists.len() <= 1, "{}", s.spare_lists.len());
+        let before = s.spare_lists.len();
+        s.spare_list(Vec::with_capacity(SPARE_LIST_LEN + 1));
+        assert_eq!(
+            s.spare_lists.len(),
+            before,
+            "a long list is freed, not kept"
+        );
+        s.spare_list(Vec::with_capacity(4));
+        assert_eq!(s.spare_lists.len(), before + 1);
     }
 
     #[test]
