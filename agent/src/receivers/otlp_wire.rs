@@ -80,8 +80,54 @@ impl<'a> Reader<'a> {
     }
 
     /// The next (field number, payload), or `None` at the end.
-    #[inline]
+    ///
+    /// Nearly every field of a span has a one-byte key, and most length-delimited ones (ids,
+    /// attribute keys, short values) a one-byte length: those are read here in a few
+    /// instructions; anything else, and every error, takes [`Reader::next_general`].
+    #[inline(always)]
     fn next(&mut self) -> Result<Option<(u32, Field<'a>)>, WireError> {
+        let buf = self.buf;
+        let pos = self.pos;
+        let Some(&key) = buf.get(pos) else {
+            return Ok(None);
+        };
+        if key < 0x80 && key >= 8 {
+            let number = u32::from(key >> 3);
+            match key & 7 {
+                2 => {
+                    if let Some(&n) = buf.get(pos + 1) {
+                        let (start, end) = (pos + 2, pos + 2 + usize::from(n));
+                        if n < 0x80 && end <= buf.len() {
+                            self.pos = end;
+                            return Ok(Some((number, Field::Len(&buf[start..end]))));
+                        }
+                    }
+                }
+                0 => {
+                    if let Some(&v) = buf.get(pos + 1) {
+                        if v < 0x80 {
+                            self.pos = pos + 2;
+                            return Ok(Some((number, Field::Varint(u64::from(v)))));
+                        }
+                    }
+                }
+                1 => {
+                    if let Some(b) = buf.get(pos + 1..pos + 9) {
+                        self.pos = pos + 9;
+                        let v = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+                        return Ok(Some((number, Field::Fixed64(v))));
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.next_general()
+    }
+
+    /// [`Reader::next`] for any field, errors included.
+    #[cold]
+    #[inline(never)]
+    fn next_general(&mut self) -> Result<Option<(u32, Field<'a>)>, WireError> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }
@@ -428,6 +474,84 @@ mod tests {
         ] {
             let e = with(key, value).unwrap_err().to_string();
             assert!(e.contains("not valid UTF-8"), "{e}");
+        }
+    }
+
+    /// Every field `next` reads (None at the end, `Err` as a string) via `step`.
+    fn fields<'a>(
+        buf: &'a [u8],
+        step: fn(&mut Reader<'a>) -> Result<Option<(u32, Field<'a>)>, WireError>,
+    ) -> Vec<Result<(u32, String), String>> {
+        let mut r = Reader::new(buf);
+        let mut out = Vec::new();
+        loop {
+            match step(&mut r) {
+                Ok(None) => return out,
+                Ok(Some((n, f))) => out.push(Ok((
+                    n,
+                    match f {
+                        Field::Varint(v) => format!("varint {v}"),
+                        Field::Fixed64(v) => format!("fixed64 {v}"),
+                        Field::Len(b) => format!("len {b:?}"),
+                        Field::Fixed32 => "fixed32".to_string(),
+                    },
+                ))),
+                Err(e) => {
+                    out.push(Err(e.to_string()));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_one_byte_fast_path_reads_what_the_general_reader_reads() {
+        // Messages of random fields: field numbers on one and two key bytes, every wire type,
+        // varints and lengths on one and more bytes; then every truncation and every one-byte
+        // corruption of them.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let varint = |out: &mut Vec<u8>, mut v: u64| loop {
+            if v < 0x80 {
+                out.push(v as u8);
+                break;
+            }
+            out.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        };
+        for _ in 0..300 {
+            let mut msg = Vec::new();
+            for _ in 0..rnd(8) {
+                let number = [1, 2, 9, 15, 16, 100][rnd(6) as usize];
+                let wire = [0, 1, 2, 5][rnd(4) as usize];
+                varint(&mut msg, number << 3 | wire);
+                match wire {
+                    0 => varint(&mut msg, [0, 1, 127, 128, 300, u64::MAX][rnd(6) as usize]),
+                    1 => msg.extend_from_slice(&rnd(u64::MAX).to_le_bytes()),
+                    2 => {
+                        let len = [0, 1, 16, 127, 128, 200][rnd(6) as usize];
+                        varint(&mut msg, len);
+                        msg.extend((0..len).map(|i| i as u8));
+                    }
+                    _ => msg.extend_from_slice(&[1, 2, 3, 4]),
+                }
+            }
+            let general = |b: &[u8]| fields(b, |r| r.next_general());
+            let fast = |b: &[u8]| fields(b, |r| r.next());
+            assert_eq!(fast(&msg), general(&msg));
+            for cut in 0..msg.len() {
+                assert_eq!(fast(&msg[..cut]), general(&msg[..cut]), "cut at {cut}");
+            }
+            for at in 0..msg.len() {
+                let mut bad = msg.clone();
+                bad[at] = rnd(256) as u8;
+                assert_eq!(fast(&bad), general(&bad), "byte {at} = {}", bad[at]);
+            }
         }
     }
 
