@@ -34,6 +34,9 @@ enum Field<'a> {
     Fixed32,
 }
 
+/// What [`Reader::next`] returns: the next (field number, payload), `None` at the end.
+type Next<'a> = Result<Option<(u32, Field<'a>)>, WireError>;
+
 /// Iterates the fields of one message.
 struct Reader<'a> {
     buf: &'a [u8],
@@ -85,13 +88,13 @@ impl<'a> Reader<'a> {
     /// attribute keys, short values) a one-byte length: those are read here in a few
     /// instructions; anything else, and every error, takes [`Reader::next_general`].
     #[inline(always)]
-    fn next(&mut self) -> Result<Option<(u32, Field<'a>)>, WireError> {
+    fn next(&mut self) -> Next<'a> {
         let buf = self.buf;
         let pos = self.pos;
         let Some(&key) = buf.get(pos) else {
             return Ok(None);
         };
-        if key < 0x80 && key >= 8 {
+        if (8..0x80).contains(&key) {
             let number = u32::from(key >> 3);
             match key & 7 {
                 2 => {
@@ -127,7 +130,7 @@ impl<'a> Reader<'a> {
     /// [`Reader::next`] for any field, errors included.
     #[cold]
     #[inline(never)]
-    fn next_general(&mut self) -> Result<Option<(u32, Field<'a>)>, WireError> {
+    fn next_general(&mut self) -> Next<'a> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }
@@ -480,7 +483,7 @@ mod tests {
     /// Every field `next` reads (None at the end, `Err` as a string) via `step`.
     fn fields<'a>(
         buf: &'a [u8],
-        step: fn(&mut Reader<'a>) -> Result<Option<(u32, Field<'a>)>, WireError>,
+        step: fn(&mut Reader<'a>) -> Next<'a>,
     ) -> Vec<Result<(u32, String), String>> {
         let mut r = Reader::new(buf);
         let mut out = Vec::new();
