@@ -31,12 +31,6 @@ pub enum Value<'a> {
 }
 
 impl Value<'_> {
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::Str(s) => Some(s),
-            _ => None,
-        }
-    }
     fn as_int(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
@@ -985,15 +979,17 @@ fn host_port_of_url(url: &str) -> Option<(&str, Option<i64>)> {
 }
 
 fn role_of<A: Attributes + ?Sized>(attrs: &A, cfg: &Classify, peer: &str) -> DbRole {
-    if let Some(role) = attrs
-        .get(&cfg.db_role_attribute)
-        .and_then(|v| v.as_str().map(str::to_ascii_lowercase))
-    {
-        match role.as_str() {
-            "primary" | "master" | "writer" => return DbRole::Primary,
-            "replica" | "secondary" | "slave" | "reader" => return DbRole::Replica,
-            _ => {}
+    if let Some(Value::Str(role)) = attrs.get(&cfg.db_role_attribute) {
+        let is = |names: &[&str]| names.iter().any(|n| role.eq_ignore_ascii_case(n));
+        if is(&["primary", "master", "writer"]) {
+            return DbRole::Primary;
         }
+        if is(&["replica", "secondary", "slave", "reader"]) {
+            return DbRole::Replica;
+        }
+    }
+    if cfg.db_roles.is_empty() {
+        return DbRole::Unknown;
     }
     if let Some(role) = cfg.db_roles.get(peer) {
         return *role;

@@ -601,79 +601,129 @@ pub fn redis(raw: &str) -> (String, String) {
 /// costs no allocation here.
 pub fn redis_into(raw: &str, statement: &mut String) -> usize {
     statement.clear();
-    let mut words = raw.split_ascii_whitespace();
-    // Upper-cased, letters, digits and `_` only, at most 32 of them.
-    for c in words.next().unwrap_or("").bytes() {
-        if statement.len() == 32 {
-            break;
+    let b = raw.as_bytes();
+    let class = |i: usize| REDIS_BYTES[usize::from(b[i])];
+    // Words are split at ASCII whitespace (as `split_ascii_whitespace` does), so every word
+    // boundary is a character boundary.
+    let mut i = 0;
+    while i < b.len() && class(i) & WS != 0 {
+        i += 1;
+    }
+    // The command: upper-cased, letters, digits and `_` only, at most 32 of them.
+    while i < b.len() && class(i) & WS == 0 {
+        if class(i) & CMD != 0 && statement.len() < 32 {
+            statement.push(char::from(b[i].to_ascii_uppercase()));
         }
-        if c.is_ascii_alphanumeric() || c == b'_' {
-            statement.push(char::from(c.to_ascii_uppercase()));
-        }
+        i += 1;
     }
     if statement.is_empty() {
         statement.push_str("UNKNOWN");
         return statement.len();
     }
     let command = statement.len();
-    if NO_KEY.contains(&statement.as_str()) {
+    if no_key(statement) {
         return command;
     }
-    if let Some(key) = words.next() {
-        let key = key.trim_matches(|c| c == '"' || c == '\'');
+    while i < b.len() && class(i) & WS != 0 {
+        i += 1;
+    }
+    let start = i;
+    while i < b.len() && class(i) & WS == 0 {
+        i += 1;
+    }
+    if start < i {
+        let key = raw[start..i].trim_matches(|c| c == '"' || c == '\'');
         statement.push(' ');
         push_key_pattern(statement, key);
     }
     command
 }
 
+/// [`REDIS_BYTES`] classes: ASCII whitespace, key separators, bytes that make a key segment
+/// variable (digits, non-ASCII), and command characters (letters, digits, `_`).
+const WS: u8 = 1;
+const SEP: u8 = 2;
+const VAR: u8 = 4;
+const CMD: u8 = 8;
+
+/// The class bits of every byte: one lookup instead of a chain of comparisons per byte.
+static REDIS_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut k = 0;
+        if c.is_ascii_whitespace() {
+            k |= WS;
+        }
+        if matches!(
+            c,
+            b':' | b'.' | b'/' | b'|' | b'-' | b'_' | b'#' | b'{' | b'}' | b'=' | b','
+        ) {
+            k |= SEP;
+        }
+        if c.is_ascii_digit() || !c.is_ascii() {
+            k |= VAR;
+        }
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            k |= CMD;
+        }
+        t[i] = k;
+        i += 1;
+    }
+    t
+};
+
 /// Commands whose first argument is not a key (or is a secret): only the name is kept.
-const NO_KEY: &[&str] = &[
-    "AUTH",
-    "HELLO",
-    "PING",
-    "ECHO",
-    "SELECT",
-    "INFO",
-    "CONFIG",
-    "CLIENT",
-    "CLUSTER",
-    "COMMAND",
-    "MULTI",
-    "EXEC",
-    "DISCARD",
-    "EVAL",
-    "EVALSHA",
-    "EVAL_RO",
-    "EVALSHA_RO",
-    "SCRIPT",
-    "FUNCTION",
-    "FCALL",
-    "PUBLISH",
-    "SUBSCRIBE",
-    "PSUBSCRIBE",
-    "UNSUBSCRIBE",
-    "QUIT",
-    "FLUSHDB",
-    "FLUSHALL",
-    "DBSIZE",
-    "SCAN",
-    "KEYS",
-    "WAIT",
-    "MONITOR",
-    "SLOWLOG",
-    "MIGRATE",
-    "ACL",
-    "MEMORY",
-    "LATENCY",
-    "TIME",
-    "SAVE",
-    "BGSAVE",
-    "LASTSAVE",
-    "SHUTDOWN",
-    "SWAPDB",
-    "RESET",
-];
+fn no_key(command: &str) -> bool {
+    matches!(
+        command,
+        "ACL"
+            | "AUTH"
+            | "BGSAVE"
+            | "CLIENT"
+            | "CLUSTER"
+            | "COMMAND"
+            | "CONFIG"
+            | "DBSIZE"
+            | "DISCARD"
+            | "ECHO"
+            | "EVAL"
+            | "EVALSHA"
+            | "EVALSHA_RO"
+            | "EVAL_RO"
+            | "EXEC"
+            | "FCALL"
+            | "FLUSHALL"
+            | "FLUSHDB"
+            | "FUNCTION"
+            | "HELLO"
+            | "INFO"
+            | "KEYS"
+            | "LASTSAVE"
+            | "LATENCY"
+            | "MEMORY"
+            | "MIGRATE"
+            | "MONITOR"
+            | "MULTI"
+            | "PING"
+            | "PSUBSCRIBE"
+            | "PUBLISH"
+            | "QUIT"
+            | "RESET"
+            | "SAVE"
+            | "SCAN"
+            | "SCRIPT"
+            | "SELECT"
+            | "SHUTDOWN"
+            | "SLOWLOG"
+            | "SUBSCRIBE"
+            | "SWAPDB"
+            | "TIME"
+            | "UNSUBSCRIBE"
+            | "WAIT"
+    )
+}
 
 /// `user:12345:profile` → `user:?:profile`; segments holding a digit, or long enough to be a
 /// token or hash, are variable.
@@ -686,27 +736,32 @@ pub fn key_pattern(key: &str) -> String {
 /// [`key_pattern`] appended to `out`.
 fn push_key_pattern(out: &mut String, key: &str) {
     let base = out.len();
-    let flush = |out: &mut String, seg: &str| {
-        let variable =
-            seg.bytes().any(|c| c.is_ascii_digit()) || seg.len() >= 24 || !seg.is_ascii();
-        out.push_str(if variable { "?" } else { seg });
+    // A segment holding a digit or a non-ASCII byte, or 24 bytes long, is variable.
+    let push = |out: &mut String, seg: &str, variable: bool| {
+        out.push_str(if variable || seg.len() >= 24 {
+            "?"
+        } else {
+            seg
+        });
     };
     // Separators are ASCII, so slicing at one is slicing at a character boundary.
     let mut start = 0;
+    let mut variable = false;
     for (i, &c) in key.as_bytes().iter().enumerate() {
-        if matches!(
-            c,
-            b':' | b'.' | b'/' | b'|' | b'-' | b'_' | b'#' | b'{' | b'}' | b'=' | b','
-        ) {
-            flush(out, &key[start..i]);
+        let class = REDIS_BYTES[usize::from(c)];
+        if class & SEP != 0 {
+            push(out, &key[start..i], variable);
             out.push(char::from(c));
             start = i + 1;
+            variable = false;
             if out.len() - base > 200 {
                 return;
             }
+        } else if class & VAR != 0 {
+            variable = true;
         }
     }
-    flush(out, &key[start..]);
+    push(out, &key[start..], variable);
 }
 
 #[cfg(test)]
@@ -716,7 +771,55 @@ mod tests {
     /// The normalizer as it was before it was split into a tokenizer, kept as the oracle the
     /// tokenizer-based one must agree with byte for byte.
     mod before_tokenizer {
-        use super::super::{collapse_lists, find, prev_is_ident, push_token, upper, NO_KEY};
+        use super::super::{collapse_lists, find, prev_is_ident, push_token, upper};
+
+        /// The list `no_key` matches, as the old normalizer had it.
+        pub const NO_KEY: &[&str] = &[
+            "ACL",
+            "AUTH",
+            "BGSAVE",
+            "CLIENT",
+            "CLUSTER",
+            "COMMAND",
+            "CONFIG",
+            "DBSIZE",
+            "DISCARD",
+            "ECHO",
+            "EVAL",
+            "EVALSHA",
+            "EVALSHA_RO",
+            "EVAL_RO",
+            "EXEC",
+            "FCALL",
+            "FLUSHALL",
+            "FLUSHDB",
+            "FUNCTION",
+            "HELLO",
+            "INFO",
+            "KEYS",
+            "LASTSAVE",
+            "LATENCY",
+            "MEMORY",
+            "MIGRATE",
+            "MONITOR",
+            "MULTI",
+            "PING",
+            "PSUBSCRIBE",
+            "PUBLISH",
+            "QUIT",
+            "RESET",
+            "SAVE",
+            "SCAN",
+            "SCRIPT",
+            "SELECT",
+            "SHUTDOWN",
+            "SLOWLOG",
+            "SUBSCRIBE",
+            "SWAPDB",
+            "TIME",
+            "UNSUBSCRIBE",
+            "WAIT",
+        ];
 
         pub fn sql(raw: &str) -> String {
             let b = raw.as_bytes();
@@ -1055,11 +1158,37 @@ mod tests {
     #[test]
     fn redis_normalizes_exactly_as_before() {
         for s in random_statements(5_000) {
-            for cmd in ["GET ", "hset ", "AUTH ", "", "sét ", "\"GET\" "] {
+            for cmd in [
+                "GET ",
+                "hset ",
+                "AUTH ",
+                "",
+                "sét ",
+                "\"GET\" ",
+                " \tGET\n ",
+            ] {
                 let s = format!("{cmd}{}", s.replace(' ', ":"));
                 assert_eq!(redis(&s), before_tokenizer::redis(&s), "{s:?}");
                 assert_eq!(key_pattern(&s), before_tokenizer::key_pattern(&s), "{s:?}");
             }
+            // Whitespace as the statement has it: between words, runs of it, at the ends.
+            assert_eq!(redis(&s), before_tokenizer::redis(&s), "{s:?}");
+        }
+        for name in before_tokenizer::NO_KEY {
+            let s = format!("{} secret:1", name.to_lowercase());
+            assert_eq!(redis(&s), before_tokenizer::redis(&s), "{s:?}");
+            assert_eq!(redis(&s).1, *name);
+        }
+        for s in [
+            "",
+            " ",
+            "\t\n",
+            "  set  k  v ",
+            "GET\u{a0}k",
+            "PING\tx",
+            "get\x0bk v",
+        ] {
+            assert_eq!(redis(s), before_tokenizer::redis(s), "{s:?}");
         }
         let long = "k:".repeat(300) + "end";
         assert_eq!(key_pattern(&long), before_tokenizer::key_pattern(&long));
