@@ -51,6 +51,8 @@ impl Value<'_> {
 pub trait Attributes {
     fn get(&self, key: &str) -> Option<Value<'_>>;
     fn each(&self, f: &mut dyn FnMut(&str, Value<'_>));
+    /// The value of the `i`th attribute (in [`Attributes::each`] order).
+    fn nth(&self, i: usize) -> Option<Value<'_>>;
 }
 
 /// Borrowed attributes from the zero-copy OTLP reader.
@@ -62,6 +64,9 @@ impl Attributes for [(&str, Value<'_>)] {
         for (k, v) in self {
             f(k, *v);
         }
+    }
+    fn nth(&self, i: usize) -> Option<Value<'_>> {
+        self.get(i).map(|(_, v)| *v)
     }
 }
 
@@ -77,36 +82,122 @@ impl Attributes for [(String, String)] {
             f(k, Value::Str(v));
         }
     }
-}
-
-/// One of 64 bits for an attribute key, from its length and two of its bytes.
-fn key_bit(key: &str) -> u64 {
-    let b = key.as_bytes();
-    let (mid, last) = (
-        b.get(b.len() / 2).copied().unwrap_or(0),
-        b.last().copied().unwrap_or(0),
-    );
-    1 << ((b.len() * 7 + usize::from(last) * 3 + usize::from(mid)) % 64)
-}
-
-/// Attributes with a summary of their keys. The classifier asks for some thirty keys (old and
-/// new conventions) of which a span carries a handful; the summary answers most absent keys
-/// without comparing strings.
-struct Summarized<'a, A: ?Sized> {
-    attrs: &'a A,
-    /// [`key_bit`] of every key present.
-    keys: u64,
-}
-
-impl<A: Attributes + ?Sized> Attributes for Summarized<'_, A> {
-    fn get(&self, key: &str) -> Option<Value<'_>> {
-        if self.keys & key_bit(key) == 0 {
-            return None;
-        }
-        self.attrs.get(key)
+    fn nth(&self, i: usize) -> Option<Value<'_>> {
+        self.get(i).map(|(_, v)| Value::Str(v))
     }
-    fn each(&self, f: &mut dyn FnMut(&str, Value<'_>)) {
-        self.attrs.each(f)
+}
+
+/// The attribute keys the classifier reads, old and new conventions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum K {
+    DbSystemName,
+    DbSystem,
+    HttpRequestMethod,
+    HttpMethod,
+    HttpResponseStatusCode,
+    HttpStatusCode,
+    MessagingSystem,
+    RpcSystem,
+    HttpRoute,
+    UrlFull,
+    HttpUrl,
+    DbQueryText,
+    DbStatement,
+    SqlQuery,
+    DbRedisStatement,
+    DbOperationName,
+    DbOperation,
+    DbQuerySummary,
+    DbCollectionName,
+    DbSqlTable,
+    UrlTemplate,
+    DbResponseReturnedRows,
+    DbRowsAffected,
+    DbResponseRows,
+    ServerAddress,
+    NetPeerName,
+    NetworkPeerAddress,
+    NetPeerIp,
+    NetSockPeerAddr,
+    ServerPort,
+    NetPeerPort,
+    NetworkPeerPort,
+    NetSockPeerPort,
+}
+
+const KNOWN_KEYS: usize = K::NetSockPeerPort as usize + 1;
+
+/// The [`K`] of an attribute key, if the classifier reads it.
+fn known(key: &str) -> Option<K> {
+    Some(match key {
+        "db.system.name" => K::DbSystemName,
+        "db.system" => K::DbSystem,
+        "http.request.method" => K::HttpRequestMethod,
+        "http.method" => K::HttpMethod,
+        "http.response.status_code" => K::HttpResponseStatusCode,
+        "http.status_code" => K::HttpStatusCode,
+        "messaging.system" => K::MessagingSystem,
+        "rpc.system" => K::RpcSystem,
+        "http.route" => K::HttpRoute,
+        "url.full" => K::UrlFull,
+        "http.url" => K::HttpUrl,
+        "db.query.text" => K::DbQueryText,
+        "db.statement" => K::DbStatement,
+        "sql.query" => K::SqlQuery,
+        "db.redis.statement" => K::DbRedisStatement,
+        "db.operation.name" => K::DbOperationName,
+        "db.operation" => K::DbOperation,
+        "db.query.summary" => K::DbQuerySummary,
+        "db.collection.name" => K::DbCollectionName,
+        "db.sql.table" => K::DbSqlTable,
+        "url.template" => K::UrlTemplate,
+        "db.response.returned_rows" => K::DbResponseReturnedRows,
+        "db.rows_affected" => K::DbRowsAffected,
+        "db.response.rows" => K::DbResponseRows,
+        "server.address" => K::ServerAddress,
+        "net.peer.name" => K::NetPeerName,
+        "network.peer.address" => K::NetworkPeerAddress,
+        "net.peer.ip" => K::NetPeerIp,
+        "net.sock.peer.addr" => K::NetSockPeerAddr,
+        "server.port" => K::ServerPort,
+        "net.peer.port" => K::NetPeerPort,
+        "network.peer.port" => K::NetworkPeerPort,
+        "net.sock.peer.port" => K::NetSockPeerPort,
+        _ => return None,
+    })
+}
+
+/// Attributes with the position of every key the classifier reads, found in one pass: each of
+/// its some thirty lookups is then an array read instead of a search of the attributes.
+struct Indexed<'a, A: ?Sized> {
+    attrs: &'a A,
+    /// 1 + the position of the first attribute with each [`K`]; 0 when absent.
+    at: [u16; KNOWN_KEYS],
+}
+
+impl<'a, A: Attributes + ?Sized> Indexed<'a, A> {
+    fn value(&self, k: K) -> Option<Value<'a>> {
+        match self.at[k as usize] {
+            0 => None,
+            p => self.attrs.nth(usize::from(p) - 1),
+        }
+    }
+
+    fn has(&self, k: K) -> bool {
+        self.at[k as usize] != 0
+    }
+
+    /// The first present attribute among `keys` (new convention first, then the old).
+    fn first(&self, keys: &[K]) -> Option<Value<'a>> {
+        keys.iter().find_map(|k| self.value(*k))
+    }
+
+    /// The first among `keys` holding a non-empty string.
+    fn first_str(&self, keys: &[K]) -> Option<&'a str> {
+        keys.iter().find_map(|k| match self.value(*k) {
+            Some(Value::Str(s)) if !s.is_empty() => Some(s),
+            _ => None,
+        })
     }
 }
 
@@ -151,20 +242,6 @@ fn is_mapped_key(key: &str) -> bool {
             | "net.peer.name"
             | "net.peer.port"
     )
-}
-
-/// The first present attribute among `keys` (new convention first, then the old).
-fn first<'a, A: Attributes + ?Sized>(a: &'a A, keys: &[&str]) -> Option<Value<'a>> {
-    keys.iter().find_map(|k| a.get(k))
-}
-
-fn first_str<'a, A: Attributes + ?Sized>(a: &'a A, keys: &[&str]) -> Option<&'a str> {
-    keys.iter().find_map(|k| {
-        a.get(k).and_then(|v| match v {
-            Value::Str(s) if !s.is_empty() => Some(s),
-            _ => None,
-        })
-    })
 }
 
 /// The text fields of a [`Received`], in the order they are stored.
@@ -611,9 +688,16 @@ pub fn classify<A: Attributes + ?Sized>(
         return Err(format!("span lasts {duration} ns, more than one day"));
     }
     let mut oversized = None;
-    let mut keys = 0u64;
+    let mut at = [0u16; KNOWN_KEYS];
+    let mut position = 0usize;
     attrs.each(&mut |k, v| {
-        keys |= key_bit(k);
+        position += 1;
+        if let Some(known) = known(k) {
+            let slot = &mut at[known as usize];
+            if *slot == 0 {
+                *slot = u16::try_from(position).unwrap_or(0);
+            }
+        }
         if oversized.is_none() && (v.len() > max_value || k.len() > max_value) {
             oversized = Some(k.chars().take(64).collect::<String>());
         }
@@ -621,23 +705,23 @@ pub fn classify<A: Attributes + ?Sized>(
     if let Some(k) = oversized {
         return Err(format!("attribute `{k}` is longer than {max_value} bytes"));
     }
-    let attrs = &Summarized { attrs, keys };
+    let idx = Indexed { attrs, at };
 
-    let db_system: Option<Cow<'_, str>> =
-        first_str(attrs, &["db.system.name", "db.system"]).map(|s| {
-            if s.bytes().any(|c| c.is_ascii_uppercase()) {
-                Cow::Owned(s.to_ascii_lowercase())
-            } else {
-                Cow::Borrowed(s)
-            }
-        });
-    let http_method = first_str(attrs, &["http.request.method", "http.method"]);
-    let http_status = first(attrs, &["http.response.status_code", "http.status_code"])
+    let db_system: Option<Cow<'_, str>> = idx.first_str(&[K::DbSystemName, K::DbSystem]).map(|s| {
+        if s.bytes().any(|c| c.is_ascii_uppercase()) {
+            Cow::Owned(s.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(s)
+        }
+    });
+    let http_method = idx.first_str(&[K::HttpRequestMethod, K::HttpMethod]);
+    let http_status = idx
+        .first(&[K::HttpResponseStatusCode, K::HttpStatusCode])
         .and_then(|v| v.as_int())
         .filter(|s| (100..=999).contains(s))
         .unwrap_or(0) as u32;
-    let messaging = first_str(attrs, &["messaging.system"]);
-    let rpc = first_str(attrs, &["rpc.system"]);
+    let messaging = idx.first_str(&[K::MessagingSystem]);
+    let rpc = idx.first_str(&[K::RpcSystem]);
 
     let class = match (&db_system, inc.kind) {
         (Some(s), _) if s == "redis" => DependencyClass::Redis,
@@ -648,14 +732,10 @@ pub fn classify<A: Attributes + ?Sized>(
         (None, SpanKind::Client) if http_method.is_some() || rpc.is_some() => {
             DependencyClass::HttpClient
         }
-        (None, SpanKind::Unspecified)
-            if http_method.is_some() && attrs.get("http.route").is_some() =>
-        {
+        (None, SpanKind::Unspecified) if http_method.is_some() && idx.has(K::HttpRoute) => {
             DependencyClass::HttpServer
         }
-        (None, SpanKind::Client)
-            if attrs.get("url.full").is_some() || attrs.get("http.url").is_some() =>
-        {
+        (None, SpanKind::Client) if idx.has(K::UrlFull) || idx.has(K::HttpUrl) => {
             DependencyClass::HttpClient
         }
         _ => DependencyClass::Internal,
@@ -665,7 +745,7 @@ pub fn classify<A: Attributes + ?Sized>(
     // them, so a span need not allocate for them.
     let mut scratch = SCRATCH.with(|p| std::mem::take(&mut *p.borrow_mut()));
     let Scratch { peer, op, stmt } = &mut scratch;
-    peer_of(attrs, class, db_system.as_deref(), peer);
+    peer_of(&idx, class, db_system.as_deref(), peer);
 
     // Errors: the protocol's own marker, plus HTTP statuses the OTel conventions call failures
     // (5xx for servers, 4xx and 5xx for clients), in case an instrumentation did not set it.
@@ -673,15 +753,12 @@ pub fn classify<A: Attributes + ?Sized>(
         || (class == DependencyClass::HttpServer && http_status >= 500)
         || (class == DependencyClass::HttpClient && http_status >= 400);
 
-    let raw_statement = first_str(
-        attrs,
-        &[
-            "db.query.text",
-            "db.statement",
-            "sql.query",
-            "db.redis.statement",
-        ],
-    );
+    let raw_statement = idx.first_str(&[
+        K::DbQueryText,
+        K::DbStatement,
+        K::SqlQuery,
+        K::DbRedisStatement,
+    ]);
     // Normalized once per statement shape (per thread), not once per span.
     let sql = match (class, raw_statement) {
         (DependencyClass::Db, Some(raw)) => Some(normalize::sql_cached(raw)),
@@ -690,7 +767,7 @@ pub fn classify<A: Attributes + ?Sized>(
     let (operation, statement): (Cow<'_, str>, Cow<'_, str>) = match class {
         DependencyClass::Redis => {
             let cmd_src = raw_statement
-                .or_else(|| first_str(attrs, &["db.operation.name", "db.operation"]))
+                .or_else(|| idx.first_str(&[K::DbOperationName, K::DbOperation]))
                 .unwrap_or(inc.name);
             let cmd = normalize::redis_into(cmd_src, stmt);
             let statement = if cfg.keep_raw_statements {
@@ -701,7 +778,8 @@ pub fn classify<A: Attributes + ?Sized>(
             (Cow::Borrowed(&stmt[..cmd]), Cow::Borrowed(statement))
         }
         DependencyClass::Db => {
-            let op = first_str(attrs, &["db.query.summary"])
+            let op = idx
+                .first_str(&[K::DbQuerySummary])
                 .map(Cow::Borrowed)
                 .or_else(|| {
                     sql.as_ref()
@@ -709,8 +787,8 @@ pub fn classify<A: Attributes + ?Sized>(
                         .map(Cow::Borrowed)
                 })
                 .or_else(|| {
-                    let verb = first_str(attrs, &["db.operation.name", "db.operation"])?;
-                    let table = first_str(attrs, &["db.collection.name", "db.sql.table"]);
+                    let verb = idx.first_str(&[K::DbOperationName, K::DbOperation])?;
+                    let table = idx.first_str(&[K::DbCollectionName, K::DbSqlTable]);
                     Some(Cow::Owned(match table {
                         Some(t) => format!("{} {t}", verb.to_ascii_uppercase()),
                         None => verb.to_ascii_uppercase(),
@@ -726,17 +804,14 @@ pub fn classify<A: Attributes + ?Sized>(
             (op, statement)
         }
         DependencyClass::HttpServer => {
-            let op = match (http_method, first_str(attrs, &["http.route"])) {
+            let op = match (http_method, idx.first_str(&[K::HttpRoute])) {
                 (Some(m), Some(r)) => Cow::Borrowed(join_words(m, r, op)),
                 _ => Cow::Borrowed(inc.name),
             };
             (op, Cow::Borrowed(""))
         }
         DependencyClass::HttpClient => {
-            let op = match (
-                http_method,
-                first_str(attrs, &["url.template", "http.route"]),
-            ) {
+            let op = match (http_method, idx.first_str(&[K::UrlTemplate, K::HttpRoute])) {
                 (Some(m), Some(t)) => Cow::Borrowed(join_words(m, t, op)),
                 _ => Cow::Borrowed(inc.name),
             };
@@ -750,16 +825,14 @@ pub fn classify<A: Attributes + ?Sized>(
         _ => DbRole::Unknown,
     };
 
-    let rows = first(
-        attrs,
-        &[
-            "db.response.returned_rows",
-            "db.rows_affected",
-            "db.response.rows",
-        ],
-    )
-    .and_then(|v| v.as_int())
-    .filter(|r| *r >= 0);
+    let rows = idx
+        .first(&[
+            K::DbResponseReturnedRows,
+            K::DbRowsAffected,
+            K::DbResponseRows,
+        ])
+        .and_then(|v| v.as_int())
+        .filter(|r| *r >= 0);
     let mut r = Received {
         trace_id: inc.trace_id.try_into().unwrap_or([0; 16]),
         span_id: inc.span_id.try_into().unwrap_or([0; 8]),
@@ -871,37 +944,35 @@ fn strip_query(url: &str) -> &str {
 
 /// `host:port` of the remote side, into `out` (cleared first; left empty when unknown).
 fn peer_of<A: Attributes + ?Sized>(
-    attrs: &A,
+    idx: &Indexed<'_, A>,
     class: DependencyClass,
     db_system: Option<&str>,
     out: &mut String,
 ) {
     out.clear();
-    let host = first_str(
-        attrs,
-        &[
-            "server.address",
-            "net.peer.name",
-            "network.peer.address",
-            "net.peer.ip",
-            "net.sock.peer.addr",
-        ],
-    );
-    let port = first(
-        attrs,
-        &[
-            "server.port",
-            "net.peer.port",
-            "network.peer.port",
-            "net.sock.peer.port",
-        ],
-    )
-    .and_then(|v| v.as_int())
-    .filter(|p| (1..=65535).contains(p));
+    let host = idx.first_str(&[
+        K::ServerAddress,
+        K::NetPeerName,
+        K::NetworkPeerAddress,
+        K::NetPeerIp,
+        K::NetSockPeerAddr,
+    ]);
+    let port = idx
+        .first(&[
+            K::ServerPort,
+            K::NetPeerPort,
+            K::NetworkPeerPort,
+            K::NetSockPeerPort,
+        ])
+        .and_then(|v| v.as_int())
+        .filter(|p| (1..=65535).contains(p));
     let (host, port) = match host {
         Some(h) => (Some(h), port),
         None if class == DependencyClass::HttpClient => {
-            match first_str(attrs, &["url.full", "http.url"]).and_then(host_port_of_url) {
+            match idx
+                .first_str(&[K::UrlFull, K::HttpUrl])
+                .and_then(host_port_of_url)
+            {
                 Some((h, p)) => (Some(h), port.or(p)),
                 None => (None, port),
             }
@@ -1004,6 +1075,70 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_750_000_000_000_000_000;
+
+    #[test]
+    fn the_key_index_answers_as_a_search_of_the_attributes_would() {
+        // Known keys map to their slot, unknown keys to none.
+        assert_eq!(known("db.system.name"), Some(K::DbSystemName));
+        assert_eq!(known("net.sock.peer.port"), Some(K::NetSockPeerPort));
+        assert_eq!(known("db.systemx"), None);
+        assert_eq!(known(""), None);
+        // Duplicates, empty values, numbers and unknown keys, in many orders: the first
+        // attribute of a key is its value, and `first_str` passes over empty and non-string
+        // values to the next key, as searching the list did.
+        let pool: [(&str, Value<'_>); 8] = [
+            ("db.system.name", Value::Str("")),
+            ("db.system", Value::Str("postgresql")),
+            ("db.system.name", Value::Str("mysql")),
+            ("db.system", Value::Int(3)),
+            ("server.port", Value::Str("5432")),
+            ("server.port", Value::Int(6379)),
+            ("other", Value::Str("x")),
+            ("db.system.name", Value::Str("redis")),
+        ];
+        let search_str = |a: &[(&str, Value<'_>)], keys: &[&str]| {
+            keys.iter()
+                .find_map(|k| match a.iter().find(|(n, _)| n == k) {
+                    Some((_, Value::Str(s))) if !s.is_empty() => Some(s.to_string()),
+                    _ => None,
+                })
+        };
+        let mut seed = 7u64;
+        for _ in 0..2000 {
+            let attrs: Vec<(&str, Value<'_>)> = (0..seed % 6)
+                .map(|i| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    pool[((seed >> 33) as usize + i as usize) % pool.len()]
+                })
+                .collect();
+            let mut at = [0u16; KNOWN_KEYS];
+            for (i, (k, _)) in attrs.iter().enumerate() {
+                if let Some(k) = known(k) {
+                    if at[k as usize] == 0 {
+                        at[k as usize] = i as u16 + 1;
+                    }
+                }
+            }
+            let idx = Indexed {
+                attrs: attrs.as_slice(),
+                at,
+            };
+            assert_eq!(
+                idx.first_str(&[K::DbSystemName, K::DbSystem])
+                    .map(str::to_string),
+                search_str(&attrs, &["db.system.name", "db.system"]),
+                "{attrs:?}"
+            );
+            let port = attrs
+                .iter()
+                .find(|(k, _)| *k == "server.port")
+                .map(|(_, v)| *v);
+            assert_eq!(idx.first(&[K::ServerPort]), port, "{attrs:?}");
+            assert_eq!(idx.has(K::ServerPort), port.is_some());
+        }
+    }
 
     #[test]
     fn packed_spans_lend_their_buffers_to_the_next_spans_within_bounds() {

@@ -19,6 +19,9 @@ impl Attributes for [KeyValue] {
             f(&kv.key, value_of(kv));
         }
     }
+    fn nth(&self, i: usize) -> Option<Value<'_>> {
+        self.get(i).map(value_of)
+    }
 }
 
 fn value_of(kv: &KeyValue) -> Value<'_> {
