@@ -250,7 +250,9 @@ impl Sampler {
     pub fn offer(&mut self, mut received: Received, now: Instant, out: &mut Vec<Received>) {
         let span = &mut received;
         let threshold = self.threshold(span);
-        let slow = span.duration_ns >= i64::try_from(threshold.as_nanos()).unwrap_or(i64::MAX);
+        // In i64 nanoseconds: a u128 → f64 conversion is a software routine.
+        let threshold_ns = i64::try_from(threshold.as_nanos()).unwrap_or(i64::MAX);
+        let slow = span.duration_ns >= threshold_ns;
         if slow {
             span.flags |= 1 << SpanFlag::Slow as u8;
         }
@@ -272,7 +274,7 @@ impl Sampler {
         {
             Some(KeepReason::Forced)
         } else {
-            let fraction = span.duration_ns as f64 / threshold.as_nanos().max(1) as f64;
+            let fraction = span.duration_ns as f64 / threshold_ns.max(1) as f64;
             let share = self.share(fraction);
             (unit_hash(&tid) < share).then_some(KeepReason::Sampled)
         };
