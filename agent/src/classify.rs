@@ -34,6 +34,12 @@ impl Value<'_> {
     fn as_int(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
+            // Ports and counts sent as text (Zipkin tags always are): plain digits directly.
+            Value::Str(s)
+                if (1..=18).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_digit()) =>
+            {
+                Some(s.bytes().fold(0, |n, c| n * 10 + i64::from(c - b'0')))
+            }
             Value::Str(s) => s.trim().parse().ok(),
             Value::Double(d) if d.fract() == 0.0 => Some(*d as i64),
             _ => None,
@@ -1101,6 +1107,30 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_750_000_000_000_000_000;
+
+    #[test]
+    fn integers_sent_as_text_read_as_parsing_them_would() {
+        for text in [
+            "0",
+            "5432",
+            "007",
+            "999999999999999999",
+            "9223372036854775807",
+            "9223372036854775808",
+            " 42 ",
+            "-1",
+            "+7",
+            "4a",
+            "",
+            "١٢",
+        ] {
+            assert_eq!(
+                Value::Str(text).as_int(),
+                text.trim().parse().ok(),
+                "{text:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_key_index_answers_as_a_search_of_the_attributes_would() {
