@@ -180,6 +180,9 @@ pub struct Sampler {
     metrics: Arc<Metrics>,
 }
 
+/// Tables this small are never shrunk.
+const SHRINK_FLOOR: usize = 1024;
+
 /// At most this many spare pending lists are kept, none longer than [`SPARE_LIST_LEN`].
 const SPARE_LISTS: usize = 4096;
 const SPARE_LIST_LEN: usize = 64;
@@ -378,6 +381,21 @@ impl Sampler {
                 self.forget(&tid);
             }
         }
+        self.shrink_after_burst();
+    }
+
+    /// A burst grows the trace table (up to twice `max_pending_spans` entries, megabytes) and
+    /// it keeps that size; the few traces of a quiet period spread over it then make nearly
+    /// every lookup a cache miss. Shrunk once it is mostly empty.
+    fn shrink_after_burst(&mut self) {
+        let live = self.traces.len();
+        if self.traces.capacity() > 8 * live.max(SHRINK_FLOOR) {
+            self.traces.shrink_to(2 * live);
+        }
+        let queued = self.order.len();
+        if self.order.capacity() > 8 * queued.max(SHRINK_FLOOR) {
+            self.order.shrink_to(2 * queued);
+        }
     }
 
     /// Drops everything waiting (shutdown).
@@ -573,6 +591,44 @@ mod tests {
         );
         s.spare_list(Vec::with_capacity(4));
         assert_eq!(s.spare_lists.len(), before + 1);
+    }
+
+    #[test]
+    fn the_trace_table_shrinks_back_after_a_burst() {
+        let cfg = Sampling {
+            max_pending_spans: 100_000,
+            trace_window_ms: 1000,
+            ..none_sampled()
+        };
+        let mut s = Sampler::new(cfg, Arc::default());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        // Trace ids are random; these spread over the whole id like random ones.
+        let tid = |i: u64| i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes();
+        for i in 0..50_000u64 {
+            let mut sp = span(0, 1, DependencyClass::Db, 1);
+            sp.trace_id[8..].copy_from_slice(&tid(i));
+            s.offer_span(sp, now, &mut out);
+        }
+        let burst = s.traces.capacity();
+        assert!(burst >= 50_000);
+        // The window passes: everything is forgotten, and the table shrinks.
+        s.expire(now + Duration::from_secs(2));
+        assert_eq!(s.pending(), 0);
+        assert!(
+            s.traces.capacity() < burst / 8,
+            "{burst} → {}",
+            s.traces.capacity()
+        );
+        assert!(s.order.capacity() < 50_000, "{}", s.order.capacity());
+        // A quiet period's few traces do not shrink it further below the floor.
+        for i in 0..100u64 {
+            let mut sp = span(0, 1, DependencyClass::Db, 1);
+            sp.trace_id[8..].copy_from_slice(&tid(i));
+            s.offer_span(sp, now + Duration::from_secs(2), &mut out);
+        }
+        s.expire(now + Duration::from_secs(2));
+        assert_eq!(s.pending(), 100);
     }
 
     #[test]
