@@ -70,11 +70,39 @@ impl Mix {
         for c in &mut chunks {
             self.word(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
         }
-        let mut tail = [0u8; 8];
-        let rest = chunks.remainder();
-        tail[..rest.len()].copy_from_slice(rest);
-        self.word(u64::from_le_bytes(tail));
+        // The tail as a little-endian word, without a variable-length copy (a memcpy call).
+        let tail = chunks
+            .remainder()
+            .iter()
+            .rev()
+            .fold(0u64, |w, b| w << 8 | u64::from(*b));
+        self.word(tail);
         // The length separates `ab` + `c` from `a` + `bc` and trailing zero bytes.
         self.word(s.len() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mix;
+
+    #[test]
+    fn mix_hashes_a_tail_as_the_zero_padded_little_endian_word() {
+        let data: Vec<u8> = (1..=40).collect();
+        for len in 0..=data.len() {
+            let s = &data[..len];
+            let mut reference = Mix::default();
+            let mut chunks = s.chunks_exact(8);
+            for c in &mut chunks {
+                reference.word(u64::from_le_bytes(c.try_into().unwrap()));
+            }
+            let mut tail = [0u8; 8];
+            tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+            reference.word(u64::from_le_bytes(tail));
+            reference.word(len as u64);
+            let mut h = Mix::default();
+            h.bytes(s);
+            assert_eq!((h.a, h.b), (reference.a, reference.b), "{len} bytes");
+        }
     }
 }
