@@ -149,6 +149,7 @@ impl<'a> Iterator for Tokens<'a> {
     /// One branch per first byte; the arms' order and guards are the precedence of the
     /// scanner: comments, string literals, dollar quotes, placeholders, numbers, quoted
     /// identifiers, identifiers, and anything else is punctuation.
+    #[inline(always)]
     fn next(&mut self) -> Option<Tok<'a>> {
         let b = self.b;
         while self.i < b.len() {
