@@ -372,6 +372,7 @@ impl Received {
     }
 
     /// Appends the next text field; fields must come in [`Text`] order.
+    #[inline(always)]
     fn push_text(&mut self, f: Text, s: &str, max: usize) {
         push_cut(&mut self.text, s, max);
         self.ends[f as usize] = self.text.len() as u32;

@@ -198,6 +198,7 @@ fn expect_len<'a>(f: Field<'a>, what: &str) -> Result<&'a [u8], WireError> {
 }
 
 /// `AnyValue`: the classifier reads scalars only.
+#[inline(always)]
 fn any_value<'a>(buf: &'a [u8], valid: Valid<'a>) -> Result<Value<'a>, WireError> {
     let mut r = Reader::new(buf);
     let mut v = Value::Other;
@@ -216,6 +217,7 @@ fn any_value<'a>(buf: &'a [u8], valid: Valid<'a>) -> Result<Value<'a>, WireError
 }
 
 /// `KeyValue` → pushed onto `out`.
+#[inline(always)]
 fn key_value<'a>(buf: &'a [u8], out: &mut Vec<(&'a str, Value<'a>)>) -> Result<(), WireError> {
     let valid = Valid::of(buf);
     let mut r = Reader::new(buf);
