@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stormwatch_model::{DiskUsage, HostSample};
-use sysinfo::{Disks, Networks, Pid, ProcessesToUpdate, System};
+use sysinfo::{Disks, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System, ThreadKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
@@ -41,7 +41,14 @@ impl HostSampler {
     pub fn sample(&mut self, pid_file: Option<&Path>, name: Option<&str>) -> HostSample {
         self.sys.refresh_cpu_usage();
         self.sys.refresh_memory();
-        self.sys.refresh_processes(ProcessesToUpdate::All, true);
+        // Every process's pid and name, nothing more: enough to count them and to find the app
+        // by name. `refresh_processes` also read each one's memory, CPU, I/O and threads (most
+        // of a sample's cost) and listed every thread as a process of its own.
+        self.sys.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing().without_tasks(),
+        );
         self.disks.refresh(true);
         self.networks.refresh(true);
         let secs = self.last.elapsed().as_secs_f64().max(0.001);
@@ -66,7 +73,13 @@ impl HostSampler {
             load15: finite(load.fifteen),
             net_rx_bytes_per_s: (rx as f64 / secs) as u64,
             net_tx_bytes_per_s: (tx as f64 / secs) as u64,
-            process_count: self.sys.processes().len() as u32,
+            process_count: self
+                .sys
+                .processes()
+                .values()
+                // As `top` counts tasks: kernel threads are listed in /proc, an app's threads are not.
+                .filter(|p| p.thread_kind() != Some(ThreadKind::Userland))
+                .count() as u32,
             disks: self
                 .disks
                 .iter()
@@ -93,6 +106,16 @@ impl HostSampler {
                     .find(|(_, p)| p.name().to_string_lossy() == name)
                     .map(|(pid, _)| *pid)
             });
+        if let Some(pid) = pid {
+            self.sys.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&[pid]),
+                true,
+                ProcessRefreshKind::nothing()
+                    .with_cpu()
+                    .with_memory()
+                    .with_tasks(),
+            );
+        }
         if let Some(p) = pid.and_then(|pid| self.sys.process(pid)) {
             s.app_cpu_percent = Some(finite(f64::from(p.cpu_usage())));
             s.app_rss_bytes = Some(p.memory());
@@ -147,6 +170,57 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Processes in `/proc` (threads are not listed there).
+    fn proc_processes() -> u32 {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            })
+            .count() as u32
+    }
+
+    #[test]
+    fn counts_processes_not_threads_and_finds_the_app_by_name() {
+        // Twenty more threads in this process must not count as twenty processes.
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let stop_rx = std::sync::Arc::new(std::sync::Mutex::new(stop_rx));
+        let threads: Vec<_> = (0..20)
+            .map(|_| {
+                let rx = stop_rx.clone();
+                std::thread::spawn(move || {
+                    let _ = rx.lock().unwrap().recv_timeout(Duration::from_secs(30));
+                })
+            })
+            .collect();
+        let mut h = HostSampler::new("test-host".into());
+        let before = proc_processes();
+        let mut own = System::new();
+        let me = Pid::from_u32(std::process::id());
+        own.refresh_processes(ProcessesToUpdate::Some(&[me]), true);
+        let name = own
+            .process(me)
+            .unwrap()
+            .name()
+            .to_string_lossy()
+            .into_owned();
+        let s = h.sample(None, Some(&name));
+        let after = proc_processes();
+        // Other tests' processes come and go meanwhile: a little slack, far below 20.
+        assert!(
+            s.process_count + 5 >= before.min(after) && s.process_count <= before.max(after) + 5,
+            "{} processes counted, /proc lists {before}..{after}",
+            s.process_count
+        );
+        assert!(s.app_rss_bytes.unwrap_or(0) > 0, "{s:?}");
+        assert!(s.app_threads.unwrap_or(0) > 20, "{s:?}");
+        drop(stop_tx);
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
 
     #[test]
     fn samples_this_process_by_pid_file() {
