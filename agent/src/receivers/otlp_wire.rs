@@ -179,15 +179,9 @@ struct Valid<'a>(Option<&'a str>);
 
 impl<'a> Valid<'a> {
     fn of(buf: &'a [u8]) -> Self {
+        #[cfg(test)]
+        tests::VALIDATED.with(|n| n.set(n.get() + buf.len()));
         Valid(std::str::from_utf8(buf).ok())
-    }
-
-    /// Whether `b` lies inside this validated message.
-    fn covers(self, b: &[u8]) -> bool {
-        self.0.is_some_and(|whole| {
-            let start = (b.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
-            start <= whole.len() && b.len() <= whole.len() - start
-        })
     }
 
     /// `b`, a slice of this message, as text; validated on its own when the message was not.
@@ -236,14 +230,16 @@ fn any_value<'a>(buf: &'a [u8], valid: Valid<'a>) -> Result<Value<'a>, WireError
 /// (each call of `str::from_utf8` on a short, unaligned message cost some hundred
 /// instructions). `first` is a slice of `span`; the framing between attributes (tag 0x4A, a
 /// length below 128) is ASCII, so every attribute inside is valid text when the run is.
-fn attribute_run<'a>(span: &'a [u8], first: &'a [u8]) -> Valid<'a> {
+///
+/// Returns the run's bytes with the check's result. A run that is not valid text is still
+/// returned, so that its attributes are checked one by one instead of each starting a new run
+/// to the end of the span (quadratic in the number of attributes).
+fn attribute_run<'a>(span: &'a [u8], first: &'a [u8]) -> (&'a [u8], Valid<'a>) {
+    if !inside(span, first) {
+        return (first, Valid::of(first));
+    }
     let start = (first.as_ptr() as usize).wrapping_sub(span.as_ptr() as usize);
-    let Some(mut end) = start
-        .checked_add(first.len())
-        .filter(|end| *end <= span.len())
-    else {
-        return Valid(None);
-    };
+    let mut end = start + first.len();
     while let Some(&[0x4A, len]) = span.get(end..end + 2) {
         let next = end + 2 + usize::from(len);
         if len >= 0x80 || next > span.len() {
@@ -251,18 +247,24 @@ fn attribute_run<'a>(span: &'a [u8], first: &'a [u8]) -> Valid<'a> {
         }
         end = next;
     }
-    Valid::of(&span[start..end])
+    let run = &span[start..end];
+    (run, Valid::of(run))
 }
 
-/// `KeyValue` → pushed onto `out`; `run` is its span's validated [`attribute_run`], if any
-/// covers it.
+/// Whether `inner` is a slice of `outer`.
+fn inside(outer: &[u8], inner: &[u8]) -> bool {
+    let start = (inner.as_ptr() as usize).wrapping_sub(outer.as_ptr() as usize);
+    start <= outer.len() && inner.len() <= outer.len() - start
+}
+
+/// `KeyValue` → pushed onto `out`; `run`, when valid, is an [`attribute_run`] holding it.
 #[inline(always)]
 fn key_value<'a>(
     buf: &'a [u8],
     run: Valid<'a>,
     out: &mut Vec<(&'a str, Value<'a>)>,
 ) -> Result<(), WireError> {
-    let valid = if run.covers(buf) { run } else { Valid::of(buf) };
+    let valid = if run.0.is_some() { run } else { Valid::of(buf) };
     let mut r = Reader::new(buf);
     let mut key = "";
     let mut value = Value::Other;
@@ -350,7 +352,7 @@ pub fn convert(body: &[u8], cfg: &Config) -> Result<Converted, WireError> {
                     service,
                     instance,
                 };
-                let mut run = Valid(None);
+                let mut run: (&[u8], Valid<'_>) = (&[], Valid(None));
                 let mut p = Reader::new(span);
                 while let Some((n, f)) = p.next()? {
                     match (n, f) {
@@ -362,10 +364,10 @@ pub fn convert(body: &[u8], cfg: &Config) -> Result<Converted, WireError> {
                         (7, Field::Fixed64(t)) => inc.start_ns = t,
                         (8, Field::Fixed64(t)) => inc.end_ns = t,
                         (9, Field::Len(b)) => {
-                            if !run.covers(b) {
+                            if !inside(run.0, b) {
                                 run = attribute_run(span, b);
                             }
-                            key_value(b, run, &mut span_attrs)?
+                            key_value(b, run.1, &mut span_attrs)?
                         }
                         (15, Field::Len(b)) => {
                             let mut st = Reader::new(b);
@@ -539,6 +541,38 @@ mod tests {
             let e = with(key, value).unwrap_err().to_string();
             assert!(e.contains("not valid UTF-8"), "{e}");
         }
+    }
+
+    thread_local! {
+        /// Bytes given to `Valid::of` on this thread.
+        pub(super) static VALIDATED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn an_invalid_attribute_does_not_make_validation_quadratic() {
+        // 20,000 short attributes, the last not valid UTF-8: every attribute before it must
+        // not start a new run to the end of the span.
+        let mut req = request();
+        let attrs = &mut req.resource_spans[0].scope_spans[0].spans[0].attributes;
+        *attrs = (0..20_000)
+            .map(|i| kv(&format!("k{i}"), any_value::Value::StringValue("v".into())))
+            .collect();
+        attrs.push(kv(
+            "last",
+            any_value::Value::StringValue("PLACEHOLDER".into()),
+        ));
+        let mut body = req.encode_to_vec();
+        let at = body.windows(11).position(|w| w == b"PLACEHOLDER").unwrap();
+        body[at] = 0xff;
+        VALIDATED.with(|n| n.set(0));
+        let e = convert(&body, &Config::default()).unwrap_err().to_string();
+        assert!(e.contains("not valid UTF-8"), "{e}");
+        let validated = VALIDATED.with(|n| n.get());
+        assert!(
+            validated <= 3 * body.len(),
+            "{validated} bytes validated for a {}-byte request",
+            body.len()
+        );
     }
 
     /// Every field `next` reads (None at the end, `Err` as a string) via `step`.
