@@ -369,6 +369,12 @@ impl Sampler {
         }
     }
 
+    /// The earliest time a waiting trace may be due for expiry (an entry can be stale: its
+    /// trace was kept later and expires later); `None` when nothing waits.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.order.front().map(|(at, _)| *at)
+    }
+
     /// Forgets traces whose window has passed; their waiting spans are not shipped.
     pub fn expire(&mut self, now: Instant) {
         while let Some((at, tid)) = self.order.front().copied() {
