@@ -294,6 +294,49 @@ async fn no_repeat_after_a_restart_and_a_resolve_after_it() {
 }
 
 #[tokio::test]
+async fn an_agent_is_not_called_silent_for_the_time_the_collector_was_down() {
+    let (hook, addr) = Receiver::start().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    let cfg = || {
+        alerts_config(&format!(
+            "[[channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{addr}/\"\n\
+             [[rules]]\nname = \"agent-silent\"\nkind = \"agent_silent\"\nthreshold = 60\n"
+        ))
+    };
+    let c = collector_with(&db, cfg()).await;
+    ingest(&c, &batch()).await;
+    c.stop().await;
+    // The collector was down for ten minutes; the agent kept sending (into its spool).
+    let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let n = client
+        .execute(
+            "UPDATE sw_agents SET last_seen = now() - interval '10 minutes' WHERE agent_id = $1",
+            &[&"agent-alerts"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+
+    // Back up: no alert while the agent has had less than a minute to reach it.
+    let c = collector_with(&db, cfg()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(hook.messages().is_empty(), "{:#?}", hook.messages());
+    // A minute and a half later, still nothing from it: that silence is real.
+    c.alerts().shift_clock(Duration::from_secs(90));
+    let m = hook.wait_for(1, Duration::from_secs(10)).await;
+    let alert = &m[0].body["alerts"][0];
+    assert_eq!(alert["event"], "firing");
+    assert_eq!(alert["labels"]["agent"], "agent-alerts");
+    // Silent since the collector came back, not since the agent's last batch.
+    let silent = alert["value"].as_f64().unwrap();
+    assert!((90.0..150.0).contains(&silent), "{alert}");
+    c.stop().await;
+}
+
+#[tokio::test]
 async fn retries_after_500_and_after_429_with_retry_after() {
     let (hook, addr) = Receiver::start().await;
     hook.script

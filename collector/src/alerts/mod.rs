@@ -32,6 +32,9 @@ pub struct AlertsRuntime {
     /// Added to the wall clock by the evaluator (tests move time forward with it).
     clock_offset_ns: AtomicI64,
     leader: AtomicBool,
+    /// When this collector started listening (wall clock, Unix seconds): an agent's silence is
+    /// counted from here at the earliest, since nothing could be heard while it was down.
+    started_s: f64,
     enabled: bool,
     pub http: reqwest::Client,
     limiter: notify::RateLimiter,
@@ -43,6 +46,7 @@ impl AlertsRuntime {
             config: RwLock::new(Arc::new(config)),
             clock_offset_ns: AtomicI64::new(0),
             leader: AtomicBool::new(false),
+            started_s: stormwatch_store::now_ns() as f64 / 1e9,
             enabled,
             http: reqwest::Client::builder()
                 .user_agent("stormwatch-collector")
@@ -129,7 +133,7 @@ pub async fn evaluate_once(store: &Store, rt: &AlertsRuntime) -> Result<usize, S
     let silences = store.active_silences(now).await?;
     let mut transitions: Vec<Transition> = Vec::new();
     for rule in &cfg.rules {
-        let observations = match rules::evaluate(store, rule, now).await {
+        let observations = match rules::evaluate(store, rule, now, rt.started_s).await {
             Ok(o) => o,
             // A rule that cannot be evaluated keeps its state: never resolve on missing data
             // caused by our own error.

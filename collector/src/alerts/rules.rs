@@ -69,11 +69,14 @@ fn window_start(now_s: f64, window_s: f64) -> i64 {
     ((now_s - window_s) / 60.0).floor() as i64 * 60
 }
 
-/// Measures every instance of `rule` at `now_s`.
+/// Measures every instance of `rule` at `now_s`. `listening_since_s` is when this collector
+/// started: an agent's silence is not counted before it (the agent may well have been sending
+/// to a collector that was down, and it replays what it spooled).
 pub async fn evaluate(
     store: &Store,
     rule: &RuleConfig,
     now_s: f64,
+    listening_since_s: f64,
 ) -> Result<Vec<Observation>, StoreError> {
     let window = rule.window.as_secs_f64().max(1.0);
     let group_by = rule.group_by();
@@ -280,7 +283,7 @@ pub async fn evaluate(
             for a in store.agent_states(now_s - window).await? {
                 let labels = Labels::from([("agent".to_owned(), a.agent_id.clone())]);
                 if rule.kind == RuleKind::AgentSilent {
-                    let silent = (now_s - a.last_seen_s).max(0.0);
+                    let silent = (now_s - a.last_seen_s.max(listening_since_s)).max(0.0);
                     out.push(Observation {
                         summary: format!(
                             "agent {} has sent nothing for {:.0} s",
