@@ -122,8 +122,11 @@ impl CpuSnapshot {
         Ok(CpuSnapshot(threads))
     }
 
-    /// CPU seconds since `earlier`, over the threads alive now (a thread that exited in
-    /// between is missed: the agent's work runs on threads that live as long as it does).
+    /// CPU seconds since `earlier`, over the threads alive now. A thread that exited in
+    /// between is missed: the agent's runtime threads live as long as it does, and under load
+    /// its blocking-pool thread (spool writes every second, host samples) is kept alive too;
+    /// an idle agent's blocking threads exit after 10 s, so idle CPU is measured from
+    /// `/proc/PID/stat` instead (see the README).
     fn since(&self, earlier: &CpuSnapshot) -> f64 {
         let ns: u64 = self
             .0
