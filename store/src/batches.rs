@@ -251,6 +251,24 @@ impl Store {
                 )
             }),
         );
+        let service_rows = crate::dependency_minutes::rollup_by(
+            merged.iter().zip(&stored_hists).map(|((key, a), h)| {
+                let (minute, service, class, _, _, status) = key;
+                (
+                    *minute,
+                    service.as_str(),
+                    crate::dependency_minutes::service_entry(name(
+                        *class,
+                        stormwatch_model::DependencyClass::Internal,
+                    )),
+                    status.as_str(),
+                    a.count.min(i64::MAX as u64) as i64,
+                    a.errors.min(i64::MAX as u64) as i64,
+                    a.sum_ns.min(i64::MAX as u64) as i64,
+                    h,
+                )
+            }),
+        );
         if !merged.is_empty() {
             let n = merged.len();
             let mut minutes = Vec::with_capacity(n);
@@ -411,7 +429,14 @@ impl Store {
             .await?;
         }
         store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns))).await?;
-        crate::dependency_minutes::store(&tx, &dependency_rows).await?;
+        crate::dependency_minutes::store(&tx, &crate::dependency_minutes::SERVICES, &service_rows)
+            .await?;
+        crate::dependency_minutes::store(
+            &tx,
+            &crate::dependency_minutes::DEPENDENCIES,
+            &dependency_rows,
+        )
+        .await?;
         tx.commit().await?;
         Ok(outcome)
     }

@@ -23,20 +23,9 @@ pub struct Totals {
     hist: Histogram,
 }
 
-/// The stored histogram in columns `at` (zero count), `at + 1` (keys), `at + 2` (counts), as
-/// (key, count) pairs into `pairs`; returns the zero count.
-fn read_histogram(
-    r: &tokio_postgres::Row,
-    at: usize,
-    pairs: &mut Vec<(i32, u64)>,
-) -> Result<u64, StoreError> {
-    let h = crate::batches::histogram_of(r, at)?;
-    pairs.clear();
-    pairs.extend(h.keys.into_iter().zip(h.counts));
-    Ok(h.zero_count)
-}
-
 impl Totals {
+    /// Test shorthand: a row of `status_class` with the histogram `h` (key, count pairs).
+    #[cfg(test)]
     fn add(
         &mut self,
         status_class: &str,
@@ -275,32 +264,32 @@ impl Store {
         let from = from_s.div_euclid(60) * 60;
         let n_steps = ((to_s - from + step - 1) / step).clamp(0, crate::aggregates::MAX_POINTS);
         let client = self.client().await?;
+        // The rollup has a row per service, minute and entry (server spans, or the rest). A
+        // service with server spans is measured by them alone: its other rows (and their
+        // histograms, most of the bytes) are never sent.
         let stmt = client
             .prepare_cached(
-                // A service with server spans is measured by them alone: its other rows (and
-                // their histograms, most of the bytes) are never sent.
-                "SELECT service, class = 'http_server', extract(epoch FROM minute)::int8,
-                        status_class, count, errors, sum_ns, hist_zero, hist_keys, hist_counts
-                   FROM sw_aggregates a
+                "SELECT service, entry = 'http_server', extract(epoch FROM minute)::int8,
+                        count, errors, sum_ns, http_5xx, http_503, hist_zero, hist_packed
+                   FROM sw_service_minutes a
                   WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
-                    AND (class = 'http_server' OR NOT EXISTS (
-                        SELECT 1 FROM sw_aggregates s
+                    AND (entry = 'http_server' OR NOT EXISTS (
+                        SELECT 1 FROM sw_service_minutes s
                          WHERE s.minute >= to_timestamp($1) AND s.minute < to_timestamp($2)
-                           AND s.service = a.service AND s.class = 'http_server'))",
+                           AND s.service = a.service AND s.entry = 'http_server'))",
             )
             .await?;
         let rows = client
             .query(&stmt, &[&(from as f64), &(to_s as f64)])
             .await?;
         // A service's requests are its server spans; a service without any counts all its
-        // spans. Decided first, so that rows that do not count are never parsed.
+        // spans. Decided first, so that rows that do not count are never read.
         let with_server: std::collections::HashSet<&str> = rows
             .iter()
             .filter(|r| r.get::<_, bool>(1))
             .map(|r| r.get::<_, &str>(0))
             .collect();
         let mut acc: BTreeMap<&str, Vec<Totals>> = BTreeMap::new();
-        let mut pairs = Vec::new();
         for r in &rows {
             let service: &str = r.get(0);
             let is_server: bool = r.get(1);
@@ -314,15 +303,9 @@ impl Store {
             let Some(s) = steps.get_mut(((minute - from) / step) as usize) else {
                 continue;
             };
-            let zero = read_histogram(r, 7, &mut pairs)?;
-            s.add(
-                r.get(3),
-                r.get::<_, i64>(4) as u64,
-                r.get::<_, i64>(5) as u64,
-                r.get::<_, i64>(6) as u64,
-                &pairs,
-                zero,
-            );
+            let n = |i: usize| r.get::<_, i64>(i).max(0) as u64;
+            s.add_counts(n(3), n(4), n(5), n(6), n(7));
+            s.add_histogram(crate::dependency_minutes::unpack(r.get(8), r.get(9))?);
         }
         Ok(acc
             .into_iter()

@@ -7,6 +7,10 @@
 //! PostgreSQL sends, and sending array elements is most of what reading costs. So the page reads
 //! the histogram packed in one `bytea` ([`pack`]), which new rows get from here and merged rows
 //! from `sw_hist_merge_packed` (migration 0005), next to the arrays the merge works on.
+//!
+//! The overview's rollup `sw_service_minutes` (migration 0006) is kept the same way: one row
+//! per (minute, service, entry), where entry is `http_server` for a service's server spans and
+//! `other` for the rest of its spans, every operation, peer and status class merged.
 
 use std::collections::BTreeMap;
 
@@ -81,13 +85,26 @@ pub(crate) struct DependencyMinute {
 pub(crate) fn rollup<'a>(
     rows: impl Iterator<Item = (i64, &'a str, &'a str, &'a str, i64, i64, i64, &'a Histogram)>,
 ) -> BTreeMap<(i64, &'a str, &'a str), DependencyMinute> {
+    rollup_by(rows.filter(|r| DEPENDENCY_CLASSES.contains(&r.1)))
+}
+
+/// The entry of a service's row in `sw_service_minutes`: its server spans, or all the others.
+pub(crate) fn service_entry(class: &str) -> &'static str {
+    if class == "http_server" {
+        "http_server"
+    } else {
+        "other"
+    }
+}
+
+/// Rows summed and merged per (minute, first key, second key), in key order; see [`rollup`].
+pub(crate) fn rollup_by<'a>(
+    rows: impl Iterator<Item = (i64, &'a str, &'a str, &'a str, i64, i64, i64, &'a Histogram)>,
+) -> BTreeMap<(i64, &'a str, &'a str), DependencyMinute> {
     let mut out: BTreeMap<(i64, &str, &str), DependencyMinute> = BTreeMap::new();
-    for (minute, class, peer, status, count, errors, sum_ns, hist) in rows {
-        if !DEPENDENCY_CLASSES.contains(&class) {
-            continue;
-        }
+    for (minute, k1, k2, status, count, errors, sum_ns, hist) in rows {
         let (x5, x503) = http_counts(status, count.max(0) as u64);
-        let m = out.entry((minute, class, peer)).or_default();
+        let m = out.entry((minute, k1, k2)).or_default();
         // Saturating like the batch's own merge; PostgreSQL's bigint is the real bound.
         m.count = m.count.saturating_add(count);
         m.errors = m.errors.saturating_add(errors);
@@ -99,10 +116,29 @@ pub(crate) fn rollup<'a>(
     out
 }
 
-/// Adds `rows` into `sw_dependency_minutes` (inserting or merging), in their order; returns
-/// how many rows it touched.
+/// A per-minute rollup table and its two key columns after `minute`.
+pub(crate) struct Rollup {
+    pub table: &'static str,
+    pub keys: (&'static str, &'static str),
+}
+
+/// `sw_dependency_minutes`: (minute, class, peer), for the dependencies page.
+pub(crate) const DEPENDENCIES: Rollup = Rollup {
+    table: "sw_dependency_minutes",
+    keys: ("class", "peer"),
+};
+
+/// `sw_service_minutes` (migration 0006): (minute, service, entry), for the overview.
+pub(crate) const SERVICES: Rollup = Rollup {
+    table: "sw_service_minutes",
+    keys: ("service", "entry"),
+};
+
+/// Adds `rows` into the rollup `into` (inserting or merging), in their order; returns how
+/// many rows it touched.
 pub(crate) async fn store(
     tx: &Transaction<'_>,
+    into: &Rollup,
     rows: &BTreeMap<(i64, &str, &str), DependencyMinute>,
 ) -> Result<u64, StoreError> {
     if rows.is_empty() {
@@ -129,17 +165,21 @@ pub(crate) async fn store(
         hcounts.push(c);
         packed.push(pack(&m.hist));
     }
+    let Rollup {
+        table,
+        keys: (k1, k2),
+    } = into;
     let stmt = tx
-        .prepare_cached(
-            "INSERT INTO sw_dependency_minutes AS d
-                 (minute, class, peer, count, errors, sum_ns, http_5xx, http_503,
+        .prepare_cached(&format!(
+            "INSERT INTO {table} AS d
+                 (minute, {k1}, {k2}, count, errors, sum_ns, http_5xx, http_503,
                   hist_zero, hist_keys, hist_counts, hist_packed)
              SELECT to_timestamp(m), c, p, n, e, su, x5, x503, z, hk::integer[], hc::bigint[], hp
                FROM unnest($1::float8[], $2::text[], $3::text[], $4::int8[], $5::int8[],
                            $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[],
                            $12::bytea[])
                     AS t(m, c, p, n, e, su, x5, x503, z, hk, hc, hp)
-             ON CONFLICT (minute, class, peer) DO UPDATE SET
+             ON CONFLICT (minute, {k1}, {k2}) DO UPDATE SET
                  count = d.count + excluded.count,
                  errors = d.errors + excluded.errors,
                  sum_ns = d.sum_ns + excluded.sum_ns,
@@ -149,8 +189,8 @@ pub(crate) async fn store(
                  (hist_keys, hist_counts, hist_packed) = (
                      SELECT h.keys, h.counts, h.packed
                        FROM sw_hist_merge_packed(d.hist_keys, d.hist_counts,
-                                                 excluded.hist_keys, excluded.hist_counts) h)",
-        )
+                                                 excluded.hist_keys, excluded.hist_counts) h)"
+        ))
         .await?;
     Ok(tx
         .execute(

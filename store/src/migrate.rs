@@ -26,6 +26,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_dependency_minutes_packed_at_ingest",
         include_str!("../../migrations/0005_dependency_minutes_packed_at_ingest.sql"),
     ),
+    (
+        "0006_service_minutes",
+        include_str!("../../migrations/0006_service_minutes.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

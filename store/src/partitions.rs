@@ -1,5 +1,6 @@
-//! Daily partitions of `sw_spans` (by `start_ns`), `sw_aggregates` and its dependency rollup
-//! `sw_dependency_minutes` (by `minute`), and retention by dropping whole partitions.
+//! Daily partitions of `sw_spans` (by `start_ns`), `sw_aggregates` and its rollups
+//! `sw_dependency_minutes` and `sw_service_minutes` (by `minute`), and retention by dropping
+//! whole partitions.
 
 use crate::{Store, StoreError};
 
@@ -75,6 +76,8 @@ impl Store {
                  CREATE TABLE IF NOT EXISTS sw_aggregates_p{name} PARTITION OF sw_aggregates
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
                  CREATE TABLE IF NOT EXISTS sw_dependency_minutes_p{name} PARTITION OF sw_dependency_minutes
+                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
+                 CREATE TABLE IF NOT EXISTS sw_service_minutes_p{name} PARTITION OF sw_service_minutes
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));"
             ))
             .await?;
@@ -102,7 +105,8 @@ impl Store {
                 "SELECT c.relname::text FROM pg_inherits i
                    JOIN pg_class c ON c.oid = i.inhrelid
                    JOIN pg_class p ON p.oid = i.inhparent
-                  WHERE p.relname IN ('sw_spans', 'sw_aggregates', 'sw_dependency_minutes')",
+                  WHERE p.relname IN ('sw_spans', 'sw_aggregates', 'sw_dependency_minutes',
+                                      'sw_service_minutes')",
                 &[],
             )
             .await?;

@@ -172,12 +172,15 @@ async fn retention_drops_old_partitions() {
     // Five days later the partition of three days ago is eight days old: dropped.
     let later = now + 5 * 86_400 * NS;
     let dropped = store.apply_retention(later).await.unwrap();
-    assert_eq!(dropped.len(), 3, "{dropped:?}");
+    assert_eq!(dropped.len(), 4, "{dropped:?}");
     assert!(dropped.iter().any(|n| n.starts_with("sw_spans_p")));
     assert!(dropped.iter().any(|n| n.starts_with("sw_aggregates_p")));
     assert!(dropped
         .iter()
         .any(|n| n.starts_with("sw_dependency_minutes_p")));
+    assert!(dropped
+        .iter()
+        .any(|n| n.starts_with("sw_service_minutes_p")));
     assert_eq!(store.spans(&all_spans(now)).await.unwrap().len(), 0);
 
     // A span older than the retention window is not stored, and is reported as expired.
@@ -329,38 +332,7 @@ async fn migration_backfills_the_dependency_rollup_as_ingest_keeps_it() {
         .await
         .unwrap();
     tokio::spawn(conn);
-    const ROWS: &str = "SELECT minute, class, peer, count, errors, sum_ns, http_5xx, http_503,
-                               hist_zero, hist_keys, hist_counts, hist_packed
-                          FROM sw_dependency_minutes ORDER BY minute, class, peer";
-    type Row = (
-        std::time::SystemTime,
-        String,
-        String,
-        [i64; 6],
-        Vec<i32>,
-        Vec<i64>,
-        Vec<u8>,
-    );
-    let read = || async {
-        client
-            .query(ROWS, &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let n = |i| r.get::<_, i64>(i);
-                (
-                    r.get(0),
-                    r.get(1),
-                    r.get(2),
-                    [n(3), n(4), n(5), n(6), n(7), n(8)],
-                    r.get(9),
-                    r.get(10),
-                    r.get(11),
-                )
-            })
-            .collect::<Vec<Row>>()
-    };
+    let read = || rollup_rows(&client, "sw_dependency_minutes", "class, peer");
     let kept = read().await;
     assert!(
         kept.len() >= 9,
@@ -394,4 +366,109 @@ async fn migration_backfills_the_dependency_rollup_as_ingest_keeps_it() {
         .filter(|s| s.dependency_class() != DependencyClass::HttpServer)
         .count() as u64;
     assert_eq!(after.iter().map(|p| p.count).sum::<u64>(), dependency_spans);
+}
+
+/// A rollup table's rows, in key order: (minute, key 1, key 2, [count, errors, sum_ns,
+/// http_5xx, http_503, hist_zero], hist_keys, hist_counts, hist_packed).
+type RollupRow = (
+    std::time::SystemTime,
+    String,
+    String,
+    [i64; 6],
+    Vec<i32>,
+    Vec<i64>,
+    Vec<u8>,
+);
+
+async fn rollup_rows(client: &tokio_postgres::Client, table: &str, keys: &str) -> Vec<RollupRow> {
+    client
+        .query(
+            &format!(
+                "SELECT minute, {keys}, count, errors, sum_ns, http_5xx, http_503,
+                        hist_zero, hist_keys, hist_counts, hist_packed
+                   FROM {table} ORDER BY minute, {keys}"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let n = |i| r.get::<_, i64>(i);
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                [n(3), n(4), n(5), n(6), n(7), n(8)],
+                r.get(9),
+                r.get(10),
+                r.get(11),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn service_rollup_is_backfilled_as_ingest_keeps_it_and_the_overview_reads_it() {
+    let url = fresh_database().await;
+    let store = store_with(&url, 7).await;
+    let now = stormwatch_store::now_ns();
+    let batches = mixed_batches(now);
+    for b in &batches[..3] {
+        store.store_batch(b, now).await.unwrap();
+    }
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let kept = rollup_rows(&client, "sw_service_minutes", "service, entry").await;
+    let entries: std::collections::BTreeSet<(&str, &str)> =
+        kept.iter().map(|r| (r.1.as_str(), r.2.as_str())).collect();
+    assert!(entries.contains(&("board", "http_server")) && entries.contains(&("board", "other")));
+
+    // A store from before migration 0006: migrating builds the rollup from sw_aggregates, and
+    // it must equal what ingest kept, row for row.
+    client
+        .batch_execute(
+            "DROP TABLE sw_service_minutes;
+             DELETE FROM sw_migrations WHERE name LIKE '0006_%'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), 1);
+    assert_eq!(
+        rollup_rows(&client, "sw_service_minutes", "service, entry").await,
+        kept
+    );
+
+    // Ingest goes on merging into the backfilled rows, and the overview counts every server
+    // span once, per service, with its HTTP statuses.
+    store.store_batch(&batches[3], now).await.unwrap();
+    let overview = store
+        .service_overview(now / NS - 600, now / NS + 60, 60)
+        .await
+        .unwrap();
+    for o in &overview {
+        let sent: Vec<&Span> = batches
+            .iter()
+            .flat_map(|b| &b.spans)
+            .filter(|s| s.service == o.service)
+            .collect();
+        let server: Vec<&&Span> = sent
+            .iter()
+            .filter(|s| s.dependency_class() == DependencyClass::HttpServer)
+            .collect();
+        let counted: Vec<&&Span> = if server.is_empty() {
+            sent.iter().collect()
+        } else {
+            server
+        };
+        let status =
+            |f: &dyn Fn(u32) -> bool| counted.iter().filter(|s| f(s.http_status)).count() as u64;
+        assert_eq!(o.totals.count, counted.len() as u64, "{}", o.service);
+        assert_eq!(o.totals.http_5xx, status(&|c| (500..600).contains(&c)));
+        assert_eq!(o.totals.http_503, status(&|c| c == 503));
+        assert_eq!(o.steps.iter().map(|t| t.count).sum::<u64>(), o.totals.count);
+    }
+    assert_eq!(overview.len(), 3);
 }
