@@ -466,6 +466,8 @@ async fn service_rollup_is_backfilled_as_ingest_keeps_it_and_the_overview_reads_
         let status =
             |f: &dyn Fn(u32) -> bool| counted.iter().filter(|s| f(s.http_status)).count() as u64;
         assert_eq!(o.totals.count, counted.len() as u64, "{}", o.service);
+        // Every counted span's duration is in the merged histogram once.
+        assert_eq!(o.totals.histogram().count(), o.totals.count);
         assert_eq!(o.totals.http_5xx, status(&|c| (500..600).contains(&c)));
         assert_eq!(o.totals.http_503, status(&|c| c == 503));
         assert_eq!(o.steps.iter().map(|t| t.count).sum::<u64>(), o.totals.count);
