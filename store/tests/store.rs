@@ -319,8 +319,9 @@ async fn dependency_rollup_equals_the_aggregates_merged() {
     }
 }
 
-#[tokio::test]
-async fn migration_backfills_the_dependency_rollup_as_ingest_keeps_it() {
+/// A fresh store holding the first three of [`mixed_batches`] (the fourth is left to send
+/// later), and a plain client on its database.
+async fn three_of_the_mixed_batches_stored() -> (Store, tokio_postgres::Client, i64, Vec<Batch>) {
     let url = fresh_database().await;
     let store = store_with(&url, 7).await;
     let now = stormwatch_store::now_ns();
@@ -332,6 +333,12 @@ async fn migration_backfills_the_dependency_rollup_as_ingest_keeps_it() {
         .await
         .unwrap();
     tokio::spawn(conn);
+    (store, client, now, batches)
+}
+
+#[tokio::test]
+async fn migration_backfills_the_dependency_rollup_as_ingest_keeps_it() {
+    let (store, client, now, batches) = three_of_the_mixed_batches_stored().await;
     let read = || rollup_rows(&client, "sw_dependency_minutes", "class, peer");
     let kept = read().await;
     assert!(
@@ -410,17 +417,7 @@ async fn rollup_rows(client: &tokio_postgres::Client, table: &str, keys: &str) -
 
 #[tokio::test]
 async fn service_rollup_is_backfilled_as_ingest_keeps_it_and_the_overview_reads_it() {
-    let url = fresh_database().await;
-    let store = store_with(&url, 7).await;
-    let now = stormwatch_store::now_ns();
-    let batches = mixed_batches(now);
-    for b in &batches[..3] {
-        store.store_batch(b, now).await.unwrap();
-    }
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (store, client, now, batches) = three_of_the_mixed_batches_stored().await;
     let kept = rollup_rows(&client, "sw_service_minutes", "service, entry").await;
     let entries: std::collections::BTreeSet<(&str, &str)> =
         kept.iter().map(|r| (r.1.as_str(), r.2.as_str())).collect();
