@@ -49,7 +49,7 @@ impl Role {
 #[derive(Debug, Clone)]
 pub struct User {
     pub name: String,
-    /// PHC string, `$argon2id$v=19$...`, as printed by `stormwatch-collector hash-password`.
+    /// PHC string, `$argon2id$v=19$...`, as printed by `stormwatch-collector --hash-password`.
     pub password_hash: String,
     pub role: Role,
 }
@@ -104,7 +104,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 pub fn check_hash(hash: &str) -> Result<(), String> {
     PasswordHash::new(hash).map(|_| ()).map_err(|e| {
         format!(
-            "not an argon2 PHC string ({e}); make one with `stormwatch-collector hash-password`"
+            "not an argon2 PHC string ({e}); make one with `stormwatch-collector --hash-password`"
         )
     })
 }
@@ -252,7 +252,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 
 /// Paths anyone may load: the login form and the static assets it needs.
 fn public(path: &str) -> bool {
-    path == "/login" || path.starts_with("/static/")
+    path == "/login" || path == "/favicon.ico" || path.starts_with("/static/")
 }
 
 /// Dashboard middleware: attaches the [`Viewer`]; without a session, pages redirect to the

@@ -55,6 +55,7 @@ pub fn router_with(store: Arc<Store>, auth: Arc<Auth>) -> Router {
         .route("/login", get(login::form).post(login::login))
         .route("/logout", post(login::logout))
         .route("/static/{file}", get(assets::serve))
+        .route("/favicon.ico", get(assets::favicon))
         .layer(from_fn_with_state(auth, auth::require_login))
         .layer(from_fn(headers::security_headers))
         .with_state(state)

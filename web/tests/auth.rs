@@ -93,14 +93,10 @@ async fn every_page_needs_a_session_and_login_logout_work() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("value=\"/hosts\""));
-    let (status, _, _) = send(
-        &app,
-        Request::get("/static/style.css")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    for asset in ["/static/style.css", "/favicon.ico"] {
+        let (status, _, _) = send(&app, Request::get(asset).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{asset}");
+    }
 
     // Wrong password, unknown user: 401 and the form again, no cookie.
     for (u, p) in [("admin", "wrong"), ("nobody", "s3cret admin")] {

@@ -65,6 +65,15 @@ async fn security_headers_and_static_assets() {
     let (status, css) = get(&app, "/static/style.css").await;
     assert_eq!(status, StatusCode::OK);
     assert!(css.contains("--vermillion"));
+    // Browsers fetch /favicon.ico on every new tab; a 404 there is a console error.
+    for icon in ["/favicon.ico", "/static/favicon.svg"] {
+        let (status, svg) = get(&app, icon).await;
+        assert_eq!(status, StatusCode::OK, "{icon}");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+    let (status, base) = get(&app, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(base.contains(r#"<link rel="icon" href="/static/favicon.svg""#));
     let (status, _) = get(&app, "/static/nope.js").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -23,7 +23,8 @@ pub fn render(
 ) -> String {
     let cols = (1440 / bucket_minutes.max(1)) as f64;
     let cw = (864.0 / cols).max(1.0);
-    let width = LEFT + cw * cols + 10.0;
+    // The right margin holds half of the last hour label, "24:00".
+    let width = LEFT + cw * cols + 24.0;
     let height = TOP + ROW * days as f64 + BOTTOM;
     let failing = cells.iter().filter(|c| c.failures > 0).count();
     let slow = cells
