@@ -202,10 +202,12 @@ fn watch_config(path: &Path) -> anyhow::Result<ConfigWatch> {
     let file_name = path.file_name().map(|n| n.to_owned());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
-            if event
-                .paths
-                .iter()
-                .any(|p| p.file_name() == file_name.as_deref())
+            // Not reads: each reload reads the file, and would set off the next one.
+            if !event.kind.is_access()
+                && event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name() == file_name.as_deref())
             {
                 let _ = tx.try_send(());
             }
@@ -241,6 +243,7 @@ async fn reload_config(mut watch: ConfigWatch, state: Arc<AppState>) {
             Ok(t) => t,
             Err(error) => {
                 tracing::error!(path = %path.display(), %error, "config reload: cannot read the file; keeping the rules in force");
+                state.metrics.config_reload("unreadable");
                 continue;
             }
         };
@@ -259,10 +262,12 @@ async fn reload_config(mut watch: ConfigWatch, state: Arc<AppState>) {
                 let rules = resolved.rules.len();
                 let channels = resolved.channels.len();
                 state.alerts.set_config(resolved);
+                state.metrics.config_reload("applied");
                 tracing::info!(path = %path.display(), rules, channels, "config reloaded: alert rules and channels updated (other keys apply at restart)");
             }
             Err(error) => {
-                tracing::error!("config reload rejected, keeping the rules in force: {error}")
+                tracing::error!("config reload rejected, keeping the rules in force: {error}");
+                state.metrics.config_reload("rejected");
             }
         }
     }

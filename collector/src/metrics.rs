@@ -51,6 +51,8 @@ pub struct Metrics {
     pub alert_evaluations: Counter,
     /// Notifications recorded as failed for good, as last counted in the database.
     pub alert_deliveries_failed: Gauge,
+    /// Config file reloads by result: applied, rejected (a broken edit), unreadable.
+    pub config_reloads: Family<ResultLabel, Counter>,
 }
 
 impl Metrics {
@@ -69,6 +71,12 @@ impl Metrics {
         let alert_leader = Gauge::default();
         let alert_evaluations = Counter::default();
         let alert_deliveries_failed = Gauge::default();
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config file reloads after an edit, by result (applied, rejected, unreadable)",
+            config_reloads.clone(),
+        );
         registry.register(
             "alert_notifications",
             "Alert notifications by channel and result",
@@ -129,6 +137,7 @@ impl Metrics {
             alert_leader,
             alert_evaluations,
             alert_deliveries_failed,
+            config_reloads,
         }
     }
 
@@ -139,6 +148,14 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc_by(n as u64);
+    }
+
+    pub fn config_reload(&self, result: &str) {
+        self.config_reloads
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     pub fn reject(&self, reason: &str) {

@@ -579,6 +579,20 @@ async fn config_edits_reload_rules_and_broken_edits_are_rejected() {
         Some(2.5),
         "a broken edit keeps the rules in force"
     );
+    // One reload per edit: reading the file to reload it is not an edit (it once set off a
+    // reload a second, forever).
+    let metrics = reqwest::get(c.endpoint("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "stormwatch_collector_config_reloads_total{result=\"applied\"} 1\n",
+        "stormwatch_collector_config_reloads_total{result=\"rejected\"} 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     c.stop().await;
 }
 

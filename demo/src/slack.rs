@@ -313,7 +313,7 @@ code{background:#f6f6f6;border:1px solid #ddd;border-radius:3px;padding:0 3px;co
 pub fn render_page(newest_first: &[Received], dropped: u64) -> String {
     let mut html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"5\"><title>#oncall · Stormwatch alerts</title>\
+         <meta http-equiv=\"refresh\" content=\"5\"><link rel=\"icon\" href=\"data:,\"><title>#oncall · Stormwatch alerts</title>\
          <style>{STYLE}</style></head><body><header># oncall \
          <small>Stormwatch alerts as Slack shows them · {} message{} · refreshes every 5 s</small></header><main>",
         newest_first.len(),
