@@ -135,6 +135,125 @@ fn hash_password_prints_an_argon2_hash_that_signs_in() {
         }],
         ..Default::default()
     });
-    assert!(auth.login("oncall", "pager duty").is_some());
-    assert!(auth.login("oncall", "pager duty ").is_none());
+    assert_eq!(
+        auth.verify("oncall", "pager duty"),
+        Some(stormwatch_web::Role::Admin)
+    );
+    assert!(auth.verify("oncall", "pager duty ").is_none());
+}
+
+fn with_users(db: &str, users: &[(&str, stormwatch_web::Role)]) -> Config {
+    let mut config = Config::for_tests(db, TOKEN);
+    config.users = users
+        .iter()
+        .map(|(name, role)| UserConfig {
+            name: (*name).into(),
+            password_hash: stormwatch_web::auth::hash_password("pager duty").unwrap(),
+            role: *role,
+        })
+        .collect();
+    config
+}
+
+/// Signs in; the `name=value` of the session cookie.
+async fn sign_in(http: &reqwest::Client, c: &common::Running, user: &str) -> String {
+    let res = http
+        .post(c.endpoint("/login"))
+        .form(&[("user", user), ("password", "pager duty"), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn status(http: &reqwest::Client, c: &common::Running, path: &str, cookie: &str) -> u16 {
+    http.get(c.endpoint(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn sessions_are_shared_by_collectors_and_outlive_a_restart() {
+    use stormwatch_web::Role::{Admin, Viewer};
+    let db = stormwatch_testkit::fresh_database().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let a = start(with_users(&db, &[("oncall", Admin), ("intern", Admin)])).await;
+    let b = start(with_users(&db, &[("oncall", Admin), ("intern", Viewer)])).await;
+    // Signed in on one collector, signed in on the other (as behind a load balancer).
+    let oncall = sign_in(&http, &a, "oncall").await;
+    assert_eq!(status(&http, &b, "/hosts", &oncall).await, 200);
+    assert_eq!(status(&http, &b, "/api/v1/services", &oncall).await, 200);
+    // The role is each collector's configured one, not the one at sign-in.
+    let intern = sign_in(&http, &a, "intern").await;
+    let silence = |c: &common::Running, cookie: String| {
+        let host = c.addr.to_string();
+        http.post(c.endpoint("/alerts/silences"))
+            .header("cookie", cookie)
+            .header("origin", format!("http://{host}"))
+            .form(&[("rule", "x"), ("labels", "nonsense"), ("duration", "1h")])
+            .send()
+    };
+    assert_eq!(
+        silence(&a, intern.clone()).await.unwrap().status(),
+        400,
+        "admin on a"
+    );
+    assert_eq!(
+        silence(&b, intern.clone()).await.unwrap().status(),
+        403,
+        "viewer on b"
+    );
+    // The table keeps no token that signs in: only its SHA-256.
+    let token = oncall.split_once('=').unwrap().1.to_owned();
+    let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows = client
+        .query("SELECT token_sha256, user_name FROM sw_sessions", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        let stored: Vec<u8> = r.get(0);
+        assert_eq!(stored.len(), 32);
+        assert_ne!(stored, token.as_bytes());
+    }
+    // Signing out on one collector ends the session on both.
+    let res = http
+        .post(b.endpoint("/logout"))
+        .header("cookie", &oncall)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(status(&http, &a, "/hosts", &oncall).await, 303);
+    assert_eq!(status(&http, &a, "/api/v1/services", &oncall).await, 401);
+    // A restart keeps sessions; a user taken out of the config is signed out.
+    a.stop().await;
+    b.stop().await;
+    let a = start(with_users(&db, &[("oncall", Admin)])).await;
+    assert_eq!(
+        status(&http, &a, "/hosts", &intern).await,
+        303,
+        "intern was removed"
+    );
+    let oncall = sign_in(&http, &a, "oncall").await;
+    a.stop().await;
+    let a = start(with_users(&db, &[("oncall", Admin)])).await;
+    assert_eq!(
+        status(&http, &a, "/hosts", &oncall).await,
+        200,
+        "after a restart"
+    );
+    a.stop().await;
 }

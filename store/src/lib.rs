@@ -21,6 +21,7 @@ pub mod partitions;
 pub mod probes;
 pub mod scatter;
 pub mod services;
+pub mod sessions;
 pub mod signals;
 pub mod spans;
 

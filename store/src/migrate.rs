@@ -30,6 +30,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_service_minutes",
         include_str!("../../migrations/0006_service_minutes.sql"),
     ),
+    (
+        "0007_sessions",
+        include_str!("../../migrations/0007_sessions.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -2,12 +2,19 @@
 //! password hashes), server-side sessions in an HttpOnly, SameSite=Strict cookie, a read-only
 //! `viewer` role, and bearer read tokens for scripts. Ingest tokens are not handled here.
 //!
+//! Sessions live in PostgreSQL when the dashboard is served by the collector (shared by every
+//! collector on the database, kept across restarts), and in memory for the stand-alone
+//! dashboard, which only reads its database. Either way a session names only its user: the
+//! role comes from the configured users at every request, and a removed user is signed out.
+//!
 //! With no users configured the dashboard is open; the collector only allows that on a
 //! loopback address (or with `--insecure-no-auth`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use stormwatch_store::{Store, StoreError};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -23,7 +30,7 @@ use crate::login_limit::LoginLimiter;
 pub const COOKIE: &str = "sw_session";
 /// A session ends this long after login.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3_600);
-/// Most sessions kept at once; beyond it the oldest are dropped (bounds memory under abuse).
+/// Most sessions kept in memory at once; beyond it the oldest are dropped (bounds memory).
 pub const MAX_SESSIONS: usize = 10_000;
 
 /// What a signed-in user may do.
@@ -75,8 +82,15 @@ pub struct Viewer {
 
 struct Session {
     user: String,
-    role: Role,
     expires: Instant,
+}
+
+/// Where sessions are kept.
+enum Sessions {
+    /// This process only: the stand-alone dashboard, and tests.
+    Memory(Mutex<HashMap<String, Session>>),
+    /// `sw_sessions`, shared by every collector on the database.
+    Database(Arc<Store>),
 }
 
 /// Users, tokens and live sessions.
@@ -84,7 +98,7 @@ pub struct Auth {
     opts: AuthOptions,
     /// Verified when the user is unknown, so that timing does not reveal user names.
     dummy_hash: String,
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: Sessions,
     /// Failed sign-ins per client address and user (see [`crate::login_limit`]).
     limiter: LoginLimiter,
 }
@@ -121,7 +135,17 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Auth {
+    /// Sessions kept in this process's memory: a restart signs everyone out.
     pub fn new(opts: AuthOptions) -> Auth {
+        Auth::with_sessions(opts, Sessions::Memory(Mutex::new(HashMap::new())))
+    }
+
+    /// Sessions kept in the database, shared by every process on it.
+    pub fn shared(opts: AuthOptions, store: Arc<Store>) -> Auth {
+        Auth::with_sessions(opts, Sessions::Database(store))
+    }
+
+    fn with_sessions(opts: AuthOptions, sessions: Sessions) -> Auth {
         let dummy_hash = if opts.users.is_empty() {
             String::new()
         } else {
@@ -130,7 +154,7 @@ impl Auth {
         Auth {
             opts,
             dummy_hash,
-            sessions: Mutex::new(HashMap::new()),
+            sessions,
             limiter: LoginLimiter::default(),
         }
     }
@@ -150,8 +174,9 @@ impl Auth {
         self.opts.users.is_empty()
     }
 
-    /// Verifies a user's password; on success, a new session's token.
-    pub fn login(&self, name: &str, password: &str) -> Option<(String, Role)> {
+    /// Verifies a user's password (argon2: tens of milliseconds of CPU, so call it off the
+    /// async workers); the user's role when it is right.
+    pub fn verify(&self, name: &str, password: &str) -> Option<Role> {
         let user = self.opts.users.iter().find(|u| u.name == name);
         let hash = user
             .map(|u| u.password_hash.as_str())
@@ -163,49 +188,69 @@ impl Auth {
                     .is_ok()
             })
             .unwrap_or(false);
-        let user = user.filter(|_| ok)?;
-        let token = random_token();
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        if sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-            {
-                sessions.remove(&oldest);
-            }
-        }
-        sessions.insert(
-            token.clone(),
-            Session {
-                user: user.name.clone(),
-                role: user.role,
-                expires: now + SESSION_TTL,
-            },
-        );
-        Some((token, user.role))
+        user.filter(|_| ok).map(|u| u.role)
     }
 
-    /// The signed-in viewer of a session token, if it is live.
-    pub fn session(&self, token: &str) -> Option<Viewer> {
-        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions
-            .get(token)
-            .filter(|s| s.expires > Instant::now())
-            .map(|s| Viewer {
-                user: Some(s.user.clone()),
-                role: s.role,
+    /// Starts a session for a verified user; its token, for the cookie.
+    pub async fn start_session(&self, user: &str) -> Result<String, StoreError> {
+        let token = random_token();
+        match &self.sessions {
+            Sessions::Database(store) => store.session_create(&token, user, SESSION_TTL).await?,
+            Sessions::Memory(map) => {
+                let mut sessions = map.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                sessions.retain(|_, s| s.expires > now);
+                if sessions.len() >= MAX_SESSIONS {
+                    if let Some(oldest) = sessions
+                        .iter()
+                        .min_by_key(|(_, s)| s.expires)
+                        .map(|(k, _)| k.clone())
+                    {
+                        sessions.remove(&oldest);
+                    }
+                }
+                sessions.insert(
+                    token.clone(),
+                    Session {
+                        user: user.to_owned(),
+                        expires: now + SESSION_TTL,
+                    },
+                );
+            }
+        }
+        Ok(token)
+    }
+
+    /// The signed-in viewer of a session token: `None` when the session is unknown, expired,
+    /// or its user is no longer configured. The role is the user's role in the config now.
+    pub async fn session(&self, token: &str) -> Result<Option<Viewer>, StoreError> {
+        let user = match &self.sessions {
+            Sessions::Database(store) => store.session_user(token).await?,
+            Sessions::Memory(map) => map
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(token)
+                .filter(|s| s.expires > Instant::now())
+                .map(|s| s.user.clone()),
+        };
+        Ok(user.and_then(|name| {
+            let user = self.opts.users.iter().find(|u| u.name == name)?;
+            Some(Viewer {
+                user: Some(name),
+                role: user.role,
             })
+        }))
     }
 
     /// Ends a session.
-    pub fn logout(&self, token: &str) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(token);
+    pub async fn logout(&self, token: &str) -> Result<(), StoreError> {
+        match &self.sessions {
+            Sessions::Database(store) => store.session_delete(token).await,
+            Sessions::Memory(map) => {
+                map.lock().unwrap_or_else(|e| e.into_inner()).remove(token);
+                Ok(())
+            }
+        }
     }
 
     /// Is this a configured read token?
@@ -233,8 +278,11 @@ impl Auth {
         }
     }
 
-    fn viewer_of(&self, headers: &HeaderMap) -> Option<Viewer> {
-        session_cookie(headers).and_then(|t| self.session(t))
+    async fn viewer_of(&self, headers: &HeaderMap) -> Result<Option<Viewer>, StoreError> {
+        match session_cookie(headers) {
+            Some(t) => self.session(t).await,
+            None => Ok(None),
+        }
     }
 }
 
@@ -269,7 +317,10 @@ pub async fn require_login(
             role: Role::Admin,
         })
     } else {
-        auth.viewer_of(req.headers())
+        match auth.viewer_of(req.headers()).await {
+            Ok(v) => v,
+            Err(e) => return session_store_down(e),
+        }
     };
     match viewer {
         Some(v) => {
@@ -303,6 +354,17 @@ pub async fn require_login(
     }
 }
 
+/// The answer when sessions cannot be checked: the database is down, so is every page.
+fn session_store_down(error: StoreError) -> Response {
+    tracing::warn!(%error, "cannot check the session");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "5")],
+        "the session store (PostgreSQL) is unavailable; retry in a few seconds",
+    )
+        .into_response()
+}
+
 /// Read-API middleware (for the collector's `/api/v1/*` read routes): a read token
 /// (`Authorization: Bearer`) or a dashboard session. Open when neither users nor read tokens
 /// are configured.
@@ -321,7 +383,10 @@ pub async fn require_read_access(
         .and_then(|v| v.strip_prefix("Bearer "));
     let ok = match bearer {
         Some(t) => auth.read_token_ok(t.trim()),
-        None => auth.viewer_of(req.headers()).is_some(),
+        None => match auth.viewer_of(req.headers()).await {
+            Ok(v) => v.is_some(),
+            Err(e) => return session_store_down(e),
+        },
     };
     if ok {
         return next.run(req).await;
@@ -360,13 +425,21 @@ mod tests {
             read_tokens: vec!["read-token-0123456789".into()],
             secure_cookies: false,
         });
-        assert!(auth.login("ana", "wrong").is_none());
-        assert!(auth.login("bob", "correct horse").is_none());
-        let (token, role) = auth.login("ana", "correct horse").unwrap();
-        assert_eq!(role, Role::Viewer);
-        assert_eq!(auth.session(&token).unwrap().user.as_deref(), Some("ana"));
-        auth.logout(&token);
-        assert!(auth.session(&token).is_none());
+        assert!(auth.verify("ana", "wrong").is_none());
+        assert!(auth.verify("bob", "correct horse").is_none());
+        assert_eq!(auth.verify("ana", "correct horse"), Some(Role::Viewer));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let token = rt.block_on(auth.start_session("ana")).unwrap();
+        let viewer = rt.block_on(auth.session(&token)).unwrap().unwrap();
+        assert_eq!(viewer.user.as_deref(), Some("ana"));
+        assert_eq!(viewer.role, Role::Viewer);
+        rt.block_on(auth.logout(&token)).unwrap();
+        assert!(rt.block_on(auth.session(&token)).unwrap().is_none());
+        // A session of a user who is no longer configured is not honoured.
+        let token = rt.block_on(auth.start_session("bob")).unwrap();
+        assert!(rt.block_on(auth.session(&token)).unwrap().is_none());
         assert!(auth.read_token_ok("read-token-0123456789"));
         assert!(!auth.read_token_ok("read-token-012345678"));
         let c = auth.cookie(Some("abc"), &HeaderMap::new());

@@ -82,12 +82,34 @@ pub async fn login(
     let auth = app.auth.clone();
     let (user, password) = (f.user.clone(), f.password);
     // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || auth.login(&user, &password))
+    let verified = tokio::task::spawn_blocking(move || auth.verify(&user, &password))
         .await
         .ok()
         .flatten();
+    let result = match verified {
+        Some(_) => match app.auth.start_session(&f.user).await {
+            Ok(token) => Some(token),
+            Err(error) => {
+                tracing::error!(user = %f.user, %error, "cannot record the session");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "5")],
+                    LoginPage {
+                        error: Some(
+                            "Signed in, but the session could not be recorded: the database is unavailable. Try again in a few seconds."
+                                .into(),
+                        ),
+                        next,
+                        open: app.auth.is_open(),
+                    },
+                )
+                    .into_response();
+            }
+        },
+        None => None,
+    };
     match result {
-        Some((token, _role)) => {
+        Some(token) => {
             app.auth.limiter().succeeded(attempt);
             tracing::info!(user = %f.user, "signed in");
             (
@@ -113,7 +135,10 @@ pub async fn login(
 
 pub async fn logout(State(app): State<WebState>, headers: HeaderMap) -> Response {
     if let Some(t) = session_cookie(&headers) {
-        app.auth.logout(t);
+        if let Err(error) = app.auth.logout(t).await {
+            // The cookie is cleared below anyway; the session row expires with its TTL.
+            tracing::warn!(%error, "cannot end the session in the database");
+        }
     }
     (
         [(header::SET_COOKIE, app.auth.cookie(None, &headers))],
