@@ -203,6 +203,11 @@ fn mixed_batches(now: i64) -> Vec<Batch> {
         .enumerate()
         .map(|(i, (agent, service))| {
             let mut b = sample::batch(agent, i as u64 + 1, 400, now);
+            if *service == "search" {
+                // A service without server spans (a worker): the overview counts all of them.
+                b.spans
+                    .retain(|s| s.dependency_class() != DependencyClass::HttpServer);
+            }
             for (j, s) in b.spans.iter_mut().enumerate() {
                 s.service = (*service).into();
                 s.operation = format!("{} #{}", s.operation, j % 3);
@@ -470,4 +475,8 @@ async fn service_rollup_is_backfilled_as_ingest_keeps_it_and_the_overview_reads_
         assert_eq!(o.steps.iter().map(|t| t.count).sum::<u64>(), o.totals.count);
     }
     assert_eq!(overview.len(), 3);
+    // Both rules are exercised: services measured by their server spans, and one without any.
+    for entry in ["http_server", "all"] {
+        assert!(overview.iter().any(|o| o.entry_class == entry), "{entry}");
+    }
 }

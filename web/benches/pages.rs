@@ -221,6 +221,21 @@ fn main() {
             }
             print_store_times(name, n, times);
         }
+        // The store alone, for the overview over 7 days (with BENCH_HOURS=168).
+        {
+            let mut times = Vec::new();
+            let mut n = 0;
+            for _ in 0..runs {
+                let t = Instant::now();
+                n = store
+                    .service_overview(end_s - 7 * 86_400, end_s, 7 * 86_400 / 60)
+                    .await
+                    .unwrap()
+                    .len();
+                times.push(t.elapsed());
+            }
+            print_store_times("service_overview 7d", n, times);
+        }
         let store = std::sync::Arc::new(store);
         let app = stormwatch_web::router(store);
         println!(
@@ -234,6 +249,8 @@ fn main() {
             "/spans?range=1h",
             "/?range=24h",
             "/dependencies?range=24h",
+            "/?range=7d",
+            "/dependencies?range=7d",
             "/databases?range=1h",
             "/hosts?range=1h",
         ] {
