@@ -433,6 +433,12 @@ impl Store {
             .await?;
         crate::dependency_minutes::store(
             &tx,
+            &crate::dependency_minutes::SERVICE_HOURS,
+            &crate::dependency_minutes::by_hour(&service_rows),
+        )
+        .await?;
+        crate::dependency_minutes::store(
+            &tx,
             &crate::dependency_minutes::DEPENDENCIES,
             &dependency_rows,
         )

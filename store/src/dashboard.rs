@@ -360,28 +360,54 @@ impl Store {
         let step = step_s.max(60);
         let from = from_s.div_euclid(60) * 60;
         let n_steps = ((to_s - from + step - 1) / step).clamp(0, crate::aggregates::MAX_POINTS);
+        // Windows read by steps of an hour or more take their whole hours from the hourly
+        // rollup, and only the minutes before the first and after the last whole hour from
+        // the minute rollup: totals stay exact to the minute, and a sparkline point holds the
+        // hours that start in it. Shorter steps read minutes only (an empty hour range).
+        let (h0, h1) = if step >= 3_600 {
+            let (h0, h1) = (
+                (from + 3_599).div_euclid(3_600) * 3_600,
+                to_s.div_euclid(3_600) * 3_600,
+            );
+            if h1 > h0 {
+                (h0, h1)
+            } else {
+                (to_s, to_s)
+            }
+        } else {
+            (to_s, to_s)
+        };
         let client = self.client().await?;
-        // The rollup has a row per service, minute and entry (server spans, or the rest). A
-        // service with server spans is measured by them alone: its other rows (and their
-        // histograms, most of the bytes) are never sent. The services with server spans are
-        // found once (a correlated NOT EXISTS rebuilt its hash of every server row for each
-        // daily partition: 7 days took 0.6 s).
+        // Each rollup has a row per service, minute (or hour) and entry (server spans, or the
+        // rest). A service with server spans is measured by them alone: its other rows (and
+        // their histograms, most of the bytes) are never sent. The services with server spans
+        // are found once over the rows read (a correlated NOT EXISTS rebuilt its hash of every
+        // server row for each daily partition: 7 days took 0.6 s).
         let stmt = client
             .prepare_cached(
-                "WITH servers AS MATERIALIZED (
-                     SELECT DISTINCT service FROM sw_service_minutes
-                      WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
-                        AND entry = 'http_server')
-                 SELECT service, entry = 'http_server', extract(epoch FROM minute)::int8,
+                "WITH r AS MATERIALIZED (
+                     SELECT service, entry, extract(epoch FROM hour)::int8 AS t, count, errors,
+                            sum_ns, http_5xx, http_503, hist_zero, hist_packed
+                       FROM sw_service_hours
+                      WHERE hour >= to_timestamp($3) AND hour < to_timestamp($4)
+                     UNION ALL
+                     SELECT service, entry, extract(epoch FROM minute)::int8, count, errors,
+                            sum_ns, http_5xx, http_503, hist_zero, hist_packed
+                       FROM sw_service_minutes
+                      WHERE (minute >= to_timestamp($1) AND minute < to_timestamp($3))
+                         OR (minute >= to_timestamp($4) AND minute < to_timestamp($2))),
+                 servers AS (SELECT DISTINCT service FROM r WHERE entry = 'http_server')
+                 SELECT service, entry = 'http_server', t,
                         count, errors, sum_ns, http_5xx, http_503, hist_zero, hist_packed
-                   FROM sw_service_minutes
-                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
-                    AND (entry = 'http_server'
-                         OR service NOT IN (SELECT service FROM servers))",
+                   FROM r
+                  WHERE entry = 'http_server' OR service NOT IN (SELECT service FROM servers)",
             )
             .await?;
         let rows = client
-            .query(&stmt, &[&(from as f64), &(to_s as f64)])
+            .query(
+                &stmt,
+                &[&(from as f64), &(to_s as f64), &(h0 as f64), &(h1 as f64)],
+            )
             .await?;
         // A service's requests are its server spans; a service without any counts all its
         // spans. Decided first, so that rows that do not count are never read.

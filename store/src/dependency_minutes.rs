@@ -116,23 +116,53 @@ pub(crate) fn rollup_by<'a>(
     out
 }
 
-/// A per-minute rollup table and its two key columns after `minute`.
+/// A rollup table: its time column (`minute`, or `hour`) and its two key columns.
 pub(crate) struct Rollup {
     pub table: &'static str,
+    pub time: &'static str,
     pub keys: (&'static str, &'static str),
 }
 
 /// `sw_dependency_minutes`: (minute, class, peer), for the dependencies page.
 pub(crate) const DEPENDENCIES: Rollup = Rollup {
     table: "sw_dependency_minutes",
+    time: "minute",
     keys: ("class", "peer"),
 };
 
 /// `sw_service_minutes` (migration 0006): (minute, service, entry), for the overview.
 pub(crate) const SERVICES: Rollup = Rollup {
     table: "sw_service_minutes",
+    time: "minute",
     keys: ("service", "entry"),
 };
+
+/// `sw_service_hours` (migration 0008): (hour, service, entry), for the overview over long
+/// windows.
+pub(crate) const SERVICE_HOURS: Rollup = Rollup {
+    table: "sw_service_hours",
+    time: "hour",
+    keys: ("service", "entry"),
+};
+
+/// Rollup rows (Unix seconds of their minute) summed and merged per hour, in key order.
+pub(crate) fn by_hour<'a>(
+    rows: &BTreeMap<(i64, &'a str, &'a str), DependencyMinute>,
+) -> BTreeMap<(i64, &'a str, &'a str), DependencyMinute> {
+    let mut out: BTreeMap<(i64, &str, &str), DependencyMinute> = BTreeMap::new();
+    for ((minute, k1, k2), m) in rows {
+        let h = out
+            .entry((minute.div_euclid(3_600) * 3_600, *k1, *k2))
+            .or_default();
+        h.count = h.count.saturating_add(m.count);
+        h.errors = h.errors.saturating_add(m.errors);
+        h.sum_ns = h.sum_ns.saturating_add(m.sum_ns);
+        h.http_5xx = h.http_5xx.saturating_add(m.http_5xx);
+        h.http_503 = h.http_503.saturating_add(m.http_503);
+        h.hist.merge(&m.hist);
+    }
+    out
+}
 
 /// Adds `rows` into the rollup `into` (inserting or merging), in their order; returns how
 /// many rows it touched.
@@ -167,19 +197,20 @@ pub(crate) async fn store(
     }
     let Rollup {
         table,
+        time,
         keys: (k1, k2),
     } = into;
     let stmt = tx
         .prepare_cached(&format!(
             "INSERT INTO {table} AS d
-                 (minute, {k1}, {k2}, count, errors, sum_ns, http_5xx, http_503,
+                 ({time}, {k1}, {k2}, count, errors, sum_ns, http_5xx, http_503,
                   hist_zero, hist_keys, hist_counts, hist_packed)
              SELECT to_timestamp(m), c, p, n, e, su, x5, x503, z, hk::integer[], hc::bigint[], hp
                FROM unnest($1::float8[], $2::text[], $3::text[], $4::int8[], $5::int8[],
                            $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[],
                            $12::bytea[])
                     AS t(m, c, p, n, e, su, x5, x503, z, hk, hc, hp)
-             ON CONFLICT (minute, {k1}, {k2}) DO UPDATE SET
+             ON CONFLICT ({time}, {k1}, {k2}) DO UPDATE SET
                  count = d.count + excluded.count,
                  errors = d.errors + excluded.errors,
                  sum_ns = d.sum_ns + excluded.sum_ns,

@@ -34,6 +34,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_sessions",
         include_str!("../../migrations/0007_sessions.sql"),
     ),
+    (
+        "0008_service_hours",
+        include_str!("../../migrations/0008_service_hours.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -172,7 +172,7 @@ async fn retention_drops_old_partitions() {
     // Five days later the partition of three days ago is eight days old: dropped.
     let later = now + 5 * 86_400 * NS;
     let dropped = store.apply_retention(later).await.unwrap();
-    assert_eq!(dropped.len(), 4, "{dropped:?}");
+    assert_eq!(dropped.len(), 5, "{dropped:?}");
     assert!(dropped.iter().any(|n| n.starts_with("sw_spans_p")));
     assert!(dropped.iter().any(|n| n.starts_with("sw_aggregates_p")));
     assert!(dropped
@@ -181,6 +181,7 @@ async fn retention_drops_old_partitions() {
     assert!(dropped
         .iter()
         .any(|n| n.starts_with("sw_service_minutes_p")));
+    assert!(dropped.iter().any(|n| n.starts_with("sw_service_hours_p")));
     assert_eq!(store.spans(&all_spans(now)).await.unwrap().len(), 0);
 
     // A span older than the retention window is not stored, and is reported as expired.
@@ -393,12 +394,17 @@ type RollupRow = (
 );
 
 async fn rollup_rows(client: &tokio_postgres::Client, table: &str, keys: &str) -> Vec<RollupRow> {
+    let time = if table.ends_with("_hours") {
+        "hour"
+    } else {
+        "minute"
+    };
     client
         .query(
             &format!(
-                "SELECT minute, {keys}, count, errors, sum_ns, http_5xx, http_503,
+                "SELECT {time}, {keys}, count, errors, sum_ns, http_5xx, http_503,
                         hist_zero, hist_keys, hist_counts, hist_packed
-                   FROM {table} ORDER BY minute, {keys}"
+                   FROM {table} ORDER BY {time}, {keys}"
             ),
             &[],
         )
@@ -479,4 +485,86 @@ async fn service_rollup_is_backfilled_as_ingest_keeps_it_and_the_overview_reads_
     for entry in ["http_server", "all"] {
         assert!(overview.iter().any(|o| o.entry_class == entry), "{entry}");
     }
+}
+
+#[tokio::test]
+async fn hourly_service_rollup_is_backfilled_as_ingest_keeps_it_and_long_windows_read_it() {
+    let (store, client, now, batches) = three_of_the_mixed_batches_stored().await;
+    store.store_batch(&batches[3], now).await.unwrap();
+    let kept = rollup_rows(&client, "sw_service_hours", "service, entry").await;
+    // Each hour row holds the sums of its minutes' rows.
+    let mut summed: BTreeMap<(i64, String, String), [i64; 6]> = BTreeMap::new();
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    };
+    for (minute, service, entry, n, ..) in
+        rollup_rows(&client, "sw_service_minutes", "service, entry").await
+    {
+        let s = summed
+            .entry((secs(minute) / 3_600 * 3_600, service, entry))
+            .or_default();
+        for (a, b) in s.iter_mut().zip(n) {
+            *a += b;
+        }
+    }
+    let hours: BTreeMap<(i64, String, String), [i64; 6]> = kept
+        .iter()
+        .map(|(hour, service, entry, n, ..)| ((secs(*hour), service.clone(), entry.clone()), *n))
+        .collect();
+    assert!(!hours.is_empty());
+    assert_eq!(hours, summed);
+
+    // A store from before migration 0008: migrating builds the hours from the minutes, equal
+    // to what ingest kept, row for row.
+    client
+        .batch_execute(
+            "DROP TABLE sw_service_hours;
+             DELETE FROM sw_migrations WHERE name LIKE '0008_%'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), 1);
+    assert_eq!(
+        rollup_rows(&client, "sw_service_hours", "service, entry").await,
+        kept
+    );
+
+    // An overview by steps of an hour counts exactly what one by minutes counts...
+    let (from, to) = (now / NS - 3 * 3_600, now / NS + 2 * 3_600);
+    let by_hours = store.service_overview(from, to, 3_600).await.unwrap();
+    let by_minutes = store.service_overview(from, to, 60).await.unwrap();
+    let view = |o: &[stormwatch_store::ServiceOverview]| -> Vec<_> {
+        o.iter()
+            .map(|o| {
+                let t = &o.totals;
+                let steps: u64 = o.steps.iter().map(|s| s.count).sum();
+                (
+                    o.service.clone(),
+                    o.entry_class,
+                    [t.count, t.errors, t.sum_ns, t.http_5xx, t.http_503, steps],
+                    t.histogram(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(view(&by_hours), view(&by_minutes));
+    assert_eq!(by_hours.len(), 3);
+    // ...and reads the whole hours from the hourly rollup: without their minute rows, the
+    // overview by hours is unchanged.
+    client
+        .execute(
+            "DELETE FROM sw_service_minutes WHERE minute >= to_timestamp($1)",
+            &[&((from / 3_600 * 3_600 + 3_600) as f64)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        view(&store.service_overview(from, to, 3_600).await.unwrap()),
+        view(&by_minutes)
+    );
+    assert!(store
+        .service_overview(from, to, 60)
+        .await
+        .unwrap()
+        .is_empty());
 }
