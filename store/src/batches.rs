@@ -443,6 +443,12 @@ impl Store {
             &dependency_rows,
         )
         .await?;
+        crate::dependency_minutes::store(
+            &tx,
+            &crate::dependency_minutes::DEPENDENCY_HOURS,
+            &crate::dependency_minutes::by_hour(&dependency_rows),
+        )
+        .await?;
         tx.commit().await?;
         Ok(outcome)
     }

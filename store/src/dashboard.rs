@@ -284,13 +284,24 @@ impl Store {
             [&(from as f64), &(to_s as f64)];
         let (rows, from_rollup) = match service {
             None => {
+                // Whole hours from the hourly rollup, as the overview does.
+                let (h0, h1) = whole_hours(from, to_s, step);
                 let stmt = client
                     .prepare_cached(&format!(
-                        "SELECT {ROLLUP_COLUMNS} FROM sw_dependency_minutes
-                          WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)"
+                        "SELECT class, peer, extract(epoch FROM hour)::int8, count, errors, sum_ns,
+                                http_5xx, http_503, hist_zero, hist_packed
+                           FROM sw_dependency_hours
+                          WHERE hour >= to_timestamp($3) AND hour < to_timestamp($4)
+                         UNION ALL
+                         SELECT {ROLLUP_COLUMNS} FROM sw_dependency_minutes
+                          WHERE (minute >= to_timestamp($1) AND minute < to_timestamp($3))
+                             OR (minute >= to_timestamp($4) AND minute < to_timestamp($2))"
                     ))
                     .await?;
-                (client.query(&stmt, &window).await?, true)
+                let hours: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                    [&(h0 as f64), &(h1 as f64)];
+                let params = [window[0], window[1], hours[0], hours[1]];
+                (client.query(&stmt, &params).await?, true)
             }
             Some(service) => {
                 let stmt = client
@@ -360,23 +371,7 @@ impl Store {
         let step = step_s.max(60);
         let from = from_s.div_euclid(60) * 60;
         let n_steps = ((to_s - from + step - 1) / step).clamp(0, crate::aggregates::MAX_POINTS);
-        // Windows read by steps of an hour or more take their whole hours from the hourly
-        // rollup, and only the minutes before the first and after the last whole hour from
-        // the minute rollup: totals stay exact to the minute, and a sparkline point holds the
-        // hours that start in it. Shorter steps read minutes only (an empty hour range).
-        let (h0, h1) = if step >= 3_600 {
-            let (h0, h1) = (
-                (from + 3_599).div_euclid(3_600) * 3_600,
-                to_s.div_euclid(3_600) * 3_600,
-            );
-            if h1 > h0 {
-                (h0, h1)
-            } else {
-                (to_s, to_s)
-            }
-        } else {
-            (to_s, to_s)
-        };
+        let (h0, h1) = whole_hours(from, to_s, step);
         let client = self.client().await?;
         // Each rollup has a row per service, minute (or hour) and entry (server spans, or the
         // rest). A service with server spans is measured by them alone: its other rows (and
@@ -485,6 +480,22 @@ impl Store {
             .collect();
         out.sort_by(|a, b| b.count.cmp(&a.count).then(a.peer.cmp(&b.peer)));
         Ok(out)
+    }
+}
+
+/// The whole hours `[h0, h1)` of a window read by steps of `step` seconds, to be read from an
+/// hourly rollup, the minutes of `[from, h0)` and `[h1, to)` coming from the minute rollup:
+/// totals stay exact to the minute, and a step holds the hours that start in it. Steps under
+/// an hour, or a window without a whole hour, read minutes only (`h0 = h1 = to`).
+fn whole_hours(from: i64, to: i64, step: i64) -> (i64, i64) {
+    let (h0, h1) = (
+        (from + 3_599).div_euclid(3_600) * 3_600,
+        to.div_euclid(3_600) * 3_600,
+    );
+    if step >= 3_600 && h1 > h0 {
+        (h0, h1)
+    } else {
+        (to, to)
     }
 }
 

@@ -145,6 +145,14 @@ pub(crate) const SERVICE_HOURS: Rollup = Rollup {
     keys: ("service", "entry"),
 };
 
+/// `sw_dependency_hours` (migration 0009): (hour, class, peer), for the dependencies page over
+/// long windows.
+pub(crate) const DEPENDENCY_HOURS: Rollup = Rollup {
+    table: "sw_dependency_hours",
+    time: "hour",
+    keys: ("class", "peer"),
+};
+
 /// Rollup rows (Unix seconds of their minute) summed and merged per hour, in key order.
 pub(crate) fn by_hour<'a>(
     rows: &BTreeMap<(i64, &'a str, &'a str), DependencyMinute>,

@@ -38,6 +38,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_service_hours",
         include_str!("../../migrations/0008_service_hours.sql"),
     ),
+    (
+        "0009_dependency_hours",
+        include_str!("../../migrations/0009_dependency_hours.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

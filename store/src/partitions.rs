@@ -1,6 +1,6 @@
 //! Daily partitions of `sw_spans` (by `start_ns`), `sw_aggregates` and its rollups
-//! `sw_dependency_minutes`, `sw_service_minutes` (by `minute`) and `sw_service_hours` (by
-//! `hour`), and retention by dropping whole partitions.
+//! `sw_dependency_minutes`, `sw_service_minutes` (by `minute`), `sw_service_hours` and
+//! `sw_dependency_hours` (by `hour`), and retention by dropping whole partitions.
 
 use crate::{Store, StoreError};
 
@@ -80,6 +80,8 @@ impl Store {
                  CREATE TABLE IF NOT EXISTS sw_service_minutes_p{name} PARTITION OF sw_service_minutes
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
                  CREATE TABLE IF NOT EXISTS sw_service_hours_p{name} PARTITION OF sw_service_hours
+                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
+                 CREATE TABLE IF NOT EXISTS sw_dependency_hours_p{name} PARTITION OF sw_dependency_hours
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));"
             ))
             .await?;
@@ -108,7 +110,8 @@ impl Store {
                    JOIN pg_class c ON c.oid = i.inhrelid
                    JOIN pg_class p ON p.oid = i.inhparent
                   WHERE p.relname IN ('sw_spans', 'sw_aggregates', 'sw_dependency_minutes',
-                                      'sw_service_minutes', 'sw_service_hours')",
+                                      'sw_service_minutes', 'sw_service_hours',
+                                      'sw_dependency_hours')",
                 &[],
             )
             .await?;

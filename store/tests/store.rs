@@ -172,7 +172,7 @@ async fn retention_drops_old_partitions() {
     // Five days later the partition of three days ago is eight days old: dropped.
     let later = now + 5 * 86_400 * NS;
     let dropped = store.apply_retention(later).await.unwrap();
-    assert_eq!(dropped.len(), 5, "{dropped:?}");
+    assert_eq!(dropped.len(), 6, "{dropped:?}");
     assert!(dropped.iter().any(|n| n.starts_with("sw_spans_p")));
     assert!(dropped.iter().any(|n| n.starts_with("sw_aggregates_p")));
     assert!(dropped
@@ -182,6 +182,9 @@ async fn retention_drops_old_partitions() {
         .iter()
         .any(|n| n.starts_with("sw_service_minutes_p")));
     assert!(dropped.iter().any(|n| n.starts_with("sw_service_hours_p")));
+    assert!(dropped
+        .iter()
+        .any(|n| n.starts_with("sw_dependency_hours_p")));
     assert_eq!(store.spans(&all_spans(now)).await.unwrap().len(), 0);
 
     // A span older than the retention window is not stored, and is reported as expired.
@@ -487,83 +490,127 @@ async fn service_rollup_is_backfilled_as_ingest_keeps_it_and_the_overview_reads_
     }
 }
 
-#[tokio::test]
-async fn hourly_service_rollup_is_backfilled_as_ingest_keeps_it_and_long_windows_read_it() {
-    let (store, client, now, batches) = three_of_the_mixed_batches_stored().await;
-    store.store_batch(&batches[3], now).await.unwrap();
-    let kept = rollup_rows(&client, "sw_service_hours", "service, entry").await;
-    // Each hour row holds the sums of its minutes' rows.
-    let mut summed: BTreeMap<(i64, String, String), [i64; 6]> = BTreeMap::new();
+/// An hourly rollup (`hours`) of a minute rollup (`minutes`), keyed by `keys`: each hour row
+/// is the sum of its minutes' rows, and the migration that creates it (`migration`) builds
+/// from the minutes exactly what ingest kept.
+async fn check_hourly_rollup(
+    store: &Store,
+    client: &tokio_postgres::Client,
+    minutes: &str,
+    hours: &str,
+    keys: &str,
+    migration: &str,
+) {
+    let kept = rollup_rows(client, hours, keys).await;
     let secs = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
     };
-    for (minute, service, entry, n, ..) in
-        rollup_rows(&client, "sw_service_minutes", "service, entry").await
-    {
+    let mut summed: BTreeMap<(i64, String, String), [i64; 6]> = BTreeMap::new();
+    for (minute, k1, k2, n, ..) in rollup_rows(client, minutes, keys).await {
         let s = summed
-            .entry((secs(minute) / 3_600 * 3_600, service, entry))
+            .entry((secs(minute) / 3_600 * 3_600, k1, k2))
             .or_default();
         for (a, b) in s.iter_mut().zip(n) {
             *a += b;
         }
     }
-    let hours: BTreeMap<(i64, String, String), [i64; 6]> = kept
+    let by_hour: BTreeMap<(i64, String, String), [i64; 6]> = kept
         .iter()
-        .map(|(hour, service, entry, n, ..)| ((secs(*hour), service.clone(), entry.clone()), *n))
+        .map(|(hour, k1, k2, n, ..)| ((secs(*hour), k1.clone(), k2.clone()), *n))
         .collect();
-    assert!(!hours.is_empty());
-    assert_eq!(hours, summed);
-
-    // A store from before migration 0008: migrating builds the hours from the minutes, equal
-    // to what ingest kept, row for row.
+    assert!(!by_hour.is_empty(), "{hours}");
+    assert_eq!(by_hour, summed, "{hours}");
     client
-        .batch_execute(
-            "DROP TABLE sw_service_hours;
-             DELETE FROM sw_migrations WHERE name LIKE '0008_%'",
-        )
+        .batch_execute(&format!(
+            "DROP TABLE {hours}; DELETE FROM sw_migrations WHERE name = '{migration}'"
+        ))
         .await
         .unwrap();
     assert_eq!(store.migrate().await.unwrap(), 1);
-    assert_eq!(
-        rollup_rows(&client, "sw_service_hours", "service, entry").await,
-        kept
-    );
+    assert_eq!(rollup_rows(client, hours, keys).await, kept, "{hours}");
+}
 
-    // An overview by steps of an hour counts exactly what one by minutes counts...
+#[tokio::test]
+async fn hourly_rollups_are_backfilled_as_ingest_keeps_them_and_long_windows_read_them() {
+    let (store, client, now, batches) = three_of_the_mixed_batches_stored().await;
+    store.store_batch(&batches[3], now).await.unwrap();
+    check_hourly_rollup(
+        &store,
+        &client,
+        "sw_service_minutes",
+        "sw_service_hours",
+        "service, entry",
+        "0008_service_hours",
+    )
+    .await;
+    check_hourly_rollup(
+        &store,
+        &client,
+        "sw_dependency_minutes",
+        "sw_dependency_hours",
+        "class, peer",
+        "0009_dependency_hours",
+    )
+    .await;
+
+    // By steps of an hour, the overview and the dependency series count exactly what they
+    // count by minutes...
     let (from, to) = (now / NS - 3 * 3_600, now / NS + 2 * 3_600);
-    let by_hours = store.service_overview(from, to, 3_600).await.unwrap();
-    let by_minutes = store.service_overview(from, to, 60).await.unwrap();
-    let view = |o: &[stormwatch_store::ServiceOverview]| -> Vec<_> {
+    let overview = |o: Vec<stormwatch_store::ServiceOverview>| -> Vec<_> {
         o.iter()
             .map(|o| {
                 let t = &o.totals;
                 let steps: u64 = o.steps.iter().map(|s| s.count).sum();
-                (
-                    o.service.clone(),
-                    o.entry_class,
-                    [t.count, t.errors, t.sum_ns, t.http_5xx, t.http_503, steps],
-                    t.histogram(),
-                )
+                let counts = [t.count, t.errors, t.sum_ns, t.http_5xx, t.http_503, steps];
+                (o.service.clone(), o.entry_class, counts, t.histogram())
             })
             .collect()
     };
-    assert_eq!(view(&by_hours), view(&by_minutes));
-    assert_eq!(by_hours.len(), 3);
-    // ...and reads the whole hours from the hourly rollup: without their minute rows, the
-    // overview by hours is unchanged.
-    client
-        .execute(
-            "DELETE FROM sw_service_minutes WHERE minute >= to_timestamp($1)",
-            &[&((from / 3_600 * 3_600 + 3_600) as f64)],
+    let series = |o: Vec<stormwatch_store::DependencySeries>| -> Vec<_> {
+        o.iter()
+            .map(|o| {
+                let t = &o.totals;
+                let steps: u64 = o.steps.iter().map(|s| s.count).sum();
+                let counts = [t.count, t.errors, t.sum_ns, t.http_5xx, t.http_503, steps];
+                (o.class.clone(), o.peer.clone(), counts, t.histogram())
+            })
+            .collect()
+    };
+    let by_minutes = (
+        overview(store.service_overview(from, to, 60).await.unwrap()),
+        series(store.dependency_series(None, from, to, 60).await.unwrap()),
+    );
+    let by_hours = || async {
+        (
+            overview(store.service_overview(from, to, 3_600).await.unwrap()),
+            series(
+                store
+                    .dependency_series(None, from, to, 3_600)
+                    .await
+                    .unwrap(),
+            ),
         )
+    };
+    assert_eq!(by_hours().await, by_minutes);
+    assert_eq!((by_minutes.0.len(), by_minutes.1.len() >= 3), (3, true));
+    // ...and read the whole hours from the hourly rollups: without their minute rows, the
+    // answers by hours are unchanged.
+    client
+        .batch_execute(&format!(
+            "DELETE FROM sw_service_minutes WHERE minute >= to_timestamp({h});
+             DELETE FROM sw_dependency_minutes WHERE minute >= to_timestamp({h})",
+            h = from / 3_600 * 3_600 + 3_600
+        ))
         .await
         .unwrap();
-    assert_eq!(
-        view(&store.service_overview(from, to, 3_600).await.unwrap()),
-        view(&by_minutes)
-    );
+    assert_eq!(by_hours().await, by_minutes);
     assert!(store
         .service_overview(from, to, 60)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .dependency_series(None, from, to, 60)
         .await
         .unwrap()
         .is_empty());
