@@ -145,7 +145,7 @@ pub(crate) const SERVICE_HOURS: Rollup = Rollup {
     keys: ("service", "entry"),
 };
 
-/// `sw_dependency_hours` (migration 0009): (hour, class, peer), for the dependencies page over
+/// `sw_dependency_hours` (migration 0008): (hour, class, peer), for the dependencies page over
 /// long windows.
 pub(crate) const DEPENDENCY_HOURS: Rollup = Rollup {
     table: "sw_dependency_hours",

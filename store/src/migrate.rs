@@ -35,12 +35,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0007_sessions.sql"),
     ),
     (
-        "0008_service_hours",
-        include_str!("../../migrations/0008_service_hours.sql"),
-    ),
-    (
-        "0009_dependency_hours",
-        include_str!("../../migrations/0009_dependency_hours.sql"),
+        "0008_hourly_rollups",
+        include_str!("../../migrations/0008_hourly_rollups.sql"),
     ),
 ];
 
