@@ -391,12 +391,7 @@ async fn failures_are_recorded_never_silent() {
 async fn wait_for_metric(c: &Running, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = reqwest::get(c.endpoint("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = c.metrics().await;
         if metrics.contains(needle) {
             return metrics;
         }
@@ -581,12 +576,7 @@ async fn config_edits_reload_rules_and_broken_edits_are_rejected() {
     );
     // One reload per edit: reading the file to reload it is not an edit (it once set off a
     // reload a second, forever).
-    let metrics = reqwest::get(c.endpoint("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics().await;
     for line in [
         "stormwatch_collector_config_reloads_total{result=\"applied\"} 1\n",
         "stormwatch_collector_config_reloads_total{result=\"rejected\"} 1\n",

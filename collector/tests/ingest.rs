@@ -196,12 +196,7 @@ async fn a_retried_batch_is_stored_once() {
     statuses.sort();
     assert_eq!(statuses, ["duplicate".to_owned(), "stored".to_owned()]);
     assert_eq!(stored_spans(&c).await.len(), 150);
-    let metrics = reqwest::get(c.endpoint("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics().await;
     assert!(
         metrics.contains("stormwatch_collector_batches_total{result=\"duplicate\"} 2"),
         "{metrics}"
@@ -420,12 +415,7 @@ async fn bad_input_is_rejected_whole_with_a_reason() {
         attrs[stormwatch_model::limits::DROPPED_ATTRIBUTES_KEY],
         "38"
     );
-    let metrics = reqwest::get(c.endpoint("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics().await;
     assert!(
         metrics.contains("stormwatch_collector_rejected_total{reason=\"invalid\"} 7"),
         "{metrics}"

@@ -31,6 +31,17 @@ impl Running {
         format!("{}{path}", self.url)
     }
 
+    /// The text of `GET /metrics`.
+    #[allow(dead_code)] // not every test binary reads metrics
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.endpoint("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Graceful shutdown; waits until the collector has stopped.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
