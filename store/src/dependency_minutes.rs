@@ -67,6 +67,19 @@ pub(crate) fn unpack(zero: i64, packed: &[u8]) -> Result<Histogram, StoreError> 
     })
 }
 
+impl DependencyMinute {
+    /// Adds the counts of `o` and the histogram `hist`, saturating like the batch's own merge
+    /// (PostgreSQL's bigint is the real bound).
+    fn add(&mut self, o: &DependencyMinute, hist: &Histogram) {
+        self.count = self.count.saturating_add(o.count);
+        self.errors = self.errors.saturating_add(o.errors);
+        self.sum_ns = self.sum_ns.saturating_add(o.sum_ns);
+        self.http_5xx = self.http_5xx.saturating_add(o.http_5xx);
+        self.http_503 = self.http_503.saturating_add(o.http_503);
+        self.hist.merge(hist);
+    }
+}
+
 /// One rollup row being built from a batch's aggregates.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct DependencyMinute {
@@ -104,14 +117,17 @@ pub(crate) fn rollup_by<'a>(
     let mut out: BTreeMap<(i64, &str, &str), DependencyMinute> = BTreeMap::new();
     for (minute, k1, k2, status, count, errors, sum_ns, hist) in rows {
         let (x5, x503) = http_counts(status, count.max(0) as u64);
-        let m = out.entry((minute, k1, k2)).or_default();
-        // Saturating like the batch's own merge; PostgreSQL's bigint is the real bound.
-        m.count = m.count.saturating_add(count);
-        m.errors = m.errors.saturating_add(errors);
-        m.sum_ns = m.sum_ns.saturating_add(sum_ns);
-        m.http_5xx = m.http_5xx.saturating_add(x5 as i64);
-        m.http_503 = m.http_503.saturating_add(x503 as i64);
-        m.hist.merge(hist);
+        out.entry((minute, k1, k2)).or_default().add(
+            &DependencyMinute {
+                count,
+                errors,
+                sum_ns,
+                http_5xx: x5 as i64,
+                http_503: x503 as i64,
+                hist: Histogram::default(),
+            },
+            hist,
+        );
     }
     out
 }
@@ -159,15 +175,9 @@ pub(crate) fn by_hour<'a>(
 ) -> BTreeMap<(i64, &'a str, &'a str), DependencyMinute> {
     let mut out: BTreeMap<(i64, &str, &str), DependencyMinute> = BTreeMap::new();
     for ((minute, k1, k2), m) in rows {
-        let h = out
-            .entry((minute.div_euclid(3_600) * 3_600, *k1, *k2))
-            .or_default();
-        h.count = h.count.saturating_add(m.count);
-        h.errors = h.errors.saturating_add(m.errors);
-        h.sum_ns = h.sum_ns.saturating_add(m.sum_ns);
-        h.http_5xx = h.http_5xx.saturating_add(m.http_5xx);
-        h.http_503 = h.http_503.saturating_add(m.http_503);
-        h.hist.merge(&m.hist);
+        out.entry((minute.div_euclid(3_600) * 3_600, *k1, *k2))
+            .or_default()
+            .add(m, &m.hist);
     }
     out
 }
