@@ -151,9 +151,9 @@ async fn main() -> anyhow::Result<()> {
         println!("  History:    {line}");
     }
     println!();
-    let scenario = demo.scenario.take();
+    let mut scenario = demo.scenario.take();
     let scenario_done = async {
-        match scenario {
+        match scenario.as_mut() {
             Some(task) => task.await,
             None => std::future::pending().await,
         }
@@ -166,9 +166,20 @@ async fn main() -> anyhow::Result<()> {
             Err(e) => Some(anyhow::anyhow!("the scenario stopped: {e}")),
         },
     };
+    // The scenario first, so that it injects nothing into servers being stopped.
+    if let Some(task) = scenario {
+        task.abort();
+    }
     demo.shutdown().await;
     match failed {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => {
+            println!(
+                "\n  Stopped everything the demo started. Its data stays in {}: the next run \
+                 continues with it (delete the directory to start afresh).",
+                args.data_dir.display()
+            );
+            Ok(())
+        }
     }
 }

@@ -289,6 +289,19 @@ struct Injected {
     stop_grabbing: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// A scenario that is stopped (aborted at shutdown) stops its injections with it: a spawned
+/// task outlives its handle otherwise, and would go on slowing a Redis that is being stopped.
+impl Drop for Injected {
+    fn drop(&mut self) {
+        if let Some(l) = &self.redis_loop {
+            l.abort();
+        }
+        if let Some(g) = &self.grabber {
+            g.abort();
+        }
+    }
+}
+
 /// Runs the scenario until `days` days are done (`None`: forever).
 pub async fn run(stack: Targets, shared: Shared, days: Option<u32>) -> anyhow::Result<()> {
     let mode_fast = shared.clock().speed() > 1.0;
