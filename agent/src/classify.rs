@@ -264,6 +264,17 @@ enum Text {
 
 const TEXT_FIELDS: usize = 7;
 
+/// The byte limit of each [`Text`] field, in order.
+const TEXT_LIMITS: [usize; TEXT_FIELDS] = [
+    MAX_LABEL_BYTES,
+    MAX_LABEL_BYTES,
+    MAX_LABEL_BYTES,
+    MAX_LABEL_BYTES,
+    MAX_LABEL_BYTES,
+    MAX_STATEMENT_BYTES,
+    MAX_MESSAGE_BYTES,
+];
+
 /// A classified span in the agent's compact form: ids inline, every string (labels, statement,
 /// message, attribute keys and values) in one buffer.
 ///
@@ -293,6 +304,9 @@ pub struct Received {
     /// [`crate::probes::join::is_full_scan_suspect`] of `statement`, when it was already
     /// known (remembered with the statement's normalization); `None`: not computed yet.
     pub statement_missing_where: Option<bool>,
+    /// NUL characters replaced by U+FFFD in this span's text ([`Received::replace_nuls`]);
+    /// counted by the receiver, not packed.
+    pub replaced_nuls: u32,
     text: String,
     /// End offset in `text` of each [`Text`] field.
     ends: [u32; TEXT_FIELDS],
@@ -418,6 +432,47 @@ impl Received {
     /// Number of attributes held.
     pub fn attribute_count(&self) -> usize {
         self.attr_ends.len()
+    }
+
+    /// Replaces every NUL in the span's text by U+FFFD, keeping each field within its limit;
+    /// returns how many were replaced.
+    ///
+    /// PostgreSQL's `text` cannot hold NUL: one such character in a service name or an
+    /// attribute made COPY fail for the whole batch, and the agent retried that batch forever
+    /// with every later batch queued behind it. Fixed here, where spans enter the agent, so
+    /// the aggregates (built from these same labels) are clean too. One `memchr` over the text
+    /// in the usual case; the rebuild runs only for spans that hold a NUL.
+    fn replace_nuls(&mut self) -> u32 {
+        let n = self.text.bytes().filter(|b| *b == 0).count() as u32;
+        if n == 0 {
+            return 0;
+        }
+        let old = std::mem::take(&mut self.text);
+        let clean = |s: &str| s.replace('\0', stormwatch_model::validate::NUL_REPLACEMENT);
+        let mut start = 0;
+        for (i, end) in self.ends.iter_mut().enumerate() {
+            let e = *end as usize;
+            push_cut(&mut self.text, &clean(&old[start..e]), TEXT_LIMITS[i]);
+            *end = self.text.len() as u32;
+            start = e;
+        }
+        for (k, v) in self.attr_ends.iter_mut() {
+            let (ke, ve) = (*k as usize, *v as usize);
+            push_cut(
+                &mut self.text,
+                &clean(&old[start..ke]),
+                MAX_ATTRIBUTE_KEY_BYTES,
+            );
+            *k = self.text.len() as u32;
+            push_cut(
+                &mut self.text,
+                &clean(&old[ke..ve]),
+                MAX_ATTRIBUTE_VALUE_BYTES,
+            );
+            *v = self.text.len() as u32;
+            start = ve;
+        }
+        n
     }
 
     fn push_attr(&mut self, key: &str, value: Value<'_>, strip: bool) {
@@ -968,6 +1023,7 @@ pub fn classify<A: Attributes + ?Sized>(
         );
     }
     SCRATCH.with(|p| *p.borrow_mut() = scratch);
+    r.replaced_nuls = r.replace_nuls();
     Ok(r)
 }
 
@@ -1324,6 +1380,50 @@ mod tests {
         )
         .unwrap()
         .into_span()
+    }
+
+    #[test]
+    fn nul_characters_become_replacement_characters_within_each_limit() {
+        let long_service = format!("{}\0", "s".repeat(MAX_LABEL_BYTES - 1));
+        let mut i = inc(SpanKind::Server, "GET /a\0b");
+        i.service = &long_service;
+        i.error = true;
+        i.status_message = "boom\0";
+        let r = classify(
+            &i,
+            attrs(&[("http.route", "/a"), ("k\0ey", "v\0\0al"), ("ok", "fine")]).as_slice(),
+            &Classify::default(),
+            65536,
+        )
+        .unwrap();
+        // Service, operation (the span's name), message, attribute key, value (two).
+        assert_eq!(r.replaced_nuls, 6);
+        let s = r.into_span();
+        let all = [&s.service, &s.operation, &s.status_message]
+            .into_iter()
+            .chain(s.attributes.keys())
+            .chain(s.attributes.values());
+        for text in all {
+            assert!(!text.contains('\0'), "{text:?} still holds a NUL");
+        }
+        // The service was exactly at its limit; the replacement must not push it over.
+        assert!(s.service.len() <= MAX_LABEL_BYTES, "{}", s.service.len());
+        assert!(s.service.starts_with("sss"), "{}", s.service);
+        assert_eq!(s.status_message, "boom\u{FFFD}");
+        assert_eq!(
+            s.attributes.get("k\u{FFFD}ey").map(String::as_str),
+            Some("v\u{FFFD}\u{FFFD}al")
+        );
+        assert_eq!(s.attributes.get("ok").map(String::as_str), Some("fine"));
+        // A span without NUL is untouched and not counted.
+        let clean = classify(
+            &inc(SpanKind::Server, "GET /"),
+            attrs(&[]).as_slice(),
+            &Classify::default(),
+            65536,
+        )
+        .unwrap();
+        assert_eq!(clean.replaced_nuls, 0);
     }
 
     #[test]

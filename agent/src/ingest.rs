@@ -71,6 +71,10 @@ impl Ingest {
             return Ok(());
         }
         self.metrics.received(from, n as u64);
+        let nuls: u64 = spans.iter().map(|s| u64::from(s.replaced_nuls)).sum();
+        if nuls > 0 {
+            self.metrics.replaced_nuls.fetch_add(nuls, Relaxed);
+        }
         // A request bigger than the whole queue takes all of it rather than never fitting.
         let want = n.min(self.capacity) as u32;
         let refused = || {

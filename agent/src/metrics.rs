@@ -53,6 +53,8 @@ pub struct Metrics {
     received: [AtomicU64; 3],
     /// Requests refused because the queue was full.
     pub throttled_requests: AtomicU64,
+    /// NUL characters replaced by U+FFFD in received spans (PostgreSQL cannot store them).
+    pub replaced_nuls: AtomicU64,
     kept: [AtomicU64; 4],
     dropped: [AtomicU64; 5],
     /// Spans the sampler let go (they still count in aggregates).
@@ -205,6 +207,12 @@ impl Metrics {
             "stormwatch_agent_throttled_requests_total",
             "Requests answered 429 / RESOURCE_EXHAUSTED because the queue was full.",
             &one(&self.throttled_requests),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_replaced_nul_characters_total",
+            "NUL characters in received spans replaced by U+FFFD (PostgreSQL cannot store NUL).",
+            &one(&self.replaced_nuls),
         );
         counter(
             &mut o,

@@ -236,6 +236,12 @@ impl Pipeline {
                 stats: Some(self.metrics.stats()),
             };
             let n = batch.spans.len() as u64;
+            let nuls = stormwatch_model::validate::replace_nuls(&mut batch);
+            if nuls > 0 {
+                self.metrics
+                    .replaced_nuls
+                    .fetch_add(nuls, std::sync::atomic::Ordering::Relaxed);
+            }
             // The collector runs the same check; a batch it would refuse is a bug here, and
             // catching it before spooling keeps the spool free of poison.
             if let Err(e) = stormwatch_model::validate::check_batch(&mut batch, now_ns()) {

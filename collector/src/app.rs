@@ -49,7 +49,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .route_layer(axum::middleware::from_fn_with_state(
                     auth.clone(),
                     stormwatch_web::auth::require_read_access,
-                )),
+                ))
+                .layer(axum::middleware::from_fn(stormwatch_web::input::reject_nul)),
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

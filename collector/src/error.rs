@@ -55,8 +55,17 @@ impl AppError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    /// The store failed: logged in full, answered 503 so agents retry later.
+    /// The store failed: logged in full, answered 503 so agents retry later; unless
+    /// PostgreSQL refused a value of the request (SQLSTATE class 22 or 23), which no retry can
+    /// store: that is 400 with PostgreSQL's reason.
     pub fn store(error: stormwatch_store::StoreError) -> Self {
+        if error.is_data_error() {
+            tracing::warn!(%error, "the database refused a value of the request");
+            return Self::bad_request(
+                "unstorable",
+                format!("the database refused a value of this request: {error}"),
+            );
+        }
         tracing::warn!(%error, "database error");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

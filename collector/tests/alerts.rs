@@ -639,6 +639,22 @@ async fn silences_from_the_dashboard() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // A value PostgreSQL refuses (NUL) is the form's fault: 400, not "storage unavailable".
+    let nul = [
+        ("rule", "replica-lag"),
+        ("labels", "database=replica-1"),
+        ("duration", "1h"),
+        ("comment", "drill\0"),
+    ];
+    let r = client
+        .post(c.endpoint("/alerts/silences"))
+        .header("origin", format!("http://{host}"))
+        .form(&nul)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("refused"));
 
     probes(&c, vec![lag("replica-1", 30.0), lag("replica-2", 30.0)]).await;
     let m = hook.wait_for(1, Duration::from_secs(10)).await;

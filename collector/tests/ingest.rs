@@ -427,6 +427,85 @@ async fn bad_input_is_rejected_whole_with_a_reason() {
     c.stop().await;
 }
 
+/// A NUL character cannot be stored by PostgreSQL. It used to reach COPY and fail the whole
+/// batch with a 503, which agents retry forever; now it is a 400 naming the field, in every
+/// encoding, and filters holding `%00` are 400 too.
+#[tokio::test]
+async fn a_nul_character_is_a_400_naming_its_field_never_a_503() {
+    let (c, _) = start_fresh().await;
+    let t = now();
+    let base = || sample::batch("agent-nul", 1, 20, t);
+    let mut b = base();
+    b.spans[5].service = "bo\0ard".into();
+    for enc in [Encoding::Json, Encoding::Protobuf] {
+        let err = error_of(send(&c, &b, enc, None).await, StatusCode::BAD_REQUEST).await;
+        assert_eq!(err["field"], "spans[5].service", "{err}");
+        assert!(err["error"].as_str().unwrap().contains("NUL"), "{err}");
+    }
+    let mut b = base();
+    b.spans[2].attributes.insert("user".into(), "x\0".into());
+    expect_field_error(&c, &b, "spans[2].attributes[\"user\"]").await;
+    let mut b = base();
+    b.spans[2].attributes.insert("us\0er".into(), "x".into());
+    expect_field_error(&c, &b, "spans[2].attributes").await;
+    // An unsampled span's NUL travels only in the per-minute aggregate.
+    let mut b = base();
+    b.aggregates[0].operation = "GET /\0".into();
+    expect_field_error(&c, &b, "aggregates[0].operation").await;
+    let mut b = base();
+    b.probes.push(stormwatch_model::ProbeSample {
+        database: "db-1".into(),
+        time_ns: t,
+        failure_message: "server said \0".into(),
+        ..Default::default()
+    });
+    expect_field_error(&c, &b, "probes[0].failure_message").await;
+    let mut b = base();
+    b.agent_id = "agent\0".into();
+    expect_field_error(&c, &b, "agent_id").await;
+    assert!(stored_spans(&c).await.is_empty());
+    // The same batch without the NUL is stored: nothing about the agent is poisoned.
+    let ok = send(&c, &base(), Encoding::Protobuf, None).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(stored_spans(&c).await.len(), 20);
+
+    // Read API filters and path parameters.
+    for (path, field) in [
+        ("/api/v1/spans?service=bo%00ard", "service"),
+        ("/api/v1/spans?peer=%00", "peer"),
+        (
+            "/api/v1/aggregates?service=board&operation=GET%20%2F%00",
+            "operation",
+        ),
+        ("/api/v1/services?from=0%00", "from"),
+        ("/api/v1/databases/db%001/samples", "path"),
+    ] {
+        let err = error_of(
+            reqwest::get(c.endpoint(path)).await.unwrap(),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert_eq!(err["field"], field, "{path}: {err}");
+    }
+    // Dashboard pages: the error page, 400.
+    for path in [
+        "/spans?service=bo%00ard",
+        "/scatter?peer=%00",
+        "/dependencies?service=%00",
+        "/traces/0123456789abcdef0123456789abcdef?service=%00",
+    ] {
+        let r = reqwest::get(c.endpoint(path)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(r.text().await.unwrap().contains("NUL"), "{path}");
+    }
+    let metrics = c.metrics().await;
+    assert!(
+        metrics.contains("stormwatch_collector_db_errors_total 0"),
+        "no NUL may reach the database: {metrics}"
+    );
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn body_limits() {
     let db = stormwatch_testkit::fresh_database().await;

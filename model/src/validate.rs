@@ -115,6 +115,88 @@ fn check_count(field: &str, n: usize, max: usize) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// PostgreSQL's `text` (and `jsonb`) cannot hold NUL: COPY fails for the whole batch. Agents
+/// replace it; a batch that still carries one is refused here, naming the field, so it is
+/// answered 400 (never stored, never retried) instead of failing in the database.
+fn check_text(field: impl FnOnce() -> String, s: &str) -> Result<(), FieldError> {
+    match s.bytes().position(|b| b == 0) {
+        None => Ok(()),
+        Some(at) => Err(reject(
+            field(),
+            format!(
+                "holds a NUL character at byte {at}, which PostgreSQL cannot store; replace it (agents use U+FFFD)"
+            ),
+        )),
+    }
+}
+
+/// What a NUL character becomes in [`replace_nuls`].
+pub const NUL_REPLACEMENT: &str = "\u{FFFD}";
+
+fn clean(s: &mut String) -> u64 {
+    let n = s.bytes().filter(|b| *b == 0).count() as u64;
+    if n > 0 {
+        *s = s.replace('\0', NUL_REPLACEMENT);
+    }
+    n
+}
+
+fn clean_map(m: &mut std::collections::BTreeMap<String, String>) -> u64 {
+    let mut n: u64 = m.values_mut().map(clean).sum();
+    if m.keys().any(|k| k.contains('\0')) {
+        for (mut k, v) in std::mem::take(m) {
+            n += clean(&mut k);
+            m.insert(k, v);
+        }
+    }
+    n
+}
+
+/// Replaces every NUL character in the batch's text by U+FFFD and returns how many there
+/// were: what an agent does before [`check_batch`], which refuses NUL. Spans are cleaned as
+/// they are received; this covers what the agent makes itself (a database's error message in
+/// a probe sample, a mount point's name).
+pub fn replace_nuls(batch: &mut Batch) -> u64 {
+    let mut n = clean(&mut batch.agent_id) + clean(&mut batch.instance);
+    for s in &mut batch.spans {
+        for v in [
+            &mut s.service,
+            &mut s.instance,
+            &mut s.operation,
+            &mut s.peer,
+            &mut s.db_system,
+            &mut s.statement,
+            &mut s.status_message,
+        ] {
+            n += clean(v);
+        }
+        n += clean_map(&mut s.attributes);
+    }
+    for a in &mut batch.aggregates {
+        for v in [
+            &mut a.service,
+            &mut a.peer,
+            &mut a.operation,
+            &mut a.status_class,
+        ] {
+            n += clean(v);
+        }
+    }
+    for h in &mut batch.hosts {
+        n += clean(&mut h.host);
+        for d in &mut h.disks {
+            n += clean(&mut d.mount);
+        }
+    }
+    for p in &mut batch.probes {
+        for v in [&mut p.database, &mut p.engine, &mut p.failure_message] {
+            n += clean(v);
+        }
+        n += clean_map(&mut p.detail);
+    }
+    n
+}
+
 fn check_finite(field: impl FnOnce() -> String, v: f64) -> Result<(), FieldError> {
     if !v.is_finite() || v < 0.0 {
         return Err(reject(
@@ -148,6 +230,7 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
                 format!("longer than {MAX_AGENT_ID_BYTES} bytes"),
             ));
         }
+        check_text(|| name.to_owned(), v)?;
     }
     check_count("spans", batch.spans.len(), MAX_SPANS_PER_BATCH)?;
     check_count(
@@ -198,6 +281,21 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
         }
         if matches!(s.rows, Some(r) if r < 0) {
             return Err(reject(f("rows"), "must not be negative"));
+        }
+        for (name, v) in [
+            ("service", &s.service),
+            ("instance", &s.instance),
+            ("operation", &s.operation),
+            ("peer", &s.peer),
+            ("db_system", &s.db_system),
+            ("statement", &s.statement),
+            ("status_message", &s.status_message),
+        ] {
+            check_text(|| f(name), v)?;
+        }
+        for (k, v) in &s.attributes {
+            check_text(|| f("attributes"), k)?;
+            check_text(|| format!("spans[{i}].attributes[{k:?}]"), v)?;
         }
         for v in [
             &mut s.service,
@@ -251,6 +349,14 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
         if a.errors > a.count {
             return Err(reject(f("errors"), "must not exceed count"));
         }
+        for (name, v) in [
+            ("service", &a.service),
+            ("peer", &a.peer),
+            ("operation", &a.operation),
+            ("status_class", &a.status_class),
+        ] {
+            check_text(|| f(name), v)?;
+        }
         let hist = a.histogram.get_or_insert_with(Default::default);
         hist.check().map_err(|m| reject(f("histogram"), m))?;
         if hist.count() != a.count {
@@ -274,6 +380,10 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
         check_time(|| f("time_ns"), h.time_ns, now_ns)?;
         if h.host.is_empty() {
             return Err(reject(f("host"), "must not be empty"));
+        }
+        check_text(|| f("host"), &h.host)?;
+        for (d, disk) in h.disks.iter().enumerate() {
+            check_text(|| format!("hosts[{i}].disks[{d}].mount"), &disk.mount)?;
         }
         for (name, v) in [
             ("cpu_percent", h.cpu_percent),
@@ -304,6 +414,17 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
         }
         check_enum::<DbRole>(|| f("role"), p.role)?;
         check_enum::<FailureClass>(|| f("failure"), p.failure)?;
+        for (name, v) in [
+            ("database", &p.database),
+            ("engine", &p.engine),
+            ("failure_message", &p.failure_message),
+        ] {
+            check_text(|| f(name), v)?;
+        }
+        for (k, v) in &p.detail {
+            check_text(|| f("detail"), k)?;
+            check_text(|| format!("probes[{i}].detail[{k:?}]"), v)?;
+        }
         if let Some(v) = p.lag_seconds {
             check_finite(|| f("lag_seconds"), v)?;
         }

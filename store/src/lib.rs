@@ -59,6 +59,20 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// PostgreSQL refused a value the request carried: SQLSTATE class 22 (data exception, such
+    /// as a NUL in text or a number out of range) or 23 (integrity constraint). The request is
+    /// at fault and sending it again fails the same way, so callers answer 4xx, not 503.
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            StoreError::Db(e) => e
+                .code()
+                .is_some_and(|c| matches!(&c.code()[..2], "22" | "23")),
+            _ => false,
+        }
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {

@@ -43,6 +43,14 @@ impl IntoResponse for WebError {
             }
             WebError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found", self.to_string()),
             WebError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden", self.to_string()),
+            WebError::Store(error) if error.is_data_error() => {
+                tracing::warn!(%error, "dashboard: the database refused a value of the request");
+                (
+                    StatusCode::BAD_REQUEST,
+                    "Bad request",
+                    format!("The database refused a value of this request: {error}"),
+                )
+            }
             WebError::Store(error) => {
                 tracing::warn!(%error, "dashboard: storage failed");
                 (

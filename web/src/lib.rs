@@ -9,6 +9,7 @@ pub mod charts;
 pub mod error;
 pub mod handlers;
 pub mod headers;
+pub mod input;
 pub mod login_limit;
 pub mod range;
 pub mod standalone;
@@ -57,6 +58,7 @@ pub fn router_with(store: Arc<Store>, auth: Arc<Auth>) -> Router {
         .route("/static/{file}", get(assets::serve))
         .route("/favicon.ico", get(assets::favicon))
         .layer(from_fn_with_state(auth, auth::require_login))
+        .layer(from_fn(input::reject_nul))
         .layer(from_fn(headers::security_headers))
         .with_state(state)
 }
