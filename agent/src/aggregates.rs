@@ -5,7 +5,7 @@
 //! interval's keys, and a resent batch is harmless because the collector stores each
 //! `(instance, sequence)` once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 
 use stormwatch_model::{Aggregate, AggregateKey};
@@ -16,6 +16,18 @@ use crate::util::PassThrough;
 
 /// Most distinct keys held between two flushes; past it the pipeline cuts a batch early.
 pub const MAX_KEYS: usize = 20_000;
+
+/// Most distinct aggregate keys one agent makes per minute. Past it, a span is counted in its
+/// service's overflow row (peer and operation [`OVERFLOW_LABEL`]): counts, errors and
+/// latency stay exact per service and class, and a label that explodes (a client port, an id
+/// in a URL) cannot grow the store by a row per value.
+pub const MAX_KEYS_PER_MINUTE: usize = 5_000;
+
+/// Peer and operation of the overflow rows.
+pub const OVERFLOW_LABEL: &str = "(overflow)";
+
+/// Minutes whose keys are remembered for [`MAX_KEYS_PER_MINUTE`], back from the newest.
+const REMEMBERED_MINUTES: i64 = 60;
 
 /// `status_class` without building its string: a failed database connection, the HTTP
 /// status, or ok / error (the model's `status_class`).
@@ -51,20 +63,46 @@ struct Row {
     agg: Aggregate,
 }
 
+/// A span's key fields, or its overflow row's.
+#[derive(Clone, Copy)]
+struct Labels<'a> {
+    service: &'a str,
+    peer: &'a str,
+    operation: &'a str,
+}
+
+impl<'a> Labels<'a> {
+    fn of(span: &'a Received) -> Self {
+        Labels {
+            service: span.service(),
+            peer: span.peer(),
+            operation: span.operation(),
+        }
+    }
+
+    fn overflow(self) -> Self {
+        Labels {
+            peer: OVERFLOW_LABEL,
+            operation: OVERFLOW_LABEL,
+            ..self
+        }
+    }
+}
+
 impl Row {
-    fn matches(&self, minute: i64, status: Status, span: &Received) -> bool {
+    fn matches(&self, minute: i64, status: Status, class: i32, l: Labels<'_>) -> bool {
         self.minute == minute
-            && self.class == span.class
+            && self.class == class
             && self.status == status
-            && self.key.operation == span.operation()
-            && self.key.peer == span.peer()
-            && self.key.service == span.service()
+            && self.key.operation == l.operation
+            && self.key.peer == l.peer
+            && self.key.service == l.service
     }
 }
 
 /// A hash of the key's fields: the key of a span is found without allocating, which the
 /// model's `AggregateKey::of_span` (five owned strings per span) could not do on the hot path.
-fn key_hash(minute: i64, status: Status, span: &Received) -> u64 {
+fn key_hash(minute: i64, status: Status, class: i32, l: Labels<'_>) -> u64 {
     let mut h = crate::util::Mix::default();
     let status = match status {
         Status::Http(c) => c,
@@ -73,10 +111,10 @@ fn key_hash(minute: i64, status: Status, span: &Received) -> u64 {
         Status::ConnectFailure => 1002,
     };
     h.word(minute as u64);
-    h.word(u64::from(span.class as u32) << 32 | u64::from(status));
-    h.bytes(span.service().as_bytes());
-    h.bytes(span.peer().as_bytes());
-    h.bytes(span.operation().as_bytes());
+    h.word(u64::from(class as u32) << 32 | u64::from(status));
+    h.bytes(l.service.as_bytes());
+    h.bytes(l.peer.as_bytes());
+    h.bytes(l.operation.as_bytes());
     h.a
 }
 
@@ -85,6 +123,10 @@ fn key_hash(minute: i64, status: Status, span: &Received) -> u64 {
 pub struct Aggregator {
     rows: HashMap<u64, Vec<Row>, BuildHasherDefault<PassThrough>>,
     len: usize,
+    /// Key hashes made per minute (across flushes), for [`MAX_KEYS_PER_MINUTE`].
+    minute_keys: BTreeMap<i64, HashSet<u64, BuildHasherDefault<PassThrough>>>,
+    /// Spans counted in an overflow row since the last [`Aggregator::take_overflowed`].
+    overflowed: u64,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -100,18 +142,35 @@ impl Aggregator {
     pub fn add(&mut self, span: &Received) {
         let minute = span.end_ns().div_euclid(60_000_000_000) * 60;
         let status = Status::of(span);
-        let bucket = self.rows.entry(key_hash(minute, status, span)).or_default();
-        if let Some(row) = bucket.iter_mut().find(|r| r.matches(minute, status, span)) {
+        let mut labels = Labels::of(span);
+        let mut hash = key_hash(minute, status, span.class, labels);
+        if let Some(row) = self.rows.get_mut(&hash).and_then(|b| {
+            b.iter_mut()
+                .find(|r| r.matches(minute, status, span.class, labels))
+        }) {
+            count(&mut row.agg, span);
+            return;
+        }
+        if !self.admit(minute, hash) {
+            self.overflowed += 1;
+            labels = labels.overflow();
+            hash = key_hash(minute, status, span.class, labels);
+        }
+        let bucket = self.rows.entry(hash).or_default();
+        if let Some(row) = bucket
+            .iter_mut()
+            .find(|r| r.matches(minute, status, span.class, labels))
+        {
             count(&mut row.agg, span);
             return;
         }
         // The same key as the model's `AggregateKey::of_span` (a test holds the two together).
         let key = AggregateKey {
             minute,
-            service: span.service().to_owned(),
+            service: labels.service.to_owned(),
             class: span.dependency_class(),
-            peer: span.peer().to_owned(),
-            operation: span.operation().to_owned(),
+            peer: labels.peer.to_owned(),
+            operation: labels.operation.to_owned(),
             status_class: match status {
                 Status::Http(c) => c.to_string(),
                 Status::Ok => "ok".to_owned(),
@@ -129,6 +188,38 @@ impl Aggregator {
             agg,
         });
         self.len += 1;
+    }
+
+    /// Whether a key not held since the last flush may have a row of its own: it was made
+    /// earlier this minute, or the minute has room for one more.
+    fn admit(&mut self, minute: i64, hash: u64) -> bool {
+        let newest = self
+            .minute_keys
+            .last_key_value()
+            .map_or(minute, |(m, _)| *m);
+        if minute < newest - REMEMBERED_MINUTES * 60 {
+            // Its minute is forgotten: a new key there cannot be told from a flood of them.
+            return false;
+        }
+        let keys = self.minute_keys.entry(minute).or_default();
+        if keys.contains(&hash) {
+            return true;
+        }
+        if keys.len() >= MAX_KEYS_PER_MINUTE {
+            return false;
+        }
+        keys.insert(hash);
+        if minute > newest {
+            self.minute_keys = self
+                .minute_keys
+                .split_off(&(minute - REMEMBERED_MINUTES * 60));
+        }
+        true
+    }
+
+    /// Spans counted in overflow rows since the last call.
+    pub fn take_overflowed(&mut self) -> u64 {
+        std::mem::take(&mut self.overflowed)
     }
 
     /// Number of distinct keys held.
@@ -202,6 +293,57 @@ mod tests {
         let err = rows.iter().find(|r| r.status_class == "error").unwrap();
         assert_eq!((err.count, err.errors), (1, 1));
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn keys_past_the_cap_of_a_minute_count_in_their_services_overflow_row() {
+        let mut a = Aggregator::default();
+        let end = 1_700_000_010;
+        let extra = 300u64;
+        for i in 0..MAX_KEYS_PER_MINUTE as u64 + extra {
+            a.add(&span(&format!("GET /item/{i}"), end, 2, i % 100 == 0).into());
+            if i % 1_000 == 0 && i < MAX_KEYS_PER_MINUTE as u64 {
+                // Flushes in between: the cap is per minute, not per batch.
+                let rows = a.take();
+                assert!(rows.iter().all(|r| r.operation != OVERFLOW_LABEL));
+            }
+        }
+        // A key the minute already has keeps its own row after the cap.
+        a.add(&span("GET /item/1", end, 2, false).into());
+        // The next minute starts with room again.
+        a.add(&span("GET /item/new", end + 60, 2, false).into());
+        let rows = a.take();
+        let overflow = rows
+            .iter()
+            .find(|r| {
+                r.operation == OVERFLOW_LABEL && r.peer == OVERFLOW_LABEL && r.status_class == "ok"
+            })
+            .expect("an overflow row");
+        assert_eq!(overflow.service, "svc");
+        assert_eq!(
+            overflow.count,
+            extra - 3,
+            "three of the extra keys were errors"
+        );
+        let in_overflow = rows
+            .iter()
+            .filter(|r| r.operation == OVERFLOW_LABEL)
+            .map(|r| r.count)
+            .sum::<u64>();
+        assert_eq!(
+            in_overflow, extra,
+            "every span past the cap is counted once"
+        );
+        assert_eq!(a.take_overflowed(), extra);
+        assert!(rows
+            .iter()
+            .any(|r| r.operation == "GET /item/1" && r.count == 1));
+        assert!(rows
+            .iter()
+            .any(|r| r.operation == "GET /item/new" && r.minute == 1_700_000_040));
+        // Forgotten minutes take no new keys.
+        a.add(&span("GET /late", end - 3_600 * 2, 2, false).into());
+        assert_eq!(a.take()[0].operation, OVERFLOW_LABEL);
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub throttled_requests: AtomicU64,
     /// NUL characters replaced by U+FFFD in received spans (PostgreSQL cannot store them).
     pub replaced_nuls: AtomicU64,
+    /// Spans counted in an overflow aggregate row (`aggregates::MAX_KEYS_PER_MINUTE`).
+    pub aggregate_overflow: AtomicU64,
     kept: [AtomicU64; 4],
     dropped: [AtomicU64; 5],
     /// Spans the sampler let go (they still count in aggregates).
@@ -213,6 +215,12 @@ impl Metrics {
             "stormwatch_agent_replaced_nul_characters_total",
             "NUL characters in received spans replaced by U+FFFD (PostgreSQL cannot store NUL).",
             &one(&self.replaced_nuls),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_aggregate_overflow_spans_total",
+            "Spans counted in their service's overflow aggregate row: past 5,000 distinct keys a minute, peer and operation read (overflow).",
+            &one(&self.aggregate_overflow),
         );
         counter(
             &mut o,

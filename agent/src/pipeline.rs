@@ -200,6 +200,12 @@ impl Pipeline {
         st.last_flush = Instant::now();
         let mut spans = std::mem::take(&mut st.kept);
         let mut aggregates = st.agg.take();
+        let overflowed = st.agg.take_overflowed();
+        if overflowed > 0 {
+            self.metrics
+                .aggregate_overflow
+                .fetch_add(overflowed, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut hosts = std::mem::take(&mut st.hosts);
         let mut probes = std::mem::take(&mut st.probes);
         if spans.is_empty() && aggregates.is_empty() && hosts.is_empty() && probes.is_empty() {
