@@ -109,8 +109,25 @@ fn url_escape(s: &str) -> String {
         .collect()
 }
 
+/// Escapes `&`, `<` and `>` as Slack requires of text it parses (mrkdwn and the `text`
+/// fallback): labels come from spans, so a peer named `<!channel>` or
+/// `<https://evil.example|click>` would otherwise page a whole channel or show a disguised link.
+pub fn slack_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A Slack message (Block Kit with a plain `text` fallback) for a group of notifications of
-/// one kind (all firing, or all resolved).
+/// one kind (all firing, or all resolved). Every interpolated value is [`slack_escape`]d,
+/// except in `plain_text` objects, which Slack does not parse.
 pub fn slack_message(group: &[&EventRow], links: &[String]) -> Value {
     let first = group[0];
     let n = group.len();
@@ -133,10 +150,11 @@ pub fn slack_message(group: &[&EventRow], links: &[String]) -> Value {
             first.rule
         )
     };
+    let summary = slack_escape(&first.summary);
     let text = if n == 1 {
-        format!("{title}: {}", first.summary)
+        format!("{}: {summary}", slack_escape(&title))
     } else {
-        format!("{title}: {} and {} more", first.summary, n - 1)
+        format!("{}: {summary} and {} more", slack_escape(&title), n - 1)
     };
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&title, 150), "emoji": true}}),
@@ -145,6 +163,7 @@ pub fn slack_message(group: &[&EventRow], links: &[String]) -> Value {
         let mut fields = Vec::new();
         for (k, v) in &e.labels {
             if !v.is_empty() {
+                let (k, v) = (slack_escape(k), slack_escape(v));
                 fields.push(
                     json!({"type": "mrkdwn", "text": truncate(&format!("*{k}*\n{v}"), 2000)}),
                 );
@@ -169,9 +188,9 @@ pub fn slack_message(group: &[&EventRow], links: &[String]) -> Value {
         fields.push(json!({"type": "mrkdwn", "text": when}));
         fields.truncate(10);
         let summary = if e.event == "resolved" {
-            format!("~{}~ — over", e.summary)
+            format!("~{}~ — over", slack_escape(&e.summary))
         } else {
-            format!("*{}*", e.summary)
+            format!("*{}*", slack_escape(&e.summary))
         };
         blocks.push(json!({
             "type": "section",
@@ -452,6 +471,50 @@ mod tests {
             l.allow("a", 3, 160.5),
             "a minute after the first, there is room again"
         );
+    }
+
+    /// Every string Slack parses as mrkdwn in `m`: the fallback and `mrkdwn` text objects.
+    fn parsed_texts(m: &Value, out: &mut Vec<String>) {
+        match m {
+            Value::Object(o) => {
+                if o.get("type").and_then(Value::as_str) == Some("mrkdwn") {
+                    out.push(o["text"].as_str().unwrap_or_default().to_owned());
+                }
+                for v in o.values() {
+                    parsed_texts(v, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| parsed_texts(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn span_derived_labels_cannot_mention_or_link_in_slack() {
+        for event_name in ["firing", "resolved"] {
+            let mut e = event(event_name);
+            e.labels.insert("peer".into(), "<!channel>".into());
+            e.labels
+                .insert("<!here>".into(), "<https://evil.example|click> & co".into());
+            e.summary = "p95 of <@U123> → <!channel> is 84 ms".into();
+            let m = slack_message(&[&e, &e], &["http://sw/".into(), "http://sw/".into()]);
+            let mut texts = vec![m["text"].as_str().unwrap().to_owned()];
+            parsed_texts(&m, &mut texts);
+            assert!(texts.len() > 4);
+            let all = texts.join("\n");
+            for raw in ["<!channel>", "<!here>", "<https://evil", "<@U123>", "& co"] {
+                assert!(!all.contains(raw), "{raw} reached Slack unescaped: {all}");
+            }
+            assert!(all.contains("&lt;!channel&gt;"), "{all}");
+            assert!(
+                all.contains("&lt;https://evil.example|click&gt; &amp; co"),
+                "{all}"
+            );
+            // Our own markup still works: the date token in "since".
+            if event_name == "firing" {
+                assert!(all.contains("<!date^"), "{all}");
+            }
+        }
     }
 
     #[test]
