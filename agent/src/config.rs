@@ -256,6 +256,9 @@ pub struct Shipping {
     pub spool_max_bytes: u64,
     /// What a full spool does: `drop_oldest` or `block`.
     pub when_full: WhenFull,
+    /// Most bytes kept in `<spool_dir>/dead-letter/`: batches the collector refused for good
+    /// (400, or a 413 that cannot be split). The oldest are deleted beyond it; 0 keeps none.
+    pub dead_letter_max_bytes: u64,
     /// First retry delay, milliseconds; doubles per failure (with jitter) up to `max_backoff_ms`.
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
@@ -283,6 +286,7 @@ impl Default for Shipping {
             spool_dir: None,
             spool_max_bytes: 256 * 1024 * 1024,
             when_full: WhenFull::DropOldest,
+            dead_letter_max_bytes: 64 * 1024 * 1024,
             initial_backoff_ms: 250,
             max_backoff_ms: 30_000,
             request_timeout_ms: 30_000,

@@ -18,18 +18,21 @@ pub enum DropReason {
     QueueFull,
     /// The spool was full and its oldest batches were deleted.
     SpoolFull,
-    /// The collector answered 400: the batch can never be stored.
+    /// The collector answered 400: the batch can never be stored (kept as a dead letter).
     Rejected,
+    /// The collector answered 413 to a batch too small to split (kept as a dead letter).
+    TooLarge,
     /// A spooled file could not be read back.
     SpoolCorrupt,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Invalid,
         DropReason::QueueFull,
         DropReason::SpoolFull,
         DropReason::Rejected,
+        DropReason::TooLarge,
         DropReason::SpoolCorrupt,
     ];
     fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::SpoolFull => "spool_full",
             DropReason::Rejected => "rejected",
+            DropReason::TooLarge => "too_large",
             DropReason::SpoolCorrupt => "spool_corrupt",
         }
     }
@@ -54,7 +58,7 @@ pub struct Metrics {
     /// Requests refused because the queue was full.
     pub throttled_requests: AtomicU64,
     kept: [AtomicU64; 4],
-    dropped: [AtomicU64; 5],
+    dropped: [AtomicU64; DropReason::ALL.len()],
     /// Spans the sampler let go (they still count in aggregates).
     pub not_sampled: AtomicU64,
     /// Batches built / shipped / failed attempts.
@@ -64,6 +68,11 @@ pub struct Metrics {
     /// Current spool size on disk, bytes, and batch files.
     pub spool_bytes: AtomicU64,
     pub spool_batches: AtomicU64,
+    /// Batches moved to the dead-letter folder (refused for good by the collector).
+    pub dead_letter_batches: AtomicU64,
+    /// Batch files and bytes held in the dead-letter folder now.
+    pub dead_letter_files: AtomicU64,
+    pub dead_letter_bytes: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BOUNDS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -238,6 +247,14 @@ impl Metrics {
         );
         let _ = writeln!(o, "# HELP stormwatch_agent_spool_bytes Bytes in the disk spool.\n# TYPE stormwatch_agent_spool_bytes gauge\nstormwatch_agent_spool_bytes {}", self.spool_bytes.load(Relaxed));
         let _ = writeln!(o, "# HELP stormwatch_agent_spool_batches Batches in the disk spool.\n# TYPE stormwatch_agent_spool_batches gauge\nstormwatch_agent_spool_batches {}", self.spool_batches.load(Relaxed));
+        counter(
+            &mut o,
+            "stormwatch_agent_dead_letter_batches_total",
+            "Batches the collector refused for good (400, or 413 and too small to split), moved to the dead-letter folder.",
+            &one(&self.dead_letter_batches),
+        );
+        let _ = writeln!(o, "# HELP stormwatch_agent_dead_letter_files Batches held in the dead-letter folder.\n# TYPE stormwatch_agent_dead_letter_files gauge\nstormwatch_agent_dead_letter_files {}", self.dead_letter_files.load(Relaxed));
+        let _ = writeln!(o, "# HELP stormwatch_agent_dead_letter_bytes Bytes held in the dead-letter folder.\n# TYPE stormwatch_agent_dead_letter_bytes gauge\nstormwatch_agent_dead_letter_bytes {}", self.dead_letter_bytes.load(Relaxed));
         let name = "stormwatch_agent_ship_latency_seconds";
         let _ = writeln!(
             o,

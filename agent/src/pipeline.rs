@@ -143,7 +143,7 @@ impl Pipeline {
                         let cfg = self.config.borrow_and_update().clone();
                         st.sampler.reconfigure(cfg.sampling.clone());
                         st.join.reconfigure(&cfg);
-                        self.spool.reconfigure(cfg.shipping.spool_max_bytes, cfg.shipping.when_full);
+                        self.spool.reconfigure(crate::spool::Options::of(&cfg.shipping));
                         st.cfg = cfg;
                     }
                     // The reloader is gone: the config in force stays.
@@ -322,7 +322,16 @@ mod tests {
         cfg.sampling.trace_window_ms = 300;
         cfg.shipping.flush_interval_ms = 200;
         let spool = Arc::new(
-            Spool::open(dir.path(), 1 << 20, WhenFull::DropOldest, metrics.clone()).unwrap(),
+            Spool::open(
+                dir.path(),
+                crate::spool::Options {
+                    max_bytes: 1 << 20,
+                    when_full: WhenFull::DropOldest,
+                    ..Default::default()
+                },
+                metrics.clone(),
+            )
+            .unwrap(),
         );
         let (ingest, rx) = Ingest::new(10_000, metrics.clone());
         let (_, hosts_rx) = mpsc::channel(1);

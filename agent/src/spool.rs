@@ -12,6 +12,11 @@
 //!
 //! The spool is bounded by bytes; when full it either deletes the oldest batches (counting
 //! their spans as dropped) or makes the writer wait, as configured.
+//!
+//! A batch the collector refuses for good is moved to `dead-letter/` beside the batch files
+//! (with a `.json` note of why), so it never blocks the queue and an operator can still look
+//! at it or resend it. That folder is bounded too ([`Options::dead_letter_max_bytes`],
+//! [`DEAD_LETTER_MAX_FILES`]): the oldest dead letters are deleted first.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -20,13 +25,55 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::config::{Compression, WhenFull};
+use crate::config::{Compression, Shipping, WhenFull};
 use crate::metrics::{DropReason, Metrics};
 
 const MAGIC: &[u8; 4] = b"SWB1";
 const HEADER: usize = 9;
 /// Ordinals of consecutive batches are this far apart, leaving room for 20 levels of splits.
 const STRIDE_BITS: u32 = 20;
+/// Where batches the collector refused for good are kept, under the spool directory.
+pub const DEAD_LETTER_DIR: &str = "dead-letter";
+/// Most dead letters kept, however small (a flood of tiny refused batches must not fill the
+/// directory); beyond it the oldest are deleted.
+pub const DEAD_LETTER_MAX_FILES: usize = 10_000;
+
+/// The spool's limits, from `[shipping]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Most bytes of batch files.
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+    /// Most bytes kept in [`DEAD_LETTER_DIR`].
+    pub dead_letter_max_bytes: u64,
+}
+
+impl Options {
+    pub fn of(sh: &Shipping) -> Options {
+        Options {
+            max_bytes: sh.spool_max_bytes,
+            when_full: sh.when_full,
+            dead_letter_max_bytes: sh.dead_letter_max_bytes,
+        }
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::of(&Shipping::default())
+    }
+}
+
+/// Why a batch went to the dead-letter folder: the collector's answer.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Refusal {
+    /// HTTP status (400, 413).
+    pub status: u16,
+    /// The collector's reason (`error` of its JSON answer, else the start of its body).
+    pub error: String,
+    /// The field it named, if any.
+    pub field: String,
+}
 
 /// One spooled batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,8 +96,7 @@ struct Inner {
     entries: VecDeque<Entry>,
     bytes: u64,
     next: u64,
-    max_bytes: u64,
-    when_full: WhenFull,
+    opts: Options,
     /// The entry the shipper is sending: never deleted under it.
     in_flight: Option<u64>,
 }
@@ -121,16 +167,46 @@ fn lock_dir(dir: &Path) -> std::io::Result<std::fs::File> {
     }
 }
 
+/// Keeps at most `max_bytes` and `max_files` batches in a holding folder (dead letters,
+/// quarantine): deletes the oldest batch files (names sort by age) with their `.json` notes.
+/// Returns the batch files and bytes (notes included) left.
+fn prune(dir: &Path, max_bytes: u64, max_files: usize) -> (u64, u64) {
+    let mut batches: Vec<(String, u64)> = Vec::new();
+    let mut notes = std::collections::HashMap::new();
+    for item in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        let len = item.metadata().map_or(0, |m| m.len());
+        if let Some(stem) = name.strip_suffix(".json") {
+            notes.insert(format!("{stem}.swb"), len);
+        } else if name.ends_with(".swb") {
+            batches.push((name, len));
+        }
+    }
+    batches.sort();
+    let size = |(name, len): &(String, u64)| len + notes.get(name).copied().unwrap_or(0);
+    let mut bytes: u64 = batches.iter().map(size).sum();
+    let mut files = batches.len();
+    for b in &batches {
+        if bytes <= max_bytes && files <= max_files {
+            break;
+        }
+        let path = dir.join(&b.0);
+        if std::fs::remove_file(&path).is_ok() {
+            let _ = std::fs::remove_file(path.with_extension("json"));
+            tracing::warn!(file = %path.display(), "deleted an old batch to keep its folder within its limit");
+            bytes -= size(b);
+            files -= 1;
+        }
+    }
+    (files as u64, bytes)
+}
+
 impl Spool {
     /// Opens (creating) `dir` and indexes the batches a previous run left, oldest first.
-    pub fn open(
-        dir: &Path,
-        max_bytes: u64,
-        when_full: WhenFull,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<Spool> {
+    pub fn open(dir: &Path, opts: Options, metrics: Arc<Metrics>) -> std::io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
         let lock = lock_dir(dir)?;
+        std::fs::create_dir_all(dir.join(DEAD_LETTER_DIR))?;
         let mut entries = Vec::new();
         for item in std::fs::read_dir(dir)? {
             let item = item?;
@@ -185,8 +261,7 @@ impl Spool {
                 entries: entries.into(),
                 bytes,
                 next,
-                max_bytes,
-                when_full,
+                opts,
                 in_flight: None,
             }),
             added: Notify::new(),
@@ -194,6 +269,7 @@ impl Spool {
             metrics,
         };
         spool.publish(&spool.lock());
+        spool.prune_dead_letters();
         Ok(spool)
     }
 
@@ -210,12 +286,22 @@ impl Spool {
     }
 
     /// Applies reloaded limits.
-    pub fn reconfigure(&self, max_bytes: u64, when_full: WhenFull) {
-        let mut i = self.lock();
-        i.max_bytes = max_bytes;
-        i.when_full = when_full;
-        drop(i);
+    pub fn reconfigure(&self, opts: Options) {
+        let shrunk = {
+            let mut i = self.lock();
+            let shrunk = opts.dead_letter_max_bytes < i.opts.dead_letter_max_bytes;
+            i.opts = opts;
+            shrunk
+        };
         self.freed.notify_waiters();
+        if shrunk {
+            self.prune_dead_letters();
+        }
+    }
+
+    /// The dead-letter folder.
+    pub fn dead_letter_dir(&self) -> PathBuf {
+        self.dir.join(DEAD_LETTER_DIR)
     }
 
     /// Batches and bytes held.
@@ -266,10 +352,10 @@ impl Spool {
     /// or say to wait.
     fn reserve(&self, size: u64) -> Result<Reserve, PushError> {
         let mut i = self.lock();
-        if size > i.max_bytes {
+        if size > i.opts.max_bytes {
             return Err(PushError::TooBig(size));
         }
-        if i.bytes + size <= i.max_bytes {
+        if i.bytes + size <= i.opts.max_bytes {
             let ordinal = i.next;
             i.next += 1 << STRIDE_BITS;
             // Reserved before writing so concurrent pushes cannot overshoot.
@@ -282,7 +368,7 @@ impl Spool {
                 compression: Compression::None,
             }));
         }
-        if i.when_full == WhenFull::Block {
+        if i.opts.when_full == WhenFull::Block {
             return Ok(Reserve::Wait);
         }
         let in_flight = i.in_flight;
@@ -351,10 +437,21 @@ impl Spool {
         Ok(data)
     }
 
-    /// Deletes a batch (shipped, or refused for good).
+    /// Deletes a batch (shipped).
     pub fn remove(&self, e: &Entry) {
+        self.forget(e);
+        let _ = std::fs::remove_file(self.path(e));
+        self.freed.notify_waiters();
+    }
+
+    /// Takes `e` out of the index (its file is dealt with by the caller).
+    fn forget(&self, e: &Entry) {
         let mut i = self.lock();
-        if let Some(pos) = i.entries.iter().position(|x| x.ordinal == e.ordinal) {
+        if let Some(pos) = i
+            .entries
+            .iter()
+            .position(|x| x.ordinal == e.ordinal && x.level == e.level)
+        {
             if let Some(x) = i.entries.remove(pos) {
                 i.bytes -= x.bytes;
             }
@@ -363,9 +460,45 @@ impl Spool {
             i.in_flight = None;
         }
         self.publish(&i);
-        drop(i);
-        let _ = std::fs::remove_file(self.path(e));
+    }
+
+    /// Moves a batch the collector refused for good out of the queue into the dead-letter
+    /// folder, as `{unix ns}-{file name}` (names sort oldest first and never collide with a
+    /// dead letter of an earlier run, whose ordinals may repeat) beside a `.json` note of the
+    /// refusal; then deletes the oldest dead letters beyond the limits. Returns the path kept.
+    /// When the move fails the batch is deleted: the queue must go on either way.
+    pub fn dead_letter(&self, e: &Entry, why: &Refusal) -> std::io::Result<PathBuf> {
+        self.forget(e);
         self.freed.notify_waiters();
+        let name = format!("{:020}-{}", crate::util::now_ns(), e.file_name());
+        let to = self.dead_letter_dir().join(&name);
+        let moved = std::fs::rename(self.path(e), &to).and_then(|()| {
+            let note = serde_json::json!({
+                "status": why.status,
+                "error": why.error,
+                "field": why.field,
+                "spans": e.spans,
+                "compression": format!("{:?}", e.compression).to_lowercase(),
+                "at_unix_ns": crate::util::now_ns(),
+            });
+            std::fs::write(to.with_extension("json"), format!("{note:#}\n"))
+        });
+        if let Err(error) = moved {
+            let _ = std::fs::remove_file(self.path(e));
+            let _ = std::fs::remove_file(&to);
+            return Err(error);
+        }
+        self.metrics.dead_letter_batches.fetch_add(1, Relaxed);
+        self.prune_dead_letters();
+        Ok(to)
+    }
+
+    /// Deletes the oldest dead letters beyond the limits and publishes what is left.
+    fn prune_dead_letters(&self) {
+        let max = self.lock().opts.dead_letter_max_bytes;
+        let (files, bytes) = prune(&self.dead_letter_dir(), max, DEAD_LETTER_MAX_FILES);
+        self.metrics.dead_letter_files.store(files, Relaxed);
+        self.metrics.dead_letter_bytes.store(bytes, Relaxed);
     }
 
     /// Replaces `e` by two halves (bodies already encoded), in its place in the order.
@@ -413,17 +546,27 @@ impl Spool {
 mod tests {
     use super::*;
 
+    fn opts(max_bytes: u64, when_full: WhenFull) -> Options {
+        Options {
+            max_bytes,
+            when_full,
+            ..Options::default()
+        }
+    }
+
     fn open(dir: &Path, max: u64, when_full: WhenFull) -> (Spool, Arc<Metrics>) {
         let m: Arc<Metrics> = Arc::default();
-        (Spool::open(dir, max, when_full, m.clone()).unwrap(), m)
+        (
+            Spool::open(dir, opts(max, when_full), m.clone()).unwrap(),
+            m,
+        )
     }
 
     #[test]
     fn a_second_spool_on_the_same_directory_is_refused_until_the_first_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let (first, _) = open(dir.path(), u64::MAX, WhenFull::DropOldest);
-        let Err(err) = Spool::open(dir.path(), u64::MAX, WhenFull::DropOldest, Arc::default())
-        else {
+        let Err(err) = Spool::open(dir.path(), Options::default(), Arc::default()) else {
             panic!("a second spool opened a locked directory");
         };
         assert!(err.to_string().contains("--spool-dir"), "{err}");
@@ -518,5 +661,57 @@ mod tests {
             s.remove(&e);
         }
         assert_eq!(seen, vec![21, 22, 12, 2]);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_leave_the_queue_and_the_oldest_go_beyond_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let m: Arc<Metrics> = Arc::default();
+        let o = Options {
+            // Room for two 300-byte batches and their notes, not three.
+            dead_letter_max_bytes: 1000,
+            ..opts(1 << 20, WhenFull::DropOldest)
+        };
+        let s = Spool::open(dir.path(), o, m.clone()).unwrap();
+        for n in 0..4u8 {
+            s.push(&[n; 291], 1, Compression::None).await.unwrap();
+        }
+        let why = Refusal {
+            status: 400,
+            error: "bad trace id".into(),
+            field: "spans[0].trace_id".into(),
+        };
+        for _ in 0..3 {
+            let e = s.peek().unwrap();
+            let kept = s.dead_letter(&e, &why).unwrap();
+            assert!(kept.starts_with(dir.path().join(DEAD_LETTER_DIR)));
+        }
+        // The queue moved on to the fourth batch.
+        let e = s.peek().unwrap();
+        assert_eq!(s.read(&e).await.unwrap()[0], 3);
+        assert_eq!(s.usage(), (1, 300));
+        let mut left: Vec<_> = std::fs::read_dir(s.dead_letter_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        left.sort();
+        let firsts: Vec<u8> = left
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "swb"))
+            .map(|p| std::fs::read(p).unwrap()[HEADER])
+            .collect();
+        assert_eq!(firsts, vec![1, 2], "the oldest dead letter went first");
+        let note = std::fs::read_to_string(left[0].with_extension("json")).unwrap();
+        assert!(note.contains("spans[0].trace_id"), "{note}");
+        assert_eq!(m.dead_letter_batches.load(Relaxed), 3);
+        assert_eq!(m.dead_letter_files.load(Relaxed), 2);
+        let held: u64 = left.iter().map(|p| p.metadata().unwrap().len()).sum();
+        assert_eq!(m.dead_letter_bytes.load(Relaxed), held);
+        // The count limit holds too, and a reopened spool reports what is held.
+        assert_eq!(prune(&s.dead_letter_dir(), u64::MAX, 1).0, 1);
+        drop(s);
+        let m: Arc<Metrics> = Arc::default();
+        let _s = Spool::open(dir.path(), Options::default(), m.clone()).unwrap();
+        assert_eq!(m.dead_letter_files.load(Relaxed), 1);
     }
 }
