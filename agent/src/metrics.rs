@@ -68,6 +68,8 @@ pub struct Metrics {
     /// Current spool size on disk, bytes, and batch files.
     pub spool_bytes: AtomicU64,
     pub spool_batches: AtomicU64,
+    /// Spool files found corrupt and moved to the quarantine folder.
+    pub spool_quarantined: AtomicU64,
     /// Batches moved to the dead-letter folder (refused for good by the collector).
     pub dead_letter_batches: AtomicU64,
     /// Batch files and bytes held in the dead-letter folder now.
@@ -247,6 +249,12 @@ impl Metrics {
         );
         let _ = writeln!(o, "# HELP stormwatch_agent_spool_bytes Bytes in the disk spool.\n# TYPE stormwatch_agent_spool_bytes gauge\nstormwatch_agent_spool_bytes {}", self.spool_bytes.load(Relaxed));
         let _ = writeln!(o, "# HELP stormwatch_agent_spool_batches Batches in the disk spool.\n# TYPE stormwatch_agent_spool_batches gauge\nstormwatch_agent_spool_batches {}", self.spool_batches.load(Relaxed));
+        counter(
+            &mut o,
+            "stormwatch_agent_spool_quarantined_total",
+            "Spool files found corrupt (short, bad magic, length or checksum) and moved to the quarantine folder.",
+            &one(&self.spool_quarantined),
+        );
         counter(
             &mut o,
             "stormwatch_agent_dead_letter_batches_total",

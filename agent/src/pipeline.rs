@@ -261,7 +261,11 @@ impl Pipeline {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match self
                 .spool
-                .push(&body, n as u32, st.cfg.shipping.compression)
+                .push(
+                    &body,
+                    crate::shipper::counts_of(&batch),
+                    st.cfg.shipping.compression,
+                )
                 .await
             {
                 Ok(()) => {}

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::config::{Compression, Config};
 use crate::metrics::{DropReason, Metrics};
-use crate::spool::{Entry, PushError, Refusal, Spool};
+use crate::spool::{Corrupt, Counts, Entry, PushError, ReadError, Refusal, Spool};
 use crate::util::random_u64;
 
 /// The batch identity of this agent process: `instance` plus the next sequence number.
@@ -183,12 +183,11 @@ impl Shipper {
     async fn attempt(&self, entry: &Entry, url: &str, cfg: &Config) -> Outcome {
         let body = match self.spool.read(entry).await {
             Ok(b) => b,
-            Err(error) => {
-                tracing::error!(%error, spans = entry.spans, "spooled batch unreadable; dropped");
-                self.metrics
-                    .dropped(DropReason::SpoolCorrupt, u64::from(entry.spans));
-                self.spool.remove(entry);
-                return Outcome::Rejected;
+            // Quarantined and counted by the spool: on with the next.
+            Err(ReadError::Corrupt(_)) => return Outcome::Rejected,
+            Err(ReadError::Io(error)) => {
+                tracing::warn!(%error, spans = entry.spans, "cannot read a spooled batch; will retry");
+                return Outcome::Retry;
             }
         };
         let endpoint = format!("{}/api/v1/ingest", url.trim_end_matches('/'));
@@ -266,10 +265,8 @@ impl Shipper {
         let batch = match decode_body(body, entry.compression, 512 * 1024 * 1024) {
             Ok(b) => b,
             Err(error) => {
-                tracing::error!(%error, "cannot decode a spooled batch to split it; dropped");
-                self.metrics
-                    .dropped(DropReason::SpoolCorrupt, u64::from(entry.spans));
-                self.spool.remove(entry);
+                self.spool
+                    .quarantine(entry, &Corrupt::Undecodable(error.to_string()));
                 return Outcome::Rejected;
             }
         };
@@ -294,7 +291,7 @@ impl Shipper {
         let mut halves = Vec::new();
         for b in [&first, &second] {
             match encode_body(b, cfg.shipping.compression) {
-                Ok(body) => halves.push((body, b.spans.len() as u32)),
+                Ok(body) => halves.push((body, counts_of(b))),
                 Err(error) => {
                     tracing::error!(%error, "cannot encode a split batch");
                     return Outcome::Retry;
@@ -341,6 +338,14 @@ impl Shipper {
                 "collector refused the batch for good; it could not be kept as a dead letter and is deleted"
             ),
         }
+    }
+}
+
+/// What a batch holds: kept spans, and spans its aggregates count.
+pub fn counts_of(batch: &Batch) -> Counts {
+    Counts {
+        spans: batch.spans.len() as u32,
+        aggregated: batch.aggregates.iter().map(|a| a.count).sum(),
     }
 }
 

@@ -4,7 +4,25 @@
 //! Writing first and sending from the spool gives one path for the normal case and for an
 //! outage: batches leave in the order they were built, a crash or restart loses nothing that
 //! was written, and replays after recovery are in order. A batch file holds exactly the body
-//! that is POSTed (already compressed), behind a 9-byte header, so replay needs no re-encoding.
+//! that is POSTed (already compressed), behind a header, so replay needs no re-encoding.
+//!
+//! The header (`SWB2`, [`HEADER`] bytes, little-endian):
+//!
+//! | bytes | what |
+//! | --- | --- |
+//! | 0..4 | magic `SWB2` |
+//! | 4..8 | CRC-32C of bytes 8..33 (the fields below) |
+//! | 8..16 | body length |
+//! | 16..20 | kept spans in the batch |
+//! | 20..28 | spans its aggregates count (sum of `Aggregate::count`), so dropping the batch counts them without decoding it |
+//! | 28 | compression: 0 none, 1 zstd, 2 gzip |
+//! | 29..33 | CRC-32C of the body |
+//!
+//! Files of the previous version (`SWB1`: magic, kept spans, compression, 9 bytes) are still
+//! replayed; their aggregated count is read from the body once, at open. Only `SWB2` is written.
+//! A file that is short, of unknown magic, of the wrong length or whose CRC does not match —
+//! found at open (every file is read in full then) or when read for sending — is moved to
+//! `quarantine/` (bounded by [`QUARANTINE_MAX_BYTES`]), logged and counted, never sent.
 //!
 //! File names are `{ordinal:020}.{level:02}.swb`. A batch the collector found too big (413) is
 //! split in two children that take the two halves of the parent's ordinal range
@@ -28,12 +46,23 @@ use tokio::sync::Notify;
 use crate::config::{Compression, Shipping, WhenFull};
 use crate::metrics::{DropReason, Metrics};
 
-const MAGIC: &[u8; 4] = b"SWB1";
-const HEADER: usize = 9;
+const MAGIC: &[u8; 4] = b"SWB2";
+/// Header length of an `SWB2` file.
+pub const HEADER: usize = 33;
+/// The previous version's format, still read.
+const MAGIC_V1: &[u8; 4] = b"SWB1";
+const HEADER_V1: usize = 9;
+/// Largest decompressed body read from an `SWB1` file to count its aggregates.
+const MAX_V1_BODY: usize = 512 * 1024 * 1024;
 /// Ordinals of consecutive batches are this far apart, leaving room for 20 levels of splits.
 const STRIDE_BITS: u32 = 20;
 /// Where batches the collector refused for good are kept, under the spool directory.
 pub const DEAD_LETTER_DIR: &str = "dead-letter";
+/// Where unreadable batch files are moved, under the spool directory.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// Most bytes and files kept in [`QUARANTINE_DIR`]; the oldest are deleted beyond them.
+pub const QUARANTINE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+pub const QUARANTINE_MAX_FILES: usize = 1000;
 /// Most dead letters kept, however small (a flood of tiny refused batches must not fill the
 /// directory); beyond it the oldest are deleted.
 pub const DEAD_LETTER_MAX_FILES: usize = 10_000;
@@ -80,9 +109,133 @@ pub struct Refusal {
 pub struct Entry {
     pub ordinal: u64,
     pub level: u8,
+    /// Kept spans in the batch.
     pub spans: u32,
+    /// Spans its aggregates count (every span is counted before sampling).
+    pub aggregated: u64,
+    /// File size, header included.
     pub bytes: u64,
     pub compression: Compression,
+}
+
+/// What a batch holds, as counted into its header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Kept spans.
+    pub spans: u32,
+    /// Spans its aggregates count.
+    pub aggregated: u64,
+}
+
+/// Why a batch file cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Corrupt {
+    #[error("shorter than its header ({0} bytes)")]
+    Short(usize),
+    #[error("not a spool file (magic {0:?})")]
+    Magic([u8; 4]),
+    #[error("header checksum mismatch")]
+    HeaderCrc,
+    #[error("unknown compression {0}")]
+    Compression(u8),
+    #[error("body is {file} bytes, header says {header} (truncated or appended to)")]
+    Length { header: u64, file: u64 },
+    #[error("body checksum mismatch")]
+    BodyCrc,
+    #[error("body cannot be decoded: {0}")]
+    Undecodable(String),
+}
+
+/// A checked batch file: its counts, compression and where its body starts. `counts` is also
+/// given with a [`Corrupt`] body when the header itself checked out.
+#[derive(Debug)]
+struct Parsed {
+    counts: Counts,
+    compression: Compression,
+    header: usize,
+}
+
+/// Encodes the `SWB2` header of `body`.
+fn header(counts: Counts, compression: Compression, body: &[u8]) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..4].copy_from_slice(MAGIC);
+    h[8..16].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    h[16..20].copy_from_slice(&counts.spans.to_le_bytes());
+    h[20..28].copy_from_slice(&counts.aggregated.to_le_bytes());
+    h[28] = compression_byte(compression);
+    h[29..33].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    let crc = crc32c::crc32c(&h[8..]);
+    h[4..8].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+}
+
+/// Checks a whole batch file (either format). On error, the counts are those of a header that
+/// checked out, if any: a corrupt body's spans can still be counted as lost.
+fn parse(data: &[u8]) -> Result<Parsed, (Corrupt, Option<Counts>)> {
+    if data.len() < HEADER_V1 {
+        return Err((Corrupt::Short(data.len()), None));
+    }
+    let magic: [u8; 4] = data[..4].try_into().unwrap_or_default();
+    if &magic == MAGIC_V1 {
+        return parse_v1(data);
+    }
+    if &magic != MAGIC {
+        return Err((Corrupt::Magic(magic), None));
+    }
+    if data.len() < HEADER {
+        return Err((Corrupt::Short(data.len()), None));
+    }
+    if le_u32(&data[4..8]) != crc32c::crc32c(&data[8..HEADER]) {
+        return Err((Corrupt::HeaderCrc, None));
+    }
+    let counts = Counts {
+        spans: le_u32(&data[16..20]),
+        aggregated: le_u64(&data[20..28]),
+    };
+    let Some(compression) = compression_of(data[28]) else {
+        return Err((Corrupt::Compression(data[28]), Some(counts)));
+    };
+    let (want, body) = (le_u64(&data[8..16]), &data[HEADER..]);
+    if want != body.len() as u64 {
+        let file = body.len() as u64;
+        return Err((Corrupt::Length { header: want, file }, Some(counts)));
+    }
+    if le_u32(&data[29..33]) != crc32c::crc32c(body) {
+        return Err((Corrupt::BodyCrc, Some(counts)));
+    }
+    Ok(Parsed {
+        counts,
+        compression,
+        header: HEADER,
+    })
+}
+
+/// An `SWB1` file: no length or checksum, and no aggregated count, so the body is decoded
+/// (which checks it as well as anything can).
+fn parse_v1(data: &[u8]) -> Result<Parsed, (Corrupt, Option<Counts>)> {
+    let spans = le_u32(&data[4..8]);
+    let Some(compression) = compression_of(data[8]) else {
+        return Err((Corrupt::Compression(data[8]), None));
+    };
+    match crate::shipper::decode_body(&data[HEADER_V1..], compression, MAX_V1_BODY) {
+        Ok(batch) => Ok(Parsed {
+            counts: Counts {
+                spans,
+                aggregated: batch.aggregates.iter().map(|a| a.count).sum(),
+            },
+            compression,
+            header: HEADER_V1,
+        }),
+        Err(e) => Err((Corrupt::Undecodable(e.to_string()), None)),
+    }
 }
 
 impl Entry {
@@ -118,6 +271,17 @@ enum Reserve {
     Write(Entry),
     Dropped,
     Wait,
+}
+
+/// Why a spooled batch could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Left in place; may work later.
+    #[error("cannot read the spool file: {0}")]
+    Io(#[from] std::io::Error),
+    /// Quarantined, spans counted.
+    #[error("corrupt spool file: {0}")]
+    Corrupt(Corrupt),
 }
 
 /// Why a push did not store the batch.
@@ -167,6 +331,17 @@ fn lock_dir(dir: &Path) -> std::io::Result<std::fs::File> {
     }
 }
 
+/// Moves a batch file into a holding folder (dead letters, quarantine) as
+/// `{unix ns}-{file name}` (names sort oldest first and never collide with a file of an
+/// earlier run, whose ordinals may repeat), beside `note` as `.json`.
+fn hold(from: &Path, dir: &Path, note: serde_json::Value) -> std::io::Result<PathBuf> {
+    let name = from.file_name().unwrap_or_default().to_string_lossy();
+    let to = dir.join(format!("{:020}-{name}", crate::util::now_ns()));
+    std::fs::rename(from, &to)?;
+    std::fs::write(to.with_extension("json"), format!("{note:#}\n"))?;
+    Ok(to)
+}
+
 /// Keeps at most `max_bytes` and `max_files` batches in a holding folder (dead letters,
 /// quarantine): deletes the oldest batch files (names sort by age) with their `.json` notes.
 /// Returns the batch files and bytes (notes included) left.
@@ -207,7 +382,9 @@ impl Spool {
         std::fs::create_dir_all(dir)?;
         let lock = lock_dir(dir)?;
         std::fs::create_dir_all(dir.join(DEAD_LETTER_DIR))?;
+        std::fs::create_dir_all(dir.join(QUARANTINE_DIR))?;
         let mut entries = Vec::new();
+        let mut bad = Vec::new();
         for item in std::fs::read_dir(dir)? {
             let item = item?;
             let name = item.file_name().to_string_lossy().into_owned();
@@ -224,23 +401,19 @@ impl Spool {
             let (Ok(ordinal), Ok(level)) = (ord.parse::<u64>(), level.parse::<u8>()) else {
                 continue;
             };
-            let mut header = [0u8; HEADER];
-            let ok = std::fs::File::open(item.path())
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
-                .is_ok();
-            let compression = compression_of(header[8]);
-            if !ok || &header[..4] != MAGIC || compression.is_none() {
-                tracing::error!(file = %item.path().display(), "unreadable spool file removed");
-                let _ = std::fs::remove_file(item.path());
-                continue;
+            // Read in full: the checksum covers the whole body (at disk speed, once a start).
+            let data = std::fs::read(item.path())?;
+            match parse(&data) {
+                Ok(p) => entries.push(Entry {
+                    ordinal,
+                    level,
+                    spans: p.counts.spans,
+                    aggregated: p.counts.aggregated,
+                    bytes: data.len() as u64,
+                    compression: p.compression,
+                }),
+                Err((why, counts)) => bad.push((item.path(), why, counts)),
             }
-            entries.push(Entry {
-                ordinal,
-                level,
-                spans: u32::from_le_bytes(header[4..8].try_into().unwrap_or([0; 4])),
-                bytes: item.metadata()?.len(),
-                compression: compression.unwrap_or_default(),
-            });
         }
         entries.sort_by_key(|e| e.ordinal);
         let bytes = entries.iter().map(|e| e.bytes).sum();
@@ -269,6 +442,9 @@ impl Spool {
             metrics,
         };
         spool.publish(&spool.lock());
+        for (path, why, counts) in bad {
+            spool.quarantine_file(&path, &why, counts);
+        }
         spool.prune_dead_letters();
         Ok(spool)
     }
@@ -319,7 +495,7 @@ impl Spool {
     pub async fn push(
         &self,
         body: &[u8],
-        spans: u32,
+        counts: Counts,
         compression: Compression,
     ) -> Result<(), PushError> {
         let size = (body.len() + HEADER) as u64;
@@ -327,7 +503,8 @@ impl Spool {
             let waiter = self.freed.notified();
             match self.reserve(size)? {
                 Reserve::Write(mut entry) => {
-                    entry.spans = spans;
+                    entry.spans = counts.spans;
+                    entry.aggregated = counts.aggregated;
                     entry.compression = compression;
                     if let Err(e) = self.write(&entry, body).await {
                         self.lock().bytes -= size;
@@ -364,6 +541,7 @@ impl Spool {
                 ordinal,
                 level: 0,
                 spans: 0,
+                aggregated: 0,
                 bytes: size,
                 compression: Compression::None,
             }));
@@ -394,10 +572,12 @@ impl Spool {
     }
 
     async fn write(&self, e: &Entry, body: &[u8]) -> std::io::Result<()> {
+        let counts = Counts {
+            spans: e.spans,
+            aggregated: e.aggregated,
+        };
         let mut data = Vec::with_capacity(body.len() + HEADER);
-        data.extend_from_slice(MAGIC);
-        data.extend_from_slice(&e.spans.to_le_bytes());
-        data.push(compression_byte(e.compression));
+        data.extend_from_slice(&header(counts, e.compression, body));
         data.extend_from_slice(body);
         let path = self.path(e);
         let tmp = path.with_extension("tmp");
@@ -424,17 +604,20 @@ impl Spool {
         Some(e)
     }
 
-    /// Reads a batch's body.
-    pub async fn read(&self, e: &Entry) -> std::io::Result<Vec<u8>> {
+    /// Reads a batch's body, checked. A corrupt file is quarantined (and its spans counted)
+    /// here; an I/O error leaves it in place.
+    pub async fn read(&self, e: &Entry) -> Result<Vec<u8>, ReadError> {
         let mut data = tokio::fs::read(self.path(e)).await?;
-        if data.len() < HEADER || &data[..4] != MAGIC {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not a spool file",
-            ));
+        match parse(&data) {
+            Ok(p) => {
+                data.drain(..p.header);
+                Ok(data)
+            }
+            Err((why, _)) => {
+                self.quarantine(e, &why);
+                Err(ReadError::Corrupt(why))
+            }
         }
-        data.drain(..HEADER);
-        Ok(data)
     }
 
     /// Deletes a batch (shipped).
@@ -463,34 +646,65 @@ impl Spool {
     }
 
     /// Moves a batch the collector refused for good out of the queue into the dead-letter
-    /// folder, as `{unix ns}-{file name}` (names sort oldest first and never collide with a
-    /// dead letter of an earlier run, whose ordinals may repeat) beside a `.json` note of the
-    /// refusal; then deletes the oldest dead letters beyond the limits. Returns the path kept.
-    /// When the move fails the batch is deleted: the queue must go on either way.
+    /// folder beside a `.json` note of the refusal, then deletes the oldest dead letters beyond
+    /// the limits. Returns the path kept. When the move fails the batch is deleted: the queue
+    /// must go on either way.
     pub fn dead_letter(&self, e: &Entry, why: &Refusal) -> std::io::Result<PathBuf> {
         self.forget(e);
         self.freed.notify_waiters();
-        let name = format!("{:020}-{}", crate::util::now_ns(), e.file_name());
-        let to = self.dead_letter_dir().join(&name);
-        let moved = std::fs::rename(self.path(e), &to).and_then(|()| {
-            let note = serde_json::json!({
-                "status": why.status,
-                "error": why.error,
-                "field": why.field,
-                "spans": e.spans,
-                "compression": format!("{:?}", e.compression).to_lowercase(),
-                "at_unix_ns": crate::util::now_ns(),
-            });
-            std::fs::write(to.with_extension("json"), format!("{note:#}\n"))
+        let note = serde_json::json!({
+            "status": why.status,
+            "error": why.error,
+            "field": why.field,
+            "spans": e.spans,
+            "aggregated_spans": e.aggregated,
+            "compression": format!("{:?}", e.compression).to_lowercase(),
         });
-        if let Err(error) = moved {
+        let kept = hold(&self.path(e), &self.dead_letter_dir(), note);
+        if kept.is_err() {
             let _ = std::fs::remove_file(self.path(e));
-            let _ = std::fs::remove_file(&to);
-            return Err(error);
         }
         self.metrics.dead_letter_batches.fetch_add(1, Relaxed);
         self.prune_dead_letters();
-        Ok(to)
+        kept
+    }
+
+    /// Moves an unreadable batch out of the queue into the quarantine folder, counts its spans
+    /// (when its header could be trusted) as dropped and logs it.
+    pub fn quarantine(&self, e: &Entry, why: &Corrupt) {
+        self.forget(e);
+        self.freed.notify_waiters();
+        let counts = Counts {
+            spans: e.spans,
+            aggregated: e.aggregated,
+        };
+        self.quarantine_file(&self.path(e), why, Some(counts));
+    }
+
+    fn quarantine_file(&self, path: &Path, why: &Corrupt, counts: Option<Counts>) {
+        let note = serde_json::json!({
+            "error": why.to_string(),
+            "spans": counts.map(|c| c.spans),
+            "aggregated_spans": counts.map(|c| c.aggregated),
+        });
+        let dir = self.dir.join(QUARANTINE_DIR);
+        let kept = hold(path, &dir, note);
+        if kept.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        prune(&dir, QUARANTINE_MAX_BYTES, QUARANTINE_MAX_FILES);
+        self.metrics.spool_quarantined.fetch_add(1, Relaxed);
+        let c = counts.unwrap_or_default();
+        self.metrics
+            .dropped(DropReason::SpoolCorrupt, u64::from(c.spans));
+        tracing::error!(
+            file = %path.display(),
+            error = %why,
+            spans = counts.map(|c| c.spans),
+            aggregated_spans = counts.map(|c| c.aggregated),
+            kept_as = ?kept.as_ref().ok().map(|p| p.display().to_string()),
+            "corrupt spool file quarantined, not sent"
+        );
     }
 
     /// Deletes the oldest dead letters beyond the limits and publishes what is left.
@@ -502,17 +716,18 @@ impl Spool {
     }
 
     /// Replaces `e` by two halves (bodies already encoded), in its place in the order.
-    pub async fn split(&self, e: &Entry, halves: [(Vec<u8>, u32); 2]) -> Result<(), PushError> {
+    pub async fn split(&self, e: &Entry, halves: [(Vec<u8>, Counts); 2]) -> Result<(), PushError> {
         if u32::from(e.level) >= STRIDE_BITS {
             return Err(PushError::TooBig(e.bytes));
         }
         let half = 1u64 << (STRIDE_BITS - 1 - u32::from(e.level));
         let mut children = Vec::new();
-        for (k, (body, spans)) in halves.iter().enumerate() {
+        for (k, (body, counts)) in halves.iter().enumerate() {
             let c = Entry {
                 ordinal: e.ordinal + k as u64 * half,
                 level: e.level + 1,
-                spans: *spans,
+                spans: counts.spans,
+                aggregated: counts.aggregated,
                 bytes: (body.len() + HEADER) as u64,
                 compression: e.compression,
             };
@@ -545,6 +760,13 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kept(spans: u32) -> Counts {
+        Counts {
+            spans,
+            aggregated: u64::from(spans) * 10,
+        }
+    }
 
     fn opts(max_bytes: u64, when_full: WhenFull) -> Options {
         Options {
@@ -580,7 +802,7 @@ mod tests {
         {
             let (s, _) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
             for n in 0..5u8 {
-                s.push(&[n; 10], u32::from(n), Compression::Zstd)
+                s.push(&[n; 10], kept(u32::from(n)), Compression::Zstd)
                     .await
                     .unwrap();
             }
@@ -590,7 +812,7 @@ mod tests {
         }
         let (s, m) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
         assert_eq!(m.spool_batches.load(Relaxed), 4);
-        s.push(&[9; 10], 9, Compression::Gzip).await.unwrap();
+        s.push(&[9; 10], kept(9), Compression::Gzip).await.unwrap();
         let mut seen = Vec::new();
         while let Some(e) = s.peek() {
             seen.push(s.read(&e).await.unwrap()[0]);
@@ -605,14 +827,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (s, m) = open(dir.path(), 1000, WhenFull::DropOldest);
         for n in 0..5u8 {
-            s.push(&[n; 291], 7, Compression::None).await.unwrap(); // 300 bytes each
+            s.push(&[n; 267], kept(7), Compression::None).await.unwrap(); // 300 bytes each
         }
         assert_eq!(s.usage(), (3, 900));
         assert_eq!(m.dropped_count(DropReason::SpoolFull), 14);
         let e = s.peek().unwrap();
         assert_eq!(s.read(&e).await.unwrap()[0], 2);
         assert!(matches!(
-            s.push(&[0; 2000], 1, Compression::None).await,
+            s.push(&[0; 2000], kept(1), Compression::None).await,
             Err(PushError::TooBig(_))
         ));
     }
@@ -623,10 +845,11 @@ mod tests {
         let (s, m) = open(dir.path(), 1000, WhenFull::Block);
         let s = Arc::new(s);
         for n in 0..3u8 {
-            s.push(&[n; 291], 1, Compression::None).await.unwrap();
+            s.push(&[n; 267], kept(1), Compression::None).await.unwrap();
         }
         let s2 = s.clone();
-        let writer = tokio::spawn(async move { s2.push(&[7; 291], 1, Compression::None).await });
+        let writer =
+            tokio::spawn(async move { s2.push(&[7; 267], kept(1), Compression::None).await });
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(
             !writer.is_finished(),
@@ -643,14 +866,14 @@ mod tests {
     async fn split_children_take_the_parents_place() {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
-        s.push(&[1; 10], 10, Compression::None).await.unwrap();
-        s.push(&[2; 10], 10, Compression::None).await.unwrap();
+        s.push(&[1; 10], kept(10), Compression::None).await.unwrap();
+        s.push(&[2; 10], kept(10), Compression::None).await.unwrap();
         let e = s.peek().unwrap();
-        s.split(&e, [(vec![11; 5], 5), (vec![12; 5], 5)])
+        s.split(&e, [(vec![11; 5], kept(5)), (vec![12; 5], kept(5))])
             .await
             .unwrap();
         let e = s.peek().unwrap();
-        s.split(&e, [(vec![21; 2], 2), (vec![22; 3], 3)])
+        s.split(&e, [(vec![21; 2], kept(2)), (vec![22; 3], kept(3))])
             .await
             .unwrap();
         drop(s);
@@ -674,7 +897,7 @@ mod tests {
         };
         let s = Spool::open(dir.path(), o, m.clone()).unwrap();
         for n in 0..4u8 {
-            s.push(&[n; 291], 1, Compression::None).await.unwrap();
+            s.push(&[n; 267], kept(1), Compression::None).await.unwrap();
         }
         let why = Refusal {
             status: 400,
@@ -713,5 +936,145 @@ mod tests {
         let m: Arc<Metrics> = Arc::default();
         let _s = Spool::open(dir.path(), Options::default(), m.clone()).unwrap();
         assert_eq!(m.dead_letter_files.load(Relaxed), 1);
+    }
+
+    /// The batch files and `.json` notes in `dir/sub`, sorted.
+    fn held(dir: &Path, sub: &str) -> (Vec<PathBuf>, Vec<String>) {
+        let mut files: Vec<_> = std::fs::read_dir(dir.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let notes = files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        files.retain(|p| p.extension().is_some_and(|x| x == "swb"));
+        (files, notes)
+    }
+
+    /// The batch files in the spool directory, oldest first.
+    fn batch_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "swb"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[tokio::test]
+    async fn corrupt_files_are_quarantined_at_open_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
+            for n in 0..6u8 {
+                s.push(&[n; 100], kept(u32::from(n) + 1), Compression::None)
+                    .await
+                    .unwrap();
+            }
+        }
+        let files = batch_files(dir.path());
+        let edit = |i: usize, f: &dyn Fn(&mut Vec<u8>)| {
+            let mut d = std::fs::read(&files[i]).unwrap();
+            f(&mut d);
+            std::fs::write(&files[i], d).unwrap();
+        };
+        edit(0, &|d| d.truncate(d.len() - 1)); // torn write: length mismatch
+        edit(1, &|d| d[HEADER + 50] ^= 1); // a bit flipped in the body: CRC mismatch
+        edit(2, &|d| d[0] = b'X'); // not a spool file
+        edit(3, &|d| d.truncate(5)); // shorter than a header
+        edit(4, &|d| d[17] ^= 1); // a bit flipped in the kept-span count: header CRC
+        let (s, m) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
+        let e = s.peek().unwrap();
+        assert_eq!(
+            s.read(&e).await.unwrap(),
+            vec![5; 100],
+            "only the whole file is left"
+        );
+        assert_eq!(s.usage().0, 1);
+        let (files, notes) = held(dir.path(), QUARANTINE_DIR);
+        assert_eq!((files.len(), notes.len()), (5, 5));
+        assert!(
+            notes.iter().any(|n| n.contains("body checksum")),
+            "{notes:?}"
+        );
+        assert!(notes.iter().any(|n| n.contains("header says")), "{notes:?}");
+        assert_eq!(m.spool_quarantined.load(Relaxed), 5);
+        // The spans of files whose header checked out (batches 0 and 1) are counted.
+        assert_eq!(m.dropped_count(DropReason::SpoolCorrupt), 1 + 2);
+    }
+
+    #[tokio::test]
+    async fn a_file_corrupted_after_open_is_quarantined_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, m) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
+        s.push(&[1; 100], kept(4), Compression::None).await.unwrap();
+        s.push(&[2; 100], kept(5), Compression::None).await.unwrap();
+        let path = &batch_files(dir.path())[0];
+        let mut d = std::fs::read(path).unwrap();
+        d[HEADER] ^= 0x80;
+        std::fs::write(path, d).unwrap();
+        let e = s.peek().unwrap();
+        assert!(matches!(
+            s.read(&e).await,
+            Err(ReadError::Corrupt(Corrupt::BodyCrc))
+        ));
+        assert_eq!(held(dir.path(), QUARANTINE_DIR).0.len(), 1);
+        assert_eq!(m.dropped_count(DropReason::SpoolCorrupt), 4);
+        let e = s.peek().unwrap();
+        assert_eq!(s.read(&e).await.unwrap(), vec![2; 100], "the queue goes on");
+    }
+
+    #[tokio::test]
+    async fn files_of_the_previous_format_are_replayed() {
+        use stormwatch_model::{Aggregate, AggregateKey, Batch};
+        let dir = tempfile::tempdir().unwrap();
+        let key = AggregateKey {
+            minute: 1_700_000_040,
+            service: "shop".into(),
+            class: stormwatch_model::DependencyClass::HttpServer,
+            peer: String::new(),
+            operation: "GET /".into(),
+            status_class: "ok".into(),
+        };
+        let batch = Batch {
+            aggregates: vec![
+                Aggregate {
+                    count: 30,
+                    ..Aggregate::new(&key)
+                },
+                Aggregate {
+                    count: 12,
+                    ..Aggregate::new(&key)
+                },
+            ],
+            ..Default::default()
+        };
+        let body = crate::shipper::encode_body(&batch, Compression::Zstd).unwrap();
+        // As the previous version wrote it: SWB1, kept spans, compression, body.
+        let mut old = b"SWB1".to_vec();
+        old.extend_from_slice(&3u32.to_le_bytes());
+        old.push(1);
+        old.extend_from_slice(&body);
+        std::fs::write(dir.path().join(format!("{:020}.00.swb", 5u64 << 20)), &old).unwrap();
+        // And one whose body does not decode.
+        let mut bad = old[..HEADER_V1].to_vec();
+        bad.extend_from_slice(b"not zstd at all");
+        std::fs::write(dir.path().join(format!("{:020}.00.swb", 6u64 << 20)), &bad).unwrap();
+        let (s, m) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
+        assert_eq!(m.spool_quarantined.load(Relaxed), 1);
+        let e = s.peek().unwrap();
+        assert_eq!((e.spans, e.aggregated), (3, 42));
+        assert_eq!(e.compression, Compression::Zstd);
+        assert_eq!(s.read(&e).await.unwrap(), body);
+        s.remove(&e);
+        // New batches are written in the new format, after the old ones.
+        s.push(&[7; 10], kept(1), Compression::None).await.unwrap();
+        let e = s.peek().unwrap();
+        assert!(e.ordinal > 5 << 20);
+        assert_eq!(&std::fs::read(s.path(&e)).unwrap()[..4], MAGIC);
     }
 }
