@@ -10,6 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use stormwatch_model::{AgentStats, KeepReason};
 
 /// Why spans were lost (never shipped). Sampling is not loss: see `not_sampled`.
+///
+/// Two counters per reason: `spans_dropped` counts kept spans lost (refused spans count there
+/// too), `aggregated_spans_dropped` counts received spans missing from the aggregates the
+/// collector gets — refused before they were counted (`invalid`, `queue_full`), or counted
+/// into the aggregates of a batch that was lost. So
+/// `spans_received = aggregates stored by the collector + aggregated_spans_dropped`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
     /// Refused by a receiver: malformed, invalid ids or timestamps, oversized values.
@@ -22,18 +28,21 @@ pub enum DropReason {
     Rejected,
     /// The collector answered 413 to a batch too small to split (kept as a dead letter).
     TooLarge,
-    /// A spooled file could not be read back.
+    /// A spooled file could not be read back (quarantined).
     SpoolCorrupt,
+    /// The batch could not be written to the spool (I/O error, disk full) or encoded.
+    SpoolWrite,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Invalid,
         DropReason::QueueFull,
         DropReason::SpoolFull,
         DropReason::Rejected,
         DropReason::TooLarge,
         DropReason::SpoolCorrupt,
+        DropReason::SpoolWrite,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -43,6 +52,7 @@ impl DropReason {
             DropReason::Rejected => "rejected",
             DropReason::TooLarge => "too_large",
             DropReason::SpoolCorrupt => "spool_corrupt",
+            DropReason::SpoolWrite => "spool_write",
         }
     }
 }
@@ -59,6 +69,7 @@ pub struct Metrics {
     pub throttled_requests: AtomicU64,
     kept: [AtomicU64; 4],
     dropped: [AtomicU64; DropReason::ALL.len()],
+    aggregated_dropped: [AtomicU64; DropReason::ALL.len()],
     /// Spans the sampler let go (they still count in aggregates).
     pub not_sampled: AtomicU64,
     /// Batches built / shipped / failed attempts.
@@ -109,11 +120,26 @@ impl Metrics {
     pub fn kept(&self, reason: KeepReason, n: u64) {
         self.kept[reason as usize].fetch_add(n, Relaxed);
     }
-    pub fn dropped(&self, reason: DropReason, n: u64) {
+    /// Kept spans lost; callers say what happened to their aggregates through
+    /// [`Metrics::refused`] or [`Metrics::batch_dropped`].
+    fn dropped(&self, reason: DropReason, n: u64) {
         self.dropped[reason as usize].fetch_add(n, Relaxed);
+    }
+    /// Spans refused before they were counted in any aggregate: lost from both.
+    pub fn refused(&self, reason: DropReason, n: u64) {
+        self.dropped(reason, n);
+        self.aggregated_dropped[reason as usize].fetch_add(n, Relaxed);
+    }
+    /// A batch lost: its kept spans, and the spans its aggregates counted.
+    pub fn batch_dropped(&self, reason: DropReason, spans: u64, aggregated: u64) {
+        self.dropped(reason, spans);
+        self.aggregated_dropped[reason as usize].fetch_add(aggregated, Relaxed);
     }
     pub fn dropped_count(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize].load(Relaxed)
+    }
+    pub fn aggregated_dropped_count(&self, reason: DropReason) -> u64 {
+        self.aggregated_dropped[reason as usize].load(Relaxed)
     }
     pub fn kept_count(&self, reason: KeepReason) -> u64 {
         self.kept[reason as usize].load(Relaxed)
@@ -202,6 +228,21 @@ impl Metrics {
             &mut o,
             "stormwatch_agent_spans_dropped_total",
             "Spans lost before reaching the collector, by reason.",
+            &rows,
+        );
+        let rows = DropReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.as_str()),
+                    self.aggregated_dropped_count(*r),
+                )
+            })
+            .collect::<Vec<_>>();
+        counter(
+            &mut o,
+            "stormwatch_agent_aggregated_spans_dropped_total",
+            "Received spans missing from the aggregates shipped: refused before counting, or counted into a batch that was lost, by reason.",
             &rows,
         );
         let one = |v: &AtomicU64| vec![(String::new(), v.load(Relaxed))];
@@ -296,7 +337,7 @@ mod tests {
         let m = Metrics::default();
         m.received(Receiver::Zipkin, 3);
         m.kept(KeepReason::Slow, 2);
-        m.dropped(DropReason::SpoolFull, 5);
+        m.batch_dropped(DropReason::SpoolFull, 5, 40);
         m.ship_latency(std::time::Duration::from_millis(20));
         let t = m.render();
         assert!(
@@ -309,6 +350,10 @@ mod tests {
         );
         assert!(
             t.contains("stormwatch_agent_spans_dropped_total{reason=\"spool_full\"} 5"),
+            "{t}"
+        );
+        assert!(
+            t.contains("stormwatch_agent_aggregated_spans_dropped_total{reason=\"spool_full\"} 40"),
             "{t}"
         );
         assert!(

@@ -235,7 +235,8 @@ impl Pipeline {
                 probes: std::mem::take(&mut probes),
                 stats: Some(self.metrics.stats()),
             };
-            let n = batch.spans.len() as u64;
+            let counts = crate::shipper::counts_of(&batch);
+            let (n, agg) = (u64::from(counts.spans), counts.aggregated);
             // The collector runs the same check; a batch it would refuse is a bug here, and
             // catching it before spooling keeps the spool free of poison.
             if let Err(e) = stormwatch_model::validate::check_batch(&mut batch, now_ns()) {
@@ -243,16 +244,17 @@ impl Pipeline {
                     field = e.field,
                     error = e.message,
                     spans = n,
+                    aggregated_spans = agg,
                     "built an invalid batch; dropped"
                 );
-                self.metrics.dropped(DropReason::Invalid, n);
+                self.metrics.batch_dropped(DropReason::Invalid, n, agg);
                 continue;
             }
             let body = match encode_body(&batch, st.cfg.shipping.compression) {
                 Ok(b) => b,
                 Err(error) => {
-                    tracing::error!(%error, spans = n, "cannot compress a batch; dropped");
-                    self.metrics.dropped(DropReason::SpoolCorrupt, n);
+                    tracing::error!(%error, spans = n, aggregated_spans = agg, "cannot compress a batch; dropped");
+                    self.metrics.batch_dropped(DropReason::SpoolWrite, n, agg);
                     continue;
                 }
             };
@@ -261,21 +263,22 @@ impl Pipeline {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match self
                 .spool
-                .push(
-                    &body,
-                    crate::shipper::counts_of(&batch),
-                    st.cfg.shipping.compression,
-                )
+                .push(&body, counts, st.cfg.shipping.compression)
                 .await
             {
                 Ok(()) => {}
                 Err(PushError::TooBig(bytes)) => {
-                    tracing::error!(bytes, spans = n, "batch larger than the spool; dropped");
-                    self.metrics.dropped(DropReason::SpoolFull, n);
+                    tracing::error!(
+                        bytes,
+                        spans = n,
+                        aggregated_spans = agg,
+                        "batch larger than the spool; dropped"
+                    );
+                    self.metrics.batch_dropped(DropReason::SpoolFull, n, agg);
                 }
                 Err(error) => {
-                    tracing::error!(%error, spans = n, "cannot write the spool; batch dropped");
-                    self.metrics.dropped(DropReason::SpoolCorrupt, n);
+                    tracing::error!(%error, spans = n, aggregated_spans = agg, "cannot write the spool; batch dropped");
+                    self.metrics.batch_dropped(DropReason::SpoolWrite, n, agg);
                 }
             }
         }

@@ -319,13 +319,15 @@ impl Shipper {
     /// A batch the collector will never take: out of the queue into the dead-letter folder,
     /// counted under `reason`. Shipping goes on with the next batch either way.
     fn dead_letter(&self, entry: &Entry, reason: DropReason, why: Refusal) {
-        self.metrics.dropped(reason, u64::from(entry.spans));
+        self.metrics
+            .batch_dropped(reason, u64::from(entry.spans), entry.aggregated);
         match self.spool.dead_letter(entry, &why) {
             Ok(path) => tracing::error!(
                 status = why.status,
                 error = why.error,
                 field = why.field,
                 spans = entry.spans,
+                aggregated_spans = entry.aggregated,
                 file = %path.display(),
                 "collector refused the batch for good; moved to the dead-letter folder, not retried"
             ),
@@ -334,6 +336,7 @@ impl Shipper {
                 error = why.error,
                 field = why.field,
                 spans = entry.spans,
+                aggregated_spans = entry.aggregated,
                 move_error = %error,
                 "collector refused the batch for good; it could not be kept as a dead letter and is deleted"
             ),

@@ -562,9 +562,10 @@ impl Spool {
         drop(i);
         let _ = std::fs::remove_file(self.path(&e));
         self.metrics
-            .dropped(DropReason::SpoolFull, u64::from(e.spans));
+            .batch_dropped(DropReason::SpoolFull, u64::from(e.spans), e.aggregated);
         tracing::error!(
             spans = e.spans,
+            aggregated_spans = e.aggregated,
             bytes = e.bytes,
             "spool full: dropped the oldest batch"
         );
@@ -696,7 +697,7 @@ impl Spool {
         self.metrics.spool_quarantined.fetch_add(1, Relaxed);
         let c = counts.unwrap_or_default();
         self.metrics
-            .dropped(DropReason::SpoolCorrupt, u64::from(c.spans));
+            .batch_dropped(DropReason::SpoolCorrupt, u64::from(c.spans), c.aggregated);
         tracing::error!(
             file = %path.display(),
             error = %why,
@@ -831,6 +832,7 @@ mod tests {
         }
         assert_eq!(s.usage(), (3, 900));
         assert_eq!(m.dropped_count(DropReason::SpoolFull), 14);
+        assert_eq!(m.aggregated_dropped_count(DropReason::SpoolFull), 140);
         let e = s.peek().unwrap();
         assert_eq!(s.read(&e).await.unwrap()[0], 2);
         assert!(matches!(
@@ -1005,6 +1007,10 @@ mod tests {
         assert_eq!(m.spool_quarantined.load(Relaxed), 5);
         // The spans of files whose header checked out (batches 0 and 1) are counted.
         assert_eq!(m.dropped_count(DropReason::SpoolCorrupt), 1 + 2);
+        assert_eq!(
+            m.aggregated_dropped_count(DropReason::SpoolCorrupt),
+            10 + 20
+        );
     }
 
     #[tokio::test]
@@ -1024,6 +1030,7 @@ mod tests {
         ));
         assert_eq!(held(dir.path(), QUARANTINE_DIR).0.len(), 1);
         assert_eq!(m.dropped_count(DropReason::SpoolCorrupt), 4);
+        assert_eq!(m.aggregated_dropped_count(DropReason::SpoolCorrupt), 40);
         let e = s.peek().unwrap();
         assert_eq!(s.read(&e).await.unwrap(), vec![2; 100], "the queue goes on");
     }

@@ -25,8 +25,8 @@ use stormwatch_model::{Batch, Encoding};
 #[derive(Default)]
 pub struct Seen {
     pub batches: Vec<Batch>,
-    /// Batches answered anything but 200, decoded.
-    pub refused: Vec<Batch>,
+    /// Batches answered anything but 200, decoded, with the answer.
+    pub refused: Vec<(u16, Batch)>,
     pub auth: Vec<String>,
     pub attempts: usize,
     /// Answers for the next requests, before `status` applies again.
@@ -85,21 +85,21 @@ async fn ingest(State(st): State<St>, headers: HeaderMap, body: Bytes) -> (Statu
     let mut batch = Batch::decode(&raw, Encoding::from_content_type(ct).unwrap()).unwrap();
     let now = stormwatch_agent::util::now_ns();
     if code != 200 {
-        seen.refused.push(batch);
+        seen.refused.push((code, batch));
         return (
             StatusCode::from_u16(code).unwrap(),
             r#"{"error":"told to fail","field":"spans[0].trace_id"}"#.into(),
         );
     }
     if batch.spans.len() > st.max_spans.load(Ordering::SeqCst) {
-        seen.refused.push(batch);
+        seen.refused.push((413, batch));
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
             r#"{"error":"too large"}"#.into(),
         );
     }
     if let Err(e) = stormwatch_model::validate::check_batch(&mut batch, now) {
-        seen.refused.push(batch);
+        seen.refused.push((400, batch));
         return (
             StatusCode::BAD_REQUEST,
             format!(r#"{{"error":"{}","field":"{}"}}"#, e.message, e.field),
