@@ -75,6 +75,8 @@ pub struct Options {
     pub when_full: WhenFull,
     /// Most bytes kept in [`DEAD_LETTER_DIR`].
     pub dead_letter_max_bytes: u64,
+    /// fsync each batch file and the directory before a push returns.
+    pub fsync: bool,
 }
 
 impl Options {
@@ -83,6 +85,7 @@ impl Options {
             max_bytes: sh.spool_max_bytes,
             when_full: sh.when_full,
             dead_letter_max_bytes: sh.dead_letter_max_bytes,
+            fsync: sh.spool_fsync,
         }
     }
 }
@@ -329,6 +332,38 @@ fn lock_dir(dir: &Path) -> std::io::Result<std::fs::File> {
         )),
         Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
+}
+
+/// Writes a batch file: into `<path>.<tmp>`, then (for `tmp` = `"tmp"`) renamed into place, so
+/// a batch file is whole or absent. With `fsync`, the data reaches the disk before the rename
+/// and the rename before this returns: a push is acknowledged only once a power cut cannot
+/// take the batch back.
+fn write_file(dir: &Path, path: &Path, tmp: &str, data: &[u8], fsync: bool) -> std::io::Result<()> {
+    let tmp = path.with_extension(tmp);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, data)?;
+        if fsync {
+            f.sync_all()?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if tmp.extension().is_some_and(|x| x == "tmp") {
+        std::fs::rename(&tmp, path)?;
+    }
+    if fsync {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Makes the directory's entries (a rename, a new or deleted file) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Moves a batch file into a holding folder (dead letters, quarantine) as
@@ -580,10 +615,11 @@ impl Spool {
         let mut data = Vec::with_capacity(body.len() + HEADER);
         data.extend_from_slice(&header(counts, e.compression, body));
         data.extend_from_slice(body);
-        let path = self.path(e);
-        let tmp = path.with_extension("tmp");
-        tokio::fs::write(&tmp, &data).await?;
-        tokio::fs::rename(&tmp, &path).await
+        let (dir, path) = (self.dir.clone(), self.path(e));
+        let fsync = self.lock().opts.fsync;
+        tokio::task::spawn_blocking(move || write_file(&dir, &path, "tmp", &data, fsync))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// The oldest batch, marked in flight; waits until there is one.
