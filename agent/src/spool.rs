@@ -28,6 +28,17 @@
 //! split in two children that take the two halves of the parent's ordinal range
 //! (`2^(20-level)` wide), so the children sort exactly where the parent was.
 //!
+//! **A split is atomic.** The two children are written as `.swc` files (a split child not yet
+//! committed) and fsynced; deleting the parent (then fsyncing the directory) is the commit;
+//! then each child is renamed to `.swb`. At open, a `.swc` whose parent file (level one less,
+//! the ordinal rounded down to the parent's range) is still there belongs to a split that did
+//! not commit and is deleted: the parent is sent again whole, under its own sequence number,
+//! which the collector never stored (it answered 413). A `.swc` without its parent belongs to a
+//! committed split and is renamed to `.swb`. Whatever the point a kill or crash strikes —
+//! during either child, before or after the parent's deletion, between the two renames — each
+//! span is spooled exactly once after restart: in the parent, or in both children, never both.
+//! (A child torn by a power cut without `fsync` is caught by its checksum.)
+//!
 //! The spool is bounded by bytes; when full it either deletes the oldest batches (counting
 //! their spans as dropped) or makes the writer wait, as configured.
 //!
@@ -243,8 +254,18 @@ fn parse_v1(data: &[u8]) -> Result<Parsed, (Corrupt, Option<Counts>)> {
 
 impl Entry {
     fn file_name(&self) -> String {
-        format!("{:020}.{:02}.swb", self.ordinal, self.level)
+        file_name(self.ordinal, self.level)
     }
+}
+
+fn file_name(ordinal: u64, level: u8) -> String {
+    format!("{ordinal:020}.{level:02}.swb")
+}
+
+/// `(ordinal, level)` from a file name's stem, `{ordinal}.{level}`.
+fn parse_name(stem: &str) -> Option<(u64, u8)> {
+    let (ord, level) = stem.split_once('.')?;
+    Some((ord.parse().ok()?, level.parse().ok()?))
 }
 
 #[derive(Debug)]
@@ -420,6 +441,7 @@ impl Spool {
         std::fs::create_dir_all(dir.join(QUARANTINE_DIR))?;
         let mut entries = Vec::new();
         let mut bad = Vec::new();
+        let mut uncommitted = Vec::new();
         for item in std::fs::read_dir(dir)? {
             let item = item?;
             let name = item.file_name().to_string_lossy().into_owned();
@@ -427,13 +449,14 @@ impl Spool {
                 let _ = std::fs::remove_file(item.path());
                 continue;
             }
+            if let Some(key) = name.strip_suffix(".swc").and_then(parse_name) {
+                uncommitted.push((key, item.path()));
+                continue;
+            }
             let Some(stem) = name.strip_suffix(".swb") else {
                 continue;
             };
-            let Some((ord, level)) = stem.split_once('.') else {
-                continue;
-            };
-            let (Ok(ordinal), Ok(level)) = (ord.parse::<u64>(), level.parse::<u8>()) else {
+            let Some((ordinal, level)) = parse_name(stem) else {
                 continue;
             };
             // Read in full: the checksum covers the whole body (at disk speed, once a start).
@@ -450,6 +473,43 @@ impl Spool {
                 Err((why, counts)) => bad.push((item.path(), why, counts)),
             }
         }
+        // Split children: the parent still on disk means the split did not commit.
+        let on_disk = |ordinal: u64, level: u8| {
+            entries
+                .iter()
+                .any(|e| (e.ordinal, e.level) == (ordinal, level))
+                || bad
+                    .iter()
+                    .any(|(p, _, _)| *p == dir.join(file_name(ordinal, level)))
+        };
+        let mut committed = Vec::new();
+        for ((ordinal, level), path) in uncommitted {
+            let parent_level = level.saturating_sub(1);
+            let range = 1u64 << (STRIDE_BITS - u32::from(parent_level).min(STRIDE_BITS));
+            if level > 0 && on_disk(ordinal & !(range - 1), parent_level) {
+                tracing::info!(file = %path.display(), "split not committed before the stop; its parent is kept");
+                let _ = std::fs::remove_file(&path);
+            } else {
+                committed.push((ordinal, level, path));
+            }
+        }
+        for (ordinal, level, path) in committed {
+            let to = dir.join(file_name(ordinal, level));
+            std::fs::rename(&path, &to)?;
+            let data = std::fs::read(&to)?;
+            match parse(&data) {
+                Ok(p) => entries.push(Entry {
+                    ordinal,
+                    level,
+                    spans: p.counts.spans,
+                    aggregated: p.counts.aggregated,
+                    bytes: data.len() as u64,
+                    compression: p.compression,
+                }),
+                Err((why, counts)) => bad.push((to, why, counts)),
+            }
+        }
+        sync_dir(dir)?;
         entries.sort_by_key(|e| e.ordinal);
         let bytes = entries.iter().map(|e| e.bytes).sum();
         let next = entries
@@ -752,14 +812,26 @@ impl Spool {
         self.metrics.dead_letter_bytes.store(bytes, Relaxed);
     }
 
-    /// Replaces `e` by two halves (bodies already encoded), in its place in the order.
+    /// Replaces `e` by two halves (bodies already encoded), in its place in the order,
+    /// atomically (see the module doc).
     pub async fn split(&self, e: &Entry, halves: [(Vec<u8>, Counts); 2]) -> Result<(), PushError> {
+        self.split_until(e, halves, SplitStep::Done).await
+    }
+
+    /// [`Spool::split`], stopping after `until` as a kill would (tests stop it early).
+    async fn split_until(
+        &self,
+        e: &Entry,
+        halves: [(Vec<u8>, Counts); 2],
+        until: SplitStep,
+    ) -> Result<(), PushError> {
         if u32::from(e.level) >= STRIDE_BITS {
             return Err(PushError::TooBig(e.bytes));
         }
         let half = 1u64 << (STRIDE_BITS - 1 - u32::from(e.level));
         let mut children = Vec::new();
-        for (k, (body, counts)) in halves.iter().enumerate() {
+        let mut files = Vec::new();
+        for (k, (body, counts)) in halves.into_iter().enumerate() {
             let c = Entry {
                 ordinal: e.ordinal + k as u64 * half,
                 level: e.level + 1,
@@ -768,8 +840,19 @@ impl Spool {
                 bytes: (body.len() + HEADER) as u64,
                 compression: e.compression,
             };
-            self.write(&c, body).await?;
+            let mut data = Vec::with_capacity(body.len() + HEADER);
+            data.extend_from_slice(&header(counts, c.compression, &body));
+            data.extend_from_slice(&body);
+            files.push((self.path(&c), data));
             children.push(c);
+        }
+        let (dir, parent) = (self.dir.clone(), self.path(e));
+        let fsync = self.lock().opts.fsync;
+        tokio::task::spawn_blocking(move || commit_split(&dir, &parent, &files, fsync, until))
+            .await
+            .map_err(std::io::Error::other)??;
+        if until != SplitStep::Done {
+            return Ok(());
         }
         let mut i = self.lock();
         if let Some(pos) = i
@@ -787,11 +870,66 @@ impl Spool {
         }
         i.in_flight = None;
         self.publish(&i);
-        drop(i);
-        // The parent's file has the same ordinal as the first child but another level.
-        let _ = std::fs::remove_file(self.path(e));
         Ok(())
     }
+}
+
+/// The steps of a split's commit, in order; a kill can fall after any of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SplitStep {
+    /// The first child's `.swc` is written.
+    FirstChild,
+    /// Both `.swc` are written and synced.
+    BothChildren,
+    /// The parent is deleted: the split is committed.
+    ParentDeleted,
+    /// The first child is renamed to `.swb`.
+    FirstRenamed,
+    /// Both are.
+    Done,
+}
+
+/// Writes the children as `.swc`, deletes the parent (the commit), renames the children to
+/// `.swb`; each step durable before the next when `fsync`. Stops after `until`. If a child
+/// cannot be written, the `.swc` files are deleted and the parent stays as it was.
+fn commit_split(
+    dir: &Path,
+    parent: &Path,
+    children: &[(PathBuf, Vec<u8>)],
+    fsync: bool,
+    until: SplitStep,
+) -> std::io::Result<()> {
+    let uncommitted = |p: &PathBuf| p.with_extension("swc");
+    for (k, (path, data)) in children.iter().enumerate() {
+        if let Err(e) = write_file(dir, path, "swc", data, fsync) {
+            for (p, _) in children {
+                let _ = std::fs::remove_file(uncommitted(p));
+            }
+            return Err(e);
+        }
+        if k == 0 && until == SplitStep::FirstChild {
+            return Ok(());
+        }
+    }
+    if until == SplitStep::BothChildren {
+        return Ok(());
+    }
+    std::fs::remove_file(parent)?;
+    if fsync {
+        sync_dir(dir)?;
+    }
+    for (k, (path, _)) in children.iter().enumerate() {
+        if (k == 0 && until == SplitStep::ParentDeleted)
+            || (k == 1 && until == SplitStep::FirstRenamed)
+        {
+            return Ok(());
+        }
+        std::fs::rename(uncommitted(path), path)?;
+    }
+    if fsync {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1119,5 +1257,57 @@ mod tests {
         let e = s.peek().unwrap();
         assert!(e.ordinal > 5 << 20);
         assert_eq!(&std::fs::read(s.path(&e)).unwrap()[..4], MAGIC);
+    }
+
+    #[tokio::test]
+    async fn a_split_killed_at_any_step_keeps_each_span_once() {
+        use SplitStep::*;
+        for (step, torn) in [
+            (FirstChild, true),
+            (FirstChild, false),
+            (BothChildren, false),
+            (ParentDeleted, false),
+            (FirstRenamed, false),
+            (Done, false),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let (s, _) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
+                s.push(&[1; 10], kept(10), Compression::None).await.unwrap();
+                s.push(&[2; 10], kept(10), Compression::None).await.unwrap();
+                let e = s.peek().unwrap();
+                let halves = [(vec![11; 5], kept(5)), (vec![12; 5], kept(5))];
+                s.split_until(&e, halves, step).await.unwrap();
+                if torn {
+                    // Killed while writing the first child: part of it on disk.
+                    let swc = dir.path().join(format!("{:020}.01.swc", e.ordinal));
+                    let d = std::fs::read(&swc).unwrap();
+                    std::fs::write(&swc, &d[..HEADER + 2]).unwrap();
+                }
+            } // killed here: the spool is gone with whatever files the steps left
+            let (s, m) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
+            let mut seen = Vec::new();
+            let mut spans = 0;
+            while let Some(e) = s.peek() {
+                seen.push(s.read(&e).await.unwrap()[0]);
+                spans += e.spans;
+                s.remove(&e);
+            }
+            let committed = step >= ParentDeleted;
+            let want = if committed {
+                vec![11, 12, 2]
+            } else {
+                vec![1, 2]
+            };
+            assert_eq!(seen, want, "killed after {step:?} (torn: {torn})");
+            assert_eq!(spans, 20, "killed after {step:?}");
+            assert_eq!(m.spool_quarantined.load(Relaxed), 0);
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".swc"))
+                .collect();
+            assert!(left.is_empty(), "{left:?} after {step:?}");
+        }
     }
 }
