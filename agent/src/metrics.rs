@@ -79,6 +79,8 @@ pub struct Metrics {
     /// Current spool size on disk, bytes, and batch files.
     pub spool_bytes: AtomicU64,
     pub spool_batches: AtomicU64,
+    /// Batch writes to the spool that failed (disk full, I/O error).
+    pub spool_write_errors: AtomicU64,
     /// Spool files found corrupt and moved to the quarantine folder.
     pub spool_quarantined: AtomicU64,
     /// Batches moved to the dead-letter folder (refused for good by the collector).
@@ -290,6 +292,12 @@ impl Metrics {
         );
         let _ = writeln!(o, "# HELP stormwatch_agent_spool_bytes Bytes in the disk spool.\n# TYPE stormwatch_agent_spool_bytes gauge\nstormwatch_agent_spool_bytes {}", self.spool_bytes.load(Relaxed));
         let _ = writeln!(o, "# HELP stormwatch_agent_spool_batches Batches in the disk spool.\n# TYPE stormwatch_agent_spool_batches gauge\nstormwatch_agent_spool_batches {}", self.spool_batches.load(Relaxed));
+        counter(
+            &mut o,
+            "stormwatch_agent_spool_write_errors_total",
+            "Batch writes to the spool that failed (disk full, I/O error); when_full decides what follows.",
+            &one(&self.spool_write_errors),
+        );
         counter(
             &mut o,
             "stormwatch_agent_spool_quarantined_total",

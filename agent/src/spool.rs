@@ -67,6 +67,9 @@ const HEADER_V1: usize = 9;
 const MAX_V1_BODY: usize = 512 * 1024 * 1024;
 /// Ordinals of consecutive batches are this far apart, leaving room for 20 levels of splits.
 const STRIDE_BITS: u32 = 20;
+/// With `when_full = "block"`, how long a push that failed to write waits for the shipper to
+/// free space before it tries again anyway (the disk may have been freed by someone else).
+pub const WRITE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Where batches the collector refused for good are kept, under the spool directory.
 pub const DEAD_LETTER_DIR: &str = "dead-letter";
 /// Where unreadable batch files are moved, under the spool directory.
@@ -289,6 +292,9 @@ pub struct Spool {
     added: Notify,
     freed: Notify,
     metrics: Arc<Metrics>,
+    /// Tests: this many next batch writes fail as on a full disk.
+    #[cfg(test)]
+    fail_writes: std::sync::atomic::AtomicU32,
 }
 
 enum Reserve {
@@ -535,6 +541,8 @@ impl Spool {
             added: Notify::new(),
             freed: Notify::new(),
             metrics,
+            #[cfg(test)]
+            fail_writes: Default::default(),
         };
         spool.publish(&spool.lock());
         for (path, why, counts) in bad {
@@ -594,6 +602,7 @@ impl Spool {
         compression: Compression,
     ) -> Result<(), PushError> {
         let size = (body.len() + HEADER) as u64;
+        let mut evicted_for_error = false;
         loop {
             let waiter = self.freed.notified();
             match self.reserve(size)? {
@@ -601,9 +610,33 @@ impl Spool {
                     entry.spans = counts.spans;
                     entry.aggregated = counts.aggregated;
                     entry.compression = compression;
-                    if let Err(e) = self.write(&entry, body).await {
-                        self.lock().bytes -= size;
-                        return Err(e.into());
+                    if let Err(error) = self.write(&entry, body).await {
+                        let when_full = {
+                            let mut i = self.lock();
+                            i.bytes -= size;
+                            i.opts.when_full
+                        };
+                        self.metrics.spool_write_errors.fetch_add(1, Relaxed);
+                        // A full disk (or any write error) is a full spool: the same policy.
+                        match when_full {
+                            WhenFull::DropOldest if !evicted_for_error => {
+                                evicted_for_error = true;
+                                if self.evict_oldest(&format!(
+                                    "cannot write the spool ({error}): dropped the oldest batch to retry once"
+                                )) {
+                                    continue;
+                                }
+                                return Err(error.into());
+                            }
+                            WhenFull::DropOldest => return Err(error.into()),
+                            WhenFull::Block => {
+                                tracing::warn!(%error, spans = counts.spans, "cannot write the spool; waiting for the shipper to free space (when_full = block)");
+                                // Space may come from elsewhere on the disk too: retry anyway
+                                // after a while.
+                                let _ = tokio::time::timeout(WRITE_RETRY, waiter).await;
+                                continue;
+                            }
+                        }
                     }
                     let mut i = self.lock();
                     // Keep order even if an older push finished writing later.
@@ -644,13 +677,24 @@ impl Spool {
         if i.opts.when_full == WhenFull::Block {
             return Ok(Reserve::Wait);
         }
+        drop(i);
+        if self.evict_oldest("spool full (spool_max_bytes): dropped the oldest batch") {
+            Ok(Reserve::Dropped)
+        } else {
+            // Only the in-flight batch is left and it alone is too much with this one.
+            Err(PushError::TooBig(size))
+        }
+    }
+
+    /// Deletes the oldest batch not in flight, counting it `spool_full`. False if none.
+    fn evict_oldest(&self, what: &str) -> bool {
+        let mut i = self.lock();
         let in_flight = i.in_flight;
         let Some(pos) = i.entries.iter().position(|e| Some(e.ordinal) != in_flight) else {
-            // Only the in-flight batch is left and it alone is too much with this one.
-            return Err(PushError::TooBig(size));
+            return false;
         };
         let Some(e) = i.entries.remove(pos) else {
-            return Ok(Reserve::Dropped);
+            return false;
         };
         i.bytes -= e.bytes;
         self.publish(&i);
@@ -662,12 +706,21 @@ impl Spool {
             spans = e.spans,
             aggregated_spans = e.aggregated,
             bytes = e.bytes,
-            "spool full: dropped the oldest batch"
+            "{what}"
         );
-        Ok(Reserve::Dropped)
+        true
     }
 
     async fn write(&self, e: &Entry, body: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self
+            .fail_writes
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            // ENOSPC, as a full disk reports it.
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
         let counts = Counts {
             spans: e.spans,
             aggregated: e.aggregated,
@@ -1309,5 +1362,55 @@ mod tests {
                 .collect();
             assert!(left.is_empty(), "{left:?} after {step:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn disk_full_with_drop_oldest_evicts_and_retries_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, m) = open(dir.path(), 1 << 20, WhenFull::DropOldest);
+        for n in 0..3u8 {
+            s.push(&[n; 10], kept(1), Compression::None).await.unwrap();
+        }
+        s.fail_writes.store(1, Relaxed);
+        s.push(&[3; 10], kept(2), Compression::None).await.unwrap();
+        assert_eq!(m.spool_write_errors.load(Relaxed), 1);
+        assert_eq!(m.dropped_count(DropReason::SpoolFull), 1, "the oldest went");
+        assert_eq!(m.aggregated_dropped_count(DropReason::SpoolFull), 10);
+        // Fails again after the eviction: the batch is not stored, one eviction only.
+        s.fail_writes.store(2, Relaxed);
+        assert!(matches!(
+            s.push(&[4; 10], kept(2), Compression::None).await,
+            Err(PushError::Io(e)) if e.raw_os_error() == Some(28)
+        ));
+        assert_eq!(m.dropped_count(DropReason::SpoolFull), 2);
+        let mut seen = Vec::new();
+        while let Some(e) = s.peek() {
+            seen.push(s.read(&e).await.unwrap()[0]);
+            s.remove(&e);
+        }
+        assert_eq!(seen, vec![2, 3]);
+    }
+
+    #[tokio::test]
+    async fn disk_full_with_block_waits_for_the_shipper() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, m) = open(dir.path(), 1 << 20, WhenFull::Block);
+        let s = Arc::new(s);
+        s.push(&[1; 10], kept(1), Compression::None).await.unwrap();
+        s.fail_writes.store(1, Relaxed);
+        let s2 = s.clone();
+        let writer =
+            tokio::spawn(async move { s2.push(&[2; 10], kept(1), Compression::None).await });
+        // The write was tried and failed.
+        while m.spool_write_errors.load(Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The shipper sends the oldest: the waiting push goes on.
+        let e = s.peek().unwrap();
+        s.remove(&e);
+        writer.await.unwrap().unwrap();
+        let e = s.peek().unwrap();
+        assert_eq!(s.read(&e).await.unwrap(), vec![2; 10]);
+        assert_eq!(m.dropped_count(DropReason::SpoolFull), 0, "nothing dropped");
     }
 }
