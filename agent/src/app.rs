@@ -94,8 +94,7 @@ impl Agent {
         let spool = Arc::new(
             Spool::open(
                 &spool_dir,
-                config.shipping.spool_max_bytes,
-                config.shipping.when_full,
+                crate::spool::Options::of(&config.shipping),
                 metrics.clone(),
             )
             .with_context(|| {

@@ -256,6 +256,13 @@ pub struct Shipping {
     pub spool_max_bytes: u64,
     /// What a full spool does: `drop_oldest` or `block`.
     pub when_full: WhenFull,
+    /// fsync every batch file and the spool directory before the batch counts as spooled, so
+    /// a power cut loses nothing acknowledged. Off: faster on slow disks, and a crash of the
+    /// machine (not of the agent) can lose the last batches.
+    pub spool_fsync: bool,
+    /// Most bytes kept in `<spool_dir>/dead-letter/`: batches the collector refused for good
+    /// (400, or a 413 that cannot be split). The oldest are deleted beyond it; 0 keeps none.
+    pub dead_letter_max_bytes: u64,
     /// First retry delay, milliseconds; doubles per failure (with jitter) up to `max_backoff_ms`.
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
@@ -283,6 +290,8 @@ impl Default for Shipping {
             spool_dir: None,
             spool_max_bytes: 256 * 1024 * 1024,
             when_full: WhenFull::DropOldest,
+            spool_fsync: true,
+            dead_letter_max_bytes: 64 * 1024 * 1024,
             initial_backoff_ms: 250,
             max_backoff_ms: 30_000,
             request_timeout_ms: 30_000,
@@ -574,7 +583,7 @@ mod tests {
     fn flags_override_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.toml");
-        std::fs::write(&p, "collector = \"http://a:1\"\n[shipping]\nwhen_full = \"block\"\n[classify.db_roles]\n\"db2:5432\" = \"replica\"\n").unwrap();
+        std::fs::write(&p, "collector = \"http://a:1\"\n[shipping]\nwhen_full = \"block\"\nspool_fsync = false\n[classify.db_roles]\n\"db2:5432\" = \"replica\"\n").unwrap();
         let o = Overrides {
             collector: Some("http://b:2".into()),
             ..Default::default()
@@ -582,6 +591,7 @@ mod tests {
         let c = load(Some(&p), &o).unwrap();
         assert_eq!(c.collector.as_deref(), Some("http://b:2"));
         assert_eq!(c.shipping.when_full, WhenFull::Block);
+        assert!(!c.shipping.spool_fsync);
         assert_eq!(c.classify.db_roles["db2:5432"], DbRole::Replica);
     }
 

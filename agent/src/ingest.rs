@@ -59,7 +59,7 @@ impl Ingest {
     pub fn reject(&self, from: Receiver, n: usize) {
         if n > 0 {
             self.metrics.received(from, n as u64);
-            self.metrics.dropped(DropReason::Invalid, n as u64);
+            self.metrics.refused(DropReason::Invalid, n as u64);
         }
     }
 
@@ -78,7 +78,7 @@ impl Ingest {
         // A request bigger than the whole queue takes all of it rather than never fitting.
         let want = n.min(self.capacity) as u32;
         let refused = || {
-            self.metrics.dropped(DropReason::QueueFull, n as u64);
+            self.metrics.refused(DropReason::QueueFull, n as u64);
             self.metrics.throttled_requests.fetch_add(1, Relaxed);
             QueueFull {
                 capacity: self.capacity,

@@ -10,6 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use stormwatch_model::{AgentStats, KeepReason};
 
 /// Why spans were lost (never shipped). Sampling is not loss: see `not_sampled`.
+///
+/// Two counters per reason: `spans_dropped` counts kept spans lost (refused spans count there
+/// too), `aggregated_spans_dropped` counts received spans missing from the aggregates the
+/// collector gets — refused before they were counted (`invalid`, `queue_full`), or counted
+/// into the aggregates of a batch that was lost. So
+/// `spans_received = aggregates stored by the collector + aggregated_spans_dropped`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
     /// Refused by a receiver: malformed, invalid ids or timestamps, oversized values.
@@ -18,19 +24,25 @@ pub enum DropReason {
     QueueFull,
     /// The spool was full and its oldest batches were deleted.
     SpoolFull,
-    /// The collector answered 400: the batch can never be stored.
+    /// The collector answered 400: the batch can never be stored (kept as a dead letter).
     Rejected,
-    /// A spooled file could not be read back.
+    /// The collector answered 413 to a batch too small to split (kept as a dead letter).
+    TooLarge,
+    /// A spooled file could not be read back (quarantined).
     SpoolCorrupt,
+    /// The batch could not be written to the spool (I/O error, disk full) or encoded.
+    SpoolWrite,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Invalid,
         DropReason::QueueFull,
         DropReason::SpoolFull,
         DropReason::Rejected,
+        DropReason::TooLarge,
         DropReason::SpoolCorrupt,
+        DropReason::SpoolWrite,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -38,7 +50,9 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::SpoolFull => "spool_full",
             DropReason::Rejected => "rejected",
+            DropReason::TooLarge => "too_large",
             DropReason::SpoolCorrupt => "spool_corrupt",
+            DropReason::SpoolWrite => "spool_write",
         }
     }
 }
@@ -58,7 +72,8 @@ pub struct Metrics {
     /// Spans counted in an overflow aggregate row (`aggregates::MAX_KEYS_PER_MINUTE`).
     pub aggregate_overflow: AtomicU64,
     kept: [AtomicU64; 4],
-    dropped: [AtomicU64; 5],
+    dropped: [AtomicU64; DropReason::ALL.len()],
+    aggregated_dropped: [AtomicU64; DropReason::ALL.len()],
     /// Spans the sampler let go (they still count in aggregates).
     pub not_sampled: AtomicU64,
     /// Batches built / shipped / failed attempts.
@@ -68,6 +83,15 @@ pub struct Metrics {
     /// Current spool size on disk, bytes, and batch files.
     pub spool_bytes: AtomicU64,
     pub spool_batches: AtomicU64,
+    /// Batch writes to the spool that failed (disk full, I/O error).
+    pub spool_write_errors: AtomicU64,
+    /// Spool files found corrupt and moved to the quarantine folder.
+    pub spool_quarantined: AtomicU64,
+    /// Batches moved to the dead-letter folder (refused for good by the collector).
+    pub dead_letter_batches: AtomicU64,
+    /// Batch files and bytes held in the dead-letter folder now.
+    pub dead_letter_files: AtomicU64,
+    pub dead_letter_bytes: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BOUNDS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -102,11 +126,26 @@ impl Metrics {
     pub fn kept(&self, reason: KeepReason, n: u64) {
         self.kept[reason as usize].fetch_add(n, Relaxed);
     }
-    pub fn dropped(&self, reason: DropReason, n: u64) {
+    /// Kept spans lost; callers say what happened to their aggregates through
+    /// [`Metrics::refused`] or [`Metrics::batch_dropped`].
+    fn dropped(&self, reason: DropReason, n: u64) {
         self.dropped[reason as usize].fetch_add(n, Relaxed);
+    }
+    /// Spans refused before they were counted in any aggregate: lost from both.
+    pub fn refused(&self, reason: DropReason, n: u64) {
+        self.dropped(reason, n);
+        self.aggregated_dropped[reason as usize].fetch_add(n, Relaxed);
+    }
+    /// A batch lost: its kept spans, and the spans its aggregates counted.
+    pub fn batch_dropped(&self, reason: DropReason, spans: u64, aggregated: u64) {
+        self.dropped(reason, spans);
+        self.aggregated_dropped[reason as usize].fetch_add(aggregated, Relaxed);
     }
     pub fn dropped_count(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize].load(Relaxed)
+    }
+    pub fn aggregated_dropped_count(&self, reason: DropReason) -> u64 {
+        self.aggregated_dropped[reason as usize].load(Relaxed)
     }
     pub fn kept_count(&self, reason: KeepReason) -> u64 {
         self.kept[reason as usize].load(Relaxed)
@@ -197,6 +236,21 @@ impl Metrics {
             "Spans lost before reaching the collector, by reason.",
             &rows,
         );
+        let rows = DropReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.as_str()),
+                    self.aggregated_dropped_count(*r),
+                )
+            })
+            .collect::<Vec<_>>();
+        counter(
+            &mut o,
+            "stormwatch_agent_aggregated_spans_dropped_total",
+            "Received spans missing from the aggregates shipped: refused before counting, or counted into a batch that was lost, by reason.",
+            &rows,
+        );
         let one = |v: &AtomicU64| vec![(String::new(), v.load(Relaxed))];
         counter(
             &mut o,
@@ -254,6 +308,26 @@ impl Metrics {
         );
         let _ = writeln!(o, "# HELP stormwatch_agent_spool_bytes Bytes in the disk spool.\n# TYPE stormwatch_agent_spool_bytes gauge\nstormwatch_agent_spool_bytes {}", self.spool_bytes.load(Relaxed));
         let _ = writeln!(o, "# HELP stormwatch_agent_spool_batches Batches in the disk spool.\n# TYPE stormwatch_agent_spool_batches gauge\nstormwatch_agent_spool_batches {}", self.spool_batches.load(Relaxed));
+        counter(
+            &mut o,
+            "stormwatch_agent_spool_write_errors_total",
+            "Batch writes to the spool that failed (disk full, I/O error); when_full decides what follows.",
+            &one(&self.spool_write_errors),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_spool_quarantined_total",
+            "Spool files found corrupt (short, bad magic, length or checksum) and moved to the quarantine folder.",
+            &one(&self.spool_quarantined),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_dead_letter_batches_total",
+            "Batches the collector refused for good (400, or 413 and too small to split), moved to the dead-letter folder.",
+            &one(&self.dead_letter_batches),
+        );
+        let _ = writeln!(o, "# HELP stormwatch_agent_dead_letter_files Batches held in the dead-letter folder.\n# TYPE stormwatch_agent_dead_letter_files gauge\nstormwatch_agent_dead_letter_files {}", self.dead_letter_files.load(Relaxed));
+        let _ = writeln!(o, "# HELP stormwatch_agent_dead_letter_bytes Bytes held in the dead-letter folder.\n# TYPE stormwatch_agent_dead_letter_bytes gauge\nstormwatch_agent_dead_letter_bytes {}", self.dead_letter_bytes.load(Relaxed));
         let name = "stormwatch_agent_ship_latency_seconds";
         let _ = writeln!(
             o,
@@ -287,7 +361,7 @@ mod tests {
         let m = Metrics::default();
         m.received(Receiver::Zipkin, 3);
         m.kept(KeepReason::Slow, 2);
-        m.dropped(DropReason::SpoolFull, 5);
+        m.batch_dropped(DropReason::SpoolFull, 5, 40);
         m.ship_latency(std::time::Duration::from_millis(20));
         let t = m.render();
         assert!(
@@ -300,6 +374,10 @@ mod tests {
         );
         assert!(
             t.contains("stormwatch_agent_spans_dropped_total{reason=\"spool_full\"} 5"),
+            "{t}"
+        );
+        assert!(
+            t.contains("stormwatch_agent_aggregated_spans_dropped_total{reason=\"spool_full\"} 40"),
             "{t}"
         );
         assert!(

@@ -143,7 +143,7 @@ impl Pipeline {
                         let cfg = self.config.borrow_and_update().clone();
                         st.sampler.reconfigure(cfg.sampling.clone());
                         st.join.reconfigure(&cfg);
-                        self.spool.reconfigure(cfg.shipping.spool_max_bytes, cfg.shipping.when_full);
+                        self.spool.reconfigure(crate::spool::Options::of(&cfg.shipping));
                         st.cfg = cfg;
                     }
                     // The reloader is gone: the config in force stays.
@@ -241,13 +241,14 @@ impl Pipeline {
                 probes: std::mem::take(&mut probes),
                 stats: Some(self.metrics.stats()),
             };
-            let n = batch.spans.len() as u64;
             let nuls = stormwatch_model::validate::replace_nuls(&mut batch);
             if nuls > 0 {
                 self.metrics
                     .replaced_nuls
                     .fetch_add(nuls, std::sync::atomic::Ordering::Relaxed);
             }
+            let counts = crate::shipper::counts_of(&batch);
+            let (n, agg) = (u64::from(counts.spans), counts.aggregated);
             // The collector runs the same check; a batch it would refuse is a bug here, and
             // catching it before spooling keeps the spool free of poison.
             if let Err(e) = stormwatch_model::validate::check_batch(&mut batch, now_ns()) {
@@ -255,16 +256,17 @@ impl Pipeline {
                     field = e.field,
                     error = e.message,
                     spans = n,
+                    aggregated_spans = agg,
                     "built an invalid batch; dropped"
                 );
-                self.metrics.dropped(DropReason::Invalid, n);
+                self.metrics.batch_dropped(DropReason::Invalid, n, agg);
                 continue;
             }
             let body = match encode_body(&batch, st.cfg.shipping.compression) {
                 Ok(b) => b,
                 Err(error) => {
-                    tracing::error!(%error, spans = n, "cannot compress a batch; dropped");
-                    self.metrics.dropped(DropReason::SpoolCorrupt, n);
+                    tracing::error!(%error, spans = n, aggregated_spans = agg, "cannot compress a batch; dropped");
+                    self.metrics.batch_dropped(DropReason::SpoolWrite, n, agg);
                     continue;
                 }
             };
@@ -273,17 +275,22 @@ impl Pipeline {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match self
                 .spool
-                .push(&body, n as u32, st.cfg.shipping.compression)
+                .push(&body, counts, st.cfg.shipping.compression)
                 .await
             {
                 Ok(()) => {}
                 Err(PushError::TooBig(bytes)) => {
-                    tracing::error!(bytes, spans = n, "batch larger than the spool; dropped");
-                    self.metrics.dropped(DropReason::SpoolFull, n);
+                    tracing::error!(
+                        bytes,
+                        spans = n,
+                        aggregated_spans = agg,
+                        "batch larger than the spool; dropped"
+                    );
+                    self.metrics.batch_dropped(DropReason::SpoolFull, n, agg);
                 }
                 Err(error) => {
-                    tracing::error!(%error, spans = n, "cannot write the spool; batch dropped");
-                    self.metrics.dropped(DropReason::SpoolCorrupt, n);
+                    tracing::error!(%error, spans = n, aggregated_spans = agg, "cannot write the spool; batch dropped");
+                    self.metrics.batch_dropped(DropReason::SpoolWrite, n, agg);
                 }
             }
         }
@@ -334,7 +341,16 @@ mod tests {
         cfg.sampling.trace_window_ms = 300;
         cfg.shipping.flush_interval_ms = 200;
         let spool = Arc::new(
-            Spool::open(dir.path(), 1 << 20, WhenFull::DropOldest, metrics.clone()).unwrap(),
+            Spool::open(
+                dir.path(),
+                crate::spool::Options {
+                    max_bytes: 1 << 20,
+                    when_full: WhenFull::DropOldest,
+                    ..Default::default()
+                },
+                metrics.clone(),
+            )
+            .unwrap(),
         );
         let (ingest, rx) = Ingest::new(10_000, metrics.clone());
         let (_, hosts_rx) = mpsc::channel(1);

@@ -3,8 +3,8 @@
 //! | answer            | action                                                        |
 //! |-------------------|---------------------------------------------------------------|
 //! | 2xx               | delete from the spool                                         |
-//! | 400               | log ERROR with the collector's reason, count spans `rejected`, delete |
-//! | 413               | split the batch in two (new sequence numbers), retry at once  |
+//! | 400               | log ERROR with the collector's reason, count spans `rejected`, move to the dead-letter folder |
+//! | 413               | split the batch in two (new sequence numbers), retry at once; a batch of one span: count `too_large`, dead letter |
 //! | 401 / 403         | log ERROR about the token, keep retrying with backoff         |
 //! | 429, 5xx, network | retry with exponential backoff and full jitter                |
 //!
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::config::{Compression, Config};
 use crate::metrics::{DropReason, Metrics};
-use crate::spool::{Entry, Spool};
+use crate::spool::{Corrupt, Counts, Entry, PushError, ReadError, Refusal, Spool};
 use crate::util::random_u64;
 
 /// The batch identity of this agent process: `instance` plus the next sequence number.
@@ -183,12 +183,11 @@ impl Shipper {
     async fn attempt(&self, entry: &Entry, url: &str, cfg: &Config) -> Outcome {
         let body = match self.spool.read(entry).await {
             Ok(b) => b,
-            Err(error) => {
-                tracing::error!(%error, spans = entry.spans, "spooled batch unreadable; dropped");
-                self.metrics
-                    .dropped(DropReason::SpoolCorrupt, u64::from(entry.spans));
-                self.spool.remove(entry);
-                return Outcome::Rejected;
+            // Quarantined and counted by the spool: on with the next.
+            Err(ReadError::Corrupt(_)) => return Outcome::Rejected,
+            Err(ReadError::Io(error)) => {
+                tracing::warn!(%error, spans = entry.spans, "cannot read a spooled batch; will retry");
+                return Outcome::Retry;
             }
         };
         let endpoint = format!("{}/api/v1/ingest", url.trim_end_matches('/'));
@@ -227,15 +226,15 @@ impl Shipper {
             400 => {
                 self.metrics.ship_failures.fetch_add(1, Relaxed);
                 let (error, field) = reason_of(&text);
-                tracing::error!(
-                    spans = entry.spans,
-                    error,
-                    field,
-                    "collector rejected the batch (400); dropped, not retried"
+                self.dead_letter(
+                    entry,
+                    DropReason::Rejected,
+                    Refusal {
+                        status,
+                        error,
+                        field,
+                    },
                 );
-                self.metrics
-                    .dropped(DropReason::Rejected, u64::from(entry.spans));
-                self.spool.remove(entry);
                 Outcome::Rejected
             }
             413 => {
@@ -266,23 +265,16 @@ impl Shipper {
         let batch = match decode_body(body, entry.compression, 512 * 1024 * 1024) {
             Ok(b) => b,
             Err(error) => {
-                tracing::error!(%error, "cannot decode a spooled batch to split it; dropped");
-                self.metrics
-                    .dropped(DropReason::SpoolCorrupt, u64::from(entry.spans));
-                self.spool.remove(entry);
+                self.spool
+                    .quarantine(entry, &Corrupt::Undecodable(error.to_string()));
                 return Outcome::Rejected;
             }
         };
         if batch.spans.len() < 2 {
-            tracing::error!(
-                spans = batch.spans.len(),
-                "batch too large for the collector and cannot be split; dropped"
-            );
-            self.metrics
-                .dropped(DropReason::Rejected, batch.spans.len() as u64);
-            self.spool.remove(entry);
+            self.dead_letter(entry, DropReason::TooLarge, too_large(&batch));
             return Outcome::Rejected;
         }
+        let refusal = too_large(&batch);
         let mut first = batch.clone();
         let second_spans = first.spans.split_off(first.spans.len() / 2);
         let mut second = Batch {
@@ -299,7 +291,7 @@ impl Shipper {
         let mut halves = Vec::new();
         for b in [&first, &second] {
             match encode_body(b, cfg.shipping.compression) {
-                Ok(body) => halves.push((body, b.spans.len() as u32)),
+                Ok(body) => halves.push((body, counts_of(b))),
                 Err(error) => {
                     tracing::error!(%error, "cannot encode a split batch");
                     return Outcome::Retry;
@@ -311,14 +303,65 @@ impl Shipper {
         };
         match self.spool.split(entry, [a, b]).await {
             Ok(()) => Outcome::Split,
-            Err(error) => {
-                tracing::error!(%error, "cannot spool a split batch; dropped");
-                self.metrics
-                    .dropped(DropReason::Rejected, u64::from(entry.spans));
-                self.spool.remove(entry);
+            Err(PushError::TooBig(_)) => {
+                // Split as often as the file names allow: give up on it.
+                self.dead_letter(entry, DropReason::TooLarge, refusal);
                 Outcome::Rejected
             }
+            Err(error) => {
+                // The parent is still whole in the spool: try again later.
+                tracing::warn!(%error, "cannot spool the halves of a batch; will retry");
+                Outcome::Retry
+            }
         }
+    }
+
+    /// A batch the collector will never take: out of the queue into the dead-letter folder,
+    /// counted under `reason`. Shipping goes on with the next batch either way.
+    fn dead_letter(&self, entry: &Entry, reason: DropReason, why: Refusal) {
+        self.metrics
+            .batch_dropped(reason, u64::from(entry.spans), entry.aggregated);
+        match self.spool.dead_letter(entry, &why) {
+            Ok(path) => tracing::error!(
+                status = why.status,
+                error = why.error,
+                field = why.field,
+                spans = entry.spans,
+                aggregated_spans = entry.aggregated,
+                file = %path.display(),
+                "collector refused the batch for good; moved to the dead-letter folder, not retried"
+            ),
+            Err(error) => tracing::error!(
+                status = why.status,
+                error = why.error,
+                field = why.field,
+                spans = entry.spans,
+                aggregated_spans = entry.aggregated,
+                move_error = %error,
+                "collector refused the batch for good; it could not be kept as a dead letter and is deleted"
+            ),
+        }
+    }
+}
+
+/// What a batch holds: kept spans, and spans its aggregates count.
+pub fn counts_of(batch: &Batch) -> Counts {
+    Counts {
+        spans: batch.spans.len() as u32,
+        aggregated: batch.aggregates.iter().map(|a| a.count).sum(),
+    }
+}
+
+/// The refusal of a 413 batch that cannot be split further.
+fn too_large(batch: &Batch) -> Refusal {
+    Refusal {
+        status: 413,
+        error: format!(
+            "too large for the collector and cannot be split further ({} spans, {} aggregates)",
+            batch.spans.len(),
+            batch.aggregates.len()
+        ),
+        field: String::new(),
     }
 }
 

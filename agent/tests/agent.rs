@@ -556,11 +556,27 @@ async fn spool_survives_an_agent_restart() {
     agent.shutdown(Duration::from_secs(1)).await;
 }
 
+/// The batch files and `.json` notes in the dead-letter folder.
+fn dead_letters(spool: &std::path::Path) -> (Vec<std::path::PathBuf>, Vec<String>) {
+    let mut files: Vec<_> = std::fs::read_dir(spool.join("dead-letter"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let notes = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    files.retain(|p| p.extension().is_some_and(|x| x == "swb"));
+    (files, notes)
+}
+
 #[tokio::test]
-async fn rejected_batch_is_dropped_and_counted_not_retried() {
+async fn rejected_batch_goes_to_the_dead_letter_folder_and_shipping_goes_on() {
     let spool = tempfile::tempdir().unwrap();
     let col = FakeCollector::start().await;
-    col.fail_with(400);
+    col.script(&[400]);
     let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
     let spans = (0..7).map(|i| span(i, 1, SERVER, 1, true, &[])).collect();
     assert_eq!(
@@ -573,30 +589,178 @@ async fn rejected_batch_is_dropped_and_counted_not_retried() {
         agent.metrics.dropped_count(DropReason::Rejected) == 7
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The queue goes on: the next batch is shipped.
+    let spans = (10..15).map(|i| span(i, 1, SERVER, 1, true, &[])).collect();
+    post_proto(&agent, request("s", spans).encode_to_vec()).await;
+    eventually(10, "the next batch delivered", || col.spans().len() == 5).await;
+    // Batches leave in order, so had the refused one been retried it would have been sent
+    // again before the second: one attempt each.
     assert_eq!(
         col.seen.lock().unwrap().attempts,
-        1,
+        2,
         "a 400 is never retried"
     );
     assert_eq!(agent.spool.usage().0, 0);
-    let text = http()
+    let (files, notes) = dead_letters(spool.path());
+    assert_eq!((files.len(), notes.len()), (1, 1), "{files:?}");
+    assert!(notes[0].contains("\"status\": 400"), "{}", notes[0]);
+    assert!(notes[0].contains("told to fail"), "{}", notes[0]);
+    assert!(notes[0].contains("spans[0].trace_id"), "{}", notes[0]);
+    let text = agent_metrics(&agent).await;
+    for line in [
+        "stormwatch_agent_spans_dropped_total{reason=\"rejected\"} 7",
+        "stormwatch_agent_spans_kept_total{reason=\"error\"} 12",
+        "stormwatch_agent_dead_letter_batches_total 1",
+        "stormwatch_agent_dead_letter_files 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_too_large_batch_that_cannot_be_split_is_a_dead_letter() {
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    // Every batch with a span is too large: 3 → 1 + 2 → 1 + 1 + 1, three dead letters.
+    col.max_spans.store(0, std::sync::atomic::Ordering::SeqCst);
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+    let spans = (0..3).map(|i| span(i, 1, SERVER, 1, true, &[])).collect();
+    post_proto(&agent, request("s", spans).encode_to_vec()).await;
+    eventually(10, "three dead letters", || {
+        agent
+            .metrics
+            .dead_letter_batches
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 3
+    })
+    .await;
+    assert_eq!(agent.metrics.dropped_count(DropReason::TooLarge), 3);
+    let (files, notes) = dead_letters(spool.path());
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(
+        notes.iter().all(|n| n.contains("\"status\": 413")),
+        "{notes:?}"
+    );
+    // Shipping goes on once batches fit.
+    col.max_spans
+        .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    let spans = (10..12).map(|i| span(i, 1, SERVER, 1, true, &[])).collect();
+    post_proto(&agent, request("s", spans).encode_to_vec()).await;
+    eventually(10, "the next batch delivered", || col.spans().len() == 2).await;
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Every received span is either in the aggregates the collector stored or counted as dropped
+/// with its aggregates, whatever dropped it: the spool evicting batches when full, a 400 and an
+/// unsplittable 413 sending batches to the dead-letter folder.
+#[tokio::test]
+async fn received_spans_are_stored_in_aggregates_or_counted_as_dropped() {
+    use stormwatch_agent::config::{Compression, WhenFull};
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    col.fail_with(503);
+    let mut cfg = test_config(Some(col.url()), spool.path());
+    // The smallest spool the config allows, filled by ~1.1 KiB spans in 100-span batches.
+    cfg.shipping.spool_max_bytes = 1024 * 1024;
+    cfg.shipping.when_full = WhenFull::DropOldest;
+    cfg.shipping.compression = Compression::None;
+    cfg.shipping.max_batch_spans = 100;
+    let agent = start_agent(cfg).await;
+    let payload = "x".repeat(1000);
+    let mut sent = 0u32;
+    // Collector down: the spool fills and evicts its oldest batches.
+    for round in 0..20u32 {
+        let spans = (0..100)
+            .map(|i| {
+                span(
+                    round * 1000 + i,
+                    1,
+                    SERVER,
+                    1,
+                    true,
+                    &[("payload", &payload)],
+                )
+            })
+            .collect();
+        post_proto(&agent, request("s", spans).encode_to_vec()).await;
+        sent += 100;
+    }
+    eventually(20, "all spans counted and the spool overflowed", || {
+        agent.metrics.kept_count(KeepReason::Error) == u64::from(sent)
+            && agent.metrics.dropped_count(DropReason::SpoolFull) > 0
+    })
+    .await;
+    // Back, but it refuses the first batch for good.
+    col.script(&[400]);
+    col.fail_with(200);
+    eventually(20, "the spool drained", || {
+        agent.spool.usage().0 == 0 && agent.metrics.dropped_count(DropReason::Rejected) > 0
+    })
+    .await;
+    // A one-span batch the collector finds too large.
+    col.script(&[413]);
+    let spans = vec![span(99_999, 1, SERVER, 1, true, &[])];
+    post_proto(&agent, request("s", spans).encode_to_vec()).await;
+    sent += 1;
+    eventually(10, "the 413 batch dead-lettered", || {
+        agent.metrics.dropped_count(DropReason::TooLarge) == 1
+    })
+    .await;
+
+    let m = &agent.metrics;
+    let dropped = || -> u64 {
+        DropReason::ALL
+            .iter()
+            .map(|r| m.aggregated_dropped_count(*r))
+            .sum()
+    };
+    eventually(10, "every span accounted for", || {
+        col.aggregate_count() + dropped() >= u64::from(sent)
+    })
+    .await;
+    assert_eq!(m.received_total(), u64::from(sent));
+    assert_eq!(
+        m.received_total(),
+        col.aggregate_count() + dropped(),
+        "received = stored aggregates + dropped aggregates"
+    );
+    for r in [
+        DropReason::SpoolFull,
+        DropReason::Rejected,
+        DropReason::TooLarge,
+    ] {
+        assert!(m.aggregated_dropped_count(r) > 0, "{r:?} not exercised");
+    }
+    // What the agent counted as rejected is what the collector answered 400 to.
+    let rejected: u64 = col
+        .seen
+        .lock()
+        .unwrap()
+        .refused
+        .iter()
+        .filter(|(code, _)| *code == 400)
+        .flat_map(|(_, b)| &b.aggregates)
+        .map(|a| a.count)
+        .sum();
+    assert_eq!(rejected, m.aggregated_dropped_count(DropReason::Rejected));
+    let text = agent_metrics(&agent).await;
+    assert!(
+        text.contains("stormwatch_agent_aggregated_spans_dropped_total{reason=\"too_large\"} 1"),
+        "{text}"
+    );
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+async fn agent_metrics(agent: &stormwatch_agent::Agent) -> String {
+    http()
         .get(format!("http://{}/metrics", agent.admin.unwrap()))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    assert!(
-        text.contains("stormwatch_agent_spans_dropped_total{reason=\"rejected\"} 7"),
-        "{text}"
-    );
-    assert!(
-        text.contains("stormwatch_agent_spans_kept_total{reason=\"error\"} 7"),
-        "{text}"
-    );
-    agent.shutdown(Duration::from_secs(1)).await;
+        .unwrap()
 }
 
 #[tokio::test]

@@ -12,10 +12,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use stormwatch_agent::config::WhenFull;
 use stormwatch_agent::metrics::Metrics;
 use stormwatch_agent::shipper::decode_body;
-use stormwatch_agent::spool::Spool;
+use stormwatch_agent::spool::{Options, Spool};
 
 /// Generous: a correct agent stops in about `--shutdown-grace` (2 s here) plus one second; a
 /// broken one never does.
@@ -128,8 +127,10 @@ fn stop(r: &mut Running, signal: &str) -> (Duration, bool) {
 fn spooled_count(spool_dir: &Path) -> u64 {
     let spool = Spool::open(
         spool_dir,
-        u64::MAX,
-        WhenFull::DropOldest,
+        Options {
+            max_bytes: u64::MAX,
+            ..Options::default()
+        },
         Metrics::default().into(),
     )
     .unwrap();

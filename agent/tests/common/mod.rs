@@ -25,12 +25,17 @@ use stormwatch_model::{Batch, Encoding};
 #[derive(Default)]
 pub struct Seen {
     pub batches: Vec<Batch>,
+    /// Batches answered anything but 200, decoded, with the answer.
+    pub refused: Vec<(u16, Batch)>,
     pub auth: Vec<String>,
     pub attempts: usize,
+    /// Answers for the next requests, before `status` applies again.
+    pub script: std::collections::VecDeque<u16>,
 }
 
 /// A stand-in for the collector's `/api/v1/ingest`: decodes (zstd/gzip) and records batches;
-/// answers `status` (200 by default), recording only what it answered 200 to. Like the real
+/// answers what `script` says next, else `status` (200 by default), storing only what it
+/// answered 200 to (the rest goes to `refused`). Like the real
 /// collector, a batch with an already-seen (instance, sequence) is a duplicate, not stored twice.
 pub struct FakeCollector {
     pub addr: SocketAddr,
@@ -49,8 +54,11 @@ struct St {
 }
 
 async fn ingest(State(st): State<St>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
-    let code = st.status.load(Ordering::SeqCst);
     let mut seen = st.seen.lock().unwrap();
+    let code = seen
+        .script
+        .pop_front()
+        .unwrap_or_else(|| st.status.load(Ordering::SeqCst));
     seen.attempts += 1;
     seen.auth.push(
         headers
@@ -58,12 +66,6 @@ async fn ingest(State(st): State<St>, headers: HeaderMap, body: Bytes) -> (Statu
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default(),
     );
-    if code != 200 {
-        return (
-            StatusCode::from_u16(code).unwrap(),
-            r#"{"error":"told to fail","field":"spans[0].trace_id"}"#.into(),
-        );
-    }
     let raw = match headers
         .get("content-encoding")
         .and_then(|v| v.to_str().ok())
@@ -82,13 +84,22 @@ async fn ingest(State(st): State<St>, headers: HeaderMap, body: Bytes) -> (Statu
     let ct = headers.get("content-type").unwrap().to_str().unwrap();
     let mut batch = Batch::decode(&raw, Encoding::from_content_type(ct).unwrap()).unwrap();
     let now = stormwatch_agent::util::now_ns();
+    if code != 200 {
+        seen.refused.push((code, batch));
+        return (
+            StatusCode::from_u16(code).unwrap(),
+            r#"{"error":"told to fail","field":"spans[0].trace_id"}"#.into(),
+        );
+    }
     if batch.spans.len() > st.max_spans.load(Ordering::SeqCst) {
+        seen.refused.push((413, batch));
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
             r#"{"error":"too large"}"#.into(),
         );
     }
     if let Err(e) = stormwatch_model::validate::check_batch(&mut batch, now) {
+        seen.refused.push((400, batch));
         return (
             StatusCode::BAD_REQUEST,
             format!(r#"{{"error":"{}","field":"{}"}}"#, e.message, e.field),
@@ -142,6 +153,11 @@ impl FakeCollector {
 
     pub fn fail_with(&self, code: u16) {
         self.status.store(code, Ordering::SeqCst);
+    }
+
+    /// Answers the next requests with `codes`, in order, then `status` again.
+    pub fn script(&self, codes: &[u16]) {
+        self.seen.lock().unwrap().script.extend(codes);
     }
 
     pub fn spans(&self) -> Vec<stormwatch_model::Span> {
