@@ -221,6 +221,21 @@ impl Config {
             ));
         }
         config.check_access()?;
+        // Rules and channels as start-up will resolve them (secrets from the environment): a
+        // channel whose variable is missing is an unusable config, exit 64 like the rest.
+        let dashboard = format!("http://{}", config.listen);
+        if let Err(e) = config
+            .alerts
+            .resolve(&dashboard, &|k| std::env::var(k).ok())
+        {
+            return Err(match &config.config_path {
+                Some(path) => ConfigError::Invalid {
+                    path: path.clone(),
+                    message: format!("[alerts]: {e}"),
+                },
+                None => ConfigError::Value(format!("[alerts]: {e}")),
+            });
+        }
         Ok(config)
     }
 

@@ -142,6 +142,34 @@ fn hash_password_prints_an_argon2_hash_that_signs_in() {
     assert!(auth.verify("oncall", "pager duty ").is_none());
 }
 
+/// A channel whose secret's environment variable is missing is an unusable config: exit 64
+/// with the file and the variable named, before anything starts (it used to exit 1).
+#[test]
+fn a_channel_whose_variable_is_missing_exits_64_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.toml");
+    std::fs::write(
+        &path,
+        "[alerts]\n[[alerts.channels]]\nname = \"oncall\"\ntype = \"slack\"\nurl_env = \"SW_TEST_UNSET_HOOK_VAR\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stormwatch-collector"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("SW_TEST_UNSET_HOOK_VAR")
+        .env_remove("STORMWATCH_SLACK_WEBHOOK_URL")
+        .env_remove("SLACK_WEBHOOK_URL")
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{log}");
+    assert!(log.contains("SW_TEST_UNSET_HOOK_VAR"), "{log}");
+    assert!(log.contains("collector.toml"), "{log}");
+}
+
 fn with_users(db: &str, users: &[(&str, stormwatch_web::Role)]) -> Config {
     let mut config = Config::for_tests(db, TOKEN);
     config.users = users
