@@ -259,6 +259,7 @@ async fn sessions_are_shared_by_collectors_and_outlive_a_restart() {
     // Signing out on one collector ends the session on both.
     let res = http
         .post(b.endpoint("/logout"))
+        .header("origin", format!("http://{}", b.addr))
         .header("cookie", &oncall)
         .send()
         .await

@@ -602,15 +602,18 @@ async fn silences_from_the_dashboard() {
         ("duration", "1h"),
         ("comment", "failover drill"),
     ];
-    // A form posted from another site is refused.
-    let r = client
-        .post(c.endpoint("/alerts/silences"))
-        .header("origin", "http://evil.example")
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    // A form posted from another site is refused, and so is one from the same host under
+    // another scheme (the origin is scheme, host and port).
+    for origin in ["http://evil.example".to_owned(), format!("https://{host}")] {
+        let r = client
+            .post(c.endpoint("/alerts/silences"))
+            .header("origin", origin)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
     let r = client
         .post(c.endpoint("/alerts/silences"))
         .header("origin", format!("http://{host}"))

@@ -261,14 +261,49 @@ impl Auth {
             .any(|t| same(t.as_bytes(), token.as_bytes()))
     }
 
-    /// The `Set-Cookie` value for a session (`None`: clear it).
-    pub fn cookie(&self, token: Option<&str>, headers: &HeaderMap) -> String {
-        let secure = self.opts.secure_cookies
+    /// Whether the request reached us over HTTPS: `secure_cookies` says the dashboard is only
+    /// served so, or a reverse proxy sent `X-Forwarded-Proto: https`.
+    fn is_https(&self, headers: &HeaderMap) -> bool {
+        self.opts.secure_cookies
             || headers
                 .get("x-forwarded-proto")
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-        let secure = if secure { "; Secure" } else { "" };
+                .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+    }
+
+    /// Whether a state-changing request comes from the dashboard's own pages: its `Origin`
+    /// (or, without one, its `Referer`) must be this very origin, scheme included, so neither
+    /// another site nor a plain-HTTP page on the same host can post to an HTTPS dashboard.
+    pub fn same_origin(&self, headers: &HeaderMap) -> bool {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let Some(host) = header("host").filter(|h| !h.is_empty()) else {
+            return false;
+        };
+        let scheme = if self.is_https(headers) {
+            "https"
+        } else {
+            "http"
+        };
+        let expected = format!("{scheme}://{host}");
+        match (header("origin"), header("referer")) {
+            (Some(origin), _) => origin.eq_ignore_ascii_case(&expected),
+            (None, Some(referer)) => {
+                referer
+                    .get(..expected.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(&expected))
+                    && matches!(referer.as_bytes().get(expected.len()), None | Some(b'/'))
+            }
+            (None, None) => false,
+        }
+    }
+
+    /// The `Set-Cookie` value for a session (`None`: clear it).
+    pub fn cookie(&self, token: Option<&str>, headers: &HeaderMap) -> String {
+        let secure = if self.is_https(headers) {
+            "; Secure"
+        } else {
+            ""
+        };
         match token {
             Some(t) => format!(
                 "{COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",

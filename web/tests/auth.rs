@@ -133,14 +133,40 @@ async fn every_page_needs_a_session_and_login_logout_work() {
             );
         }
     }
-    // An open redirect is refused: `next` must be a local path.
-    let (_, headers, _) = send(&app, login("admin", "s3cret admin", "//evil.example/")).await;
-    assert_eq!(headers[header::LOCATION], "/");
+    // An open redirect is refused: `next` must be a local path, without control characters
+    // (browsers drop a tab from `Location`: `/\t/evil.example/` would lead off-site; a newline
+    // cannot go in a header at all, and used to give a 500 after creating a session).
+    for next in [
+        "//evil.example/",
+        "/\t/evil.example/",
+        "/\n/x",
+        "/hosts\r\nSet-Cookie: a=b",
+    ] {
+        let (status, headers, _) = send(&app, login("admin", "s3cret admin", next)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(headers[header::LOCATION], "/", "{next:?}");
+    }
 
-    // Logout ends the session.
+    // Another site cannot sign the user out; nor can a page without Origin or Referer.
+    for origin in [Some("http://evil.example"), Some("https://dashboard"), None] {
+        let mut req = Request::post("/logout")
+            .header(header::HOST, "dashboard")
+            .header(header::COOKIE, &cookie);
+        if let Some(o) = origin {
+            req = req.header(header::ORIGIN, o);
+        }
+        let (status, _, _) = send(&app, req.body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin:?}");
+    }
+    let (status, _, _) = send(&app, with_cookie("/", &cookie)).await;
+    assert_eq!(status, StatusCode::OK, "still signed in");
+
+    // Logout from the dashboard's own page ends the session.
     let (status, headers, _) = send(
         &app,
         Request::post("/logout")
+            .header(header::HOST, "dashboard")
+            .header(header::ORIGIN, "http://dashboard")
             .header(header::COOKIE, &cookie)
             .body(Body::empty())
             .unwrap(),

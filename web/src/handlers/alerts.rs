@@ -239,27 +239,12 @@ fn parse_duration_secs(text: &str) -> Result<f64, WebError> {
 
 /// State-changing requests must come from the dashboard's own pages: with an open dashboard
 /// (no users, loopback) there is no cookie to protect them, so the origin is checked.
-fn same_origin(headers: &axum::http::HeaderMap) -> Result<(), WebError> {
-    let host = headers
-        .get("host")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let origin = headers
-        .get("origin")
-        .or_else(|| headers.get("referer"))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let origin_host = origin
-        .split("://")
-        .nth(1)
-        .unwrap_or("")
-        .split('/')
-        .next()
-        .unwrap_or("");
-    if host.is_empty() || origin_host != host {
-        return Err(WebError::forbidden("cross-site request refused"));
+fn same_origin(app: &WebState, headers: &axum::http::HeaderMap) -> Result<(), WebError> {
+    if app.auth.same_origin(headers) {
+        Ok(())
+    } else {
+        Err(WebError::forbidden("cross-site request refused"))
     }
-    Ok(())
 }
 
 /// `POST /alerts/silences`: silence a rule (and labels) for a while.
@@ -269,7 +254,7 @@ pub async fn create_silence(
     headers: axum::http::HeaderMap,
     axum::Form(f): axum::Form<SilenceForm>,
 ) -> Result<axum::response::Redirect, WebError> {
-    same_origin(&headers)?;
+    same_origin(&app, &headers)?;
     let labels = parse_labels(&f.labels)?;
     let secs = parse_duration_secs(&f.duration)?;
     let now = now_ms() as f64 / 1000.0;
@@ -288,7 +273,7 @@ pub async fn end_silence(
     headers: axum::http::HeaderMap,
     axum::extract::Path(id): axum::extract::Path<i64>,
 ) -> Result<axum::response::Redirect, WebError> {
-    same_origin(&headers)?;
+    same_origin(&app, &headers)?;
     app.store
         .expire_silence(id, now_ms() as f64 / 1000.0)
         .await?;

@@ -37,10 +37,19 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-/// Only same-site paths: `/scatter?...`, never `//evil.example` or `https://...`.
+/// Only same-site paths: `/scatter?...`, never `//evil.example` or `https://...`. Control
+/// characters are refused too: browsers drop tabs and newlines from a `Location`, so
+/// `/\t/evil.example/` would become `//evil.example/`, and a newline cannot be sent in a header.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(char::is_control) =>
+        {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -134,6 +143,10 @@ pub async fn login(
 }
 
 pub async fn logout(State(app): State<WebState>, headers: HeaderMap) -> Response {
+    // Another site must not sign users out (a nuisance, and a step of session fixation).
+    if !app.auth.same_origin(&headers) {
+        return crate::error::WebError::forbidden("cross-site request refused").into_response();
+    }
     if let Some(t) = session_cookie(&headers) {
         if let Err(error) = app.auth.logout(t).await {
             // The cookie is cleared below anyway; the session row expires with its TTL.
