@@ -170,6 +170,104 @@ fn a_channel_whose_variable_is_missing_exits_64_naming_it() {
     assert!(log.contains("collector.toml"), "{log}");
 }
 
+/// tokio-postgres writes every query's parameters to its debug log: a session token passed
+/// as one (to be hashed by PostgreSQL) was in the log of any collector run with
+/// `STORMWATCH_LOG=debug`. Run the binary so, sign in, use and end the session, and read the log.
+#[tokio::test]
+async fn session_tokens_never_reach_the_debug_log() {
+    let db = stormwatch_testkit::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.toml");
+    let hash = stormwatch_web::auth::hash_password("pager duty").unwrap();
+    std::fs::write(
+        &config,
+        format!("[[users]]\nname = \"oncall\"\npassword_hash = \"{hash}\"\nrole = \"admin\"\n"),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stormwatch-collector"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            &db,
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("STORMWATCH_LOG", "debug")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "the collector did not start");
+    let res = http
+        .post(format!("{base}/login"))
+        .form(&[
+            ("user", "oncall"),
+            ("password", "pager duty"),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let token = cookie.split_once('=').unwrap().1.to_owned();
+    assert!(token.len() >= 32, "{cookie}");
+    let page = http
+        .get(format!("{base}/hosts"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let out = http
+        .post(format!("{base}/logout"))
+        .header("origin", &base)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(
+        text.contains("DEBUG") && text.contains("sw_sessions"),
+        "the log is at debug level and shows the session queries"
+    );
+    assert!(
+        !text.contains(&token),
+        "the session token is in the debug log"
+    );
+}
+
 fn with_users(db: &str, users: &[(&str, stormwatch_web::Role)]) -> Config {
     let mut config = Config::for_tests(db, TOKEN);
     config.users = users

@@ -1,8 +1,16 @@
 //! Dashboard sign-in sessions (`sw_sessions`), shared by every collector on the database.
-//! Tokens are looked up and kept by their SHA-256, computed by PostgreSQL: the table never
-//! holds a token that would sign anyone in.
+//! Tokens are looked up and kept by their SHA-256, computed here: neither the table nor a
+//! query parameter (which tokio-postgres writes to its debug log) ever holds a token that
+//! would sign anyone in.
 
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// What `sw_sessions.token_sha256` holds for `token`.
+fn digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
 
 use crate::{Store, StoreError};
 
@@ -21,9 +29,9 @@ impl Store {
         client
             .execute(
                 "INSERT INTO sw_sessions (token_sha256, user_name, expires_at)
-                 VALUES (sha256(convert_to($1, 'UTF8')), $2,
+                 VALUES ($1, $2,
                          now() + make_interval(secs => $3::float8))",
-                &[&token, &user, &ttl.as_secs_f64()],
+                &[&digest(token), &user, &ttl.as_secs_f64()],
             )
             .await?;
         Ok(())
@@ -35,8 +43,8 @@ impl Store {
         let row = client
             .query_opt(
                 "SELECT user_name FROM sw_sessions
-                  WHERE token_sha256 = sha256(convert_to($1, 'UTF8')) AND expires_at > now()",
-                &[&token],
+                  WHERE token_sha256 = $1 AND expires_at > now()",
+                &[&digest(token)],
             )
             .await?;
         Ok(row.map(|r| r.get(0)))
@@ -47,8 +55,8 @@ impl Store {
         self.client()
             .await?
             .execute(
-                "DELETE FROM sw_sessions WHERE token_sha256 = sha256(convert_to($1, 'UTF8'))",
-                &[&token],
+                "DELETE FROM sw_sessions WHERE token_sha256 = $1",
+                &[&digest(token)],
             )
             .await?;
         Ok(())
