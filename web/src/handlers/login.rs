@@ -69,6 +69,20 @@ pub async fn login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(f.next.as_deref());
+    // Before the rate limit: a sign-in turned away for lack of a slot is not a failure.
+    let Some(slot) = app.auth.verification_slot() else {
+        tracing::warn!(user = %f.user, "sign-in refused: too many password checks at once");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            LoginPage {
+                error: Some("Too many sign-ins at this moment. Try again in a second.".into()),
+                next,
+                open: app.auth.is_open(),
+            },
+        )
+            .into_response();
+    };
     let client = Client::of(peer.map(|Extension(ConnectInfo(a))| a.ip()));
     let known = app.auth.is_user(&f.user).then_some(f.user.as_str());
     let attempt = match app.auth.limiter().attempt(client, known, Instant::now()) {
@@ -91,10 +105,14 @@ pub async fn login(
     let auth = app.auth.clone();
     let (user, password) = (f.user.clone(), f.password);
     // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-    let verified = tokio::task::spawn_blocking(move || auth.verify(&user, &password))
-        .await
-        .ok()
-        .flatten();
+    let verified = tokio::task::spawn_blocking(move || {
+        let verified = auth.verify(&user, &password);
+        drop(slot);
+        verified
+    })
+    .await
+    .ok()
+    .flatten();
     let result = match verified {
         Some(_) => match app.auth.start_session(&f.user).await {
             Ok(token) => Some(token),
