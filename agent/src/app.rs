@@ -72,17 +72,15 @@ fn serve_http(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        // Without TCP_NODELAY a small response after a large request body can wait for the
-        // peer's delayed ACK (Nagle), capping throughput per connection.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        if let Err(error) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(%error, "HTTP server failed");
-        }
+        // Read timeouts and a connection cap: a client trickling bytes cannot hold the
+        // receivers (TCP_NODELAY is set there too).
+        stormwatch_http::serve(
+            listener,
+            router,
+            stormwatch_http::Limits::default(),
+            shutdown,
+        )
+        .await;
     })
 }
 

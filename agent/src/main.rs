@@ -96,6 +96,10 @@ async fn run(args: Args) -> i32 {
             spool_dir: args.spool_dir,
         },
     };
+    match stormwatch_http::raise_open_file_limit() {
+        Ok(n) => tracing::debug!(open_files = n, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
     let config = match config::load(source.path.as_deref(), &source.overrides) {
         Ok(c) => c,
         Err(error) => {
@@ -115,11 +119,11 @@ async fn run(args: Args) -> i32 {
             std::process::exit(1);
         }
     };
-    shutdown_signal().await;
+    stormwatch_http::shutdown_signal().await;
     // A second SIGTERM/SIGINT during the graceful stop means "now": what is already spooled
     // stays on disk for the next start.
     tokio::spawn(async {
-        shutdown_signal().await;
+        stormwatch_http::shutdown_signal().await;
         tracing::warn!("second signal: exiting without waiting for the shutdown to finish");
         std::process::exit(130);
     });
@@ -127,25 +131,4 @@ async fn run(args: Args) -> i32 {
         .shutdown(Duration::from_secs(args.shutdown_grace))
         .await;
     0
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

@@ -1001,3 +1001,25 @@ async fn a_collector_added_by_reload_receives_what_was_spooled() {
     .await;
     agent.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A declared length over the receiver's limit is refused before the body is sent (the agent
+/// reads bodies itself; its servers run through `stormwatch_http`).
+#[tokio::test]
+async fn oversized_declarations_and_trickled_headers_are_cut_short() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let spool = tempfile::tempdir().unwrap();
+    let agent = start_agent(test_config(None, spool.path())).await;
+    let addr = agent.otlp_http.unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("larger than"), "{answer}");
+    agent.shutdown(Duration::from_secs(2)).await;
+}

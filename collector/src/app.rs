@@ -33,7 +33,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route(
             "/api/v1/ingest",
-            post(ingest::ingest).layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
+            // The handler reads the body itself, within `max_body_bytes`.
+            post(ingest::ingest).layer(DefaultBodyLimit::disable()),
         )
         .merge(
             Router::new()

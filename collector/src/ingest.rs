@@ -4,7 +4,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
@@ -33,7 +33,7 @@ pub struct IngestResponse {
 pub async fn ingest(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<IngestResponse>, AppError> {
     let started = Instant::now();
     let result = handle(&app, &headers, body).await;
@@ -50,23 +50,34 @@ pub async fn ingest(
 async fn handle(
     app: &AppState,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<IngestResponse, AppError> {
     authorize(app, headers)?;
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!(
-                    "request body exceeds {} bytes; send smaller batches",
-                    app.config.max_body_bytes
-                ),
-            )
+    let limit = app.config.max_body_bytes;
+    let too_large = || {
+        AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body exceeds {limit} bytes; send smaller batches"),
+        )
+    };
+    // Answered before reading: a client declaring 100 MB is not kept sending it.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over {
+            too_large()
         } else {
             AppError::bad_request(
                 "unreadable_body",
-                format!("could not read the request body: {}", r.body_text()),
+                format!("could not read the request body: {e}"),
             )
         }
     })?;

@@ -150,12 +150,14 @@ impl Collector {
             .map(|w| tokio::spawn(reload_config(w, self.state.clone())));
         let app = router(self.state.clone());
         tracing::info!(addr = %self.local_addr(), "collector listening");
-        // Peer addresses for the sign-in rate limit (web::login_limit).
-        let served = axum::serve(
+        // Read timeouts, a connection cap and the peer addresses the sign-in rate limit
+        // (web::login_limit) needs.
+        stormwatch_http::serve(
             self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            stormwatch_http::Limits::default(),
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
         .await;
         upkeep.abort();
         if let Some(r) = reload {
@@ -177,7 +179,7 @@ impl Collector {
                 .context("stopping the embedded PostgreSQL")?;
             tracing::info!("embedded PostgreSQL stopped");
         }
-        served.context("serving HTTP")
+        Ok(())
     }
 }
 
@@ -342,22 +344,5 @@ async fn upkeep(store: Arc<Store>) {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
-}
+/// Completes on SIGINT or SIGTERM.
+pub use stormwatch_http::shutdown_signal;

@@ -16,6 +16,10 @@ async fn main() {
         )
         .init();
     let flags = Flags::parse();
+    match stormwatch_http::raise_open_file_limit() {
+        Ok(n) => tracing::debug!(open_files = n, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
     if flags.hash_password {
         std::process::exit(stormwatch_collector::config::print_password_hash());
     }

@@ -186,7 +186,7 @@ async fn spawn_binary(
         .unwrap()
         .port();
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stormwatch-collector"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stormwatch-collector"))
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -212,7 +212,12 @@ async fn spawn_binary(
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("the collector did not start");
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "the collector did not start: {}",
+        std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+    );
 }
 
 fn one_user_config() -> String {

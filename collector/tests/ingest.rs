@@ -533,6 +533,20 @@ async fn body_limits() {
         .as_str()
         .unwrap()
         .contains("decompressed"));
+    // A declared length over the limit is answered before the body is sent: the client is
+    // not kept uploading 100 MB to be told no (it used to wait for the whole body).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+        let head = format!(
+            "POST /api/v1/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/x-protobuf\r\nContent-Length: 100000000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
     // Within both limits.
     let ok = sample::batch("agent-big", 2, 200, now());
     assert_eq!(

@@ -22,21 +22,12 @@ async fn main() {
             std::process::exit(EXIT_CONFIG);
         }
     };
+    match stormwatch_http::raise_open_file_limit() {
+        Ok(n) => tracing::debug!(open_files = n, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
     // SIGINT or SIGTERM: finish in-flight requests, then exit.
-    let shutdown = async {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term => {},
-        }
-    };
+    let shutdown = stormwatch_http::shutdown_signal();
     if let Err(e) = serve(flags, auth, shutdown).await {
         tracing::error!("{e}");
         std::process::exit(1);

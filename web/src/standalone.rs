@@ -116,14 +116,10 @@ pub async fn serve(
         .await
         .map_err(|e| format!("listening on {}: {e}", flags.listen))?;
     tracing::info!(addr = %flags.listen, "dashboard listening");
-    // Peer addresses for the sign-in rate limit (crate::login_limit).
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|e| format!("serving: {e}"))
+    // Read timeouts, a connection cap, and the peer addresses the sign-in rate limit
+    // (crate::login_limit) needs.
+    stormwatch_http::serve(listener, app, stormwatch_http::Limits::default(), shutdown).await;
+    Ok(())
 }
 
 #[cfg(test)]

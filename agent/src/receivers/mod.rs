@@ -21,6 +21,33 @@ pub enum BodyError {
     Gzip(std::io::Error),
 }
 
+/// Reads a request body of at most `limit` bytes. A declared `Content-Length` over the limit
+/// is refused before reading (the client is not kept sending it); a body that stalls fails
+/// when the server's body read timeout passes (`stormwatch_http`).
+pub async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<bytes::Bytes, String> {
+    let too_large = || format!("request body larger than {limit} bytes");
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over {
+            too_large()
+        } else {
+            format!("could not read the request body: {e}")
+        }
+    })
+}
+
 /// Decompresses a request body per its `Content-Encoding`, refusing to inflate beyond `limit`
 /// (a gzip bomb must not take the agent's memory).
 pub fn decompress(

@@ -111,17 +111,9 @@ async fn traces(State(st): State<ReceiverState>, headers: HeaderMap, body: Body)
             return bad_request(Wire::Json, format!("unsupported Content-Type `{ct}`: use application/x-protobuf or application/json"));
         }
     };
-    let raw: Bytes = match axum::body::to_bytes(body, cfg.limits.max_request_bytes).await {
+    let raw: Bytes = match super::read_body(&headers, body, cfg.limits.max_request_bytes).await {
         Ok(b) => b,
-        Err(_) => {
-            return bad_request(
-                wire,
-                format!(
-                    "request body larger than {} bytes",
-                    cfg.limits.max_request_bytes
-                ),
-            )
-        }
+        Err(message) => return bad_request(wire, message),
     };
     let encoding = headers
         .get(header::CONTENT_ENCODING)

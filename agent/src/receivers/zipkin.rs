@@ -293,17 +293,9 @@ async fn spans(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) 
     if mime != "application/json" {
         return text(StatusCode::BAD_REQUEST, format!("unsupported Content-Type `{ct}`: this receiver takes Zipkin v2 JSON (application/json)"));
     }
-    let raw = match axum::body::to_bytes(body, cfg.limits.max_request_bytes).await {
+    let raw = match super::read_body(&headers, body, cfg.limits.max_request_bytes).await {
         Ok(b) => b,
-        Err(_) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "request body larger than {} bytes",
-                    cfg.limits.max_request_bytes
-                ),
-            )
-        }
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
     let encoding = headers
         .get(header::CONTENT_ENCODING)
