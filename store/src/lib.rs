@@ -57,6 +57,10 @@ pub enum StoreError {
     },
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
+    /// An alert-leader write under an epoch that is no longer current: another collector took
+    /// leadership, so this one must stop evaluating and delivering.
+    #[error("alert leadership lost: epoch {epoch} was superseded by epoch {current}")]
+    Fenced { epoch: i64, current: i64 },
 }
 
 impl StoreError {
