@@ -844,3 +844,60 @@ async fn a_leader_whose_lock_session_is_terminated_cannot_deliver_twice() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_stalled_leader_is_replaced_after_its_lease_and_its_late_write_is_refused() {
+    let (hook, addr) = Receiver::start().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    let cfg = || {
+        let mut c = alerts_config(&format!("[[channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{addr}/\"\n{LAG_RULE}"));
+        c.leader_lease = Dur(Duration::from_secs(2));
+        c
+    };
+    let a = collector_with(&db, cfg()).await;
+    until("a leads", || a.alerts().is_leader()).await;
+    let b = collector_with(&db, cfg()).await;
+
+    // a decides the firing, then stalls before writing it (a long pause, a frozen VM): its
+    // session, and with it the advisory lock, stays alive.
+    a.alerts().hold_before_writing(true);
+    probes(&a, vec![lag("replica-1", 12.0)]).await;
+    until("a stalls before writing", || a.alerts().is_held()).await;
+
+    // b cannot get the lock, but takes over once a's lease has passed, and fires.
+    until("b takes over", || b.alerts().is_leader()).await;
+    let admin = admin(&db).await;
+    assert_eq!(
+        advisory_lock_holders(&admin).await.len(),
+        1,
+        "a's session still holds the lock"
+    );
+    hook.wait_for(1, Duration::from_secs(10)).await;
+
+    // a wakes up: its write is refused (the epoch moved on) and it steps down.
+    a.alerts().hold_before_writing(false);
+    until("a steps down", || !a.alerts().is_leader()).await;
+    until_delivered(&b, 1).await;
+    assert_eq!(hook.messages().len(), 1, "{:#?}", hook.messages());
+    assert_eq!(
+        event_names(&b).await,
+        ["firing"],
+        "a's late firing is not recorded"
+    );
+
+    probes(&b, vec![lag("replica-1", 0.0)]).await;
+    hook.wait_for(2, Duration::from_secs(10)).await;
+    until_delivered(&b, 2).await;
+    let all = hook.messages();
+    let events: Vec<&Value> = all.iter().map(|m| &m.body["alerts"][0]["event"]).collect();
+    assert_eq!(events, ["firing", "resolved"], "{all:#?}");
+    assert_eq!(event_names(&b).await, ["firing", "resolved"]);
+    // a cannot take leadership back while b renews its lease: b kept epoch 2.
+    let (epoch, holder, live) = b.state().store.alert_leader().await.unwrap();
+    assert_eq!(
+        (epoch, holder.as_str(), live),
+        (2, b.alerts().holder(), true)
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -24,8 +24,6 @@ use config::{parse_daily, Resolved, SilenceConfig};
 /// How often a follower tries to become the leader (and a leader that has lost leadership
 /// waits before it tries again, so that the new leader keeps it).
 const LEADER_RETRY: Duration = Duration::from_secs(2);
-/// How long the alert leader's lease lasts without renewal (renewed every round).
-const LEADER_LEASE: Duration = Duration::from_secs(15);
 /// How often the leader delivers due notifications.
 const DELIVER_EVERY: Duration = Duration::from_millis(500);
 
@@ -37,6 +35,11 @@ pub struct AlertsRuntime {
     leader: AtomicBool,
     /// This collector's name in `sw_alert_leader` (host, process, a random part).
     holder: String,
+    /// Tests only: while true, an evaluation that has transitions to write waits before
+    /// writing them (a leader stalled mid-round, as by a long pause).
+    hold: tokio::sync::watch::Sender<bool>,
+    /// True while an evaluation waits because of `hold`.
+    held: AtomicBool,
     /// When this collector started listening (wall clock, Unix seconds): an agent's silence is
     /// counted from here at the earliest, since nothing could be heard while it was down.
     started_s: f64,
@@ -52,6 +55,8 @@ impl AlertsRuntime {
             clock_offset_ns: AtomicI64::new(0),
             leader: AtomicBool::new(false),
             holder: holder_name(),
+            hold: tokio::sync::watch::channel(false).0,
+            held: AtomicBool::new(false),
             started_s: stormwatch_store::now_ns() as f64 / 1e9,
             enabled,
             http: reqwest::Client::builder()
@@ -94,6 +99,31 @@ impl AlertsRuntime {
     /// This collector's name as the alert leader.
     pub fn holder(&self) -> &str {
         &self.holder
+    }
+
+    /// Tests only: `true` makes the next evaluation that has something to write wait just
+    /// before writing it, until `false` (a leader that stalls in the middle of a round).
+    pub fn hold_before_writing(&self, hold: bool) {
+        self.hold.send_replace(hold);
+    }
+
+    /// True while an evaluation waits because of [`Self::hold_before_writing`].
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    async fn held_here(&self) {
+        let mut hold = self.hold.subscribe();
+        if !*hold.borrow_and_update() {
+            return;
+        }
+        self.held.store(true, Ordering::Relaxed);
+        while *hold.borrow_and_update() {
+            if hold.changed().await.is_err() {
+                break;
+            }
+        }
+        self.held.store(false, Ordering::Relaxed);
     }
 }
 
@@ -196,6 +226,9 @@ pub async fn evaluate_once(
         transitions.push(Transition::Remove(s.clone(), None));
     }
     let n = transitions.len();
+    if n > 0 {
+        rt.held_here().await;
+    }
     store
         .apply_transitions(term, &transitions, &format!("{:.0}", now * 1000.0), now)
         .await?;
@@ -208,7 +241,7 @@ async fn try_lead(
     store: &Store,
     rt: &AlertsRuntime,
 ) -> Result<Option<(Term, Option<LeaderLock>)>, StoreError> {
-    let lease = LEADER_LEASE;
+    let lease = rt.config().leader_lease.0;
     let lock = store.try_leader_lock().await?;
     let term = store
         .take_leadership(&rt.holder, lease, lock.is_some())
@@ -221,6 +254,7 @@ async fn try_lead(
 /// Checks the lock (taking it if the leader lacks it) and renews the lease.
 async fn keep_leading(
     store: &Store,
+    rt: &AlertsRuntime,
     term: &Term,
     lock: &mut Option<LeaderLock>,
 ) -> Result<(), String> {
@@ -237,7 +271,7 @@ async fn keep_leading(
         }
     }
     match store
-        .renew_leadership(term, LEADER_LEASE, lock.is_some())
+        .renew_leadership(term, rt.config().leader_lease.0, lock.is_some())
         .await
     {
         Ok(()) => Ok(()),
@@ -308,7 +342,7 @@ pub async fn run(app: Arc<crate::AppState>, mut shutdown: tokio::sync::watch::Re
             tokio::select! {
                 _ = shutdown.changed() => break None,
                 _ = tokio::time::sleep_until(next_eval) => {
-                    if let Err(why) = keep_leading(store, &term, &mut lock).await {
+                    if let Err(why) = keep_leading(store, rt, &term, &mut lock).await {
                         break Some(why);
                     }
                     renewed = tokio::time::Instant::now();
@@ -329,8 +363,8 @@ pub async fn run(app: Arc<crate::AppState>, mut shutdown: tokio::sync::watch::Re
                 }
                 _ = deliver.tick() => {
                     // Rounds may be further apart than the lease allows.
-                    if renewed.elapsed() > LEADER_LEASE / 3 {
-                        if let Err(why) = keep_leading(store, &term, &mut lock).await {
+                    if renewed.elapsed() > rt.config().leader_lease.0 / 3 {
+                        if let Err(why) = keep_leading(store, rt, &term, &mut lock).await {
                             break Some(why);
                         }
                         renewed = tokio::time::Instant::now();
