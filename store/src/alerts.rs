@@ -521,11 +521,21 @@ impl Store {
 /// Advisory lock key of the alert leader ("stormwatch alerts").
 const LEADER_LOCK: i64 = 0x5357_414c_4552_0001;
 
-/// The session-level advisory lock of the alert leader, held on a connection taken out of the
-/// pool. PostgreSQL releases it when that connection ends — including when the collector dies
-/// or its backend is terminated.
+/// TCP keepalive and user timeout of the leader lock's connection, on both ends. The
+/// server side matters most: PostgreSQL frees the lock only when it sees the session end, and
+/// without keepalives a backend whose client host vanished waits for the OS default (two
+/// hours). With these, both ends give up after about idle + interval × count = 11 s of
+/// silence, or when sent data stays unacknowledged for `USER_TIMEOUT`.
+const KEEPALIVE_IDLE_S: u64 = 5;
+const KEEPALIVE_INTERVAL_S: u64 = 2;
+const KEEPALIVE_COUNT: u32 = 3;
+const USER_TIMEOUT_S: u64 = 10;
+
+/// The session-level advisory lock of the alert leader, held on a connection of its own (not
+/// the pool's, so that it carries the keepalive settings above). PostgreSQL releases it when
+/// that connection ends — including when the collector dies or its backend is terminated.
 pub struct LeaderLock {
-    client: deadpool_postgres::ClientWrapper,
+    client: tokio_postgres::Client,
 }
 
 impl LeaderLock {
@@ -539,6 +549,23 @@ impl LeaderLock {
             .await,
             Ok(Ok(_))
         )
+    }
+
+    /// The server's TCP settings for this session, as `pg_settings` shows them (seconds;
+    /// `tcp_user_timeout` in milliseconds), by name: to check what PostgreSQL will do when
+    /// this collector's host vanishes.
+    pub async fn server_keepalives(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT name, setting FROM pg_settings
+                  WHERE name IN ('tcp_keepalives_idle', 'tcp_keepalives_interval',
+                                 'tcp_keepalives_count', 'tcp_user_timeout')
+                  ORDER BY name",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
 
@@ -565,15 +592,38 @@ async fn check_term(tx: &tokio_postgres::Transaction<'_>, term: &Term) -> Result
 impl Store {
     /// Takes the alert leader advisory lock if no other session holds it.
     pub async fn try_leader_lock(&self) -> Result<Option<LeaderLock>, StoreError> {
-        let obj = self.client().await?;
-        let got: bool = obj
+        let mut cfg = self.pg_config.clone();
+        cfg.keepalives(true)
+            .keepalives_idle(std::time::Duration::from_secs(KEEPALIVE_IDLE_S))
+            .keepalives_interval(std::time::Duration::from_secs(KEEPALIVE_INTERVAL_S))
+            .keepalives_retries(KEEPALIVE_COUNT)
+            .tcp_user_timeout(std::time::Duration::from_secs(USER_TIMEOUT_S))
+            .connect_timeout(std::time::Duration::from_secs(5));
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            // Ends when the client is dropped or the server closes the session.
+            let _ = conn.await;
+        });
+        // The server's end of the same (ignored on a Unix socket). tcp_user_timeout needs
+        // PostgreSQL 12; on an older server the keepalives still apply.
+        client
+            .batch_execute(&format!(
+                "SET tcp_keepalives_idle = {KEEPALIVE_IDLE_S};
+                 SET tcp_keepalives_interval = {KEEPALIVE_INTERVAL_S};
+                 SET tcp_keepalives_count = {KEEPALIVE_COUNT}"
+            ))
+            .await?;
+        if let Err(error) = client
+            .batch_execute(&format!("SET tcp_user_timeout = {}", USER_TIMEOUT_S * 1000))
+            .await
+        {
+            tracing::debug!(%error, "tcp_user_timeout not set on the leader lock session");
+        }
+        let got: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
             .await?
             .get(0);
-        // Taken out of the pool: the connection (and the lock) lives as long as the LeaderLock.
-        Ok(got.then(|| LeaderLock {
-            client: deadpool_postgres::Object::take(obj),
-        }))
+        Ok(got.then_some(LeaderLock { client }))
     }
 
     /// Becomes the alert leader by bumping the epoch, if allowed: always when the current

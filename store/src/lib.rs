@@ -100,6 +100,8 @@ pub struct StoreOptions {
 /// A handle on the database: a connection pool plus what the store remembers between calls.
 pub struct Store {
     pool: Pool,
+    /// The pool's connection settings, for connections of their own (the alert leader lock).
+    pg_config: tokio_postgres::Config,
     retention_days: u32,
     /// Days whose partitions are known to exist (an in-memory cache; the DDL is idempotent).
     known_days: Mutex<std::collections::HashSet<i64>>,
@@ -111,7 +113,7 @@ impl Store {
         let pg = tokio_postgres::Config::from_str(&opts.url)
             .map_err(|e| StoreError::BadUrl(e.to_string()))?;
         let mgr = Manager::from_config(
-            pg,
+            pg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -123,6 +125,7 @@ impl Store {
             .map_err(|e| StoreError::Pool(e.to_string()))?;
         let store = Store {
             pool,
+            pg_config: pg,
             retention_days: opts.retention_days,
             known_days: Default::default(),
         };
