@@ -40,6 +40,10 @@ struct Receiver {
     /// Answers to give before answering 200: (status, Retry-After).
     script: Arc<Mutex<VecDeque<Scripted>>>,
     attempts: Arc<Mutex<usize>>,
+    /// Set by [`Receiver::hold_next`]: the next request waits for this before it is recorded.
+    gate: Arc<Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
+    /// True while a request waits at the gate.
+    holding: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn record(
@@ -49,6 +53,12 @@ async fn record(
     Json(body): Json<Value>,
 ) -> Response {
     *r.attempts.lock().unwrap() += 1;
+    let gate = r.gate.lock().unwrap().take();
+    if let Some(gate) = gate {
+        r.holding.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = gate.await;
+        r.holding.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
     if let Some((status, retry_after)) = r.script.lock().unwrap().pop_front() {
         let mut resp = StatusCode::from_u16(status).unwrap().into_response();
         if let Some(s) = retry_after {
@@ -80,6 +90,18 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (r, addr)
+    }
+
+    /// Holds the next request (before it counts as received) until the returned sender
+    /// fires: a Slack that is slow to answer.
+    fn hold_next(&self) -> tokio::sync::oneshot::Sender<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *self.gate.lock().unwrap() = Some(rx);
+        tx
+    }
+
+    fn is_holding(&self) -> bool {
+        self.holding.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn messages(&self) -> Vec<Received> {
@@ -707,4 +729,178 @@ async fn silences_from_the_dashboard() {
     let m = hook.wait_for(3, Duration::from_secs(10)).await;
     assert_eq!(m[2].body["alerts"][0]["event"], "resolved");
     c.stop().await;
+}
+
+/// Waits until `cond` holds (or panics after 20 s, naming `what`).
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the outbox of `c`'s database has `sent` sent and no pending notifications.
+async fn until_delivered(c: &Running, sent: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts = c.state().store.delivery_counts().await.unwrap();
+        if counts.sent == sent && counts.pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {sent} sent and none pending: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The events recorded in `c`'s database, oldest first.
+async fn event_names(c: &Running) -> Vec<String> {
+    let mut events = c.state().store.alert_events(0.0, 4e9, 100).await.unwrap();
+    events.reverse();
+    events.into_iter().map(|e| e.event).collect()
+}
+
+/// An admin connection to `db`.
+async fn admin(db: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Sessions of `db` holding an advisory lock.
+async fn advisory_lock_holders(admin: &tokio_postgres::Client) -> Vec<i32> {
+    admin
+        .query(
+            "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+              WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_leader_whose_lock_session_is_terminated_cannot_deliver_twice() {
+    let (hook, addr) = Receiver::start().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    let cfg = || {
+        alerts_config(&format!("[[channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{addr}/\"\n{LAG_RULE}"))
+    };
+    let a = collector_with(&db, cfg()).await;
+    until("a leads", || a.alerts().is_leader()).await;
+    let b = collector_with(&db, cfg()).await;
+
+    // The firing reaches a Slack that is slow to answer: the leader is mid-send...
+    let release = hook.hold_next();
+    probes(&a, vec![lag("replica-1", 12.0)]).await;
+    until("a's send is in flight", || hook.is_holding()).await;
+    // ... when its lock session is terminated (a network cut, a DBA, a failover proxy).
+    let admin = admin(&db).await;
+    let holders = advisory_lock_holders(&admin).await;
+    assert_eq!(holders.len(), 1, "a holds the leader lock");
+    let killed: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&holders[0]])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed);
+
+    // b gets the lock and takes over at once (the lock's holder is gone).
+    until("b takes over", || b.alerts().is_leader()).await;
+    let (epoch, holder, _) = b.state().store.alert_leader().await.unwrap();
+    assert_eq!((epoch, holder.as_str()), (2, b.alerts().holder()));
+    // Two whole rounds of b (each evaluates, then delivers what is due): the notification
+    // is claimed by a's send in flight, so b leaves it alone.
+    let rounds = b.state().metrics.alert_evaluations.get();
+    until("b runs two rounds", || {
+        b.state().metrics.alert_evaluations.get() >= rounds + 2
+    })
+    .await;
+    assert!(
+        hook.messages().is_empty(),
+        "b must not send what a is sending: {:#?}",
+        hook.messages()
+    );
+
+    // Slack answers a; a records the send under its claim, then finds itself deposed.
+    release.send(()).unwrap();
+    until_delivered(&b, 1).await;
+    until("a steps down", || !a.alerts().is_leader()).await;
+    assert_eq!(hook.messages().len(), 1);
+
+    // The resolve, by b: exactly one too.
+    probes(&b, vec![lag("replica-1", 0.0)]).await;
+    hook.wait_for(2, Duration::from_secs(10)).await;
+    until_delivered(&b, 2).await;
+    let all = hook.messages();
+    let events: Vec<&Value> = all.iter().map(|m| &m.body["alerts"][0]["event"]).collect();
+    assert_eq!(events, ["firing", "resolved"], "{all:#?}");
+    assert_eq!(event_names(&b).await, ["firing", "resolved"]);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_leader_is_replaced_after_its_lease_and_its_late_write_is_refused() {
+    let (hook, addr) = Receiver::start().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    let cfg = || {
+        let mut c = alerts_config(&format!("[[channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{addr}/\"\n{LAG_RULE}"));
+        c.leader_lease = Dur(Duration::from_secs(2));
+        c
+    };
+    let a = collector_with(&db, cfg()).await;
+    until("a leads", || a.alerts().is_leader()).await;
+    let b = collector_with(&db, cfg()).await;
+
+    // a decides the firing, then stalls before writing it (a long pause, a frozen VM): its
+    // session, and with it the advisory lock, stays alive.
+    a.alerts().hold_before_writing(true);
+    probes(&a, vec![lag("replica-1", 12.0)]).await;
+    until("a stalls before writing", || a.alerts().is_held()).await;
+
+    // b cannot get the lock, but takes over once a's lease has passed, and fires.
+    until("b takes over", || b.alerts().is_leader()).await;
+    let admin = admin(&db).await;
+    assert_eq!(
+        advisory_lock_holders(&admin).await.len(),
+        1,
+        "a's session still holds the lock"
+    );
+    hook.wait_for(1, Duration::from_secs(10)).await;
+
+    // a wakes up: its write is refused (the epoch moved on) and it steps down.
+    a.alerts().hold_before_writing(false);
+    until("a steps down", || !a.alerts().is_leader()).await;
+    until_delivered(&b, 1).await;
+    assert_eq!(hook.messages().len(), 1, "{:#?}", hook.messages());
+    assert_eq!(
+        event_names(&b).await,
+        ["firing"],
+        "a's late firing is not recorded"
+    );
+
+    probes(&b, vec![lag("replica-1", 0.0)]).await;
+    hook.wait_for(2, Duration::from_secs(10)).await;
+    until_delivered(&b, 2).await;
+    let all = hook.messages();
+    let events: Vec<&Value> = all.iter().map(|m| &m.body["alerts"][0]["event"]).collect();
+    assert_eq!(events, ["firing", "resolved"], "{all:#?}");
+    assert_eq!(event_names(&b).await, ["firing", "resolved"]);
+    // a cannot take leadership back while b renews its lease: b kept epoch 2.
+    let (epoch, holder, live) = b.state().store.alert_leader().await.unwrap();
+    assert_eq!(
+        (epoch, holder.as_str(), live),
+        (2, b.alerts().holder(), true)
+    );
+    a.stop().await;
+    b.stop().await;
 }

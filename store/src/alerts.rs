@@ -3,6 +3,10 @@
 //! A state change and the notifications it causes are written in one transaction (the
 //! outbox), so a collector that dies between evaluating and delivering neither forgets a
 //! notification nor, after a restart, sends it twice.
+//!
+//! Leadership among collectors is a row, `sw_alert_leader`, whose `epoch` every evaluation
+//! write and every notification claim checks in its own transaction (see [`Term`]); the
+//! advisory lock ([`LeaderLock`]) is the fast way to learn that a leader's session is gone.
 
 use serde::Serialize;
 
@@ -77,6 +81,22 @@ pub struct Notification {
     pub event: EventRow,
     /// For a resolve sent with Slack's chat.postMessage: the firing message's `ts`.
     pub thread_ts: Option<String>,
+}
+
+/// One leadership term: the epoch this collector set when it became the alert leader, and
+/// its name. Writes made under a term that is no longer current are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    pub epoch: i64,
+    pub holder: String,
+}
+
+/// Notifications claimed for one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub id: i64,
+    /// The notifications this claim got (a subset of those asked for).
+    pub ids: Vec<i64>,
 }
 
 /// Delivery counts by status, for metrics and the dashboard.
@@ -165,8 +185,12 @@ impl Store {
 
     /// Applies one evaluation's transitions and queues their notifications, atomically.
     /// Notifications of one call share `group_key`, so the notifier can group them.
+    ///
+    /// Fenced: nothing is written unless `term` is still the leader's (else
+    /// [`StoreError::Fenced`]).
     pub async fn apply_transitions(
         &self,
+        term: &Term,
         transitions: &[Transition],
         group_key: &str,
         now_s: f64,
@@ -176,6 +200,7 @@ impl Store {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        check_term(&tx, term).await?;
         for t in transitions {
             let (state, event) = match t {
                 Transition::Upsert(s, e) | Transition::Remove(s, e) => (s, e),
@@ -262,7 +287,8 @@ impl Store {
         Ok(())
     }
 
-    /// Pending notifications whose next attempt is due, oldest first.
+    /// Pending notifications whose next attempt is due and that nobody holds a live claim
+    /// on, oldest first. Listing is not claiming: see [`Store::claim_notifications`].
     pub async fn due_notifications(
         &self,
         now_s: f64,
@@ -279,6 +305,7 @@ impl Store {
                               ORDER BY f.id DESC LIMIT 1)
                        FROM sw_notifications n JOIN sw_alert_events e ON e.id = n.event_id
                       WHERE n.status = 'pending' AND n.next_attempt_at <= to_timestamp($1)
+                        AND (n.claimed_until IS NULL OR n.claimed_until < now())
                       ORDER BY n.id LIMIT $2"
                 ),
                 &[&now_s, &limit],
@@ -297,43 +324,88 @@ impl Store {
             .collect())
     }
 
-    /// Marks notifications delivered (with the Slack message `ts`, when there is one).
-    pub async fn mark_sent(
+    /// Claims the notifications among `ids` that are still pending and unclaimed (or whose
+    /// claim has expired) for `claim_for`, under `term`: one short transaction that checks the
+    /// epoch and locks the rows `FOR UPDATE SKIP LOCKED`. Only the claimed ones may be sent;
+    /// their result is recorded with the returned [`Claim`].
+    pub async fn claim_notifications(
         &self,
+        term: &Term,
         ids: &[i64],
-        thread_ts: Option<&str>,
-        now_s: f64,
-    ) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE sw_notifications SET status = 'sent', sent_at = to_timestamp($2), thread_ts = $3,
-                        attempts = attempts + 1, last_error = NULL
-                  WHERE id = ANY($1)",
-                &[&ids, &now_s, &thread_ts],
+        claim_for: std::time::Duration,
+    ) -> Result<Claim, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        check_term(&tx, term).await?;
+        let claim: i64 = tx
+            .query_one("SELECT nextval('sw_notification_claims')", &[])
+            .await?
+            .get(0);
+        let rows = tx
+            .query(
+                "UPDATE sw_notifications
+                    SET claim_id = $2, claimed_by = $3, claim_epoch = $4,
+                        claimed_until = now() + make_interval(secs => $5)
+                  WHERE id IN (SELECT id FROM sw_notifications
+                                WHERE id = ANY($1) AND status = 'pending'
+                                  AND (claimed_until IS NULL OR claimed_until < now())
+                                  FOR UPDATE SKIP LOCKED)
+              RETURNING id",
+                &[
+                    &ids,
+                    &claim,
+                    &term.holder,
+                    &term.epoch,
+                    &claim_for.as_secs_f64(),
+                ],
             )
             .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(Claim {
+            id: claim,
+            ids: rows.iter().map(|r| r.get(0)).collect(),
+        })
     }
 
-    /// Records a failed attempt: retried at `retry_at_s`, or failed for good when `None`.
+    /// Marks claimed notifications delivered (with the Slack message `ts`, when there is one);
+    /// returns how many were. Only rows still under `claim` change: a claim that expired and
+    /// was taken again belongs to its new holder.
+    pub async fn mark_sent(
+        &self,
+        claim: &Claim,
+        thread_ts: Option<&str>,
+        now_s: f64,
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE sw_notifications SET status = 'sent', sent_at = to_timestamp($3), thread_ts = $4,
+                        attempts = attempts + 1, last_error = NULL, claimed_until = NULL
+                  WHERE id = ANY($1) AND claim_id = $2 AND status = 'pending'",
+                &[&claim.ids, &claim.id, &now_s, &thread_ts],
+            )
+            .await?)
+    }
+
+    /// Records a failed attempt of claimed notifications: retried at `retry_at_s`, or failed
+    /// for good when `None`; the claim ends. Returns how many rows were still under `claim`.
     pub async fn mark_attempt_failed(
         &self,
-        ids: &[i64],
+        claim: &Claim,
         error: &str,
         retry_at_s: Option<f64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        client
+        Ok(client
             .execute(
-                "UPDATE sw_notifications SET attempts = attempts + 1, last_error = $2,
-                        status = CASE WHEN $3::float8 IS NULL THEN 'failed' ELSE 'pending' END,
-                        next_attempt_at = coalesce(to_timestamp($3::float8), next_attempt_at)
-                  WHERE id = ANY($1)",
-                &[&ids, &error, &retry_at_s],
+                "UPDATE sw_notifications SET attempts = attempts + 1, last_error = $3,
+                        status = CASE WHEN $4::float8 IS NULL THEN 'failed' ELSE 'pending' END,
+                        next_attempt_at = coalesce(to_timestamp($4::float8), next_attempt_at),
+                        claimed_until = NULL
+                  WHERE id = ANY($1) AND claim_id = $2 AND status = 'pending'",
+                &[&claim.ids, &claim.id, &error, &retry_at_s],
             )
-            .await?;
-        Ok(())
+            .await?)
     }
 
     /// Notifications by delivery status.
@@ -449,11 +521,21 @@ impl Store {
 /// Advisory lock key of the alert leader ("stormwatch alerts").
 const LEADER_LOCK: i64 = 0x5357_414c_4552_0001;
 
-/// Leadership among collectors sharing a database: a session-level advisory lock held on a
-/// connection of its own. It is released when that connection ends — including when the
-/// collector process dies — so another collector takes over at its next attempt.
+/// TCP keepalive and user timeout of the leader lock's connection, on both ends. The
+/// server side matters most: PostgreSQL frees the lock only when it sees the session end, and
+/// without keepalives a backend whose client host vanished waits for the OS default (two
+/// hours). With these, both ends give up after about idle + interval × count = 11 s of
+/// silence, or when sent data stays unacknowledged for `USER_TIMEOUT`.
+const KEEPALIVE_IDLE_S: u64 = 5;
+const KEEPALIVE_INTERVAL_S: u64 = 2;
+const KEEPALIVE_COUNT: u32 = 3;
+const USER_TIMEOUT_S: u64 = 10;
+
+/// The session-level advisory lock of the alert leader, held on a connection of its own (not
+/// the pool's, so that it carries the keepalive settings above). PostgreSQL releases it when
+/// that connection ends — including when the collector dies or its backend is terminated.
 pub struct LeaderLock {
-    client: deadpool_postgres::ClientWrapper,
+    client: tokio_postgres::Client,
 }
 
 impl LeaderLock {
@@ -468,22 +550,163 @@ impl LeaderLock {
             Ok(Ok(_))
         )
     }
+
+    /// The server's TCP settings for this session, as `pg_settings` shows them (seconds;
+    /// `tcp_user_timeout` in milliseconds), by name: to check what PostgreSQL will do when
+    /// this collector's host vanishes.
+    pub async fn server_keepalives(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT name, setting FROM pg_settings
+                  WHERE name IN ('tcp_keepalives_idle', 'tcp_keepalives_interval',
+                                 'tcp_keepalives_count', 'tcp_user_timeout')
+                  ORDER BY name",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+/// `SELECT epoch ... FOR SHARE`: fails with [`StoreError::Fenced`] unless `term` is current.
+/// The share lock holds off a competing epoch bump until this transaction ends, so nothing
+/// written under a stale epoch can commit after the bump has.
+async fn check_term(tx: &tokio_postgres::Transaction<'_>, term: &Term) -> Result<(), StoreError> {
+    let current: i64 = tx
+        .query_one(
+            "SELECT epoch FROM sw_alert_leader WHERE id = 1 FOR SHARE",
+            &[],
+        )
+        .await?
+        .get(0);
+    if current != term.epoch {
+        return Err(StoreError::Fenced {
+            epoch: term.epoch,
+            current,
+        });
+    }
+    Ok(())
 }
 
 impl Store {
-    /// Becomes the alert leader if no other collector is.
+    /// Takes the alert leader advisory lock if no other session holds it.
     pub async fn try_leader_lock(&self) -> Result<Option<LeaderLock>, StoreError> {
-        let obj = self.client().await?;
-        let got: bool = obj
+        let mut cfg = self.pg_config.clone();
+        cfg.keepalives(true)
+            .keepalives_idle(std::time::Duration::from_secs(KEEPALIVE_IDLE_S))
+            .keepalives_interval(std::time::Duration::from_secs(KEEPALIVE_INTERVAL_S))
+            .keepalives_retries(KEEPALIVE_COUNT)
+            .tcp_user_timeout(std::time::Duration::from_secs(USER_TIMEOUT_S))
+            .connect_timeout(std::time::Duration::from_secs(5));
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            // Ends when the client is dropped or the server closes the session.
+            let _ = conn.await;
+        });
+        // The server's end of the same (ignored on a Unix socket). tcp_user_timeout needs
+        // PostgreSQL 12; on an older server the keepalives still apply.
+        client
+            .batch_execute(&format!(
+                "SET tcp_keepalives_idle = {KEEPALIVE_IDLE_S};
+                 SET tcp_keepalives_interval = {KEEPALIVE_INTERVAL_S};
+                 SET tcp_keepalives_count = {KEEPALIVE_COUNT}"
+            ))
+            .await?;
+        if let Err(error) = client
+            .batch_execute(&format!("SET tcp_user_timeout = {}", USER_TIMEOUT_S * 1000))
+            .await
+        {
+            tracing::debug!(%error, "tcp_user_timeout not set on the leader lock session");
+        }
+        let got: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
             .await?
             .get(0);
-        if !got {
-            return Ok(None);
-        }
-        // Taken out of the pool: the connection (and the lock) lives as long as the LeaderLock.
-        Ok(Some(LeaderLock {
-            client: deadpool_postgres::Object::take(obj),
+        Ok(got.then_some(LeaderLock { client }))
+    }
+
+    /// Becomes the alert leader by bumping the epoch, if allowed: always when the current
+    /// leader's lease has passed; also before that when `have_lock` (this collector holds the
+    /// advisory lock) and the current leader holds it too — then its session is gone. Returns
+    /// the new term, or `None` when another collector leads.
+    pub async fn take_leadership(
+        &self,
+        holder: &str,
+        lease: std::time::Duration,
+        have_lock: bool,
+    ) -> Result<Option<Term>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE sw_alert_leader
+                    SET epoch = epoch + 1, holder = $1,
+                        lease_until = now() + make_interval(secs => $2), holds_lock = $3
+                  WHERE id = 1 AND (lease_until < now() OR ($3 AND holds_lock))
+              RETURNING epoch",
+                &[&holder, &lease.as_secs_f64(), &have_lock],
+            )
+            .await?;
+        Ok(row.map(|r| Term {
+            epoch: r.get(0),
+            holder: holder.to_owned(),
         }))
+    }
+
+    /// Extends the leader's lease (and records whether it holds the advisory lock);
+    /// [`StoreError::Fenced`] when `term` is no longer current.
+    pub async fn renew_leadership(
+        &self,
+        term: &Term,
+        lease: std::time::Duration,
+        have_lock: bool,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE sw_alert_leader
+                    SET lease_until = now() + make_interval(secs => $2), holds_lock = $3
+                  WHERE id = 1 AND epoch = $1",
+                &[&term.epoch, &lease.as_secs_f64(), &have_lock],
+            )
+            .await?;
+        if n == 0 {
+            return Err(self.fenced(term).await);
+        }
+        Ok(())
+    }
+
+    /// Ends `term`'s lease now (a graceful stop), so a follower need not wait for it.
+    pub async fn resign_leadership(&self, term: &Term) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE sw_alert_leader SET lease_until = '-infinity' WHERE id = 1 AND epoch = $1",
+                &[&term.epoch],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The current leader row: epoch, holder, whether its lease is still running.
+    pub async fn alert_leader(&self) -> Result<(i64, String, bool), StoreError> {
+        let client = self.client().await?;
+        let r = client
+            .query_one(
+                "SELECT epoch, holder, lease_until > now() FROM sw_alert_leader WHERE id = 1",
+                &[],
+            )
+            .await?;
+        Ok((r.get(0), r.get(1), r.get(2)))
+    }
+
+    async fn fenced(&self, term: &Term) -> StoreError {
+        match self.alert_leader().await {
+            Ok((current, _, _)) => StoreError::Fenced {
+                epoch: term.epoch,
+                current,
+            },
+            Err(e) => e,
+        }
     }
 }

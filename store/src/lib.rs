@@ -57,6 +57,10 @@ pub enum StoreError {
     },
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
+    /// An alert-leader write under an epoch that is no longer current: another collector took
+    /// leadership, so this one must stop evaluating and delivering.
+    #[error("alert leadership lost: epoch {epoch} was superseded by epoch {current}")]
+    Fenced { epoch: i64, current: i64 },
 }
 
 impl StoreError {
@@ -96,6 +100,8 @@ pub struct StoreOptions {
 /// A handle on the database: a connection pool plus what the store remembers between calls.
 pub struct Store {
     pool: Pool,
+    /// The pool's connection settings, for connections of their own (the alert leader lock).
+    pg_config: tokio_postgres::Config,
     retention_days: u32,
     /// Days whose partitions are known to exist (an in-memory cache; the DDL is idempotent).
     known_days: Mutex<std::collections::HashSet<i64>>,
@@ -107,7 +113,7 @@ impl Store {
         let pg = tokio_postgres::Config::from_str(&opts.url)
             .map_err(|e| StoreError::BadUrl(e.to_string()))?;
         let mgr = Manager::from_config(
-            pg,
+            pg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -119,6 +125,7 @@ impl Store {
             .map_err(|e| StoreError::Pool(e.to_string()))?;
         let store = Store {
             pool,
+            pg_config: pg,
             retention_days: opts.retention_days,
             known_days: Default::default(),
         };

@@ -38,6 +38,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_hourly_rollups",
         include_str!("../../migrations/0008_hourly_rollups.sql"),
     ),
+    (
+        "0009_alert_leader_epoch",
+        include_str!("../../migrations/0009_alert_leader_epoch.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

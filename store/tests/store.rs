@@ -612,3 +612,34 @@ async fn hourly_rollups_are_backfilled_as_ingest_keeps_them_and_long_windows_rea
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn the_alert_leader_lock_session_has_tcp_keepalives_on_the_server() {
+    let store = store_with(&fresh_database().await, 7).await;
+    let lock = store
+        .try_leader_lock()
+        .await
+        .unwrap()
+        .expect("the lock is free");
+    // PostgreSQL drops the lock ~11 s after the collector's host goes silent, not after the
+    // OS default of two hours.
+    let settings = lock.server_keepalives().await.unwrap();
+    let settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        settings,
+        [
+            ("tcp_keepalives_count", "3"),
+            ("tcp_keepalives_idle", "5"),
+            ("tcp_keepalives_interval", "2"),
+            ("tcp_user_timeout", "10000"),
+        ]
+    );
+    assert!(
+        store.try_leader_lock().await.unwrap().is_none(),
+        "one session holds the lock at a time"
+    );
+    drop(lock);
+}

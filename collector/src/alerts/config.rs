@@ -67,6 +67,9 @@ fn yes() -> bool {
 fn every_2s() -> Dur {
     Dur::secs(2)
 }
+fn lease_15s() -> Dur {
+    Dur::secs(15)
+}
 
 /// `[alerts]`
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +79,11 @@ pub struct AlertsConfig {
     pub enabled: bool,
     #[serde(default = "every_2s")]
     pub evaluate_every: Dur,
+    /// How long the alert leader's lease lasts without renewal (renewed every round): a
+    /// leader that stalls, or whose host vanishes, is replaced this long after its last round
+    /// (plus up to 2 s). At least 1 s.
+    #[serde(default = "lease_15s")]
+    pub leader_lease: Dur,
     /// Base URL of the dashboard for links in messages (default: `http://<listen>`).
     #[serde(default)]
     pub dashboard_url: Option<String>,
@@ -96,6 +104,7 @@ impl Default for AlertsConfig {
         AlertsConfig {
             enabled: true,
             evaluate_every: every_2s(),
+            leader_lease: lease_15s(),
             dashboard_url: None,
             default_rules: true,
             channels: vec![],
@@ -413,6 +422,7 @@ impl std::fmt::Debug for Target {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub evaluate_every: Dur,
+    pub leader_lease: Dur,
     pub dashboard_url: String,
     pub rules: Vec<RuleConfig>,
     pub channels: Vec<Channel>,
@@ -514,6 +524,7 @@ impl AlertsConfig {
         }
         Ok(Resolved {
             evaluate_every: Dur(self.evaluate_every.0.max(Duration::from_millis(200))),
+            leader_lease: Dur(self.leader_lease.0.max(Duration::from_secs(1))),
             dashboard_url: self
                 .dashboard_url
                 .clone()

@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use stormwatch_store::alerts::{AlertState, SilenceRow, Transition};
+use stormwatch_store::alerts::{AlertState, LeaderLock, SilenceRow, Term, Transition};
 use stormwatch_store::signals::Labels;
 use stormwatch_store::{Store, StoreError};
 
 use config::{parse_daily, Resolved, SilenceConfig};
 
-/// How often a follower tries to become the leader.
+/// How often a follower tries to become the leader (and a leader that has lost leadership
+/// waits before it tries again, so that the new leader keeps it).
 const LEADER_RETRY: Duration = Duration::from_secs(2);
 /// How often the leader delivers due notifications.
 const DELIVER_EVERY: Duration = Duration::from_millis(500);
@@ -32,6 +33,13 @@ pub struct AlertsRuntime {
     /// Added to the wall clock by the evaluator (tests move time forward with it).
     clock_offset_ns: AtomicI64,
     leader: AtomicBool,
+    /// This collector's name in `sw_alert_leader` (host, process, a random part).
+    holder: String,
+    /// Tests only: while true, an evaluation that has transitions to write waits before
+    /// writing them (a leader stalled mid-round, as by a long pause).
+    hold: tokio::sync::watch::Sender<bool>,
+    /// True while an evaluation waits because of `hold`.
+    held: AtomicBool,
     /// When this collector started listening (wall clock, Unix seconds): an agent's silence is
     /// counted from here at the earliest, since nothing could be heard while it was down.
     started_s: f64,
@@ -46,6 +54,9 @@ impl AlertsRuntime {
             config: RwLock::new(Arc::new(config)),
             clock_offset_ns: AtomicI64::new(0),
             leader: AtomicBool::new(false),
+            holder: holder_name(),
+            hold: tokio::sync::watch::channel(false).0,
+            held: AtomicBool::new(false),
             started_s: stormwatch_store::now_ns() as f64 / 1e9,
             enabled,
             http: reqwest::Client::builder()
@@ -80,10 +91,51 @@ impl AlertsRuntime {
             .fetch_add(by.as_nanos() as i64, Ordering::Relaxed);
     }
 
-    /// True while this collector holds the leader lock.
+    /// True while this collector believes it is the alert leader.
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Relaxed)
     }
+
+    /// This collector's name as the alert leader.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Tests only: `true` makes the next evaluation that has something to write wait just
+    /// before writing it, until `false` (a leader that stalls in the middle of a round).
+    pub fn hold_before_writing(&self, hold: bool) {
+        self.hold.send_replace(hold);
+    }
+
+    /// True while an evaluation waits because of [`Self::hold_before_writing`].
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    async fn held_here(&self) {
+        let mut hold = self.hold.subscribe();
+        if !*hold.borrow_and_update() {
+            return;
+        }
+        self.held.store(true, Ordering::Relaxed);
+        while *hold.borrow_and_update() {
+            if hold.changed().await.is_err() {
+                break;
+            }
+        }
+        self.held.store(false, Ordering::Relaxed);
+    }
+}
+
+/// `host pid/random`: unique among the collectors of one database, readable in
+/// `sw_alert_leader` and `sw_notifications.claimed_by`.
+fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host} {}/{:08x}", std::process::id(), fastrand::u32(..))
 }
 
 /// True when a config or dashboard silence covers `rule` with `labels` at `now`.
@@ -125,8 +177,13 @@ pub fn is_silenced(
     in_config || db.iter().any(|s| matches(&s.rule, &s.labels))
 }
 
-/// One evaluation round: every rule, then the transitions in one transaction.
-pub async fn evaluate_once(store: &Store, rt: &AlertsRuntime) -> Result<usize, StoreError> {
+/// One evaluation round: every rule, then the transitions in one transaction, written only if
+/// `term` is still the leader's ([`StoreError::Fenced`] otherwise).
+pub async fn evaluate_once(
+    store: &Store,
+    rt: &AlertsRuntime,
+    term: &Term,
+) -> Result<usize, StoreError> {
     let cfg = rt.config();
     let now = rt.now_s();
     let states = store.alert_states().await?;
@@ -169,10 +226,75 @@ pub async fn evaluate_once(store: &Store, rt: &AlertsRuntime) -> Result<usize, S
         transitions.push(Transition::Remove(s.clone(), None));
     }
     let n = transitions.len();
+    if n > 0 {
+        rt.held_here().await;
+    }
     store
-        .apply_transitions(&transitions, &format!("{:.0}", now * 1000.0), now)
+        .apply_transitions(term, &transitions, &format!("{:.0}", now * 1000.0), now)
         .await?;
     Ok(n)
+}
+
+/// Becomes the alert leader if allowed (see [`Store::take_leadership`]): with the advisory
+/// lock when it is free, else only once the leader's lease has passed.
+async fn try_lead(
+    store: &Store,
+    rt: &AlertsRuntime,
+) -> Result<Option<(Term, Option<LeaderLock>)>, StoreError> {
+    let lease = rt.config().leader_lease.0;
+    let lock = store.try_leader_lock().await?;
+    let term = store
+        .take_leadership(&rt.holder, lease, lock.is_some())
+        .await?;
+    // A lock that does not make us the leader (the leader took over by lease and does not
+    // hold it) is released at once, so that the leader can take it.
+    Ok(term.map(|t| (t, lock)))
+}
+
+/// Checks the lock (taking it if the leader lacks it) and renews the lease.
+async fn keep_leading(
+    store: &Store,
+    rt: &AlertsRuntime,
+    term: &Term,
+    lock: &mut Option<LeaderLock>,
+) -> Result<(), String> {
+    match lock {
+        Some(l) => {
+            if !l.still_held().await {
+                return Err("lost the advisory lock's connection".into());
+            }
+        }
+        None => {
+            if let Ok(Some(l)) = store.try_leader_lock().await {
+                *lock = Some(l);
+            }
+        }
+    }
+    match store
+        .renew_leadership(term, rt.config().leader_lease.0, lock.is_some())
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e @ StoreError::Fenced { .. }) => Err(e.to_string()),
+        // The database is unreachable: so are our writes. Leadership is lost only when
+        // another collector takes it (our next write is then fenced).
+        Err(error) => {
+            tracing::warn!(%error, "alerting: could not renew the leader lease");
+            Ok(())
+        }
+    }
+}
+
+/// What a leader round ran into: go on, or stop leading (with why).
+fn step_down_on(result: Result<usize, StoreError>, what: &str) -> Option<String> {
+    match result {
+        Ok(_) => None,
+        Err(e @ StoreError::Fenced { .. }) => Some(e.to_string()),
+        Err(error) => {
+            tracing::warn!(%error, "alert {what} failed");
+            None
+        }
+    }
 }
 
 /// Runs alerting until the task is dropped: waits for leadership, then evaluates and delivers.
@@ -185,56 +307,72 @@ pub async fn run(app: Arc<crate::AppState>, mut shutdown: tokio::sync::watch::Re
         tracing::info!("alerting is disabled ([alerts] enabled = false)");
         return;
     }
+    let mut wait_first = false;
     loop {
+        if wait_first {
+            tokio::select! {
+                _ = tokio::time::sleep(LEADER_RETRY) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        wait_first = true;
         if *shutdown.borrow() {
             return;
         }
-        let lock = match store.try_leader_lock().await {
-            Ok(Some(lock)) => lock,
-            Ok(None) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(LEADER_RETRY) => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
+        let (term, mut lock) = match try_lead(store, rt).await {
+            Ok(Some(led)) => led,
+            Ok(None) => continue,
             Err(error) => {
                 tracing::warn!(%error, "alerting: could not reach the database for leader election");
-                tokio::select! {
-                    _ = tokio::time::sleep(LEADER_RETRY) => {}
-                    _ = shutdown.changed() => {}
-                }
                 continue;
             }
         };
         rt.leader.store(true, Ordering::Relaxed);
         metrics.alert_leader.set(1);
-        tracing::info!("this collector is now the alert leader");
+        tracing::info!(
+            epoch = term.epoch,
+            advisory_lock = lock.is_some(),
+            "this collector is now the alert leader"
+        );
         let mut next_eval = tokio::time::Instant::now();
+        let mut renewed = tokio::time::Instant::now();
         let mut deliver = tokio::time::interval(DELIVER_EVERY);
-        let stopping = loop {
+        let stopped = loop {
             // Work happens in the branch bodies, which shutdown does not interrupt.
             tokio::select! {
-                _ = shutdown.changed() => break true,
+                _ = shutdown.changed() => break None,
                 _ = tokio::time::sleep_until(next_eval) => {
-                    if !lock.still_held().await {
-                        break false;
+                    if let Err(why) = keep_leading(store, rt, &term, &mut lock).await {
+                        break Some(why);
                     }
-                    match evaluate_once(store, rt).await {
-                        Ok(_) => { metrics.alert_evaluations.inc(); }
-                        Err(error) => tracing::warn!(%error, "alert evaluation failed"),
+                    renewed = tokio::time::Instant::now();
+                    let evaluated = evaluate_once(store, rt, &term).await;
+                    if evaluated.is_ok() {
+                        metrics.alert_evaluations.inc();
+                    }
+                    if let Some(why) = step_down_on(evaluated, "evaluation") {
+                        break Some(why);
                     }
                     next_eval = tokio::time::Instant::now() + rt.config().evaluate_every.0;
                     // Deliver right away what this round decided.
                     let cfg = rt.config();
-                    if let Err(error) = notify::deliver_due(store, &cfg, &rt.http, &rt.limiter, metrics, rt.now_s()).await {
-                        tracing::warn!(%error, "alert delivery round failed");
+                    let delivered = notify::deliver_due(store, &term, &cfg, &rt.http, &rt.limiter, metrics, rt.now_s()).await;
+                    if let Some(why) = step_down_on(delivered, "delivery round") {
+                        break Some(why);
                     }
                 }
                 _ = deliver.tick() => {
+                    // Rounds may be further apart than the lease allows.
+                    if renewed.elapsed() > rt.config().leader_lease.0 / 3 {
+                        if let Err(why) = keep_leading(store, rt, &term, &mut lock).await {
+                            break Some(why);
+                        }
+                        renewed = tokio::time::Instant::now();
+                    }
                     let cfg = rt.config();
-                    if let Err(error) = notify::deliver_due(store, &cfg, &rt.http, &rt.limiter, metrics, rt.now_s()).await {
-                        tracing::warn!(%error, "alert delivery round failed");
+                    let delivered = notify::deliver_due(store, &term, &cfg, &rt.http, &rt.limiter, metrics, rt.now_s()).await;
+                    if let Some(why) = step_down_on(delivered, "delivery round") {
+                        break Some(why);
                     }
                     if let Ok(c) = store.delivery_counts().await {
                         metrics.alert_deliveries_failed.set(c.failed);
@@ -244,11 +382,20 @@ pub async fn run(app: Arc<crate::AppState>, mut shutdown: tokio::sync::watch::Re
         };
         rt.leader.store(false, Ordering::Relaxed);
         metrics.alert_leader.set(0);
-        drop(lock);
-        if stopping {
-            return;
+        match stopped {
+            None => {
+                // A follower need not wait for the lease (nor get the lock) to take over.
+                if let Err(error) = store.resign_leadership(&term).await {
+                    tracing::warn!(%error, "alerting: could not end the leader lease");
+                }
+                drop(lock);
+                return;
+            }
+            Some(why) => {
+                drop(lock);
+                tracing::warn!(epoch = term.epoch, reason = %why, "no longer the alert leader; trying again");
+            }
         }
-        tracing::warn!("lost the alert leader lock; trying again");
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use stormwatch_store::alerts::{EventRow, Notification};
+use stormwatch_store::alerts::{Claim, EventRow, Notification, Term};
 use stormwatch_store::{Store, StoreError};
 
 use super::config::{ChannelKind, Resolved, RuleKind, Target};
@@ -18,6 +18,12 @@ use crate::metrics::Metrics;
 pub const WEBHOOK_SCHEMA: &str = "stormwatch.alerts/v1";
 /// Most alerts listed in one Slack message; the rest are counted.
 const MAX_LISTED: usize = 10;
+/// Timeout of one HTTP request to Slack or a webhook.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a claim on notifications lasts: longer than a send can take ([`SEND_TIMEOUT`])
+/// plus recording its result, so a claim only expires when its holder died or stalled — then
+/// the next leader sends the notifications again.
+pub const CLAIM_FOR: Duration = Duration::from_secs(30);
 
 /// Why a delivery did not go through.
 #[derive(Debug)]
@@ -281,7 +287,7 @@ async fn post(
             .json(body),
     };
     let resp = req
-        .timeout(Duration::from_secs(10))
+        .timeout(SEND_TIMEOUT)
         .send()
         .await
         .map_err(|e| DeliveryError::Retry {
@@ -340,8 +346,14 @@ async fn post(
 }
 
 /// Sends what is due; returns how many notifications were delivered.
+///
+/// Each group is claimed (under `term`) right before it is sent, and only what the claim got
+/// is sent; the result is recorded under that claim. [`StoreError::Fenced`] when `term` is no
+/// longer the leader's: the caller must stop delivering.
+#[allow(clippy::too_many_arguments)]
 pub async fn deliver_due(
     store: &Store,
+    term: &Term,
     cfg: &Resolved,
     http: &reqwest::Client,
     limiter: &RateLimiter,
@@ -362,18 +374,27 @@ pub async fn deliver_due(
         groups.entry(key).or_default().push(n);
     }
     let mut delivered = 0;
-    for ((channel_name, group_key, _, thread_ts), notes) in groups {
+    for ((channel_name, group_key, _, thread_ts), mut notes) in groups {
+        let channel = cfg.channels.iter().find(|c| c.name == channel_name);
+        if let Some(channel) = channel {
+            if !limiter.allow(&channel.name, channel.rate_limit_per_minute, now) {
+                continue; // stays pending: sent when the window has room again
+            }
+        }
         let ids: Vec<i64> = notes.iter().map(|n| n.id).collect();
-        let Some(channel) = cfg.channels.iter().find(|c| c.name == channel_name) else {
+        let claim = store.claim_notifications(term, &ids, CLAIM_FOR).await?;
+        // What another collector claimed meanwhile is its to send.
+        notes.retain(|n| claim.ids.contains(&n.id));
+        if notes.is_empty() {
+            continue;
+        }
+        let Some(channel) = channel else {
             store
-                .mark_attempt_failed(&ids, "channel is no longer configured", None)
+                .mark_attempt_failed(&claim, "channel is no longer configured", None)
                 .await?;
-            metrics.notification(&channel_name, "failed", ids.len());
+            metrics.notification(&channel_name, "failed", claim.ids.len());
             continue;
         };
-        if !limiter.allow(&channel.name, channel.rate_limit_per_minute, now) {
-            continue; // stays pending: sent when the window has room again
-        }
         let events: Vec<&EventRow> = notes.iter().map(|n| &n.event).collect();
         let links: Vec<String> = events
             .iter()
@@ -402,6 +423,7 @@ pub async fn deliver_due(
             }
         }
         let attempts = notes.iter().map(|n| n.attempts).max().unwrap_or(0);
+        let n = claim.ids.len();
         match post(http, &channel.target, &body, attempts).await {
             Ok(ts) => {
                 let ts = if notes[0].event.event == "firing" {
@@ -409,27 +431,44 @@ pub async fn deliver_due(
                 } else {
                     None
                 };
-                store.mark_sent(&ids, ts.as_deref(), now).await?;
-                metrics.notification(&channel.name, "sent", ids.len());
-                delivered += ids.len();
+                let recorded = store.mark_sent(&claim, ts.as_deref(), now).await?;
+                lost_claim(&claim, recorded, &channel.name);
+                metrics.notification(&channel.name, "sent", n);
+                delivered += n;
             }
             Err(DeliveryError::Retry { after, error })
                 if attempts + 1 < channel.max_attempts as i32 =>
             {
                 tracing::warn!(channel = %channel.name, attempts = attempts + 1, %error, retry_in_s = after.as_secs_f64(), "alert delivery failed; will retry");
-                store
-                    .mark_attempt_failed(&ids, &error, Some(now + after.as_secs_f64()))
+                let recorded = store
+                    .mark_attempt_failed(&claim, &error, Some(now + after.as_secs_f64()))
                     .await?;
-                metrics.notification(&channel.name, "retried", ids.len());
+                lost_claim(&claim, recorded, &channel.name);
+                metrics.notification(&channel.name, "retried", n);
             }
             Err(DeliveryError::Retry { error, .. }) | Err(DeliveryError::Permanent(error)) => {
                 tracing::error!(channel = %channel.name, attempts = attempts + 1, %error, "alert delivery failed for good; recorded as failed");
-                store.mark_attempt_failed(&ids, &error, None).await?;
-                metrics.notification(&channel.name, "failed", ids.len());
+                let recorded = store.mark_attempt_failed(&claim, &error, None).await?;
+                lost_claim(&claim, recorded, &channel.name);
+                metrics.notification(&channel.name, "failed", n);
             }
         }
     }
     Ok(delivered)
+}
+
+/// A result recorded for fewer notifications than were claimed: the claim expired during the
+/// send (this collector stalled past [`CLAIM_FOR`]) and another leader took them again, so
+/// they may be sent twice.
+fn lost_claim(claim: &Claim, recorded: u64, channel: &str) {
+    if recorded < claim.ids.len() as u64 {
+        tracing::warn!(
+            channel,
+            claimed = claim.ids.len(),
+            recorded,
+            "alert delivery outlived its claim; another leader may send it again"
+        );
+    }
 }
 
 #[cfg(test)]
