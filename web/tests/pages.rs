@@ -283,8 +283,19 @@ async fn firing_alerts_show_on_the_overview_and_the_alerts_page() {
         channels: vec![],
         silenced: false,
     };
+    // Alert state is written only by the leader of the current term.
+    let term = store
+        .take_leadership("pages-test", std::time::Duration::from_secs(60), true)
+        .await
+        .unwrap()
+        .expect("the only collector takes the lead");
     store
-        .apply_transitions(&[Transition::Upsert(state, Some(event))], "g1", now_s)
+        .apply_transitions(
+            &term,
+            &[Transition::Upsert(state, Some(event))],
+            "g1",
+            now_s,
+        )
         .await
         .unwrap();
     let app = stormwatch_web::router(store);
