@@ -484,6 +484,33 @@ async fn run_scenario_checks(demo: &Demo) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    // No alert outside its incident: a rule that belongs to an incident fires only in that
+    // incident's window, any other rule (the defaults: 5xx rate, agent silent...) only
+    // within some incident's window — never in the calm between them, nor paged by one
+    // incident's side effects on another's rule (the upload flood's CPU tripping redis-p95).
+    let alerts = webhook_alerts(&demo.stack.slack.messages());
+    let within = |t: i64, kind: Kind| {
+        let (onset, end) = (at(kind, true), at(kind, false));
+        t >= onset - 1_000 && t <= end + ALERT_WITHIN_MS
+    };
+    for (t, rule, event, summary) in alerts.iter().filter(|a| a.2 == "firing") {
+        let owner = day
+            .iter()
+            .find(|inc| inc.kind.rules().contains(&rule.as_str()));
+        let ok = match owner {
+            Some(inc) => within(*t, inc.kind),
+            None => day.iter().any(|inc| within(*t, inc.kind)),
+        };
+        if !ok {
+            failures.push(format!(
+                "{rule} {event} at {t} outside {}: {summary}",
+                match owner {
+                    Some(inc) => format!("its incident's window ({})", inc.kind.name()),
+                    None => "every incident's window".to_owned(),
+                }
+            ));
+        }
+    }
     println!("\nspan-to-alert latency per incident (onset → webhook received):");
     for line in &report {
         println!("  {line}");
