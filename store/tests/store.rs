@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use stormwatch_model::histogram::RELATIVE_ERROR;
 use stormwatch_model::{Aggregate, AggregateKey, Batch, DependencyClass, Span};
 use stormwatch_store::{AggregateFilter, SpanFilter, Store, StoreOptions, Totals};
 use stormwatch_testkit::{fresh_database, sample};
@@ -93,7 +94,7 @@ async fn batch_round_trip_and_exactly_once() {
     let exact_p95 = durations[(0.95 * 399.0) as usize] as f64 / 1e6;
     let err = (p.p95_ms.unwrap() - exact_p95).abs() / exact_p95;
     assert!(
-        err <= 0.02,
+        err <= RELATIVE_ERROR,
         "p95 {} vs exact {exact_p95}",
         p.p95_ms.unwrap()
     );
@@ -152,7 +153,7 @@ async fn aggregates_merge_across_batches() {
     for (q, got) in [(0.5, p.p50_ms), (0.99, p.p99_ms)] {
         let exact = durations[(q * 74.0) as usize] as f64 / 1e6;
         let err = (got.unwrap() - exact).abs() / exact;
-        assert!(err <= 0.02, "q{q}: {got:?} vs exact {exact}");
+        assert!(err <= RELATIVE_ERROR, "q{q}: {got:?} vs exact {exact}");
     }
 }
 
