@@ -3,10 +3,12 @@
 //! A duration `x` (ns, ≥ 1) falls in bucket `k = ceil(ln x / ln γ)` with
 //! `γ = (1 + α) / (1 − α)`; the bucket's representative value `2γᵏ / (γ + 1)` is within a
 //! relative error `α` of every value in it. With [`RELATIVE_ERROR`] = 1 % any quantile read from
-//! the histogram is within 1 % of a true sample at that rank — inside the 2 % the product
-//! promises — and merging two histograms is adding counts per bucket, so per-minute histograms
-//! from many agents (and many minutes) combine without losing that bound. Durations from 1 ns to
-//! 10⁴ s need at most ~1,500 buckets; a minute of one endpoint typically fills a few dozen.
+//! the histogram is within 1 % of the true sample at that rank — the bound the README promises
+//! ("Read API") — and merging two histograms is adding counts per bucket, so per-minute
+//! histograms from many agents (and many minutes) combine without losing that bound.
+//! [`Histogram::quantile`] reads rank `⌊q·(n − 1)⌋` (0-based, no interpolation); the tests
+//! against exact quantiles are in `model/tests/histogram.rs`. Durations from 1 ns to 10⁴ s
+//! need at most ~1,500 buckets; a minute of one endpoint typically fills a few dozen.
 
 use serde::{Deserialize, Serialize};
 
@@ -102,7 +104,9 @@ impl Histogram {
         self.counts = counts;
     }
 
-    /// The value at quantile `q` (0 ≤ q ≤ 1), in nanoseconds; `None` when empty.
+    /// The value at quantile `q` (0 ≤ q ≤ 1), in nanoseconds; `None` when empty: the bucket of
+    /// the value at 0-based rank `⌊q·(n − 1)⌋` of the sorted values (`q = 0` the minimum,
+    /// `q = 1` the maximum), read as that bucket's representative.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         let total = self.count();
         if total == 0 {
