@@ -163,7 +163,13 @@ impl Agent {
                 };
                 let incoming =
                     tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+                // The HTTP/1 timeouts of `stormwatch_http` do not apply to HTTP/2: bound each
+                // call's time instead, and drop connections whose peer stopped answering pings.
                 if let Err(error) = tonic::transport::Server::builder()
+                    .timeout(stormwatch_http::BODY_READ_TIMEOUT)
+                    .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                    .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                    .max_concurrent_streams(Some(256))
                     .add_service(svc)
                     .serve_with_incoming_shutdown(incoming, shutdown)
                     .await
