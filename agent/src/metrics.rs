@@ -174,6 +174,12 @@ impl Metrics {
             spans_kept: self.kept.iter().map(|c| c.load(Relaxed)).sum(),
             spans_dropped: self.dropped.iter().map(|c| c.load(Relaxed)).sum(),
             spool_bytes: self.spool_bytes.load(Relaxed),
+            spans_lost: self
+                .aggregated_dropped
+                .iter()
+                .map(|c| c.load(Relaxed))
+                .sum(),
+            dead_letter_batches: self.dead_letter_batches.load(Relaxed),
         }
     }
 

@@ -615,6 +615,19 @@ async fn rejected_batch_goes_to_the_dead_letter_folder_and_shipping_goes_on() {
     ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
+    // The collector hears of it with the next batch (the overview's agent table shows it).
+    let stats = col
+        .seen
+        .lock()
+        .unwrap()
+        .batches
+        .last()
+        .unwrap()
+        .stats
+        .clone()
+        .unwrap();
+    assert_eq!(stats.dead_letter_batches, 1, "{stats:?}");
+    assert_eq!(stats.spans_lost, 7, "{stats:?}");
     agent.shutdown(Duration::from_secs(1)).await;
 }
 

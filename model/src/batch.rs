@@ -66,6 +66,15 @@ pub struct AgentStats {
     #[prost(uint64, tag = "4")]
     #[serde(default)]
     pub spool_bytes: u64,
+    /// Spans missing from the aggregates this agent shipped: counted, then lost with a batch
+    /// that was dropped (spool full, refused for good...). `spans_dropped` counts kept spans.
+    #[prost(uint64, tag = "5")]
+    #[serde(default)]
+    pub spans_lost: u64,
+    /// Batches the collector refused for good, moved to the agent's dead-letter folder.
+    #[prost(uint64, tag = "6")]
+    #[serde(default)]
+    pub dead_letter_batches: u64,
 }
 
 /// The two body encodings of a batch.

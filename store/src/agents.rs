@@ -15,6 +15,10 @@ pub struct AgentHealth {
     pub spans_kept: i64,
     pub spans_dropped: i64,
     pub spool_bytes: i64,
+    /// Spans missing from the agent's shipped aggregates (lost with dropped batches).
+    pub spans_lost: i64,
+    /// Batches the collector refused for good, in the agent's dead-letter folder.
+    pub dead_letter_batches: i64,
 }
 
 impl Store {
@@ -26,7 +30,8 @@ impl Store {
                 "SELECT agent_id, instance,
                         (extract(epoch FROM first_seen) * 1000)::int8,
                         (extract(epoch FROM last_seen) * 1000)::int8,
-                        batches, spans_received, spans_kept, spans_dropped, spool_bytes
+                        batches, spans_received, spans_kept, spans_dropped, spool_bytes,
+                        spans_lost, dead_letter_batches
                    FROM sw_agents ORDER BY last_seen DESC, agent_id",
                 &[],
             )
@@ -43,6 +48,8 @@ impl Store {
                 spans_kept: r.get(6),
                 spans_dropped: r.get(7),
                 spool_bytes: r.get(8),
+                spans_lost: r.get(9),
+                dead_letter_batches: r.get(10),
             })
             .collect())
     }

@@ -405,12 +405,14 @@ impl Store {
 
         let stats = batch.stats.clone().unwrap_or_default();
         tx.execute(
-            "INSERT INTO sw_agents AS a (agent_id, instance, batches, spans_received, spans_kept, spans_dropped, spool_bytes)
-             VALUES ($1, $2, 1, $3, $4, $5, $6)
+            "INSERT INTO sw_agents AS a (agent_id, instance, batches, spans_received, spans_kept, spans_dropped, spool_bytes,
+                                         spans_lost, dead_letter_batches)
+             VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (agent_id) DO UPDATE SET
                  instance = excluded.instance, last_seen = now(), batches = a.batches + 1,
                  spans_received = excluded.spans_received, spans_kept = excluded.spans_kept,
-                 spans_dropped = excluded.spans_dropped, spool_bytes = excluded.spool_bytes",
+                 spans_dropped = excluded.spans_dropped, spool_bytes = excluded.spool_bytes,
+                 spans_lost = excluded.spans_lost, dead_letter_batches = excluded.dead_letter_batches",
             &[
                 &batch.agent_id,
                 &batch.instance,
@@ -418,6 +420,8 @@ impl Store {
                 &(stats.spans_kept as i64),
                 &(stats.spans_dropped as i64),
                 &(stats.spool_bytes as i64),
+                &(stats.spans_lost.min(i64::MAX as u64) as i64),
+                &(stats.dead_letter_batches.min(i64::MAX as u64) as i64),
             ],
         )
         .await?;

@@ -42,6 +42,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_alert_leader_epoch",
         include_str!("../../migrations/0009_alert_leader_epoch.sql"),
     ),
+    (
+        "0010_agent_losses",
+        include_str!("../../migrations/0010_agent_losses.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

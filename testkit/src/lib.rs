@@ -269,6 +269,7 @@ pub mod sample {
                 spans_kept: n_spans as u64,
                 spans_dropped: 0,
                 spool_bytes: 0,
+                ..Default::default()
             }),
         }
     }

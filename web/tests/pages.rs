@@ -6,6 +6,34 @@ mod common;
 use axum::http::StatusCode;
 use common::*;
 
+/// An agent that lost counts or dead-lettered batches says so on the overview: before,
+/// a batch refused for good showed nowhere but in the agent's own log and metrics.
+#[tokio::test]
+async fn the_agent_table_shows_lost_spans_and_dead_letters() {
+    let store = empty_store().await;
+    let now = stormwatch_store::now_ns();
+    let mut b = stormwatch_testkit::sample::batch("agent-lossy", 1, 10, now);
+    let stats = b.stats.as_mut().unwrap();
+    stats.spans_lost = 1234;
+    stats.dead_letter_batches = 3;
+    stormwatch_model::validate::check_batch(&mut b, now).unwrap();
+    store.store_batch(&b, now).await.unwrap();
+    let clean = stormwatch_testkit::sample::batch("agent-fine", 1, 10, now);
+    store.store_batch(&clean, now).await.unwrap();
+    let app = stormwatch_web::router(store);
+    let (status, page) = get(&app, "/?range=1h").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let row = |agent: &str| {
+        let at = page.find(&format!("<td>{agent}</td>")).unwrap();
+        page[at..at + page[at..].find("</tr>").unwrap()].to_owned()
+    };
+    let lossy = row("agent-lossy");
+    assert!(lossy.contains("<td class=\"num bad\">1234</td>"), "{lossy}");
+    assert!(lossy.contains("<td class=\"num bad\">3</td>"), "{lossy}");
+    let fine = row("agent-fine");
+    assert!(!fine.contains("bad"), "{fine}");
+}
+
 #[tokio::test]
 async fn overview_shows_each_service_agents_and_sparklines() {
     let store = empty_store().await;

@@ -46,6 +46,9 @@ pub struct AgentRow {
     pub received: String,
     pub kept: String,
     pub dropped: i64,
+    /// Spans missing from the counts (their batch was dropped after they were counted).
+    pub lost: i64,
+    pub dead_letters: i64,
     pub spool: String,
 }
 
@@ -142,6 +145,8 @@ pub async fn overview(
             received: short_count(a.spans_received as f64),
             kept: short_count(a.spans_kept as f64),
             dropped: a.spans_dropped,
+            lost: a.spans_lost,
+            dead_letters: a.dead_letter_batches,
             spool: short_bytes(a.spool_bytes as f64),
             agent_id: a.agent_id,
             instance: a.instance,
