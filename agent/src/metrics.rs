@@ -76,6 +76,9 @@ pub struct Metrics {
     aggregated_dropped: [AtomicU64; DropReason::ALL.len()],
     /// Spans the sampler let go (they still count in aggregates).
     pub not_sampled: AtomicU64,
+    /// Kept traces forgotten before their window ended because more than
+    /// `sampler::MAX_KEPT_TRACES` were remembered.
+    pub kept_traces_forgotten: AtomicU64,
     /// Batches built / shipped / failed attempts.
     pub batches_built: AtomicU64,
     pub batches_shipped: AtomicU64,
@@ -257,6 +260,12 @@ impl Metrics {
             "stormwatch_agent_spans_not_sampled_total",
             "Spans counted in aggregates but not shipped by the sampler.",
             &one(&self.not_sampled),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_sampler_kept_traces_forgotten_total",
+            "Kept traces forgotten before their window ended, the sampler remembering too many; their later spans were sampled on their own.",
+            &one(&self.kept_traces_forgotten),
         );
         counter(
             &mut o,

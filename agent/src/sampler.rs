@@ -11,6 +11,12 @@
 //! Memory is bounded by `max_pending_spans`: past it the oldest waiting trace is released as
 //! not sampled (its spans are already counted in the aggregates, so no number is wrong).
 //!
+//! **A kept trace is never forgotten for room.** Once a span of a trace is kept, the trace
+//! holds no waiting spans, only a marker (its table entry) that keeps its later spans within
+//! the window. The bounds let waiting, undecided traces go; markers have their own queue and
+//! their own, larger bound ([`MAX_KEPT_TRACES`]), so a burst of undecided traces cannot cut a
+//! kept trace in two.
+//!
 //! A waiting span is packed into an [`Arena`] of 64 KiB buffers, written in arrival order and
 //! reused once every span in them is gone; its trace keeps a 16-byte [`Slot`]. Held as
 //! structs with their own allocations, freed a second or two later when cold, waiting spans
@@ -18,6 +24,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -170,8 +177,17 @@ pub struct Sampler {
     cfg: Sampling,
     window: Duration,
     traces: HashMap<TraceId, Trace, BuildHasherDefault<PassThrough>>,
-    /// (expiry, trace) in insertion order; an entry whose expiry moved is skipped when popped.
+    /// (expiry, trace) of undecided traces, by first span; an entry whose trace was kept since,
+    /// or forgotten and seen again, is skipped when popped.
     order: VecDeque<(Instant, TraceId)>,
+    /// (expiry, trace) of kept traces, one entry each, from when the trace was kept. A kept
+    /// span extends the trace's window without queueing anything: when the entry comes due
+    /// and the window has moved on, it is queued again at the new expiry. So the queue holds
+    /// one entry a kept trace, not one a kept span; an extended trace is forgotten late, by
+    /// at most one window (its marker no longer keeps anything once its window has passed).
+    kept_order: VecDeque<(Instant, TraceId)>,
+    /// Traces in `traces` that are kept (the rest wait, with at least one span each).
+    kept_traces: usize,
     pending: usize,
     arena: Arena,
     /// Emptied `Trace::pending` lists for new traces (a trace's list otherwise grows from
@@ -182,6 +198,14 @@ pub struct Sampler {
 
 /// Tables this small are never shrunk.
 const SHRINK_FLOOR: usize = 1024;
+
+/// Most kept traces remembered (a marker: one table entry and one queue entry, about 100
+/// bytes, at most 22 MiB with the tables' slack). Past it the oldest kept trace is forgotten
+/// before its window ends, and its later spans are sampled on their own; counted in
+/// `stormwatch_agent_sampler_kept_traces_forgotten_total`. Reached only when more than
+/// 50,000 traces a second are kept with the default 2 s window, well beyond what one agent
+/// thread receives (about 500,000 spans a second).
+pub const MAX_KEPT_TRACES: usize = 100_000;
 
 /// At most this many spare pending lists are kept, none longer than [`SPARE_LIST_LEN`].
 const SPARE_LISTS: usize = 4096;
@@ -194,6 +218,8 @@ impl Sampler {
             cfg,
             traces: HashMap::default(),
             order: VecDeque::new(),
+            kept_order: VecDeque::new(),
+            kept_traces: 0,
             pending: 0,
             arena: Arena::default(),
             spare_lists: Vec::new(),
@@ -303,6 +329,8 @@ impl Sampler {
         t.expires = expires;
         if !t.kept {
             t.kept = true;
+            self.kept_traces += 1;
+            self.kept_order.push_back((expires, tid));
             let mut released = std::mem::take(&mut t.pending);
             self.pending -= released.len();
             self.metrics.kept(KeepReason::Forced, released.len() as u64);
@@ -314,7 +342,6 @@ impl Sampler {
             }));
             self.spare_list(released);
         }
-        self.order.push_back((expires, tid));
     }
 
     fn hold(&mut self, tid: TraceId, span: Received, now: Instant) {
@@ -329,23 +356,43 @@ impl Sampler {
                 pending: self.spare_lists.pop().unwrap_or_default(),
             }
         });
+        if t.kept {
+            // Kept, but its window has passed and the expiry pass has not come yet (`offer`
+            // forces the spans of a kept trace within its window): it starts over, undecided.
+            t.kept = false;
+            t.expires = now + window;
+            self.kept_traces -= 1;
+            self.order.push_back((t.expires, tid));
+        }
         t.pending.push(held);
         self.pending += 1;
     }
 
+    /// Lets the oldest undecided traces go while the sampler holds too much; kept traces
+    /// (markers without waiting spans) stay, under their own bound.
     fn enforce_bound(&mut self) {
-        while self.pending > self.cfg.max_pending_spans
-            || self.traces.len() > self.cfg.max_pending_spans.max(1) * 2
-        {
+        while self.pending > self.cfg.max_pending_spans {
             let Some((_, tid)) = self.order.pop_front() else {
                 break;
             };
-            self.forget(&tid);
+            if self.traces.get(&tid).is_some_and(|t| !t.kept) {
+                self.forget(&tid);
+            }
+        }
+        while self.kept_traces > MAX_KEPT_TRACES {
+            let Some((_, tid)) = self.kept_order.pop_front() else {
+                break;
+            };
+            if self.traces.get(&tid).is_some_and(|t| t.kept) {
+                self.forget(&tid);
+                self.metrics.kept_traces_forgotten.fetch_add(1, Relaxed);
+            }
         }
     }
 
     fn forget(&mut self, tid: &TraceId) {
         if let Some(t) = self.traces.remove(tid) {
+            self.kept_traces -= usize::from(t.kept);
             self.pending -= t.pending.len();
             for h in &t.pending {
                 if let Held::Packed(slot) = h {
@@ -354,7 +401,7 @@ impl Sampler {
             }
             self.metrics
                 .not_sampled
-                .fetch_add(t.pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(t.pending.len() as u64, Relaxed);
             self.spare_list(t.pending);
         }
     }
@@ -372,7 +419,10 @@ impl Sampler {
     /// The earliest time a waiting trace may be due for expiry (an entry can be stale: its
     /// trace was kept later and expires later); `None` when nothing waits.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.order.front().map(|(at, _)| *at)
+        match (self.order.front(), self.kept_order.front()) {
+            (Some((a, _)), Some((b, _))) => Some(*a.min(b)),
+            (a, b) => a.or(b).map(|(at, _)| *at),
+        }
     }
 
     /// Forgets traces whose window has passed; their waiting spans are not shipped.
@@ -382,25 +432,45 @@ impl Sampler {
                 break;
             }
             self.order.pop_front();
-            // A trace kept later has a newer expiry further back in the queue.
-            if self.traces.get(&tid).is_some_and(|t| t.expires <= now) {
+            // A trace kept since is in `kept_order`; one seen again after it was forgotten
+            // has a newer entry further back.
+            if self
+                .traces
+                .get(&tid)
+                .is_some_and(|t| !t.kept && t.expires <= now)
+            {
                 self.forget(&tid);
+            }
+        }
+        while let Some((at, tid)) = self.kept_order.front().copied() {
+            if at > now {
+                break;
+            }
+            self.kept_order.pop_front();
+            match self.traces.get(&tid) {
+                Some(t) if t.kept && t.expires <= now => self.forget(&tid),
+                // A later span extended the window: due again then.
+                Some(t) if t.kept => self.kept_order.push_back((t.expires, tid)),
+                _ => {}
             }
         }
         self.shrink_after_burst();
     }
 
-    /// A burst grows the trace table (up to twice `max_pending_spans` entries, megabytes) and
-    /// it keeps that size; the few traces of a quiet period spread over it then make nearly
-    /// every lookup a cache miss. Shrunk once it is mostly empty.
+    /// A burst grows the trace table (up to `max_pending_spans` waiting and
+    /// [`MAX_KEPT_TRACES`] kept traces, megabytes) and it keeps that size; the few traces of a
+    /// quiet period spread over it then make nearly every lookup a cache miss. Shrunk once it
+    /// is mostly empty.
     fn shrink_after_burst(&mut self) {
         let live = self.traces.len();
         if self.traces.capacity() > 8 * live.max(SHRINK_FLOOR) {
             self.traces.shrink_to(2 * live);
         }
-        let queued = self.order.len();
-        if self.order.capacity() > 8 * queued.max(SHRINK_FLOOR) {
-            self.order.shrink_to(2 * queued);
+        for q in [&mut self.order, &mut self.kept_order] {
+            let queued = q.len();
+            if q.capacity() > 8 * queued.max(SHRINK_FLOOR) {
+                q.shrink_to(2 * queued);
+            }
         }
     }
 
@@ -411,6 +481,7 @@ impl Sampler {
             self.forget(&t);
         }
         self.order.clear();
+        self.kept_order.clear();
     }
 }
 
@@ -582,10 +653,7 @@ mod tests {
             s.offer_span(sp, now, &mut out);
         }
         assert!(s.pending() <= 100);
-        assert_eq!(
-            m.not_sampled.load(std::sync::atomic::Ordering::Relaxed),
-            900
-        );
+        assert_eq!(m.not_sampled.load(Relaxed), 900);
         // Forgotten traces' lists are reused by new traces, not piled up.
         assert!(s.spare_lists.len() <= 1, "{}", s.spare_lists.len());
         let before = s.spare_lists.len();
@@ -597,6 +665,117 @@ mod tests {
         );
         s.spare_list(Vec::with_capacity(4));
         assert_eq!(s.spare_lists.len(), before + 1);
+    }
+
+    /// Trace id number `i`, spread over the id like random ones (the trace table hashes the
+    /// id's bytes as they are).
+    fn tid(i: u64) -> Vec<u8> {
+        let mut id = vec![0; 8];
+        id.extend_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+        id
+    }
+
+    /// One fast span each of traces `base..base + n`.
+    fn flood(s: &mut Sampler, base: u64, n: u64, now: Instant, out: &mut Vec<Received>) {
+        for i in base..base + n {
+            let mut sp = span(0, 1, DependencyClass::Db, 1);
+            sp.trace_id = tid(i);
+            s.offer_span(sp, now, out);
+        }
+    }
+
+    #[test]
+    fn a_kept_trace_outlives_evictions_for_the_span_bound() {
+        let cfg = Sampling {
+            max_pending_spans: 100,
+            ..none_sampled()
+        };
+        let mut s = Sampler::new(cfg, Arc::default());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.offer_span(span(1, 1, DependencyClass::HttpServer, 5_000), t0, &mut out);
+        assert_eq!(out.len(), 1);
+        // Ten times the bound of undecided traces, all after trace 1 began.
+        flood(
+            &mut s,
+            1_000,
+            1_000,
+            t0 + Duration::from_millis(1),
+            &mut out,
+        );
+        assert!(s.pending() <= 100);
+        assert_eq!(out.len(), 1);
+        // A fast child of trace 1 within its window is still kept with it.
+        s.offer_span(
+            span(1, 2, DependencyClass::Db, 1),
+            t0 + Duration::from_millis(1_500),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].kept, KeepReason::Forced as i32);
+    }
+
+    #[test]
+    fn a_kept_trace_lives_until_its_last_kept_span_plus_the_window() {
+        let mut s = Sampler::new(none_sampled(), Arc::default());
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut out = Vec::new();
+        s.offer_span(span(1, 1, DependencyClass::Db, 500), t0, &mut out);
+        // Kept again at 1.5 s: the window now ends at 3.5 s.
+        s.offer_span(span(1, 2, DependencyClass::Db, 500), ms(1_500), &mut out);
+        assert_eq!(s.kept_order.len(), 1, "one queue entry a kept trace");
+        s.expire(ms(2_500));
+        s.offer_span(span(1, 3, DependencyClass::Db, 1), ms(3_000), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].kept, KeepReason::Forced as i32);
+        // That span was kept too: the window now ends at 5 s. Past it the trace is forgotten,
+        // and nothing is left to expire.
+        s.expire(ms(4_000));
+        assert_eq!(s.traces.len(), 1);
+        s.expire(ms(5_000));
+        assert!(s.traces.is_empty());
+        assert_eq!(s.next_expiry(), None);
+        s.offer_span(span(1, 4, DependencyClass::Db, 1), ms(5_100), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(s.pending(), 1);
+    }
+
+    #[test]
+    fn a_stale_kept_trace_starts_over_undecided() {
+        let mut s = Sampler::new(none_sampled(), Arc::default());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.offer_span(span(1, 1, DependencyClass::Db, 500), t0, &mut out);
+        // Its window has passed, but no expiry pass ran yet: the span waits, and a slow span
+        // of the trace later releases it.
+        let late = t0 + Duration::from_secs(3);
+        s.offer_span(span(1, 2, DependencyClass::Db, 1), late, &mut out);
+        assert_eq!((out.len(), s.pending(), s.kept_traces), (1, 1, 0));
+        s.expire(late);
+        assert_eq!(s.pending(), 1);
+        s.offer_span(span(1, 3, DependencyClass::Db, 500), late, &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!((s.pending(), s.kept_traces), (0, 1));
+    }
+
+    #[test]
+    fn kept_traces_are_bounded_on_their_own() {
+        let m: Arc<Metrics> = Arc::default();
+        let mut s = Sampler::new(none_sampled(), m.clone());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for i in 0..MAX_KEPT_TRACES as u64 + 10 {
+            let mut sp = span(0, 1, DependencyClass::Db, 500);
+            sp.trace_id = tid(i);
+            s.offer_span(sp, now, &mut out);
+        }
+        assert_eq!(s.traces.len(), MAX_KEPT_TRACES);
+        assert_eq!(m.kept_traces_forgotten.load(Relaxed), 10);
+        // The oldest went first.
+        let key = |i| <[u8; 16]>::try_from(tid(i)).unwrap();
+        assert!(!s.traces.contains_key(&key(9)));
+        assert!(s.traces.contains_key(&key(10)));
     }
 
     #[test]
