@@ -34,7 +34,7 @@ use crate::classify::Received;
 use crate::util::PassThrough;
 
 use crate::config::Sampling;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Pressure};
 
 type TraceId = [u8; 16];
 
@@ -376,7 +376,7 @@ impl Sampler {
                 break;
             };
             if self.traces.get(&tid).is_some_and(|t| !t.kept) {
-                self.forget(&tid);
+                self.forget(&tid, Some(Pressure::PendingSpans));
             }
         }
         while self.kept_traces > MAX_KEPT_TRACES {
@@ -384,13 +384,15 @@ impl Sampler {
                 break;
             };
             if self.traces.get(&tid).is_some_and(|t| t.kept) {
-                self.forget(&tid);
+                self.forget(&tid, None);
                 self.metrics.kept_traces_forgotten.fetch_add(1, Relaxed);
             }
         }
     }
 
-    fn forget(&mut self, tid: &TraceId) {
+    /// Forgets a trace and lets its waiting spans go: under `pressure`, or because its window
+    /// passed (or the agent stops).
+    fn forget(&mut self, tid: &TraceId, pressure: Option<Pressure>) {
         if let Some(t) = self.traces.remove(tid) {
             self.kept_traces -= usize::from(t.kept);
             self.pending -= t.pending.len();
@@ -399,9 +401,13 @@ impl Sampler {
                     self.arena.release(*slot);
                 }
             }
-            self.metrics
-                .not_sampled
-                .fetch_add(t.pending.len() as u64, Relaxed);
+            let n = t.pending.len() as u64;
+            match pressure {
+                Some(bound) => self.metrics.pressure_evicted(bound, n),
+                None => {
+                    self.metrics.not_sampled.fetch_add(n, Relaxed);
+                }
+            }
             self.spare_list(t.pending);
         }
     }
@@ -439,7 +445,7 @@ impl Sampler {
                 .get(&tid)
                 .is_some_and(|t| !t.kept && t.expires <= now)
             {
-                self.forget(&tid);
+                self.forget(&tid, None);
             }
         }
         while let Some((at, tid)) = self.kept_order.front().copied() {
@@ -448,7 +454,7 @@ impl Sampler {
             }
             self.kept_order.pop_front();
             match self.traces.get(&tid) {
-                Some(t) if t.kept && t.expires <= now => self.forget(&tid),
+                Some(t) if t.kept && t.expires <= now => self.forget(&tid, None),
                 // A later span extended the window: due again then.
                 Some(t) if t.kept => self.kept_order.push_back((t.expires, tid)),
                 _ => {}
@@ -478,7 +484,7 @@ impl Sampler {
     pub fn clear(&mut self) {
         let tids: Vec<TraceId> = self.traces.keys().copied().collect();
         for t in tids {
-            self.forget(&t);
+            self.forget(&t, None);
         }
         self.order.clear();
         self.kept_order.clear();
@@ -654,6 +660,9 @@ mod tests {
         }
         assert!(s.pending() <= 100);
         assert_eq!(m.not_sampled.load(Relaxed), 900);
+        // Let go under pressure, not for a passed window.
+        assert_eq!(m.pressure_evicted_count(Pressure::PendingSpans), 900);
+        assert_eq!(m.pressure_evicted_count(Pressure::HeldBytes), 0);
         // Forgotten traces' lists are reused by new traces, not piled up.
         assert!(s.spare_lists.len() <= 1, "{}", s.spare_lists.len());
         let before = s.spare_lists.len();
@@ -665,6 +674,10 @@ mod tests {
         );
         s.spare_list(Vec::with_capacity(4));
         assert_eq!(s.spare_lists.len(), before + 1);
+        // The rest expire with their window: not sampled, not under pressure.
+        s.expire(now + Duration::from_secs(10));
+        assert_eq!(m.not_sampled.load(Relaxed), 1000);
+        assert_eq!(m.pressure_evicted_count(Pressure::PendingSpans), 900);
     }
 
     /// Trace id number `i`, spread over the id like random ones (the trace table hashes the
