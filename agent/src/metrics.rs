@@ -98,6 +98,10 @@ pub struct Metrics {
     pub not_sampled: AtomicU64,
     /// The part of `not_sampled` let go under pressure, by [`Pressure`].
     pressure_evicted: [AtomicU64; Pressure::ALL.len()],
+    /// What the sampler holds for waiting traces (`Sampler::held_bytes`), and the kept traces
+    /// it remembers; gauges updated at each expiry pass and eviction.
+    pub sampler_held_bytes: AtomicU64,
+    pub sampler_kept_traces: AtomicU64,
     /// Kept traces forgotten before their window ended because more than
     /// `sampler::MAX_KEPT_TRACES` were remembered.
     pub kept_traces_forgotten: AtomicU64,
@@ -360,6 +364,8 @@ impl Metrics {
             "Config reloads rejected (old config kept).",
             &one(&self.reloads_failed),
         );
+        let _ = writeln!(o, "# HELP stormwatch_agent_sampler_held_bytes Bytes the sampler holds for traces waiting for a decision (bounded by sampling.max_held_bytes).\n# TYPE stormwatch_agent_sampler_held_bytes gauge\nstormwatch_agent_sampler_held_bytes {}", self.sampler_held_bytes.load(Relaxed));
+        let _ = writeln!(o, "# HELP stormwatch_agent_sampler_kept_traces Kept traces the sampler remembers, to keep their later spans.\n# TYPE stormwatch_agent_sampler_kept_traces gauge\nstormwatch_agent_sampler_kept_traces {}", self.sampler_kept_traces.load(Relaxed));
         let _ = writeln!(o, "# HELP stormwatch_agent_spool_bytes Bytes in the disk spool.\n# TYPE stormwatch_agent_spool_bytes gauge\nstormwatch_agent_spool_bytes {}", self.spool_bytes.load(Relaxed));
         let _ = writeln!(o, "# HELP stormwatch_agent_spool_batches Batches in the disk spool.\n# TYPE stormwatch_agent_spool_batches gauge\nstormwatch_agent_spool_batches {}", self.spool_batches.load(Relaxed));
         counter(

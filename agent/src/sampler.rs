@@ -8,8 +8,11 @@
 //! band share is decided on a hash of the trace id, so two agents that see parts of one trace
 //! make the same call for spans in the same band.
 //!
-//! Memory is bounded by `max_pending_spans`: past it the oldest waiting trace is released as
-//! not sampled (its spans are already counted in the aggregates, so no number is wrong).
+//! Memory is bounded in spans (`max_pending_spans`) and in bytes (`max_held_bytes`, see
+//! [`Sampler::held_bytes`] for what is counted): past either the oldest waiting traces are
+//! released as not sampled, counted as pressure (their spans are already counted in the
+//! aggregates, so no number is wrong). The span bound alone allowed 5 GB of spans at the
+//! largest attribute and statement sizes (110 KiB held each).
 //!
 //! **A kept trace is never forgotten for room.** Once a span of a trace is kept, the trace
 //! holds no waiting spans, only a marker (its table entry) that keeps its later spans within
@@ -66,8 +69,15 @@ struct Slot {
 /// Bytes per arena chunk: under glibc's mmap threshold, so a chunk is ordinary heap.
 const CHUNK_BYTES: usize = 64 * 1024;
 /// Emptied chunks kept for reuse (16 MiB at most): freeing and faulting them in again under
-/// load cost more than the memory.
+/// load cost more than the memory. Not counted in [`Sampler::held_bytes`]: they hold no span.
 const MAX_SPARE_CHUNKS: usize = 256;
+
+/// What a span handle in a trace's pending list takes.
+const HELD_BYTES: usize = std::mem::size_of::<Held>();
+/// What a waiting trace takes besides its spans: its table entry (and the table's control
+/// byte) and its queue entry.
+const TRACE_BYTES: usize =
+    std::mem::size_of::<(TraceId, Trace)>() + 1 + std::mem::size_of::<(Instant, TraceId)>();
 
 /// The waiting spans' strings, in arrival order, in chunks numbered from `first`. A chunk is
 /// dropped (or kept for reuse) when no span in it waits any more and it is the oldest; spans
@@ -78,6 +88,8 @@ struct Arena {
     chunks: VecDeque<Chunk>,
     first: u64,
     spare: Vec<Vec<u8>>,
+    /// [`Received::boxed_bytes`] of the spans held whole.
+    whole_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -92,7 +104,7 @@ impl Arena {
     fn hold(&mut self, span: Received) -> Held {
         let need = span.packed_len();
         if need > CHUNK_BYTES / 4 {
-            return Held::Whole(Box::new(span));
+            return self.whole(span);
         }
         if self
             .chunks
@@ -107,7 +119,7 @@ impl Arena {
         }
         let chunk = self.first + self.chunks.len() as u64 - 1;
         let Some(c) = self.chunks.back_mut() else {
-            return Held::Whole(Box::new(span));
+            return self.whole(span);
         };
         let start = c.buf.len() as u32;
         span.pack(&mut c.buf);
@@ -119,10 +131,18 @@ impl Arena {
         })
     }
 
+    fn whole(&mut self, span: Received) -> Held {
+        self.whole_bytes += span.boxed_bytes();
+        Held::Whole(Box::new(span))
+    }
+
     /// The waiting span back.
     fn unpack(&mut self, held: Held) -> Received {
         match held {
-            Held::Whole(span) => *span,
+            Held::Whole(span) => {
+                self.whole_bytes -= span.boxed_bytes();
+                *span
+            }
             Held::Packed(slot) => {
                 let span = self
                     .chunk(slot)
@@ -164,6 +184,20 @@ impl Arena {
         }
     }
 
+    /// Forgets a waiting span.
+    fn drop_held(&mut self, held: &Held) {
+        match held {
+            Held::Packed(slot) => self.release(*slot),
+            Held::Whole(span) => self.whole_bytes -= span.boxed_bytes(),
+        }
+    }
+
+    /// Bytes taken by waiting spans: every chunk in use, whole (a chunk is freed once every
+    /// span in it, and in the chunks before it, is gone), and the spans held whole.
+    fn bytes(&self) -> usize {
+        self.chunks.len() * CHUNK_BYTES + self.whole_bytes
+    }
+
     /// Chunks in use, for tests.
     #[cfg(test)]
     fn chunks(&self) -> usize {
@@ -189,6 +223,8 @@ pub struct Sampler {
     /// Traces in `traces` that are kept (the rest wait, with at least one span each).
     kept_traces: usize,
     pending: usize,
+    /// Capacity of the waiting traces' pending lists, in bytes.
+    list_bytes: usize,
     arena: Arena,
     /// Emptied `Trace::pending` lists for new traces (a trace's list otherwise grows from
     /// nothing, allocating a few times, and is freed when the trace is forgotten).
@@ -221,6 +257,7 @@ impl Sampler {
             kept_order: VecDeque::new(),
             kept_traces: 0,
             pending: 0,
+            list_bytes: 0,
             arena: Arena::default(),
             spare_lists: Vec::new(),
             metrics,
@@ -236,6 +273,16 @@ impl Sampler {
     /// Spans waiting for their trace's decision.
     pub fn pending(&self) -> usize {
         self.pending
+    }
+
+    /// Bytes held for waiting traces, bounded by `max_held_bytes`: the arena chunks in use
+    /// (whole: a chunk's released spans and free tail count until the chunk is freed), spans
+    /// too large to pack (struct and buffers), the pending lists' capacity, and each waiting
+    /// trace's table and queue entries. Not counted: kept traces (no spans; bounded by
+    /// [`MAX_KEPT_TRACES`]), emptied chunks and lists kept for reuse (at most 16 MiB and
+    /// 6 MiB), and the tables' free slots.
+    pub fn held_bytes(&self) -> usize {
+        self.arena.bytes() + self.list_bytes + (self.traces.len() - self.kept_traces) * TRACE_BYTES
     }
 
     /// The slow threshold of a span: the most specific override, else its class default.
@@ -333,6 +380,7 @@ impl Sampler {
             self.kept_order.push_back((expires, tid));
             let mut released = std::mem::take(&mut t.pending);
             self.pending -= released.len();
+            self.list_bytes -= released.capacity() * HELD_BYTES;
             self.metrics.kept(KeepReason::Forced, released.len() as u64);
             let arena = &mut self.arena;
             out.extend(released.drain(..).map(|h| {
@@ -347,7 +395,9 @@ impl Sampler {
     fn hold(&mut self, tid: TraceId, span: Received, now: Instant) {
         let held = self.arena.hold(span);
         let window = self.window;
+        let mut new = false;
         let t = self.traces.entry(tid).or_insert_with(|| {
+            new = true;
             let expires = now + window;
             self.order.push_back((expires, tid));
             Trace {
@@ -364,20 +414,34 @@ impl Sampler {
             self.kept_traces -= 1;
             self.order.push_back((t.expires, tid));
         }
+        let capacity = if new { 0 } else { t.pending.capacity() };
         t.pending.push(held);
         self.pending += 1;
+        self.list_bytes += (t.pending.capacity() - capacity) * HELD_BYTES;
     }
 
     /// Lets the oldest undecided traces go while the sampler holds too much; kept traces
     /// (markers without waiting spans) stay, under their own bound.
     fn enforce_bound(&mut self) {
-        while self.pending > self.cfg.max_pending_spans {
+        let mut evicted = false;
+        loop {
+            let bound = if self.pending > self.cfg.max_pending_spans {
+                Pressure::PendingSpans
+            } else if self.held_bytes() > self.cfg.max_held_bytes {
+                Pressure::HeldBytes
+            } else {
+                break;
+            };
             let Some((_, tid)) = self.order.pop_front() else {
                 break;
             };
             if self.traces.get(&tid).is_some_and(|t| !t.kept) {
-                self.forget(&tid, Some(Pressure::PendingSpans));
+                self.forget(&tid, Some(bound));
+                evicted = true;
             }
+        }
+        if evicted {
+            self.publish();
         }
         while self.kept_traces > MAX_KEPT_TRACES {
             let Some((_, tid)) = self.kept_order.pop_front() else {
@@ -396,10 +460,9 @@ impl Sampler {
         if let Some(t) = self.traces.remove(tid) {
             self.kept_traces -= usize::from(t.kept);
             self.pending -= t.pending.len();
+            self.list_bytes -= t.pending.capacity() * HELD_BYTES;
             for h in &t.pending {
-                if let Held::Packed(slot) = h {
-                    self.arena.release(*slot);
-                }
+                self.arena.drop_held(h);
             }
             let n = t.pending.len() as u64;
             match pressure {
@@ -461,6 +524,17 @@ impl Sampler {
             }
         }
         self.shrink_after_burst();
+        self.publish();
+    }
+
+    /// Updates the gauges in `/metrics` (after an expiry pass or an eviction: not per span).
+    fn publish(&self) {
+        self.metrics
+            .sampler_held_bytes
+            .store(self.held_bytes() as u64, Relaxed);
+        self.metrics
+            .sampler_kept_traces
+            .store(self.kept_traces as u64, Relaxed);
     }
 
     /// A burst grows the trace table (up to `max_pending_spans` waiting and
@@ -488,6 +562,7 @@ impl Sampler {
         }
         self.order.clear();
         self.kept_order.clear();
+        self.publish();
     }
 }
 
@@ -789,6 +864,196 @@ mod tests {
         let key = |i| <[u8; 16]>::try_from(tid(i)).unwrap();
         assert!(!s.traces.contains_key(&key(9)));
         assert!(s.traces.contains_key(&key(10)));
+    }
+
+    /// A span of trace `tid(i)` with `attrs` attributes of 1 KiB values and a 4 KiB statement
+    /// (the largest sizes the receivers let through: about 70 KiB with 64 attributes).
+    fn big(i: u64, id: u8, attrs: usize, ms: i64) -> Span {
+        let mut sp = span(0, id, DependencyClass::Db, ms);
+        sp.trace_id = tid(i);
+        sp.statement = format!("SELECT {i} FROM t WHERE x = ?").repeat(128);
+        sp.statement.truncate(4096);
+        for a in 0..attrs {
+            sp.attributes.insert(
+                format!("app.key{a:02}"),
+                format!("{a:02}-{i:08}-").repeat(100)[..1024].into(),
+            );
+        }
+        sp
+    }
+
+    /// [`Sampler::held_bytes`] counted again from what the sampler holds.
+    fn recount(s: &Sampler) -> usize {
+        let mut n: usize = s.arena.chunks.iter().map(|c| c.buf.capacity()).sum();
+        for t in s.traces.values() {
+            if t.kept {
+                assert!(t.pending.is_empty());
+                continue;
+            }
+            n += TRACE_BYTES + t.pending.capacity() * HELD_BYTES;
+            for h in &t.pending {
+                if let Held::Whole(r) = h {
+                    n += r.boxed_bytes();
+                }
+            }
+        }
+        n
+    }
+
+    fn bytes_bound(max_held_bytes: usize) -> Sampling {
+        Sampling {
+            max_held_bytes,
+            ..none_sampled()
+        }
+    }
+
+    #[test]
+    fn held_bytes_stay_within_the_bound_with_the_largest_spans() {
+        const MAX: usize = 4 << 20;
+        let m: Arc<Metrics> = Arc::default();
+        let mut s = Sampler::new(bytes_bound(MAX), m.clone());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut most = 0;
+        // 64 attributes: held whole; 8: packed, several to a chunk. Some traces have two spans.
+        for i in 0..600u64 {
+            let attrs = if i % 3 == 0 { 64 } else { 8 };
+            s.offer_span(big(i % 400, (i / 400) as u8, attrs, 1), now, &mut out);
+            let held = s.held_bytes();
+            assert!(held <= MAX, "span {i}: {held} bytes held");
+            assert_eq!(held, recount(&s), "span {i}");
+            most = most.max(held);
+        }
+        assert!(out.is_empty());
+        // Far below the span bound, as before: it alone would have let 600 spans (26 MiB) wait.
+        assert!(s.pending() < 200, "{} waiting", s.pending());
+        assert!(most > MAX * 3 / 4, "the bound was used: {most}");
+        assert!(m.pressure_evicted_count(Pressure::HeldBytes) > 0);
+        // Let go, everything is given back.
+        s.expire(now + Duration::from_secs(10));
+        assert_eq!(s.pending(), 0);
+        assert_eq!(s.held_bytes(), recount(&s));
+        assert!(s.held_bytes() <= CHUNK_BYTES, "{}", s.held_bytes());
+    }
+
+    #[test]
+    fn evictions_for_bytes_count_as_pressure_not_as_expiry() {
+        let m: Arc<Metrics> = Arc::default();
+        let mut s = Sampler::new(bytes_bound(2 << 20), m.clone());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for i in 0..100 {
+            s.offer_span(big(i, 1, 64, 1), now, &mut out);
+        }
+        let pressure = m.pressure_evicted_count(Pressure::HeldBytes);
+        assert_eq!(pressure + s.pending() as u64, 100);
+        assert!(pressure >= 70, "{pressure}");
+        assert_eq!(m.not_sampled.load(Relaxed), pressure);
+        assert_eq!(m.pressure_evicted_count(Pressure::PendingSpans), 0);
+        let text = m.render();
+        let line = format!(
+            "stormwatch_agent_sampler_pressure_evicted_spans_total{{bound=\"held_bytes\"}} {pressure}"
+        );
+        assert!(text.contains(&line), "{text}");
+        // The rest expire with their window: not sampled, but not pressure.
+        s.expire(now + Duration::from_secs(10));
+        assert_eq!(m.not_sampled.load(Relaxed), 100);
+        assert_eq!(m.pressure_evicted_count(Pressure::HeldBytes), pressure);
+    }
+
+    #[test]
+    fn a_kept_trace_keeps_its_later_spans_after_byte_pressure() {
+        let m: Arc<Metrics> = Arc::default();
+        let mut s = Sampler::new(bytes_bound(2 << 20), m.clone());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        // Trace 1: a waiting child, then the slow root keeps both.
+        s.offer_span(big(1, 1, 8, 1), t0, &mut out);
+        s.offer_span(big(1, 2, 8, 5_000), t0, &mut out);
+        assert_eq!(out.len(), 2);
+        // Large spans of other traces, many times the bound, after trace 1 began.
+        for i in 100..300 {
+            s.offer_span(big(i, 1, 64, 1), t0 + Duration::from_millis(1), &mut out);
+        }
+        assert!(m.pressure_evicted_count(Pressure::HeldBytes) > 100);
+        assert_eq!(out.len(), 2);
+        // Trace 1's later spans within its window are still kept, and whole.
+        let late = big(1, 3, 64, 1);
+        s.offer_span(late.clone(), t0 + Duration::from_millis(1_500), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].kept, KeepReason::Forced as i32);
+        let mut want = late;
+        want.kept = KeepReason::Forced as i32;
+        assert_eq!(out.pop().map(Received::into_span), Some(want));
+        assert!(s.held_bytes() <= 2 << 20);
+    }
+
+    #[test]
+    fn every_offered_span_is_kept_not_sampled_or_waiting() {
+        // Both bounds reached in turn, kept and forced traces, expiry passes, shutdown.
+        let cfg = Sampling {
+            max_pending_spans: 300,
+            max_held_bytes: 3 << 20,
+            bands: vec![Band {
+                below: 1.0,
+                share: 0.05,
+            }],
+            ..Sampling::default()
+        };
+        let m: Arc<Metrics> = Arc::default();
+        let mut s = Sampler::new(cfg, m.clone());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let kept = |m: &Metrics| {
+            [
+                KeepReason::Sampled,
+                KeepReason::Slow,
+                KeepReason::Error,
+                KeepReason::Forced,
+            ]
+            .map(|r| m.kept_count(r))
+            .iter()
+            .sum::<u64>()
+        };
+        for n in 1..=6_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let now = t0 + Duration::from_millis(n);
+            // Large spans in the middle third: the byte bound; small ones: the span bound.
+            let attrs = if (2_000..4_000).contains(&n) { 24 } else { 1 };
+            let mut sp = big(n / 4 + x % 8, (x >> 8) as u8, attrs, 1);
+            if x.is_multiple_of(50) {
+                sp.duration_ns = 2_000_000_000; // slow: keeps its trace
+            }
+            if x.is_multiple_of(97) {
+                sp.status = SpanStatus::Error as i32;
+            }
+            s.offer_span(sp, now, &mut out);
+            if n.is_multiple_of(500) {
+                s.expire(now);
+            }
+            assert_eq!(out.len() as u64, kept(&m));
+            assert_eq!(
+                n,
+                kept(&m) + m.not_sampled.load(Relaxed) + s.pending() as u64,
+                "span {n}"
+            );
+        }
+        let pressure: Vec<u64> = Pressure::ALL
+            .iter()
+            .map(|b| m.pressure_evicted_count(*b))
+            .collect();
+        assert!(pressure.iter().all(|n| *n > 0), "{pressure:?}");
+        assert!(m.kept_count(KeepReason::Forced) > 0);
+        s.clear();
+        assert_eq!(s.pending(), 0);
+        assert_eq!(6_000, kept(&m) + m.not_sampled.load(Relaxed));
+        assert_eq!(
+            (s.held_bytes(), recount(&s)),
+            (s.held_bytes(), s.held_bytes())
+        );
     }
 
     #[test]
