@@ -498,6 +498,14 @@ impl Received {
         PACKED_FIXED + 8 * self.attr_ends.len() + self.text.len()
     }
 
+    /// Bytes the span takes when kept as it is, boxed: the struct and the capacity of its two
+    /// buffers (the sampler's byte bound counts spans too large to pack this way).
+    pub fn boxed_bytes(&self) -> usize {
+        std::mem::size_of::<Received>()
+            + self.text.capacity()
+            + self.attr_ends.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
+
     /// Appends the whole span to `out` as bytes, which [`Received::unpack`] reads back. The
     /// sampler keeps waiting spans this way, one after the other in a few large buffers,
     /// instead of as a 184-byte struct plus two allocations each.

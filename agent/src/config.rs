@@ -215,7 +215,19 @@ pub struct Sampling {
     /// Spans held while waiting for their trace's decision; beyond it the oldest are released
     /// as not sampled. Bounds the sampler's memory (a packed span: its strings plus ~150 bytes).
     pub max_pending_spans: usize,
+    /// Bytes held for traces waiting for a decision (`Sampler::held_bytes`); beyond it the
+    /// oldest are released as not sampled, like `max_pending_spans`. At least
+    /// [`MIN_MAX_HELD_BYTES`].
+    pub max_held_bytes: usize,
 }
+
+/// Default of `sampling.max_held_bytes`, 256 MiB. Ordinary spans (300–450 bytes held each,
+/// measured) reach `max_pending_spans` first, at 15–22 MiB; this bound takes over when
+/// waiting spans average over 5 KiB (large attributes or statements), and caps what was
+/// 4 GB and more with every span at the largest sizes (110 KiB held each).
+pub const DEFAULT_MAX_HELD_BYTES: usize = 256 * 1024 * 1024;
+/// Smallest `sampling.max_held_bytes`, 1 MiB: sixteen arena chunks.
+pub const MIN_MAX_HELD_BYTES: usize = 1024 * 1024;
 
 impl Default for Sampling {
     fn default() -> Self {
@@ -238,6 +250,7 @@ impl Default for Sampling {
             ],
             trace_window_ms: 2000,
             max_pending_spans: 50_000,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
         }
     }
 }
@@ -505,6 +518,12 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if s.trace_window_ms > 60_000 {
         return err("sampling.trace_window_ms", "must be at most 60000".into());
     }
+    if s.max_held_bytes < MIN_MAX_HELD_BYTES {
+        return err(
+            "sampling.max_held_bytes",
+            format!("must be at least {MIN_MAX_HELD_BYTES} (1 MiB)"),
+        );
+    }
     let sh = &c.shipping;
     if sh.max_batch_spans == 0 || sh.max_batch_spans > stormwatch_model::limits::MAX_SPANS_PER_BATCH
     {
@@ -580,6 +599,15 @@ mod tests {
     }
 
     #[test]
+    fn a_held_bytes_bound_under_one_mib_is_refused() {
+        let text = "[sampling]\nmax_held_bytes = 65536\n";
+        let c = parse(text, "agent.toml").unwrap();
+        let (key, message) = validate(&c).unwrap_err();
+        assert_eq!(key, "sampling.max_held_bytes");
+        assert!(message.contains("1048576"), "{message}");
+    }
+
+    #[test]
     fn flags_override_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.toml");
@@ -604,5 +632,10 @@ mod tests {
         assert_eq!(c.listen, Listen::default());
         assert_eq!(c.shipping, Shipping::default());
         assert_eq!(c.sampling.bands, Sampling::default().bands);
+        assert_eq!(
+            c.sampling.max_pending_spans,
+            Sampling::default().max_pending_spans
+        );
+        assert_eq!(c.sampling.max_held_bytes, DEFAULT_MAX_HELD_BYTES);
     }
 }

@@ -57,6 +57,26 @@ impl DropReason {
     }
 }
 
+/// The sampler bound that made it let waiting spans go before their trace's window ended
+/// (memory pressure), as opposed to a window that passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pressure {
+    /// `sampling.max_held_bytes`.
+    HeldBytes,
+    /// `sampling.max_pending_spans`.
+    PendingSpans,
+}
+
+impl Pressure {
+    pub const ALL: [Pressure; 2] = [Pressure::HeldBytes, Pressure::PendingSpans];
+    fn as_str(self) -> &'static str {
+        match self {
+            Pressure::HeldBytes => "held_bytes",
+            Pressure::PendingSpans => "pending_spans",
+        }
+    }
+}
+
 /// Upper bounds of the ship-latency histogram buckets, seconds.
 const LATENCY_BOUNDS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
 
@@ -76,6 +96,15 @@ pub struct Metrics {
     aggregated_dropped: [AtomicU64; DropReason::ALL.len()],
     /// Spans the sampler let go (they still count in aggregates).
     pub not_sampled: AtomicU64,
+    /// The part of `not_sampled` let go under pressure, by [`Pressure`].
+    pressure_evicted: [AtomicU64; Pressure::ALL.len()],
+    /// What the sampler holds for waiting traces (`Sampler::held_bytes`), and the kept traces
+    /// it remembers; gauges updated at each expiry pass and eviction.
+    pub sampler_held_bytes: AtomicU64,
+    pub sampler_kept_traces: AtomicU64,
+    /// Kept traces forgotten before their window ended because more than
+    /// `sampler::MAX_KEPT_TRACES` were remembered.
+    pub kept_traces_forgotten: AtomicU64,
     /// Batches built / shipped / failed attempts.
     pub batches_built: AtomicU64,
     pub batches_shipped: AtomicU64,
@@ -125,6 +154,14 @@ impl Metrics {
     }
     pub fn kept(&self, reason: KeepReason, n: u64) {
         self.kept[reason as usize].fetch_add(n, Relaxed);
+    }
+    /// Waiting spans the sampler let go under pressure: not sampled, and counted apart.
+    pub fn pressure_evicted(&self, bound: Pressure, n: u64) {
+        self.not_sampled.fetch_add(n, Relaxed);
+        self.pressure_evicted[bound as usize].fetch_add(n, Relaxed);
+    }
+    pub fn pressure_evicted_count(&self, bound: Pressure) -> u64 {
+        self.pressure_evicted[bound as usize].load(Relaxed)
     }
     /// Kept spans lost; callers say what happened to their aggregates through
     /// [`Metrics::refused`] or [`Metrics::batch_dropped`].
@@ -264,6 +301,27 @@ impl Metrics {
             "Spans counted in aggregates but not shipped by the sampler.",
             &one(&self.not_sampled),
         );
+        let rows = Pressure::ALL
+            .iter()
+            .map(|b| {
+                (
+                    format!("{{bound=\"{}\"}}", b.as_str()),
+                    self.pressure_evicted_count(*b),
+                )
+            })
+            .collect::<Vec<_>>();
+        counter(
+            &mut o,
+            "stormwatch_agent_sampler_pressure_evicted_spans_total",
+            "Waiting spans the sampler let go before their trace's window ended because it reached a bound (sampling.max_held_bytes, sampling.max_pending_spans): part of spans_not_sampled_total, the rest expired with their window.",
+            &rows,
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_sampler_kept_traces_forgotten_total",
+            "Kept traces forgotten before their window ended, the sampler remembering too many; their later spans were sampled on their own.",
+            &one(&self.kept_traces_forgotten),
+        );
         counter(
             &mut o,
             "stormwatch_agent_throttled_requests_total",
@@ -312,6 +370,8 @@ impl Metrics {
             "Config reloads rejected (old config kept).",
             &one(&self.reloads_failed),
         );
+        let _ = writeln!(o, "# HELP stormwatch_agent_sampler_held_bytes Bytes the sampler holds for traces waiting for a decision (bounded by sampling.max_held_bytes).\n# TYPE stormwatch_agent_sampler_held_bytes gauge\nstormwatch_agent_sampler_held_bytes {}", self.sampler_held_bytes.load(Relaxed));
+        let _ = writeln!(o, "# HELP stormwatch_agent_sampler_kept_traces Kept traces the sampler remembers, to keep their later spans.\n# TYPE stormwatch_agent_sampler_kept_traces gauge\nstormwatch_agent_sampler_kept_traces {}", self.sampler_kept_traces.load(Relaxed));
         let _ = writeln!(o, "# HELP stormwatch_agent_spool_bytes Bytes in the disk spool.\n# TYPE stormwatch_agent_spool_bytes gauge\nstormwatch_agent_spool_bytes {}", self.spool_bytes.load(Relaxed));
         let _ = writeln!(o, "# HELP stormwatch_agent_spool_batches Batches in the disk spool.\n# TYPE stormwatch_agent_spool_batches gauge\nstormwatch_agent_spool_batches {}", self.spool_batches.load(Relaxed));
         counter(
@@ -369,7 +429,18 @@ mod tests {
         m.kept(KeepReason::Slow, 2);
         m.batch_dropped(DropReason::SpoolFull, 5, 40);
         m.ship_latency(std::time::Duration::from_millis(20));
+        m.pressure_evicted(Pressure::HeldBytes, 4);
         let t = m.render();
+        assert!(
+            t.contains(
+                "stormwatch_agent_sampler_pressure_evicted_spans_total{bound=\"held_bytes\"} 4"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("stormwatch_agent_spans_not_sampled_total 4"),
+            "{t}"
+        );
         assert!(
             t.contains("stormwatch_agent_spans_received_total{receiver=\"zipkin\"} 3"),
             "{t}"

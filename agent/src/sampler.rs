@@ -8,8 +8,17 @@
 //! band share is decided on a hash of the trace id, so two agents that see parts of one trace
 //! make the same call for spans in the same band.
 //!
-//! Memory is bounded by `max_pending_spans`: past it the oldest waiting trace is released as
-//! not sampled (its spans are already counted in the aggregates, so no number is wrong).
+//! Memory is bounded in spans (`max_pending_spans`) and in bytes (`max_held_bytes`, see
+//! [`Sampler::held_bytes`] for what is counted): past either the oldest waiting traces are
+//! released as not sampled, counted as pressure (their spans are already counted in the
+//! aggregates, so no number is wrong). The span bound alone allowed 5 GB of spans at the
+//! largest attribute and statement sizes (110 KiB held each).
+//!
+//! **A kept trace is never forgotten for room.** Once a span of a trace is kept, the trace
+//! holds no waiting spans, only a marker (its table entry) that keeps its later spans within
+//! the window. The bounds let waiting, undecided traces go; markers have their own queue and
+//! their own, larger bound ([`MAX_KEPT_TRACES`]), so a burst of undecided traces cannot cut a
+//! kept trace in two.
 //!
 //! A waiting span is packed into an [`Arena`] of 64 KiB buffers, written in arrival order and
 //! reused once every span in them is gone; its trace keeps a 16-byte [`Slot`]. Held as
@@ -18,6 +27,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +37,7 @@ use crate::classify::Received;
 use crate::util::PassThrough;
 
 use crate::config::Sampling;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Pressure};
 
 type TraceId = [u8; 16];
 
@@ -59,8 +69,15 @@ struct Slot {
 /// Bytes per arena chunk: under glibc's mmap threshold, so a chunk is ordinary heap.
 const CHUNK_BYTES: usize = 64 * 1024;
 /// Emptied chunks kept for reuse (16 MiB at most): freeing and faulting them in again under
-/// load cost more than the memory.
+/// load cost more than the memory. Not counted in [`Sampler::held_bytes`]: they hold no span.
 const MAX_SPARE_CHUNKS: usize = 256;
+
+/// What a span handle in a trace's pending list takes.
+const HELD_BYTES: usize = std::mem::size_of::<Held>();
+/// What a waiting trace takes besides its spans: its table entry (and the table's control
+/// byte) and its queue entry.
+const TRACE_BYTES: usize =
+    std::mem::size_of::<(TraceId, Trace)>() + 1 + std::mem::size_of::<(Instant, TraceId)>();
 
 /// The waiting spans' strings, in arrival order, in chunks numbered from `first`. A chunk is
 /// dropped (or kept for reuse) when no span in it waits any more and it is the oldest; spans
@@ -71,6 +88,8 @@ struct Arena {
     chunks: VecDeque<Chunk>,
     first: u64,
     spare: Vec<Vec<u8>>,
+    /// [`Received::boxed_bytes`] of the spans held whole.
+    whole_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -85,7 +104,7 @@ impl Arena {
     fn hold(&mut self, span: Received) -> Held {
         let need = span.packed_len();
         if need > CHUNK_BYTES / 4 {
-            return Held::Whole(Box::new(span));
+            return self.whole(span);
         }
         if self
             .chunks
@@ -100,7 +119,7 @@ impl Arena {
         }
         let chunk = self.first + self.chunks.len() as u64 - 1;
         let Some(c) = self.chunks.back_mut() else {
-            return Held::Whole(Box::new(span));
+            return self.whole(span);
         };
         let start = c.buf.len() as u32;
         span.pack(&mut c.buf);
@@ -112,10 +131,18 @@ impl Arena {
         })
     }
 
+    fn whole(&mut self, span: Received) -> Held {
+        self.whole_bytes += span.boxed_bytes();
+        Held::Whole(Box::new(span))
+    }
+
     /// The waiting span back.
     fn unpack(&mut self, held: Held) -> Received {
         match held {
-            Held::Whole(span) => *span,
+            Held::Whole(span) => {
+                self.whole_bytes -= span.boxed_bytes();
+                *span
+            }
             Held::Packed(slot) => {
                 let span = self
                     .chunk(slot)
@@ -157,6 +184,20 @@ impl Arena {
         }
     }
 
+    /// Forgets a waiting span.
+    fn drop_held(&mut self, held: &Held) {
+        match held {
+            Held::Packed(slot) => self.release(*slot),
+            Held::Whole(span) => self.whole_bytes -= span.boxed_bytes(),
+        }
+    }
+
+    /// Bytes taken by waiting spans: every chunk in use, whole (a chunk is freed once every
+    /// span in it, and in the chunks before it, is gone), and the spans held whole.
+    fn bytes(&self) -> usize {
+        self.chunks.len() * CHUNK_BYTES + self.whole_bytes
+    }
+
     /// Chunks in use, for tests.
     #[cfg(test)]
     fn chunks(&self) -> usize {
@@ -170,9 +211,20 @@ pub struct Sampler {
     cfg: Sampling,
     window: Duration,
     traces: HashMap<TraceId, Trace, BuildHasherDefault<PassThrough>>,
-    /// (expiry, trace) in insertion order; an entry whose expiry moved is skipped when popped.
+    /// (expiry, trace) of undecided traces, by first span; an entry whose trace was kept since,
+    /// or forgotten and seen again, is skipped when popped.
     order: VecDeque<(Instant, TraceId)>,
+    /// (expiry, trace) of kept traces, one entry each, from when the trace was kept. A kept
+    /// span extends the trace's window without queueing anything: when the entry comes due
+    /// and the window has moved on, it is queued again at the new expiry. So the queue holds
+    /// one entry a kept trace, not one a kept span; an extended trace is forgotten late, by
+    /// at most one window (its marker no longer keeps anything once its window has passed).
+    kept_order: VecDeque<(Instant, TraceId)>,
+    /// Traces in `traces` that are kept (the rest wait, with at least one span each).
+    kept_traces: usize,
     pending: usize,
+    /// Capacity of the waiting traces' pending lists, in bytes.
+    list_bytes: usize,
     arena: Arena,
     /// Emptied `Trace::pending` lists for new traces (a trace's list otherwise grows from
     /// nothing, allocating a few times, and is freed when the trace is forgotten).
@@ -182,6 +234,14 @@ pub struct Sampler {
 
 /// Tables this small are never shrunk.
 const SHRINK_FLOOR: usize = 1024;
+
+/// Most kept traces remembered (a marker: one table entry and one queue entry, about 100
+/// bytes, at most 22 MiB with the tables' slack). Past it the oldest kept trace is forgotten
+/// before its window ends, and its later spans are sampled on their own; counted in
+/// `stormwatch_agent_sampler_kept_traces_forgotten_total`. Reached only when more than
+/// 50,000 traces a second are kept with the default 2 s window, well beyond what one agent
+/// thread receives (about 500,000 spans a second).
+pub const MAX_KEPT_TRACES: usize = 100_000;
 
 /// At most this many spare pending lists are kept, none longer than [`SPARE_LIST_LEN`].
 const SPARE_LISTS: usize = 4096;
@@ -194,7 +254,10 @@ impl Sampler {
             cfg,
             traces: HashMap::default(),
             order: VecDeque::new(),
+            kept_order: VecDeque::new(),
+            kept_traces: 0,
             pending: 0,
+            list_bytes: 0,
             arena: Arena::default(),
             spare_lists: Vec::new(),
             metrics,
@@ -210,6 +273,16 @@ impl Sampler {
     /// Spans waiting for their trace's decision.
     pub fn pending(&self) -> usize {
         self.pending
+    }
+
+    /// Bytes held for waiting traces, bounded by `max_held_bytes`: the arena chunks in use
+    /// (whole: a chunk's released spans and free tail count until the chunk is freed), spans
+    /// too large to pack (struct and buffers), the pending lists' capacity, and each waiting
+    /// trace's table and queue entries. Not counted: kept traces (no spans; bounded by
+    /// [`MAX_KEPT_TRACES`]), emptied chunks and lists kept for reuse (at most 16 MiB and
+    /// 6 MiB), and the tables' free slots.
+    pub fn held_bytes(&self) -> usize {
+        self.arena.bytes() + self.list_bytes + (self.traces.len() - self.kept_traces) * TRACE_BYTES
     }
 
     /// The slow threshold of a span: the most specific override, else its class default.
@@ -303,8 +376,11 @@ impl Sampler {
         t.expires = expires;
         if !t.kept {
             t.kept = true;
+            self.kept_traces += 1;
+            self.kept_order.push_back((expires, tid));
             let mut released = std::mem::take(&mut t.pending);
             self.pending -= released.len();
+            self.list_bytes -= released.capacity() * HELD_BYTES;
             self.metrics.kept(KeepReason::Forced, released.len() as u64);
             let arena = &mut self.arena;
             out.extend(released.drain(..).map(|h| {
@@ -314,13 +390,14 @@ impl Sampler {
             }));
             self.spare_list(released);
         }
-        self.order.push_back((expires, tid));
     }
 
     fn hold(&mut self, tid: TraceId, span: Received, now: Instant) {
         let held = self.arena.hold(span);
         let window = self.window;
+        let mut new = false;
         let t = self.traces.entry(tid).or_insert_with(|| {
+            new = true;
             let expires = now + window;
             self.order.push_back((expires, tid));
             Trace {
@@ -329,32 +406,71 @@ impl Sampler {
                 pending: self.spare_lists.pop().unwrap_or_default(),
             }
         });
+        if t.kept {
+            // Kept, but its window has passed and the expiry pass has not come yet (`offer`
+            // forces the spans of a kept trace within its window): it starts over, undecided.
+            t.kept = false;
+            t.expires = now + window;
+            self.kept_traces -= 1;
+            self.order.push_back((t.expires, tid));
+        }
+        let capacity = if new { 0 } else { t.pending.capacity() };
         t.pending.push(held);
         self.pending += 1;
+        self.list_bytes += (t.pending.capacity() - capacity) * HELD_BYTES;
     }
 
+    /// Lets the oldest undecided traces go while the sampler holds too much; kept traces
+    /// (markers without waiting spans) stay, under their own bound.
     fn enforce_bound(&mut self) {
-        while self.pending > self.cfg.max_pending_spans
-            || self.traces.len() > self.cfg.max_pending_spans.max(1) * 2
-        {
+        let mut evicted = false;
+        loop {
+            let bound = if self.pending > self.cfg.max_pending_spans {
+                Pressure::PendingSpans
+            } else if self.held_bytes() > self.cfg.max_held_bytes {
+                Pressure::HeldBytes
+            } else {
+                break;
+            };
             let Some((_, tid)) = self.order.pop_front() else {
                 break;
             };
-            self.forget(&tid);
+            if self.traces.get(&tid).is_some_and(|t| !t.kept) {
+                self.forget(&tid, Some(bound));
+                evicted = true;
+            }
+        }
+        if evicted {
+            self.publish();
+        }
+        while self.kept_traces > MAX_KEPT_TRACES {
+            let Some((_, tid)) = self.kept_order.pop_front() else {
+                break;
+            };
+            if self.traces.get(&tid).is_some_and(|t| t.kept) {
+                self.forget(&tid, None);
+                self.metrics.kept_traces_forgotten.fetch_add(1, Relaxed);
+            }
         }
     }
 
-    fn forget(&mut self, tid: &TraceId) {
+    /// Forgets a trace and lets its waiting spans go: under `pressure`, or because its window
+    /// passed (or the agent stops).
+    fn forget(&mut self, tid: &TraceId, pressure: Option<Pressure>) {
         if let Some(t) = self.traces.remove(tid) {
+            self.kept_traces -= usize::from(t.kept);
             self.pending -= t.pending.len();
+            self.list_bytes -= t.pending.capacity() * HELD_BYTES;
             for h in &t.pending {
-                if let Held::Packed(slot) = h {
-                    self.arena.release(*slot);
+                self.arena.drop_held(h);
+            }
+            let n = t.pending.len() as u64;
+            match pressure {
+                Some(bound) => self.metrics.pressure_evicted(bound, n),
+                None => {
+                    self.metrics.not_sampled.fetch_add(n, Relaxed);
                 }
             }
-            self.metrics
-                .not_sampled
-                .fetch_add(t.pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
             self.spare_list(t.pending);
         }
     }
@@ -372,7 +488,10 @@ impl Sampler {
     /// The earliest time a waiting trace may be due for expiry (an entry can be stale: its
     /// trace was kept later and expires later); `None` when nothing waits.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.order.front().map(|(at, _)| *at)
+        match (self.order.front(), self.kept_order.front()) {
+            (Some((a, _)), Some((b, _))) => Some(*a.min(b)),
+            (a, b) => a.or(b).map(|(at, _)| *at),
+        }
     }
 
     /// Forgets traces whose window has passed; their waiting spans are not shipped.
@@ -382,25 +501,56 @@ impl Sampler {
                 break;
             }
             self.order.pop_front();
-            // A trace kept later has a newer expiry further back in the queue.
-            if self.traces.get(&tid).is_some_and(|t| t.expires <= now) {
-                self.forget(&tid);
+            // A trace kept since is in `kept_order`; one seen again after it was forgotten
+            // has a newer entry further back.
+            if self
+                .traces
+                .get(&tid)
+                .is_some_and(|t| !t.kept && t.expires <= now)
+            {
+                self.forget(&tid, None);
+            }
+        }
+        while let Some((at, tid)) = self.kept_order.front().copied() {
+            if at > now {
+                break;
+            }
+            self.kept_order.pop_front();
+            match self.traces.get(&tid) {
+                Some(t) if t.kept && t.expires <= now => self.forget(&tid, None),
+                // A later span extended the window: due again then.
+                Some(t) if t.kept => self.kept_order.push_back((t.expires, tid)),
+                _ => {}
             }
         }
         self.shrink_after_burst();
+        self.publish();
     }
 
-    /// A burst grows the trace table (up to twice `max_pending_spans` entries, megabytes) and
-    /// it keeps that size; the few traces of a quiet period spread over it then make nearly
-    /// every lookup a cache miss. Shrunk once it is mostly empty.
+    /// Updates the gauges in `/metrics` (after an expiry pass or an eviction: not per span).
+    fn publish(&self) {
+        self.metrics
+            .sampler_held_bytes
+            .store(self.held_bytes() as u64, Relaxed);
+        self.metrics
+            .sampler_kept_traces
+            .store(self.kept_traces as u64, Relaxed);
+    }
+
+    /// A burst grows the trace table (up to `max_pending_spans` waiting and
+    /// [`MAX_KEPT_TRACES`] kept traces, megabytes) and it keeps that size; the few traces of a
+    /// quiet period spread over it then make nearly every lookup a cache miss. Shrunk once it
+    /// is mostly empty.
     fn shrink_after_burst(&mut self) {
         let live = self.traces.len();
         if self.traces.capacity() > 8 * live.max(SHRINK_FLOOR) {
             self.traces.shrink_to(2 * live);
         }
-        let queued = self.order.len();
-        if self.order.capacity() > 8 * queued.max(SHRINK_FLOOR) {
-            self.order.shrink_to(2 * queued);
+        for q in [&mut self.order, &mut self.kept_order] {
+            let queued = q.len();
+            if q.capacity() > 8 * queued.max(SHRINK_FLOOR) {
+                q.shrink_to(2 * queued);
+            }
         }
     }
 
@@ -408,9 +558,11 @@ impl Sampler {
     pub fn clear(&mut self) {
         let tids: Vec<TraceId> = self.traces.keys().copied().collect();
         for t in tids {
-            self.forget(&t);
+            self.forget(&t, None);
         }
         self.order.clear();
+        self.kept_order.clear();
+        self.publish();
     }
 }
 
@@ -582,10 +734,10 @@ mod tests {
             s.offer_span(sp, now, &mut out);
         }
         assert!(s.pending() <= 100);
-        assert_eq!(
-            m.not_sampled.load(std::sync::atomic::Ordering::Relaxed),
-            900
-        );
+        assert_eq!(m.not_sampled.load(Relaxed), 900);
+        // Let go under pressure, not for a passed window.
+        assert_eq!(m.pressure_evicted_count(Pressure::PendingSpans), 900);
+        assert_eq!(m.pressure_evicted_count(Pressure::HeldBytes), 0);
         // Forgotten traces' lists are reused by new traces, not piled up.
         assert!(s.spare_lists.len() <= 1, "{}", s.spare_lists.len());
         let before = s.spare_lists.len();
@@ -597,6 +749,311 @@ mod tests {
         );
         s.spare_list(Vec::with_capacity(4));
         assert_eq!(s.spare_lists.len(), before + 1);
+        // The rest expire with their window: not sampled, not under pressure.
+        s.expire(now + Duration::from_secs(10));
+        assert_eq!(m.not_sampled.load(Relaxed), 1000);
+        assert_eq!(m.pressure_evicted_count(Pressure::PendingSpans), 900);
+    }
+
+    /// Trace id number `i`, spread over the id like random ones (the trace table hashes the
+    /// id's bytes as they are).
+    fn tid(i: u64) -> Vec<u8> {
+        let mut id = vec![0; 8];
+        id.extend_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+        id
+    }
+
+    /// One fast span each of traces `base..base + n`.
+    fn flood(s: &mut Sampler, base: u64, n: u64, now: Instant, out: &mut Vec<Received>) {
+        for i in base..base + n {
+            let mut sp = span(0, 1, DependencyClass::Db, 1);
+            sp.trace_id = tid(i);
+            s.offer_span(sp, now, out);
+        }
+    }
+
+    #[test]
+    fn a_kept_trace_outlives_evictions_for_the_span_bound() {
+        let cfg = Sampling {
+            max_pending_spans: 100,
+            ..none_sampled()
+        };
+        let mut s = Sampler::new(cfg, Arc::default());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.offer_span(span(1, 1, DependencyClass::HttpServer, 5_000), t0, &mut out);
+        assert_eq!(out.len(), 1);
+        // Ten times the bound of undecided traces, all after trace 1 began.
+        flood(
+            &mut s,
+            1_000,
+            1_000,
+            t0 + Duration::from_millis(1),
+            &mut out,
+        );
+        assert!(s.pending() <= 100);
+        assert_eq!(out.len(), 1);
+        // A fast child of trace 1 within its window is still kept with it.
+        s.offer_span(
+            span(1, 2, DependencyClass::Db, 1),
+            t0 + Duration::from_millis(1_500),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].kept, KeepReason::Forced as i32);
+    }
+
+    #[test]
+    fn a_kept_trace_lives_until_its_last_kept_span_plus_the_window() {
+        let mut s = Sampler::new(none_sampled(), Arc::default());
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut out = Vec::new();
+        s.offer_span(span(1, 1, DependencyClass::Db, 500), t0, &mut out);
+        // Kept again at 1.5 s: the window now ends at 3.5 s.
+        s.offer_span(span(1, 2, DependencyClass::Db, 500), ms(1_500), &mut out);
+        assert_eq!(s.kept_order.len(), 1, "one queue entry a kept trace");
+        s.expire(ms(2_500));
+        s.offer_span(span(1, 3, DependencyClass::Db, 1), ms(3_000), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].kept, KeepReason::Forced as i32);
+        // That span was kept too: the window now ends at 5 s. Past it the trace is forgotten,
+        // and nothing is left to expire.
+        s.expire(ms(4_000));
+        assert_eq!(s.traces.len(), 1);
+        s.expire(ms(5_000));
+        assert!(s.traces.is_empty());
+        assert_eq!(s.next_expiry(), None);
+        s.offer_span(span(1, 4, DependencyClass::Db, 1), ms(5_100), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(s.pending(), 1);
+    }
+
+    #[test]
+    fn a_stale_kept_trace_starts_over_undecided() {
+        let mut s = Sampler::new(none_sampled(), Arc::default());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.offer_span(span(1, 1, DependencyClass::Db, 500), t0, &mut out);
+        // Its window has passed, but no expiry pass ran yet: the span waits, and a slow span
+        // of the trace later releases it.
+        let late = t0 + Duration::from_secs(3);
+        s.offer_span(span(1, 2, DependencyClass::Db, 1), late, &mut out);
+        assert_eq!((out.len(), s.pending(), s.kept_traces), (1, 1, 0));
+        s.expire(late);
+        assert_eq!(s.pending(), 1);
+        s.offer_span(span(1, 3, DependencyClass::Db, 500), late, &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!((s.pending(), s.kept_traces), (0, 1));
+    }
+
+    #[test]
+    fn kept_traces_are_bounded_on_their_own() {
+        let m: Arc<Metrics> = Arc::default();
+        let mut s = Sampler::new(none_sampled(), m.clone());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for i in 0..MAX_KEPT_TRACES as u64 + 10 {
+            let mut sp = span(0, 1, DependencyClass::Db, 500);
+            sp.trace_id = tid(i);
+            s.offer_span(sp, now, &mut out);
+        }
+        assert_eq!(s.traces.len(), MAX_KEPT_TRACES);
+        assert_eq!(m.kept_traces_forgotten.load(Relaxed), 10);
+        // The oldest went first.
+        let key = |i| <[u8; 16]>::try_from(tid(i)).unwrap();
+        assert!(!s.traces.contains_key(&key(9)));
+        assert!(s.traces.contains_key(&key(10)));
+    }
+
+    /// A span of trace `tid(i)` with `attrs` attributes of 1 KiB values and a 4 KiB statement
+    /// (the largest sizes the receivers let through: about 70 KiB with 64 attributes).
+    fn big(i: u64, id: u8, attrs: usize, ms: i64) -> Span {
+        let mut sp = span(0, id, DependencyClass::Db, ms);
+        sp.trace_id = tid(i);
+        sp.statement = format!("SELECT {i} FROM t WHERE x = ?").repeat(128);
+        sp.statement.truncate(4096);
+        for a in 0..attrs {
+            sp.attributes.insert(
+                format!("app.key{a:02}"),
+                format!("{a:02}-{i:08}-").repeat(100)[..1024].into(),
+            );
+        }
+        sp
+    }
+
+    /// [`Sampler::held_bytes`] counted again from what the sampler holds.
+    fn recount(s: &Sampler) -> usize {
+        let mut n: usize = s.arena.chunks.iter().map(|c| c.buf.capacity()).sum();
+        for t in s.traces.values() {
+            if t.kept {
+                assert!(t.pending.is_empty());
+                continue;
+            }
+            n += TRACE_BYTES + t.pending.capacity() * HELD_BYTES;
+            for h in &t.pending {
+                if let Held::Whole(r) = h {
+                    n += r.boxed_bytes();
+                }
+            }
+        }
+        n
+    }
+
+    fn bytes_bound(max_held_bytes: usize) -> Sampling {
+        Sampling {
+            max_held_bytes,
+            ..none_sampled()
+        }
+    }
+
+    #[test]
+    fn held_bytes_stay_within_the_bound_with_the_largest_spans() {
+        const MAX: usize = 4 << 20;
+        let m: Arc<Metrics> = Arc::default();
+        let mut s = Sampler::new(bytes_bound(MAX), m.clone());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut most = 0;
+        // 64 attributes: held whole; 8: packed, several to a chunk. Some traces have two spans.
+        for i in 0..600u64 {
+            let attrs = if i % 3 == 0 { 64 } else { 8 };
+            s.offer_span(big(i % 400, (i / 400) as u8, attrs, 1), now, &mut out);
+            let held = s.held_bytes();
+            assert!(held <= MAX, "span {i}: {held} bytes held");
+            assert_eq!(held, recount(&s), "span {i}");
+            most = most.max(held);
+        }
+        assert!(out.is_empty());
+        // Far below the span bound, as before: it alone would have let 600 spans (26 MiB) wait.
+        assert!(s.pending() < 200, "{} waiting", s.pending());
+        assert!(most > MAX * 3 / 4, "the bound was used: {most}");
+        assert!(m.pressure_evicted_count(Pressure::HeldBytes) > 0);
+        // Let go, everything is given back.
+        s.expire(now + Duration::from_secs(10));
+        assert_eq!(s.pending(), 0);
+        assert_eq!(s.held_bytes(), recount(&s));
+        assert!(s.held_bytes() <= CHUNK_BYTES, "{}", s.held_bytes());
+    }
+
+    #[test]
+    fn evictions_for_bytes_count_as_pressure_not_as_expiry() {
+        let m: Arc<Metrics> = Arc::default();
+        let mut s = Sampler::new(bytes_bound(2 << 20), m.clone());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for i in 0..100 {
+            s.offer_span(big(i, 1, 64, 1), now, &mut out);
+        }
+        let pressure = m.pressure_evicted_count(Pressure::HeldBytes);
+        assert_eq!(pressure + s.pending() as u64, 100);
+        assert!(pressure >= 70, "{pressure}");
+        assert_eq!(m.not_sampled.load(Relaxed), pressure);
+        assert_eq!(m.pressure_evicted_count(Pressure::PendingSpans), 0);
+        let text = m.render();
+        let line = format!(
+            "stormwatch_agent_sampler_pressure_evicted_spans_total{{bound=\"held_bytes\"}} {pressure}"
+        );
+        assert!(text.contains(&line), "{text}");
+        // The rest expire with their window: not sampled, but not pressure.
+        s.expire(now + Duration::from_secs(10));
+        assert_eq!(m.not_sampled.load(Relaxed), 100);
+        assert_eq!(m.pressure_evicted_count(Pressure::HeldBytes), pressure);
+    }
+
+    #[test]
+    fn a_kept_trace_keeps_its_later_spans_after_byte_pressure() {
+        let m: Arc<Metrics> = Arc::default();
+        let mut s = Sampler::new(bytes_bound(2 << 20), m.clone());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        // Trace 1: a waiting child, then the slow root keeps both.
+        s.offer_span(big(1, 1, 8, 1), t0, &mut out);
+        s.offer_span(big(1, 2, 8, 5_000), t0, &mut out);
+        assert_eq!(out.len(), 2);
+        // Large spans of other traces, many times the bound, after trace 1 began.
+        for i in 100..300 {
+            s.offer_span(big(i, 1, 64, 1), t0 + Duration::from_millis(1), &mut out);
+        }
+        assert!(m.pressure_evicted_count(Pressure::HeldBytes) > 100);
+        assert_eq!(out.len(), 2);
+        // Trace 1's later spans within its window are still kept, and whole.
+        let late = big(1, 3, 64, 1);
+        s.offer_span(late.clone(), t0 + Duration::from_millis(1_500), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].kept, KeepReason::Forced as i32);
+        let mut want = late;
+        want.kept = KeepReason::Forced as i32;
+        assert_eq!(out.pop().map(Received::into_span), Some(want));
+        assert!(s.held_bytes() <= 2 << 20);
+    }
+
+    #[test]
+    fn every_offered_span_is_kept_not_sampled_or_waiting() {
+        // Both bounds reached in turn, kept and forced traces, expiry passes, shutdown.
+        let cfg = Sampling {
+            max_pending_spans: 300,
+            max_held_bytes: 3 << 20,
+            bands: vec![Band {
+                below: 1.0,
+                share: 0.05,
+            }],
+            ..Sampling::default()
+        };
+        let m: Arc<Metrics> = Arc::default();
+        let mut s = Sampler::new(cfg, m.clone());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let kept = |m: &Metrics| {
+            [
+                KeepReason::Sampled,
+                KeepReason::Slow,
+                KeepReason::Error,
+                KeepReason::Forced,
+            ]
+            .map(|r| m.kept_count(r))
+            .iter()
+            .sum::<u64>()
+        };
+        for n in 1..=6_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let now = t0 + Duration::from_millis(n);
+            // Large spans in the middle third: the byte bound; small ones: the span bound.
+            let attrs = if (2_000..4_000).contains(&n) { 24 } else { 1 };
+            let mut sp = big(n / 4 + x % 8, (x >> 8) as u8, attrs, 1);
+            if x.is_multiple_of(50) {
+                sp.duration_ns = 2_000_000_000; // slow: keeps its trace
+            }
+            if x.is_multiple_of(97) {
+                sp.status = SpanStatus::Error as i32;
+            }
+            s.offer_span(sp, now, &mut out);
+            if n.is_multiple_of(500) {
+                s.expire(now);
+            }
+            assert_eq!(out.len() as u64, kept(&m));
+            assert_eq!(
+                n,
+                kept(&m) + m.not_sampled.load(Relaxed) + s.pending() as u64,
+                "span {n}"
+            );
+        }
+        let pressure: Vec<u64> = Pressure::ALL
+            .iter()
+            .map(|b| m.pressure_evicted_count(*b))
+            .collect();
+        assert!(pressure.iter().all(|n| *n > 0), "{pressure:?}");
+        assert!(m.kept_count(KeepReason::Forced) > 0);
+        s.clear();
+        assert_eq!(s.pending(), 0);
+        assert_eq!(6_000, kept(&m) + m.not_sampled.load(Relaxed));
+        assert_eq!(
+            (s.held_bytes(), recount(&s)),
+            (s.held_bytes(), s.held_bytes())
+        );
     }
 
     #[test]

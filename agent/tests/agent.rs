@@ -765,6 +765,96 @@ async fn received_spans_are_stored_in_aggregates_or_counted_as_dropped() {
     agent.shutdown(Duration::from_secs(1)).await;
 }
 
+#[tokio::test]
+async fn large_spans_are_let_go_under_byte_pressure_and_a_kept_trace_stays_kept() {
+    use stormwatch_agent::config::Band;
+    use stormwatch_agent::metrics::Pressure;
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    let mut cfg = test_config(Some(col.url()), spool.path());
+    cfg.sampling.max_held_bytes = 1024 * 1024;
+    cfg.sampling.bands = vec![Band {
+        below: 1.0,
+        share: 0.0,
+    }];
+    let agent = start_agent(cfg).await;
+    let m = agent.metrics.clone();
+    // Trace 1 is kept: a slow server span.
+    let root = span(1, 1, SERVER, 5_000, false, &[("http.route", "/checkout")]);
+    assert_eq!(
+        post_proto(&agent, request("shop", vec![root]).encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    // Then fast spans of other traces with 32 attributes of 1 KiB: 200 of them, some 10 MB
+    // waiting, ten times the bound; the span bound (50,000) is far.
+    let values: Vec<(String, String)> = (0..32)
+        .map(|a| (format!("app.k{a}"), format!("{a:02}").repeat(512)))
+        .collect();
+    let attrs: Vec<(&str, &str)> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    for r in 0..10u32 {
+        let spans = (0..20)
+            .map(|i| span(100 + r * 20 + i, 1, SERVER, 1, false, &attrs))
+            .collect();
+        let resp = post_proto(&agent, request("shop", spans).encode_to_vec()).await;
+        assert_eq!(resp.status(), 200);
+    }
+    // A fast child of trace 1, within its window: kept with it.
+    let child = span(
+        1,
+        2,
+        CLIENT,
+        1,
+        false,
+        &[("db.system", "redis"), ("db.statement", "GET late:1")],
+    );
+    assert_eq!(
+        post_proto(&agent, request("shop", vec![child]).encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    eventually(10, "the late child shipped", || {
+        col.spans().iter().any(|s| s.statement == "GET late:?")
+    })
+    .await;
+    let late = col
+        .spans()
+        .into_iter()
+        .find(|s| s.statement == "GET late:?")
+        .unwrap();
+    assert_eq!(late.kept, KeepReason::Forced as i32);
+    assert!(m.pressure_evicted_count(Pressure::HeldBytes) > 150);
+    assert_eq!(m.pressure_evicted_count(Pressure::PendingSpans), 0);
+    let text = agent_metrics(&agent).await;
+    assert!(
+        text.contains(
+            "stormwatch_agent_sampler_pressure_evicted_spans_total{bound=\"held_bytes\"}"
+        ),
+        "{text}"
+    );
+    agent.shutdown(Duration::from_secs(2)).await;
+    // Every received span is kept, not sampled (under pressure or not) or dropped.
+    let kept: u64 = [
+        KeepReason::Sampled,
+        KeepReason::Slow,
+        KeepReason::Error,
+        KeepReason::Forced,
+    ]
+    .map(|r| m.kept_count(r))
+    .iter()
+    .sum();
+    let dropped: u64 = DropReason::ALL.map(|r| m.dropped_count(r)).iter().sum();
+    let not_sampled = m.not_sampled.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(m.received_total(), 202);
+    assert_eq!((kept, dropped), (2, 0));
+    assert_eq!(m.received_total(), kept + not_sampled + dropped);
+}
+
 async fn agent_metrics(agent: &stormwatch_agent::Agent) -> String {
     http()
         .get(format!("http://{}/metrics", agent.admin.unwrap()))
