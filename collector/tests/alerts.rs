@@ -624,25 +624,20 @@ async fn silences_from_the_dashboard() {
         ("duration", "1h"),
         ("comment", "failover drill"),
     ];
+    let post = |origin: String, form: &[(&str, &str)]| {
+        client
+            .post(c.endpoint("/alerts/silences"))
+            .header("origin", origin)
+            .form(form)
+            .send()
+    };
+    let own = format!("http://{host}");
     // A form posted from another site is refused, and so is one from the same host under
     // another scheme (the origin is scheme, host and port).
     for origin in ["http://evil.example".to_owned(), format!("https://{host}")] {
-        let r = client
-            .post(c.endpoint("/alerts/silences"))
-            .header("origin", origin)
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 403);
+        assert_eq!(post(origin, &form).await.unwrap().status(), 403);
     }
-    let r = client
-        .post(c.endpoint("/alerts/silences"))
-        .header("origin", format!("http://{host}"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let r = post(own.clone(), &form).await.unwrap();
     assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
     let page = reqwest::get(c.endpoint("/alerts"))
         .await
@@ -656,14 +651,7 @@ async fn silences_from_the_dashboard() {
     );
     // Bad input is a 400 naming the field.
     let bad = [("rule", "x"), ("labels", "nonsense"), ("duration", "1h")];
-    let r = client
-        .post(c.endpoint("/alerts/silences"))
-        .header("origin", format!("http://{host}"))
-        .form(&bad)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(post(own.clone(), &bad).await.unwrap().status(), 400);
     // A value PostgreSQL refuses (NUL) is the form's fault: 400, not "storage unavailable".
     let nul = [
         ("rule", "replica-lag"),
@@ -671,13 +659,7 @@ async fn silences_from_the_dashboard() {
         ("duration", "1h"),
         ("comment", "drill\0"),
     ];
-    let r = client
-        .post(c.endpoint("/alerts/silences"))
-        .header("origin", format!("http://{host}"))
-        .form(&nul)
-        .send()
-        .await
-        .unwrap();
+    let r = post(own, &nul).await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("refused"));
 
