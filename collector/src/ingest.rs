@@ -23,6 +23,9 @@ pub struct IngestResponse {
     pub status: String,
     pub spans: u64,
     pub expired_spans: u64,
+    /// Spans counted by aggregates older than the retention window (not stored).
+    #[serde(default)]
+    pub expired_aggregated_spans: u64,
     pub aggregates: u64,
     pub samples: u64,
     /// Values cut to their limit and attributes dropped (see README, "Limits").
@@ -109,6 +112,9 @@ async fn handle(
         app.metrics.spans.inc_by(outcome.spans);
         app.metrics.spans_expired.inc_by(outcome.expired_spans);
         app.metrics
+            .aggregated_spans_expired
+            .inc_by(outcome.expired_aggregated_spans);
+        app.metrics
             .truncated
             .get_or_create(&KindLabel {
                 kind: "values".into(),
@@ -126,6 +132,7 @@ async fn handle(
         status: status.to_owned(),
         spans: outcome.spans,
         expired_spans: outcome.expired_spans,
+        expired_aggregated_spans: outcome.expired_aggregated_spans,
         aggregates: outcome.aggregates,
         samples: outcome.samples,
         truncated_values: cut.values,

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub spans: Counter,
     /// Spans older than the retention window, not stored.
     pub spans_expired: Counter,
+    /// Spans counted by aggregates older than the retention window, not stored.
+    pub aggregated_spans_expired: Counter,
     /// Requests rejected, by reason (unauthorized, forbidden, too_large, malformed, invalid...).
     pub rejected: Family<ReasonLabel, Counter>,
     /// Values truncated or attributes dropped by validation.
@@ -61,6 +63,7 @@ impl Metrics {
         let batches = Family::<ResultLabel, Counter>::default();
         let spans = Counter::default();
         let spans_expired = Counter::default();
+        let aggregated_spans_expired = Counter::default();
         let rejected = Family::<ReasonLabel, Counter>::default();
         let truncated = Family::<KindLabel, Counter>::default();
         let ingest_seconds = Histogram::new([
@@ -109,6 +112,11 @@ impl Metrics {
             spans_expired.clone(),
         );
         registry.register(
+            "aggregated_spans_expired",
+            "Spans counted by aggregates older than the retention window, not stored",
+            aggregated_spans_expired.clone(),
+        );
+        registry.register(
             "rejected",
             "Ingest requests rejected, by reason",
             rejected.clone(),
@@ -129,6 +137,7 @@ impl Metrics {
             batches,
             spans,
             spans_expired,
+            aggregated_spans_expired,
             rejected,
             truncated,
             ingest_seconds,

@@ -21,6 +21,9 @@ pub struct IngestOutcome {
     pub spans: u64,
     /// Spans older than the retention window: not stored.
     pub expired_spans: u64,
+    /// Spans counted by aggregates older than the retention window, which are not stored
+    /// either: counted like expired spans, so no count is lost without a trace.
+    pub expired_aggregated_spans: u64,
     pub aggregates: u64,
     pub samples: u64,
 }
@@ -228,6 +231,11 @@ impl Store {
             .filter(|a| live(a.minute * 1_000_000_000))
             .cloned()
             .collect();
+        outcome.expired_aggregated_spans = batch
+            .aggregates
+            .iter()
+            .filter(|a| !live(a.minute * 1_000_000_000))
+            .fold(0u64, |n, a| n.saturating_add(a.count));
         let merged = merge_aggregates(&aggs);
         // The dependency rollup of exactly the rows written below (histogram `None` stored as
         // empty), written last: its rows are shared by every service calling a peer, so the

@@ -188,10 +188,15 @@ async fn retention_drops_old_partitions() {
         .any(|n| n.starts_with("sw_dependency_hours_p")));
     assert_eq!(store.spans(&all_spans(now)).await.unwrap().len(), 0);
 
-    // A span older than the retention window is not stored, and is reported as expired.
+    // A span older than the retention window is not stored, and is reported as expired; so
+    // are the spans its aggregates counted (every span, kept or not), which were dropped
+    // without a word before.
     let ancient = sample::batch("agent-a", 2, 8, now - 30 * 86_400 * NS);
+    let counted: u64 = ancient.aggregates.iter().map(|a| a.count).sum();
+    assert!(counted >= 8);
     let out = store.store_batch(&ancient, now).await.unwrap();
-    assert_eq!((out.spans, out.expired_spans), (0, 8));
+    assert_eq!((out.spans, out.expired_spans, out.aggregates), (0, 8, 0));
+    assert_eq!(out.expired_aggregated_spans, counted);
 }
 
 /// Batches from three services and two agents over the same minutes, with dependency calls
