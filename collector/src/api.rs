@@ -368,3 +368,53 @@ pub async fn database_samples(
         samples,
     }))
 }
+
+#[derive(Serialize)]
+pub struct RulesResponse {
+    /// Seconds between evaluations.
+    evaluate_every: f64,
+    /// The rules in force (defaults marked `"default": true`), as the evaluator runs them.
+    rules: Vec<crate::alerts::config::RuleConfig>,
+}
+
+/// `GET /api/v1/rules`: the alert rules in force, after the last config reload.
+pub async fn rules(State(app): State<Arc<AppState>>) -> Json<RulesResponse> {
+    let config = app.alerts.config();
+    Json(RulesResponse {
+        evaluate_every: config.evaluate_every.as_secs_f64(),
+        rules: config.rules.clone(),
+    })
+}
+
+#[derive(Serialize)]
+pub struct AlertsResponse {
+    from: i64,
+    to: i64,
+    /// Instances pending, firing or resolving now (times in Unix seconds).
+    active: Vec<stormwatch_store::alerts::AlertState>,
+    /// Events (firing, resolved, renotify) in the window, newest first.
+    history: Vec<stormwatch_store::alerts::EventRow>,
+}
+
+/// Most events `GET /api/v1/alerts` returns.
+const MAX_ALERT_EVENTS: i64 = 1_000;
+
+/// `GET /api/v1/alerts?from=&to=` (history default: the last 24 hours, at most 1,000 events).
+pub async fn alerts(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<WindowQuery>,
+) -> Result<Json<AlertsResponse>, AppError> {
+    let (from, to) = window(&q.from, &q.to, 86_400_000)?;
+    let (active, history) = tokio::try_join!(
+        app.store.alert_states(),
+        app.store
+            .alert_events(from as f64 / 1000.0, to as f64 / 1000.0, MAX_ALERT_EVENTS),
+    )
+    .map_err(AppError::store)?;
+    Ok(Json(AlertsResponse {
+        from,
+        to,
+        active,
+        history,
+    }))
+}

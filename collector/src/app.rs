@@ -43,6 +43,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .route("/api/v1/traces/{trace_id}", get(api::trace))
                 .route("/api/v1/aggregates", get(api::aggregates))
                 .route("/api/v1/databases", get(api::databases))
+                .route("/api/v1/rules", get(api::rules))
+                .route("/api/v1/alerts", get(api::alerts))
                 .route(
                     "/api/v1/databases/{name}/samples",
                     get(api::database_samples),

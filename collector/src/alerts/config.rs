@@ -44,6 +44,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Written as seconds (a number) for the read API.
+impl serde::Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0.as_secs_f64())
+    }
+}
+
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -160,7 +167,7 @@ fn ten() -> u32 {
     10
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
     /// A latency quantile of aggregates above a threshold (ms) or above `factor` × baseline.
@@ -181,14 +188,14 @@ pub enum RuleKind {
     Host,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Baseline {
     PreviousHour,
     SameTimeYesterday,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostMetric {
     Cpu,
@@ -196,11 +203,15 @@ pub enum HostMetric {
     Disk,
 }
 
-/// `[[alerts.rules]]`
-#[derive(Debug, Clone, Deserialize)]
+/// `[[alerts.rules]]`; serialized (unset options left out) for `GET /api/v1/rules`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub name: String,
+    /// One of the rules shipped enabled (`default_rules`), not written in the config. Never
+    /// read from a file.
+    #[serde(skip_deserializing, default)]
+    pub default: bool,
     pub kind: RuleKind,
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -208,7 +219,7 @@ pub struct RuleConfig {
     #[serde(default = "warning")]
     pub severity: String,
     /// Labels instances are grouped by; each kind has a default.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_by: Option<Vec<String>>,
     /// How long the condition must hold before firing.
     #[serde(default, rename = "for")]
@@ -217,57 +228,57 @@ pub struct RuleConfig {
     #[serde(default = "thirty_s")]
     pub resolve_after: Dur,
     /// Notify again while still firing, this often (default: never).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renotify_every: Option<Dur>,
     /// Channels to notify (default: every channel).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<String>>,
     /// Data window the condition is computed over.
     #[serde(default = "one_m")]
     pub window: Dur,
     /// The threshold; its unit depends on the kind (see `RuleKind`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
     // Filters.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<DependencyClass>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     // Kind-specific.
     /// latency: the quantile (default 0.95).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantile: Option<f64>,
     /// latency: compare against this baseline instead of (or besides) a fixed threshold.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
     /// latency with a baseline: fire above `factor` × baseline.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub factor: Option<f64>,
     /// latency / error_rate: ignore groups with fewer spans in the window (default 10).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_count: Option<u64>,
     /// error_rate: count these HTTP statuses (`"503"`, `"5xx"`) instead of failed spans.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statuses: Option<Vec<String>>,
     /// replication_lag: also fire when replay is paused (default true).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_paused: Option<bool>,
     /// db_connect: only these failure classes (default: all).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_classes: Option<Vec<String>>,
     /// db_connect: fire when a connect takes longer than this many ms.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_ms: Option<f64>,
     /// host: which metric.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<HostMetric>,
 }
 
@@ -306,6 +317,7 @@ impl RuleConfig {
     pub fn new(name: &str, kind: RuleKind) -> Self {
         RuleConfig {
             name: name.into(),
+            default: false,
             kind,
             enabled: true,
             severity: warning(),
@@ -507,7 +519,7 @@ impl AlertsConfig {
         if self.default_rules {
             for d in default_rules() {
                 if !rules.iter().any(|r| r.name == d.name) {
-                    rules.push(d);
+                    rules.push(RuleConfig { default: true, ..d });
                 }
             }
         }
