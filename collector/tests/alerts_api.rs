@@ -22,7 +22,7 @@ async fn rules_in_force_and_alerts_are_served_as_json() {
     let db = stormwatch_testkit::fresh_database().await;
     let mut config = Config::for_tests(&db, TOKEN);
     let mut alerts: AlertsConfig = toml::from_str(
-        "[[rules]]\nname = \"replica-lag\"\nkind = \"replication_lag\"\nthreshold = 5\nseverity = \"critical\"\n",
+        "[[rules]]\nname = \"replica-lag\"\nkind = \"replication_lag\"\nthreshold = 5\nseverity = \"critical\"\nresolve_after = \"1s\"\n",
     )
     .unwrap();
     alerts.evaluate_every = Dur(Duration::from_millis(300));
@@ -99,6 +99,40 @@ async fn rules_in_force_and_alerts_are_served_as_json() {
     assert_eq!(
         (&e["rule"], &e["severity"]),
         (&"replica-lag".into(), &"critical".into())
+    );
+    // The replica catches up: the resolve says the value now and the peak, in the history as
+    // in the message.
+    let mut caught_up = batch.clone();
+    caught_up.sequence = 2;
+    caught_up.probes[0].time_ns = stormwatch_store::now_ns();
+    caught_up.probes[0].lag_seconds = Some(0.5);
+    let r = reqwest::Client::new()
+        .post(c.endpoint("/api/v1/ingest"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-protobuf")
+        .body(caught_up.encode(Encoding::Protobuf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let resolved = loop {
+        let v = get(&c.endpoint("/api/v1/alerts")).await;
+        let found = v["history"]
+            .as_array()
+            .and_then(|h| h.iter().find(|e| e["event"] == "resolved").cloned());
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "never resolved: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let summary = resolved["summary"].as_str().unwrap();
+    assert!(summary.starts_with("back to normal: "), "{summary}");
+    assert!(summary.contains("0.5 s behind"), "{summary}");
+    assert!(
+        summary.contains("at its peak: ") && summary.contains("30.0 s behind"),
+        "{summary}"
     );
     // A window before it: no history.
     let old = get(&c.endpoint("/api/v1/alerts?from=0&to=1000")).await;

@@ -30,6 +30,10 @@ pub struct AlertState {
     pub firing_since: Option<f64>,
     pub resolving_since: Option<f64>,
     pub last_notified: Option<f64>,
+    /// The worst value while the condition held, and the summary at that moment: what a
+    /// resolve message says it peaked at.
+    pub peak: Option<f64>,
+    pub peak_summary: String,
 }
 
 /// What happened to an instance, to be recorded and notified.
@@ -159,7 +163,8 @@ impl Store {
             .query(
                 "SELECT rule, labels_key, labels, state, severity, value, threshold, summary,
                         extract(epoch FROM pending_since)::float8, extract(epoch FROM firing_since)::float8,
-                        extract(epoch FROM resolving_since)::float8, extract(epoch FROM last_notified)::float8
+                        extract(epoch FROM resolving_since)::float8, extract(epoch FROM last_notified)::float8,
+                        peak, peak_summary
                    FROM sw_alert_state ORDER BY rule, labels_key",
                 &[],
             )
@@ -179,6 +184,8 @@ impl Store {
                 firing_since: r.get(9),
                 resolving_since: r.get(10),
                 last_notified: r.get(11),
+                peak: r.get(12),
+                peak_summary: r.get(13),
             })
             .collect())
     }
@@ -211,15 +218,16 @@ impl Store {
                 Transition::Upsert(..) => {
                     tx.execute(
                         "INSERT INTO sw_alert_state (rule, labels_key, labels, state, severity, value, threshold, summary,
-                             pending_since, firing_since, resolving_since, last_notified, updated_at)
+                             pending_since, firing_since, resolving_since, last_notified, updated_at, peak, peak_summary)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_timestamp($9), to_timestamp($10),
-                                 to_timestamp($11), to_timestamp($12), to_timestamp($13))
+                                 to_timestamp($11), to_timestamp($12), to_timestamp($13), $14, $15)
                          ON CONFLICT (rule, labels_key) DO UPDATE SET
                              labels = excluded.labels, state = excluded.state, severity = excluded.severity,
                              value = excluded.value, threshold = excluded.threshold, summary = excluded.summary,
                              pending_since = excluded.pending_since, firing_since = excluded.firing_since,
                              resolving_since = excluded.resolving_since, last_notified = excluded.last_notified,
-                             updated_at = excluded.updated_at",
+                             updated_at = excluded.updated_at, peak = excluded.peak,
+                             peak_summary = excluded.peak_summary",
                         &[
                             &state.rule,
                             &state.labels_key,
@@ -234,6 +242,8 @@ impl Store {
                             &state.resolving_since,
                             &state.last_notified,
                             &now_s,
+                            &state.peak,
+                            &state.peak_summary,
                         ],
                     )
                     .await?;

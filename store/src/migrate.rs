@@ -46,6 +46,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_agent_losses",
         include_str!("../../migrations/0010_agent_losses.sql"),
     ),
+    (
+        "0011_alert_peak",
+        include_str!("../../migrations/0011_alert_peak.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -305,6 +305,8 @@ async fn firing_alerts_show_on_the_overview_and_the_alerts_page() {
         firing_since: Some(now_s - 60.0),
         resolving_since: None,
         last_notified: None,
+        peak: None,
+        peak_summary: String::new(),
     };
     let event = AlertEvent {
         event: "firing".into(),

@@ -67,12 +67,18 @@ pub fn step(
             firing_since: None,
             resolving_since: None,
             last_notified: None,
+            peak: None,
+            peak_summary: String::new(),
         });
         s.value = o.value;
         s.threshold = o.threshold;
         s.severity = rule.severity.clone();
         if o.active {
             s.summary = o.summary.clone();
+            if o.value.is_some_and(|v| s.peak.is_none_or(|p| v > p)) {
+                s.peak = o.value;
+                s.peak_summary = o.summary.clone();
+            }
         }
         match (s.state.as_str(), o.active) {
             ("pending", true) if now - s.pending_since >= for_s => {
@@ -111,6 +117,7 @@ pub fn step(
             ("firing", false) | ("resolving", false) => {
                 let since = *s.resolving_since.get_or_insert(now);
                 if now - since >= resolve_s {
+                    s.summary = resolved_summary(Some(&o.summary), &s);
                     let e = resolved_event(&s);
                     out.push(Transition::Remove(s, e));
                 } else {
@@ -137,6 +144,7 @@ pub fn step(
             _ => {
                 let since = *s.resolving_since.get_or_insert(now);
                 if now - since >= resolve_s {
+                    s.summary = resolved_summary(None, &s);
                     let e = resolved_event(&s);
                     out.push(Transition::Remove(s, e));
                 } else {
@@ -147,6 +155,18 @@ pub fn step(
         }
     }
     out
+}
+
+/// What a resolve says: the value now (the latest observation, which no longer meets the
+/// condition) and what it peaked at, not the firing text again.
+fn resolved_summary(now: Option<&str>, s: &AlertState) -> String {
+    let now = now.unwrap_or("no longer observed (no data)");
+    let worst = if s.peak_summary.is_empty() {
+        &s.summary
+    } else {
+        &s.peak_summary
+    };
+    format!("back to normal: {now}; at its peak: {worst}")
 }
 
 #[cfg(test)]
@@ -210,6 +230,37 @@ mod tests {
             run(&rule, &seq),
             vec![(5.0, "firing".to_owned()), (35.0, "resolved".to_owned())]
         );
+    }
+
+    #[test]
+    fn a_resolve_says_the_value_now_and_the_peak() {
+        let mut rule = RuleConfig::new("lag", RuleKind::ReplicationLag);
+        rule.resolve_after = Dur::secs(0);
+        let mut states: Vec<AlertState> = Vec::new();
+        let mut last = None;
+        for (t, o) in [
+            (0.0, obs(true, 9.0)),
+            (5.0, obs(true, 948.0)),
+            (10.0, obs(true, 12.0)),
+            (15.0, obs(false, 2.1)),
+        ] {
+            for tr in step(&rule, &[o], &states, t, &["c".into()], &|_, _, _| false) {
+                match tr {
+                    Transition::Upsert(s, _) => {
+                        states.retain(|x| x.labels_key != s.labels_key);
+                        states.push(s);
+                    }
+                    Transition::Remove(s, e) => {
+                        states.retain(|x| x.labels_key != s.labels_key);
+                        last = e.map(|e| (e.event, s.summary, s.peak));
+                    }
+                }
+            }
+        }
+        let (event, summary, peak) = last.expect("resolved");
+        assert_eq!(event, "resolved");
+        assert_eq!(peak, Some(948.0));
+        assert_eq!(summary, "back to normal: lag 2.1; at its peak: lag 948");
     }
 
     #[test]

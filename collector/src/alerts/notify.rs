@@ -194,7 +194,8 @@ pub fn slack_message(group: &[&EventRow], links: &[String]) -> Value {
         fields.push(json!({"type": "mrkdwn", "text": when}));
         fields.truncate(10);
         let summary = if e.event == "resolved" {
-            format!("~{}~ — over", slack_escape(&e.summary))
+            // The resolve's own summary: the value now and what it peaked at.
+            slack_escape(&e.summary)
         } else {
             format!("*{}*", slack_escape(&e.summary))
         };
