@@ -632,3 +632,53 @@ async fn a_server_that_never_answers_is_a_timeout_and_a_closed_port_is_refused()
         assert_eq!(s.failure, FailureClass::Refused as i32, "{engine:?} {s:?}");
     }
 }
+
+/// MariaDB 10.5.9+ wants SLAVE MONITOR for `SHOW REPLICA STATUS`; with the REPLICATION
+/// CLIENT grant MySQL documents, the probe used to report `failure = none, lag = null` and the
+/// lag went unwatched without a word. It is now a failed probe of its own class, naming the
+/// grant; a database in the URL the user may not open is `permission` too, not
+/// `authentication` (a healthy database paged as "wrong password").
+#[tokio::test]
+async fn a_probe_user_without_the_grant_is_a_permission_failure_naming_it() {
+    assert!(
+        dbservers::mariadb_available(),
+        "MariaDB is not installed: ./scripts/test installs it (apt-get install mariadb-server)"
+    );
+    let primary = MariaDb::start(1);
+    let replica = MariaDb::start(2);
+    replica.replicate_from(&primary);
+    replica.sql(
+        "CREATE USER 'mon'@'%' IDENTIFIED BY 'pw'; GRANT REPLICATION CLIENT ON *.* TO 'mon'@'%'",
+    );
+    let base = replica.url();
+    let root = base
+        .trim_end_matches("/mysql")
+        .replacen("sw:pw@", "mon:pw@", 1);
+    let probe = |url: String| async move {
+        let d = db("maria-replica", Engine::Mysql, DbRole::Replica, url);
+        stormwatch_agent::probes::probe_once(&d, &mut Default::default()).await
+    };
+
+    let s = probe(format!("{root}/")).await;
+    assert_eq!(s.failure, FailureClass::Permission as i32, "{s:?}");
+    assert!(s.failure_message.contains("SLAVE MONITOR"), "{s:?}");
+    assert!(s.connect_us.is_some(), "it did connect: {s:?}");
+
+    let s = probe(format!("{root}/mysql")).await;
+    assert_eq!(s.failure, FailureClass::Permission as i32, "{s:?}");
+
+    replica.sql("GRANT SLAVE MONITOR ON *.* TO 'mon'@'%'");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        let s = probe(format!("{root}/")).await;
+        if s.lag_seconds.is_some() || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(s.failure, FailureClass::None as i32, "{s:?}");
+    assert!(
+        s.lag_seconds.is_some(),
+        "the lag is read once granted: {s:?}"
+    );
+}

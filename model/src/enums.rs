@@ -152,6 +152,9 @@ wire_enum! {
         Authentication = 3 => "authentication",
         TooManyConnections = 4 => "too_many_connections",
         Other = 5 => "other",
+        /// Connected, but the probe user may not read what the probe needs (replication
+        /// status, the URL's database): lag goes unwatched until it is granted.
+        Permission = 6 => "permission",
     }
 }
 

@@ -103,7 +103,9 @@ impl Join {
         let Some(w) = self.dbs.iter_mut().find(|w| w.name == p.database) else {
             return;
         };
-        w.failing = p.failure != FailureClass::None as i32;
+        // A probe refused a privilege did connect: the database is not failing for the spans.
+        w.failing =
+            p.failure != FailureClass::None as i32 && p.failure != FailureClass::Permission as i32;
         w.lag_ms = p.lag_seconds.map(|s| (s * 1000.0).round() as i64);
         w.seen = Some(now);
     }

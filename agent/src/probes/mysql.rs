@@ -17,8 +17,14 @@ use stormwatch_model::{DbRole, FailureClass};
 use super::config::Database;
 use super::{micros, within, Outcome, ProbeState};
 
-/// ER_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR.
-const AUTH_CODES: [u16; 3] = [1045, 1044, 1698];
+/// ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR.
+const AUTH_CODES: [u16; 2] = [1045, 1698];
+/// ER_DBACCESS_DENIED_ERROR (the URL's database), ER_TABLEACCESS_DENIED_ERROR,
+/// ER_SPECIFIC_ACCESS_DENIED_ERROR (a privilege such as SLAVE MONITOR): signed in, not allowed.
+const PERMISSION_CODES: [u16; 3] = [1044, 1142, 1227];
+
+/// The grants that let the probe read replication status, per server and version.
+const GRANT_HINT: &str = "grant the probe user what SHOW REPLICA STATUS needs: MariaDB 10.5.9 and later `GRANT SLAVE MONITOR ON *.* TO <user>`; MySQL and older MariaDB `GRANT REPLICATION CLIENT ON *.* TO <user>`";
 /// ER_CON_COUNT_ERROR, ER_TOO_MANY_USER_CONNECTIONS.
 const TOO_MANY_CODES: [u16; 2] = [1040, 1203];
 /// ER_HOST_IS_BLOCKED, ER_HOST_NOT_PRIVILEGED, ER_SERVER_SHUTDOWN.
@@ -34,6 +40,9 @@ pub fn classify(e: &mysql_async::Error) -> FailureClass {
             FailureClass::TooManyConnections
         }
         mysql_async::Error::Server(s) if REFUSED_CODES.contains(&s.code) => FailureClass::Refused,
+        mysql_async::Error::Server(s) if PERMISSION_CODES.contains(&s.code) => {
+            FailureClass::Permission
+        }
         mysql_async::Error::Io(mysql_async::IoError::Io(io)) => match io.kind() {
             std::io::ErrorKind::ConnectionRefused => FailureClass::Refused,
             std::io::ErrorKind::TimedOut => FailureClass::Timeout,
@@ -83,7 +92,16 @@ pub async fn probe(
                 format!("no connection within {timeout:?}"),
             )
         }
-        Ok(Err(e)) => return Outcome::failed(classify(&e), e.to_string()),
+        Ok(Err(e)) => {
+            let class = classify(&e);
+            let mut message = e.to_string();
+            if class == FailureClass::Permission {
+                message.push_str(
+                    "; grant the probe user access to the URL's database, or leave the database out of the URL",
+                );
+            }
+            return Outcome::failed(class, message);
+        }
         Ok(Ok(c)) => c,
     };
     let mut out = Outcome {
@@ -113,14 +131,30 @@ pub async fn probe(
     out
 }
 
+/// Why replication status could not be read.
+struct StatusError {
+    /// The server refused the probe user ([`PERMISSION_CODES`]).
+    permission: bool,
+    message: String,
+}
+
+impl From<String> for StatusError {
+    fn from(message: String) -> Self {
+        StatusError {
+            permission: false,
+            message,
+        }
+    }
+}
+
 async fn status(
     conn: &mut Conn,
     timeout: std::time::Duration,
-) -> Result<Option<HashMap<String, Option<String>>>, String> {
+) -> Result<Option<HashMap<String, Option<String>>>, StatusError> {
     let mut last = String::new();
     for sql in ["SHOW REPLICA STATUS", "SHOW SLAVE STATUS"] {
         match within(timeout, conn.query::<mysql_async::Row, _>(sql)).await {
-            Err(()) => return Err(format!("{sql}: no answer within {timeout:?}")),
+            Err(()) => return Err(format!("{sql}: no answer within {timeout:?}").into()),
             Ok(Ok(rows)) => {
                 let Some(row) = rows.into_iter().next() else {
                     return Ok(None);
@@ -136,17 +170,34 @@ async fn status(
             Ok(Err(mysql_async::Error::Server(s))) if s.code == 1064 => {
                 last = s.message;
             }
-            Ok(Err(e)) => return Err(format!("{sql}: {e}")),
+            Ok(Err(mysql_async::Error::Server(s))) if PERMISSION_CODES.contains(&s.code) => {
+                return Err(StatusError {
+                    permission: true,
+                    message: format!("{sql}: {}", s.message),
+                })
+            }
+            Ok(Err(e)) => return Err(format!("{sql}: {e}").into()),
         }
     }
-    Err(last)
+    Err(last.into())
 }
 
 async fn replica(conn: &mut Conn, db: &Database, out: &mut Outcome) {
     let timeout = db.timeout.0;
     match status(conn, timeout).await {
-        Err(m) => {
-            out.detail.insert("lag_error".into(), m);
+        // Lag that cannot be read is a failed probe, not a quiet `lag: null`: with the
+        // grant MySQL documents, MariaDB 10.5.9+ refuses SHOW REPLICA STATUS, and the lag went
+        // unwatched without a word.
+        Err(StatusError {
+            permission: true,
+            message,
+        }) => {
+            out.failure = FailureClass::Permission;
+            out.failure_message =
+                format!("cannot read replication status ({message}); {GRANT_HINT}");
+        }
+        Err(e) => {
+            out.detail.insert("lag_error".into(), e.message);
         }
         Ok(None) => {
             out.detail.insert(
