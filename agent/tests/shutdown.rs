@@ -184,8 +184,33 @@ fn sigterm_stops_within_grace_and_spools_what_was_queued() {
             fifo.display().to_string()
         ),
     );
-    // Let the host sampler get stuck.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The host sampler is stuck once it has opened the FIFO to read it: only then does a
+    // non-blocking open for writing succeed (ENXIO before). The write end stays open until the
+    // agent is gone, so the sampler's read never ends.
+    let _writer = {
+        use std::os::unix::fs::OpenOptionsExt;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(0o4000) // O_NONBLOCK
+                .open(&fifo)
+            {
+                Ok(f) => break f,
+                Err(e) if e.raw_os_error() == Some(6) => {} // ENXIO: no reader yet
+                Err(e) => panic!("opening the FIFO: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host sampler never read the FIFO"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Kept: the binary installs its signal handlers just after it logs "started" and says
+    // nothing when it has; a signal before that kills it (the default action), which is not
+    // what is tested. Nothing to await, so give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
     post_spans(agent.otlp_http, 40);
     // An app holding a connection with half a request on it.
     let mut idle = TcpStream::connect(agent.otlp_http).unwrap();
@@ -206,6 +231,8 @@ fn sigterm_stops_within_grace_and_spools_what_was_queued() {
 fn sigint_stops_an_idle_agent() {
     let dir = tempfile::tempdir().unwrap();
     let mut agent = start(dir.path(), "[host]\ninterval_s = 1\n");
+    // Kept: the signal handlers are installed just after the "started" line, with nothing to
+    // show that they are (a SIGINT before that kills the agent by the default action).
     std::thread::sleep(Duration::from_millis(1200));
     let (took, ok) = stop(&mut agent, "INT");
     assert!(ok, "exit status after SIGINT");

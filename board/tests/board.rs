@@ -257,29 +257,37 @@ async fn a_class_missing_on_the_replica_loses_the_where() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_limiter_answers_503_when_full() {
+    // The partner's answers are held until the test releases them: the two slow requests
+    // are in flight, holding both permits, for as long as the checks below take.
     let st = Stack::start(Opts {
         max_concurrent: 2,
-        partner_delay_ms: 1_500,
+        gate_partner: true,
+        partner_timeout_ms: 60_000,
         ..Opts::default()
     })
     .await;
+    let gate = st.partner_gate.as_ref().unwrap();
     let slow: Vec<_> = (0..2)
         .map(|_| {
             let (c, u) = (st.http.clone(), st.url("/timetable"));
             tokio::spawn(async move { c.get(u).send().await.unwrap().status() })
         })
         .collect();
-    // Both are at the partner (its server spans have started) once it has them.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let t = Instant::now();
+    // Both are past the limiter once their partner calls have gone out.
+    until("both slow requests call the partner", || {
+        gate.arrived() == 2
+    })
+    .await;
     let resp = st
         .http
         .get(st.url("/classes/class-0001/posts"))
         .send()
         .await
         .unwrap();
+    // Refused at once: answered while both slow requests still wait for the partner (a
+    // limiter that queued would answer only after the release below).
     assert_eq!(resp.status(), 503);
-    assert!(t.elapsed() < Duration::from_millis(500), "refused at once");
+    assert!(slow.iter().all(|s| !s.is_finished()));
     assert_eq!(resp.headers()["retry-after"], "1");
     let reason: Json = resp.json().await.unwrap();
     assert!(reason["error"].as_str().unwrap().contains("overloaded"));
@@ -291,6 +299,7 @@ async fn the_limiter_answers_503_when_full() {
         .unwrap()
         .status()
         .is_success());
+    gate.release();
     for s in slow {
         assert_eq!(s.await.unwrap(), 200);
     }
@@ -385,26 +394,29 @@ async fn partner_delay_is_set_at_run_time_and_the_board_times_out() {
         .await
         .unwrap();
     assert_eq!(direct.status(), 200);
+    // The delay is the feature: at least what was set (load only adds to it).
+    println!("partner with a 700 ms delay answered in {:?}", t.elapsed());
     assert!(
         t.elapsed() >= Duration::from_millis(700),
         "{:?}",
         t.elapsed()
     );
-    // The board gives up after --partner-timeout-ms.
+    // The board gives up after --partner-timeout-ms: a 504 and a timed-out call span (below),
+    // where waiting for the partner would have been a 200.
     let t = Instant::now();
     let via_board = st.http.get(st.url("/timetable")).send().await.unwrap();
     assert_eq!(via_board.status(), 504);
+    println!("the board gave up on the partner after {:?}", t.elapsed());
     assert!(
-        t.elapsed() < Duration::from_millis(690),
+        t.elapsed() >= Duration::from_millis(400),
         "{:?}",
         t.elapsed()
     );
     assert_eq!(set(999_999_999).await.unwrap().status(), 400);
     assert_eq!(set(0).await.unwrap().status(), 200);
-    let t = Instant::now();
+    // Without the delay the call fits in the 400 ms the board gives it.
     let fast = st.http.get(st.url("/timetable")).send().await.unwrap();
     assert_eq!(fast.status(), 200);
-    assert!(t.elapsed() < Duration::from_millis(400));
     st.flush().await;
     let failed = st
         .receiver
@@ -433,7 +445,8 @@ async fn primary_proxy(target: u16) -> (u16, Arc<AtomicBool>, tokio::task::JoinH
             let silent = mode.load(Ordering::SeqCst);
             tokio::spawn(async move {
                 if silent {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    // Never answered nor closed: only the board's own timeout ends a connect.
+                    std::future::pending::<()>().await;
                     drop(inbound);
                 } else if let Ok(mut out) =
                     tokio::net::TcpStream::connect(("127.0.0.1", target)).await
@@ -484,8 +497,9 @@ async fn a_hung_or_refused_primary_connect_is_an_error_span_naming_it() {
         .send()
         .await
         .unwrap();
+    // Answered at all, though the primary never answers: the connect timed out.
     assert_eq!(resp.status(), 503);
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    println!("a hung primary: 503 after {:?}", t.elapsed());
     st.flush().await;
     let timed_out = st
         .receiver
@@ -513,11 +527,8 @@ async fn a_hung_or_refused_primary_connect_is_an_error_span_naming_it() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 503);
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "no hang: {:?}",
-        t.elapsed()
-    );
+    println!("a stopped primary: 503 after {:?}", t.elapsed());
+    // Refused, not timed out: no wait for a connect timeout.
     let reason = resp.json::<Json>().await.unwrap()["error"]
         .as_str()
         .unwrap()
@@ -594,13 +605,11 @@ async fn a_paused_redis_slows_the_page_but_it_still_answers() {
         body["posts"][0]["body"].as_str().is_some(),
         "bodies from the replica"
     );
+    // At least the 300 ms Redis timeout (load only adds to it); that the page did not wait
+    // out the pause is shown by its MGET span, which timed out.
+    println!("page with a paused Redis: {:?}", t.elapsed());
     assert!(
         t.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        t.elapsed()
-    );
-    assert!(
-        t.elapsed() < Duration::from_millis(2_500),
         "{:?}",
         t.elapsed()
     );
@@ -613,8 +622,9 @@ async fn a_paused_redis_slows_the_page_but_it_still_answers() {
         .await;
     assert!(mget.message.contains("timed out"), "{}", mget.message);
 
-    // The pause ends: the cache answers again on the same connection manager.
-    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    // The pause ends (a command is held until it does): the cache answers again on the same
+    // connection manager.
+    let _: String = redis::cmd("PING").query_async(&mut admin).await.unwrap();
     let resp = st
         .http
         .get(st.url("/classes/class-0004/posts"))
@@ -639,14 +649,22 @@ async fn uploads_have_their_own_limit() {
         ..Opts::default()
     })
     .await;
-    // One upload holds the only slot: its body is promised but not sent yet.
+    // One upload holds the only slot: its body is promised but not sent yet. It asks to be
+    // told to go on, which the server does when the handler reads the body: past the limiter.
     let mut held = tokio::net::TcpStream::connect(st.board.addr())
         .await
         .unwrap();
-    held.write_all(b"POST /uploads HTTP/1.1\r\nhost: board\r\ncontent-length: 10\r\n\r\nhello")
+    held.write_all(
+        b"POST /uploads HTTP/1.1\r\nhost: board\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut go_on = vec![0u8; 25];
+    tokio::io::AsyncReadExt::read_exact(&mut held, &mut go_on)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(&go_on, b"HTTP/1.1 100 Continue\r\n\r\n");
+    held.write_all(b"hello").await.unwrap();
     let refused = st
         .http
         .post(st.url("/uploads"))

@@ -196,6 +196,8 @@ pub struct Stack {
     pub replica_url: String,
     pub redis: TestRedis,
     pub partner: Running,
+    /// With [`Opts::gate_partner`]: what stands between the board and the partner.
+    pub partner_gate: Option<PartnerGate>,
     pub board: Running,
     pub http: reqwest::Client,
 }
@@ -210,6 +212,8 @@ pub struct Opts {
     pub connect_timeout_ms: u64,
     /// The primary's URL as the board sees it (default: the primary database itself).
     pub primary_override: Option<String>,
+    /// The board calls the partner through a [`PartnerGate`] ([`Stack::partner_gate`]).
+    pub gate_partner: bool,
 }
 
 impl Default for Opts {
@@ -222,6 +226,7 @@ impl Default for Opts {
             redis_timeout_ms: 2_000,
             connect_timeout_ms: 2_000,
             primary_override: None,
+            gate_partner: false,
         }
     }
 }
@@ -270,12 +275,18 @@ impl Stack {
         .await
         .expect("partner starts");
         let board_primary = o.primary_override.clone().unwrap_or(primary_url.clone());
+        let (partner_gate, partner_addr) = if o.gate_partner {
+            let (gate, addr) = PartnerGate::start(partner.addr()).await;
+            (Some(gate), addr)
+        } else {
+            (None, partner.addr())
+        };
         let args = board_args(
             &receiver,
             &board_primary,
             &replica_url,
             &redis.url(),
-            &format!("http://{}", partner.addr()),
+            &format!("http://{partner_addr}"),
             &o,
         );
         let board = stormwatch_board::start_board(&args)
@@ -287,6 +298,7 @@ impl Stack {
             replica_url,
             redis,
             partner,
+            partner_gate,
             board,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -329,4 +341,78 @@ pub async fn server_span(r: &Receiver, route: &str, status: i64) -> Rec {
             && s.int("http.response.status_code") == Some(status)
     })
     .await
+}
+
+/// A TCP forwarder to the partner that passes calls on at once but holds the partner's answers
+/// until [`PartnerGate::release`]: calls that are provably in flight for as long as a test
+/// needs, where a partner delay would only make them likely to be.
+pub struct PartnerGate {
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl PartnerGate {
+    async fn start(partner: SocketAddr) -> (PartnerGate, SocketAddr) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (open, _) = tokio::sync::watch::channel(false);
+        let gate = PartnerGate {
+            arrived: arrived.clone(),
+            open: open.clone(),
+        };
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = l.accept().await {
+                let (arrived, mut open) = (arrived.clone(), open.subscribe());
+                tokio::spawn(async move {
+                    let Ok(out) = tokio::net::TcpStream::connect(partner).await else {
+                        return;
+                    };
+                    let (mut in_r, mut in_w) = inbound.into_split();
+                    let (mut out_r, mut out_w) = out.into_split();
+                    let up = async move {
+                        let mut first = vec![0u8; 16 * 1024];
+                        let n = in_r.read(&mut first).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        // A call (its first bytes, at least) is on its way to the partner.
+                        arrived.fetch_add(1, Ordering::SeqCst);
+                        if out_w.write_all(&first[..n]).await.is_ok() {
+                            let _ = tokio::io::copy(&mut in_r, &mut out_w).await;
+                        }
+                    };
+                    let down = async move {
+                        if open.wait_for(|o| *o).await.is_ok() {
+                            let _ = tokio::io::copy(&mut out_r, &mut in_w).await;
+                        }
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        (gate, addr)
+    }
+
+    /// Calls that have reached the gate (one per connection: the board's calls in flight,
+    /// when each is on its own connection).
+    pub fn arrived(&self) -> usize {
+        self.arrived.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets the partner's answers through, now and from now on.
+    pub fn release(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// Waits (up to 20 s) until `cond` holds, or panics naming `what`.
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
