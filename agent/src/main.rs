@@ -111,6 +111,8 @@ async fn run(args: Args) -> i32 {
     if config.collector.is_none() {
         tracing::warn!("no collector configured (--collector / STORMWATCH_COLLECTOR): spans are spooled until one is set");
     }
+    // Installed before anything starts: a signal from here on stops the agent gracefully.
+    let signals = stormwatch_http::shutdown_signals();
     let agent = match Agent::start(config, source).await {
         Ok(a) => a,
         Err(error) => {
@@ -119,7 +121,7 @@ async fn run(args: Args) -> i32 {
             std::process::exit(1);
         }
     };
-    stormwatch_http::shutdown_signal().await;
+    signals.await;
     // A second SIGTERM/SIGINT during the graceful stop means "now": what is already spooled
     // stays on disk for the next start.
     tokio::spawn(async {

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use stormwatch_collector::config::{Config, Flags};
-use stormwatch_collector::{shutdown_signal, Collector};
+use stormwatch_collector::Collector;
 
 /// Exit code for unusable configuration (EX_USAGE).
 const EXIT_CONFIG: i32 = 64;
@@ -30,6 +30,9 @@ async fn main() {
             std::process::exit(EXIT_CONFIG);
         }
     };
+    // Installed before anything starts: a signal from here on stops the collector gracefully
+    // (and its embedded PostgreSQL with it).
+    let signals = stormwatch_http::shutdown_signals();
     let collector = match Collector::start(config).await {
         Ok(c) => c,
         Err(e) => {
@@ -37,7 +40,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = collector.serve(shutdown_signal()).await {
+    if let Err(e) = collector.serve(signals).await {
         tracing::error!("{e:#}");
         std::process::exit(1);
     }

@@ -27,7 +27,7 @@ async fn main() {
         Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
     }
     // SIGINT or SIGTERM: finish in-flight requests, then exit.
-    let shutdown = stormwatch_http::shutdown_signal();
+    let shutdown = stormwatch_http::shutdown_signals();
     if let Err(e) = serve(flags, auth, shutdown).await {
         tracing::error!("{e}");
         std::process::exit(1);
