@@ -739,3 +739,100 @@ async fn a_probe_user_without_the_grant_is_a_permission_failure_naming_it() {
         "the lag is read once granted: {s:?}"
     );
 }
+
+/// When the heartbeat's writer fails (here: the primary turns read-only; in the seed's outage,
+/// it refused connections), the row stops moving and its age grows although the replica is in
+/// sync. That age used to be reported as lag — a critical replica-lag alert for the wrong
+/// database during the primary's own incident. The replica's own status decides now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_heartbeat_writer_is_not_replica_lag() {
+    let primary = PgServer::primary("");
+    let replica = primary.replica();
+    let collector = FakeCollector::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let mut p = db(
+        "hb-primary",
+        Engine::Postgres,
+        DbRole::Primary,
+        primary.url("postgres"),
+    );
+    p.heartbeat = Some("sw_heartbeat".into());
+    let mut r = db(
+        "hb-replica",
+        Engine::Postgres,
+        DbRole::Replica,
+        replica.url("postgres"),
+    );
+    r.heartbeat = Some("sw_heartbeat".into());
+    let agent = start_agent(config(&collector, spool.path(), vec![p, r])).await;
+    let t0 = now_ns();
+    sample_where(
+        &collector,
+        "hb-replica",
+        t0,
+        20.0,
+        "heartbeat read, lag ~0",
+        |p| p.detail.contains_key("heartbeat_age_s") && p.lag_seconds.is_some_and(|l| l < 0.5),
+    )
+    .await;
+
+    primary.psql(
+        "postgres",
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    );
+    primary.psql("postgres", "SELECT pg_reload_conf()");
+    let broken = now_ns();
+    sample_where(
+        &collector,
+        "hb-primary",
+        broken,
+        10.0,
+        "the writer fails",
+        |p| p.detail.contains_key("heartbeat_error"),
+    )
+    .await;
+    let stale = sample_where(
+        &collector,
+        "hb-replica",
+        broken,
+        20.0,
+        "a heartbeat 4 s old",
+        |p| {
+            p.detail
+                .get("heartbeat_age_s")
+                .and_then(|a| a.parse::<f64>().ok())
+                .is_some_and(|a| a > 4.0)
+        },
+    )
+    .await;
+    assert_eq!(
+        stale.lag_seconds,
+        Some(0.0),
+        "an in-sync replica: {stale:?}"
+    );
+    assert!(stale.detail.contains_key("heartbeat_writer"), "{stale:?}");
+    assert_eq!(stale.failure, 0, "{stale:?}");
+
+    primary.psql(
+        "postgres",
+        "ALTER SYSTEM RESET default_transaction_read_only",
+    );
+    primary.psql("postgres", "SELECT pg_reload_conf()");
+    let fixed = now_ns();
+    sample_where(
+        &collector,
+        "hb-replica",
+        fixed,
+        20.0,
+        "heartbeat trusted again",
+        |p| {
+            !p.detail.contains_key("heartbeat_writer")
+                && p.detail
+                    .get("heartbeat_age_s")
+                    .and_then(|a| a.parse::<f64>().ok())
+                    .is_some_and(|a| a < 2.0)
+        },
+    )
+    .await;
+    agent.shutdown(Duration::from_secs(2)).await;
+}

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stormwatch_model::{FailureClass, ProbeSample};
+use stormwatch_model::{DbRole, FailureClass, ProbeSample};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -63,6 +63,51 @@ pub(crate) fn micros(t: Instant) -> i64 {
 pub struct ProbeState {
     pub heartbeat_ready: bool,
     pub received: ReceiveHistory,
+    /// The agent's heartbeat writers, shared by its probe tasks.
+    pub heartbeats: Heartbeats,
+}
+
+/// Whether each heartbeat this agent writes (on a primary it probes) was written by the last
+/// probe, by table. A replica's heartbeat age is its lag only while the writer writes: when
+/// the primary refuses connections the row stops moving, its age grows, and read as lag it
+/// paged "replica N s behind" for a replica that was in sync, pointing on-call at the wrong
+/// database during the primary's outage. While the writer fails, the heartbeat says nothing
+/// and the replica's own status decides.
+#[derive(Debug, Default, Clone)]
+pub struct Heartbeats(Arc<std::sync::Mutex<HashMap<String, bool>>>);
+
+impl Heartbeats {
+    /// Records whether the primary's probe wrote `table`'s heartbeat.
+    pub fn record(&self, table: &str, wrote: bool) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(table.to_owned(), wrote);
+    }
+
+    /// `Some(false)` while the writer of `table` fails; `None` when this agent does not write
+    /// it (its primary is probed elsewhere, or not at all).
+    pub fn writing(&self, table: &str) -> Option<bool> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(table).copied()
+    }
+}
+
+/// The lag a replica's heartbeat of `age_s` seconds gives, unless its writer fails (then
+/// `None`, and `detail` says why).
+pub(crate) fn heartbeat_lag_if_written(
+    state: &ProbeState,
+    table: &str,
+    age_s: f64,
+    db: &Database,
+    detail: &mut BTreeMap<String, String>,
+) -> Option<f64> {
+    if state.heartbeats.writing(table) == Some(false) {
+        detail.insert(
+            "heartbeat_writer".into(),
+            "failing: the heartbeat's age is not lag; the replica's own status decides".into(),
+        );
+        return None;
+    }
+    Some(postgres::heartbeat_lag(age_s, db))
 }
 
 /// A replica's receive position as probes saw it: each value with the first and last probe
@@ -115,6 +160,11 @@ pub async fn probe_once(db: &Database, state: &mut ProbeState) -> ProbeSample {
             Engine::Mysql => mysql::probe(db, &url, password.as_deref(), state).await,
         },
     };
+    if let (DbRole::Primary, Some(table)) = (db.role, &db.heartbeat) {
+        let wrote = outcome.failure == FailureClass::None
+            && !outcome.detail.contains_key("heartbeat_error");
+        state.heartbeats.record(table, wrote);
+    }
     ProbeSample {
         time_ns,
         database: db.name.clone(),
@@ -132,8 +182,11 @@ pub async fn probe_once(db: &Database, state: &mut ProbeState) -> ProbeSample {
 }
 
 /// Probes one database until aborted.
-async fn watch_one(db: Database, tx: mpsc::Sender<ProbeSample>) {
-    let mut state = ProbeState::default();
+async fn watch_one(db: Database, tx: mpsc::Sender<ProbeSample>, heartbeats: Heartbeats) {
+    let mut state = ProbeState {
+        heartbeats,
+        ..Default::default()
+    };
     let mut failing = false;
     loop {
         let started = tokio::time::Instant::now();
@@ -165,6 +218,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tasks: HashMap<String, (Database, JoinHandle<()>)> = HashMap::new();
+    let heartbeats = Heartbeats::default();
     loop {
         let dbs = config.borrow_and_update().databases.clone();
         tasks.retain(|name, (old, handle)| {
@@ -177,7 +231,7 @@ pub async fn run(
         for d in dbs {
             if !tasks.contains_key(&d.name) {
                 tracing::info!(database = %d.name, engine = d.engine.as_str(), "watching database");
-                let handle = tokio::spawn(watch_one(d.clone(), tx.clone()));
+                let handle = tokio::spawn(watch_one(d.clone(), tx.clone(), heartbeats.clone()));
                 tasks.insert(d.name.clone(), (d, handle));
             }
         }

@@ -121,7 +121,7 @@ pub async fn probe(
         Ok(Ok(())) => {
             out.query_us = Some(micros(t1));
             match db.role {
-                DbRole::Replica => replica(&mut conn, db, &mut out).await,
+                DbRole::Replica => replica(&mut conn, db, state, &mut out).await,
                 _ => primary(&mut conn, db, state, &mut out).await,
             }
         }
@@ -182,7 +182,7 @@ async fn status(
     Err(last.into())
 }
 
-async fn replica(conn: &mut Conn, db: &Database, out: &mut Outcome) {
+async fn replica(conn: &mut Conn, db: &Database, state: &ProbeState, out: &mut Outcome) {
     let timeout = db.timeout.0;
     match status(conn, timeout).await {
         // Lag that cannot be read is a failed probe, not a quiet `lag: null`: with the
@@ -259,7 +259,11 @@ async fn replica(conn: &mut Conn, db: &Database, out: &mut Outcome) {
                 let age = us as f64 / 1e6;
                 out.detail
                     .insert("heartbeat_age_s".into(), format!("{age:.3}"));
-                out.lag_seconds = Some(super::postgres::heartbeat_lag(age, db));
+                if let Some(lag) =
+                    super::heartbeat_lag_if_written(state, table, age, db, &mut out.detail)
+                {
+                    out.lag_seconds = Some(lag);
+                }
             }
             Ok(Ok(_)) => {
                 out.detail

@@ -249,7 +249,11 @@ async fn replica(
                 if let Some(age) = r.first().and_then(|r| num(&r[0])) {
                     out.detail
                         .insert("heartbeat_age_s".into(), format!("{age:.3}"));
-                    out.lag_seconds = Some(heartbeat_lag(age, db));
+                    if let Some(lag) =
+                        super::heartbeat_lag_if_written(state, table, age, db, &mut out.detail)
+                    {
+                        out.lag_seconds = Some(lag);
+                    }
                 }
             }
             Err((_, m)) => {
