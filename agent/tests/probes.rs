@@ -740,6 +740,11 @@ async fn a_probe_user_without_the_grant_is_a_permission_failure_naming_it() {
     );
 }
 
+/// The age of the heartbeat row a replica's probe read, seconds.
+fn heartbeat_age(p: &ProbeSample) -> Option<f64> {
+    p.detail.get("heartbeat_age_s")?.parse().ok()
+}
+
 /// When the heartbeat's writer fails (here: the primary turns read-only; in the seed's outage,
 /// it refused connections), the row stops moving and its age grows although the replica is in
 /// sync. That age used to be reported as lag — a critical replica-lag alert for the wrong
@@ -797,12 +802,7 @@ async fn a_failing_heartbeat_writer_is_not_replica_lag() {
         broken,
         20.0,
         "a heartbeat 4 s old",
-        |p| {
-            p.detail
-                .get("heartbeat_age_s")
-                .and_then(|a| a.parse::<f64>().ok())
-                .is_some_and(|a| a > 4.0)
-        },
+        |p| heartbeat_age(p).is_some_and(|a| a > 4.0),
     )
     .await;
     assert_eq!(
@@ -825,13 +825,7 @@ async fn a_failing_heartbeat_writer_is_not_replica_lag() {
         fixed,
         20.0,
         "heartbeat trusted again",
-        |p| {
-            !p.detail.contains_key("heartbeat_writer")
-                && p.detail
-                    .get("heartbeat_age_s")
-                    .and_then(|a| a.parse::<f64>().ok())
-                    .is_some_and(|a| a < 2.0)
-        },
+        |p| !p.detail.contains_key("heartbeat_writer") && heartbeat_age(p).is_some_and(|a| a < 2.0),
     )
     .await;
     agent.shutdown(Duration::from_secs(2)).await;

@@ -17,6 +17,18 @@ async fn get(url: &str) -> Value {
     r.json().await.unwrap()
 }
 
+async fn ingest(c: &common::Running, batch: &Batch) {
+    let r = reqwest::Client::new()
+        .post(c.endpoint("/api/v1/ingest"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-protobuf")
+        .body(batch.encode(Encoding::Protobuf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
 #[tokio::test]
 async fn rules_in_force_and_alerts_are_served_as_json() {
     let db = stormwatch_testkit::fresh_database().await;
@@ -69,15 +81,7 @@ async fn rules_in_force_and_alerts_are_served_as_json() {
         }],
         ..Default::default()
     };
-    let r = reqwest::Client::new()
-        .post(c.endpoint("/api/v1/ingest"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/x-protobuf")
-        .body(batch.encode(Encoding::Protobuf))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    ingest(&c, &batch).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let v = loop {
         let v = get(&c.endpoint("/api/v1/alerts")).await;
@@ -106,15 +110,7 @@ async fn rules_in_force_and_alerts_are_served_as_json() {
     caught_up.sequence = 2;
     caught_up.probes[0].time_ns = stormwatch_store::now_ns();
     caught_up.probes[0].lag_seconds = Some(0.5);
-    let r = reqwest::Client::new()
-        .post(c.endpoint("/api/v1/ingest"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/x-protobuf")
-        .body(caught_up.encode(Encoding::Protobuf))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    ingest(&c, &caught_up).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let resolved = loop {
         let v = get(&c.endpoint("/api/v1/alerts")).await;
