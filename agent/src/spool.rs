@@ -196,6 +196,30 @@ fn le_u64(b: &[u8]) -> u64 {
 
 /// Checks a whole batch file (either format). On error, the counts are those of a header that
 /// checked out, if any: a corrupt body's spans can still be counted as lost.
+/// Reads a batch file in full (the checksum covers the whole body: at disk speed, once a
+/// start) and indexes it, or puts it with the files to quarantine.
+fn index_file(
+    path: PathBuf,
+    ordinal: u64,
+    level: u8,
+    entries: &mut Vec<Entry>,
+    bad: &mut Vec<(PathBuf, Corrupt, Option<Counts>)>,
+) -> std::io::Result<()> {
+    let data = std::fs::read(&path)?;
+    match parse(&data) {
+        Ok(p) => entries.push(Entry {
+            ordinal,
+            level,
+            spans: p.counts.spans,
+            aggregated: p.counts.aggregated,
+            bytes: data.len() as u64,
+            compression: p.compression,
+        }),
+        Err((why, counts)) => bad.push((path, why, counts)),
+    }
+    Ok(())
+}
+
 fn parse(data: &[u8]) -> Result<Parsed, (Corrupt, Option<Counts>)> {
     if data.len() < HEADER_V1 {
         return Err((Corrupt::Short(data.len()), None));
@@ -465,19 +489,7 @@ impl Spool {
             let Some((ordinal, level)) = parse_name(stem) else {
                 continue;
             };
-            // Read in full: the checksum covers the whole body (at disk speed, once a start).
-            let data = std::fs::read(item.path())?;
-            match parse(&data) {
-                Ok(p) => entries.push(Entry {
-                    ordinal,
-                    level,
-                    spans: p.counts.spans,
-                    aggregated: p.counts.aggregated,
-                    bytes: data.len() as u64,
-                    compression: p.compression,
-                }),
-                Err((why, counts)) => bad.push((item.path(), why, counts)),
-            }
+            index_file(item.path(), ordinal, level, &mut entries, &mut bad)?;
         }
         // Split children: the parent still on disk means the split did not commit.
         let on_disk = |ordinal: u64, level: u8| {
@@ -502,18 +514,7 @@ impl Spool {
         for (ordinal, level, path) in committed {
             let to = dir.join(file_name(ordinal, level));
             std::fs::rename(&path, &to)?;
-            let data = std::fs::read(&to)?;
-            match parse(&data) {
-                Ok(p) => entries.push(Entry {
-                    ordinal,
-                    level,
-                    spans: p.counts.spans,
-                    aggregated: p.counts.aggregated,
-                    bytes: data.len() as u64,
-                    compression: p.compression,
-                }),
-                Err((why, counts)) => bad.push((to, why, counts)),
-            }
+            index_file(to, ordinal, level, &mut entries, &mut bad)?;
         }
         sync_dir(dir)?;
         entries.sort_by_key(|e| e.ordinal);
