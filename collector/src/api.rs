@@ -36,7 +36,7 @@ pub fn parse_time(field: &str, value: &str) -> Result<i64, AppError> {
 }
 
 fn now_ms() -> i64 {
-    stormwatch_store::now_ns() / 1_000_000
+    stormwatch_model::now_ns() / 1_000_000
 }
 
 /// `from`/`to` with a default window ending now.

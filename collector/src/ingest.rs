@@ -90,7 +90,7 @@ async fn handle(
         Some(field) => AppError::field("malformed", field, e.message),
         None => AppError::bad_request("malformed", e.message),
     })?;
-    let now = stormwatch_store::now_ns();
+    let now = stormwatch_model::now_ns();
     let cut = validate::check_batch(&mut batch, now)
         .map_err(|e| AppError::field("invalid", e.field, e.message))?;
     let outcome = app.store.store_batch(&batch, now).await.map_err(|e| {

@@ -115,7 +115,7 @@ impl Collector {
             tracing::info!(applied, "migrations applied");
         }
         store
-            .create_partitions_ahead(stormwatch_store::now_ns())
+            .create_partitions_ahead(stormwatch_model::now_ns())
             .await?;
         if config.ingest_tokens.is_empty() {
             config
@@ -334,7 +334,7 @@ async fn upkeep(store: Arc<Store>) {
     let mut tick = tokio::time::interval(UPKEEP_EVERY);
     loop {
         tick.tick().await;
-        let now = stormwatch_store::now_ns();
+        let now = stormwatch_model::now_ns();
         if let Err(error) = store.create_partitions_ahead(now).await {
             tracing::warn!(%error, "creating partitions ahead failed");
         }
