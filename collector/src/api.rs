@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use stormwatch_model::{hexid, DependencyClass, Span};
 use stormwatch_store::{AggregateFilter, AggregatePoint, ServiceSummary, SpanFilter};
 
-use crate::app::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// Most spans one request returns.
 pub const MAX_SPANS: i64 = 10_000;

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use stormwatch_model::{validate, Batch, Encoding};
 
-use crate::app::AppState;
 use crate::error::AppError;
 use crate::metrics::{KindLabel, ResultLabel};
+use crate::state::AppState;
 
 /// The answer to an accepted batch.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]

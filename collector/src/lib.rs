@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,8 +23,9 @@ use stormwatch_store::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use stormwatch_store::{Store, StoreOptions};
 use tokio::net::TcpListener;
 
-pub use app::{router, AppState};
+pub use app::router;
 pub use config::Config;
+pub use state::AppState;
 
 /// How often partitions are created ahead and retention is applied.
 const UPKEEP_EVERY: Duration = Duration::from_secs(3_600);
