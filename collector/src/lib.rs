@@ -72,7 +72,12 @@ impl Collector {
                 return Err(e);
             }
         };
-        let alerts = match resolve_alerts(&config) {
+        let alerts = match config
+            .resolve_alerts()
+            .map_err(|e| match &config.config_path {
+                Some(p) => anyhow::anyhow!("config {}: [alerts]: {e}", p.display()),
+                None => anyhow::anyhow!("[alerts]: {e}"),
+            }) {
             Ok(a) => a,
             Err(e) => {
                 if let Some(pg) = &embedded {
@@ -185,18 +190,6 @@ impl Collector {
     }
 }
 
-/// The alert rules and channels of `config`, checked, with secrets from the environment.
-fn resolve_alerts(config: &Config) -> anyhow::Result<alerts::config::Resolved> {
-    let default_dashboard = format!("http://{}", config.listen);
-    config
-        .alerts
-        .resolve(&default_dashboard, &|k| std::env::var(k).ok())
-        .map_err(|e| match &config.config_path {
-            Some(p) => anyhow::anyhow!("config {}: [alerts]: {e}", p.display()),
-            None => anyhow::anyhow!("[alerts]: {e}"),
-        })
-}
-
 /// Watches the config file and applies changes to `[alerts]` (debounced ~1 s); a broken
 /// edit is logged with file, line and key, and the rules in force stay.
 /// Starts watching the config file's directory; events arrive on the returned channel.
@@ -254,8 +247,7 @@ async fn reload_config(mut watch: ConfigWatch, state: Arc<AppState>) {
         let parsed = config::parse_file(&path, &text)
             .map_err(|e| e.to_string())
             .and_then(|file| {
-                let alerts = file.alerts.unwrap_or_default();
-                alerts
+                file.alerts
                     .resolve(&format!("http://{}", state.config.listen), &|k| {
                         std::env::var(k).ok()
                     })
