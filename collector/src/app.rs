@@ -14,12 +14,7 @@ use crate::{api, ingest};
 
 /// All routes: the ingest and read APIs, `/healthz`, `/metrics`, and the dashboard at `/`.
 pub fn router(state: Arc<AppState>) -> Router {
-    // Dashboard sessions (in the database, shared by every collector on it) and read tokens;
-    // ingest keeps its own agent tokens.
-    let auth = Arc::new(stormwatch_web::Auth::shared(
-        state.config.auth_options(),
-        state.store.clone(),
-    ));
+    let auth = state.auth.clone();
     let api = Router::new()
         .route(
             "/api/v1/ingest",

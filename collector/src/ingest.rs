@@ -56,7 +56,7 @@ async fn handle(
     body: Body,
 ) -> Result<IngestResponse, AppError> {
     authorize(app, headers)?;
-    let limit = app.config.max_body_bytes;
+    let limit = app.config().max_body_bytes;
     let too_large = || {
         AppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -85,7 +85,7 @@ async fn handle(
         }
     })?;
     let encoding = content_type(headers)?;
-    let raw = decompress(headers, &body, app.config.max_decompressed_bytes)?;
+    let raw = decompress(headers, &body, app.config().max_decompressed_bytes)?;
     let mut batch = Batch::decode(&raw, encoding).map_err(|e| match e.field {
         Some(field) => AppError::field("malformed", field, e.message),
         None => AppError::bad_request("malformed", e.message),
@@ -159,7 +159,7 @@ fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
             )
         })?;
     // Compare against every token without stopping early, so timing says nothing.
-    let known = app.config.ingest_tokens.iter().fold(false, |hit, t| {
+    let known = app.config().ingest_tokens.iter().fold(false, |hit, t| {
         hit | constant_time_eq(t.as_bytes(), token.as_bytes())
     });
     if known {
