@@ -31,6 +31,12 @@ pub use state::AppState;
 /// How often partitions are created ahead and retention is applied.
 const UPKEEP_EVERY: Duration = Duration::from_secs(3_600);
 
+/// How long shutdown waits, once HTTP has stopped, for an alert delivery in flight to finish
+/// and be recorded; beyond it the delivery is abandoned (its claim expires and the next
+/// leader retries it). With the HTTP grace ([`stormwatch_http::SHUTDOWN_GRACE`], in-flight
+/// requests) this bounds a graceful stop before the embedded PostgreSQL, if any, is stopped.
+pub const ALERTS_STOP_GRACE: Duration = Duration::from_secs(15);
+
 /// A collector bound to its port, ready to serve.
 pub struct Collector {
     pub state: Arc<AppState>,
@@ -137,8 +143,9 @@ impl Collector {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes; in-flight requests finish, then the embedded
-    /// PostgreSQL (if any) stops.
+    /// Serves until `shutdown` completes; in-flight requests finish (within
+    /// [`stormwatch_http::SHUTDOWN_GRACE`]), then alerting (within [`ALERTS_STOP_GRACE`]),
+    /// then the embedded PostgreSQL (if any) stops.
     pub async fn serve(
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -166,11 +173,14 @@ impl Collector {
         }
         // Let a delivery in flight finish and be recorded; give up after a grace period.
         let _ = stop_alerts.send(true);
-        if tokio::time::timeout(Duration::from_secs(15), alerting)
+        if tokio::time::timeout(ALERTS_STOP_GRACE, alerting)
             .await
             .is_err()
         {
-            tracing::warn!("alerting did not stop within 15 s");
+            tracing::warn!(
+                grace_s = ALERTS_STOP_GRACE.as_secs(),
+                "alerting did not stop within the grace period"
+            );
         }
         self.state.store.close();
         tracing::info!("HTTP server stopped");
@@ -253,5 +263,7 @@ async fn upkeep(store: Arc<Store>) {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// Completes on SIGINT or SIGTERM: the one shutdown trigger of every binary, from the `http`
+/// crate (binaries call [`stormwatch_http::shutdown_signals`] first thing, to install the
+/// handlers before anything starts).
 pub use stormwatch_http::shutdown_signal;
