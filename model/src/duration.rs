@@ -61,12 +61,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             }
             1_000_000_000
         } else {
-            match UNITS.iter().find(|(u, _)| *u == unit) {
-                Some((_, scale)) => *scale,
-                None => return Err(DurationError(format!(
+            let known = UNITS.iter().find(|(u, _)| *u == unit);
+            let unknown = || {
+                DurationError(format!(
                     "`{t}`: unknown unit `{unit}`; use ms, s, m (or min), h or d, e.g. {EXAMPLES}"
-                ))),
-            }
+                ))
+            };
+            known.map(|(_, scale)| *scale).ok_or_else(unknown)?
         };
         total = scaled(number, scale)
             .and_then(|n| total.checked_add(n))
