@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use stormwatch_model::{hexid, DependencyClass, Span};
 use stormwatch_store::{AggregateFilter, AggregatePoint, ServiceSummary, SpanFilter};
 
-use crate::app::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// Most spans one request returns.
 pub const MAX_SPANS: i64 = 10_000;
@@ -36,7 +36,7 @@ pub fn parse_time(field: &str, value: &str) -> Result<i64, AppError> {
 }
 
 fn now_ms() -> i64 {
-    stormwatch_store::now_ns() / 1_000_000
+    stormwatch_model::now_ns() / 1_000_000
 }
 
 /// `from`/`to` with a default window ending now.
@@ -205,34 +205,13 @@ pub struct AggregatesResponse {
     points: Vec<AggregatePoint>,
 }
 
+/// A step in the duration grammar of every config (`60`, `5m`, `1h`, `1h30m`…), in seconds:
+/// a whole number of minutes.
 fn parse_step(step: &str) -> Result<i64, AppError> {
-    let s = step.trim();
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: i64 = digits.parse().map_err(|_| {
-        AppError::field(
-            "bad_query",
-            "step",
-            format!("`{s}` is not a step like 60, 5m or 1h"),
-        )
-    })?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => {
-            return Err(AppError::field(
-                "bad_query",
-                "step",
-                format!("unknown unit in `{s}`: use s, m, h or d"),
-            ))
-        }
-    };
-    let secs = n * mult;
-    if secs < 60 || secs % 60 != 0 {
+    let d = stormwatch_model::parse_duration(step)
+        .map_err(|e| AppError::field("bad_query", "step", e.to_string()))?;
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    if secs < 60 || secs % 60 != 0 || d.subsec_nanos() != 0 {
         return Err(AppError::field(
             "bad_query",
             "step",
@@ -309,6 +288,15 @@ mod tests {
         assert_eq!(parse_step("120").unwrap(), 120);
         assert!(parse_step("30s").is_err());
         assert!(parse_step("1w").is_err());
+        // The config grammar: minutes spelled `min`, composites.
+        assert_eq!(parse_step("1min").unwrap(), 60);
+        assert_eq!(parse_step("1h30m").unwrap(), 5_400);
+        assert!(parse_step("90s").is_err());
+        assert!(parse_step("1m30s").is_err());
+        assert_eq!(
+            parse_step("-5m").unwrap_err().field.as_deref(),
+            Some("step")
+        );
     }
 }
 

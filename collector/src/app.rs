@@ -1,4 +1,4 @@
-//! The HTTP application: routes, shared state, health and metrics.
+//! The HTTP application: routes, health and metrics.
 
 use std::sync::Arc;
 
@@ -7,29 +7,14 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use stormwatch_store::Store;
 use tower_http::trace::TraceLayer;
 
-use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::state::AppState;
 use crate::{api, ingest};
-
-/// What every handler shares.
-pub struct AppState {
-    pub store: Arc<Store>,
-    pub config: Config,
-    pub metrics: Metrics,
-    pub alerts: Arc<crate::alerts::AlertsRuntime>,
-}
 
 /// All routes: the ingest and read APIs, `/healthz`, `/metrics`, and the dashboard at `/`.
 pub fn router(state: Arc<AppState>) -> Router {
-    // Dashboard sessions (in the database, shared by every collector on it) and read tokens;
-    // ingest keeps its own agent tokens.
-    let auth = Arc::new(stormwatch_web::Auth::shared(
-        state.config.auth_options(),
-        state.store.clone(),
-    ));
+    let auth = state.auth.clone();
     let api = Router::new()
         .route(
             "/api/v1/ingest",

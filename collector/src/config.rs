@@ -1,16 +1,31 @@
-//! Collector configuration: flags and environment variables over `collector.toml` over defaults.
-//! Every key is documented in `collector.example.toml`.
+//! The collector's configuration: `collector.toml`, environment and flags, validated in one
+//! place, built like the agent's (`agent/src/config.rs`).
+//!
+//! Precedence: flag > environment variable > file > default. Every key is documented on its
+//! field here and in `collector.example.toml` (keep the two in step); unknown keys are errors.
+//! Start-up and reload ([`crate::reload`]) both go through [`load`], so a file that would not
+//! start the collector is never accepted by a reload either; errors name file, line and key.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Default listen address: loopback only.
+use crate::alerts::config::AlertsConfig;
+
+/// Default of `listen`: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6100";
+/// Default of `data_dir`.
+pub const DEFAULT_DATA_DIR: &str = "./stormwatch-data";
+/// Default of `retention_days`.
+pub const DEFAULT_RETENTION_DAYS: u32 = 7;
+/// Default of `max_db_connections`.
+pub const DEFAULT_MAX_DB_CONNECTIONS: usize = 16;
+/// Shortest ingest or read token accepted: tokens are secrets, guessable ones are refused.
+pub const MIN_TOKEN_CHARS: usize = 16;
 pub use stormwatch_model::limits::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES};
 
-/// Command-line flags; each has an environment variable.
+/// Command-line flags; each has an environment variable, and each overrides the file.
 #[derive(Debug, Default, clap::Parser)]
 #[command(
     name = "stormwatch-collector",
@@ -27,7 +42,7 @@ pub struct Flags {
     /// Data directory (the embedded PostgreSQL cluster, the generated ingest token).
     #[arg(long, env = "STORMWATCH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// TOML config file.
+    /// TOML config file (watched: edits apply live; so does SIGHUP).
     #[arg(long, env = "STORMWATCH_CONFIG")]
     pub config: Option<PathBuf>,
     /// Agent tokens accepted by the ingest API, comma-separated.
@@ -57,34 +72,104 @@ pub struct Flags {
     pub hash_password: bool,
 }
 
-/// The `collector.toml` file. Unknown keys are errors, so a typo never passes silently.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
+/// Values from flags and environment; each overrides the file. Kept with the config, so a
+/// reload applies them again.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub database_url: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub ingest_tokens: Option<Vec<String>>,
     pub retention_days: Option<u32>,
-    pub max_body_bytes: Option<usize>,
-    pub max_decompressed_bytes: Option<usize>,
-    pub max_db_connections: Option<usize>,
-    /// Dashboard users (`[[users]]`); none: the dashboard is open, on loopback only.
-    pub users: Option<Vec<UserConfig>>,
-    /// Bearer tokens for the read API.
+    /// `true` forces `insecure_no_auth`; `false` leaves the file's value.
+    pub insecure_no_auth: bool,
     pub read_tokens: Option<Vec<String>>,
+}
+
+impl Flags {
+    /// The flags that override the file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen,
+            database_url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
+            ingest_tokens: self.ingest_tokens.clone(),
+            retention_days: self.retention_days,
+            insecure_no_auth: self.insecure_no_auth,
+            read_tokens: self.read_tokens.clone(),
+        }
+    }
+}
+
+/// The whole configuration: the `collector.toml` file, and after [`load`] the effective
+/// configuration (flags applied, validated).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the ingest API, read API and dashboard. Needs a restart.
+    pub listen: SocketAddr,
+    /// PostgreSQL URL or libpq string; `None` (or empty): run the embedded PostgreSQL in
+    /// `data_dir`. Needs a restart.
+    pub database_url: Option<String>,
+    /// Where the embedded cluster and the generated ingest token live. Needs a restart.
+    pub data_dir: PathBuf,
+    /// Bearer tokens agents present to the ingest API, at least [`MIN_TOKEN_CHARS`] each;
+    /// none: one is generated into `<data_dir>/ingest-token`. Applies live.
+    pub ingest_tokens: Vec<String>,
+    /// Days of spans and aggregates kept. Needs a restart (the store holds it).
+    pub retention_days: u32,
+    /// Largest request body as sent (compressed), bytes. Applies live.
+    pub max_body_bytes: usize,
+    /// Largest request body after decompression, bytes. Applies live.
+    pub max_decompressed_bytes: usize,
+    /// Connections in the pool to PostgreSQL. Needs a restart.
+    pub max_db_connections: usize,
+    /// Dashboard users (`[[users]]`); none: the dashboard is open, on loopback only.
+    /// Applies live (a removed user is signed out, a changed role applies at once).
+    pub users: Vec<UserConfig>,
+    /// Bearer tokens for the read API, at least [`MIN_TOKEN_CHARS`] each. Applies live.
+    pub read_tokens: Vec<String>,
     /// Allow a non-loopback listen address without users.
-    pub insecure_no_auth: Option<bool>,
-    /// Mark the session cookie `Secure` (the collector is behind TLS).
-    pub secure_cookies: Option<bool>,
-    /// `[alerts]`: rules, channels, silences (hot-reloaded).
-    pub alerts: Option<crate::alerts::config::AlertsConfig>,
+    pub insecure_no_auth: bool,
+    /// Mark the session cookie `Secure` (the collector is behind TLS). Applies live.
+    pub secure_cookies: bool,
+    /// `[alerts]`: rules, channels, silences. Applies live.
+    pub alerts: AlertsConfig,
+    /// The config file, watched for changes. Not a key of the file.
+    #[serde(skip)]
+    pub config_path: Option<PathBuf>,
+    /// The flags applied over the file, applied again by a reload. Not a key of the file.
+    #[serde(skip)]
+    pub overrides: Overrides,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            database_url: None,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            ingest_tokens: Vec::new(),
+            retention_days: DEFAULT_RETENTION_DAYS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
+            max_db_connections: DEFAULT_MAX_DB_CONNECTIONS,
+            users: Vec::new(),
+            read_tokens: Vec::new(),
+            insecure_no_auth: false,
+            secure_cookies: false,
+            alerts: AlertsConfig::default(),
+            config_path: None,
+            overrides: Overrides::default(),
+        }
+    }
 }
 
 /// One dashboard user. Unknown keys are errors.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
+    /// The sign-in name; unique.
     pub name: String,
     /// argon2 PHC string, from `stormwatch-collector --hash-password`.
     pub password_hash: String,
@@ -97,146 +182,186 @@ fn viewer_role() -> stormwatch_web::Role {
     stormwatch_web::Role::Viewer
 }
 
-/// The effective configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub listen: SocketAddr,
-    /// `None`: run the embedded PostgreSQL in `data_dir`.
-    pub database_url: Option<String>,
-    pub data_dir: PathBuf,
-    pub ingest_tokens: Vec<String>,
-    pub retention_days: u32,
-    pub max_body_bytes: usize,
-    pub max_decompressed_bytes: usize,
-    pub max_db_connections: usize,
-    pub users: Vec<UserConfig>,
-    pub read_tokens: Vec<String>,
-    pub insecure_no_auth: bool,
-    pub secure_cookies: bool,
-    pub alerts: crate::alerts::config::AlertsConfig,
-    /// The config file, watched for changes to `[alerts]`.
-    pub config_path: Option<PathBuf>,
-}
-
-/// A configuration that cannot be used; the message names the file, line and key.
+/// A configuration that cannot be used. The message names the file (`(flags)` when there is
+/// none), the line when it is known, and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config {path}: {source}")]
+    /// The file could not be read.
+    #[error("config {path}: cannot read: {source}")]
     Read {
-        path: PathBuf,
+        path: String,
+        #[source]
         source: std::io::Error,
     },
-    #[error("config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-    #[error("{0}")]
-    Value(String),
+    /// The file is not valid TOML, or a key is unknown or has the wrong type.
+    #[error("config {path}: {}{message}", line_prefix(*line))]
+    Parse {
+        path: String,
+        line: Option<usize>,
+        message: String,
+    },
+    /// A value is well-formed but not allowed; `message` names the key.
+    #[error("config {path}: {}{message}", line_prefix(*line))]
+    Invalid {
+        path: String,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+}
+
+fn line_prefix(line: Option<usize>) -> String {
+    line.map(|l| format!("line {l}: ")).unwrap_or_default()
 }
 
 /// Parses a config file's text; errors carry the line and key (`toml`'s spans).
-pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| {
-            text.as_bytes()[..s.start.min(text.len())]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count()
-                + 1
-        });
-        let message = match line {
-            Some(l) => format!("line {l}: {}", e.message()),
-            None => e.message().to_owned(),
-        };
-        ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        }
+pub fn parse_file(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| ConfigError::Parse {
+        path: path.display().to_string(),
+        line: e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+        message: e.message().trim().to_owned(),
     })
+}
+
+/// Reads `path` (if any), applies `overrides`, validates: start-up and reload alike.
+pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let (mut config, text, shown) = match path {
+        Some(p) => {
+            let shown = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: shown.clone(),
+                source,
+            })?;
+            (parse_file(p, &text)?, text, shown)
+        }
+        None => (Config::default(), String::new(), "(flags)".to_owned()),
+    };
+    let o = overrides.clone();
+    config.listen = o.listen.unwrap_or(config.listen);
+    if o.database_url.is_some() {
+        config.database_url = o.database_url;
+    }
+    config.database_url = config.database_url.filter(|u| !u.trim().is_empty());
+    config.data_dir = o.data_dir.unwrap_or(config.data_dir);
+    config.ingest_tokens = trimmed(o.ingest_tokens.unwrap_or(config.ingest_tokens));
+    config.retention_days = o.retention_days.unwrap_or(config.retention_days);
+    config.insecure_no_auth |= o.insecure_no_auth;
+    config.read_tokens = trimmed(o.read_tokens.unwrap_or(config.read_tokens));
+    config.config_path = path.map(Path::to_owned);
+    config.overrides = overrides.clone();
+    config
+        .validate()
+        .map_err(|(key, message)| ConfigError::Invalid {
+            line: line_of_key(&text, &key).or_else(|| line_of_alerts_error(&text, &key, &message)),
+            path: shown,
+            key,
+            message,
+        })?;
+    Ok(config)
+}
+
+/// Tokens without surrounding blanks, empty ones left out (a trailing comma in a variable).
+fn trimmed(tokens: Vec<String>) -> Vec<String> {
+    tokens
+        .into_iter()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The line where the last segment of a dotted key is assigned, for error messages;
+/// `users[2].name` is searched from the third `[[users]]` header on.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let leaf = key.rsplit('.').next()?.split('[').next()?;
+    let skip = match key.split_once('[') {
+        Some((table, rest)) => {
+            let n: usize = rest.split(']').next()?.parse().ok()?;
+            let header = format!("[[{table}]]");
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| l.trim() == header)
+                .nth(n)
+                .map(|(i, _)| i)?
+        }
+        None => 0,
+    };
+    text.lines()
+        .enumerate()
+        .skip(skip)
+        .find(|(_, l)| {
+            l.trim_start()
+                .strip_prefix(leaf)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|(i, _)| i + 1)
+}
+
+/// For an `[alerts]` error naming a rule or channel (`rule `x`: ...`), the line of its
+/// `name = "x"`; else the line of the `[alerts]` header.
+fn line_of_alerts_error(text: &str, key: &str, message: &str) -> Option<usize> {
+    if key != "alerts" {
+        return None;
+    }
+    let named = ["rule `", "channel `"].iter().find_map(|p| {
+        let rest = &message[message.find(p)? + p.len()..];
+        rest.split('`').next()
+    });
+    let line =
+        |want: &dyn Fn(&str) -> bool| text.lines().position(|l| want(l.trim())).map(|i| i + 1);
+    named
+        .and_then(|n| {
+            line(&|l: &str| {
+                l.strip_prefix("name")
+                    .and_then(|r| r.trim_start().strip_prefix('='))
+                    .is_some_and(|v| v.trim().trim_matches(['"', '\'']) == n)
+            })
+        })
+        .or_else(|| line(&|l: &str| l == "[alerts]"))
 }
 
 impl Config {
     /// Combines flags, the config file they name (if any) and defaults.
     pub fn load(flags: Flags) -> Result<Config, ConfigError> {
-        let file = match &flags.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                parse_file(path, &text)?
-            }
-            None => FileConfig::default(),
-        };
-        let database_url = flags
-            .database_url
-            .or(file.database_url)
-            .filter(|u| !u.trim().is_empty());
-        let tokens: Vec<String> = flags
+        load(flags.config.as_deref(), &flags.overrides())
+    }
+
+    /// Checks what serde cannot: `(key, message)`, the message naming the key.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(short) = self
             .ingest_tokens
-            .or(file.ingest_tokens)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect();
-        if let Some(short) = tokens.iter().find(|t| t.len() < 16) {
-            return Err(ConfigError::Value(format!(
-                "ingest token `{}…` is shorter than 16 characters; use a long random token (e.g. `openssl rand -hex 24`)",
-                &short[..short.len().min(4)]
-            )));
+            .iter()
+            .find(|t| t.len() < MIN_TOKEN_CHARS)
+        {
+            return Err((
+                "ingest_tokens".into(),
+                format!(
+                    "ingest token `{}…` is shorter than {MIN_TOKEN_CHARS} characters; use a long random token (e.g. `openssl rand -hex 24`)",
+                    &short[..short.len().min(4)]
+                ),
+            ));
         }
-        let config = Config {
-            listen: flags
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
-            database_url,
-            data_dir: flags
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./stormwatch-data")),
-            ingest_tokens: tokens,
-            retention_days: flags.retention_days.or(file.retention_days).unwrap_or(7),
-            max_body_bytes: file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
-            max_decompressed_bytes: file
-                .max_decompressed_bytes
-                .unwrap_or(DEFAULT_MAX_DECOMPRESSED_BYTES),
-            max_db_connections: file.max_db_connections.unwrap_or(16),
-            users: file.users.unwrap_or_default(),
-            read_tokens: flags
-                .read_tokens
-                .or(file.read_tokens)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .collect(),
-            insecure_no_auth: flags.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
-            secure_cookies: file.secure_cookies.unwrap_or(false),
-            alerts: file.alerts.unwrap_or_default(),
-            config_path: flags.config.clone(),
-        };
-        if config.retention_days == 0 {
-            return Err(ConfigError::Value(
+        if self.retention_days == 0 {
+            return Err((
+                "retention_days".into(),
                 "retention_days must be at least 1".into(),
             ));
         }
-        config.check_access()?;
+        self.check_access()?;
         // Rules and channels as start-up will resolve them (secrets from the environment): a
         // channel whose variable is missing is an unusable config, exit 64 like the rest.
-        let dashboard = format!("http://{}", config.listen);
-        if let Err(e) = config
-            .alerts
-            .resolve(&dashboard, &|k| std::env::var(k).ok())
-        {
-            return Err(match &config.config_path {
-                Some(path) => ConfigError::Invalid {
-                    path: path.clone(),
-                    message: format!("[alerts]: {e}"),
-                },
-                None => ConfigError::Value(format!("[alerts]: {e}")),
-            });
-        }
-        Ok(config)
+        self.resolve_alerts()
+            .map_err(|e| ("alerts".to_owned(), format!("[alerts]: {e}")))?;
+        Ok(())
+    }
+
+    /// The alert rules and channels, checked, with secrets from the environment.
+    pub fn resolve_alerts(&self) -> Result<crate::alerts::config::Resolved, String> {
+        self.alerts
+            .resolve(&format!("http://{}", self.listen), &|k| {
+                std::env::var(k).ok()
+            })
     }
 
     /// Defaults for tests and embedding: loopback port 0, the given database and token.
@@ -244,31 +369,21 @@ impl Config {
         Config {
             listen: "127.0.0.1:0".parse().expect("valid"),
             database_url: Some(database_url.to_owned()),
-            data_dir: PathBuf::from("./stormwatch-data"),
             ingest_tokens: vec![token.to_owned()],
-            retention_days: 7,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
             max_db_connections: 8,
-            users: Vec::new(),
-            read_tokens: Vec::new(),
-            insecure_no_auth: false,
-            secure_cookies: false,
-            alerts: crate::alerts::config::AlertsConfig {
+            alerts: AlertsConfig {
                 default_rules: false,
                 ..Default::default()
             },
-            config_path: None,
+            ..Config::default()
         }
     }
-}
 
-impl Config {
     /// Refuses an open dashboard on a non-loopback address (unless `insecure_no_auth`), bad
-    /// password hashes, duplicate users and short read tokens.
-    pub fn check_access(&self) -> Result<(), ConfigError> {
+    /// password hashes, duplicate users and short read tokens: `(key, message)`.
+    fn check_access(&self) -> Result<(), (String, String)> {
         if self.users.is_empty() && !self.listen.ip().is_loopback() && !self.insecure_no_auth {
-            return Err(ConfigError::Value(format!(
+            return Err(("listen".into(), format!(
                 "listening on {} without dashboard users would expose the dashboard and read API to the network: \
                  add [[users]] to the config (hash passwords with `stormwatch-collector --hash-password`), \
                  listen on 127.0.0.1, or pass --insecure-no-auth",
@@ -277,18 +392,21 @@ impl Config {
         }
         for (i, u) in self.users.iter().enumerate() {
             stormwatch_web::auth::check_hash(&u.password_hash).map_err(|e| {
-                ConfigError::Value(format!("users[{i}] `{}`: password_hash is {e}", u.name))
+                (
+                    format!("users[{i}].password_hash"),
+                    format!("users[{i}] `{}`: password_hash is {e}", u.name),
+                )
             })?;
             if self.users[..i].iter().any(|o| o.name == u.name) {
-                return Err(ConfigError::Value(format!(
-                    "users[{i}]: user `{}` is listed twice",
-                    u.name
-                )));
+                return Err((
+                    format!("users[{i}].name"),
+                    format!("users[{i}]: user `{}` is listed twice", u.name),
+                ));
             }
         }
-        if let Some(short) = self.read_tokens.iter().find(|t| t.len() < 16) {
-            return Err(ConfigError::Value(format!(
-                "read token `{}…` is shorter than 16 characters; use a long random token (e.g. `openssl rand -hex 24`)",
+        if let Some(short) = self.read_tokens.iter().find(|t| t.len() < MIN_TOKEN_CHARS) {
+            return Err(("read_tokens".into(), format!(
+                "read token `{}…` is shorter than {MIN_TOKEN_CHARS} characters; use a long random token (e.g. `openssl rand -hex 24`)",
                 &short[..short.len().min(4)]
             )));
         }
@@ -396,10 +514,7 @@ mod tests {
         let text =
             "listen = \"0.0.0.0:6100\"\n[[users]]\nname = \"ana\"\npassword_hash = \"hunter2\"\n";
         let file = parse_file(Path::new("c.toml"), text).unwrap();
-        assert_eq!(
-            file.users.as_ref().unwrap()[0].role,
-            stormwatch_web::Role::Viewer
-        );
+        assert_eq!(file.users[0].role, stormwatch_web::Role::Viewer);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, text).unwrap();
@@ -427,5 +542,87 @@ mod tests {
             "/../collector.example.toml"
         ));
         parse_file(path, &std::fs::read_to_string(path).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_example_documents_the_defaults() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../collector.example.toml"
+        ));
+        let c = load(Some(path), &Overrides::default()).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.database_url, d.database_url);
+        assert_eq!(c.data_dir, d.data_dir);
+        assert_eq!(c.retention_days, d.retention_days);
+        assert_eq!(c.max_body_bytes, d.max_body_bytes);
+        assert_eq!(c.max_decompressed_bytes, d.max_decompressed_bytes);
+        assert_eq!(c.max_db_connections, d.max_db_connections);
+        assert_eq!(c.insecure_no_auth, d.insecure_no_auth);
+        assert_eq!(c.secure_cookies, d.secure_cookies);
+        assert_eq!(c.alerts.evaluate_every, d.alerts.evaluate_every);
+        assert_eq!(c.alerts.leader_lease, d.alerts.leader_lease);
+    }
+
+    #[test]
+    fn invalid_values_name_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let shown = path.display().to_string();
+        let load_text = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            load(Some(&path), &Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = load_text("listen = \"127.0.0.1:7000\"\n\nretention_days = 0\n");
+        assert_eq!(
+            e,
+            format!("config {shown}: line 3: retention_days must be at least 1")
+        );
+        let e = load_text("[[users]]\nname = \"a\"\npassword_hash = \"x\"\n[[users]]\nname = \"b\"\npassword_hash = \"y\"\n");
+        assert!(
+            e.starts_with(&format!("config {shown}: line 3: users[0] `a`")),
+            "{e}"
+        );
+        let e = load_text("[alerts]\nevaluate_every = \"1h30\"\n");
+        assert!(e.contains("line 2") && e.contains("needs a unit"), "{e}");
+        let e = load_text("[alerts]\ndefault_rules = false\n\n[[alerts.rules]]\nname = \"slow\"\nkind = \"latency\"\n");
+        assert!(
+            e.starts_with(&format!("config {shown}: line 5: [alerts]: rule `slow`")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file_and_durations_take_every_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "retention_days = 3\ningest_tokens = [\"file-token-0123456789\"]\n[alerts]\nevaluate_every = \"1min\"\nleader_lease = \"1h\"\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            retention_days: Some(5),
+            ingest_tokens: Some(vec![" flag-token-0123456789 ".into(), "".into()]),
+            database_url: Some(" ".into()),
+            ..Default::default()
+        };
+        let c = load(Some(&path), &o).unwrap();
+        assert_eq!(c.retention_days, 5);
+        assert_eq!(c.ingest_tokens, ["flag-token-0123456789"]);
+        assert_eq!(c.database_url, None);
+        assert_eq!(
+            c.alerts.evaluate_every,
+            crate::alerts::config::Dur::secs(60)
+        );
+        assert_eq!(
+            c.alerts.leader_lease,
+            crate::alerts::config::Dur::secs(3_600)
+        );
+        assert_eq!(c.overrides, o);
+        assert_eq!(c.config_path.as_deref(), Some(path.as_path()));
     }
 }

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use stormwatch_model::{validate, Batch, Encoding};
 
-use crate::app::AppState;
 use crate::error::AppError;
 use crate::metrics::{KindLabel, ResultLabel};
+use crate::state::AppState;
 
 /// The answer to an accepted batch.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
@@ -56,7 +56,7 @@ async fn handle(
     body: Body,
 ) -> Result<IngestResponse, AppError> {
     authorize(app, headers)?;
-    let limit = app.config.max_body_bytes;
+    let limit = app.config().max_body_bytes;
     let too_large = || {
         AppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -85,12 +85,12 @@ async fn handle(
         }
     })?;
     let encoding = content_type(headers)?;
-    let raw = decompress(headers, &body, app.config.max_decompressed_bytes)?;
+    let raw = decompress(headers, &body, app.config().max_decompressed_bytes)?;
     let mut batch = Batch::decode(&raw, encoding).map_err(|e| match e.field {
         Some(field) => AppError::field("malformed", field, e.message),
         None => AppError::bad_request("malformed", e.message),
     })?;
-    let now = stormwatch_store::now_ns();
+    let now = stormwatch_model::now_ns();
     let cut = validate::check_batch(&mut batch, now)
         .map_err(|e| AppError::field("invalid", e.field, e.message))?;
     let outcome = app.store.store_batch(&batch, now).await.map_err(|e| {
@@ -159,7 +159,7 @@ fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
             )
         })?;
     // Compare against every token without stopping early, so timing says nothing.
-    let known = app.config.ingest_tokens.iter().fold(false, |hit, t| {
+    let known = app.config().ingest_tokens.iter().fold(false, |hit, t| {
         hit | constant_time_eq(t.as_bytes(), token.as_bytes())
     });
     if known {

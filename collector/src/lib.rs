@@ -10,6 +10,8 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod reload;
+pub mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,11 +24,18 @@ use stormwatch_store::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use stormwatch_store::{Store, StoreOptions};
 use tokio::net::TcpListener;
 
-pub use app::{router, AppState};
+pub use app::router;
 pub use config::Config;
+pub use state::AppState;
 
 /// How often partitions are created ahead and retention is applied.
 const UPKEEP_EVERY: Duration = Duration::from_secs(3_600);
+
+/// How long shutdown waits, once HTTP has stopped, for an alert delivery in flight to finish
+/// and be recorded; beyond it the delivery is abandoned (its claim expires and the next
+/// leader retries it). With the HTTP grace ([`stormwatch_http::SHUTDOWN_GRACE`], in-flight
+/// requests) this bounds a graceful stop before the embedded PostgreSQL, if any, is stopped.
+pub const ALERTS_STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// A collector bound to its port, ready to serve.
 pub struct Collector {
@@ -35,7 +44,8 @@ pub struct Collector {
     embedded: Option<EmbeddedPostgres>,
     /// Held while the embedded cluster is ours: one collector per data directory.
     _data_dir_lock: Option<std::fs::File>,
-    config_watch: Option<ConfigWatch>,
+    /// Config file changes and SIGHUP, watched from start-up on.
+    reload: Option<reload::Triggers>,
 }
 
 impl Collector {
@@ -70,7 +80,12 @@ impl Collector {
                 return Err(e);
             }
         };
-        let alerts = match resolve_alerts(&config) {
+        let alerts = match config
+            .resolve_alerts()
+            .map_err(|e| match &config.config_path {
+                Some(p) => anyhow::anyhow!("config {}: [alerts]: {e}", p.display()),
+                None => anyhow::anyhow!("[alerts]: {e}"),
+            }) {
             Ok(a) => a,
             Err(e) => {
                 if let Some(pg) = &embedded {
@@ -80,25 +95,18 @@ impl Collector {
             }
         };
         let enabled = config.alerts.enabled;
-        let config_watch = config.config_path.as_deref().and_then(|p| match watch_config(p) {
-            Ok(w) => Some(w),
-            Err(error) => {
-                tracing::warn!(path = %p.display(), %error, "config changes will not be picked up");
-                None
-            }
-        });
-        let state = Arc::new(AppState {
-            store: Arc::new(store),
+        let reload = reload::Triggers::new(config.config_path.as_deref());
+        let state = Arc::new(AppState::new(
+            Arc::new(store),
             config,
-            metrics: metrics::Metrics::new(),
-            alerts: Arc::new(alerts::AlertsRuntime::new(alerts, enabled)),
-        });
+            alerts::AlertsRuntime::new(alerts, enabled),
+        ));
         Ok(Collector {
             state,
             listener,
             embedded,
             _data_dir_lock: lock,
-            config_watch,
+            reload: Some(reload),
         })
     }
 
@@ -115,7 +123,7 @@ impl Collector {
             tracing::info!(applied, "migrations applied");
         }
         store
-            .create_partitions_ahead(stormwatch_store::now_ns())
+            .create_partitions_ahead(stormwatch_model::now_ns())
             .await?;
         if config.ingest_tokens.is_empty() {
             config
@@ -135,19 +143,19 @@ impl Collector {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes; in-flight requests finish, then the embedded
-    /// PostgreSQL (if any) stops.
+    /// Serves until `shutdown` completes; in-flight requests finish (within
+    /// [`stormwatch_http::SHUTDOWN_GRACE`]), then alerting (within [`ALERTS_STOP_GRACE`]),
+    /// then the embedded PostgreSQL (if any) stops.
     pub async fn serve(
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let upkeep = tokio::spawn(upkeep(self.state.store.clone()));
         let (stop_alerts, alerts_stopped) = tokio::sync::watch::channel(false);
-        let alerting = tokio::spawn(alerts::run(self.state.clone(), alerts_stopped));
-        let reload = self
-            .config_watch
-            .take()
-            .map(|w| tokio::spawn(reload_config(w, self.state.clone())));
+        let alerting = tokio::spawn(alerts::run(self.state.clone(), alerts_stopped.clone()));
+        let reload = self.reload.take().map(|triggers| {
+            tokio::spawn(reload::run(triggers, self.state.clone(), alerts_stopped))
+        });
         let app = router(self.state.clone());
         tracing::info!(addr = %self.local_addr(), "collector listening");
         // Read timeouts, a connection cap and the peer addresses the sign-in rate limit
@@ -165,11 +173,14 @@ impl Collector {
         }
         // Let a delivery in flight finish and be recorded; give up after a grace period.
         let _ = stop_alerts.send(true);
-        if tokio::time::timeout(Duration::from_secs(15), alerting)
+        if tokio::time::timeout(ALERTS_STOP_GRACE, alerting)
             .await
             .is_err()
         {
-            tracing::warn!("alerting did not stop within 15 s");
+            tracing::warn!(
+                grace_s = ALERTS_STOP_GRACE.as_secs(),
+                "alerting did not stop within the grace period"
+            );
         }
         self.state.store.close();
         tracing::info!("HTTP server stopped");
@@ -180,98 +191,6 @@ impl Collector {
             tracing::info!("embedded PostgreSQL stopped");
         }
         Ok(())
-    }
-}
-
-/// The alert rules and channels of `config`, checked, with secrets from the environment.
-fn resolve_alerts(config: &Config) -> anyhow::Result<alerts::config::Resolved> {
-    let default_dashboard = format!("http://{}", config.listen);
-    config
-        .alerts
-        .resolve(&default_dashboard, &|k| std::env::var(k).ok())
-        .map_err(|e| match &config.config_path {
-            Some(p) => anyhow::anyhow!("config {}: [alerts]: {e}", p.display()),
-            None => anyhow::anyhow!("[alerts]: {e}"),
-        })
-}
-
-/// Watches the config file and applies changes to `[alerts]` (debounced ~1 s); a broken
-/// edit is logged with file, line and key, and the rules in force stay.
-/// Starts watching the config file's directory; events arrive on the returned channel.
-fn watch_config(path: &Path) -> anyhow::Result<ConfigWatch> {
-    use notify::Watcher;
-    let (tx, rx) = tokio::sync::mpsc::channel::<()>(16);
-    let file_name = path.file_name().map(|n| n.to_owned());
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            // Not reads: each reload reads the file, and would set off the next one.
-            if !event.kind.is_access()
-                && event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == file_name.as_deref())
-            {
-                let _ = tx.try_send(());
-            }
-        }
-    })?;
-    // Watch the directory: editors replace files by renaming, which a file watch would lose.
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
-    Ok(ConfigWatch {
-        path: path.to_owned(),
-        _watcher: watcher,
-        rx,
-    })
-}
-
-/// A watch on the config file, set up at start so no edit after start is missed.
-pub struct ConfigWatch {
-    path: std::path::PathBuf,
-    _watcher: notify::RecommendedWatcher,
-    rx: tokio::sync::mpsc::Receiver<()>,
-}
-
-async fn reload_config(mut watch: ConfigWatch, state: Arc<AppState>) {
-    let path = watch.path.clone();
-    let rx = &mut watch.rx;
-    while rx.recv().await.is_some() {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        while rx.try_recv().is_ok() {}
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(error) => {
-                tracing::error!(path = %path.display(), %error, "config reload: cannot read the file; keeping the rules in force");
-                state.metrics.config_reload("unreadable");
-                continue;
-            }
-        };
-        let parsed = config::parse_file(&path, &text)
-            .map_err(|e| e.to_string())
-            .and_then(|file| {
-                let alerts = file.alerts.unwrap_or_default();
-                alerts
-                    .resolve(&format!("http://{}", state.config.listen), &|k| {
-                        std::env::var(k).ok()
-                    })
-                    .map_err(|e| format!("config {}: [alerts]: {e}", path.display()))
-            });
-        match parsed {
-            Ok(resolved) => {
-                let rules = resolved.rules.len();
-                let channels = resolved.channels.len();
-                state.alerts.set_config(resolved);
-                state.metrics.config_reload("applied");
-                tracing::info!(path = %path.display(), rules, channels, "config reloaded: alert rules and channels updated (other keys apply at restart)");
-            }
-            Err(error) => {
-                tracing::error!("config reload rejected, keeping the rules in force: {error}");
-                state.metrics.config_reload("rejected");
-            }
-        }
     }
 }
 
@@ -300,7 +219,7 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
 
 /// Without configured tokens, the collector makes one and keeps it in the data directory
 /// (mode 0600) so that a single-machine setup works out of the box without an open door.
-fn generated_token(data_dir: &Path) -> anyhow::Result<String> {
+pub(crate) fn generated_token(data_dir: &Path) -> anyhow::Result<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("ingest-token");
@@ -334,7 +253,7 @@ async fn upkeep(store: Arc<Store>) {
     let mut tick = tokio::time::interval(UPKEEP_EVERY);
     loop {
         tick.tick().await;
-        let now = stormwatch_store::now_ns();
+        let now = stormwatch_model::now_ns();
         if let Err(error) = store.create_partitions_ahead(now).await {
             tracing::warn!(%error, "creating partitions ahead failed");
         }
@@ -344,5 +263,7 @@ async fn upkeep(store: Arc<Store>) {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// Completes on SIGINT or SIGTERM: the one shutdown trigger of every binary, from the `http`
+/// crate (binaries call [`stormwatch_http::shutdown_signals`] first thing, to install the
+/// handlers before anything starts).
 pub use stormwatch_http::shutdown_signal;

@@ -152,9 +152,7 @@ async fn collector_with(db: &str, alerts: AlertsConfig) -> Running {
     start(config).await
 }
 
-fn now_ns() -> i64 {
-    stormwatch_store::now_ns()
-}
+use stormwatch_model::now_ns;
 
 static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 

@@ -258,7 +258,6 @@ mod tests {
         let file = stormwatch_collector::config::parse_file(&path, &text).unwrap();
         let resolved = file
             .alerts
-            .unwrap()
             .resolve("http://127.0.0.1:6100", &|_| None)
             .unwrap();
         let names: Vec<&str> = resolved.rules.iter().map(|r| r.name.as_str()).collect();
@@ -277,7 +276,7 @@ mod tests {
         }
         assert_eq!(resolved.channels.len(), 2);
         assert!(text.contains(LIST_OPERATION) && text.contains(UPLOAD_OPERATION));
-        assert_eq!(file.users.unwrap()[0].name, DEMO_USER);
+        assert_eq!(file.users[0].name, DEMO_USER);
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! encoding, `application/json`), so the two encodings can never drift apart. The schema is
 //! written out for non-Rust producers in `model/proto/stormwatch.proto`.
 //!
-//! This crate does no IO: decoding, validation and histogram arithmetic only.
+//! This crate does no IO: decoding, validation, histogram arithmetic, the duration grammar of
+//! every config file ([`duration`]) and a reading of the system clock ([`now_ns`]).
 
 pub mod aggregate;
 pub mod batch;
+pub mod duration;
 pub mod enums;
 pub mod hexid;
 pub mod histogram;
@@ -20,6 +22,7 @@ pub mod validate;
 
 pub use aggregate::{Aggregate, AggregateKey};
 pub use batch::{AgentStats, Batch, DecodeError, Encoding, WIRE_VERSION};
+pub use duration::{now_ns, parse_duration, Dur, DurationError};
 pub use enums::{
     DbRole, DependencyClass, FailureClass, KeepReason, SpanFlag, SpanKind, SpanStatus,
 };

@@ -103,11 +103,13 @@ pub const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
 
 /// Users, tokens and live sessions.
 pub struct Auth {
-    opts: AuthOptions,
+    /// Replaced whole by [`Auth::set_options`] (the collector's config reload).
+    opts: std::sync::RwLock<Arc<AuthOptions>>,
     /// Permits for [`MAX_CONCURRENT_VERIFICATIONS`].
     verifying: Arc<tokio::sync::Semaphore>,
-    /// Verified when the user is unknown, so that timing does not reveal user names.
-    dummy_hash: String,
+    /// Verified when the user is unknown, so that timing does not reveal user names; made
+    /// once there are users.
+    dummy_hash: std::sync::OnceLock<String>,
     sessions: Sessions,
     /// Failed sign-ins per client address and user (see [`crate::login_limit`]).
     limiter: LoginLimiter,
@@ -156,23 +158,35 @@ impl Auth {
     }
 
     fn with_sessions(opts: AuthOptions, sessions: Sessions) -> Auth {
-        let dummy_hash = if opts.users.is_empty() {
-            String::new()
-        } else {
-            hash_password("no such user").unwrap_or_default()
-        };
-        Auth {
-            opts,
+        let auth = Auth {
+            opts: std::sync::RwLock::new(Arc::new(AuthOptions::default())),
             verifying: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_VERIFICATIONS)),
-            dummy_hash,
+            dummy_hash: std::sync::OnceLock::new(),
             sessions,
             limiter: LoginLimiter::default(),
+        };
+        auth.set_options(opts);
+        auth
+    }
+
+    /// Replaces users, read tokens and the cookie setting (a config reload). Sessions stay:
+    /// a session of a removed user stops working, a changed role applies at once.
+    pub fn set_options(&self, opts: AuthOptions) {
+        if !opts.users.is_empty() {
+            self.dummy_hash
+                .get_or_init(|| hash_password("no such user").unwrap_or_default());
         }
+        *self.opts.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(opts);
+    }
+
+    /// The access settings in force.
+    fn opts(&self) -> Arc<AuthOptions> {
+        self.opts.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Is `name` a configured user?
     pub fn is_user(&self, name: &str) -> bool {
-        self.opts.users.iter().any(|u| u.name == name)
+        self.opts().users.iter().any(|u| u.name == name)
     }
 
     /// A permit to verify a password now, if fewer than [`MAX_CONCURRENT_VERIFICATIONS`] are
@@ -188,16 +202,18 @@ impl Auth {
 
     /// True when no users are configured: the dashboard needs no login.
     pub fn is_open(&self) -> bool {
-        self.opts.users.is_empty()
+        self.opts().users.is_empty()
     }
 
     /// Verifies a user's password (argon2: tens of milliseconds of CPU, so call it off the
     /// async workers); the user's role when it is right.
     pub fn verify(&self, name: &str, password: &str) -> Option<Role> {
-        let user = self.opts.users.iter().find(|u| u.name == name);
+        let opts = self.opts();
+        let user = opts.users.iter().find(|u| u.name == name);
         let hash = user
             .map(|u| u.password_hash.as_str())
-            .unwrap_or(&self.dummy_hash);
+            .or(self.dummy_hash.get().map(String::as_str))
+            .unwrap_or_default();
         let ok = PasswordHash::new(hash)
             .map(|h| {
                 Argon2::default()
@@ -250,8 +266,9 @@ impl Auth {
                 .filter(|s| s.expires > Instant::now())
                 .map(|s| s.user.clone()),
         };
+        let opts = self.opts();
         Ok(user.and_then(|name| {
-            let user = self.opts.users.iter().find(|u| u.name == name)?;
+            let user = opts.users.iter().find(|u| u.name == name)?;
             Some(Viewer {
                 user: Some(name),
                 role: user.role,
@@ -272,7 +289,7 @@ impl Auth {
 
     /// Is this a configured read token?
     pub fn read_token_ok(&self, token: &str) -> bool {
-        self.opts
+        self.opts()
             .read_tokens
             .iter()
             .any(|t| same(t.as_bytes(), token.as_bytes()))
@@ -281,7 +298,7 @@ impl Auth {
     /// Whether the request reached us over HTTPS: `secure_cookies` says the dashboard is only
     /// served so, or a reverse proxy sent `X-Forwarded-Proto: https`.
     fn is_https(&self, headers: &HeaderMap) -> bool {
-        self.opts.secure_cookies
+        self.opts().secure_cookies
             || headers
                 .get("x-forwarded-proto")
                 .and_then(|v| v.to_str().ok())
@@ -425,7 +442,7 @@ pub async fn require_read_access(
     req: Request,
     next: Next,
 ) -> Response {
-    if auth.is_open() && auth.opts.read_tokens.is_empty() {
+    if auth.is_open() && auth.opts().read_tokens.is_empty() {
         return next.run(req).await;
     }
     let bearer = req
@@ -499,5 +516,43 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", "https".parse().unwrap());
         assert!(auth.cookie(Some("abc"), &h).ends_with("; Secure"));
+    }
+
+    #[test]
+    fn new_options_apply_to_existing_sessions() {
+        let hash = hash_password("pw").unwrap();
+        let user = |role| User {
+            name: "ana".into(),
+            password_hash: hash.clone(),
+            role,
+        };
+        let auth = Auth::new(AuthOptions::default());
+        assert!(auth.is_open());
+        assert!(auth.verify("ana", "pw").is_none());
+        auth.set_options(AuthOptions {
+            users: vec![user(Role::Viewer)],
+            read_tokens: vec!["read-token-0123456789".into()],
+            secure_cookies: true,
+        });
+        assert!(!auth.is_open());
+        assert_eq!(auth.verify("ana", "pw"), Some(Role::Viewer));
+        assert!(auth.verify("bob", "pw").is_none());
+        assert!(auth.read_token_ok("read-token-0123456789"));
+        assert!(auth
+            .cookie(Some("abc"), &HeaderMap::new())
+            .ends_with("; Secure"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let token = rt.block_on(auth.start_session("ana")).unwrap();
+        auth.set_options(AuthOptions {
+            users: vec![user(Role::Admin)],
+            ..Default::default()
+        });
+        let viewer = rt.block_on(auth.session(&token)).unwrap().unwrap();
+        assert_eq!(viewer.role, Role::Admin, "a changed role applies at once");
+        assert!(!auth.read_token_ok("read-token-0123456789"));
+        auth.set_options(AuthOptions::default());
+        assert!(rt.block_on(auth.session(&token)).unwrap().is_none());
     }
 }

@@ -30,7 +30,7 @@ pub struct Window {
 
 /// Current time, Unix milliseconds.
 pub fn now_ms() -> i64 {
-    stormwatch_store::now_ns() / 1_000_000
+    stormwatch_model::now_ns() / 1_000_000
 }
 
 /// Parses an instant: Unix milliseconds, RFC 3339, or `YYYY-MM-DDTHH:MM[:SS]` taken as UTC

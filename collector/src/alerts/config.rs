@@ -4,69 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use stormwatch_model::DependencyClass;
 
-/// A duration written as `"500ms"`, `"15s"`, `"5m"`, `"1h"`, `"1d"` or a number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Dur(pub Duration);
-
-impl Dur {
-    pub fn secs(s: u64) -> Self {
-        Dur(Duration::from_secs(s))
-    }
-    pub fn as_secs_f64(self) -> f64 {
-        self.0.as_secs_f64()
-    }
-}
-
-/// Parses `"500ms"`, `"15s"`, `"5m"`, `"1h"`, `"1d"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{t}` is not a duration like 30s, 5m or 1h"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3_600.0,
-        "d" => n * 86_400.0,
-        _ => return Err(format!("unknown unit in `{t}`: use ms, s, m, h or d")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{t}` is not a valid duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// Written as seconds (a number) for the read API.
-impl serde::Serialize for Dur {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(self.0.as_secs_f64())
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Dur::secs(s)),
-            Raw::Text(t) => parse_duration(&t)
-                .map(Dur)
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
+/// Durations (`evaluate_every`, `for`, `window`…) in the one grammar of every config file:
+/// `500ms`, `15s`, `5m` or `5min`, `1h`, `1d`, `1h30m`, or a number of seconds.
+pub use stormwatch_model::duration::{parse_duration, Dur};
 
 fn yes() -> bool {
     true
@@ -653,8 +596,10 @@ mod tests {
 
     #[test]
     fn durations() {
+        // The grammar's own tests are in model::duration; this checks the re-export.
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1min").unwrap(), Duration::from_secs(60));
         assert!(parse_duration("5 parsecs").is_err());
     }
 

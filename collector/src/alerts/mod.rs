@@ -57,7 +57,7 @@ impl AlertsRuntime {
             holder: holder_name(),
             hold: tokio::sync::watch::channel(false).0,
             held: AtomicBool::new(false),
-            started_s: stormwatch_store::now_ns() as f64 / 1e9,
+            started_s: stormwatch_model::now_ns() as f64 / 1e9,
             enabled,
             http: reqwest::Client::builder()
                 .user_agent("stormwatch-collector")
@@ -82,7 +82,7 @@ impl AlertsRuntime {
 
     /// The evaluator's clock, Unix seconds.
     pub fn now_s(&self) -> f64 {
-        (stormwatch_store::now_ns() + self.clock_offset_ns.load(Ordering::Relaxed)) as f64 / 1e9
+        (stormwatch_model::now_ns() + self.clock_offset_ns.load(Ordering::Relaxed)) as f64 / 1e9
     }
 
     /// Moves the evaluator's clock (tests only need this; production never calls it).

@@ -180,7 +180,7 @@ impl Stack {
         let addr = collector.local_addr();
         self.dashboard_url = format!("http://{addr}");
         self.login_password = password;
-        let token = collector.state.config.ingest_tokens[0].clone();
+        let token = collector.state.config().ingest_tokens[0].clone();
         self.ingest_token = token.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         self.serving = Some(tokio::spawn(collector.serve(async move {

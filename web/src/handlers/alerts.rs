@@ -215,20 +215,13 @@ pub fn parse_labels(text: &str) -> Result<Labels, WebError> {
     Ok(out)
 }
 
+/// A silence's length, in the duration grammar of every config (`30m`, `2h`, `1d`, `1h30m`,
+/// `90s`…), from 1 minute to 7 days.
 fn parse_duration_secs(text: &str) -> Result<f64, WebError> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: f64 = n
-        .parse()
-        .map_err(|_| WebError::bad("duration", format!("`{t}` must look like 30m, 2h or 1d")))?;
-    let secs = match unit {
-        "m" => n * 60.0,
-        "h" => n * 3_600.0,
-        "d" => n * 86_400.0,
-        _ => return Err(WebError::bad("duration", format!("`{t}`: use m, h or d"))),
-    };
-    if secs <= 0.0 || secs > MAX_SILENCE_SECS {
+    let secs = stormwatch_model::parse_duration(text)
+        .map_err(|e| WebError::bad("duration", e.to_string()))?
+        .as_secs_f64();
+    if !(60.0..=MAX_SILENCE_SECS).contains(&secs) {
         return Err(WebError::bad(
             "duration",
             "a silence lasts from 1 minute to 7 days".into(),
@@ -315,5 +308,21 @@ mod tests {
         // A long-firing alert: the window runs to now.
         let later = T + 3_600_000;
         assert!(explain_link(&l(&[]), T, later).ends_with("to=2025-11-25T09:15:00Z"));
+    }
+
+    #[test]
+    fn silence_durations_take_the_config_grammar_within_a_minute_to_a_week() {
+        assert_eq!(parse_duration_secs("30m").unwrap(), 1_800.0);
+        assert_eq!(parse_duration_secs("2h").unwrap(), 7_200.0);
+        assert_eq!(parse_duration_secs("1d").unwrap(), 86_400.0);
+        assert_eq!(parse_duration_secs("1h30m").unwrap(), 5_400.0);
+        assert_eq!(parse_duration_secs("90s").unwrap(), 90.0);
+        assert_eq!(parse_duration_secs("7d").unwrap(), MAX_SILENCE_SECS);
+        for short_or_long in ["0m", "30s", "8d"] {
+            let e = format!("{:?}", parse_duration_secs(short_or_long).unwrap_err());
+            assert!(e.contains("1 minute to 7 days"), "{short_or_long}: {e}");
+        }
+        let e = format!("{:?}", parse_duration_secs("soon").unwrap_err());
+        assert!(e.contains("`soon`"), "{e}");
     }
 }
