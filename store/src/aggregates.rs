@@ -3,7 +3,7 @@
 use serde::Serialize;
 use stormwatch_model::{DependencyClass, Histogram};
 
-use crate::batches::histogram_of;
+use crate::histogram_codec::histogram_of;
 use crate::{Store, StoreError};
 
 /// Which aggregates to read; times in seconds since the Unix epoch (`to` exclusive).

@@ -10,6 +10,7 @@ use stormwatch_model::{
 };
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
+use crate::histogram_codec::histogram_literals;
 use crate::partitions::day_of_ns;
 use crate::{Store, StoreError};
 
@@ -114,36 +115,6 @@ pub async fn copy_spans<'a>(
 
 fn non_empty_bytes(b: &[u8]) -> Option<&[u8]> {
     (!b.is_empty()).then_some(b)
-}
-
-/// A histogram as an array literal pair for the upsert: (`{k,k,…}`, `{c,c,…}`).
-pub(crate) fn histogram_literals(h: &Histogram) -> (String, String) {
-    let join = |v: Vec<String>| format!("{{{}}}", v.join(","));
-    (
-        join(h.keys.iter().map(|k| k.to_string()).collect()),
-        join(
-            h.counts
-                .iter()
-                .map(|c| c.min(&(i64::MAX as u64)).to_string())
-                .collect(),
-        ),
-    )
-}
-
-/// The histogram stored in columns `at` (zero count), `at + 1` (keys), `at + 2` (counts).
-pub(crate) fn histogram_of(r: &tokio_postgres::Row, at: usize) -> Result<Histogram, StoreError> {
-    let keys: Vec<i32> = r.get(at + 1);
-    let counts: Vec<i64> = r.get(at + 2);
-    if keys.len() != counts.len() {
-        return Err(StoreError::Corrupt(
-            "histogram keys and counts differ in length".into(),
-        ));
-    }
-    Ok(Histogram {
-        keys,
-        counts: counts.into_iter().map(|c| c.max(0) as u64).collect(),
-        zero_count: r.get::<_, i64>(at).max(0) as u64,
-    })
 }
 
 type AggKey = (i64, String, i32, String, String, String);

@@ -8,6 +8,7 @@ use serde::Serialize;
 use stormwatch_model::Histogram;
 
 use crate::dependency_minutes::http_counts;
+use crate::histogram_codec;
 use crate::{Store, StoreError};
 
 /// Counts and latency of some spans over some window. Stored rows' packed histograms are
@@ -91,31 +92,24 @@ impl Totals {
         }
     }
 
-    /// Adds a stored histogram: its zero count and `hist_packed` bytes (12-byte big-endian
-    /// (key i32, count i64) pairs, see [`crate::dependency_minutes::unpack`]).
+    /// Adds a stored histogram: its zero count and `hist_packed` bytes (see
+    /// [`histogram_codec::packed_pairs`]).
     fn add_packed(&mut self, zero: i64, packed: &[u8]) -> Result<(), StoreError> {
-        if !packed.len().is_multiple_of(12) {
-            return Err(StoreError::Corrupt(format!(
-                "packed histogram of {} bytes is not whole (key, count) pairs",
-                packed.len()
-            )));
-        }
+        let pairs = histogram_codec::packed_pairs(packed)?;
         self.hist.zero_count += zero.max(0) as u64;
-        let key = |p: &[u8]| i32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-        let (lo, hi) = packed
-            .chunks_exact(12)
-            .fold((i32::MAX, i32::MIN), |(lo, hi), p| {
-                (lo.min(key(p)), hi.max(key(p)))
+        let (lo, hi) = pairs
+            .clone()
+            .fold((i32::MAX, i32::MIN), |(lo, hi), (k, _)| {
+                (lo.min(k), hi.max(k))
             });
         if packed.is_empty() || !self.dense_cover(lo, hi) {
             if !packed.is_empty() {
-                self.add_histogram(crate::dependency_minutes::unpack(0, packed)?);
+                self.add_histogram(histogram_codec::unpack(0, packed)?);
             }
             return Ok(());
         }
-        for p in packed.chunks_exact(12) {
-            let count = i64::from_be_bytes(p[4..12].try_into().expect("8 bytes")).max(0);
-            self.dense[(key(p) - self.dense_base) as usize] += count as u64;
+        for (key, count) in pairs {
+            self.dense[(key - self.dense_base) as usize] += count;
         }
         Ok(())
     }
@@ -532,7 +526,7 @@ fn add_dependency_row(
     if from_rollup {
         t.add_packed(r.get(8), r.get(9))
     } else {
-        t.add_histogram(crate::batches::histogram_of(r, 8)?);
+        t.add_histogram(histogram_codec::histogram_of(r, 8)?);
         Ok(())
     }
 }
@@ -580,9 +574,7 @@ mod tests {
                 let counts: Vec<i64> = keys.iter().map(|_| 1 + next(1_000) as i64).collect();
                 let zero = next(3) as i64;
                 t.add_packed(zero, &pack(&keys, &counts)).unwrap();
-                want.merge(
-                    &crate::dependency_minutes::unpack(zero, &pack(&keys, &counts)).unwrap(),
-                );
+                want.merge(&histogram_codec::unpack(zero, &pack(&keys, &counts)).unwrap());
             }
             assert_eq!(t.histogram(), want, "round {round}");
             let mut merged = Totals::default();

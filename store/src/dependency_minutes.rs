@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use deadpool_postgres::Transaction;
 use stormwatch_model::Histogram;
 
-use crate::batches::histogram_literals;
 use crate::dashboard::DEPENDENCY_CLASSES;
+use crate::histogram_codec::{histogram_literals, pack};
 use crate::StoreError;
 
 /// Spans with an HTTP status of 500–599, and of exactly 503, among `count` spans of
@@ -31,40 +31,6 @@ pub(crate) fn http_counts(status_class: &str, count: u64) -> (u64, u64) {
         ),
         Err(_) => (0, 0),
     }
-}
-
-/// `hist_packed` of a histogram (as `sw_hist_pack` in migration 0004 makes it); counts are
-/// capped at `i64::MAX` like the arrays'.
-pub(crate) fn pack(h: &Histogram) -> Vec<u8> {
-    let mut out = Vec::with_capacity(h.keys.len() * 12);
-    for (k, c) in h.keys.iter().zip(&h.counts) {
-        out.extend_from_slice(&k.to_be_bytes());
-        out.extend_from_slice(&((*c).min(i64::MAX as u64) as i64).to_be_bytes());
-    }
-    out
-}
-
-/// A histogram from its zero count and `hist_packed` (see `sw_hist_pack` in migration 0004):
-/// 12-byte (key i32, count i64) big-endian pairs, keys ascending.
-pub(crate) fn unpack(zero: i64, packed: &[u8]) -> Result<Histogram, StoreError> {
-    if !packed.len().is_multiple_of(12) {
-        return Err(StoreError::Corrupt(format!(
-            "packed histogram of {} bytes is not whole (key, count) pairs",
-            packed.len()
-        )));
-    }
-    let n = packed.len() / 12;
-    let (mut keys, mut counts) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for pair in packed.chunks_exact(12) {
-        let (k, c) = pair.split_at(4);
-        keys.push(i32::from_be_bytes(k.try_into().expect("4 bytes")));
-        counts.push(i64::from_be_bytes(c.try_into().expect("8 bytes")).max(0) as u64);
-    }
-    Ok(Histogram {
-        keys,
-        counts,
-        zero_count: zero.max(0) as u64,
-    })
 }
 
 impl DependencyMinute {
@@ -262,31 +228,6 @@ mod tests {
             counts: counts.to_vec(),
             zero_count: zero,
         }
-    }
-
-    #[test]
-    fn pack_and_unpack_round_trip() {
-        let h = hist(&[-7, 0, 1_500], &[1, 3, u64::from(u32::MAX) + 9], 2);
-        assert_eq!(pack(&h).len(), 36);
-        assert_eq!(unpack(2, &pack(&h)).unwrap(), h);
-    }
-
-    #[test]
-    fn unpack_reads_big_endian_pairs_and_rejects_a_partial_one() {
-        let mut bytes = Vec::new();
-        for (k, c) in [(-3i32, 2i64), (700, 1 << 40)] {
-            bytes.extend(k.to_be_bytes());
-            bytes.extend(c.to_be_bytes());
-        }
-        assert_eq!(
-            unpack(4, &bytes).unwrap(),
-            hist(&[-3, 700], &[2, 1 << 40], 4)
-        );
-        assert_eq!(unpack(0, &[]).unwrap(), Histogram::default());
-        assert!(matches!(
-            unpack(0, &bytes[..13]),
-            Err(StoreError::Corrupt(_))
-        ));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod databases;
 pub mod dependency_minutes;
 pub mod embedded;
+mod histogram_codec;
 pub mod hosts;
 pub mod migrate;
 pub mod partitions;
@@ -159,6 +160,11 @@ impl Store {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.pool.get().await?)
     }
+}
+
+/// A count as PostgreSQL's `bigint`: capped at `i64::MAX`, where `as` would wrap.
+pub(crate) fn saturating_i64(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
 }
 
 /// Nanoseconds since the Unix epoch, now.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use stormwatch_model::{DependencyClass, Histogram};
 
-use crate::batches::histogram_of;
+use crate::histogram_codec::histogram_of;
 use crate::{Store, StoreError};
 
 /// Labels of one group: `service`, `class`, `peer`, `operation` (those grouped by).
