@@ -36,6 +36,18 @@ pub struct AggregatePoint {
     pub p99_ms: Option<f64>,
 }
 
+/// Spans with an HTTP status of 500–599, and of exactly 503, among `count` spans of
+/// `status_class` (a status class is an HTTP status, or a word such as `ok`).
+pub(crate) fn http_counts(status_class: &str, count: u64) -> (u64, u64) {
+    match status_class.parse::<u16>() {
+        Ok(code) => (
+            if (500..600).contains(&code) { count } else { 0 },
+            if code == 503 { count } else { 0 },
+        ),
+        Err(_) => (0, 0),
+    }
+}
+
 /// Largest number of points one query returns.
 pub const MAX_POINTS: i64 = 10_000;
 
@@ -115,14 +127,9 @@ impl Store {
             acc.count += count;
             acc.errors += r.get::<_, i64>(7) as u64;
             acc.sum_ns += r.get::<_, i64>(8) as u64;
-            if let Ok(code) = status.parse::<u16>() {
-                if (500..600).contains(&code) {
-                    acc.http_5xx += count;
-                }
-                if code == 503 {
-                    acc.http_503 += count;
-                }
-            }
+            let (x5, x503) = http_counts(status, count);
+            acc.http_5xx += x5;
+            acc.http_503 += x503;
             acc.hist.merge(&histogram_of(r, 9)?);
         }
         let ms = |v: Option<f64>| v.map(|ns| ns / 1e6);
@@ -146,5 +153,19 @@ impl Store {
                 p99_ms: ms(a.hist.quantile(0.99)),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_counts_by_status_class() {
+        assert_eq!(http_counts("503", 3), (3, 3));
+        assert_eq!(http_counts("500", 3), (3, 0));
+        assert_eq!(http_counts("404", 3), (0, 0));
+        assert_eq!(http_counts("ok", 3), (0, 0));
+        assert_eq!(http_counts("connect_failure", 3), (0, 0));
     }
 }

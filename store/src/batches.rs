@@ -215,8 +215,8 @@ impl Store {
             .values()
             .map(|a| a.histogram.clone().unwrap_or_default())
             .collect();
-        let dependency_rows = crate::dependency_minutes::rollup(
-            merged.iter().zip(&stored_hists).map(|((key, a), h)| {
+        let dependency_rows =
+            crate::rollups::rollup(merged.iter().zip(&stored_hists).map(|((key, a), h)| {
                 let (minute, _, class, peer, _, status) = key;
                 (
                     *minute,
@@ -228,15 +228,14 @@ impl Store {
                     a.sum_ns.min(i64::MAX as u64) as i64,
                     h,
                 )
-            }),
-        );
-        let service_rows = crate::dependency_minutes::rollup_by(
-            merged.iter().zip(&stored_hists).map(|((key, a), h)| {
+            }));
+        let service_rows =
+            crate::rollups::rollup_by(merged.iter().zip(&stored_hists).map(|((key, a), h)| {
                 let (minute, service, class, _, _, status) = key;
                 (
                     *minute,
                     service.as_str(),
-                    crate::dependency_minutes::service_entry(name(
+                    crate::rollups::service_entry(name(
                         *class,
                         stormwatch_model::DependencyClass::Internal,
                     )),
@@ -246,8 +245,7 @@ impl Store {
                     a.sum_ns.min(i64::MAX as u64) as i64,
                     h,
                 )
-            }),
-        );
+            }));
         if !merged.is_empty() {
             let n = merged.len();
             let mut minutes = Vec::with_capacity(n);
@@ -412,24 +410,18 @@ impl Store {
             .await?;
         }
         store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns))).await?;
-        crate::dependency_minutes::store(&tx, &crate::dependency_minutes::SERVICES, &service_rows)
-            .await?;
-        crate::dependency_minutes::store(
+        crate::rollups::store(&tx, &crate::rollups::SERVICES, &service_rows).await?;
+        crate::rollups::store(
             &tx,
-            &crate::dependency_minutes::SERVICE_HOURS,
-            &crate::dependency_minutes::by_hour(&service_rows),
+            &crate::rollups::SERVICE_HOURS,
+            &crate::rollups::by_hour(&service_rows),
         )
         .await?;
-        crate::dependency_minutes::store(
+        crate::rollups::store(&tx, &crate::rollups::DEPENDENCIES, &dependency_rows).await?;
+        crate::rollups::store(
             &tx,
-            &crate::dependency_minutes::DEPENDENCIES,
-            &dependency_rows,
-        )
-        .await?;
-        crate::dependency_minutes::store(
-            &tx,
-            &crate::dependency_minutes::DEPENDENCY_HOURS,
-            &crate::dependency_minutes::by_hour(&dependency_rows),
+            &crate::rollups::DEPENDENCY_HOURS,
+            &crate::rollups::by_hour(&dependency_rows),
         )
         .await?;
         tx.commit().await?;

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use stormwatch_model::Histogram;
 
-use crate::dependency_minutes::http_counts;
+use crate::aggregates::{http_counts, MAX_POINTS};
 use crate::histogram_codec;
+use crate::rollups::DEPENDENCY_CLASSES;
 use crate::{Store, StoreError};
 
 /// Counts and latency of some spans over some window. Stored rows' packed histograms are
@@ -238,9 +239,6 @@ pub struct PeerSummary {
     pub mean_ms: Option<f64>,
 }
 
-/// Classes that are dependencies (waited on), as opposed to the request itself.
-pub const DEPENDENCY_CLASSES: &[&str] = &["db", "redis", "http_client", "messaging"];
-
 fn sum(steps: &[Totals]) -> Totals {
     let mut t = Totals::default();
     for s in steps {
@@ -272,7 +270,7 @@ impl Store {
     ) -> Result<Vec<DependencySeries>, StoreError> {
         let step = step_s.max(60);
         let from = from_s.div_euclid(60) * 60;
-        let n_steps = ((to_s - from + step - 1) / step).clamp(0, crate::aggregates::MAX_POINTS);
+        let n_steps = ((to_s - from + step - 1) / step).clamp(0, MAX_POINTS);
         let client = self.client().await?;
         let window: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
             [&(from as f64), &(to_s as f64)];
@@ -364,7 +362,7 @@ impl Store {
     ) -> Result<Vec<ServiceOverview>, StoreError> {
         let step = step_s.max(60);
         let from = from_s.div_euclid(60) * 60;
-        let n_steps = ((to_s - from + step - 1) / step).clamp(0, crate::aggregates::MAX_POINTS);
+        let n_steps = ((to_s - from + step - 1) / step).clamp(0, MAX_POINTS);
         let (h0, h1) = whole_hours(from, to_s, step);
         let client = self.client().await?;
         // Each rollup has a row per service, minute (or hour) and entry (server spans, or the

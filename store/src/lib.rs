@@ -4,7 +4,7 @@
 //! - [`migrate`]: forward-only migrations from `migrations/`.
 //! - [`partitions`]: daily partitions of the span and aggregate tables, and retention.
 //! - [`batches`]: storing one agent batch in one transaction, exactly once.
-//! - [`dependency_minutes`]: the per-minute (class, peer) rollup the dependencies page reads.
+//! - [`rollups`]: the per-minute and per-hour service and dependency rollups kept at ingest.
 //! - [`spans`], [`aggregates`], [`services`]: the read side.
 
 pub mod agents;
@@ -13,13 +13,13 @@ pub mod alerts;
 pub mod batches;
 pub mod dashboard;
 pub mod databases;
-pub mod dependency_minutes;
 pub mod embedded;
 mod histogram_codec;
 pub mod hosts;
 pub mod migrate;
 pub mod partitions;
 pub mod probes;
+pub mod rollups;
 pub mod scatter;
 pub mod services;
 pub mod sessions;

@@ -1,37 +1,33 @@
-//! The per-minute dependency rollup `sw_dependency_minutes` (migration 0004): one row per
-//! (minute, class, peer) of the [`DEPENDENCY_CLASSES`], every service, operation and status
-//! class merged. [`Store::store_batch`] keeps it in the batch's transaction, from the same merged
-//! aggregates it writes to `sw_aggregates`, so the rollup is always exactly those rows summed
-//! (counts) and merged (histograms). The dependencies page reads it: over an hour of the
-//! benchmark's traffic that is a tenth of the rows and a third of the histogram buckets
-//! PostgreSQL sends, and sending array elements is most of what reading costs. So the page reads
-//! the histogram packed in one `bytea` ([`pack`]), which new rows get from here and merged rows
-//! from `sw_hist_merge_packed` (migration 0005), next to the arrays the merge works on.
+//! The four rollups of `sw_aggregates` that the dashboard reads instead of it, kept at ingest:
 //!
-//! The overview's rollup `sw_service_minutes` (migration 0006) is kept the same way: one row
-//! per (minute, service, entry), where entry is `http_server` for a service's server spans and
-//! `other` for the rest of its spans, every operation, peer and status class merged.
+//! - [`DEPENDENCIES`], `sw_dependency_minutes` (migration 0004): one row per (minute, class,
+//!   peer) of the [`DEPENDENCY_CLASSES`], every service, operation and status class merged;
+//! - [`SERVICES`], `sw_service_minutes` (migration 0006): one row per (minute, service, entry),
+//!   where entry is `http_server` for a service's server spans and `other` for the rest of its
+//!   spans ([`service_entry`]), every operation, peer and status class merged;
+//! - [`DEPENDENCY_HOURS`] and [`SERVICE_HOURS`] (migration 0008): the same per hour.
+//!
+//! [`Store::store_batch`](crate::Store::store_batch) keeps them in the batch's transaction,
+//! from the same merged aggregates it writes to `sw_aggregates`, so a rollup is always exactly
+//! those rows summed (counts) and merged (histograms). The dependencies page reads them: over an
+//! hour of the benchmark's traffic that is a tenth of the rows and a third of the histogram
+//! buckets PostgreSQL sends, and sending array elements is most of what reading costs. So the
+//! pages read the histogram packed in one `bytea` ([`pack`]), which new rows get from here and
+//! merged rows from `sw_hist_merge_packed` (migration 0005), next to the arrays the merge works
+//! on.
 
 use std::collections::BTreeMap;
 
 use deadpool_postgres::Transaction;
 use stormwatch_model::Histogram;
 
-use crate::dashboard::DEPENDENCY_CLASSES;
+use crate::aggregates::http_counts;
 use crate::histogram_codec::{histogram_literals, pack};
 use crate::StoreError;
 
-/// Spans with an HTTP status of 500–599, and of exactly 503, among `count` spans of
-/// `status_class` (a status class is an HTTP status, or a word such as `ok`).
-pub(crate) fn http_counts(status_class: &str, count: u64) -> (u64, u64) {
-    match status_class.parse::<u16>() {
-        Ok(code) => (
-            if (500..600).contains(&code) { count } else { 0 },
-            if code == 503 { count } else { 0 },
-        ),
-        Err(_) => (0, 0),
-    }
-}
+/// Classes that are dependencies (waited on), as opposed to the request itself: the classes
+/// of [`DEPENDENCIES`] rows.
+pub const DEPENDENCY_CLASSES: &[&str] = &["db", "redis", "http_client", "messaging"];
 
 impl DependencyMinute {
     /// Adds the counts of `o` and the histogram `hist`, saturating like the batch's own merge
@@ -228,15 +224,6 @@ mod tests {
             counts: counts.to_vec(),
             zero_count: zero,
         }
-    }
-
-    #[test]
-    fn http_counts_by_status_class() {
-        assert_eq!(http_counts("503", 3), (3, 3));
-        assert_eq!(http_counts("500", 3), (3, 0));
-        assert_eq!(http_counts("404", 3), (0, 0));
-        assert_eq!(http_counts("ok", 3), (0, 0));
-        assert_eq!(http_counts("connect_failure", 3), (0, 0));
     }
 
     #[test]
