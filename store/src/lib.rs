@@ -5,18 +5,19 @@
 //! - [`partitions`]: daily partitions of the span and aggregate tables, and retention.
 //! - [`batches`]: storing one agent batch in one transaction, exactly once.
 //! - [`rollups`]: the per-minute and per-hour service and dependency rollups kept at ingest.
-//! - [`spans`], [`aggregates`], [`services`]: the read side.
+//! - [`spans`], [`aggregates`], [`services`], [`overview`], [`dependencies`]: the read side.
 
 pub mod agents;
 pub mod aggregates;
 pub mod alerts;
 pub mod batches;
-pub mod dashboard;
 pub mod databases;
+pub mod dependencies;
 pub mod embedded;
 mod histogram_codec;
 pub mod hosts;
 pub mod migrate;
+pub mod overview;
 pub mod partitions;
 pub mod probes;
 pub mod rollups;
@@ -25,6 +26,7 @@ pub mod services;
 pub mod sessions;
 pub mod signals;
 pub mod spans;
+pub mod totals;
 
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -35,12 +37,14 @@ use tokio_postgres::NoTls;
 pub use agents::AgentHealth;
 pub use aggregates::{AggregateFilter, AggregatePoint};
 pub use batches::IngestOutcome;
-pub use dashboard::{DependencySeries, PeerSummary, ServiceOverview, Totals};
+pub use dependencies::{DependencySeries, PeerSummary};
 pub use hosts::HostPoint;
+pub use overview::ServiceOverview;
 pub use probes::{ProbeHeatCell, ProbePoint};
 pub use scatter::{ScatterPoint, SlowOrder, SlowSpan};
 pub use services::ServiceSummary;
 pub use spans::SpanFilter;
+pub use totals::Totals;
 
 /// Errors of the store. Database errors keep PostgreSQL's own message.
 #[derive(Debug, thiserror::Error)]

@@ -144,6 +144,22 @@ pub(crate) fn by_hour<'a>(
     out
 }
 
+/// The whole hours `[h0, h1)` of a window read by steps of `step` seconds, to be read from an
+/// hourly rollup, the minutes of `[from, h0)` and `[h1, to)` coming from the minute rollup:
+/// totals stay exact to the minute, and a step holds the hours that start in it. Steps under
+/// an hour, or a window without a whole hour, read minutes only (`h0 = h1 = to`).
+pub(crate) fn whole_hours(from: i64, to: i64, step: i64) -> (i64, i64) {
+    let (h0, h1) = (
+        (from + 3_599).div_euclid(3_600) * 3_600,
+        to.div_euclid(3_600) * 3_600,
+    );
+    if step >= 3_600 && h1 > h0 {
+        (h0, h1)
+    } else {
+        (to, to)
+    }
+}
+
 /// Adds `rows` into the rollup `into` (inserting or merging), in their order; returns how
 /// many rows it touched.
 pub(crate) async fn store(
