@@ -41,9 +41,9 @@ pub use dependencies::{DependencySeries, PeerSummary};
 pub use hosts::HostPoint;
 pub use overview::ServiceOverview;
 pub use probes::{ProbeHeatCell, ProbePoint};
-pub use scatter::{ScatterPoint, SlowOrder, SlowSpan};
+pub use scatter::ScatterPoint;
 pub use services::ServiceSummary;
-pub use spans::SpanFilter;
+pub use spans::{SlowOrder, SlowSpan, SpanFilter};
 pub use totals::Totals;
 
 /// Errors of the store. Database errors keep PostgreSQL's own message.
