@@ -1,18 +1,18 @@
 //! The four rollups of `sw_aggregates` that the dashboard reads instead of it, kept at ingest:
 //!
-//! - [`DEPENDENCIES`], `sw_dependency_minutes` (migration 0004): one row per (minute, class,
+//! - `DEPENDENCIES`, `sw_dependency_minutes` (migration 0004): one row per (minute, class,
 //!   peer) of the [`DEPENDENCY_CLASSES`], every service, operation and status class merged;
-//! - [`SERVICES`], `sw_service_minutes` (migration 0006): one row per (minute, service, entry),
+//! - `SERVICES`, `sw_service_minutes` (migration 0006): one row per (minute, service, entry),
 //!   where entry is `http_server` for a service's server spans and `other` for the rest of its
-//!   spans ([`service_entry`]), every operation, peer and status class merged;
-//! - [`DEPENDENCY_HOURS`] and [`SERVICE_HOURS`] (migration 0008): the same per hour.
+//!   spans (`service_entry`), every operation, peer and status class merged;
+//! - `DEPENDENCY_HOURS` and `SERVICE_HOURS` (migration 0008): the same per hour.
 //!
 //! [`Store::store_batch`](crate::Store::store_batch) keeps them in the batch's transaction,
 //! from the same merged aggregates it writes to `sw_aggregates`, so a rollup is always exactly
 //! those rows summed (counts) and merged (histograms). The dependencies page reads them: over an
 //! hour of the benchmark's traffic that is a tenth of the rows and a third of the histogram
 //! buckets PostgreSQL sends, and sending array elements is most of what reading costs. So the
-//! pages read the histogram packed in one `bytea` ([`pack`]), which new rows get from here and
+//! pages read the histogram packed in one `bytea` (`histogram_codec::pack`), which new rows get from here and
 //! merged rows from `sw_hist_merge_packed` (migration 0005), next to the arrays the merge works
 //! on.
 
@@ -26,7 +26,7 @@ use crate::histogram_codec::{histogram_literals, pack};
 use crate::StoreError;
 
 /// Classes that are dependencies (waited on), as opposed to the request itself: the classes
-/// of [`DEPENDENCIES`] rows.
+/// of `DEPENDENCIES` rows.
 pub const DEPENDENCY_CLASSES: &[&str] = &["db", "redis", "http_client", "messaging"];
 
 impl DependencyMinute {

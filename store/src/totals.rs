@@ -7,7 +7,7 @@ use crate::histogram_codec;
 use crate::StoreError;
 
 /// Counts and latency of some spans over some window. Stored rows' packed histograms are
-/// added into one array indexed by bucket key ([`Totals::add_packed`]): each row costs a pass
+/// added into one array indexed by bucket key (`Totals::add_packed`): each row costs a pass
 /// over its own buckets, not over everything gathered so far, so long windows (thousands of
 /// rows a step) stay cheap. Other histograms are merged as sorted arrays.
 #[derive(Debug, Clone, Default)]
