@@ -11,7 +11,6 @@ pub mod agents;
 pub mod aggregates;
 pub mod alerts;
 pub mod batches;
-pub mod databases;
 pub mod dependencies;
 pub mod embedded;
 mod histogram_codec;
