@@ -1,4 +1,6 @@
-//! Reading the per-minute aggregates as time series: count, error rate and percentiles per step.
+//! The per-minute aggregates `sw_aggregates`: the row a batch writes ([`AggregateRow`]), how
+//! a status class counts as an HTTP error, and reading the rows as time series (count, error
+//! rate and percentiles per step).
 
 use serde::Serialize;
 use stormwatch_model::{DependencyClass, Histogram};
@@ -46,6 +48,24 @@ pub(crate) fn http_counts(status_class: &str, count: u64) -> (u64, u64) {
         ),
         Err(_) => (0, 0),
     }
+}
+
+/// One `sw_aggregates` row as a batch writes it: aggregates of one key merged, counts capped
+/// at `i64::MAX`, a missing histogram stored as an empty one. The rollups are built from
+/// these very rows.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AggregateRow<'a> {
+    /// Unix seconds.
+    pub minute: i64,
+    pub service: &'a str,
+    pub class: &'static str,
+    pub peer: &'a str,
+    pub operation: &'a str,
+    pub status_class: &'a str,
+    pub count: i64,
+    pub errors: i64,
+    pub sum_ns: i64,
+    pub hist: Histogram,
 }
 
 /// Largest number of points one query returns.

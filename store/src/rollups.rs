@@ -21,9 +21,9 @@ use std::collections::BTreeMap;
 use deadpool_postgres::Transaction;
 use stormwatch_model::Histogram;
 
-use crate::aggregates::http_counts;
+use crate::aggregates::{http_counts, AggregateRow};
 use crate::histogram_codec::{histogram_literals, pack};
-use crate::StoreError;
+use crate::{saturating_i64, StoreError};
 
 /// Classes that are dependencies (waited on), as opposed to the request itself: the classes
 /// of `DEPENDENCIES` rows.
@@ -53,14 +53,28 @@ pub(crate) struct DependencyMinute {
     pub hist: Histogram,
 }
 
-/// The rollup rows of one batch's aggregate rows, in key order (minute, class, peer), so
-/// concurrent batches lock rollup rows in the same order and cannot deadlock. Each item is an
-/// `sw_aggregates` row exactly as stored: (minute, class, peer, status_class, count, errors,
-/// sum_ns, histogram).
+/// The key of a rollup row: Unix seconds of its minute (or hour), then its two key columns.
+pub(crate) type RollupKey<'a> = (i64, &'a str, &'a str);
+
+/// The `sw_dependency_minutes` rows of one batch's aggregate rows (those of the
+/// [`DEPENDENCY_CLASSES`]), in key order (minute, class, peer), so concurrent batches lock
+/// rollup rows in the same order and cannot deadlock.
 pub(crate) fn rollup<'a>(
-    rows: impl Iterator<Item = (i64, &'a str, &'a str, &'a str, i64, i64, i64, &'a Histogram)>,
-) -> BTreeMap<(i64, &'a str, &'a str), DependencyMinute> {
-    rollup_by(rows.filter(|r| DEPENDENCY_CLASSES.contains(&r.1)))
+    rows: &'a [AggregateRow<'a>],
+) -> BTreeMap<RollupKey<'a>, DependencyMinute> {
+    rollup_by(
+        rows.iter()
+            .filter(|r| DEPENDENCY_CLASSES.contains(&r.class)),
+        |r| (r.class, r.peer),
+    )
+}
+
+/// The `sw_service_minutes` rows of one batch's aggregate rows, in key order (minute,
+/// service, entry); see [`rollup`].
+pub(crate) fn rollup_services<'a>(
+    rows: &'a [AggregateRow<'a>],
+) -> BTreeMap<RollupKey<'a>, DependencyMinute> {
+    rollup_by(rows.iter(), |r| (r.service, service_entry(r.class)))
 }
 
 /// The entry of a service's row in `sw_service_minutes`: its server spans, or all the others.
@@ -72,26 +86,45 @@ pub(crate) fn service_entry(class: &str) -> &'static str {
     }
 }
 
-/// Rows summed and merged per (minute, first key, second key), in key order; see [`rollup`].
-pub(crate) fn rollup_by<'a>(
-    rows: impl Iterator<Item = (i64, &'a str, &'a str, &'a str, i64, i64, i64, &'a Histogram)>,
-) -> BTreeMap<(i64, &'a str, &'a str), DependencyMinute> {
-    let mut out: BTreeMap<(i64, &str, &str), DependencyMinute> = BTreeMap::new();
-    for (minute, k1, k2, status, count, errors, sum_ns, hist) in rows {
-        let (x5, x503) = http_counts(status, count.max(0) as u64);
-        out.entry((minute, k1, k2)).or_default().add(
+/// Rows summed and merged per (minute, `keys` of the row), in key order.
+fn rollup_by<'a>(
+    rows: impl Iterator<Item = &'a AggregateRow<'a>>,
+    keys: impl Fn(&'a AggregateRow<'a>) -> (&'a str, &'a str),
+) -> BTreeMap<RollupKey<'a>, DependencyMinute> {
+    let mut out: BTreeMap<RollupKey<'a>, DependencyMinute> = BTreeMap::new();
+    for r in rows {
+        let (k1, k2) = keys(r);
+        let (x5, x503) = http_counts(r.status_class, r.count.max(0) as u64);
+        out.entry((r.minute, k1, k2)).or_default().add(
             &DependencyMinute {
-                count,
-                errors,
-                sum_ns,
+                count: r.count,
+                errors: r.errors,
+                sum_ns: r.sum_ns,
                 http_5xx: x5 as i64,
                 http_503: x503 as i64,
                 hist: Histogram::default(),
             },
-            hist,
+            &r.hist,
         );
     }
     out
+}
+
+/// Adds the rollup rows of a batch's aggregate rows (as stored in `sw_aggregates` by the same
+/// transaction) to the four rollups: services then dependencies, minutes then hours, each in
+/// key order. Called last in the batch's transaction: dependency rows are shared by every
+/// service calling a peer, so their locks are held as briefly as can be.
+pub(crate) async fn store_rollups(
+    tx: &Transaction<'_>,
+    rows: &[AggregateRow<'_>],
+) -> Result<(), StoreError> {
+    let services = rollup_services(rows);
+    let dependencies = rollup(rows);
+    store(tx, &SERVICES, &services).await?;
+    store(tx, &SERVICE_HOURS, &by_hour(&services)).await?;
+    store(tx, &DEPENDENCIES, &dependencies).await?;
+    store(tx, &DEPENDENCY_HOURS, &by_hour(&dependencies)).await?;
+    Ok(())
 }
 
 /// A rollup table: its time column (`minute`, or `hour`) and its two key columns.
@@ -132,10 +165,10 @@ pub(crate) const DEPENDENCY_HOURS: Rollup = Rollup {
 };
 
 /// Rollup rows (Unix seconds of their minute) summed and merged per hour, in key order.
-pub(crate) fn by_hour<'a>(
-    rows: &BTreeMap<(i64, &'a str, &'a str), DependencyMinute>,
-) -> BTreeMap<(i64, &'a str, &'a str), DependencyMinute> {
-    let mut out: BTreeMap<(i64, &str, &str), DependencyMinute> = BTreeMap::new();
+fn by_hour<'a>(
+    rows: &BTreeMap<RollupKey<'a>, DependencyMinute>,
+) -> BTreeMap<RollupKey<'a>, DependencyMinute> {
+    let mut out: BTreeMap<RollupKey<'_>, DependencyMinute> = BTreeMap::new();
     for ((minute, k1, k2), m) in rows {
         out.entry((minute.div_euclid(3_600) * 3_600, *k1, *k2))
             .or_default()
@@ -162,10 +195,10 @@ pub(crate) fn whole_hours(from: i64, to: i64, step: i64) -> (i64, i64) {
 
 /// Adds `rows` into the rollup `into` (inserting or merging), in their order; returns how
 /// many rows it touched.
-pub(crate) async fn store(
+async fn store(
     tx: &Transaction<'_>,
     into: &Rollup,
-    rows: &BTreeMap<(i64, &str, &str), DependencyMinute>,
+    rows: &BTreeMap<RollupKey<'_>, DependencyMinute>,
 ) -> Result<u64, StoreError> {
     if rows.is_empty() {
         return Ok(0);
@@ -185,7 +218,7 @@ pub(crate) async fn store(
         sums.push(m.sum_ns);
         x5.push(m.http_5xx);
         x503.push(m.http_503);
-        zeros.push(m.hist.zero_count.min(i64::MAX as u64) as i64);
+        zeros.push(saturating_i64(m.hist.zero_count));
         let (k, c) = histogram_literals(&m.hist);
         keys.push(k);
         hcounts.push(c);
@@ -249,14 +282,28 @@ mod tests {
             hist(&[3, 5], &[1, 1], 0),
             hist(&[9], &[4], 0),
         );
+        let row = |minute, class, peer, status_class, count, errors, sum_ns, h: &Histogram| {
+            AggregateRow {
+                minute,
+                service: "shop",
+                class,
+                peer,
+                operation: "GET",
+                status_class,
+                count,
+                errors,
+                sum_ns,
+                hist: h.clone(),
+            }
+        };
         let rows = vec![
-            (60, "redis", "r:6379", "ok", 3, 0, 30, &a),
-            (60, "redis", "r:6379", "error", 2, 2, 20, &b),
-            (60, "http_client", "p:80", "503", 4, 4, 40, &c),
-            (60, "http_server", "", "200", 4, 0, 40, &c),
-            (120, "redis", "r:6379", "ok", 4, 0, 40, &c),
+            row(60, "redis", "r:6379", "ok", 3, 0, 30, &a),
+            row(60, "redis", "r:6379", "error", 2, 2, 20, &b),
+            row(60, "http_client", "p:80", "503", 4, 4, 40, &c),
+            row(60, "http_server", "", "200", 4, 0, 40, &c),
+            row(120, "redis", "r:6379", "ok", 4, 0, 40, &c),
         ];
-        let out = rollup(rows.into_iter());
+        let out = rollup(&rows);
         let keys: Vec<_> = out.keys().copied().collect();
         assert_eq!(
             keys,
