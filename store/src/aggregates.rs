@@ -1,4 +1,4 @@
-//! The per-minute aggregates `sw_aggregates`: the row a batch writes ([`AggregateRow`]), how
+//! The per-minute aggregates `sw_aggregates`: the row a batch writes (`AggregateRow`), how
 //! a status class counts as an HTTP error, and reading the rows as time series (count, error
 //! rate and percentiles per step).
 

@@ -5,7 +5,11 @@
 //! - [`partitions`]: daily partitions of the span and aggregate tables, and retention.
 //! - [`batches`]: storing one agent batch in one transaction, exactly once.
 //! - [`rollups`]: the per-minute and per-hour service and dependency rollups kept at ingest.
-//! - [`spans`], [`aggregates`], [`services`], [`overview`], [`dependencies`]: the read side.
+//! - The read side, one module per thing read (as the web crate has one handler per page):
+//!   [`spans`] (span lists, slow spans, traces), [`scatter`], [`aggregates`], [`services`],
+//!   [`overview`] and [`dependencies`] (summed into [`totals`]), [`probes`], [`hosts`],
+//!   [`agents`], [`signals`] (what alert rules read) and [`alerts`], [`sessions`].
+//! - `histogram_codec`: how histograms are stored (arrays, and packed in the rollups).
 
 pub mod agents;
 pub mod aggregates;
