@@ -302,7 +302,7 @@ mod tests {
 
 #[derive(Serialize)]
 pub struct DatabasesResponse {
-    databases: Vec<stormwatch_store::databases::DatabaseSample>,
+    databases: Vec<stormwatch_store::probes::DatabaseSample>,
 }
 
 /// `GET /api/v1/databases`: the latest state of every probed database.
@@ -325,7 +325,7 @@ pub struct SamplesResponse {
     database: String,
     from: i64,
     to: i64,
-    samples: Vec<stormwatch_store::databases::DatabaseSample>,
+    samples: Vec<stormwatch_store::probes::DatabaseSample>,
 }
 
 /// `GET /api/v1/databases/{name}/samples?from=&to=&limit=` (default: the last hour, at most

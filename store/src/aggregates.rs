@@ -1,9 +1,11 @@
-//! Reading the per-minute aggregates as time series: count, error rate and percentiles per step.
+//! The per-minute aggregates `sw_aggregates`: the row a batch writes (`AggregateRow`), how
+//! a status class counts as an HTTP error, and reading the rows as time series (count, error
+//! rate and percentiles per step).
 
 use serde::Serialize;
 use stormwatch_model::{DependencyClass, Histogram};
 
-use crate::batches::histogram_of;
+use crate::histogram_codec::histogram_of;
 use crate::{Store, StoreError};
 
 /// Which aggregates to read; times in seconds since the Unix epoch (`to` exclusive).
@@ -34,6 +36,36 @@ pub struct AggregatePoint {
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+}
+
+/// Spans with an HTTP status of 500–599, and of exactly 503, among `count` spans of
+/// `status_class` (a status class is an HTTP status, or a word such as `ok`).
+pub(crate) fn http_counts(status_class: &str, count: u64) -> (u64, u64) {
+    match status_class.parse::<u16>() {
+        Ok(code) => (
+            if (500..600).contains(&code) { count } else { 0 },
+            if code == 503 { count } else { 0 },
+        ),
+        Err(_) => (0, 0),
+    }
+}
+
+/// One `sw_aggregates` row as a batch writes it: aggregates of one key merged, counts capped
+/// at `i64::MAX`, a missing histogram stored as an empty one. The rollups are built from
+/// these very rows.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AggregateRow<'a> {
+    /// Unix seconds.
+    pub minute: i64,
+    pub service: &'a str,
+    pub class: &'static str,
+    pub peer: &'a str,
+    pub operation: &'a str,
+    pub status_class: &'a str,
+    pub count: i64,
+    pub errors: i64,
+    pub sum_ns: i64,
+    pub hist: Histogram,
 }
 
 /// Largest number of points one query returns.
@@ -115,14 +147,9 @@ impl Store {
             acc.count += count;
             acc.errors += r.get::<_, i64>(7) as u64;
             acc.sum_ns += r.get::<_, i64>(8) as u64;
-            if let Ok(code) = status.parse::<u16>() {
-                if (500..600).contains(&code) {
-                    acc.http_5xx += count;
-                }
-                if code == 503 {
-                    acc.http_503 += count;
-                }
-            }
+            let (x5, x503) = http_counts(status, count);
+            acc.http_5xx += x5;
+            acc.http_503 += x503;
             acc.hist.merge(&histogram_of(r, 9)?);
         }
         let ms = |v: Option<f64>| v.map(|ns| ns / 1e6);
@@ -146,5 +173,19 @@ impl Store {
                 p99_ms: ms(a.hist.quantile(0.99)),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_counts_by_status_class() {
+        assert_eq!(http_counts("503", 3), (3, 3));
+        assert_eq!(http_counts("500", 3), (3, 0));
+        assert_eq!(http_counts("404", 3), (0, 0));
+        assert_eq!(http_counts("ok", 3), (0, 0));
+        assert_eq!(http_counts("connect_failure", 3), (0, 0));
     }
 }

@@ -1,17 +1,28 @@
 //! Storing one agent batch: one transaction, at most once per (agent, instance, sequence).
+//!
+//! [`Store::store_batch`] writes the batch one table at a time, all in one transaction and
+//! always in this order: the claim (`sw_batches`), the spans (binary COPY into `sw_spans`),
+//! the aggregates (`sw_aggregates`, merged per key and upserted in key order), host and probe
+//! samples, the agent's counters (`sw_agents`, `sw_agent_stats`), the flag counts
+//! (`sw_flag_counts`) and last the four rollups (`rollups.rs`), whose rows are shared by every
+//! service calling a peer, so the transaction holds their locks for as short a time as it can.
+//! Rows locked in the same order by every batch cannot deadlock.
 
 use std::collections::BTreeMap;
 
+use deadpool_postgres::Transaction;
 use futures_util::pin_mut;
 use postgres_types::{Json, ToSql, Type};
 use stormwatch_model::enums::WireEnum;
 use stormwatch_model::{
-    Aggregate, Batch, DbRole, FailureClass, Histogram, KeepReason, Span, SpanFlag, SpanKind,
+    Aggregate, Batch, DbRole, DependencyClass, FailureClass, KeepReason, Span, SpanFlag, SpanKind,
 };
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
+use crate::aggregates::AggregateRow;
+use crate::histogram_codec::histogram_literals;
 use crate::partitions::day_of_ns;
-use crate::{Store, StoreError};
+use crate::{rollups, saturating_i64, Store, StoreError};
 
 /// What storing a batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -116,51 +127,33 @@ fn non_empty_bytes(b: &[u8]) -> Option<&[u8]> {
     (!b.is_empty()).then_some(b)
 }
 
-/// A histogram as an array literal pair for the upsert: (`{k,k,…}`, `{c,c,…}`).
-pub(crate) fn histogram_literals(h: &Histogram) -> (String, String) {
-    let join = |v: Vec<String>| format!("{{{}}}", v.join(","));
-    (
-        join(h.keys.iter().map(|k| k.to_string()).collect()),
-        join(
-            h.counts
-                .iter()
-                .map(|c| c.min(&(i64::MAX as u64)).to_string())
-                .collect(),
-        ),
-    )
+/// The key of an `sw_aggregates` row. Ordered field by field as declared (the class by its
+/// wire number): the order rows are upserted in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct AggregateKey {
+    minute: i64,
+    service: String,
+    class: i32,
+    peer: String,
+    operation: String,
+    status_class: String,
 }
-
-/// The histogram stored in columns `at` (zero count), `at + 1` (keys), `at + 2` (counts).
-pub(crate) fn histogram_of(r: &tokio_postgres::Row, at: usize) -> Result<Histogram, StoreError> {
-    let keys: Vec<i32> = r.get(at + 1);
-    let counts: Vec<i64> = r.get(at + 2);
-    if keys.len() != counts.len() {
-        return Err(StoreError::Corrupt(
-            "histogram keys and counts differ in length".into(),
-        ));
-    }
-    Ok(Histogram {
-        keys,
-        counts: counts.into_iter().map(|c| c.max(0) as u64).collect(),
-        zero_count: r.get::<_, i64>(at).max(0) as u64,
-    })
-}
-
-type AggKey = (i64, String, i32, String, String, String);
 
 /// Merges aggregates with the same key so one upsert statement touches each row once, in key
 /// order (two transactions upserting the same rows in the same order cannot deadlock).
-fn merge_aggregates(aggs: &[Aggregate]) -> BTreeMap<AggKey, Aggregate> {
-    let mut merged: BTreeMap<AggKey, Aggregate> = BTreeMap::new();
+fn merge_aggregates<'a>(
+    aggs: impl Iterator<Item = &'a Aggregate>,
+) -> BTreeMap<AggregateKey, Aggregate> {
+    let mut merged: BTreeMap<AggregateKey, Aggregate> = BTreeMap::new();
     for a in aggs {
-        let key = (
-            a.minute,
-            a.service.clone(),
-            a.class,
-            a.peer.clone(),
-            a.operation.clone(),
-            a.status_class.clone(),
-        );
+        let key = AggregateKey {
+            minute: a.minute,
+            service: a.service.clone(),
+            class: a.class,
+            peer: a.peer.clone(),
+            operation: a.operation.clone(),
+            status_class: a.status_class.clone(),
+        };
         match merged.get_mut(&key) {
             Some(m) => {
                 m.count += a.count;
@@ -178,9 +171,51 @@ fn merge_aggregates(aggs: &[Aggregate]) -> BTreeMap<AggKey, Aggregate> {
     merged
 }
 
+/// The `sw_aggregates` rows of merged aggregates, exactly as stored (in key order, a missing
+/// histogram as an empty one): the rollups are built from these very rows.
+fn aggregate_rows(merged: &BTreeMap<AggregateKey, Aggregate>) -> Vec<AggregateRow<'_>> {
+    merged
+        .iter()
+        .map(|(key, a)| AggregateRow {
+            minute: key.minute,
+            service: &key.service,
+            class: name(key.class, DependencyClass::Internal),
+            peer: &key.peer,
+            operation: &key.operation,
+            status_class: &key.status_class,
+            count: saturating_i64(a.count),
+            errors: saturating_i64(a.errors),
+            sum_ns: saturating_i64(a.sum_ns),
+            hist: a.histogram.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Days (since the Unix epoch) of the batch's spans and aggregates not older than `oldest`,
+/// ascending, each once: the partitions the batch writes to.
+fn live_days(batch: &Batch, oldest: i64) -> Vec<i64> {
+    let mut days: Vec<i64> = batch
+        .spans
+        .iter()
+        .map(|s| day_of_ns(s.start_ns))
+        .filter(|d| *d >= oldest)
+        .collect();
+    days.extend(
+        batch
+            .aggregates
+            .iter()
+            .map(|a| day_of_ns(a.minute * 1_000_000_000))
+            .filter(|d| *d >= oldest),
+    );
+    days.sort_unstable();
+    days.dedup();
+    days
+}
+
 impl Store {
     /// Stores a validated batch whole, or not at all. A batch already stored (same agent,
-    /// instance and sequence) is reported as a duplicate and writes nothing.
+    /// instance and sequence) is reported as a duplicate and writes nothing. One step per
+    /// table, in the order the module documentation gives.
     pub async fn store_batch(
         &self,
         batch: &Batch,
@@ -188,34 +223,12 @@ impl Store {
     ) -> Result<IngestOutcome, StoreError> {
         let oldest = self.oldest_kept_day(now_ns);
         let live = |ns: i64| day_of_ns(ns) >= oldest;
-        let mut days: Vec<i64> = batch
-            .spans
-            .iter()
-            .map(|s| day_of_ns(s.start_ns))
-            .filter(|d| *d >= oldest)
-            .collect();
-        days.extend(
-            batch
-                .aggregates
-                .iter()
-                .map(|a| day_of_ns(a.minute * 1_000_000_000))
-                .filter(|d| *d >= oldest),
-        );
-        days.sort_unstable();
-        days.dedup();
-        self.ensure_partitions(&days).await?;
+        self.ensure_partitions(&live_days(batch, oldest)).await?;
 
         let mut outcome = IngestOutcome::default();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let claimed = tx
-            .execute(
-                "INSERT INTO sw_batches (agent_id, instance, sequence, spans) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING",
-                &[&batch.agent_id, &batch.instance, &(batch.sequence as i64), &(batch.spans.len() as i32)],
-            )
-            .await?;
-        if claimed == 0 {
+        if !claim(&tx, batch).await? {
             tx.rollback().await?;
             outcome.duplicate = true;
             return Ok(outcome);
@@ -225,245 +238,233 @@ impl Store {
         outcome.spans = copy_spans(&tx, live_spans).await?;
         outcome.expired_spans = batch.spans.len() as u64 - outcome.spans;
 
-        let aggs: Vec<Aggregate> = batch
+        let (live_aggs, expired_aggs): (Vec<&Aggregate>, Vec<&Aggregate>) = batch
             .aggregates
             .iter()
-            .filter(|a| live(a.minute * 1_000_000_000))
-            .cloned()
-            .collect();
-        outcome.expired_aggregated_spans = batch
-            .aggregates
+            .partition(|a| live(a.minute * 1_000_000_000));
+        outcome.expired_aggregated_spans = expired_aggs
             .iter()
-            .filter(|a| !live(a.minute * 1_000_000_000))
             .fold(0u64, |n, a| n.saturating_add(a.count));
-        let merged = merge_aggregates(&aggs);
-        // The dependency rollup of exactly the rows written below (histogram `None` stored as
-        // empty), written last: its rows are shared by every service calling a peer, so the
-        // transaction holds their locks for as short a time as it can.
-        let stored_hists: Vec<Histogram> = merged
-            .values()
-            .map(|a| a.histogram.clone().unwrap_or_default())
-            .collect();
-        let dependency_rows = crate::dependency_minutes::rollup(
-            merged.iter().zip(&stored_hists).map(|((key, a), h)| {
-                let (minute, _, class, peer, _, status) = key;
-                (
-                    *minute,
-                    name(*class, stormwatch_model::DependencyClass::Internal),
-                    peer.as_str(),
-                    status.as_str(),
-                    a.count.min(i64::MAX as u64) as i64,
-                    a.errors.min(i64::MAX as u64) as i64,
-                    a.sum_ns.min(i64::MAX as u64) as i64,
-                    h,
-                )
-            }),
-        );
-        let service_rows = crate::dependency_minutes::rollup_by(
-            merged.iter().zip(&stored_hists).map(|((key, a), h)| {
-                let (minute, service, class, _, _, status) = key;
-                (
-                    *minute,
-                    service.as_str(),
-                    crate::dependency_minutes::service_entry(name(
-                        *class,
-                        stormwatch_model::DependencyClass::Internal,
-                    )),
-                    status.as_str(),
-                    a.count.min(i64::MAX as u64) as i64,
-                    a.errors.min(i64::MAX as u64) as i64,
-                    a.sum_ns.min(i64::MAX as u64) as i64,
-                    h,
-                )
-            }),
-        );
-        if !merged.is_empty() {
-            let n = merged.len();
-            let mut minutes = Vec::with_capacity(n);
-            let (mut services, mut classes, mut peers, mut ops, mut statuses) =
-                (vec![], vec![], vec![], vec![], vec![]);
-            let (mut counts, mut errors, mut sums) = (vec![], vec![], vec![]);
-            let (mut zeros, mut hist_keys, mut hist_counts) = (vec![], vec![], vec![]);
-            for (((minute, service, class, peer, op, status), a), h) in
-                merged.iter().zip(&stored_hists)
-            {
-                minutes.push(*minute as f64);
-                services.push(service.as_str());
-                classes.push(name(*class, stormwatch_model::DependencyClass::Internal));
-                peers.push(peer.as_str());
-                ops.push(op.as_str());
-                statuses.push(status.as_str());
-                counts.push(a.count.min(i64::MAX as u64) as i64);
-                errors.push(a.errors.min(i64::MAX as u64) as i64);
-                sums.push(a.sum_ns.min(i64::MAX as u64) as i64);
-                let (k, c) = histogram_literals(h);
-                zeros.push(h.zero_count.min(i64::MAX as u64) as i64);
-                hist_keys.push(k);
-                hist_counts.push(c);
-            }
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO sw_aggregates AS a
-                         (minute, service, class, peer, operation, status_class, count, errors, sum_ns,
-                          hist_zero, hist_keys, hist_counts)
-                     SELECT to_timestamp(m), s, c, p, o, sc, n, e, su, z, hk::integer[], hc::bigint[]
-                       FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                   $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[])
-                            AS t(m, s, c, p, o, sc, n, e, su, z, hk, hc)
-                     ON CONFLICT (minute, service, class, peer, operation, status_class) DO UPDATE SET
-                         count = a.count + excluded.count,
-                         errors = a.errors + excluded.errors,
-                         sum_ns = a.sum_ns + excluded.sum_ns,
-                         hist_zero = a.hist_zero + excluded.hist_zero,
-                         hist_keys = sw_hist_merge_keys(a.hist_keys, excluded.hist_keys),
-                         hist_counts = sw_hist_merge_counts(a.hist_keys, a.hist_counts,
-                                                            excluded.hist_keys, excluded.hist_counts)",
-                )
-                .await?;
-            outcome.aggregates = tx
-                .execute(
-                    &stmt,
-                    &[
-                        &minutes,
-                        &services,
-                        &classes,
-                        &peers,
-                        &ops,
-                        &statuses,
-                        &counts,
-                        &errors,
-                        &sums,
-                        &zeros,
-                        &hist_keys,
-                        &hist_counts,
-                    ],
-                )
-                .await?;
-        }
+        let merged = merge_aggregates(live_aggs.into_iter());
+        let rows = aggregate_rows(&merged);
+        outcome.aggregates = store_aggregates(&tx, &rows).await?;
 
-        if !batch.hosts.is_empty() {
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO sw_host_samples (time, agent_id, host, cpu_percent, mem_used_bytes,
-                         mem_total_bytes, load1, load5, load15, net_rx_bytes_per_s, net_tx_bytes_per_s,
-                         process_count, disks, app_cpu_percent, app_rss_bytes, app_threads)
-                     VALUES (to_timestamp($1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-                )
-                .await?;
-            for h in &batch.hosts {
-                let disks = serde_json::to_value(&h.disks)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                tx.execute(
-                    &stmt,
-                    &[
-                        &(h.time_ns as f64 / 1e9),
-                        &batch.agent_id,
-                        &h.host,
-                        &h.cpu_percent,
-                        &(h.mem_used_bytes as i64),
-                        &(h.mem_total_bytes as i64),
-                        &h.load1,
-                        &h.load5,
-                        &h.load15,
-                        &(h.net_rx_bytes_per_s as i64),
-                        &(h.net_tx_bytes_per_s as i64),
-                        &(h.process_count as i32),
-                        &disks,
-                        &h.app_cpu_percent,
-                        &h.app_rss_bytes.map(|v| v as i64),
-                        &h.app_threads.map(|v| v as i32),
-                    ],
-                )
-                .await?;
-                outcome.samples += 1;
-            }
-        }
-
-        if !batch.probes.is_empty() {
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO sw_probe_samples (time, agent_id, database, engine, role, connect_us,
-                         query_us, failure, failure_message, lag_seconds, lag_bytes, replay_paused, detail)
-                     VALUES (to_timestamp($1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
-                .await?;
-            for p in &batch.probes {
-                tx.execute(
-                    &stmt,
-                    &[
-                        &(p.time_ns as f64 / 1e9),
-                        &batch.agent_id,
-                        &p.database,
-                        &p.engine,
-                        &name(p.role, DbRole::Unknown),
-                        &p.connect_us,
-                        &p.query_us,
-                        &name(p.failure, FailureClass::Other),
-                        &non_empty(&p.failure_message),
-                        &p.lag_seconds,
-                        &p.lag_bytes,
-                        &p.replay_paused,
-                        &Json(&p.detail),
-                    ],
-                )
-                .await?;
-                outcome.samples += 1;
-            }
-        }
-
-        let stats = batch.stats.clone().unwrap_or_default();
-        tx.execute(
-            "INSERT INTO sw_agents AS a (agent_id, instance, batches, spans_received, spans_kept, spans_dropped, spool_bytes,
-                                         spans_lost, dead_letter_batches)
-             VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (agent_id) DO UPDATE SET
-                 instance = excluded.instance, last_seen = now(), batches = a.batches + 1,
-                 spans_received = excluded.spans_received, spans_kept = excluded.spans_kept,
-                 spans_dropped = excluded.spans_dropped, spool_bytes = excluded.spool_bytes,
-                 spans_lost = excluded.spans_lost, dead_letter_batches = excluded.dead_letter_batches",
-            &[
-                &batch.agent_id,
-                &batch.instance,
-                &(stats.spans_received as i64),
-                &(stats.spans_kept as i64),
-                &(stats.spans_dropped as i64),
-                &(stats.spool_bytes as i64),
-                &(stats.spans_lost.min(i64::MAX as u64) as i64),
-                &(stats.dead_letter_batches.min(i64::MAX as u64) as i64),
-            ],
-        )
-        .await?;
-        if batch.stats.is_some() {
-            tx.execute(
-                "INSERT INTO sw_agent_stats (agent_id, instance, spans_dropped) VALUES ($1, $2, $3)",
-                &[&batch.agent_id, &batch.instance, &(stats.spans_dropped as i64)],
-            )
-            .await?;
-        }
+        outcome.samples += store_host_samples(&tx, batch).await?;
+        outcome.samples += store_probe_samples(&tx, batch).await?;
+        store_agent_stats(&tx, batch).await?;
         store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns))).await?;
-        crate::dependency_minutes::store(&tx, &crate::dependency_minutes::SERVICES, &service_rows)
-            .await?;
-        crate::dependency_minutes::store(
-            &tx,
-            &crate::dependency_minutes::SERVICE_HOURS,
-            &crate::dependency_minutes::by_hour(&service_rows),
-        )
-        .await?;
-        crate::dependency_minutes::store(
-            &tx,
-            &crate::dependency_minutes::DEPENDENCIES,
-            &dependency_rows,
-        )
-        .await?;
-        crate::dependency_minutes::store(
-            &tx,
-            &crate::dependency_minutes::DEPENDENCY_HOURS,
-            &crate::dependency_minutes::by_hour(&dependency_rows),
-        )
-        .await?;
+        rollups::store_rollups(&tx, &rows).await?;
         tx.commit().await?;
         Ok(outcome)
     }
+}
+
+/// Claims the batch in `sw_batches`: false when it was stored before.
+async fn claim(tx: &Transaction<'_>, batch: &Batch) -> Result<bool, StoreError> {
+    let claimed = tx
+        .execute(
+            "INSERT INTO sw_batches (agent_id, instance, sequence, spans) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            &[
+                &batch.agent_id,
+                &batch.instance,
+                &(batch.sequence as i64),
+                &(batch.spans.len() as i32),
+            ],
+        )
+        .await?;
+    Ok(claimed != 0)
+}
+
+/// Upserts `rows` into `sw_aggregates` with one statement, in their (key) order; returns how
+/// many rows it touched.
+async fn store_aggregates(
+    tx: &Transaction<'_>,
+    rows: &[AggregateRow<'_>],
+) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let n = rows.len();
+    let mut minutes = Vec::with_capacity(n);
+    let (mut services, mut classes, mut peers, mut ops, mut statuses) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut counts, mut errors, mut sums) = (vec![], vec![], vec![]);
+    let (mut zeros, mut hist_keys, mut hist_counts) = (vec![], vec![], vec![]);
+    for r in rows {
+        minutes.push(r.minute as f64);
+        services.push(r.service);
+        classes.push(r.class);
+        peers.push(r.peer);
+        ops.push(r.operation);
+        statuses.push(r.status_class);
+        counts.push(r.count);
+        errors.push(r.errors);
+        sums.push(r.sum_ns);
+        let (k, c) = histogram_literals(&r.hist);
+        zeros.push(saturating_i64(r.hist.zero_count));
+        hist_keys.push(k);
+        hist_counts.push(c);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO sw_aggregates AS a
+                 (minute, service, class, peer, operation, status_class, count, errors, sum_ns,
+                  hist_zero, hist_keys, hist_counts)
+             SELECT to_timestamp(m), s, c, p, o, sc, n, e, su, z, hk::integer[], hc::bigint[]
+               FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                           $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[])
+                    AS t(m, s, c, p, o, sc, n, e, su, z, hk, hc)
+             ON CONFLICT (minute, service, class, peer, operation, status_class) DO UPDATE SET
+                 count = a.count + excluded.count,
+                 errors = a.errors + excluded.errors,
+                 sum_ns = a.sum_ns + excluded.sum_ns,
+                 hist_zero = a.hist_zero + excluded.hist_zero,
+                 hist_keys = sw_hist_merge_keys(a.hist_keys, excluded.hist_keys),
+                 hist_counts = sw_hist_merge_counts(a.hist_keys, a.hist_counts,
+                                                    excluded.hist_keys, excluded.hist_counts)",
+        )
+        .await?;
+    Ok(tx
+        .execute(
+            &stmt,
+            &[
+                &minutes,
+                &services,
+                &classes,
+                &peers,
+                &ops,
+                &statuses,
+                &counts,
+                &errors,
+                &sums,
+                &zeros,
+                &hist_keys,
+                &hist_counts,
+            ],
+        )
+        .await?)
+}
+
+/// Inserts the batch's host samples into `sw_host_samples`; returns how many.
+async fn store_host_samples(tx: &Transaction<'_>, batch: &Batch) -> Result<u64, StoreError> {
+    if batch.hosts.is_empty() {
+        return Ok(0);
+    }
+    let mut stored = 0;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO sw_host_samples (time, agent_id, host, cpu_percent, mem_used_bytes,
+                 mem_total_bytes, load1, load5, load15, net_rx_bytes_per_s, net_tx_bytes_per_s,
+                 process_count, disks, app_cpu_percent, app_rss_bytes, app_threads)
+             VALUES (to_timestamp($1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .await?;
+    for h in &batch.hosts {
+        let disks =
+            serde_json::to_value(&h.disks).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        tx.execute(
+            &stmt,
+            &[
+                &(h.time_ns as f64 / 1e9),
+                &batch.agent_id,
+                &h.host,
+                &h.cpu_percent,
+                &(h.mem_used_bytes as i64),
+                &(h.mem_total_bytes as i64),
+                &h.load1,
+                &h.load5,
+                &h.load15,
+                &(h.net_rx_bytes_per_s as i64),
+                &(h.net_tx_bytes_per_s as i64),
+                &(h.process_count as i32),
+                &disks,
+                &h.app_cpu_percent,
+                &h.app_rss_bytes.map(|v| v as i64),
+                &h.app_threads.map(|v| v as i32),
+            ],
+        )
+        .await?;
+        stored += 1;
+    }
+    Ok(stored)
+}
+
+/// Inserts the batch's probe samples into `sw_probe_samples`; returns how many.
+async fn store_probe_samples(tx: &Transaction<'_>, batch: &Batch) -> Result<u64, StoreError> {
+    if batch.probes.is_empty() {
+        return Ok(0);
+    }
+    let mut stored = 0;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO sw_probe_samples (time, agent_id, database, engine, role, connect_us,
+                 query_us, failure, failure_message, lag_seconds, lag_bytes, replay_paused, detail)
+             VALUES (to_timestamp($1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .await?;
+    for p in &batch.probes {
+        tx.execute(
+            &stmt,
+            &[
+                &(p.time_ns as f64 / 1e9),
+                &batch.agent_id,
+                &p.database,
+                &p.engine,
+                &name(p.role, DbRole::Unknown),
+                &p.connect_us,
+                &p.query_us,
+                &name(p.failure, FailureClass::Other),
+                &non_empty(&p.failure_message),
+                &p.lag_seconds,
+                &p.lag_bytes,
+                &p.replay_paused,
+                &Json(&p.detail),
+            ],
+        )
+        .await?;
+        stored += 1;
+    }
+    Ok(stored)
+}
+
+/// Updates the agent's row in `sw_agents` (its latest counters, one batch more) and, when the
+/// batch carries counters, records them in `sw_agent_stats`.
+async fn store_agent_stats(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
+    let stats = batch.stats.clone().unwrap_or_default();
+    tx.execute(
+        "INSERT INTO sw_agents AS a (agent_id, instance, batches, spans_received, spans_kept, spans_dropped, spool_bytes,
+                                     spans_lost, dead_letter_batches)
+         VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (agent_id) DO UPDATE SET
+             instance = excluded.instance, last_seen = now(), batches = a.batches + 1,
+             spans_received = excluded.spans_received, spans_kept = excluded.spans_kept,
+             spans_dropped = excluded.spans_dropped, spool_bytes = excluded.spool_bytes,
+             spans_lost = excluded.spans_lost, dead_letter_batches = excluded.dead_letter_batches",
+        &[
+            &batch.agent_id,
+            &batch.instance,
+            &(stats.spans_received as i64),
+            &(stats.spans_kept as i64),
+            &(stats.spans_dropped as i64),
+            &(stats.spool_bytes as i64),
+            &saturating_i64(stats.spans_lost),
+            &saturating_i64(stats.dead_letter_batches),
+        ],
+    )
+    .await?;
+    if batch.stats.is_some() {
+        tx.execute(
+            "INSERT INTO sw_agent_stats (agent_id, instance, spans_dropped) VALUES ($1, $2, $3)",
+            &[
+                &batch.agent_id,
+                &batch.instance,
+                &(stats.spans_dropped as i64),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Flags counted per minute for alert rules (see migrations/0002_alerts.sql). Slow and error
@@ -474,28 +475,46 @@ const COUNTED_FLAGS: [SpanFlag; 3] = [
     SpanFlag::ConnectFailure,
 ];
 
-/// Column arrays of an `unnest` insert into `sw_flag_counts`.
-type FlagColumns<'a> = (
-    Vec<f64>,
-    Vec<&'a str>,
-    Vec<&'a str>,
-    Vec<&'a str>,
-    Vec<&'a str>,
-    Vec<i64>,
-);
+/// The key of an `sw_flag_counts` row. Ordered field by field as declared: the order rows are
+/// upserted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct FlagKey<'a> {
+    /// Unix seconds.
+    minute: i64,
+    service: &'a str,
+    operation: &'a str,
+    peer: &'a str,
+    flag: &'a str,
+}
 
+/// Column arrays of an `unnest` insert into `sw_flag_counts`.
+#[derive(Default)]
+struct FlagColumns<'a> {
+    minutes: Vec<f64>,
+    services: Vec<&'a str>,
+    operations: Vec<&'a str>,
+    peers: Vec<&'a str>,
+    flags: Vec<&'a str>,
+    counts: Vec<i64>,
+}
+
+/// Adds the [`COUNTED_FLAGS`] of `spans` to `sw_flag_counts`, per minute of their end.
 async fn store_flag_counts<'a>(
     tx: &tokio_postgres::Transaction<'_>,
     spans: impl Iterator<Item = &'a Span>,
 ) -> Result<(), StoreError> {
-    let mut counts: BTreeMap<(i64, &str, &str, &str, &str), i64> = BTreeMap::new();
+    let mut counts: BTreeMap<FlagKey<'_>, i64> = BTreeMap::new();
     for s in spans {
         for flag in COUNTED_FLAGS {
             if s.flags.contains(&(flag as i32)) {
-                let minute = s.end_ns().div_euclid(60_000_000_000) * 60;
-                *counts
-                    .entry((minute, &s.service, &s.operation, &s.peer, flag.as_str()))
-                    .or_default() += 1;
+                let key = FlagKey {
+                    minute: s.end_ns().div_euclid(60_000_000_000) * 60,
+                    service: &s.service,
+                    operation: &s.operation,
+                    peer: &s.peer,
+                    flag: flag.as_str(),
+                };
+                *counts.entry(key).or_default() += 1;
             }
         }
     }
@@ -503,13 +522,13 @@ async fn store_flag_counts<'a>(
         return Ok(());
     }
     let mut cols = FlagColumns::default();
-    for ((minute, service, op, peer, flag), n) in &counts {
-        cols.0.push(*minute as f64);
-        cols.1.push(service);
-        cols.2.push(op);
-        cols.3.push(peer);
-        cols.4.push(flag);
-        cols.5.push(*n);
+    for (key, n) in &counts {
+        cols.minutes.push(key.minute as f64);
+        cols.services.push(key.service);
+        cols.operations.push(key.operation);
+        cols.peers.push(key.peer);
+        cols.flags.push(key.flag);
+        cols.counts.push(*n);
     }
     tx.execute(
         "INSERT INTO sw_flag_counts AS f (minute, service, operation, peer, flag, count)
@@ -517,7 +536,14 @@ async fn store_flag_counts<'a>(
            FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
                 AS t(m, s, o, p, fl, n)
          ON CONFLICT (minute, service, operation, peer, flag) DO UPDATE SET count = f.count + excluded.count",
-        &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5],
+        &[
+            &cols.minutes,
+            &cols.services,
+            &cols.operations,
+            &cols.peers,
+            &cols.flags,
+            &cols.counts,
+        ],
     )
     .await?;
     Ok(())

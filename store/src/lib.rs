@@ -4,26 +4,32 @@
 //! - [`migrate`]: forward-only migrations from `migrations/`.
 //! - [`partitions`]: daily partitions of the span and aggregate tables, and retention.
 //! - [`batches`]: storing one agent batch in one transaction, exactly once.
-//! - [`dependency_minutes`]: the per-minute (class, peer) rollup the dependencies page reads.
-//! - [`spans`], [`aggregates`], [`services`]: the read side.
+//! - [`rollups`]: the per-minute and per-hour service and dependency rollups kept at ingest.
+//! - The read side, one module per thing read (as the web crate has one handler per page):
+//!   [`spans`] (span lists, slow spans, traces), [`scatter`], [`aggregates`], [`services`],
+//!   [`overview`] and [`dependencies`] (summed into [`totals`]), [`probes`], [`hosts`],
+//!   [`agents`], [`signals`] (what alert rules read) and [`alerts`], [`sessions`].
+//! - `histogram_codec`: how histograms are stored (arrays, and packed in the rollups).
 
 pub mod agents;
 pub mod aggregates;
 pub mod alerts;
 pub mod batches;
-pub mod dashboard;
-pub mod databases;
-pub mod dependency_minutes;
+pub mod dependencies;
 pub mod embedded;
+mod histogram_codec;
 pub mod hosts;
 pub mod migrate;
+pub mod overview;
 pub mod partitions;
 pub mod probes;
+pub mod rollups;
 pub mod scatter;
 pub mod services;
 pub mod sessions;
 pub mod signals;
 pub mod spans;
+pub mod totals;
 
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -34,12 +40,14 @@ use tokio_postgres::NoTls;
 pub use agents::AgentHealth;
 pub use aggregates::{AggregateFilter, AggregatePoint};
 pub use batches::IngestOutcome;
-pub use dashboard::{DependencySeries, PeerSummary, ServiceOverview, Totals};
+pub use dependencies::{DependencySeries, PeerSummary};
 pub use hosts::HostPoint;
+pub use overview::ServiceOverview;
 pub use probes::{ProbeHeatCell, ProbePoint};
-pub use scatter::{ScatterPoint, SlowOrder, SlowSpan};
+pub use scatter::ScatterPoint;
 pub use services::ServiceSummary;
-pub use spans::SpanFilter;
+pub use spans::{SlowOrder, SlowSpan, SpanFilter};
+pub use totals::Totals;
 
 /// Errors of the store. Database errors keep PostgreSQL's own message.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +167,11 @@ impl Store {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.pool.get().await?)
     }
+}
+
+/// A count as PostgreSQL's `bigint`: capped at `i64::MAX`, where `as` would wrap.
+pub(crate) fn saturating_i64(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
 }
 
 /// Nanoseconds since the Unix epoch, now.

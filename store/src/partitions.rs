@@ -1,6 +1,7 @@
 //! Daily partitions of `sw_spans` (by `start_ns`), `sw_aggregates` and its rollups
 //! `sw_dependency_minutes`, `sw_service_minutes` (by `minute`), `sw_service_hours` and
-//! `sw_dependency_hours` (by `hour`), and retention by dropping whole partitions.
+//! `sw_dependency_hours` (by `hour`), retention by dropping whole partitions, and vacuuming
+//! after a bulk load ([`Store::vacuum_analyze`]).
 
 use crate::{Store, StoreError};
 
@@ -152,6 +153,18 @@ impl Store {
             tracing::info!(partitions = ?expired, "retention dropped partitions");
         }
         Ok(expired)
+    }
+
+    /// What autovacuum does after a bulk load, done now: summarizes new BRIN ranges (until
+    /// then a BRIN scan reads the whole unsummarized partition) and refreshes statistics.
+    pub async fn vacuum_analyze(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        // Separate statements: VACUUM cannot run inside the implicit transaction of a batch.
+        client.batch_execute("VACUUM (ANALYZE) sw_spans").await?;
+        client
+            .batch_execute("VACUUM (ANALYZE) sw_aggregates")
+            .await?;
+        Ok(())
     }
 }
 

@@ -1,5 +1,11 @@
-//! Database probe samples for the dashboard: connect time, failures and replication lag over
-//! time, and failures by minute of day × day.
+//! Every read of the database probe samples (`sw_probe_samples`): for the dashboard, connect
+//! time, failures and replication lag over time, and failures by minute of day × day; for the
+//! read API, the latest sample per database and one database's samples; for alert rules, the
+//! latest state per database and the probes of a window.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 
 use crate::{Store, StoreError};
 
@@ -35,6 +41,74 @@ pub struct ProbeHeatCell {
     pub failures: i64,
     /// Successful probes whose connect time was at least the slowness threshold.
     pub slow: i64,
+}
+
+/// One probe sample as the read API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DatabaseSample {
+    pub database: String,
+    pub engine: String,
+    pub role: String,
+    pub agent_id: String,
+    /// Unix milliseconds.
+    pub time: i64,
+    pub connect_ms: Option<f64>,
+    pub query_ms: Option<f64>,
+    /// `none`, `refused`, `timeout`, `authentication`, `too_many_connections`, `other`.
+    pub failure: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_message: Option<String>,
+    pub lag_seconds: Option<f64>,
+    pub lag_bytes: Option<i64>,
+    pub replay_paused: bool,
+    pub detail: serde_json::Value,
+}
+
+const SAMPLE_COLUMNS: &str =
+    "database, engine, role, agent_id, (extract(epoch FROM time) * 1000)::int8,
+    connect_us::float8 / 1000, query_us::float8 / 1000, failure, failure_message, lag_seconds,
+    lag_bytes, replay_paused, detail";
+
+fn sample_of(r: &tokio_postgres::Row) -> DatabaseSample {
+    DatabaseSample {
+        database: r.get(0),
+        engine: r.get(1),
+        role: r.get(2),
+        agent_id: r.get(3),
+        time: r.get(4),
+        connect_ms: r.get(5),
+        query_ms: r.get(6),
+        failure: r.get(7),
+        failure_message: r.get(8),
+        lag_seconds: r.get(9),
+        lag_bytes: r.get(10),
+        replay_paused: r.get(11),
+        detail: r.get(12),
+    }
+}
+
+/// Latest state of a probed database.
+#[derive(Debug, Clone)]
+pub struct ProbeState {
+    pub database: String,
+    pub engine: String,
+    pub role: String,
+    /// Seconds since the Unix epoch.
+    pub time_s: f64,
+    pub lag_seconds: Option<f64>,
+    pub lag_bytes: Option<i64>,
+    pub replay_paused: bool,
+}
+
+/// Probe results of one database over a window.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeWindow {
+    pub database: String,
+    pub role: String,
+    pub probes: u64,
+    /// Failures by class (`refused`, `timeout`...).
+    pub failures: BTreeMap<String, u64>,
+    pub max_connect_ms: Option<f64>,
 }
 
 impl Store {
@@ -121,5 +195,97 @@ impl Store {
                 slow: r.get(5),
             })
             .collect())
+    }
+
+    /// The newest sample of every probed database (any age), by name.
+    pub async fn databases(&self) -> Result<Vec<DatabaseSample>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT DISTINCT ON (database) {SAMPLE_COLUMNS} FROM sw_probe_samples ORDER BY database, time DESC"),
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(sample_of).collect())
+    }
+
+    /// Samples of one database between two instants (Unix ms), oldest first, at most `limit`.
+    pub async fn database_samples(
+        &self,
+        database: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DatabaseSample>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {SAMPLE_COLUMNS} FROM sw_probe_samples
+                      WHERE database = $1 AND time >= to_timestamp($2::float8 / 1000) AND time < to_timestamp($3::float8 / 1000)
+                      ORDER BY time LIMIT $4"
+                ),
+                &[&database, &(from_ms as f64), &(to_ms as f64), &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(sample_of).collect())
+    }
+
+    /// The newest probe sample of every database seen since `since_s`.
+    pub async fn latest_probes(&self, since_s: f64) -> Result<Vec<ProbeState>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT ON (database) database, engine, role, extract(epoch FROM time)::float8,
+                        lag_seconds, lag_bytes, replay_paused
+                   FROM sw_probe_samples WHERE time >= to_timestamp($1)
+                  ORDER BY database, time DESC",
+                &[&since_s],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ProbeState {
+                database: r.get(0),
+                engine: r.get(1),
+                role: r.get(2),
+                time_s: r.get(3),
+                lag_seconds: r.get(4),
+                lag_bytes: r.get(5),
+                replay_paused: r.get(6),
+            })
+            .collect())
+    }
+
+    /// Probe counts, failures by class and the slowest connect, per database, since `since_s`.
+    pub async fn probe_windows(&self, since_s: f64) -> Result<Vec<ProbeWindow>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT database, max(role), failure, count(*)::int8, max(connect_us)::float8
+                   FROM sw_probe_samples WHERE time >= to_timestamp($1)
+                  GROUP BY database, failure ORDER BY database",
+                &[&since_s],
+            )
+            .await?;
+        let mut out: BTreeMap<String, ProbeWindow> = BTreeMap::new();
+        for r in &rows {
+            let database: String = r.get(0);
+            let w = out.entry(database.clone()).or_insert_with(|| ProbeWindow {
+                database,
+                role: r.get(1),
+                ..Default::default()
+            });
+            let failure: String = r.get(2);
+            let n = r.get::<_, i64>(3) as u64;
+            w.probes += n;
+            if failure != "none" {
+                *w.failures.entry(failure).or_default() += n;
+            }
+            if let Some(us) = r.get::<_, Option<f64>>(4) {
+                w.max_connect_ms = Some(w.max_connect_ms.unwrap_or(0.0).max(us / 1000.0));
+            }
+        }
+        Ok(out.into_values().collect())
     }
 }

@@ -1,11 +1,11 @@
-//! What alert rules read: grouped aggregates, the latest probe and host samples, agent
-//! liveness and drops, flagged-span counts. Never raw spans.
+//! What alert rules read: grouped aggregates, the latest host samples, agent liveness and
+//! drops, flagged-span counts (probe samples are read in `probes.rs`). Never raw spans.
 
 use std::collections::BTreeMap;
 
 use stormwatch_model::{DependencyClass, Histogram};
 
-use crate::batches::histogram_of;
+use crate::histogram_codec::histogram_of;
 use crate::{Store, StoreError};
 
 /// Labels of one group: `service`, `class`, `peer`, `operation` (those grouped by).
@@ -29,30 +29,6 @@ pub struct GroupFilter {
     pub class: Option<DependencyClass>,
     pub peer: Option<String>,
     pub operation: Option<String>,
-}
-
-/// Latest state of a probed database.
-#[derive(Debug, Clone)]
-pub struct ProbeState {
-    pub database: String,
-    pub engine: String,
-    pub role: String,
-    /// Seconds since the Unix epoch.
-    pub time_s: f64,
-    pub lag_seconds: Option<f64>,
-    pub lag_bytes: Option<i64>,
-    pub replay_paused: bool,
-}
-
-/// Probe results of one database over a window.
-#[derive(Debug, Clone, Default)]
-pub struct ProbeWindow {
-    pub database: String,
-    pub role: String,
-    pub probes: u64,
-    /// Failures by class (`refused`, `timeout`...).
-    pub failures: BTreeMap<String, u64>,
-    pub max_connect_ms: Option<f64>,
 }
 
 /// One agent's liveness.
@@ -121,64 +97,6 @@ impl Store {
             g.histogram.merge(&histogram_of(r, 9)?);
         }
         Ok(groups.into_values().collect())
-    }
-
-    /// The newest probe sample of every database seen since `since_s`.
-    pub async fn latest_probes(&self, since_s: f64) -> Result<Vec<ProbeState>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT DISTINCT ON (database) database, engine, role, extract(epoch FROM time)::float8,
-                        lag_seconds, lag_bytes, replay_paused
-                   FROM sw_probe_samples WHERE time >= to_timestamp($1)
-                  ORDER BY database, time DESC",
-                &[&since_s],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ProbeState {
-                database: r.get(0),
-                engine: r.get(1),
-                role: r.get(2),
-                time_s: r.get(3),
-                lag_seconds: r.get(4),
-                lag_bytes: r.get(5),
-                replay_paused: r.get(6),
-            })
-            .collect())
-    }
-
-    /// Probe counts, failures by class and the slowest connect, per database, since `since_s`.
-    pub async fn probe_windows(&self, since_s: f64) -> Result<Vec<ProbeWindow>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT database, max(role), failure, count(*)::int8, max(connect_us)::float8
-                   FROM sw_probe_samples WHERE time >= to_timestamp($1)
-                  GROUP BY database, failure ORDER BY database",
-                &[&since_s],
-            )
-            .await?;
-        let mut out: BTreeMap<String, ProbeWindow> = BTreeMap::new();
-        for r in &rows {
-            let database: String = r.get(0);
-            let w = out.entry(database.clone()).or_insert_with(|| ProbeWindow {
-                database,
-                role: r.get(1),
-                ..Default::default()
-            });
-            let failure: String = r.get(2);
-            let n = r.get::<_, i64>(3) as u64;
-            w.probes += n;
-            if failure != "none" {
-                *w.failures.entry(failure).or_default() += n;
-            }
-            if let Some(us) = r.get::<_, Option<f64>>(4) {
-                w.max_connect_ms = Some(w.max_connect_ms.unwrap_or(0.0).max(us / 1000.0));
-            }
-        }
-        Ok(out.into_values().collect())
     }
 
     /// Every agent with its last batch time and the spans it dropped since `since_s`.

@@ -76,7 +76,7 @@ fn ago(ms: i64) -> String {
 /// data: a service (or Stormwatch) started ten minutes ago is not averaged over an hour.
 fn per_minute(
     count: u64,
-    steps: &[stormwatch_store::dashboard::Totals],
+    steps: &[stormwatch_store::Totals],
     from_s: i64,
     to_s: i64,
     step: i64,
@@ -165,7 +165,7 @@ pub async fn overview(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stormwatch_store::dashboard::Totals;
+    use stormwatch_store::Totals;
 
     fn steps(counts: &[u64]) -> Vec<Totals> {
         counts

@@ -1,71 +1,33 @@
-//! The per-minute dependency rollup `sw_dependency_minutes` (migration 0004): one row per
-//! (minute, class, peer) of the [`DEPENDENCY_CLASSES`], every service, operation and status
-//! class merged. [`Store::store_batch`] keeps it in the batch's transaction, from the same merged
-//! aggregates it writes to `sw_aggregates`, so the rollup is always exactly those rows summed
-//! (counts) and merged (histograms). The dependencies page reads it: over an hour of the
-//! benchmark's traffic that is a tenth of the rows and a third of the histogram buckets
-//! PostgreSQL sends, and sending array elements is most of what reading costs. So the page reads
-//! the histogram packed in one `bytea` ([`pack`]), which new rows get from here and merged rows
-//! from `sw_hist_merge_packed` (migration 0005), next to the arrays the merge works on.
+//! The four rollups of `sw_aggregates` that the dashboard reads instead of it, kept at ingest:
 //!
-//! The overview's rollup `sw_service_minutes` (migration 0006) is kept the same way: one row
-//! per (minute, service, entry), where entry is `http_server` for a service's server spans and
-//! `other` for the rest of its spans, every operation, peer and status class merged.
+//! - `DEPENDENCIES`, `sw_dependency_minutes` (migration 0004): one row per (minute, class,
+//!   peer) of the [`DEPENDENCY_CLASSES`], every service, operation and status class merged;
+//! - `SERVICES`, `sw_service_minutes` (migration 0006): one row per (minute, service, entry),
+//!   where entry is `http_server` for a service's server spans and `other` for the rest of its
+//!   spans (`service_entry`), every operation, peer and status class merged;
+//! - `DEPENDENCY_HOURS` and `SERVICE_HOURS` (migration 0008): the same per hour.
+//!
+//! [`Store::store_batch`](crate::Store::store_batch) keeps them in the batch's transaction,
+//! from the same merged aggregates it writes to `sw_aggregates`, so a rollup is always exactly
+//! those rows summed (counts) and merged (histograms). The dependencies page reads them: over an
+//! hour of the benchmark's traffic that is a tenth of the rows and a third of the histogram
+//! buckets PostgreSQL sends, and sending array elements is most of what reading costs. So the
+//! pages read the histogram packed in one `bytea` (`histogram_codec::pack`), which new rows get from here and
+//! merged rows from `sw_hist_merge_packed` (migration 0005), next to the arrays the merge works
+//! on.
 
 use std::collections::BTreeMap;
 
 use deadpool_postgres::Transaction;
 use stormwatch_model::Histogram;
 
-use crate::batches::histogram_literals;
-use crate::dashboard::DEPENDENCY_CLASSES;
-use crate::StoreError;
+use crate::aggregates::{http_counts, AggregateRow};
+use crate::histogram_codec::{histogram_literals, pack};
+use crate::{saturating_i64, StoreError};
 
-/// Spans with an HTTP status of 500–599, and of exactly 503, among `count` spans of
-/// `status_class` (a status class is an HTTP status, or a word such as `ok`).
-pub(crate) fn http_counts(status_class: &str, count: u64) -> (u64, u64) {
-    match status_class.parse::<u16>() {
-        Ok(code) => (
-            if (500..600).contains(&code) { count } else { 0 },
-            if code == 503 { count } else { 0 },
-        ),
-        Err(_) => (0, 0),
-    }
-}
-
-/// `hist_packed` of a histogram (as `sw_hist_pack` in migration 0004 makes it); counts are
-/// capped at `i64::MAX` like the arrays'.
-pub(crate) fn pack(h: &Histogram) -> Vec<u8> {
-    let mut out = Vec::with_capacity(h.keys.len() * 12);
-    for (k, c) in h.keys.iter().zip(&h.counts) {
-        out.extend_from_slice(&k.to_be_bytes());
-        out.extend_from_slice(&((*c).min(i64::MAX as u64) as i64).to_be_bytes());
-    }
-    out
-}
-
-/// A histogram from its zero count and `hist_packed` (see `sw_hist_pack` in migration 0004):
-/// 12-byte (key i32, count i64) big-endian pairs, keys ascending.
-pub(crate) fn unpack(zero: i64, packed: &[u8]) -> Result<Histogram, StoreError> {
-    if !packed.len().is_multiple_of(12) {
-        return Err(StoreError::Corrupt(format!(
-            "packed histogram of {} bytes is not whole (key, count) pairs",
-            packed.len()
-        )));
-    }
-    let n = packed.len() / 12;
-    let (mut keys, mut counts) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for pair in packed.chunks_exact(12) {
-        let (k, c) = pair.split_at(4);
-        keys.push(i32::from_be_bytes(k.try_into().expect("4 bytes")));
-        counts.push(i64::from_be_bytes(c.try_into().expect("8 bytes")).max(0) as u64);
-    }
-    Ok(Histogram {
-        keys,
-        counts,
-        zero_count: zero.max(0) as u64,
-    })
-}
+/// Classes that are dependencies (waited on), as opposed to the request itself: the classes
+/// of `DEPENDENCIES` rows.
+pub const DEPENDENCY_CLASSES: &[&str] = &["db", "redis", "http_client", "messaging"];
 
 impl DependencyMinute {
     /// Adds the counts of `o` and the histogram `hist`, saturating like the batch's own merge
@@ -91,14 +53,28 @@ pub(crate) struct DependencyMinute {
     pub hist: Histogram,
 }
 
-/// The rollup rows of one batch's aggregate rows, in key order (minute, class, peer), so
-/// concurrent batches lock rollup rows in the same order and cannot deadlock. Each item is an
-/// `sw_aggregates` row exactly as stored: (minute, class, peer, status_class, count, errors,
-/// sum_ns, histogram).
+/// The key of a rollup row: Unix seconds of its minute (or hour), then its two key columns.
+pub(crate) type RollupKey<'a> = (i64, &'a str, &'a str);
+
+/// The `sw_dependency_minutes` rows of one batch's aggregate rows (those of the
+/// [`DEPENDENCY_CLASSES`]), in key order (minute, class, peer), so concurrent batches lock
+/// rollup rows in the same order and cannot deadlock.
 pub(crate) fn rollup<'a>(
-    rows: impl Iterator<Item = (i64, &'a str, &'a str, &'a str, i64, i64, i64, &'a Histogram)>,
-) -> BTreeMap<(i64, &'a str, &'a str), DependencyMinute> {
-    rollup_by(rows.filter(|r| DEPENDENCY_CLASSES.contains(&r.1)))
+    rows: &'a [AggregateRow<'a>],
+) -> BTreeMap<RollupKey<'a>, DependencyMinute> {
+    rollup_by(
+        rows.iter()
+            .filter(|r| DEPENDENCY_CLASSES.contains(&r.class)),
+        |r| (r.class, r.peer),
+    )
+}
+
+/// The `sw_service_minutes` rows of one batch's aggregate rows, in key order (minute,
+/// service, entry); see [`rollup`].
+pub(crate) fn rollup_services<'a>(
+    rows: &'a [AggregateRow<'a>],
+) -> BTreeMap<RollupKey<'a>, DependencyMinute> {
+    rollup_by(rows.iter(), |r| (r.service, service_entry(r.class)))
 }
 
 /// The entry of a service's row in `sw_service_minutes`: its server spans, or all the others.
@@ -110,26 +86,45 @@ pub(crate) fn service_entry(class: &str) -> &'static str {
     }
 }
 
-/// Rows summed and merged per (minute, first key, second key), in key order; see [`rollup`].
-pub(crate) fn rollup_by<'a>(
-    rows: impl Iterator<Item = (i64, &'a str, &'a str, &'a str, i64, i64, i64, &'a Histogram)>,
-) -> BTreeMap<(i64, &'a str, &'a str), DependencyMinute> {
-    let mut out: BTreeMap<(i64, &str, &str), DependencyMinute> = BTreeMap::new();
-    for (minute, k1, k2, status, count, errors, sum_ns, hist) in rows {
-        let (x5, x503) = http_counts(status, count.max(0) as u64);
-        out.entry((minute, k1, k2)).or_default().add(
+/// Rows summed and merged per (minute, `keys` of the row), in key order.
+fn rollup_by<'a>(
+    rows: impl Iterator<Item = &'a AggregateRow<'a>>,
+    keys: impl Fn(&'a AggregateRow<'a>) -> (&'a str, &'a str),
+) -> BTreeMap<RollupKey<'a>, DependencyMinute> {
+    let mut out: BTreeMap<RollupKey<'a>, DependencyMinute> = BTreeMap::new();
+    for r in rows {
+        let (k1, k2) = keys(r);
+        let (x5, x503) = http_counts(r.status_class, r.count.max(0) as u64);
+        out.entry((r.minute, k1, k2)).or_default().add(
             &DependencyMinute {
-                count,
-                errors,
-                sum_ns,
+                count: r.count,
+                errors: r.errors,
+                sum_ns: r.sum_ns,
                 http_5xx: x5 as i64,
                 http_503: x503 as i64,
                 hist: Histogram::default(),
             },
-            hist,
+            &r.hist,
         );
     }
     out
+}
+
+/// Adds the rollup rows of a batch's aggregate rows (as stored in `sw_aggregates` by the same
+/// transaction) to the four rollups: services then dependencies, minutes then hours, each in
+/// key order. Called last in the batch's transaction: dependency rows are shared by every
+/// service calling a peer, so their locks are held as briefly as can be.
+pub(crate) async fn store_rollups(
+    tx: &Transaction<'_>,
+    rows: &[AggregateRow<'_>],
+) -> Result<(), StoreError> {
+    let services = rollup_services(rows);
+    let dependencies = rollup(rows);
+    store(tx, &SERVICES, &services).await?;
+    store(tx, &SERVICE_HOURS, &by_hour(&services)).await?;
+    store(tx, &DEPENDENCIES, &dependencies).await?;
+    store(tx, &DEPENDENCY_HOURS, &by_hour(&dependencies)).await?;
+    Ok(())
 }
 
 /// A rollup table: its time column (`minute`, or `hour`) and its two key columns.
@@ -170,10 +165,10 @@ pub(crate) const DEPENDENCY_HOURS: Rollup = Rollup {
 };
 
 /// Rollup rows (Unix seconds of their minute) summed and merged per hour, in key order.
-pub(crate) fn by_hour<'a>(
-    rows: &BTreeMap<(i64, &'a str, &'a str), DependencyMinute>,
-) -> BTreeMap<(i64, &'a str, &'a str), DependencyMinute> {
-    let mut out: BTreeMap<(i64, &str, &str), DependencyMinute> = BTreeMap::new();
+fn by_hour<'a>(
+    rows: &BTreeMap<RollupKey<'a>, DependencyMinute>,
+) -> BTreeMap<RollupKey<'a>, DependencyMinute> {
+    let mut out: BTreeMap<RollupKey<'_>, DependencyMinute> = BTreeMap::new();
     for ((minute, k1, k2), m) in rows {
         out.entry((minute.div_euclid(3_600) * 3_600, *k1, *k2))
             .or_default()
@@ -182,12 +177,28 @@ pub(crate) fn by_hour<'a>(
     out
 }
 
+/// The whole hours `[h0, h1)` of a window read by steps of `step` seconds, to be read from an
+/// hourly rollup, the minutes of `[from, h0)` and `[h1, to)` coming from the minute rollup:
+/// totals stay exact to the minute, and a step holds the hours that start in it. Steps under
+/// an hour, or a window without a whole hour, read minutes only (`h0 = h1 = to`).
+pub(crate) fn whole_hours(from: i64, to: i64, step: i64) -> (i64, i64) {
+    let (h0, h1) = (
+        (from + 3_599).div_euclid(3_600) * 3_600,
+        to.div_euclid(3_600) * 3_600,
+    );
+    if step >= 3_600 && h1 > h0 {
+        (h0, h1)
+    } else {
+        (to, to)
+    }
+}
+
 /// Adds `rows` into the rollup `into` (inserting or merging), in their order; returns how
 /// many rows it touched.
-pub(crate) async fn store(
+async fn store(
     tx: &Transaction<'_>,
     into: &Rollup,
-    rows: &BTreeMap<(i64, &str, &str), DependencyMinute>,
+    rows: &BTreeMap<RollupKey<'_>, DependencyMinute>,
 ) -> Result<u64, StoreError> {
     if rows.is_empty() {
         return Ok(0);
@@ -207,7 +218,7 @@ pub(crate) async fn store(
         sums.push(m.sum_ns);
         x5.push(m.http_5xx);
         x503.push(m.http_503);
-        zeros.push(m.hist.zero_count.min(i64::MAX as u64) as i64);
+        zeros.push(saturating_i64(m.hist.zero_count));
         let (k, c) = histogram_literals(&m.hist);
         keys.push(k);
         hcounts.push(c);
@@ -265,54 +276,34 @@ mod tests {
     }
 
     #[test]
-    fn pack_and_unpack_round_trip() {
-        let h = hist(&[-7, 0, 1_500], &[1, 3, u64::from(u32::MAX) + 9], 2);
-        assert_eq!(pack(&h).len(), 36);
-        assert_eq!(unpack(2, &pack(&h)).unwrap(), h);
-    }
-
-    #[test]
-    fn unpack_reads_big_endian_pairs_and_rejects_a_partial_one() {
-        let mut bytes = Vec::new();
-        for (k, c) in [(-3i32, 2i64), (700, 1 << 40)] {
-            bytes.extend(k.to_be_bytes());
-            bytes.extend(c.to_be_bytes());
-        }
-        assert_eq!(
-            unpack(4, &bytes).unwrap(),
-            hist(&[-3, 700], &[2, 1 << 40], 4)
-        );
-        assert_eq!(unpack(0, &[]).unwrap(), Histogram::default());
-        assert!(matches!(
-            unpack(0, &bytes[..13]),
-            Err(StoreError::Corrupt(_))
-        ));
-    }
-
-    #[test]
-    fn http_counts_by_status_class() {
-        assert_eq!(http_counts("503", 3), (3, 3));
-        assert_eq!(http_counts("500", 3), (3, 0));
-        assert_eq!(http_counts("404", 3), (0, 0));
-        assert_eq!(http_counts("ok", 3), (0, 0));
-        assert_eq!(http_counts("connect_failure", 3), (0, 0));
-    }
-
-    #[test]
     fn rollup_merges_services_operations_and_statuses_of_dependencies_only() {
         let (a, b, c) = (
             hist(&[1, 5], &[2, 1], 1),
             hist(&[3, 5], &[1, 1], 0),
             hist(&[9], &[4], 0),
         );
+        let row = |minute, class, peer, status_class, count, errors, sum_ns, h: &Histogram| {
+            AggregateRow {
+                minute,
+                service: "shop",
+                class,
+                peer,
+                operation: "GET",
+                status_class,
+                count,
+                errors,
+                sum_ns,
+                hist: h.clone(),
+            }
+        };
         let rows = vec![
-            (60, "redis", "r:6379", "ok", 3, 0, 30, &a),
-            (60, "redis", "r:6379", "error", 2, 2, 20, &b),
-            (60, "http_client", "p:80", "503", 4, 4, 40, &c),
-            (60, "http_server", "", "200", 4, 0, 40, &c),
-            (120, "redis", "r:6379", "ok", 4, 0, 40, &c),
+            row(60, "redis", "r:6379", "ok", 3, 0, 30, &a),
+            row(60, "redis", "r:6379", "error", 2, 2, 20, &b),
+            row(60, "http_client", "p:80", "503", 4, 4, 40, &c),
+            row(60, "http_server", "", "200", 4, 0, 40, &c),
+            row(120, "redis", "r:6379", "ok", 4, 0, 40, &c),
         ];
-        let out = rollup(rows.into_iter());
+        let out = rollup(&rows);
         let keys: Vec<_> = out.keys().copied().collect();
         assert_eq!(
             keys,
