@@ -23,6 +23,7 @@ pub mod migrate;
 pub mod overview;
 pub mod partitions;
 pub mod probes;
+pub mod recent;
 pub mod rollups;
 pub mod scatter;
 pub mod services;

@@ -50,6 +50,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_alert_peak",
         include_str!("../../migrations/0011_alert_peak.sql"),
     ),
+    (
+        "0012_recent_aggregates",
+        include_str!("../../migrations/0012_recent_aggregates.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

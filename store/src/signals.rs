@@ -99,6 +99,47 @@ impl Store {
         Ok(groups.into_values().collect())
     }
 
+    /// Like [`Store::aggregate_groups`], one group per minute as well: `(minute, group)`.
+    pub async fn minute_groups(
+        &self,
+        filter: &GroupFilter,
+        group_by: &[String],
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<(i64, Group)>, StoreError> {
+        let rows = self
+            .aggregate_rows(
+                &filter.service,
+                filter.class,
+                &filter.peer,
+                &filter.operation,
+                from_s,
+                to_s,
+            )
+            .await?;
+        let mut groups: BTreeMap<(i64, Labels), Group> = BTreeMap::new();
+        for r in &rows {
+            let mut labels = Labels::new();
+            for (i, name) in ["service", "class", "peer", "operation"].iter().enumerate() {
+                if group_by.iter().any(|g| g == name) {
+                    labels.insert((*name).to_owned(), r.get::<_, String>(i + 1));
+                }
+            }
+            let g = groups
+                .entry((r.get::<_, i64>(0), labels.clone()))
+                .or_insert_with(|| Group {
+                    labels,
+                    ..Default::default()
+                });
+            let count = r.get::<_, i64>(6) as u64;
+            g.count += count;
+            g.errors += r.get::<_, i64>(7) as u64;
+            *g.by_status.entry(r.get::<_, String>(5)).or_default() += count;
+            g.histogram.merge(&histogram_of(r, 9)?);
+        }
+        Ok(groups.into_iter().map(|((m, _), g)| (m, g)).collect())
+    }
+
     /// Every agent with its last batch time and the spans it dropped since `since_s`.
     pub async fn agent_states(&self, since_s: f64) -> Result<Vec<AgentState>, StoreError> {
         let client = self.client().await?;

@@ -14,8 +14,8 @@ pub use stormwatch_model::duration::{parse_duration, Dur};
 fn yes() -> bool {
     true
 }
-fn every_2s() -> Dur {
-    Dur::secs(2)
+fn every_1s() -> Dur {
+    Dur::secs(1)
 }
 fn lease_15s() -> Dur {
     Dur::secs(15)
@@ -27,7 +27,7 @@ fn lease_15s() -> Dur {
 pub struct AlertsConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default = "every_2s")]
+    #[serde(default = "every_1s")]
     pub evaluate_every: Dur,
     /// How long the alert leader's lease lasts without renewal (renewed every round): a
     /// leader that stalls, or whose host vanishes, is replaced this long after its last round
@@ -53,7 +53,7 @@ impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
             enabled: true,
-            evaluate_every: every_2s(),
+            evaluate_every: every_1s(),
             leader_lease: lease_15s(),
             dashboard_url: None,
             default_rules: true,
@@ -136,6 +136,11 @@ pub enum RuleKind {
 pub enum Baseline {
     PreviousHour,
     SameTimeYesterday,
+    /// What is usual for the instance: the median of its per-minute values over the previous
+    /// hour, or over the same half hour yesterday when that is higher. A median ignores an
+    /// incident that took less than half the minutes, so a slowdown does not become its own
+    /// baseline within the hour.
+    Usual,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -205,6 +210,14 @@ pub struct RuleConfig {
     /// latency with a baseline: fire above `factor` × baseline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub factor: Option<f64>,
+    /// latency: never fire below this many milliseconds, whatever the baseline (default: the
+    /// class's floor, [`latency_floor_ms`], when the rule has a baseline). A quiet peer whose
+    /// p95 goes from 0.3 to 3 ms is not an incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor_ms: Option<f64>,
+    /// latency / error_rate: only these classes (`class` picks one; this picks several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<DependencyClass>>,
     /// latency / error_rate: ignore groups with fewer spans in the window (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_count: Option<u64>,
@@ -280,6 +293,8 @@ impl RuleConfig {
             quantile: None,
             baseline: None,
             factor: None,
+            floor_ms: None,
+            classes: None,
             min_count: None,
             statuses: None,
             replay_paused: None,
@@ -296,7 +311,7 @@ impl RuleConfig {
         }
         let default: &[&str] = match self.kind {
             RuleKind::Latency => &["service", "class", "peer"],
-            RuleKind::ErrorRate => &["service"],
+            RuleKind::ErrorRate => &["service", "operation"],
             RuleKind::ReplicationLag | RuleKind::DbConnect => &["database"],
             RuleKind::FullScan => &["service", "operation", "peer"],
             RuleKind::AgentSilent | RuleKind::SpansDropped => &["agent"],
@@ -306,34 +321,79 @@ impl RuleConfig {
     }
 }
 
-/// The rules that ship enabled.
+/// The latency below which a dependency of `class` is never called slow by a baseline rule:
+/// above what a busy CPU alone adds to a healthy call (an upload flood on a 2-core machine
+/// that was also compiling pushed a healthy Redis's p95 from 18 to 95 ms in the stranger
+/// test), well below what makes users wait.
+pub fn latency_floor_ms(class: DependencyClass) -> f64 {
+    match class {
+        DependencyClass::Redis => 100.0,
+        DependencyClass::Db => 250.0,
+        _ => 500.0,
+    }
+}
+
+/// How far back the default rules over traffic look: what arrived in the last 20 s (spans
+/// arrive up to ~8 s after they end with the SDKs' default 5 s export delay), so an incident
+/// shows within seconds and its end within about half a minute.
+const DEFAULT_WINDOW_S: u64 = 20;
+/// How long the default rules wait, condition gone, before resolving.
+const DEFAULT_RESOLVE_AFTER_S: u64 = 15;
+
+/// The rules that ship enabled: written for apps nobody here wrote, with no threshold to set.
 pub fn default_rules() -> Vec<RuleConfig> {
-    let mut redis = RuleConfig::new("redis-p95", RuleKind::Latency);
-    redis.class = Some(DependencyClass::Redis);
-    redis.quantile = Some(0.95);
-    redis.threshold = Some(20.0);
-    redis.group_by = Some(vec!["service".into(), "peer".into()]);
-    redis.severity = "critical".into();
+    let quick = |r: &mut RuleConfig| {
+        r.window = Dur::secs(DEFAULT_WINDOW_S);
+        r.resolve_after = Dur::secs(DEFAULT_RESOLVE_AFTER_S);
+    };
+    // Every dependency peer against what is usual for it (slow Redis, a slow partner, a
+    // database gone slow), named by peer.
+    let mut latency = RuleConfig::new("dependency-latency", RuleKind::Latency);
+    latency.classes = Some(vec![
+        DependencyClass::Db,
+        DependencyClass::Redis,
+        DependencyClass::HttpClient,
+        DependencyClass::Messaging,
+    ]);
+    latency.group_by = Some(vec!["class".into(), "peer".into()]);
+    latency.quantile = Some(0.95);
+    latency.baseline = Some(Baseline::Usual);
+    latency.factor = Some(5.0);
+    latency.min_count = Some(20);
+    latency.severity = "critical".into();
+    quick(&mut latency);
 
-    let mut lag = RuleConfig::new("replica-lag", RuleKind::ReplicationLag);
-    lag.threshold = Some(5.0);
-    lag.severity = "critical".into();
-
-    let mut connect = RuleConfig::new("db-connect-failures", RuleKind::DbConnect);
-    connect.threshold = Some(1.0);
-    connect.window = Dur::secs(30);
-    connect.severity = "critical".into();
-
+    // 5xx per endpoint, so a full list limiter and an upload flood read differently.
     let mut http5xx = RuleConfig::new("http-5xx-rate", RuleKind::ErrorRate);
     http5xx.class = Some(DependencyClass::HttpServer);
     http5xx.statuses = Some(vec!["5xx".into()]);
     http5xx.threshold = Some(0.05);
     http5xx.min_count = Some(20);
+    http5xx.group_by = Some(vec!["service".into(), "operation".into()]);
+    quick(&mut http5xx);
+
+    let mut lag = RuleConfig::new("replica-lag", RuleKind::ReplicationLag);
+    lag.threshold = Some(5.0);
+    lag.severity = "critical".into();
+    lag.resolve_after = Dur::secs(DEFAULT_RESOLVE_AFTER_S);
+
+    let mut connect = RuleConfig::new("db-connect-failures", RuleKind::DbConnect);
+    connect.threshold = Some(1.0);
+    connect.window = Dur::secs(15);
+    connect.resolve_after = Dur::secs(DEFAULT_RESOLVE_AFTER_S);
+    connect.severity = "critical".into();
+
+    let mut scans = RuleConfig::new("full-scan", RuleKind::FullScan);
+    scans.threshold = Some(10.0);
+    scans.resolve_after = Dur::secs(DEFAULT_RESOLVE_AFTER_S);
 
     let mut silent = RuleConfig::new("agent-silent", RuleKind::AgentSilent);
     silent.threshold = Some(60.0);
 
-    vec![redis, lag, connect, http5xx, silent]
+    let mut drops = RuleConfig::new("agent-drops", RuleKind::SpansDropped);
+    drops.threshold = Some(1.0);
+
+    vec![latency, http5xx, lag, connect, scans, silent, drops]
 }
 
 /// A channel with its secrets resolved.

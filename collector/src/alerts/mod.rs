@@ -44,6 +44,8 @@ pub struct AlertsRuntime {
     /// counted from here at the earliest, since nothing could be heard while it was down.
     started_s: f64,
     enabled: bool,
+    /// Latency baselines, computed once a minute per rule (the evaluation holds it).
+    baselines: tokio::sync::Mutex<rules::BaselineCache>,
     pub http: reqwest::Client,
     limiter: notify::RateLimiter,
 }
@@ -59,6 +61,7 @@ impl AlertsRuntime {
             held: AtomicBool::new(false),
             started_s: stormwatch_model::now_ns() as f64 / 1e9,
             enabled,
+            baselines: tokio::sync::Mutex::new(rules::BaselineCache::default()),
             http: reqwest::Client::builder()
                 .user_agent("stormwatch-collector")
                 .build()
@@ -189,16 +192,24 @@ pub async fn evaluate_once(
     let states = store.alert_states().await?;
     let silences = store.active_silences(now).await?;
     let mut transitions: Vec<Transition> = Vec::new();
+    let mut baselines = rt.baselines.lock().await;
+    // Once a minute, the leader drops recent aggregates no rule can read any more.
+    if baselines.take_minute_chore(now) {
+        if let Err(error) = store.prune_recent(now).await {
+            tracing::warn!(%error, "pruning recent aggregates failed");
+        }
+    }
     for rule in &cfg.rules {
-        let observations = match rules::evaluate(store, rule, now, rt.started_s).await {
-            Ok(o) => o,
-            // A rule that cannot be evaluated keeps its state: never resolve on missing data
-            // caused by our own error.
-            Err(error) => {
-                tracing::warn!(rule = %rule.name, %error, "alert rule evaluation failed");
-                continue;
-            }
-        };
+        let observations =
+            match rules::evaluate(store, &mut baselines, rule, now, rt.started_s).await {
+                Ok(o) => o,
+                // A rule that cannot be evaluated keeps its state: never resolve on missing data
+                // caused by our own error.
+                Err(error) => {
+                    tracing::warn!(rule = %rule.name, %error, "alert rule evaluation failed");
+                    continue;
+                }
+            };
         let existing: Vec<AlertState> = states
             .iter()
             .filter(|s| s.rule == rule.name)

@@ -3,10 +3,163 @@
 
 use std::collections::BTreeMap;
 
-use stormwatch_store::signals::{GroupFilter, Labels};
+use stormwatch_store::signals::{Group, GroupFilter, Labels};
 use stormwatch_store::{Store, StoreError};
 
-use super::config::{Baseline, HostMetric, RuleConfig, RuleKind};
+use super::config::{latency_floor_ms, Baseline, HostMetric, RuleConfig, RuleKind};
+
+/// Windows up to this long are read from what arrived in them (`sw_recent_aggregates`, kept
+/// 15 minutes); longer ones from the per-minute aggregates.
+const RECENT_WINDOW_MAX_S: f64 = 600.0;
+/// A minute counts towards a baseline when it holds at least this many spans.
+const BASELINE_MIN_COUNT: u64 = 10;
+/// Yesterday's baseline looks at this many minutes either side of the same time.
+const YESTERDAY_HALF_WIDTH_S: i64 = 15 * 60;
+
+/// The traffic of `window` seconds before `now_s`: what arrived in it when the window is short
+/// (an incident shows as soon as its spans arrive, and its end as soon as they stop), else the
+/// per-minute aggregates from the minute holding its start.
+async fn traffic_groups(
+    store: &Store,
+    filter: &GroupFilter,
+    group_by: &[String],
+    now_s: f64,
+    window: f64,
+) -> Result<Vec<Group>, StoreError> {
+    if window <= RECENT_WINDOW_MAX_S {
+        store.recent_groups(filter, group_by, now_s - window).await
+    } else {
+        let from = window_start(now_s, window);
+        store
+            .aggregate_groups(filter, group_by, from, now_s as i64 + 60)
+            .await
+    }
+}
+
+/// The agent's catch-all row for keys past its per-minute cap: not one peer or endpoint.
+fn is_overflow(labels: &Labels) -> bool {
+    labels.values().any(|v| v == "(overflow)")
+}
+
+/// Baselines by rule, computed once a minute (they only read whole minutes).
+#[derive(Debug, Default)]
+pub struct BaselineCache {
+    by_rule: BTreeMap<String, (i64, BTreeMap<Labels, f64>)>,
+    /// The baseline of each instance whose condition holds, kept as it was when the condition
+    /// began: an incident must not become its own baseline (a 3-minute slowdown is most of a
+    /// young install's history).
+    held: BTreeMap<(String, Labels), f64>,
+    chore_minute: i64,
+}
+
+impl BaselineCache {
+    /// True once per minute of `now_s`: time for the once-a-minute chores.
+    pub fn take_minute_chore(&mut self, now_s: f64) -> bool {
+        let minute = (now_s / 60.0).floor() as i64;
+        let due = minute != self.chore_minute;
+        self.chore_minute = minute;
+        due
+    }
+}
+
+/// The median of `values` (sorted in place); `None` when empty.
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+/// The quantile `q` (ms) of every instance in each whole minute of `[from_s, to_s)`, reduced
+/// to its median over those minutes (minutes with fewer than [`BASELINE_MIN_COUNT`] spans left
+/// out).
+async fn minute_medians(
+    store: &Store,
+    filter: &GroupFilter,
+    group_by: &[String],
+    q: f64,
+    from_s: i64,
+    to_s: i64,
+) -> Result<BTreeMap<Labels, f64>, StoreError> {
+    let mut per_minute: BTreeMap<Labels, Vec<f64>> = BTreeMap::new();
+    for (_, g) in store.minute_groups(filter, group_by, from_s, to_s).await? {
+        if g.count < BASELINE_MIN_COUNT {
+            continue;
+        }
+        if let Some(v) = g.histogram.quantile(q) {
+            per_minute.entry(g.labels).or_default().push(v / 1e6);
+        }
+    }
+    Ok(per_minute
+        .into_iter()
+        .filter_map(|(l, mut v)| Some((l, median(&mut v)?)))
+        .collect())
+}
+
+/// Each instance's baseline for `rule` (ms), from `cache` when this minute's is there.
+#[allow(clippy::too_many_arguments)]
+async fn baselines(
+    store: &Store,
+    cache: &mut BaselineCache,
+    rule: &RuleConfig,
+    filter: &GroupFilter,
+    group_by: &[String],
+    baseline: Baseline,
+    q: f64,
+    now_s: f64,
+) -> Result<BTreeMap<Labels, f64>, StoreError> {
+    let minute = (now_s / 60.0).floor() as i64 * 60;
+    if let Some((m, b)) = cache.by_rule.get(&rule.name) {
+        if *m == minute {
+            return Ok(b.clone());
+        }
+    }
+    let b = match baseline {
+        // The hour before the current minute, and the same half hour yesterday.
+        Baseline::Usual => {
+            let hour = minute_medians(store, filter, group_by, q, minute - 3_600, minute).await?;
+            let yesterday = minute_medians(
+                store,
+                filter,
+                group_by,
+                q,
+                minute - 86_400 - YESTERDAY_HALF_WIDTH_S,
+                minute - 86_400 + YESTERDAY_HALF_WIDTH_S,
+            )
+            .await?;
+            let mut b = hour;
+            for (l, v) in yesterday {
+                let e = b.entry(l).or_insert(v);
+                *e = e.max(v);
+            }
+            b
+        }
+        // The same window, an hour or a day earlier, as one histogram.
+        Baseline::PreviousHour | Baseline::SameTimeYesterday => {
+            let shift = if baseline == Baseline::PreviousHour {
+                3_600
+            } else {
+                86_400
+            };
+            let from = window_start(now_s, rule.window.as_secs_f64().max(1.0));
+            store
+                .aggregate_groups(filter, group_by, from - shift, now_s as i64 + 60 - shift)
+                .await?
+                .into_iter()
+                .filter(|g| g.count >= rule.min_count.unwrap_or(10))
+                .filter_map(|g| Some((g.labels.clone(), g.histogram.quantile(q)? / 1e6)))
+                .collect()
+        }
+    };
+    cache.by_rule.insert(rule.name.clone(), (minute, b.clone()));
+    Ok(b)
+}
 
 /// One instance of a rule as measured now.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +227,7 @@ fn window_start(now_s: f64, window_s: f64) -> i64 {
 /// to a collector that was down, and it replays what it spooled).
 pub async fn evaluate(
     store: &Store,
+    cache: &mut BaselineCache,
     rule: &RuleConfig,
     now_s: f64,
     listening_since_s: f64,
@@ -96,27 +250,21 @@ pub async fn evaluate(
                 peer: rule.peer.clone(),
                 operation: rule.operation.clone(),
             };
-            let from = window_start(now_s, window);
-            let to = now_s as i64 + 60;
-            let groups = store.aggregate_groups(&filter, &group_by, from, to).await?;
+            let groups = traffic_groups(store, &filter, &group_by, now_s, window).await?;
+            let wanted_class = |g: &Group| match (&rule.classes, g.labels.get("class")) {
+                (Some(classes), Some(c)) => classes.iter().any(|k| k.as_str() == c),
+                _ => true,
+            };
+            let groups: Vec<Group> = groups
+                .into_iter()
+                .filter(|g| wanted_class(g) && !is_overflow(&g.labels))
+                .collect();
             let min_count = rule.min_count.unwrap_or(10);
             if rule.kind == RuleKind::Latency {
                 let q = rule.quantile.unwrap_or(0.95);
-                let baselines: BTreeMap<Labels, f64> = match (rule.baseline, rule.factor) {
+                let baselines = match (rule.baseline, rule.factor) {
                     (Some(b), Some(_)) => {
-                        let shift = match b {
-                            Baseline::PreviousHour => 3_600,
-                            Baseline::SameTimeYesterday => 86_400,
-                        };
-                        store
-                            .aggregate_groups(&filter, &group_by, from - shift, to - shift)
-                            .await?
-                            .into_iter()
-                            .filter(|g| g.count >= min_count)
-                            .filter_map(|g| {
-                                Some((g.labels.clone(), g.histogram.quantile(q)? / 1e6))
-                            })
-                            .collect()
+                        baselines(store, cache, rule, &filter, &group_by, b, q, now_s).await?
                     }
                     _ => BTreeMap::new(),
                 };
@@ -125,19 +273,45 @@ pub async fn evaluate(
                         continue;
                     };
                     let mut threshold = rule.threshold;
-                    if let (Some(base), Some(factor)) = (baselines.get(&g.labels), rule.factor) {
+                    let held_key = (rule.name.clone(), g.labels.clone());
+                    let base = cache
+                        .held
+                        .get(&held_key)
+                        .or_else(|| baselines.get(&g.labels))
+                        .copied();
+                    if let (Some(base), Some(factor)) = (base, rule.factor) {
                         let t = base * factor;
                         threshold = Some(threshold.map_or(t, |fixed| fixed.max(t)));
                     }
+                    let floor = rule.floor_ms.or_else(|| {
+                        rule.baseline?;
+                        let class = g.labels.get("class").and_then(|c| c.parse().ok());
+                        Some(class.map_or(500.0, latency_floor_ms))
+                    });
+                    if let Some(floor) = floor {
+                        threshold = Some(threshold.map_or(floor, |t| t.max(floor)));
+                    }
                     let Some(threshold) = threshold else { continue };
                     let label = format!("p{}", (q * 100.0).round());
+                    let usual = base
+                        .map(|b| format!(", usually {}", fmt_ms(b)))
+                        .unwrap_or_default();
+                    match base {
+                        Some(b) if value > threshold => {
+                            cache.held.insert(held_key, b);
+                        }
+                        _ => {
+                            cache.held.remove(&held_key);
+                        }
+                    }
                     out.push(Observation {
                         summary: format!(
-                            "{label} of {} is {} (threshold {}, {} spans)",
+                            "{label} of {} is {} (threshold {}{usual}; {} calls in {})",
                             describe(&g.labels),
                             fmt_ms(value),
                             fmt_ms(threshold),
-                            g.count
+                            g.count,
+                            fmt_window(window)
                         ),
                         labels: keep(&g.labels),
                         value: Some(value),
@@ -160,12 +334,24 @@ pub async fn evaluate(
                         None => (g.errors, "error rate".to_owned()),
                     };
                     let rate = bad as f64 / g.count as f64;
+                    let statuses: Vec<String> = g
+                        .by_status
+                        .iter()
+                        .filter(|(s, n)| **n > 0 && s.len() == 3 && s.starts_with('5'))
+                        .map(|(s, n)| format!("{s} ×{n}"))
+                        .collect();
+                    let statuses = if statuses.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", statuses.join(", "))
+                    };
                     out.push(Observation {
                         summary: format!(
-                            "{what} of {} is {:.1} % ({bad} of {}; threshold {:.1} %)",
+                            "{what} of {} is {:.1} % ({bad} of {} in {}{statuses}; threshold {:.1} %)",
                             describe(&g.labels),
                             rate * 100.0,
                             g.count,
+                            fmt_window(window),
                             threshold * 100.0
                         ),
                         labels: keep(&g.labels),

@@ -1,0 +1,187 @@
+//! `sw_recent_aggregates`: aggregates by when they arrived, in [`BUCKET_S`]-second buckets,
+//! kept for [`KEEP_S`] seconds — what alert rules read to judge the last seconds of traffic
+//! (migration 0012 says why per-minute rows cannot).
+
+use std::collections::BTreeMap;
+
+use stormwatch_model::enums::WireEnum;
+use stormwatch_model::{Aggregate, DependencyClass, Histogram};
+
+use crate::histogram_codec::{histogram_literals, histogram_of};
+use crate::signals::{Group, GroupFilter, Labels};
+use crate::{saturating_i64, Store, StoreError};
+
+/// Width of an arrival bucket.
+pub const BUCKET_S: i64 = 5;
+/// How long rows are kept (rules look back at most a few minutes).
+pub const KEEP_S: i64 = 900;
+/// Aggregates of a minute older than this, against the arrival time, are history (a spool
+/// replayed after an outage), not "now": they are not written here.
+pub const MAX_AGE_S: i64 = 120;
+
+type Key<'a> = (&'a str, &'static str, &'a str, &'a str, &'a str);
+
+/// Writes the aggregates of one batch, arrived at `now_ns`, inside the batch's transaction.
+/// Rows are merged per key first and upserted in key order, so concurrent batches cannot
+/// deadlock on them.
+pub(crate) async fn record(
+    tx: &tokio_postgres::Transaction<'_>,
+    aggregates: &[Aggregate],
+    now_ns: i64,
+) -> Result<u64, StoreError> {
+    let now_s = now_ns.div_euclid(1_000_000_000);
+    let bucket = now_s - now_s.rem_euclid(BUCKET_S);
+    let mut merged: BTreeMap<Key, (u64, u64, Histogram)> = BTreeMap::new();
+    for a in aggregates
+        .iter()
+        .filter(|a| a.minute + 60 + MAX_AGE_S >= now_s)
+    {
+        let key = (
+            a.service.as_str(),
+            DependencyClass::from_number(a.class)
+                .unwrap_or(DependencyClass::Internal)
+                .as_str(),
+            a.peer.as_str(),
+            a.operation.as_str(),
+            a.status_class.as_str(),
+        );
+        let m = merged.entry(key).or_default();
+        m.0 = m.0.saturating_add(a.count);
+        m.1 = m.1.saturating_add(a.errors);
+        if let Some(h) = &a.histogram {
+            m.2.merge(h);
+        }
+    }
+    if merged.is_empty() {
+        return Ok(0);
+    }
+    let n = merged.len();
+    let (mut services, mut classes, mut peers, mut ops, mut statuses) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut counts, mut errors, mut zeros, mut keys, mut hist_counts) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for ((service, class, peer, op, status), (count, errs, h)) in &merged {
+        services.push(*service);
+        classes.push(*class);
+        peers.push(*peer);
+        ops.push(*op);
+        statuses.push(*status);
+        counts.push(saturating_i64(*count));
+        errors.push(saturating_i64(*errs));
+        zeros.push(saturating_i64(h.zero_count));
+        let (k, c) = histogram_literals(h);
+        keys.push(k);
+        hist_counts.push(c);
+    }
+    Ok(tx
+        .execute(
+            "INSERT INTO sw_recent_aggregates AS a
+                 (arrived, service, class, peer, operation, status_class, count, errors,
+                  hist_zero, hist_keys, hist_counts)
+             SELECT to_timestamp($1), s, c, p, o, sc, n, e, z, hk::integer[], hc::bigint[]
+               FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                           $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[])
+                    AS t(s, c, p, o, sc, n, e, z, hk, hc)
+             ON CONFLICT (arrived, service, class, peer, operation, status_class) DO UPDATE SET
+                 count = a.count + excluded.count,
+                 errors = a.errors + excluded.errors,
+                 hist_zero = a.hist_zero + excluded.hist_zero,
+                 hist_keys = sw_hist_merge_keys(a.hist_keys, excluded.hist_keys),
+                 hist_counts = sw_hist_merge_counts(a.hist_keys, a.hist_counts,
+                                                    excluded.hist_keys, excluded.hist_counts)",
+            &[
+                &(bucket as f64),
+                &services,
+                &classes,
+                &peers,
+                &ops,
+                &statuses,
+                &counts,
+                &errors,
+                &zeros,
+                &keys,
+                &hist_counts,
+            ],
+        )
+        .await?)
+}
+
+impl Store {
+    /// What arrived since `since_s` (Unix seconds; whole buckets from the one holding it),
+    /// grouped by the label names in `group_by` (`service`, `class`, `peer`, `operation`).
+    pub async fn recent_groups(
+        &self,
+        filter: &GroupFilter,
+        group_by: &[String],
+        since_s: f64,
+    ) -> Result<Vec<Group>, StoreError> {
+        let client = self.client().await?;
+        let class = filter.class.map(|c| c.as_str());
+        let since = since_s.floor() as i64;
+        let from = since - since.rem_euclid(BUCKET_S);
+        let stmt = client
+            .prepare_cached(
+                "SELECT service, class, peer, operation, status_class, count, errors,
+                        hist_zero, hist_keys, hist_counts
+                   FROM sw_recent_aggregates
+                  WHERE arrived >= to_timestamp($1)
+                    AND ($2::text IS NULL OR service = $2)
+                    AND ($3::text IS NULL OR class = $3)
+                    AND ($4::text IS NULL OR peer = $4)
+                    AND ($5::text IS NULL OR operation = $5)",
+            )
+            .await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &(from as f64),
+                    &filter.service,
+                    &class,
+                    &filter.peer,
+                    &filter.operation,
+                ],
+            )
+            .await?;
+        let mut groups: BTreeMap<Labels, Group> = BTreeMap::new();
+        for r in &rows {
+            let mut labels = Labels::new();
+            for (i, name) in ["service", "class", "peer", "operation"].iter().enumerate() {
+                if group_by.iter().any(|g| g == name) {
+                    labels.insert((*name).to_owned(), r.get::<_, String>(i));
+                }
+            }
+            let g = groups.entry(labels.clone()).or_insert_with(|| Group {
+                labels,
+                ..Default::default()
+            });
+            let count = r.get::<_, i64>(5).max(0) as u64;
+            g.count += count;
+            g.errors += r.get::<_, i64>(6).max(0) as u64;
+            *g.by_status.entry(r.get::<_, String>(4)).or_default() += count;
+            g.histogram.merge(&histogram_of(r, 7)?);
+        }
+        Ok(groups.into_values().collect())
+    }
+
+    /// Deletes what is older than [`KEEP_S`]. Returns the rows deleted.
+    pub async fn prune_recent(&self, now_s: f64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "DELETE FROM sw_recent_aggregates WHERE arrived < to_timestamp($1)",
+                &[&(now_s - KEEP_S as f64)],
+            )
+            .await?)
+    }
+}
