@@ -301,7 +301,7 @@ pub struct Received {
     pub flags: u8,
     /// The lag of the replica the span read from, when probed ([`crate::probes::join`]).
     pub replica_lag_ms: Option<i64>,
-    /// [`crate::probes::join::is_full_scan_suspect`] of `statement`, when it was already
+    /// [`crate::normalize::is_full_scan_suspect`] of `statement`, when it was already
     /// known (remembered with the statement's normalization); `None`: not computed yet.
     pub statement_missing_where: Option<bool>,
     /// NUL characters replaced by U+FFFD in this span's text ([`Received::replace_nuls`]);

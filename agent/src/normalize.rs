@@ -288,7 +288,7 @@ pub struct NormalizedSql {
     pub statement: String,
     /// [`sql_operation`] of `statement`.
     pub operation: Option<String>,
-    /// [`crate::probes::join::is_full_scan_suspect`] of `statement`.
+    /// [`is_full_scan_suspect`] of `statement`.
     pub missing_where: bool,
 }
 
@@ -363,7 +363,7 @@ pub fn sql_cached(raw: &str) -> std::rc::Rc<NormalizedSql> {
     let statement = sql(raw);
     let n = std::rc::Rc::new(NormalizedSql {
         operation: sql_operation(&statement),
-        missing_where: crate::probes::join::is_full_scan_suspect(&statement, true),
+        missing_where: is_full_scan_suspect(&statement, true),
         statement,
     });
     if n.statement.len() <= SQL_CACHE_MAX_BYTES {
@@ -587,6 +587,40 @@ pub fn sql_operation(normalized: &str) -> Option<String> {
         Some(t) => format!("{verb} {t}"),
         None => verb.to_owned(),
     })
+}
+
+/// A SELECT (with FROM), UPDATE or DELETE without WHERE and without LIMIT / FETCH / TOP.
+pub fn is_full_scan_suspect(statement: &str, missing_where: bool) -> bool {
+    if !missing_where {
+        return false;
+    }
+    // Bytes, not chars: every byte of a multi-byte character is a separator either way.
+    let mut words = statement
+        .as_bytes()
+        .split(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+        .filter(|w| !w.is_empty());
+    let Some(verb) = words.next() else {
+        return false;
+    };
+    let select = verb.eq_ignore_ascii_case(b"SELECT");
+    if !(select || verb.eq_ignore_ascii_case(b"UPDATE") || verb.eq_ignore_ascii_case(b"DELETE")) {
+        return false;
+    }
+    let mut from = false;
+    for w in words {
+        if w.len() > 5 || w.len() < 3 {
+            continue;
+        }
+        if w.eq_ignore_ascii_case(b"WHERE")
+            || w.eq_ignore_ascii_case(b"LIMIT")
+            || w.eq_ignore_ascii_case(b"FETCH")
+            || w.eq_ignore_ascii_case(b"TOP")
+        {
+            return false;
+        }
+        from |= w.eq_ignore_ascii_case(b"FROM");
+    }
+    !select || from
 }
 
 /// A Redis command with its first key turned into a pattern; values never appear.
@@ -1235,10 +1269,7 @@ mod tests {
             let n = sql_cached(s);
             assert_eq!(n.statement, sql(s), "{s:?}");
             assert_eq!(n.operation, sql_operation(&n.statement), "{s:?}");
-            assert_eq!(
-                n.missing_where,
-                crate::probes::join::is_full_scan_suspect(&n.statement, true)
-            );
+            assert_eq!(n.missing_where, is_full_scan_suspect(&n.statement, true));
         }
         SQL_CACHE.with(|c| assert!(c.borrow().len() <= SQL_CACHE_ENTRIES));
     }
