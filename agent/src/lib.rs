@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod aggregates;
 pub mod app;
+pub mod attributes;
 pub mod classify;
 pub mod config;
 pub mod host;

@@ -7,7 +7,8 @@ use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use stormwatch_model::SpanKind;
 
-use crate::classify::{classify, Attributes, Incoming, Received, Value};
+use crate::attributes::{Attributes, Value};
+use crate::classify::{classify, Incoming, Received};
 use crate::config::Config;
 
 impl Attributes for [KeyValue] {

@@ -18,7 +18,8 @@ use stormwatch_model::SpanKind;
 
 use super::decompress;
 use super::otlp_http::{ReceiverState, RETRY_AFTER_S};
-use crate::classify::{classify, Incoming, Received, Value};
+use crate::attributes::Value;
+use crate::classify::{classify, Incoming, Received};
 use crate::config::Config;
 use crate::metrics::Receiver;
 
