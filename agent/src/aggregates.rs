@@ -10,7 +10,7 @@ use std::hash::BuildHasherDefault;
 
 use stormwatch_model::{Aggregate, AggregateKey};
 
-use crate::classify::Received;
+use crate::received::Received;
 
 use crate::util::PassThrough;
 

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
 pub mod probes;
+pub mod received;
 pub mod receivers;
 pub mod reload;
 pub mod sampler;

@@ -14,11 +14,11 @@ use stormwatch_model::{Batch, HostSample, ProbeSample, Span, WIRE_VERSION};
 use tokio::sync::{mpsc, watch};
 
 use crate::aggregates::{self, Aggregator};
-use crate::classify::Received;
 use crate::config::Config;
 use crate::ingest::Work;
 use crate::metrics::{DropReason, Metrics};
 use crate::probes::join::Join;
+use crate::received::Received;
 use crate::sampler::Sampler;
 use crate::shipper::{encode_body, Sequencer};
 use crate::spool::{PushError, Spool};

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use stormwatch_model::{KeepReason, SpanFlag};
 
-use crate::classify::Received;
+use crate::received::Received;
 use crate::util::PassThrough;
 
 use crate::config::Sampling;

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use stormwatch_model::{DbRole, DependencyClass, FailureClass, ProbeSample, SpanFlag};
 
 use super::config::SpanFlags;
-use crate::classify::Received;
 use crate::config::Config;
 use crate::normalize::is_full_scan_suspect;
+use crate::received::Received;
 
 /// Flags that make the sampler keep a span.
 pub const FORCING_FLAGS: u8 = (1 << SpanFlag::FullScanSuspect as u8)

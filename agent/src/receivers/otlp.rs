@@ -8,8 +8,9 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use stormwatch_model::SpanKind;
 
 use crate::attributes::{Attributes, Value};
-use crate::classify::{classify, Incoming, Received};
+use crate::classify::{classify, Incoming};
 use crate::config::Config;
+use crate::received::Received;
 
 impl Attributes for [KeyValue] {
     fn get(&self, key: &str) -> Option<Value<'_>> {
