@@ -9,7 +9,6 @@
 //! `main.rs` only parses flags and starts [`app::Agent`]; tests drive the same code.
 
 pub mod admin;
-pub mod aggregates;
 pub mod app;
 pub mod attributes;
 pub mod classify;
@@ -23,9 +22,7 @@ pub mod probes;
 pub mod received;
 pub mod receivers;
 pub mod reload;
-pub mod sampler;
-pub mod shipper;
-pub mod spool;
+pub mod ship;
 pub mod util;
 
 pub use app::Agent;
