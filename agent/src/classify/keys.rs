@@ -1,7 +1,7 @@
 //! The attributes the classifier reads, found in one pass ([`index`]), and the keys that are
 //! never copied to a span's attributes.
 
-use super::Reject;
+use super::incoming::Reject;
 use crate::attributes::{Attributes, Value};
 
 /// The attribute keys the classifier reads, old and new conventions.

@@ -19,30 +19,14 @@ use crate::received::{Received, Text};
 use keys::{is_mapped_key, is_private_key, Indexed, K};
 use peer::{peer_of, role_of};
 
+pub use incoming::{Incoming, Reject};
+
+mod incoming;
 mod keys;
 mod peer;
 #[cfg(test)]
 pub(crate) mod tests;
 mod validate;
-
-/// A received span in protocol-neutral form.
-pub struct Incoming<'a> {
-    pub trace_id: &'a [u8],
-    pub span_id: &'a [u8],
-    pub parent_span_id: &'a [u8],
-    pub name: &'a str,
-    pub kind: SpanKind,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    /// The protocol's own error marker (OTLP status ERROR, Zipkin `error` tag).
-    pub error: bool,
-    pub status_message: &'a str,
-    pub service: &'a str,
-    pub instance: &'a str,
-}
-
-/// Why a span was refused.
-pub type Reject = String;
 
 /// Validates and classifies one span. `max_value` is the receiver's attribute size limit.
 ///

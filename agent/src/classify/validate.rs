@@ -2,7 +2,7 @@
 
 use stormwatch_model::limits::{MAX_DURATION_NS, MAX_FUTURE_NS, MIN_TIME_NS};
 
-use super::{Incoming, Reject};
+use super::incoming::{Incoming, Reject};
 
 /// The clock as read at most 1,024 spans ago on this thread: never later than [`now_ns`], so
 /// a start time it lets pass, the real clock would too; the real clock decides the rest.
