@@ -35,7 +35,8 @@ impl Value<'_> {
     }
 }
 
-/// The attributes of one span (span attributes only; resource attributes go in [`Incoming`]).
+/// The attributes of one span (span attributes only; resource attributes go in
+/// [`crate::classify::Incoming`]).
 pub trait Attributes {
     fn get(&self, key: &str) -> Option<Value<'_>>;
     fn each(&self, f: &mut dyn FnMut(&str, Value<'_>));

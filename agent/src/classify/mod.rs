@@ -31,11 +31,11 @@ mod validate;
 /// Validates and classifies one span. `max_value` is the receiver's attribute size limit.
 ///
 /// One entry point; each step is a function that decides one thing: the ids and times
-/// ([`validate::ids_and_times`]), the index of the attributes read ([`keys::index`]), the
-/// dependency class ([`class_of`]), the peer ([`peer::peer_of`]), the status ([`is_error`]),
-/// the operation and statement ([`operation_and_statement`]), the database role
-/// ([`peer::role_of`]) and rows ([`rows_of`]); then the compact span is filled in
-/// ([`push_texts`], [`push_attributes`]).
+/// (`validate::ids_and_times`), the index of the attributes read (`keys::index`), the
+/// dependency class (`class_of`), the peer (`peer::peer_of`), the status (`is_error`),
+/// the operation and statement (`operation_and_statement`), the database role
+/// (`peer::role_of`) and rows (`rows_of`); then the compact span is filled in
+/// (`push_texts`, `push_attributes`).
 pub fn classify<A: Attributes + ?Sized>(
     inc: &Incoming<'_>,
     attrs: &A,
