@@ -23,8 +23,8 @@ use crate::receivers::otlp_grpc::{self, GrpcReceiver};
 use crate::receivers::otlp_http::{self, ReceiverState};
 use crate::receivers::zipkin;
 use crate::reload::{self, Source};
-use crate::shipper::{Sequencer, Shipper};
-use crate::spool::Spool;
+use crate::ship::shipper::{Sequencer, Shipper};
+use crate::ship::spool::Spool;
 use crate::{admin, host, probes};
 
 /// Time the pipeline always gets to write its last batch to the spool on shutdown, even when
@@ -92,7 +92,7 @@ impl Agent {
         let spool = Arc::new(
             Spool::open(
                 &spool_dir,
-                crate::spool::Options::of(&config.shipping),
+                crate::ship::spool::Options::of(&config.shipping),
                 metrics.clone(),
             )
             .with_context(|| {

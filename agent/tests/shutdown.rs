@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use stormwatch_agent::metrics::Metrics;
-use stormwatch_agent::shipper::decode_body;
-use stormwatch_agent::spool::{Options, Spool};
+use stormwatch_agent::ship::body::decode_body;
+use stormwatch_agent::ship::spool::{Options, Spool};
 
 /// Generous: a correct agent stops in about `--shutdown-grace` (2 s here) plus one second; a
 /// broken one never does.

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use stormwatch_model::{DbRole, DependencyClass, FailureClass, ProbeSample, SpanFlag};
 
 use super::config::SpanFlags;
-use crate::classify::Received;
 use crate::config::Config;
+use crate::normalize::is_full_scan_suspect;
+use crate::received::Received;
 
 /// Flags that make the sampler keep a span.
 pub const FORCING_FLAGS: u8 = (1 << SpanFlag::FullScanSuspect as u8)
@@ -209,40 +210,6 @@ pub fn says_connect_failure(message: &str) -> bool {
     ];
     let m = message.to_ascii_lowercase();
     PATTERNS.iter().any(|p| m.contains(p))
-}
-
-/// A SELECT (with FROM), UPDATE or DELETE without WHERE and without LIMIT / FETCH / TOP.
-pub fn is_full_scan_suspect(statement: &str, missing_where: bool) -> bool {
-    if !missing_where {
-        return false;
-    }
-    // Bytes, not chars: every byte of a multi-byte character is a separator either way.
-    let mut words = statement
-        .as_bytes()
-        .split(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
-        .filter(|w| !w.is_empty());
-    let Some(verb) = words.next() else {
-        return false;
-    };
-    let select = verb.eq_ignore_ascii_case(b"SELECT");
-    if !(select || verb.eq_ignore_ascii_case(b"UPDATE") || verb.eq_ignore_ascii_case(b"DELETE")) {
-        return false;
-    }
-    let mut from = false;
-    for w in words {
-        if w.len() > 5 || w.len() < 3 {
-            continue;
-        }
-        if w.eq_ignore_ascii_case(b"WHERE")
-            || w.eq_ignore_ascii_case(b"LIMIT")
-            || w.eq_ignore_ascii_case(b"FETCH")
-            || w.eq_ignore_ascii_case(b"TOP")
-        {
-            return false;
-        }
-        from |= w.eq_ignore_ascii_case(b"FROM");
-    }
-    !select || from
 }
 
 #[cfg(test)]

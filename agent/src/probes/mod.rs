@@ -14,11 +14,13 @@
 pub mod config;
 pub mod join;
 pub mod mysql;
+mod outcome;
 pub mod postgres;
 
-use std::collections::{BTreeMap, HashMap};
+pub use outcome::{Heartbeats, Outcome, ProbeState, ReceiveHistory};
+
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use stormwatch_model::{DbRole, FailureClass, ProbeSample};
 use tokio::sync::{mpsc, watch};
@@ -27,128 +29,6 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::util::now_ns;
 use config::{Database, Engine};
-
-/// What one probe found (everything of a [`ProbeSample`] but its identity and time).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Outcome {
-    pub connect_us: Option<i64>,
-    pub query_us: Option<i64>,
-    pub failure: FailureClass,
-    pub failure_message: String,
-    pub lag_seconds: Option<f64>,
-    pub lag_bytes: Option<i64>,
-    pub replay_paused: bool,
-    pub detail: BTreeMap<String, String>,
-}
-
-impl Outcome {
-    /// A failed probe.
-    pub fn failed(failure: FailureClass, message: impl Into<String>) -> Self {
-        Outcome {
-            failure,
-            failure_message: message.into(),
-            ..Default::default()
-        }
-    }
-}
-
-/// Microseconds since `t`.
-pub(crate) fn micros(t: Instant) -> i64 {
-    i64::try_from(t.elapsed().as_micros()).unwrap_or(i64::MAX)
-}
-
-/// Per-task memory between probes: whether the heartbeat table exists yet, and on a
-/// PostgreSQL replica when each received WAL position was first seen.
-#[derive(Debug, Default)]
-pub struct ProbeState {
-    pub heartbeat_ready: bool,
-    pub received: ReceiveHistory,
-    /// The agent's heartbeat writers, shared by its probe tasks.
-    pub heartbeats: Heartbeats,
-}
-
-/// Whether each heartbeat this agent writes (on a primary it probes) was written by the last
-/// probe, by table. A replica's heartbeat age is its lag only while the writer writes: when
-/// the primary refuses connections the row stops moving, its age grows, and read as lag it
-/// paged "replica N s behind" for a replica that was in sync, pointing on-call at the wrong
-/// database during the primary's outage. While the writer fails, the heartbeat says nothing
-/// and the replica's own status decides.
-#[derive(Debug, Default, Clone)]
-pub struct Heartbeats(Arc<std::sync::Mutex<HashMap<String, bool>>>);
-
-impl Heartbeats {
-    /// Records whether the primary's probe wrote `table`'s heartbeat.
-    pub fn record(&self, table: &str, wrote: bool) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert(table.to_owned(), wrote);
-    }
-
-    /// `Some(false)` while the writer of `table` fails; `None` when this agent does not write
-    /// it (its primary is probed elsewhere, or not at all).
-    pub fn writing(&self, table: &str) -> Option<bool> {
-        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(table).copied()
-    }
-}
-
-/// The lag a replica's heartbeat of `age_s` seconds gives, unless its writer fails (then
-/// `None`, and `detail` says why).
-pub(crate) fn heartbeat_lag_if_written(
-    state: &ProbeState,
-    table: &str,
-    age_s: f64,
-    db: &Database,
-    detail: &mut BTreeMap<String, String>,
-) -> Option<f64> {
-    if state.heartbeats.writing(table) == Some(false) {
-        detail.insert(
-            "heartbeat_writer".into(),
-            "failing: the heartbeat's age is not lag; the replica's own status decides".into(),
-        );
-        return None;
-    }
-    Some(postgres::heartbeat_lag(age_s, db))
-}
-
-/// A replica's receive position as probes saw it: each value with the first and last probe
-/// that saw it, oldest first (at most [`ReceiveHistory::MAX`] values). It bounds the lag from
-/// above: WAL past the replay position, absent at an earlier probe, has waited at most since
-/// that probe.
-#[derive(Debug, Default)]
-pub struct ReceiveHistory {
-    seen: std::collections::VecDeque<Seen>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Seen {
-    last: Instant,
-    received: f64,
-}
-
-impl ReceiveHistory {
-    pub const MAX: usize = 4096;
-
-    /// Records the receive position `at` a probe.
-    pub fn record(&mut self, at: Instant, received: f64) {
-        match self.seen.back_mut() {
-            Some(s) if s.received == received => s.last = at,
-            _ => {
-                if self.seen.len() >= Self::MAX {
-                    self.seen.pop_front();
-                }
-                self.seen.push_back(Seen { last: at, received });
-            }
-        }
-    }
-
-    /// Seconds since the last probe that saw nothing received beyond `replayed`; `None` when
-    /// the remembered probes all did (the history does not reach back far enough).
-    pub fn behind_at_most(&self, replayed: f64, now: Instant) -> Option<f64> {
-        let first_beyond = self.seen.iter().position(|s| s.received > replayed)?;
-        let before = self.seen.get(first_beyond.checked_sub(1)?)?;
-        Some(now.saturating_duration_since(before.last).as_secs_f64())
-    }
-}
 
 /// Probes `db` once.
 pub async fn probe_once(db: &Database, state: &mut ProbeState) -> ProbeSample {
@@ -245,18 +125,10 @@ pub async fn run(
     }
 }
 
-/// Waits at most `timeout` for `f`; `Err(())` when it took longer.
-pub(crate) async fn within<F: std::future::Future>(
-    timeout: Duration,
-    f: F,
-) -> Result<F::Output, ()> {
-    tokio::time::timeout(timeout, f).await.map_err(|_| ())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn receive_history_bounds_the_lag_by_the_last_probe_without_new_wal() {

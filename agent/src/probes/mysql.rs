@@ -15,7 +15,7 @@ use mysql_async::{Conn, OptsBuilder, Value};
 use stormwatch_model::{DbRole, FailureClass};
 
 use super::config::Database;
-use super::{micros, within, Outcome, ProbeState};
+use super::outcome::{micros, within, Outcome, ProbeState};
 
 /// ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR.
 const AUTH_CODES: [u16; 2] = [1045, 1698];
@@ -259,9 +259,13 @@ async fn replica(conn: &mut Conn, db: &Database, state: &ProbeState, out: &mut O
                 let age = us as f64 / 1e6;
                 out.detail
                     .insert("heartbeat_age_s".into(), format!("{age:.3}"));
-                if let Some(lag) =
-                    super::heartbeat_lag_if_written(state, table, age, db, &mut out.detail)
-                {
+                if let Some(lag) = super::postgres::heartbeat_lag_if_written(
+                    state,
+                    table,
+                    age,
+                    db,
+                    &mut out.detail,
+                ) {
                     out.lag_seconds = Some(lag);
                 }
             }

@@ -22,7 +22,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use super::config::Database;
-use super::{micros, within, Outcome, ProbeState};
+use super::outcome::{micros, within, Outcome, ProbeState};
 
 /// The failure class of a connection or query error.
 pub fn classify(e: &tokio_postgres::Error) -> FailureClass {
@@ -250,7 +250,7 @@ async fn replica(
                     out.detail
                         .insert("heartbeat_age_s".into(), format!("{age:.3}"));
                     if let Some(lag) =
-                        super::heartbeat_lag_if_written(state, table, age, db, &mut out.detail)
+                        heartbeat_lag_if_written(state, table, age, db, &mut out.detail)
                     {
                         out.lag_seconds = Some(lag);
                     }
@@ -327,4 +327,22 @@ async fn primary(
             }
         }
     }
+}
+/// The lag a replica's heartbeat of `age_s` seconds gives, unless its writer fails (then
+/// `None`, and `detail` says why).
+pub(crate) fn heartbeat_lag_if_written(
+    state: &ProbeState,
+    table: &str,
+    age_s: f64,
+    db: &Database,
+    detail: &mut std::collections::BTreeMap<String, String>,
+) -> Option<f64> {
+    if state.heartbeats.writing(table) == Some(false) {
+        detail.insert(
+            "heartbeat_writer".into(),
+            "failing: the heartbeat's age is not lag; the replica's own status decides".into(),
+        );
+        return None;
+    }
+    Some(heartbeat_lag(age_s, db))
 }

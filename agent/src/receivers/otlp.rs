@@ -7,8 +7,10 @@ use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use stormwatch_model::SpanKind;
 
-use crate::classify::{classify, Attributes, Incoming, Received, Value};
+use crate::attributes::{Attributes, Value};
+use crate::classify::{classify, Incoming};
 use crate::config::Config;
+use crate::received::Received;
 
 impl Attributes for [KeyValue] {
     fn get(&self, key: &str) -> Option<Value<'_>> {

@@ -13,7 +13,8 @@
 use stormwatch_model::SpanKind;
 
 use super::otlp::{kind_of, Converted};
-use crate::classify::{classify, Incoming, Value};
+use crate::attributes::Value;
+use crate::classify::{classify, Incoming};
 use crate::config::Config;
 
 /// A body that is not a well-formed protobuf message.

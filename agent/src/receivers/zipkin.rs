@@ -18,9 +18,11 @@ use stormwatch_model::SpanKind;
 
 use super::decompress;
 use super::otlp_http::{ReceiverState, RETRY_AFTER_S};
-use crate::classify::{classify, Incoming, Received, Value};
+use crate::attributes::Value;
+use crate::classify::{classify, Incoming};
 use crate::config::Config;
 use crate::metrics::Receiver;
+use crate::received::Received;
 
 // Borrowed from the request body where JSON allows (no escapes): a Zipkin span then costs
 // no allocation until classification.

@@ -11,7 +11,6 @@
 //! A batch keeps its `(instance, sequence)` across retries, so the collector stores it once
 //! however often it is resent.
 
-use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,9 +18,10 @@ use std::time::{Duration, Instant};
 use stormwatch_model::{Batch, Encoding};
 use tokio::sync::watch;
 
+use super::body::{decode_body, encode_body};
+use super::spool::{Corrupt, Counts, Entry, PushError, ReadError, Refusal, Spool};
 use crate::config::{Compression, Config};
 use crate::metrics::{DropReason, Metrics};
-use crate::spool::{Corrupt, Counts, Entry, PushError, ReadError, Refusal, Spool};
 use crate::util::random_u64;
 
 /// The batch identity of this agent process: `instance` plus the next sequence number.
@@ -47,37 +47,6 @@ impl Sequencer {
     pub fn next(&self) -> u64 {
         self.next.fetch_add(1, Relaxed)
     }
-}
-
-/// Encodes and compresses a batch: the exact bytes POSTed and spooled.
-pub fn encode_body(batch: &Batch, c: Compression) -> std::io::Result<Vec<u8>> {
-    let raw = batch.encode(Encoding::Protobuf);
-    match c {
-        Compression::None => Ok(raw),
-        Compression::Zstd => zstd::bulk::compress(&raw, 1),
-        Compression::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(&raw)?;
-            e.finish()
-        }
-    }
-}
-
-/// The inverse of [`encode_body`], refusing to inflate beyond `limit` bytes.
-pub fn decode_body(body: &[u8], c: Compression, limit: usize) -> std::io::Result<Batch> {
-    let raw = match c {
-        Compression::None => body.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(body, limit)?,
-        Compression::Gzip => {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(body)
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)?;
-            out
-        }
-    };
-    Batch::decode(&raw, Encoding::Protobuf)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
 fn content_encoding(c: Compression) -> Option<&'static str> {
