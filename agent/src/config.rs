@@ -78,6 +78,10 @@ pub struct Config {
     pub databases: Vec<crate::probes::config::Database>,
     /// When database spans are flagged (full-scan suspects).
     pub span_flags: crate::probes::config::SpanFlags,
+    /// Names for peers (`[peer_names]`): `"host:port"` (or `"host"`, any port) = a name shown
+    /// as `name (system, address)` everywhere the peer appears. Databases are named by their
+    /// `[[database]]` entry and HTTP callees by the service seen answering there already.
+    pub peer_names: BTreeMap<String, String>,
 }
 
 /// Where each receiver listens. An empty string disables that receiver.
@@ -546,6 +550,15 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     }
     if c.limits.queue_spans == 0 {
         return err("limits.queue_spans", "must be positive".into());
+    }
+    for (address, name) in &c.peer_names {
+        let key = format!("peer_names.\"{address}\"");
+        if address.trim().is_empty() {
+            return err("peer_names", "an address may not be empty".into());
+        }
+        if name.trim().is_empty() || name.len() > stormwatch_model::limits::MAX_LABEL_BYTES / 2 {
+            return err(&key, "a name must be 1 to 128 bytes".into());
+        }
     }
     crate::probes::config::validate(&c.databases, &c.span_flags)?;
     Ok(())

@@ -18,6 +18,7 @@ pub mod host;
 pub mod ingest;
 pub mod metrics;
 pub mod normalize;
+pub mod peer_names;
 pub mod pipeline;
 pub mod probes;
 pub mod received;

@@ -180,6 +180,36 @@ impl Received {
         self.text(Text::StatusMessage)
     }
 
+    /// Replaces the peer (cut to its limit), moving the fields and attributes after it.
+    pub(crate) fn set_peer(&mut self, peer: &str) {
+        let i = Text::Peer as usize;
+        let start = self.ends[i - 1] as usize;
+        let end = self.ends[i] as usize;
+        let mut cut = String::new();
+        push_cut(&mut cut, peer, TEXT_LIMITS[i]);
+        self.text.replace_range(start..end, &cut);
+        let delta = cut.len() as i64 - (end - start) as i64;
+        let shift = |e: &mut u32| *e = (*e as i64 + delta) as u32;
+        self.ends[i..].iter_mut().for_each(shift);
+        for (k, v) in self.attr_ends.iter_mut() {
+            shift(k);
+            shift(v);
+        }
+    }
+
+    /// The value of the first attribute named `key`, as text.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        let mut start = self.ends[TEXT_FIELDS - 1] as usize;
+        for &(k, v) in &self.attr_ends {
+            let (k, v) = (k as usize, v as usize);
+            if &self.text[start..k] == key {
+                return Some(&self.text[k..v]);
+            }
+            start = v;
+        }
+        None
+    }
+
     /// True when the span failed.
     pub fn is_error(&self) -> bool {
         self.status == SpanStatus::Error as i32

@@ -329,7 +329,11 @@ async fn postgres_replica_lag_paused_resumed_idle_and_joined_to_spans() {
     send_db_span(&agent, 2, "other-db", "SELECT * FROM t", None).await;
     common::eventually(5, "flagged spans shipped", || collector.spans().len() >= 2).await;
     let spans = collector.spans();
-    let lagged = spans.iter().find(|s| s.peer == "replica-db:5432").unwrap();
+    // Named by its [[database]] entry, the address kept beside the name.
+    let lagged = spans
+        .iter()
+        .find(|s| s.peer == "pg-replica (postgresql, replica-db:5432)")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
     assert!(lagged.replica_lag_ms.unwrap() > 1000, "{lagged:?}");
     assert!(has_flag(lagged, SpanFlag::ReplicaLag), "{lagged:?}");
     assert_eq!(lagged.kept, KeepReason::Forced as i32);

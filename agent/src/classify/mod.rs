@@ -131,7 +131,7 @@ pub fn classify<A: Attributes + ?Sized>(
         &statement,
         status_message,
     );
-    push_attributes(&mut r, attrs);
+    push_attributes(&mut r, attrs, class == DependencyClass::HttpServer);
     SCRATCH.with(|p| *p.borrow_mut() = scratch);
     r.replaced_nuls = r.replace_nuls();
     Ok(r)
@@ -303,12 +303,15 @@ fn push_texts(
 }
 
 /// The attributes shipped with the span: not the private ones nor those a span field already
-/// holds, URLs without their query strings, at most [`MAX_ATTRIBUTES`] (the last one then
+/// holds (a server's `server.address`/`server.port` are kept), URLs without their query strings, at most [`MAX_ATTRIBUTES`] (the last one then
 /// says how many were dropped).
-fn push_attributes<A: Attributes + ?Sized>(r: &mut Received, attrs: &A) {
+fn push_attributes<A: Attributes + ?Sized>(r: &mut Received, attrs: &A, server: bool) {
     let mut dropped = 0usize;
     attrs.each(&mut |k, v| {
-        if is_private_key(k) || is_mapped_key(k) {
+        // A server's own address is no span field (its peer is empty): kept, it names the
+        // service answering there (`peer_names`).
+        let own_address = server && matches!(k, "server.address" | "server.port");
+        if is_private_key(k) || (is_mapped_key(k) && !own_address) {
             return;
         }
         if r.attribute_count() >= MAX_ATTRIBUTES - 1 {

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::ingest::Work;
 use crate::metrics::{DropReason, Metrics};
+use crate::peer_names::PeerNames;
 use crate::probes::join::Join;
 use crate::received::Received;
 use crate::ship::body::encode_body;
@@ -55,6 +56,8 @@ struct State {
     hosts: Vec<HostSample>,
     probes: Vec<ProbeSample>,
     join: Join,
+    /// Names for peers (`peer_names`).
+    names: PeerNames,
     last_flush: Instant,
     /// When the waiting traces next need an expiry pass (None: nothing waits).
     next_expiry: Option<Instant>,
@@ -99,6 +102,7 @@ impl Pipeline {
         let mut st = State {
             sampler: Sampler::new(cfg.sampling.clone(), self.metrics.clone()),
             join: Join::new(&cfg),
+            names: PeerNames::new(&cfg),
             probes: Vec::new(),
             cfg,
             agg: Aggregator::default(),
@@ -147,6 +151,7 @@ impl Pipeline {
                         let cfg = self.config.borrow_and_update().clone();
                         st.sampler.reconfigure(cfg.sampling.clone());
                         st.join.reconfigure(&cfg);
+                        st.names.reconfigure(&cfg);
                         self.spool.reconfigure(crate::ship::spool::Options::of(&cfg.shipping));
                         st.cfg = cfg;
                     }
@@ -188,7 +193,10 @@ impl Pipeline {
         let now = Instant::now();
         for mut span in work.spans {
             // Marked first: a failed database connection counts under its own status class.
+            // The join matches by address, so peers are named after it.
+            st.names.observe(&span);
             st.join.mark(&mut span, now);
+            st.names.rename(&mut span);
             st.agg.add(&span);
             st.sampler.offer(span, now, &mut st.kept);
             if st.kept.len() >= st.cfg.shipping.max_batch_spans
