@@ -127,9 +127,13 @@ impl Demo {
             shared.clone(),
             counters.clone(),
         ));
-        let scenario = opts
-            .incidents
-            .then(|| tokio::spawn(scenario::run(stack.targets(), shared.clone(), opts.days)));
+        let scenario = opts.incidents.then(|| {
+            tokio::spawn(scenario::run(
+                scenario::Targets::of(&stack),
+                shared.clone(),
+                opts.days,
+            ))
+        });
         Ok(Demo {
             stack,
             shared,

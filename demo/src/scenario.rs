@@ -280,6 +280,18 @@ pub struct Targets {
     pub partner_url: Option<String>,
 }
 
+impl Targets {
+    /// The running stack's servers.
+    pub fn of(stack: &crate::stack::Stack) -> Targets {
+        Targets {
+            redis_port: stack.opts.redis_port,
+            primary_admin: stack.dbs.primary.connection_string("postgres"),
+            replica_admin: stack.dbs.replica.connection_string("postgres"),
+            partner_url: stack.partner_url.clone(),
+        }
+    }
+}
+
 /// The connections and tasks that keep an incident going.
 #[derive(Default)]
 struct Injected {

@@ -413,11 +413,8 @@ pub async fn require_login(
                 .path_and_query()
                 .map(|p| p.as_str())
                 .unwrap_or("/");
-            Redirect::to(&format!(
-                "/login?next={}",
-                crate::handlers::urlencode(target)
-            ))
-            .into_response()
+            Redirect::to(&format!("/login?next={}", crate::input::urlencode(target)))
+                .into_response()
         }
         None => (StatusCode::UNAUTHORIZED, "sign in first").into_response(),
     }

@@ -1,4 +1,5 @@
-//! Refuses URLs that carry a NUL character (`%00`) before any handler sees them.
+//! URL text: requests whose URL carries a NUL character (`%00`) are refused before any handler
+//! sees them, and values going into URLs are percent-encoded ([`urlencode`]).
 //!
 //! PostgreSQL's `text` cannot hold NUL: a filter such as `?service=a%00b` reached the database
 //! and failed there, which answered 503 ("storage unavailable") to what is the client's
@@ -58,6 +59,20 @@ struct ApiError {
     error: String,
     reason: &'static str,
     field: String,
+}
+
+/// Percent-encodes a query-string value.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b':' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

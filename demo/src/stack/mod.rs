@@ -306,16 +306,6 @@ impl Stack {
         self.slack_task.abort();
     }
 
-    /// What the scenario injects faults into.
-    pub fn targets(&self) -> crate::scenario::Targets {
-        crate::scenario::Targets {
-            redis_port: self.opts.redis_port,
-            primary_admin: self.dbs.primary.connection_string("postgres"),
-            replica_admin: self.dbs.replica.connection_string("postgres"),
-            partner_url: self.partner_url.clone(),
-        }
-    }
-
     /// An app process that exited on its own, if any.
     pub async fn exited_app(&self) -> Option<String> {
         for c in self.board.iter().chain(self.partner.iter()) {

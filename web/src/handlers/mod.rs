@@ -136,19 +136,7 @@ impl PageQuery {
     }
 }
 
-/// Percent-encodes a query-string value.
-pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b':' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+pub use crate::input::urlencode;
 
 /// A link of the time-range picker.
 pub struct PresetLink {
