@@ -2,13 +2,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-/// Nanoseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use stormwatch_model::now_ns;
 
 /// A random number from the OS-seeded hasher keys std already has: enough for ids and jitter,
 /// without a dependency on a random-number crate.

@@ -175,10 +175,5 @@ pub(crate) fn saturating_i64(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
 
-/// Nanoseconds since the Unix epoch, now.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+/// Nanoseconds since the Unix epoch, now (the model's clock, re-exported for the store's users).
+pub use stormwatch_model::now_ns;

@@ -24,12 +24,7 @@ fn recent_now_ns() -> i64 {
     })
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+use crate::util::now_ns;
 
 fn check_id(name: &str, id: &[u8], len: usize) -> Result<(), Reject> {
     if id.len() != len {

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use stormwatch_model::DbRole;
 
 /// The database engine of a `[[database]]` entry.
@@ -38,51 +38,12 @@ impl Engine {
     }
 }
 
-/// A duration written as seconds (`1`, `0.5`) or with a unit (`"250ms"`, `"2s"`, `"1m"`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Seconds(pub Duration);
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Float(f64),
-            Text(String),
-        }
-        let bad = |v: &dyn fmt::Display| {
-            serde::de::Error::custom(format!(
-                "`{v}` is not a duration: write seconds (1, 0.5) or \"250ms\", \"2s\", \"1m\""
-            ))
-        };
-        match Raw::deserialize(d)? {
-            Raw::Int(s) => Ok(Seconds(Duration::from_secs(s))),
-            Raw::Float(f) if (0.0..1e9).contains(&f) => Ok(Seconds(Duration::from_secs_f64(f))),
-            Raw::Float(f) => Err(bad(&f)),
-            Raw::Text(t) => parse_duration(&t).map(Seconds).ok_or_else(|| bad(&t)),
-        }
-    }
-}
-
-fn parse_duration(t: &str) -> Option<Duration> {
-    let t = t.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic())?);
-    let n: f64 = num.trim().parse().ok()?;
-    if !(0.0..1e9).contains(&n) {
-        return None;
-    }
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" | "min" => n * 60.0,
-        _ => return None,
-    };
-    Some(Duration::from_secs_f64(secs))
-}
+/// A duration in the grammar of every Stormwatch config file: seconds (`1`, `0.5`) or with
+/// units (`"250ms"`, `"2s"`, `"1m"`, `"1min"`, `"1h30m"`).
+pub use stormwatch_model::Dur as Seconds;
 
 fn one_second() -> Seconds {
-    Seconds(Duration::from_secs(1))
+    stormwatch_model::Dur(Duration::from_secs(1))
 }
 
 /// One database the agent probes (`[[database]]`).
@@ -371,12 +332,24 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("1 h"), None);
-        assert_eq!(parse_duration("x"), None);
+    fn durations_use_the_grammar_of_every_config() {
+        // `1h` used to fail here while collector.toml took it, and `1min` the other way.
+        #[derive(serde::Deserialize)]
+        struct D {
+            a: Seconds,
+            b: Seconds,
+            c: Seconds,
+            d: Seconds,
+        }
+        let d: D = toml::from_str("a = \"250ms\"\nb = \"1min\"\nc = \"1h\"\nd = 0.5\n").unwrap();
+        assert_eq!(d.a.0, Duration::from_millis(250));
+        assert_eq!(d.b.0, Duration::from_secs(60));
+        assert_eq!(d.c.0, Duration::from_secs(3_600));
+        assert_eq!(d.d.0, Duration::from_millis(500));
+        let bad = toml::from_str::<D>("a = \"x\"\nb = 1\nc = 1\nd = 1\n")
+            .err()
+            .unwrap();
+        assert!(bad.to_string().contains("`x`"), "{bad}");
     }
 
     #[test]

@@ -215,7 +215,7 @@ pub fn says_connect_failure(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::config::{Database, Engine, Seconds};
+    use crate::probes::config::{Database, Engine};
     use stormwatch_model::{Span, SpanStatus};
 
     fn cfg() -> Config {
@@ -226,9 +226,9 @@ mod tests {
             url: format!("postgres://u@{peer}/x"),
             password_env: None,
             peers: vec![],
-            interval: Seconds(Duration::from_secs(1)),
-            lag_threshold: Seconds(Duration::from_secs(1)),
-            timeout: Seconds(Duration::from_secs(1)),
+            interval: stormwatch_model::Dur(Duration::from_secs(1)),
+            lag_threshold: stormwatch_model::Dur(Duration::from_secs(1)),
+            timeout: stormwatch_model::Dur(Duration::from_secs(1)),
             heartbeat: None,
         };
         Config {
