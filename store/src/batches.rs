@@ -252,7 +252,7 @@ impl Store {
         outcome.samples += store_host_samples(&tx, batch).await?;
         outcome.samples += store_probe_samples(&tx, batch).await?;
         store_agent_stats(&tx, batch).await?;
-        store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns))).await?;
+        store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns)), now_ns).await?;
         crate::recent::record(&tx, &batch.aggregates, now_ns).await?;
         rollups::store_rollups(&tx, &rows).await?;
         tx.commit().await?;
@@ -470,7 +470,7 @@ async fn store_agent_stats(tx: &Transaction<'_>, batch: &Batch) -> Result<(), St
 
 /// Flags counted per minute for alert rules (see migrations/0002_alerts.sql). Slow and error
 /// are left out: the aggregates already count them exactly.
-const COUNTED_FLAGS: [SpanFlag; 3] = [
+pub(crate) const COUNTED_FLAGS: [SpanFlag; 3] = [
     SpanFlag::FullScanSuspect,
     SpanFlag::ReplicaLag,
     SpanFlag::ConnectFailure,
@@ -503,9 +503,14 @@ struct FlagColumns<'a> {
 async fn store_flag_counts<'a>(
     tx: &tokio_postgres::Transaction<'_>,
     spans: impl Iterator<Item = &'a Span>,
+    now_ns: i64,
 ) -> Result<(), StoreError> {
     let mut counts: BTreeMap<FlagKey<'_>, i64> = BTreeMap::new();
+    let mut recent: Vec<&Span> = Vec::new();
     for s in spans {
+        if crate::recent::is_recent(s.end_ns(), now_ns) {
+            recent.push(s);
+        }
         for flag in COUNTED_FLAGS {
             if s.flags.contains(&(flag as i32)) {
                 let key = FlagKey {
@@ -522,6 +527,7 @@ async fn store_flag_counts<'a>(
     if counts.is_empty() {
         return Ok(());
     }
+    crate::recent::record_flags(tx, &recent, now_ns).await?;
     let mut cols = FlagColumns::default();
     for (key, n) in &counts {
         cols.minutes.push(key.minute as f64);

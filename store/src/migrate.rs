@@ -54,6 +54,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0012_recent_aggregates",
         include_str!("../../migrations/0012_recent_aggregates.sql"),
     ),
+    (
+        "0013_recent_flag_counts",
+        include_str!("../../migrations/0013_recent_flag_counts.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use stormwatch_model::enums::WireEnum;
-use stormwatch_model::{Aggregate, DependencyClass, Histogram};
+use stormwatch_model::{Aggregate, DependencyClass, Histogram, Span};
 
 use crate::histogram_codec::{histogram_literals, histogram_of};
-use crate::signals::{Group, GroupFilter, Labels};
+use crate::signals::{FlagCount, Group, GroupFilter, Labels};
 use crate::{saturating_i64, Store, StoreError};
 
 /// Width of an arrival bucket.
@@ -18,6 +18,66 @@ pub const KEEP_S: i64 = 900;
 /// Aggregates of a minute older than this, against the arrival time, are history (a spool
 /// replayed after an outage), not "now": they are not written here.
 pub const MAX_AGE_S: i64 = 120;
+
+/// True when something that ended at `end_ns` and arrived at `now_ns` is "now" rather than
+/// history (see [`MAX_AGE_S`]).
+pub(crate) fn is_recent(end_ns: i64, now_ns: i64) -> bool {
+    end_ns.div_euclid(1_000_000_000) + MAX_AGE_S >= now_ns.div_euclid(1_000_000_000)
+}
+
+fn bucket_of(now_ns: i64) -> i64 {
+    let now_s = now_ns.div_euclid(1_000_000_000);
+    now_s - now_s.rem_euclid(BUCKET_S)
+}
+
+/// Adds the counted flags of `spans` (already filtered by [`is_recent`]) to
+/// `sw_recent_flag_counts`, in the arrival bucket of `now_ns`, in key order.
+pub(crate) async fn record_flags(
+    tx: &tokio_postgres::Transaction<'_>,
+    spans: &[&Span],
+    now_ns: i64,
+) -> Result<(), StoreError> {
+    let mut counts: BTreeMap<(&str, &str, &str, &str), i64> = BTreeMap::new();
+    for s in spans {
+        for flag in crate::batches::COUNTED_FLAGS {
+            if s.flags.contains(&(flag as i32)) {
+                *counts
+                    .entry((&s.service, &s.operation, &s.peer, flag.as_str()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let (mut services, mut ops, mut peers, mut flags, mut ns) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for ((service, op, peer, flag), n) in &counts {
+        services.push(*service);
+        ops.push(*op);
+        peers.push(*peer);
+        flags.push(*flag);
+        ns.push(*n);
+    }
+    tx.execute(
+        "INSERT INTO sw_recent_flag_counts AS f (arrived, service, operation, peer, flag, count)
+         SELECT to_timestamp($1), s, o, p, fl, n
+           FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
+                AS t(s, o, p, fl, n)
+         ON CONFLICT (arrived, service, operation, peer, flag)
+         DO UPDATE SET count = f.count + excluded.count",
+        &[
+            &(bucket_of(now_ns) as f64),
+            &services,
+            &ops,
+            &peers,
+            &flags,
+            &ns,
+        ],
+    )
+    .await?;
+    Ok(())
+}
 
 type Key<'a> = (&'a str, &'static str, &'a str, &'a str, &'a str);
 
@@ -29,12 +89,12 @@ pub(crate) async fn record(
     aggregates: &[Aggregate],
     now_ns: i64,
 ) -> Result<u64, StoreError> {
-    let now_s = now_ns.div_euclid(1_000_000_000);
-    let bucket = now_s - now_s.rem_euclid(BUCKET_S);
+    let bucket = bucket_of(now_ns);
     let mut merged: BTreeMap<Key, (u64, u64, Histogram)> = BTreeMap::new();
+    // A minute's aggregates count spans that ended up to its last second.
     for a in aggregates
         .iter()
-        .filter(|a| a.minute + 60 + MAX_AGE_S >= now_s)
+        .filter(|a| is_recent((a.minute + 60) * 1_000_000_000, now_ns))
     {
         let key = (
             a.service.as_str(),
@@ -174,14 +234,46 @@ impl Store {
         Ok(groups.into_values().collect())
     }
 
+    /// Flagged spans that arrived since `since_s`, per (service, operation, peer).
+    pub async fn recent_flag_counts(
+        &self,
+        flag: &str,
+        since_s: f64,
+    ) -> Result<Vec<FlagCount>, StoreError> {
+        let client = self.client().await?;
+        let since = since_s.floor() as i64;
+        let rows = client
+            .query(
+                "SELECT service, operation, peer, sum(count)::int8 FROM sw_recent_flag_counts
+                  WHERE flag = $1 AND arrived >= to_timestamp($2)
+                  GROUP BY service, operation, peer ORDER BY service, operation, peer",
+                &[&flag, &((since - since.rem_euclid(BUCKET_S)) as f64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| FlagCount {
+                service: r.get(0),
+                operation: r.get(1),
+                peer: r.get(2),
+                count: r.get(3),
+            })
+            .collect())
+    }
+
     /// Deletes what is older than [`KEEP_S`]. Returns the rows deleted.
     pub async fn prune_recent(&self, now_s: f64) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        Ok(client
-            .execute(
-                "DELETE FROM sw_recent_aggregates WHERE arrived < to_timestamp($1)",
-                &[&(now_s - KEEP_S as f64)],
-            )
-            .await?)
+        let before = now_s - KEEP_S as f64;
+        let mut n = 0;
+        for table in ["sw_recent_aggregates", "sw_recent_flag_counts"] {
+            n += client
+                .execute(
+                    &format!("DELETE FROM {table} WHERE arrived < to_timestamp($1)"),
+                    &[&before],
+                )
+                .await?;
+        }
+        Ok(n)
     }
 }

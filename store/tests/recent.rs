@@ -1,6 +1,6 @@
 //! `sw_recent_aggregates`: what arrived in the last seconds, for alert rules.
 
-use stormwatch_model::DependencyClass;
+use stormwatch_model::{DependencyClass, SpanFlag};
 use stormwatch_store::signals::GroupFilter;
 use stormwatch_store::{Store, StoreOptions};
 use stormwatch_testkit::{fresh_database, sample};
@@ -85,6 +85,42 @@ async fn recent_aggregates_count_what_arrived_once_and_leave_history_out() {
     assert!(pruned >= 2, "pruned {pruned}");
     assert!(store
         .recent_groups(&redis, &by(&["class"]), 0.0)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn recent_flag_counts_see_what_arrived_not_what_ended_long_ago() {
+    let store = store().await;
+    let now = stormwatch_store::now_ns();
+    let flagged = |agent: &str, at: i64| {
+        let mut b = sample::batch(agent, 1, 8, at);
+        for s in b.spans.iter_mut().take(3) {
+            s.flags.push(SpanFlag::FullScanSuspect as i32);
+        }
+        b
+    };
+    store.store_batch(&flagged("a", now), now).await.unwrap();
+    // Flagged spans that ended ten minutes before they arrived (a replayed spool).
+    store
+        .store_batch(&flagged("b", now - 600 * NS), now)
+        .await
+        .unwrap();
+    let counts = store
+        .recent_flag_counts("full_scan_suspect", (now / NS - 20) as f64)
+        .await
+        .unwrap();
+    assert_eq!(counts.iter().map(|c| c.count).sum::<i64>(), 3, "{counts:?}");
+    // The per-minute counts have both.
+    let minutes = store
+        .flag_counts("full_scan_suspect", now / NS - 3_600)
+        .await
+        .unwrap();
+    assert_eq!(minutes.iter().map(|c| c.count).sum::<i64>(), 6);
+    store.prune_recent((now / NS + 960) as f64).await.unwrap();
+    assert!(store
+        .recent_flag_counts("full_scan_suspect", 0.0)
         .await
         .unwrap()
         .is_empty());

@@ -371,6 +371,9 @@ pub fn default_rules() -> Vec<RuleConfig> {
     http5xx.min_count = Some(20);
     http5xx.group_by = Some(vec!["service".into(), "operation".into()]);
     quick(&mut http5xx);
+    // Half the latency rule's window: a limiter's first 503s are a few percent of 20 s of
+    // traffic (16 s to fire on the stranger's shop), the same 503s are twice that of 10 s.
+    http5xx.window = Dur::secs(DEFAULT_WINDOW_S / 2);
 
     let mut lag = RuleConfig::new("replica-lag", RuleKind::ReplicationLag);
     lag.threshold = Some(5.0);
@@ -384,8 +387,8 @@ pub fn default_rules() -> Vec<RuleConfig> {
     connect.severity = "critical".into();
 
     let mut scans = RuleConfig::new("full-scan", RuleKind::FullScan);
-    scans.threshold = Some(10.0);
-    scans.resolve_after = Dur::secs(DEFAULT_RESOLVE_AFTER_S);
+    scans.threshold = Some(5.0);
+    quick(&mut scans);
 
     let mut silent = RuleConfig::new("agent-silent", RuleKind::AgentSilent);
     silent.threshold = Some(60.0);

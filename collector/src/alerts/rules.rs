@@ -440,10 +440,16 @@ pub async fn evaluate(
         }
         RuleKind::FullScan => {
             let threshold = rule.threshold.unwrap_or(1.0);
-            for f in store
-                .flag_counts("full_scan_suspect", window_start(now_s, window))
-                .await?
-            {
+            let counts = if window <= RECENT_WINDOW_MAX_S {
+                store
+                    .recent_flag_counts("full_scan_suspect", now_s - window)
+                    .await?
+            } else {
+                store
+                    .flag_counts("full_scan_suspect", window_start(now_s, window))
+                    .await?
+            };
+            for f in counts {
                 if rule.service.as_ref().is_some_and(|s| s != &f.service) {
                     continue;
                 }
