@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use stormwatch_model::enums::WireEnum;
 use stormwatch_model::{Aggregate, DependencyClass, Histogram, Span};
 
-use crate::histogram_codec::{histogram_literals, histogram_of};
-use crate::signals::{FlagCount, Group, GroupFilter, Labels};
+use crate::histogram_codec::histogram_literals;
+use crate::signals::{row_labels, FlagCount, Group, GroupFilter, Labels};
 use crate::{saturating_i64, Store, StoreError};
 
 /// Width of an arrival bucket.
@@ -215,21 +215,11 @@ impl Store {
             .await?;
         let mut groups: BTreeMap<Labels, Group> = BTreeMap::new();
         for r in &rows {
-            let mut labels = Labels::new();
-            for (i, name) in ["service", "class", "peer", "operation"].iter().enumerate() {
-                if group_by.iter().any(|g| g == name) {
-                    labels.insert((*name).to_owned(), r.get::<_, String>(i));
-                }
-            }
-            let g = groups.entry(labels.clone()).or_insert_with(|| Group {
-                labels,
-                ..Default::default()
-            });
-            let count = r.get::<_, i64>(5).max(0) as u64;
-            g.count += count;
-            g.errors += r.get::<_, i64>(6).max(0) as u64;
-            *g.by_status.entry(r.get::<_, String>(4)).or_default() += count;
-            g.histogram.merge(&histogram_of(r, 7)?);
+            let labels = row_labels(r, group_by, 0);
+            groups
+                .entry(labels.clone())
+                .or_insert_with(|| Group::new(labels))
+                .add_row(r, 4, 7)?;
         }
         Ok(groups.into_values().collect())
     }
@@ -250,15 +240,7 @@ impl Store {
                 &[&flag, &((since - since.rem_euclid(BUCKET_S)) as f64)],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| FlagCount {
-                service: r.get(0),
-                operation: r.get(1),
-                peer: r.get(2),
-                count: r.get(3),
-            })
-            .collect())
+        Ok(rows.iter().map(FlagCount::from_row).collect())
     }
 
     /// Deletes what is older than [`KEEP_S`]. Returns the rows deleted.

@@ -68,33 +68,14 @@ impl Store {
         from_s: i64,
         to_s: i64,
     ) -> Result<Vec<Group>, StoreError> {
-        let rows = self
-            .aggregate_rows(
-                &filter.service,
-                filter.class,
-                &filter.peer,
-                &filter.operation,
-                from_s,
-                to_s,
-            )
-            .await?;
         let mut groups: BTreeMap<Labels, Group> = BTreeMap::new();
-        for r in &rows {
-            let mut labels = Labels::new();
-            for (i, name) in ["service", "class", "peer", "operation"].iter().enumerate() {
-                if group_by.iter().any(|g| g == name) {
-                    labels.insert((*name).to_owned(), r.get::<_, String>(i + 1));
+        for (_, m) in self.minute_groups(filter, group_by, from_s, to_s).await? {
+            match groups.get_mut(&m.labels) {
+                Some(g) => g.add(&m),
+                None => {
+                    groups.insert(m.labels.clone(), m);
                 }
             }
-            let g = groups.entry(labels.clone()).or_insert_with(|| Group {
-                labels,
-                ..Default::default()
-            });
-            let count = r.get::<_, i64>(6) as u64;
-            g.count += count;
-            g.errors += r.get::<_, i64>(7) as u64;
-            *g.by_status.entry(r.get::<_, String>(5)).or_default() += count;
-            g.histogram.merge(&histogram_of(r, 9)?);
         }
         Ok(groups.into_values().collect())
     }
@@ -119,23 +100,11 @@ impl Store {
             .await?;
         let mut groups: BTreeMap<(i64, Labels), Group> = BTreeMap::new();
         for r in &rows {
-            let mut labels = Labels::new();
-            for (i, name) in ["service", "class", "peer", "operation"].iter().enumerate() {
-                if group_by.iter().any(|g| g == name) {
-                    labels.insert((*name).to_owned(), r.get::<_, String>(i + 1));
-                }
-            }
-            let g = groups
+            let labels = row_labels(r, group_by, 1);
+            groups
                 .entry((r.get::<_, i64>(0), labels.clone()))
-                .or_insert_with(|| Group {
-                    labels,
-                    ..Default::default()
-                });
-            let count = r.get::<_, i64>(6) as u64;
-            g.count += count;
-            g.errors += r.get::<_, i64>(7) as u64;
-            *g.by_status.entry(r.get::<_, String>(5)).or_default() += count;
-            g.histogram.merge(&histogram_of(r, 9)?);
+                .or_insert_with(|| Group::new(labels))
+                .add_row(r, 5, 9)?;
         }
         Ok(groups.into_iter().map(|((m, _), g)| (m, g)).collect())
     }
@@ -200,14 +169,65 @@ impl Store {
                 &[&flag, &(from_s as f64)],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| FlagCount {
-                service: r.get(0),
-                operation: r.get(1),
-                peer: r.get(2),
-                count: r.get(3),
-            })
-            .collect())
+        Ok(rows.iter().map(FlagCount::from_row).collect())
+    }
+}
+
+/// The labels named in `group_by` of a row whose service, class, peer and operation are the
+/// columns from `at`.
+pub(crate) fn row_labels(r: &tokio_postgres::Row, group_by: &[String], at: usize) -> Labels {
+    let mut labels = Labels::new();
+    for (i, name) in ["service", "class", "peer", "operation"].iter().enumerate() {
+        if group_by.iter().any(|g| g == name) {
+            labels.insert((*name).to_owned(), r.get::<_, String>(at + i));
+        }
+    }
+    labels
+}
+
+impl Group {
+    pub(crate) fn new(labels: Labels) -> Group {
+        Group {
+            labels,
+            ..Default::default()
+        }
+    }
+
+    /// Adds another group's counts and histogram.
+    fn add(&mut self, other: &Group) {
+        self.count += other.count;
+        self.errors += other.errors;
+        for (status, n) in &other.by_status {
+            *self.by_status.entry(status.clone()).or_default() += n;
+        }
+        self.histogram.merge(&other.histogram);
+    }
+
+    /// Adds a row holding status class, count and errors in the columns from `at`, and the
+    /// histogram in the columns from `hist` (see `histogram_of`).
+    pub(crate) fn add_row(
+        &mut self,
+        r: &tokio_postgres::Row,
+        at: usize,
+        hist: usize,
+    ) -> Result<(), StoreError> {
+        let count = r.get::<_, i64>(at + 1).max(0) as u64;
+        self.count += count;
+        self.errors += r.get::<_, i64>(at + 2).max(0) as u64;
+        *self.by_status.entry(r.get::<_, String>(at)).or_default() += count;
+        self.histogram.merge(&histogram_of(r, hist)?);
+        Ok(())
+    }
+}
+
+impl FlagCount {
+    /// A row of (service, operation, peer, count).
+    pub(crate) fn from_row(r: &tokio_postgres::Row) -> FlagCount {
+        FlagCount {
+            service: r.get(0),
+            operation: r.get(1),
+            peer: r.get(2),
+            count: r.get(3),
+        }
     }
 }

@@ -48,7 +48,8 @@ pub struct BaselineCache {
     /// The baseline of each instance whose condition holds, kept as it was when the condition
     /// began: an incident must not become its own baseline (a 3-minute slowdown is most of a
     /// young install's history).
-    held: BTreeMap<(String, Labels), f64>,
+    /// `None` held means "there was no baseline": the floor alone stays the threshold.
+    held: BTreeMap<(String, Labels), Option<f64>>,
     chore_minute: i64,
 }
 
@@ -274,11 +275,10 @@ pub async fn evaluate(
                     };
                     let mut threshold = rule.threshold;
                     let held_key = (rule.name.clone(), g.labels.clone());
-                    let base = cache
-                        .held
-                        .get(&held_key)
-                        .or_else(|| baselines.get(&g.labels))
-                        .copied();
+                    let base = match cache.held.get(&held_key) {
+                        Some(held) => *held,
+                        None => baselines.get(&g.labels).copied(),
+                    };
                     if let (Some(base), Some(factor)) = (base, rule.factor) {
                         let t = base * factor;
                         threshold = Some(threshold.map_or(t, |fixed| fixed.max(t)));
@@ -296,13 +296,10 @@ pub async fn evaluate(
                     let usual = base
                         .map(|b| format!(", usually {}", fmt_ms(b)))
                         .unwrap_or_default();
-                    match base {
-                        Some(b) if value > threshold => {
-                            cache.held.insert(held_key, b);
-                        }
-                        _ => {
-                            cache.held.remove(&held_key);
-                        }
+                    if rule.baseline.is_some() && value > threshold {
+                        cache.held.insert(held_key, base);
+                    } else {
+                        cache.held.remove(&held_key);
                     }
                     out.push(Observation {
                         summary: format!(
