@@ -54,6 +54,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0012_recent_aggregates",
         include_str!("../../migrations/0012_recent_aggregates.sql"),
     ),
+    (
+        "0014_incidents",
+        include_str!("../../migrations/0014_incidents.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").
