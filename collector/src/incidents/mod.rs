@@ -160,13 +160,19 @@ pub fn plan(active: &[Active], open: &[Incident], rel: &Relations, now: f64) -> 
     let by_key: BTreeMap<(String, String), &Active> = active.iter().map(|a| (a.key(), a)).collect();
     // Members per open incident, as they will be after this round: (labels, started, active).
     let mut members: Vec<(i64, Vec<Member>)> = Vec::new();
-    let mut placed: BTreeSet<(String, String)> = BTreeSet::new();
+    // Active alerts in an open incident that still counts them active: theirs.
+    let mut placed: BTreeSet<(String, String)> = open
+        .iter()
+        .flat_map(|i| i.alerts.iter().filter(|a| a.resolved.is_none()))
+        .map(|a| (a.rule.clone(), a.labels_key.clone()))
+        .filter(|k| by_key.contains_key(k))
+        .collect();
     for i in open {
         let mut m = Vec::new();
         for a in &i.alerts {
             let key = (a.rule.clone(), a.labels_key.clone());
             let now_active = by_key.contains_key(&key);
-            match (a.resolved, now_active) {
+            let is_in = match (a.resolved, now_active) {
                 (None, false) => {
                     p.changes.push(IncidentChange::AlertResolved {
                         incident: i.id,
@@ -175,9 +181,11 @@ pub fn plan(active: &[Active], open: &[Incident], rel: &Relations, now: f64) -> 
                         at: Some(now),
                     });
                     p.touched.insert(i.id);
+                    false
                 }
+                (None, true) => true,
+                // Fires again while its incident is open (and no other holds it): back in.
                 (Some(_), true) if !placed.contains(&key) => {
-                    // Fires again while its incident is open: back in.
                     p.changes.push(IncidentChange::AlertResolved {
                         incident: i.id,
                         rule: a.rule.clone(),
@@ -185,13 +193,11 @@ pub fn plan(active: &[Active], open: &[Incident], rel: &Relations, now: f64) -> 
                         at: None,
                     });
                     p.touched.insert(i.id);
+                    placed.insert(key);
+                    true
                 }
-                _ => {}
-            }
-            let is_in = now_active && !placed.contains(&key);
-            if is_in {
-                placed.insert(key);
-            }
+                (Some(_), _) => false,
+            };
             m.push((a.labels.clone(), a.started, is_in));
         }
         members.push((i.id, m));
@@ -607,6 +613,24 @@ mod tests {
             .changes
             .iter()
             .any(|c| matches!(c, IncidentChange::Resolve { incident: 7, .. })));
+        // The Redis alert fires again while the incident is open: back in, not a new one.
+        let mut one_left = both.clone();
+        one_left.alerts[0].resolved = Some(800.0);
+        let p = plan(
+            &[redis.clone(), limiter.clone()],
+            std::slice::from_ref(&one_left),
+            &rel(),
+            850.0,
+        );
+        assert!(p.new.is_empty(), "{p:#?}");
+        assert!(matches!(
+            &p.changes[..],
+            [IncidentChange::AlertResolved {
+                incident: 7,
+                at: None,
+                ..
+            }]
+        ));
         // Calm: nothing.
         let p = plan(&[], &[], &rel(), 900.0);
         assert!(p.changes.is_empty() && p.new.is_empty());
