@@ -461,8 +461,11 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
                     let (Some(s), Some(o)) = (label(f, "service"), label(f, "operation")) else {
                         continue;
                     };
-                    let calls = t.incident.get(s).is_some_and(|st| {
-                        st.dependencies.keys().any(|(_, p)| peer_is_database(p, d))
+                    // Calls that cannot connect may leave no span: the hour before counts.
+                    let calls = [&t.incident, &t.baseline].iter().any(|w| {
+                        w.get(s).is_some_and(|st| {
+                            st.dependencies.keys().any(|(_, p)| peer_is_database(p, d))
+                        })
                     });
                     if calls {
                         if let Some((share, _)) = five_xx(t, s, o) {
@@ -860,6 +863,18 @@ mod tests {
             causes[0].line,
             "Database shop-primary refuses connections: GET /items calling it answer 5xx"
         );
+        // Refused before any span was made: the calls of the hour before tell.
+        let mut refused = t.clone();
+        refused.baseline = refused.incident.clone();
+        refused
+            .incident
+            .get_mut("shop")
+            .unwrap()
+            .dependencies
+            .clear();
+        let again = rank(&alerts, &refused);
+        assert_eq!(again.len(), 1, "{again:#?}");
+        assert_eq!(again[0].line, causes[0].line);
     }
 
     #[test]
