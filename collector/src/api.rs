@@ -406,3 +406,47 @@ pub async fn alerts(
         history,
     }))
 }
+
+#[derive(Serialize)]
+pub struct IncidentsResponse {
+    from: i64,
+    to: i64,
+    /// Incidents open at some time in the window: open ones first, then newest first (times
+    /// in Unix seconds), each with its alerts and ranked causes.
+    incidents: Vec<stormwatch_store::incidents::Incident>,
+}
+
+/// `GET /api/v1/incidents?from=&to=` (default: the last 24 hours, at most 500 incidents).
+pub async fn incidents(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<WindowQuery>,
+) -> Result<Json<IncidentsResponse>, AppError> {
+    let (from, to) = window(&q.from, &q.to, 86_400_000)?;
+    let incidents = app
+        .store
+        .incidents(from as f64 / 1000.0, to as f64 / 1000.0)
+        .await
+        .map_err(AppError::store)?;
+    Ok(Json(IncidentsResponse {
+        from,
+        to,
+        incidents,
+    }))
+}
+
+/// `GET /api/v1/incidents/{id}`: one incident, its alerts and its ranked causes with their
+/// evidence.
+pub async fn incident(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<stormwatch_store::incidents::Incident>, AppError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| AppError::field("bad_query", "id", format!("`{id}` is not an incident id")))?;
+    app.store
+        .incident(id)
+        .await
+        .map_err(AppError::store)?
+        .map(Json)
+        .ok_or_else(|| AppError::not_found(format!("no incident {id}")))
+}

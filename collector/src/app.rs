@@ -30,6 +30,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .route("/api/v1/databases", get(api::databases))
                 .route("/api/v1/rules", get(api::rules))
                 .route("/api/v1/alerts", get(api::alerts))
+                .route("/api/v1/incidents", get(api::incidents))
+                .route("/api/v1/incidents/{id}", get(api::incident))
                 .route(
                     "/api/v1/databases/{name}/samples",
                     get(api::database_samples),

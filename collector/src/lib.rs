@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod incidents;
 pub mod ingest;
 pub mod metrics;
 pub mod reload;

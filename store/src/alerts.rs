@@ -582,7 +582,10 @@ impl LeaderLock {
 /// `SELECT epoch ... FOR SHARE`: fails with [`StoreError::Fenced`] unless `term` is current.
 /// The share lock holds off a competing epoch bump until this transaction ends, so nothing
 /// written under a stale epoch can commit after the bump has.
-async fn check_term(tx: &tokio_postgres::Transaction<'_>, term: &Term) -> Result<(), StoreError> {
+pub(crate) async fn check_term(
+    tx: &tokio_postgres::Transaction<'_>,
+    term: &Term,
+) -> Result<(), StoreError> {
     let current: i64 = tx
         .query_one(
             "SELECT epoch FROM sw_alert_leader WHERE id = 1 FOR SHARE",

@@ -8,7 +8,8 @@
 //! - The read side, one module per thing read (as the web crate has one handler per page):
 //!   [`spans`] (span lists, slow spans, traces), [`scatter`], [`aggregates`], [`services`],
 //!   [`overview`] and [`dependencies`] (summed into [`totals`]), [`probes`], [`hosts`],
-//!   [`agents`], [`signals`] (what alert rules read) and [`alerts`], [`sessions`].
+//!   [`agents`], [`signals`] (what alert rules read) and [`alerts`], [`incidents`] (related
+//!   alerts grouped, their causes and the traffic they are read from), [`sessions`].
 //! - `histogram_codec`: how histograms are stored (arrays, and packed in the rollups).
 
 pub mod agents;
@@ -19,6 +20,7 @@ pub mod dependencies;
 pub mod embedded;
 mod histogram_codec;
 pub mod hosts;
+pub mod incidents;
 pub mod migrate;
 pub mod overview;
 pub mod partitions;

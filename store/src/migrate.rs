@@ -58,6 +58,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0013_recent_flag_counts",
         include_str!("../../migrations/0013_recent_flag_counts.sql"),
     ),
+    (
+        "0014_incidents",
+        include_str!("../../migrations/0014_incidents.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -50,6 +50,8 @@ pub fn router_with(store: Arc<Store>, auth: Arc<Auth>) -> Router {
         .route("/traces/{trace_id}", get(traces::trace))
         .route("/databases", get(databases::databases))
         .route("/hosts", get(hosts::hosts))
+        .route("/incidents", get(incidents::incidents))
+        .route("/incidents/{id}", get(incidents::incident))
         .route("/alerts", get(alerts::alerts))
         .route("/alerts/silences", post(alerts::create_silence))
         .route("/alerts/silences/{id}/end", post(alerts::end_silence))

@@ -181,7 +181,8 @@ pub fn is_silenced(
 }
 
 /// One evaluation round: every rule, then the transitions in one transaction, written only if
-/// `term` is still the leader's ([`StoreError::Fenced`] otherwise).
+/// `term` is still the leader's ([`StoreError::Fenced`] otherwise), then incidents
+/// ([`crate::incidents::group_once`]).
 pub async fn evaluate_once(
     store: &Store,
     rt: &AlertsRuntime,
@@ -243,6 +244,14 @@ pub async fn evaluate_once(
     store
         .apply_transitions(term, &transitions, &format!("{:.0}", now * 1000.0), now)
         .await?;
+    // Then the firing alerts are grouped into incidents, before this round's notifications
+    // are delivered (they carry their incident). A failure other than fencing leaves the
+    // alerts as they are: grouping catches up next round.
+    match crate::incidents::group_once(store, &cfg.rules, term, now).await {
+        Ok(_) => {}
+        Err(e @ StoreError::Fenced { .. }) => return Err(e),
+        Err(error) => tracing::warn!(%error, "grouping alerts into incidents failed"),
+    }
     Ok(n)
 }
 

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod databases;
 pub mod dependencies;
 pub mod hosts;
+pub mod incidents;
 pub mod login;
 pub mod overview;
 pub mod scatter;
@@ -180,6 +181,7 @@ const AREAS: &[(&str, &str)] = &[
     ("Slow spans", "/spans"),
     ("Databases", "/databases"),
     ("Hosts", "/hosts"),
+    ("Incidents", "/incidents"),
     ("Alerts", "/alerts"),
 ];
 

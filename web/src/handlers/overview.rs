@@ -59,6 +59,8 @@ pub struct OverviewPage {
     pub services: Vec<ServiceRow>,
     pub agents: Vec<AgentRow>,
     pub firing: Vec<super::alerts::AlertRow>,
+    /// Incidents open now, with their probable cause: what the page leads with.
+    pub incidents: Vec<super::incidents::IncidentRow>,
     pub step_label: String,
     pub stale_after_s: i64,
 }
@@ -95,7 +97,12 @@ pub async fn overview(
     let step = w.step_s(30);
     let (from_s, to_s) = w.secs();
     let overview = app.store.service_overview(from_s, to_s, step).await?;
-    let (agents, states) = tokio::try_join!(app.store.agents(), app.store.alert_states())?;
+    let (agents, states, open) = tokio::try_join!(
+        app.store.agents(),
+        app.store.alert_states(),
+        app.store.open_incidents()
+    )?;
+    let incidents = super::incidents::open_rows(&open, &w.query());
     let firing = super::alerts::firing(&states);
     let services = overview
         .into_iter()
@@ -157,6 +164,7 @@ pub async fn overview(
         services,
         agents,
         firing,
+        incidents,
         step_label: format!("{} min", step / 60),
         stale_after_s: STALE_AFTER_S,
     })

@@ -1,0 +1,892 @@
+//! Probable causes of an incident, ranked, with the numbers behind each: a pure function of
+//! the incident's alerts and of per-service traffic read from the per-minute aggregates
+//! (never raw spans), during the incident and over the hour before it.
+//!
+//! - **Latency by dependency.** For each affected operation (the server operation of an
+//!   alert, or the operations of the services calling an alert's peer or database), the time
+//!   its service spends per request in each (class, peer) it calls — calls per request × mean
+//!   latency, i.e. the peer's total time over the service's requests — during the incident
+//!   minus the baseline hour. Peers are ranked by their share of the operation's added
+//!   latency, so a peer that is very slow but rarely called, or a second peer a little slower,
+//!   ranks below the one that explains the added time. The aggregates do not say which server
+//!   operation made a call, so calls per request are the service's.
+//! - **Probe causes** rank first: a replica whose lag alert began before full-scan alerts (its
+//!   stale data sends queries down a slow path), a database refusing connections when
+//!   operations calling it answer 5xx.
+//! - **The operation itself**: 5xx with no dependency slower — its own limiter or load.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use stormwatch_store::incidents::{ServiceTraffic, Stats};
+use stormwatch_store::signals::Labels;
+
+use crate::alerts::config::RuleKind;
+
+/// A peer must explain at least this share of an operation's added latency to be a cause.
+pub const MIN_SHARE: f64 = 0.2;
+/// …and add at least this much per request (ms).
+pub const MIN_ADDED_MS: f64 = 1.0;
+/// Most operations examined for one alert on a peer or database (those that slowed most).
+const MAX_OPERATIONS_PER_PEER: usize = 3;
+
+/// One alert of the incident, as causes need it.
+#[derive(Debug, Clone)]
+pub struct AlertFacts {
+    pub rule: String,
+    pub kind: Option<RuleKind>,
+    pub labels: Labels,
+    /// Unix seconds: when it began firing.
+    pub started: f64,
+    pub value: Option<f64>,
+    pub summary: String,
+}
+
+/// Traffic per service during the incident and over the baseline hour.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    pub incident: BTreeMap<String, ServiceTraffic>,
+    pub baseline: BTreeMap<String, ServiceTraffic>,
+}
+
+/// One number behind a cause.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evidence {
+    pub name: String,
+    pub value: f64,
+    /// `ms`, `×`, `%`, `calls/request`, `requests`, `s`, or empty.
+    pub unit: &'static str,
+}
+
+fn ev(name: &str, value: f64, unit: &'static str) -> Evidence {
+    Evidence {
+        name: name.to_owned(),
+        value: (value * 1000.0).round() / 1000.0,
+        unit,
+    }
+}
+
+/// A probable cause.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cause {
+    /// 1 for the most probable.
+    pub rank: usize,
+    /// `replica_lag`, `db_connect`, `dependency`, `itself`, or `alert` (nothing better known).
+    pub kind: &'static str,
+    /// What is at fault: `Redis shop-cache`, `replica board-replica`, `POST /upload`.
+    pub subject: String,
+    /// The operation it explains, when it explains one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// Ranking score: probe causes 3, dependencies 1 + share, the operation itself 0.5.
+    pub score: f64,
+    pub line: String,
+    pub evidence: Vec<Evidence>,
+}
+
+/// `name` of a peer written `name (system, address)`, else the peer.
+pub fn peer_name(peer: &str) -> &str {
+    peer.split_once(" (").map_or(peer, |(n, _)| n)
+}
+
+/// `(system, address)` of a peer written `name (system, address)`.
+fn peer_system_address(peer: &str) -> Option<(&str, &str)> {
+    let inner = peer.split_once(" (")?.1.strip_suffix(')')?;
+    inner.split_once(", ")
+}
+
+/// The host of a named peer's address (`10.0.0.5` of `db (postgresql, 10.0.0.5:5432)`).
+pub fn peer_host(peer: &str) -> Option<String> {
+    let (_, address) = peer_system_address(peer)?;
+    let host = match address.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => address,
+    };
+    Some(host.trim_matches(['[', ']']).to_owned())
+}
+
+/// True when `peer` is the database named `database` (`shop-primary` and
+/// `shop-primary (postgresql, 10.0.0.5:5432)`).
+pub fn peer_is_database(peer: &str, database: &str) -> bool {
+    !database.is_empty()
+        && (peer == database
+            || peer
+                .strip_prefix(database)
+                .is_some_and(|rest| rest.starts_with(" (")))
+}
+
+/// `Redis shop-cache`, `PostgreSQL shop-primary`, `HTTP partner`.
+pub fn peer_subject(class: &str, peer: &str) -> String {
+    let system = peer_system_address(peer).map(|(s, _)| s).unwrap_or("");
+    let what = match class {
+        "redis" => "Redis",
+        "db" => match system {
+            "postgresql" | "postgres" => "PostgreSQL",
+            "mysql" => "MySQL",
+            _ => "Database",
+        },
+        "http_client" => "HTTP",
+        "messaging" => "Messaging",
+        other => other,
+    };
+    format!("{what} {}", peer_name(peer))
+}
+
+fn ms(ns: f64) -> f64 {
+    ns / 1e6
+}
+
+fn p95_ms(s: &Stats) -> Option<f64> {
+    s.histogram.quantile(0.95).map(ms)
+}
+
+fn mean_ms(s: &Stats) -> Option<f64> {
+    (s.count > 0).then(|| ms(s.sum_ns as f64 / s.count as f64))
+}
+
+fn fmt_ms(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0} ms")
+    } else {
+        format!("{v:.1} ms")
+    }
+}
+
+fn fmt_ratio(r: f64) -> String {
+    if r >= 10.0 {
+        format!("×{r:.0}")
+    } else {
+        format!("×{r:.1}")
+    }
+}
+
+/// One peer's part in an operation's added latency.
+#[derive(Debug, Clone)]
+pub struct PeerShare {
+    pub class: String,
+    pub peer: String,
+    /// Time per request of the service spent in this peer (ms), incident and baseline.
+    pub per_request_ms: f64,
+    pub per_request_base_ms: f64,
+    pub added_ms: f64,
+    /// Of the operation's added latency, 0–1.
+    pub share: f64,
+    pub calls_per_request: f64,
+    pub calls_per_request_base: f64,
+    pub p95_ms: Option<f64>,
+    pub p95_base_ms: Option<f64>,
+}
+
+/// An operation's added latency split by the peers its service calls.
+#[derive(Debug, Clone)]
+pub struct Decomposition {
+    pub service: String,
+    pub operation: String,
+    pub requests: u64,
+    pub mean_ms: f64,
+    pub mean_base_ms: Option<f64>,
+    /// The operation's added mean latency (ms): what the shares are of.
+    pub added_ms: f64,
+    /// Peers that added time, largest share first.
+    pub peers: Vec<PeerShare>,
+}
+
+/// Splits the added latency of `operation` of `service` by the peers the service calls.
+pub fn decompose(t: &Traffic, service: &str, operation: &str) -> Option<Decomposition> {
+    let inc = t.incident.get(service)?;
+    let op = inc.operations.get(operation)?;
+    let mean = mean_ms(op)?;
+    let empty = ServiceTraffic::default();
+    let base = t.baseline.get(service).unwrap_or(&empty);
+    let requests: u64 = inc.operations.values().map(|s| s.count).sum();
+    let requests_base: u64 = base.operations.values().map(|s| s.count).sum();
+    let mean_base = base.operations.get(operation).and_then(mean_ms);
+    let keys: BTreeSet<&(String, String)> = inc
+        .dependencies
+        .keys()
+        .chain(base.dependencies.keys())
+        .collect();
+    let mut peers = Vec::new();
+    for key in keys {
+        let (now_s, base_s) = (inc.dependencies.get(key), base.dependencies.get(key));
+        let per = |s: Option<&Stats>, n: u64| match s {
+            Some(s) if n > 0 => (ms(s.sum_ns as f64) / n as f64, s.count as f64 / n as f64),
+            _ => (0.0, 0.0),
+        };
+        let (t_now, cpr_now) = per(now_s, requests);
+        let (t_base, cpr_base) = per(base_s, requests_base);
+        peers.push(PeerShare {
+            class: key.0.clone(),
+            peer: key.1.clone(),
+            per_request_ms: t_now,
+            per_request_base_ms: t_base,
+            added_ms: t_now - t_base,
+            share: 0.0,
+            calls_per_request: cpr_now,
+            calls_per_request_base: cpr_base,
+            p95_ms: now_s.and_then(p95_ms),
+            p95_base_ms: base_s.and_then(p95_ms),
+        });
+    }
+    let added_by_peers: f64 = peers.iter().map(|p| p.added_ms.max(0.0)).sum();
+    let op_added = mean_base.map_or(0.0, |b| mean - b);
+    // The shares are of the operation's added latency; when the peers add more than it (calls
+    // per request are the service's, not the operation's), of what the peers add.
+    let denominator = op_added.max(added_by_peers);
+    for p in &mut peers {
+        p.share = if denominator > 0.0 {
+            (p.added_ms / denominator).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+    }
+    peers.retain(|p| p.added_ms > 0.0);
+    peers.sort_by(|a, b| b.share.total_cmp(&a.share).then(a.peer.cmp(&b.peer)));
+    Some(Decomposition {
+        service: service.to_owned(),
+        operation: operation.to_owned(),
+        requests: op.count,
+        mean_ms: mean,
+        mean_base_ms: mean_base,
+        added_ms: op_added.max(0.0),
+        peers,
+    })
+}
+
+fn label<'a>(a: &'a AlertFacts, k: &str) -> Option<&'a str> {
+    a.labels
+        .get(k)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// Services whose traffic calls a peer matching `pred`.
+fn callers(t: &Traffic, pred: impl Fn(&str) -> bool) -> Vec<&String> {
+    t.incident
+        .iter()
+        .filter(|(_, st)| st.dependencies.keys().any(|(_, p)| pred(p)))
+        .map(|(s, _)| s)
+        .collect()
+}
+
+/// The (service, operation) pairs an alert is about.
+fn affected(a: &AlertFacts, t: &Traffic) -> Vec<(String, String)> {
+    if let (Some(s), Some(o)) = (label(a, "service"), label(a, "operation")) {
+        let is_server_op = t
+            .incident
+            .get(s)
+            .is_some_and(|st| st.operations.contains_key(o));
+        if is_server_op {
+            return vec![(s.to_owned(), o.to_owned())];
+        }
+    }
+    let services = if let Some(p) = label(a, "peer") {
+        callers(t, |x| x == p)
+    } else if let Some(d) = label(a, "database") {
+        callers(t, |x| peer_is_database(x, d))
+    } else {
+        return vec![];
+    };
+    // The operations of the calling services that slowed most.
+    let mut ops: Vec<(f64, String, String)> = Vec::new();
+    for s in services {
+        for o in t.incident[s].operations.keys() {
+            if let Some(d) = decompose(t, s, o) {
+                ops.push((d.added_ms * d.requests as f64, s.clone(), o.clone()));
+            }
+        }
+    }
+    ops.sort_by(|a, b| b.0.total_cmp(&a.0));
+    ops.into_iter()
+        .take(MAX_OPERATIONS_PER_PEER)
+        .map(|(_, s, o)| (s, o))
+        .collect()
+}
+
+fn dependency_cause(d: &Decomposition, p: &PeerShare) -> Cause {
+    let subject = peer_subject(&p.class, &p.peer);
+    let p95 = match (p.p95_ms, p.p95_base_ms) {
+        (Some(now), Some(base)) if base > 0.0 => {
+            format!("p95 {}, {} its usual", fmt_ms(now), fmt_ratio(now / base))
+        }
+        (Some(now), _) => format!("p95 {}, not called in the hour before", fmt_ms(now)),
+        _ => "slower".to_owned(),
+    };
+    let line = format!(
+        "{subject} {p95}, explains {:.0} % of the added latency of {}",
+        p.share * 100.0,
+        d.operation
+    );
+    let mut evidence = vec![];
+    if let Some(v) = p.p95_ms {
+        evidence.push(ev("p95 during the incident", v, "ms"));
+    }
+    if let Some(v) = p.p95_base_ms {
+        evidence.push(ev("p95 in the hour before", v, "ms"));
+    }
+    if let (Some(a), Some(b)) = (p.p95_ms, p.p95_base_ms) {
+        if b > 0.0 {
+            evidence.push(ev("p95 against usual", a / b, "×"));
+        }
+    }
+    evidence.extend([
+        ev("calls per request", p.calls_per_request, "calls/request"),
+        ev(
+            "calls per request, hour before",
+            p.calls_per_request_base,
+            "calls/request",
+        ),
+        ev("time per request in it", p.per_request_ms, "ms"),
+        ev(
+            "time per request in it, hour before",
+            p.per_request_base_ms,
+            "ms",
+        ),
+        ev("added time per request", p.added_ms, "ms"),
+        ev("share of the added latency", p.share * 100.0, "%"),
+        ev(&format!("{} mean", d.operation), d.mean_ms, "ms"),
+    ]);
+    if let Some(b) = d.mean_base_ms {
+        evidence.push(ev(&format!("{} mean, hour before", d.operation), b, "ms"));
+    }
+    evidence.push(ev(
+        &format!("{} requests", d.operation),
+        d.requests as f64,
+        "requests",
+    ));
+    Cause {
+        rank: 0,
+        kind: "dependency",
+        subject,
+        service: Some(d.service.clone()),
+        operation: Some(d.operation.clone()),
+        score: 1.0 + p.share,
+        line,
+        evidence,
+    }
+}
+
+fn is_5xx(a: &AlertFacts) -> bool {
+    a.kind == Some(RuleKind::ErrorRate) || a.rule.contains("5xx") || a.rule.contains("503")
+}
+
+/// The 5xx share of an operation during the incident, and its most frequent 5xx status.
+fn five_xx(t: &Traffic, service: &str, operation: &str) -> Option<(f64, String)> {
+    let s = t.incident.get(service)?.operations.get(operation)?;
+    let n = s.http_5xx();
+    if s.count == 0 || n == 0 {
+        return None;
+    }
+    let top = s
+        .by_status
+        .iter()
+        .filter(|(k, _)| k.len() == 3 && k.starts_with('5'))
+        .max_by_key(|(_, n)| **n)
+        .map(|(k, _)| k.clone())
+        .unwrap_or_else(|| "5xx".into());
+    Some((n as f64 / s.count as f64, top))
+}
+
+/// The incident's probable causes, most probable first.
+pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
+    let mut causes: Vec<Cause> = Vec::new();
+    // Operations already explained by a probe cause.
+    let mut explained: BTreeSet<(String, String)> = BTreeSet::new();
+
+    // Probe causes.
+    for a in alerts {
+        match a.kind {
+            Some(RuleKind::ReplicationLag) => {
+                let Some(d) = label(a, "database") else {
+                    continue;
+                };
+                let scans: Vec<&AlertFacts> = alerts
+                    .iter()
+                    .filter(|f| f.kind == Some(RuleKind::FullScan) && f.started >= a.started)
+                    .collect();
+                let lag = a.value.map(|v| format!(" {v:.0} s")).unwrap_or_default();
+                let mut evidence = vec![];
+                if let Some(v) = a.value {
+                    evidence.push(ev("replica lag", v, "s"));
+                }
+                let (line, score) = if scans.is_empty() {
+                    (format!("Replica {d} fell{lag} behind"), 1.1)
+                } else {
+                    let services: BTreeSet<&str> =
+                        scans.iter().filter_map(|f| label(f, "service")).collect();
+                    let first_scan = scans.iter().map(|f| f.started).fold(f64::MAX, f64::min);
+                    evidence.push(ev(
+                        "lag began before the full scans by",
+                        first_scan - a.started,
+                        "s",
+                    ));
+                    evidence.push(ev("full-scan alerts", scans.len() as f64, ""));
+                    for f in &scans {
+                        if let (Some(s), Some(o)) = (label(f, "service"), label(f, "operation")) {
+                            explained.insert((s.to_owned(), o.to_owned()));
+                        }
+                    }
+                    (
+                        format!(
+                            "Replica {d} fell{lag} behind before the full scans of {} began: queries on its stale data take the slow path",
+                            services.into_iter().collect::<Vec<_>>().join(", ")
+                        ),
+                        3.0,
+                    )
+                };
+                causes.push(Cause {
+                    rank: 0,
+                    kind: "replica_lag",
+                    subject: format!("replica {d}"),
+                    service: None,
+                    operation: None,
+                    score,
+                    line,
+                    evidence,
+                });
+            }
+            Some(RuleKind::DbConnect) => {
+                let Some(d) = label(a, "database") else {
+                    continue;
+                };
+                let mut evidence = vec![];
+                if let Some(v) = a.value {
+                    evidence.push(ev("connect failures", v, ""));
+                }
+                // 5xx alerts on operations whose service calls this database.
+                let mut hit = Vec::new();
+                for f in alerts.iter().filter(|f| is_5xx(f)) {
+                    let (Some(s), Some(o)) = (label(f, "service"), label(f, "operation")) else {
+                        continue;
+                    };
+                    // Calls that cannot connect may leave no span: the hour before counts.
+                    let calls = [&t.incident, &t.baseline].iter().any(|w| {
+                        w.get(s).is_some_and(|st| {
+                            st.dependencies.keys().any(|(_, p)| peer_is_database(p, d))
+                        })
+                    });
+                    if calls {
+                        if let Some((share, _)) = five_xx(t, s, o) {
+                            evidence.push(ev(&format!("{o} 5xx"), share * 100.0, "%"));
+                        }
+                        explained.insert((s.to_owned(), o.to_owned()));
+                        hit.push(o.to_owned());
+                    }
+                }
+                let (line, score) = if hit.is_empty() {
+                    (format!("Database {d} refuses connections"), 1.1)
+                } else {
+                    (
+                        format!(
+                            "Database {d} refuses connections: {} calling it answer 5xx",
+                            hit.join(", ")
+                        ),
+                        3.0,
+                    )
+                };
+                causes.push(Cause {
+                    rank: 0,
+                    kind: "db_connect",
+                    subject: format!("database {d}"),
+                    service: None,
+                    operation: None,
+                    score,
+                    line,
+                    evidence,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    // Latency by dependency, for every affected operation; the operation itself for 5xx with
+    // no slower dependency.
+    let mut seen_ops: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut by_peer: BTreeMap<(String, String), Cause> = BTreeMap::new();
+    let mut itself: Vec<Cause> = Vec::new();
+    for a in alerts {
+        for (s, o) in affected(a, t) {
+            if !seen_ops.insert((s.clone(), o.clone())) {
+                continue;
+            }
+            let Some(d) = decompose(t, &s, &o) else {
+                continue;
+            };
+            let mut any = false;
+            for p in d
+                .peers
+                .iter()
+                .filter(|p| p.share >= MIN_SHARE && p.added_ms >= MIN_ADDED_MS)
+            {
+                any = true;
+                let c = dependency_cause(&d, p);
+                let key = (p.class.clone(), p.peer.clone());
+                if by_peer.get(&key).is_none_or(|old| old.score < c.score) {
+                    by_peer.insert(key, c);
+                }
+            }
+            if any || explained.contains(&(s.clone(), o.clone())) || !is_5xx(a) {
+                continue;
+            }
+            let Some((share, status)) = five_xx(t, &s, &o) else {
+                continue;
+            };
+            let why = if status == "503" {
+                "its limiter"
+            } else {
+                "its own errors or load"
+            };
+            let mut evidence = vec![
+                ev(&format!("{o} {status}"), share * 100.0, "%"),
+                ev(&format!("{o} requests"), d.requests as f64, "requests"),
+                ev(&format!("{o} mean"), d.mean_ms, "ms"),
+            ];
+            if let Some(b) = d.mean_base_ms {
+                evidence.push(ev(&format!("{o} mean, hour before"), b, "ms"));
+            }
+            itself.push(Cause {
+                rank: 0,
+                kind: "itself",
+                subject: o.clone(),
+                service: Some(s.clone()),
+                operation: Some(o.clone()),
+                score: 0.5,
+                line: format!("{o} answers {status} itself: no dependency slowed ({why})"),
+                evidence,
+            });
+        }
+    }
+    causes.extend(by_peer.into_values());
+    causes.extend(itself);
+    if causes.is_empty() {
+        // Nothing better known: the first alert says what is wrong.
+        if let Some(a) = alerts.iter().min_by(|a, b| a.started.total_cmp(&b.started)) {
+            causes.push(Cause {
+                rank: 0,
+                kind: "alert",
+                subject: a.rule.clone(),
+                service: None,
+                operation: None,
+                score: 0.1,
+                line: a.summary.clone(),
+                evidence: a
+                    .value
+                    .map(|v| vec![ev("alert value", v, "")])
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    causes.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.line.cmp(&b.line)));
+    for (i, c) in causes.iter_mut().enumerate() {
+        c.rank = i + 1;
+    }
+    causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stormwatch_model::Histogram;
+
+    /// `n` spans of `each_ms`, with `status`.
+    fn stats(n: u64, each_ms: f64, status: &str) -> Stats {
+        let ns = (each_ms * 1e6) as u64;
+        let mut h = Histogram::default();
+        h.record_n(ns, n);
+        Stats {
+            count: n,
+            errors: 0,
+            sum_ns: ns * n,
+            by_status: BTreeMap::from([(status.to_owned(), n)]),
+            histogram: h,
+        }
+    }
+
+    fn service(ops: &[(&str, Stats)], deps: &[(&str, &str, Stats)]) -> ServiceTraffic {
+        ServiceTraffic {
+            operations: ops
+                .iter()
+                .map(|(o, s)| ((*o).to_owned(), s.clone()))
+                .collect(),
+            dependencies: deps
+                .iter()
+                .map(|(c, p, s)| (((*c).to_owned(), (*p).to_owned()), s.clone()))
+                .collect(),
+        }
+    }
+
+    fn alert(rule: &str, kind: RuleKind, labels: &[(&str, &str)], started: f64) -> AlertFacts {
+        AlertFacts {
+            rule: rule.into(),
+            kind: Some(kind),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            started,
+            value: None,
+            summary: format!("{rule} fired"),
+        }
+    }
+
+    const CACHE: &str = "shop-cache (redis, 10.0.0.3:6379)";
+    const DB: &str = "shop-primary (postgresql, 10.0.0.5:5432)";
+    const PARTNER: &str = "partner (http, 10.0.0.9:80)";
+
+    /// GET /items: 2 cache calls and 1 query a request. During the incident the cache goes
+    /// from 1.5 ms to ~900 ms (the cause), the partner (called once every 100 requests) from
+    /// 20 ms to 2,000 ms (very slow, little used), the database from 2 ms to 4 ms (a second,
+    /// mildly slower peer).
+    fn slow_cache() -> Traffic {
+        let base = service(
+            &[("GET /items", stats(1000, 10.0, "200"))],
+            &[
+                ("redis", CACHE, stats(2000, 1.5, "ok")),
+                ("db", DB, stats(1000, 2.0, "ok")),
+                ("http_client", PARTNER, stats(10, 20.0, "200")),
+            ],
+        );
+        let inc = service(
+            &[("GET /items", stats(100, 1_870.0, "200"))],
+            &[
+                ("redis", CACHE, stats(200, 900.0, "ok")),
+                ("db", DB, stats(100, 4.0, "ok")),
+                ("http_client", PARTNER, stats(1, 2_000.0, "200")),
+            ],
+        );
+        Traffic {
+            incident: BTreeMap::from([("shop".to_owned(), inc)]),
+            baseline: BTreeMap::from([("shop".to_owned(), base)]),
+        }
+    }
+
+    #[test]
+    fn the_peer_that_explains_the_added_latency_ranks_first() {
+        let t = slow_cache();
+        let d = decompose(&t, "shop", "GET /items").unwrap();
+        assert_eq!(d.peers[0].peer, CACHE);
+        // 2 calls × (900 − 1.5) ms of 1,860 ms added.
+        assert!((d.peers[0].share - 0.966).abs() < 0.01, "{d:?}");
+        // The database is slower but adds 2 ms a request; the partner is 100× slower but is
+        // called once every 100 requests: both far below the cache.
+        let db = d.peers.iter().find(|p| p.peer == DB).unwrap();
+        let partner = d.peers.iter().find(|p| p.peer == PARTNER).unwrap();
+        assert!(db.share < 0.01 && partner.share < 0.02, "{d:?}");
+
+        let alerts = [
+            alert(
+                "dependency-latency",
+                RuleKind::Latency,
+                &[("class", "redis"), ("peer", CACHE)],
+                100.0,
+            ),
+            alert(
+                "items-latency",
+                RuleKind::Latency,
+                &[("service", "shop"), ("operation", "GET /items")],
+                110.0,
+            ),
+        ];
+        let causes = rank(&alerts, &t);
+        assert_eq!(causes.len(), 1, "{causes:#?}");
+        let c = &causes[0];
+        assert_eq!((c.rank, c.kind), (1, "dependency"));
+        assert!(
+            c.line.starts_with("Redis shop-cache p95 8")
+                || c.line.starts_with("Redis shop-cache p95 9")
+                    && c.line
+                        .contains("its usual, explains 97 % of the added latency of GET /items"),
+            "{}",
+            c.line
+        );
+        let share = c
+            .evidence
+            .iter()
+            .find(|e| e.name == "share of the added latency")
+            .unwrap();
+        assert!((share.value - 96.6).abs() < 1.0);
+        let p95 = c
+            .evidence
+            .iter()
+            .find(|e| e.name == "p95 during the incident")
+            .unwrap();
+        assert!((p95.value - 900.0).abs() < 900.0 * 0.02, "{p95:?}");
+    }
+
+    #[test]
+    fn two_slow_peers_rank_by_the_time_they_add() {
+        // Both slow: the database adds 300 ms a request (3 queries of +100 ms), the cache
+        // 100 ms (1 call of +100 ms).
+        let base = service(
+            &[("GET /cart", stats(1000, 20.0, "200"))],
+            &[
+                ("redis", CACHE, stats(1000, 1.0, "ok")),
+                ("db", DB, stats(3000, 2.0, "ok")),
+            ],
+        );
+        let inc = service(
+            &[("GET /cart", stats(100, 420.0, "200"))],
+            &[
+                ("redis", CACHE, stats(100, 101.0, "ok")),
+                ("db", DB, stats(300, 102.0, "ok")),
+            ],
+        );
+        let t = Traffic {
+            incident: BTreeMap::from([("shop".to_owned(), inc)]),
+            baseline: BTreeMap::from([("shop".to_owned(), base)]),
+        };
+        let alerts = [alert(
+            "cart-latency",
+            RuleKind::Latency,
+            &[("service", "shop"), ("operation", "GET /cart")],
+            100.0,
+        )];
+        let causes = rank(&alerts, &t);
+        assert_eq!(causes.len(), 2, "{causes:#?}");
+        assert_eq!(causes[0].subject, "PostgreSQL shop-primary");
+        assert!(
+            causes[0].line.contains("explains 75 %"),
+            "{}",
+            causes[0].line
+        );
+        assert_eq!(causes[1].subject, "Redis shop-cache");
+        assert!(
+            causes[1].line.contains("explains 25 %"),
+            "{}",
+            causes[1].line
+        );
+    }
+
+    #[test]
+    fn a_5xx_with_no_slower_dependency_is_the_operation_itself() {
+        let base = service(
+            &[("POST /upload", stats(100, 50.0, "200"))],
+            &[("db", DB, stats(100, 2.0, "ok"))],
+        );
+        let mut up = stats(400, 5.0, "503");
+        up.by_status.insert("200".into(), 100);
+        up.count += 100;
+        let inc = service(
+            &[("POST /upload", up)],
+            &[("db", DB, stats(100, 2.0, "ok"))],
+        );
+        let t = Traffic {
+            incident: BTreeMap::from([("board".to_owned(), inc)]),
+            baseline: BTreeMap::from([("board".to_owned(), base)]),
+        };
+        let alerts = [alert(
+            "http-5xx-rate",
+            RuleKind::ErrorRate,
+            &[("service", "board"), ("operation", "POST /upload")],
+            100.0,
+        )];
+        let causes = rank(&alerts, &t);
+        assert_eq!(causes[0].kind, "itself", "{causes:#?}");
+        assert_eq!(
+            causes[0].line,
+            "POST /upload answers 503 itself: no dependency slowed (its limiter)"
+        );
+    }
+
+    #[test]
+    fn probe_causes_rank_first() {
+        // The replica lags, then full scans begin; meanwhile the cache is slower too.
+        let t = slow_cache();
+        let mut lag = alert(
+            "replica-lag",
+            RuleKind::ReplicationLag,
+            &[("database", "shop-replica")],
+            100.0,
+        );
+        lag.value = Some(42.0);
+        let alerts = [
+            lag,
+            alert(
+                "full-scan",
+                RuleKind::FullScan,
+                &[
+                    ("service", "shop"),
+                    ("operation", "SELECT * FROM items"),
+                    ("peer", "shop-replica (postgresql, 10.0.0.6:5432)"),
+                ],
+                130.0,
+            ),
+            alert(
+                "items-latency",
+                RuleKind::Latency,
+                &[("service", "shop"), ("operation", "GET /items")],
+                140.0,
+            ),
+        ];
+        let causes = rank(&alerts, &t);
+        assert_eq!(causes[0].kind, "replica_lag", "{causes:#?}");
+        assert!(causes[0]
+            .line
+            .starts_with("Replica shop-replica fell 42 s behind before the full scans of shop"));
+        assert_eq!(causes[1].kind, "dependency");
+
+        // A database refusing connections ranks first for 5xx of operations that call it.
+        let mut items = stats(100, 5.0, "503");
+        items.by_status.insert("200".into(), 20);
+        items.count += 20;
+        let inc = service(
+            &[("GET /items", items)],
+            &[("db", DB, stats(100, 1.0, "connect_failure"))],
+        );
+        let t = Traffic {
+            incident: BTreeMap::from([("shop".to_owned(), inc)]),
+            baseline: BTreeMap::new(),
+        };
+        let alerts = [
+            alert(
+                "db-connect-failures",
+                RuleKind::DbConnect,
+                &[("database", "shop-primary")],
+                100.0,
+            ),
+            alert(
+                "http-5xx-rate",
+                RuleKind::ErrorRate,
+                &[("service", "shop"), ("operation", "GET /items")],
+                105.0,
+            ),
+        ];
+        let causes = rank(&alerts, &t);
+        assert_eq!(
+            causes.len(),
+            1,
+            "no 'itself' for an explained 5xx: {causes:#?}"
+        );
+        assert_eq!(
+            causes[0].line,
+            "Database shop-primary refuses connections: GET /items calling it answer 5xx"
+        );
+        // Refused before any span was made: the calls of the hour before tell.
+        let mut refused = t.clone();
+        refused.baseline = refused.incident.clone();
+        refused
+            .incident
+            .get_mut("shop")
+            .unwrap()
+            .dependencies
+            .clear();
+        let again = rank(&alerts, &refused);
+        assert_eq!(again.len(), 1, "{again:#?}");
+        assert_eq!(again[0].line, causes[0].line);
+    }
+
+    #[test]
+    fn peers_are_named_and_matched_to_databases() {
+        assert_eq!(peer_name(DB), "shop-primary");
+        assert_eq!(peer_host(DB).as_deref(), Some("10.0.0.5"));
+        assert!(peer_is_database(DB, "shop-primary"));
+        assert!(peer_is_database("shop-primary", "shop-primary"));
+        assert!(!peer_is_database(
+            "shop-primary-2 (postgresql, x:1)",
+            "shop-primary"
+        ));
+        assert_eq!(peer_subject("http_client", PARTNER), "HTTP partner");
+    }
+}

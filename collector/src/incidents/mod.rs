@@ -1,0 +1,638 @@
+//! Incidents: firing alerts that began within [`GROUP_WINDOW_S`] of each other and are
+//! related form one incident; alerts related to an open incident's join it later; it resolves
+//! when all its alerts have. Grouped by the alert leader after each evaluation round, written
+//! under its epoch ([`Store::apply_incident_changes`]).
+//!
+//! Two alerts are related when they
+//! - share a `service` (or a `peer`),
+//! - one's `peer` or `database` is called by the other's service (the dependency rows of the
+//!   aggregates of the last [`EDGES_LOOKBACK_S`]; a `database` label `shop-primary` is the peer
+//!   `shop-primary (system, address)`), or one's peer is the other's database,
+//! - or both are about databases on the same engine host (the address of their peers).
+//!
+//! - [`cause`]: the probable causes, ranked, with their evidence.
+
+pub mod cause;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use stormwatch_store::alerts::{AlertState, Term};
+use stormwatch_store::incidents::{Incident, IncidentAlert, IncidentChange};
+use stormwatch_store::signals::Labels;
+use stormwatch_store::{Store, StoreError};
+
+use crate::alerts::config::RuleConfig;
+use cause::{peer_host, peer_is_database, AlertFacts, Traffic};
+
+/// Alerts that begin within this many seconds of each other may form one incident.
+pub const GROUP_WINDOW_S: f64 = 120.0;
+/// Which services call which peers is read over this many seconds before now.
+pub const EDGES_LOOKBACK_S: i64 = 15 * 60;
+/// An open incident's causes are worked out again this often (and whenever an alert joins).
+pub const CAUSE_REFRESH_S: f64 = 30.0;
+/// The baseline causes are measured against: this long before the incident.
+pub const BASELINE_S: i64 = 3_600;
+
+/// An alert firing (or resolving) now.
+#[derive(Debug, Clone)]
+pub struct Active {
+    pub rule: String,
+    pub labels_key: String,
+    pub labels: Labels,
+    pub severity: String,
+    pub summary: String,
+    pub value: Option<f64>,
+    /// Unix seconds: when it began firing.
+    pub started: f64,
+}
+
+impl Active {
+    /// The alerts of `states` that fire (or are resolving): pending ones are not incidents yet.
+    pub fn of(states: &[AlertState]) -> Vec<Active> {
+        let mut v: Vec<Active> = states
+            .iter()
+            .filter(|s| s.state == "firing" || s.state == "resolving")
+            .filter_map(|s| {
+                Some(Active {
+                    rule: s.rule.clone(),
+                    labels_key: s.labels_key.clone(),
+                    labels: s.labels.clone(),
+                    severity: s.severity.clone(),
+                    summary: s.summary.clone(),
+                    value: s.value,
+                    started: s.firing_since?,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a.started.total_cmp(&b.started).then(a.rule.cmp(&b.rule)));
+        v
+    }
+
+    fn key(&self) -> (String, String) {
+        (self.rule.clone(), self.labels_key.clone())
+    }
+
+    fn member(&self, now: f64) -> IncidentAlert {
+        IncidentAlert {
+            rule: self.rule.clone(),
+            labels_key: self.labels_key.clone(),
+            labels: self.labels.clone(),
+            severity: self.severity.clone(),
+            summary: self.summary.clone(),
+            started: self.started,
+            joined: now,
+            resolved: None,
+        }
+    }
+}
+
+/// Which services call which peers: `(service, class, peer)`.
+#[derive(Debug, Clone, Default)]
+pub struct Relations {
+    pub edges: Vec<(String, String, String)>,
+}
+
+fn get<'a>(l: &'a Labels, k: &str) -> Option<&'a str> {
+    l.get(k).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+impl Relations {
+    /// True when `service` calls `peer` (or the database named `peer`).
+    fn calls(&self, service: &str, target: &str) -> bool {
+        self.edges
+            .iter()
+            .any(|(s, _, p)| s == service && (p == target || peer_is_database(p, target)))
+    }
+
+    /// The host of the engine serving `database`, from the peers named after it.
+    fn database_host(&self, database: &str) -> Option<String> {
+        self.edges
+            .iter()
+            .filter(|(_, _, p)| peer_is_database(p, database))
+            .find_map(|(_, _, p)| peer_host(p))
+    }
+
+    /// True when two alerts are about related things (see the module's documentation).
+    pub fn related(&self, a: &Labels, b: &Labels) -> bool {
+        let same = |k: &str| matches!((get(a, k), get(b, k)), (Some(x), Some(y)) if x == y);
+        if same("service") || same("peer") || same("database") {
+            return true;
+        }
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(s) = get(x, "service") {
+                let target = get(y, "peer").or_else(|| get(y, "database"));
+                if target.is_some_and(|t| self.calls(s, t)) {
+                    return true;
+                }
+            }
+            if let (Some(p), Some(d)) = (get(x, "peer"), get(y, "database")) {
+                if peer_is_database(p, d) {
+                    return true;
+                }
+            }
+        }
+        if let (Some(x), Some(y)) = (get(a, "database"), get(b, "database")) {
+            if let (Some(hx), Some(hy)) = (self.database_host(x), self.database_host(y)) {
+                return hx == hy;
+            }
+        }
+        false
+    }
+}
+
+/// What one round decided, before causes are worked out.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Changes to open incidents (joins, alerts resolved, incidents resolved).
+    pub changes: Vec<IncidentChange>,
+    /// Open incidents an alert joined or left this round: their causes are due.
+    pub touched: BTreeSet<i64>,
+    /// New incidents: their alerts, earliest first.
+    pub new: Vec<Vec<Active>>,
+}
+
+/// An open incident's alert as grouping sees it: labels, start, active after this round.
+type Member = (Labels, f64, bool);
+
+/// Groups the active alerts into the open incidents and new ones (pure).
+pub fn plan(active: &[Active], open: &[Incident], rel: &Relations, now: f64) -> Plan {
+    let mut p = Plan::default();
+    let by_key: BTreeMap<(String, String), &Active> = active.iter().map(|a| (a.key(), a)).collect();
+    // Members per open incident, as they will be after this round: (labels, started, active).
+    let mut members: Vec<(i64, Vec<Member>)> = Vec::new();
+    // Active alerts in an open incident that still counts them active: theirs.
+    let mut placed: BTreeSet<(String, String)> = open
+        .iter()
+        .flat_map(|i| i.alerts.iter().filter(|a| a.resolved.is_none()))
+        .map(|a| (a.rule.clone(), a.labels_key.clone()))
+        .filter(|k| by_key.contains_key(k))
+        .collect();
+    for i in open {
+        let mut m = Vec::new();
+        for a in &i.alerts {
+            let key = (a.rule.clone(), a.labels_key.clone());
+            let now_active = by_key.contains_key(&key);
+            let is_in = match (a.resolved, now_active) {
+                (None, false) => {
+                    p.changes.push(IncidentChange::AlertResolved {
+                        incident: i.id,
+                        rule: a.rule.clone(),
+                        labels_key: a.labels_key.clone(),
+                        at: Some(now),
+                    });
+                    p.touched.insert(i.id);
+                    false
+                }
+                (None, true) => true,
+                // Fires again while its incident is open (and no other holds it): back in.
+                (Some(_), true) if !placed.contains(&key) => {
+                    p.changes.push(IncidentChange::AlertResolved {
+                        incident: i.id,
+                        rule: a.rule.clone(),
+                        labels_key: a.labels_key.clone(),
+                        at: None,
+                    });
+                    p.touched.insert(i.id);
+                    placed.insert(key);
+                    true
+                }
+                (Some(_), _) => false,
+            };
+            m.push((a.labels.clone(), a.started, is_in));
+        }
+        members.push((i.id, m));
+    }
+    // Alerts in no open incident: join one they relate to, else form new ones.
+    let mut unplaced: Vec<&Active> = active
+        .iter()
+        .filter(|a| !placed.contains(&a.key()))
+        .collect();
+    unplaced.retain(|a| {
+        let joins = members.iter_mut().find(|(_, m)| {
+            m.iter().any(|(labels, started, is_active)| {
+                (*is_active || (a.started - started).abs() <= GROUP_WINDOW_S)
+                    && rel.related(&a.labels, labels)
+            })
+        });
+        match joins {
+            Some((id, m)) => {
+                p.changes.push(IncidentChange::Join {
+                    incident: *id,
+                    alert: a.member(now),
+                });
+                p.touched.insert(*id);
+                m.push((a.labels.clone(), a.started, true));
+                false
+            }
+            None => true,
+        }
+    });
+    // Open incidents whose alerts have all resolved.
+    for (id, m) in &members {
+        if m.iter().all(|(_, _, is_active)| !is_active) {
+            p.changes.push(IncidentChange::Resolve {
+                incident: *id,
+                at: now,
+            });
+            p.touched.remove(id);
+        }
+    }
+    // The rest: related alerts beginning within the window of each other, transitively.
+    let n = unplaced.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for i in 0..n {
+        for j in i + 1..n {
+            let (a, b) = (unplaced[i], unplaced[j]);
+            if (a.started - b.started).abs() <= GROUP_WINDOW_S && rel.related(&a.labels, &b.labels)
+            {
+                let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
+                parent[ri.max(rj)] = ri.min(rj);
+            }
+        }
+    }
+    let mut clusters: BTreeMap<usize, Vec<Active>> = BTreeMap::new();
+    for (i, a) in unplaced.iter().enumerate() {
+        let r = root(&mut parent, i);
+        clusters.entry(r).or_default().push((*a).clone());
+    }
+    p.new = clusters.into_values().collect();
+    p
+}
+
+/// An incident's title: its first alert's summary, and how many more there are.
+pub fn title(alerts: &[(f64, &str)]) -> String {
+    let mut sorted: Vec<&(f64, &str)> = alerts.iter().collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    match sorted.as_slice() {
+        [] => "incident".into(),
+        [one] => one.1.to_owned(),
+        [first, rest @ ..] => format!(
+            "{} (+{} more alert{})",
+            first.1,
+            rest.len(),
+            if rest.len() == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+/// Works out an incident's causes from the aggregates: the services of its alerts and those
+/// calling their peers and databases, during the incident and the hour before.
+async fn causes(
+    store: &Store,
+    rel: &Relations,
+    facts: &[AlertFacts],
+    opened: f64,
+    now: f64,
+) -> Result<Vec<cause::Cause>, StoreError> {
+    let mut services: BTreeSet<String> = BTreeSet::new();
+    for f in facts {
+        if let Some(s) = get(&f.labels, "service") {
+            services.insert(s.to_owned());
+        }
+        if let Some(t) = get(&f.labels, "peer").or_else(|| get(&f.labels, "database")) {
+            for (s, _, p) in &rel.edges {
+                if p == t || peer_is_database(p, t) {
+                    services.insert(s.clone());
+                }
+            }
+        }
+    }
+    let services: Vec<String> = services.into_iter().collect();
+    // Whole minutes: from the one holding the incident's first half minute.
+    let from = ((opened - 30.0) as i64).div_euclid(60) * 60;
+    let to = now as i64 + 60;
+    let traffic = Traffic {
+        incident: store.service_traffic(&services, from, to).await?,
+        baseline: store
+            .service_traffic(&services, from - BASELINE_S, from)
+            .await?,
+    };
+    Ok(cause::rank(facts, &traffic))
+}
+
+fn facts_of(
+    alerts: impl Iterator<Item = (String, Labels, f64, String)>,
+    rules: &[RuleConfig],
+    values: &BTreeMap<(String, String), Option<f64>>,
+) -> Vec<AlertFacts> {
+    alerts
+        .map(|(rule, labels, started, summary)| {
+            let key = (rule.clone(), stormwatch_store::alerts::labels_key(&labels));
+            AlertFacts {
+                kind: rules.iter().find(|r| r.name == rule).map(|r| r.kind),
+                value: values.get(&key).copied().flatten(),
+                rule,
+                labels,
+                started,
+                summary,
+            }
+        })
+        .collect()
+}
+
+fn cause_change(causes: &[cause::Cause]) -> (String, serde_json::Value) {
+    (
+        causes.first().map(|c| c.line.clone()).unwrap_or_default(),
+        serde_json::to_value(causes).unwrap_or_default(),
+    )
+}
+
+/// One grouping round, after the rules' transitions are written: reads the alerts and open
+/// incidents, decides, works out the causes that are due, and writes it all under `term`.
+/// Returns how many changes were written.
+pub async fn group_once(
+    store: &Store,
+    rules: &[RuleConfig],
+    term: &Term,
+    now: f64,
+) -> Result<usize, StoreError> {
+    let (states, open) = tokio::try_join!(store.alert_states(), store.open_incidents())?;
+    let active = Active::of(&states);
+    if active.is_empty() && open.is_empty() {
+        return Ok(0);
+    }
+    let stale = |i: &Incident| i.cause_updated.is_none_or(|t| now - t >= CAUSE_REFRESH_S);
+    let members: BTreeSet<(String, String)> = open
+        .iter()
+        .flat_map(|i| i.alerts.iter().filter(|a| a.resolved.is_none()))
+        .map(|a| (a.rule.clone(), a.labels_key.clone()))
+        .collect();
+    let news = active.iter().any(|a| !members.contains(&a.key()));
+    let p0 = plan(&active, &open, &Relations::default(), now);
+    let changed = !p0.changes.is_empty() || !p0.new.is_empty();
+    if !news && !changed && !open.iter().any(stale) {
+        return Ok(0);
+    }
+    let now_i = now as i64;
+    let rel = Relations {
+        edges: store
+            .dependency_edges(now_i - EDGES_LOOKBACK_S, now_i + 60)
+            .await?,
+    };
+    let mut p = plan(&active, &open, &rel, now);
+    let values: BTreeMap<(String, String), Option<f64>> =
+        active.iter().map(|a| (a.key(), a.value)).collect();
+    let resolving: BTreeSet<i64> = p
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            IncidentChange::Resolve { incident, .. } => Some(*incident),
+            _ => None,
+        })
+        .collect();
+    // Causes of the open incidents that changed, or whose causes are old.
+    for i in &open {
+        if resolving.contains(&i.id) || !(p.touched.contains(&i.id) || stale(i)) {
+            continue;
+        }
+        let mut alerts: Vec<(String, Labels, f64, String)> = i
+            .alerts
+            .iter()
+            .map(|a| {
+                (
+                    a.rule.clone(),
+                    a.labels.clone(),
+                    a.started,
+                    a.summary.clone(),
+                )
+            })
+            .collect();
+        for c in &p.changes {
+            if let IncidentChange::Join { incident, alert } = c {
+                if *incident == i.id {
+                    alerts.push((
+                        alert.rule.clone(),
+                        alert.labels.clone(),
+                        alert.started,
+                        alert.summary.clone(),
+                    ));
+                }
+            }
+        }
+        let facts = facts_of(alerts.into_iter(), rules, &values);
+        let causes = causes(store, &rel, &facts, i.opened, now).await?;
+        let (cause_text, cause) = cause_change(&causes);
+        let t: Vec<(f64, &str)> = facts
+            .iter()
+            .map(|f| (f.started, f.summary.as_str()))
+            .collect();
+        p.changes.push(IncidentChange::Cause {
+            incident: i.id,
+            title: title(&t),
+            cause_text,
+            cause,
+        });
+    }
+    for group in std::mem::take(&mut p.new) {
+        let opened = group.iter().map(|a| a.started).fold(f64::MAX, f64::min);
+        let facts = facts_of(
+            group.iter().map(|a| {
+                (
+                    a.rule.clone(),
+                    a.labels.clone(),
+                    a.started,
+                    a.summary.clone(),
+                )
+            }),
+            rules,
+            &values,
+        );
+        let causes = causes(store, &rel, &facts, opened, now).await?;
+        let (cause_text, cause) = cause_change(&causes);
+        let t: Vec<(f64, &str)> = group
+            .iter()
+            .map(|a| (a.started, a.summary.as_str()))
+            .collect();
+        p.changes.push(IncidentChange::Open {
+            opened,
+            title: title(&t),
+            cause_text,
+            cause,
+            alerts: group.iter().map(|a| a.member(now)).collect(),
+        });
+    }
+    let n = p.changes.len();
+    store.apply_incident_changes(term, &p.changes, now).await?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn active(rule: &str, labels: &[(&str, &str)], started: f64) -> Active {
+        let labels: Labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Active {
+            rule: rule.into(),
+            labels_key: stormwatch_store::alerts::labels_key(&labels),
+            labels,
+            severity: "critical".into(),
+            summary: format!("{rule} fired"),
+            value: None,
+            started,
+        }
+    }
+
+    const CACHE: &str = "cache (redis, 10.0.0.3:6379)";
+
+    fn rel() -> Relations {
+        Relations {
+            edges: vec![
+                ("board".into(), "redis".into(), CACHE.into()),
+                (
+                    "board".into(),
+                    "db".into(),
+                    "board-replica (postgresql, 10.0.0.5:5433)".into(),
+                ),
+                (
+                    "board".into(),
+                    "db".into(),
+                    "board-primary (postgresql, 10.0.0.5:5432)".into(),
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn related_alerts_beginning_together_form_one_incident() {
+        let redis = active(
+            "dependency-latency",
+            &[("class", "redis"), ("peer", CACHE)],
+            100.0,
+        );
+        let limiter = active(
+            "http-5xx-rate",
+            &[("service", "board"), ("operation", "GET /list")],
+            130.0,
+        );
+        let other = active("agent-silent", &[("agent", "a-7")], 110.0);
+        let p = plan(&[redis.clone(), other, limiter.clone()], &[], &rel(), 140.0);
+        assert_eq!(p.new.len(), 2, "{p:#?}");
+        let sizes: Vec<usize> = p.new.iter().map(Vec::len).collect();
+        assert!(sizes.contains(&2) && sizes.contains(&1), "{sizes:?}");
+
+        // Three minutes apart: two incidents.
+        let late = active(
+            "http-5xx-rate",
+            &[("service", "board"), ("operation", "GET /list")],
+            400.0,
+        );
+        let p = plan(&[redis, late], &[], &rel(), 410.0);
+        assert_eq!(p.new.len(), 2);
+    }
+
+    #[test]
+    fn relations_by_peer_database_and_engine_host() {
+        let r = rel();
+        let l = |v: &[(&str, &str)]| -> Labels {
+            v.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let lag = l(&[("database", "board-replica")]);
+        let connect = l(&[("database", "board-primary")]);
+        let scan = l(&[
+            ("service", "board"),
+            ("operation", "SELECT"),
+            ("peer", "board-replica (postgresql, 10.0.0.5:5433)"),
+        ]);
+        let http = l(&[("service", "board"), ("operation", "GET /list")]);
+        let elsewhere = l(&[("service", "shop"), ("operation", "GET /")]);
+        assert!(r.related(&lag, &scan), "peer is the database");
+        assert!(r.related(&lag, &http), "board calls the replica");
+        assert!(r.related(&lag, &connect), "same engine host");
+        assert!(!r.related(&http, &elsewhere));
+        assert!(!r.related(&lag, &elsewhere));
+    }
+
+    #[test]
+    fn later_alerts_join_and_the_incident_resolves_when_all_have() {
+        let redis = active(
+            "dependency-latency",
+            &[("class", "redis"), ("peer", CACHE)],
+            100.0,
+        );
+        let open = Incident {
+            id: 7,
+            opened: 100.0,
+            resolved: None,
+            title: String::new(),
+            cause_text: String::new(),
+            cause: serde_json::Value::Null,
+            cause_updated: Some(100.0),
+            alerts: vec![redis.member(100.0)],
+        };
+        // Ten minutes later, still firing: a related alert joins.
+        let limiter = active(
+            "http-5xx-rate",
+            &[("service", "board"), ("operation", "GET /list")],
+            700.0,
+        );
+        let p = plan(
+            &[redis.clone(), limiter.clone()],
+            std::slice::from_ref(&open),
+            &rel(),
+            701.0,
+        );
+        assert!(p.new.is_empty(), "{p:#?}");
+        assert!(matches!(
+            &p.changes[..],
+            [IncidentChange::Join { incident: 7, .. }]
+        ));
+
+        // The Redis alert resolves, the limiter still fires: the incident stays open.
+        let mut both = open.clone();
+        both.alerts.push(limiter.member(701.0));
+        let p = plan(
+            std::slice::from_ref(&limiter),
+            std::slice::from_ref(&both),
+            &rel(),
+            800.0,
+        );
+        assert!(matches!(
+            &p.changes[..],
+            [IncidentChange::AlertResolved {
+                incident: 7,
+                at: Some(_),
+                ..
+            }]
+        ));
+        // Both resolved: the incident resolves.
+        let p = plan(&[], std::slice::from_ref(&both), &rel(), 900.0);
+        assert!(p
+            .changes
+            .iter()
+            .any(|c| matches!(c, IncidentChange::Resolve { incident: 7, .. })));
+        // The Redis alert fires again while the incident is open: back in, not a new one.
+        let mut one_left = both.clone();
+        one_left.alerts[0].resolved = Some(800.0);
+        let p = plan(
+            &[redis.clone(), limiter.clone()],
+            std::slice::from_ref(&one_left),
+            &rel(),
+            850.0,
+        );
+        assert!(p.new.is_empty(), "{p:#?}");
+        assert!(matches!(
+            &p.changes[..],
+            [IncidentChange::AlertResolved {
+                incident: 7,
+                at: None,
+                ..
+            }]
+        ));
+        // Calm: nothing.
+        let p = plan(&[], &[], &rel(), 900.0);
+        assert!(p.changes.is_empty() && p.new.is_empty());
+    }
+}

@@ -1,0 +1,352 @@
+//! Incidents end to end: batches over real HTTP, rules evaluated against a real PostgreSQL,
+//! related alerts grouped into one incident with its probable cause, an unrelated one into
+//! its own, both resolved when their alerts are; served by the API and the pages, and carried
+//! by the webhook.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use common::{start, Running, TOKEN};
+use serde_json::Value;
+use stormwatch_collector::alerts::config::{AlertsConfig, Dur};
+use stormwatch_collector::Config;
+use stormwatch_model::{
+    now_ns, Aggregate, AggregateKey, Batch, DbRole, DependencyClass, Encoding, ProbeSample, Span,
+    WIRE_VERSION,
+};
+
+const CACHE: &str = "cache (redis, 10.0.0.3:6379)";
+const NS: i64 = 1_000_000_000;
+
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn batch() -> Batch {
+    Batch {
+        version: WIRE_VERSION,
+        agent_id: "agent-incidents".into(),
+        instance: "i-1".into(),
+        sequence: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ..Default::default()
+    }
+}
+
+async fn ingest(c: &Running, batch: &Batch) {
+    let resp = reqwest::Client::new()
+        .post(c.endpoint("/api/v1/ingest"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-protobuf")
+        .body(batch.encode(Encoding::Protobuf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
+
+/// `n` spans of `board` ending at `end_ns`, counted in their minute's aggregates.
+fn spans(
+    b: &mut Batch,
+    end_ns: i64,
+    n: u64,
+    class: DependencyClass,
+    operation: &str,
+    ms: i64,
+    status: u32,
+) {
+    let span = Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        service: "board".into(),
+        operation: operation.into(),
+        class: class as i32,
+        peer: if class == DependencyClass::Redis {
+            CACHE.into()
+        } else {
+            String::new()
+        },
+        http_status: status,
+        start_ns: end_ns - ms * 1_000_000,
+        duration_ns: ms * 1_000_000,
+        ..Default::default()
+    };
+    let key = AggregateKey::of_span(&span);
+    let mut agg = Aggregate::new(&key);
+    for _ in 0..n {
+        agg.add(&span);
+    }
+    b.aggregates.push(agg);
+}
+
+/// Half an hour ago, a calm minute: GET /list in 10 ms, two 2 ms cache calls a request.
+fn calm(at_ns: i64) -> Batch {
+    let mut b = batch();
+    spans(
+        &mut b,
+        at_ns,
+        500,
+        DependencyClass::HttpServer,
+        "GET /list",
+        10,
+        200,
+    );
+    spans(&mut b, at_ns, 1000, DependencyClass::Redis, "GET", 2, 0);
+    b
+}
+
+/// Now: the cache answers in 600 ms, GET /list takes 1.2 s and half of it is refused (503).
+fn slow_cache(at_ns: i64) -> Batch {
+    let mut b = batch();
+    spans(
+        &mut b,
+        at_ns,
+        100,
+        DependencyClass::HttpServer,
+        "GET /list",
+        1_210,
+        200,
+    );
+    spans(
+        &mut b,
+        at_ns,
+        100,
+        DependencyClass::HttpServer,
+        "GET /list",
+        1_210,
+        503,
+    );
+    spans(&mut b, at_ns, 400, DependencyClass::Redis, "GET", 600, 0);
+    b
+}
+
+fn lag(database: &str, seconds: f64) -> ProbeSample {
+    ProbeSample {
+        time_ns: now_ns(),
+        database: database.into(),
+        engine: "postgres".into(),
+        role: DbRole::Replica as i32,
+        connect_us: Some(800),
+        lag_seconds: Some(seconds),
+        ..Default::default()
+    }
+}
+
+#[derive(Clone, Default)]
+struct Hook {
+    got: Arc<Mutex<Vec<Value>>>,
+}
+
+async fn record(State(h): State<Hook>, Json(body): Json<Value>) -> &'static str {
+    h.got.lock().unwrap().push(body);
+    "ok"
+}
+
+async fn hook() -> (Hook, SocketAddr) {
+    let h = Hook::default();
+    let app = Router::new().fallback(post(record)).with_state(h.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (h, addr)
+}
+
+async fn get(c: &Running, path: &str) -> (u16, String) {
+    let r = reqwest::get(c.endpoint(path)).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn incidents(c: &Running) -> Vec<Value> {
+    let (status, body) = get(c, "/api/v1/incidents").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["incidents"].as_array().unwrap().clone()
+}
+
+async fn until<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn related_alerts_form_one_incident_with_its_cause_and_resolve_together() {
+    let (hook, addr) = hook().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    let mut alerts: AlertsConfig = toml::from_str(&format!(
+        r#"
+        [[channels]]
+        name = "hook"
+        type = "webhook"
+        url = "http://{addr}/"
+
+        [[rules]]
+        name = "cache-p95"
+        kind = "latency"
+        class = "redis"
+        threshold = 100
+        group_by = ["class", "peer"]
+        resolve_after = "0s"
+        severity = "critical"
+
+        [[rules]]
+        name = "list-5xx"
+        kind = "error_rate"
+        class = "http_server"
+        statuses = ["5xx"]
+        threshold = 0.05
+        group_by = ["service", "operation"]
+        resolve_after = "0s"
+
+        [[rules]]
+        name = "replica-lag"
+        kind = "replication_lag"
+        threshold = 5
+        resolve_after = "0s"
+        severity = "critical"
+        "#
+    ))
+    .unwrap();
+    alerts.default_rules = false;
+    alerts.evaluate_every = Dur(Duration::from_millis(300));
+    let mut config = Config::for_tests(&db, TOKEN);
+    config.alerts = alerts;
+    let c = start(config).await;
+
+    let now = now_ns();
+    ingest(&c, &calm(now - 30 * 60 * NS)).await;
+    // Calm: no incident.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(incidents(&c).await.is_empty());
+
+    // The cache slows (and GET /list answers 503), and an unrelated replica falls behind.
+    ingest(&c, &slow_cache(now_ns())).await;
+    let mut b = batch();
+    b.probes = vec![lag("other-replica", 30.0)];
+    ingest(&c, &b).await;
+
+    let open = until("two incidents", Duration::from_secs(20), async || {
+        let v = incidents(&c).await;
+        let alerts: usize = v
+            .iter()
+            .map(|i| i["alerts"].as_array().unwrap().len())
+            .sum();
+        (v.len() == 2 && alerts == 3).then_some(v)
+    })
+    .await;
+    let cache = open
+        .iter()
+        .find(|i| i["alerts"].as_array().unwrap().len() == 2)
+        .expect("the cache and the 5xx alerts together");
+    let rules: Vec<&str> = cache["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["rule"].as_str().unwrap())
+        .collect();
+    assert!(
+        rules.contains(&"cache-p95") && rules.contains(&"list-5xx"),
+        "{rules:?}"
+    );
+    let cause = cache["cause_text"].as_str().unwrap();
+    println!("cache incident: {}\n  cause: {cause}", cache["title"]);
+    println!(
+        "replica incident cause: {}",
+        open.iter()
+            .map(|i| i["cause_text"].as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    assert!(
+        cause.starts_with("Redis cache p95 ")
+            && cause.contains("its usual, explains")
+            && cause.ends_with("of the added latency of GET /list"),
+        "{cause}"
+    );
+    let replica = open
+        .iter()
+        .find(|i| i["alerts"].as_array().unwrap().len() == 1)
+        .unwrap();
+    assert_eq!(replica["alerts"][0]["labels"]["database"], "other-replica");
+    assert!(
+        replica["cause_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Replica other-replica fell 30 s behind"),
+        "{replica}"
+    );
+
+    // One incident by id, with its ranked causes and their evidence.
+    let id = cache["id"].as_i64().unwrap();
+    let (status, body) = get(&c, &format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let one: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(one["cause"][0]["rank"], 1);
+    assert_eq!(one["cause"][0]["kind"], "dependency");
+    assert!(one["cause"][0]["evidence"].as_array().unwrap().len() > 3);
+    assert_eq!(get(&c, "/api/v1/incidents/nope").await.0, 400);
+    assert_eq!(get(&c, "/api/v1/incidents/999999").await.0, 404);
+
+    // The pages.
+    let (status, page) = get(&c, "/incidents").await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("href=\"/incidents/{id}?")), "{page}");
+    let (status, page) = get(&c, &format!("/incidents/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("id=\"causes\"") && page.contains("Redis cache p95"),
+        "{page}"
+    );
+    let (_, page) = get(&c, "/").await;
+    assert!(page.contains("id=\"open-incidents\""), "{page}");
+
+    // The webhook's alerts carry their incident and its cause.
+    let sent = until("the firing webhook", Duration::from_secs(10), async || {
+        let got = hook.got.lock().unwrap().clone();
+        let alerts: Vec<Value> = got
+            .iter()
+            .flat_map(|m| m["alerts"].as_array().unwrap().clone())
+            .collect();
+        (alerts.len() >= 3).then_some(alerts)
+    })
+    .await;
+    let p95 = sent.iter().find(|a| a["rule"] == "cache-p95").unwrap();
+    assert_eq!(p95["incident"]["id"], id, "{p95}");
+    assert!(
+        p95["incident"]["cause"]
+            .as_str()
+            .unwrap()
+            .starts_with("Redis cache p95"),
+        "{p95}"
+    );
+
+    // Everything leaves its window: every alert resolves, and so does every incident.
+    c.alerts().shift_clock(Duration::from_secs(180));
+    let done = until("incidents resolved", Duration::from_secs(20), async || {
+        let v = incidents(&c).await;
+        v.iter().all(|i| !i["resolved"].is_null()).then_some(v)
+    })
+    .await;
+    assert_eq!(done.len(), 2, "no new incident while calm");
+    for i in &done {
+        assert!(
+            i["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| !a["resolved"].is_null()),
+            "{i}"
+        );
+    }
+    let (_, page) = get(&c, "/").await;
+    assert!(!page.contains("id=\"open-incidents\""));
+    c.stop().await;
+}
