@@ -15,6 +15,9 @@ pub const DEMO_USER: &str = "demo";
 /// Environment variables naming a real Slack incoming webhook, used besides the local page.
 pub const SLACK_ENV: [&str; 2] = ["SLACK_WEBHOOK_URL", "STORMWATCH_SLACK_WEBHOOK_URL"];
 
+/// The name the demo's agent gives the board's Redis (`[peer_names]`).
+pub const CACHE_NAME: &str = "board-cache";
+
 /// The operation of the board's list page, as the agent names server spans (method + route).
 pub const LIST_OPERATION: &str = "GET /classes/{code}/posts";
 /// The operation of the board's upload endpoint.
@@ -87,9 +90,10 @@ pub fn write_collector_config(
     let mut t = String::new();
     t.push_str(
         "# Written by stormwatch-demo at every start (the next start overwrites it).\n\
-         # [alerts] is hot-reloaded: edit a rule and save to try it on the running demo.\n\n",
+         # [alerts] is hot-reloaded: add a rule and save to try it on the running demo.\n\
+         # No rule is written here: the demo runs on the default rules, as a new install does.\n\n",
     );
-    t.push_str("[alerts]\nevaluate_every = \"1s\"\n");
+    t.push_str("[alerts]\n");
     t.push_str(&format!("dashboard_url = {}\n", q(dashboard_url)));
     t.push_str("default_rules = true\n\n");
     t.push_str(&format!(
@@ -106,7 +110,6 @@ pub fn write_collector_config(
             q(var)
         ));
     }
-    t.push_str(RULES);
     t.push_str(&format!(
         "\n[[users]]\nname = {}\npassword_hash = {}\nrole = \"admin\"\n",
         q(DEMO_USER),
@@ -117,119 +120,23 @@ pub fn write_collector_config(
     Ok(path)
 }
 
-/// The rules for the scenario's incidents. The defaults (redis-p95, replica-lag,
-/// db-connect-failures, http-5xx-rate, agent-silent) are replaced where the demo needs a
-/// shorter window; latency and error rules read per-minute aggregates, so a short `window`
-/// means "this minute (and the previous one near its start)": the condition shows within
-/// seconds of onset, and clears at the first clean minute after the incident.
-const RULES: &str = r#"# Redis slows down: the cache calls' p95 (the default rule with a shorter window, and 100 ms
-# instead of 20 ms: the demo shares a small machine, where a busy CPU alone can cost 20 ms).
-[[alerts.rules]]
-name = "redis-p95"
-kind = "latency"
-class = "redis"
-quantile = 0.95
-threshold = 100
-group_by = ["service", "peer"]
-window = "10s"
-resolve_after = "10s"
-severity = "critical"
-
-# The board's concurrency limiter answers 503 on the list page.
-[[alerts.rules]]
-name = "limiter-503"
-kind = "error_rate"
-class = "http_server"
-operation = "GET /classes/{code}/posts"
-statuses = ["503"]
-threshold = 0.05
-min_count = 20
-group_by = ["service", "operation"]
-window = "10s"
-resolve_after = "10s"
-severity = "critical"
-
-# The replica lags (or its replay is paused).
-[[alerts.rules]]
-name = "replica-lag"
-kind = "replication_lag"
-threshold = 5
-window = "30s"
-resolve_after = "10s"
-severity = "critical"
-
-# Queries that lost their WHERE: full-scan suspects per operation.
-[[alerts.rules]]
-name = "full-scan"
-kind = "full_scan"
-threshold = 1
-window = "10s"
-resolve_after = "10s"
-severity = "warning"
-
-# The partner service is slow: outbound HTTP calls' p95.
-[[alerts.rules]]
-name = "partner-latency"
-kind = "latency"
-class = "http_client"
-quantile = 0.95
-threshold = 500
-min_count = 5
-group_by = ["service", "peer"]
-window = "10s"
-resolve_after = "10s"
-severity = "warning"
-
-# The primary refuses new connections (the agent's probes open a fresh one every second).
-[[alerts.rules]]
-name = "db-connect-failures"
-kind = "db_connect"
-threshold = 1
-window = "15s"
-resolve_after = "10s"
-severity = "critical"
-
-# Uploads overload their endpoint: its own limiter answers 503.
-[[alerts.rules]]
-name = "uploads-503"
-kind = "error_rate"
-class = "http_server"
-operation = "POST /uploads"
-statuses = ["503"]
-threshold = 0.05
-min_count = 10
-group_by = ["service", "operation"]
-window = "10s"
-resolve_after = "10s"
-severity = "warning"
-
-# Any 5xx, per service (the default rule, shorter window).
-[[alerts.rules]]
-name = "http-5xx-rate"
-kind = "error_rate"
-class = "http_server"
-statuses = ["5xx"]
-threshold = 0.05
-min_count = 20
-window = "10s"
-resolve_after = "10s"
-severity = "warning"
-"#;
-
 /// Writes `<data>/agent.toml`: the probes of the app's databases (a fresh connection every
 /// second, as the probe user) and the spool directory.
 pub fn write_agent_config(
     data_dir: &Path,
     primary_url: &str,
     replica_url: &str,
+    redis_port: u16,
 ) -> anyhow::Result<PathBuf> {
     let t = format!(
         "# Written by stormwatch-demo at every start (the next start overwrites it).\n\
          # Reloaded on save, like any agent config.\n\n\
          [[database]]\nname = \"board-primary\"\nengine = \"postgres\"\nrole = \"primary\"\nurl = {}\ninterval = \"1s\"\ntimeout = \"1s\"\n\n\
-         [[database]]\nname = \"board-replica\"\nengine = \"postgres\"\nrole = \"replica\"\nurl = {}\ninterval = \"1s\"\ntimeout = \"1s\"\nlag_threshold = \"1s\"\n",
+         [[database]]\nname = \"board-replica\"\nengine = \"postgres\"\nrole = \"replica\"\nurl = {}\ninterval = \"1s\"\ntimeout = \"1s\"\nlag_threshold = \"1s\"\n\n\
+         [peer_names]\n\"127.0.0.1:{redis_port}\" = {}\n",
         q(primary_url),
-        q(replica_url)
+        q(replica_url),
+        q(CACHE_NAME)
     );
     let path = data_dir.join("agent.toml");
     std::fs::write(&path, t).with_context(|| format!("writing {}", path.display()))?;
@@ -261,21 +168,14 @@ mod tests {
             .resolve("http://127.0.0.1:6100", &|_| None)
             .unwrap();
         let names: Vec<&str> = resolved.rules.iter().map(|r| r.name.as_str()).collect();
-        for rule in [
-            "redis-p95",
-            "limiter-503",
-            "replica-lag",
-            "full-scan",
-            "partner-latency",
-            "db-connect-failures",
-            "uploads-503",
-            "http-5xx-rate",
-            "agent-silent",
-        ] {
-            assert!(names.contains(&rule), "{rule} missing from {names:?}");
-        }
+        // The default rules only, as a new install has them.
+        let defaults: Vec<String> = stormwatch_collector::alerts::config::default_rules()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, defaults);
+        assert!(!text.contains("[[alerts.rules]]"));
         assert_eq!(resolved.channels.len(), 2);
-        assert!(text.contains(LIST_OPERATION) && text.contains(UPLOAD_OPERATION));
         assert_eq!(file.users[0].name, DEMO_USER);
     }
 

@@ -176,15 +176,29 @@ impl Kind {
         }
     }
 
-    /// The alert rules (collector config) that must fire for it.
-    pub fn rules(self) -> &'static [&'static str] {
+    /// The alerts that must fire for it, from the default rules: (rule, text its labels
+    /// hold — the peer, database or endpoint it must name).
+    pub fn alerts(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Kind::RedisSlow => &["redis-p95", "limiter-503"],
-            Kind::ReplicaPaused => &["replica-lag", "full-scan"],
-            Kind::PartnerSlow => &["partner-latency"],
-            Kind::PrimaryRefuses => &["db-connect-failures"],
-            Kind::UploadsOverload => &["uploads-503"],
+            Kind::RedisSlow => &[
+                ("dependency-latency", crate::config::CACHE_NAME),
+                ("http-5xx-rate", crate::config::LIST_OPERATION),
+            ],
+            Kind::ReplicaPaused => &[
+                ("replica-lag", "board-replica"),
+                ("full-scan", "board-replica"),
+            ],
+            Kind::PartnerSlow => &[("dependency-latency", "partner (http")],
+            Kind::PrimaryRefuses => &[("db-connect-failures", "board-primary")],
+            Kind::UploadsOverload => &[("http-5xx-rate", crate::config::UPLOAD_OPERATION)],
         }
+    }
+
+    /// True for an alert that follows from the fault rather than shows it: the lost WHERE
+    /// comes only once the replica is behind and the board wrote what it lacks, seconds after
+    /// replay paused.
+    pub fn is_consequence(self, rule: &str) -> bool {
+        self == Kind::ReplicaPaused && rule == "full-scan"
     }
 
     /// What is injected, for the log.

@@ -334,6 +334,24 @@ pub fn render_page(newest_first: &[Received], dropped: u64) -> String {
     html
 }
 
+/// Alerts as the webhook channel received them: (arrival ms, rule, event, summary, labels as
+/// text).
+pub fn webhook_alerts(messages: &[Received]) -> Vec<(i64, String, String, String, String)> {
+    let mut out = Vec::new();
+    for m in messages.iter().filter(|m| m.kind == "webhook") {
+        for a in m.body["alerts"].as_array().into_iter().flatten() {
+            out.push((
+                m.at_ms,
+                a["rule"].as_str().unwrap_or("").to_owned(),
+                a["event"].as_str().unwrap_or("").to_owned(),
+                a["summary"].as_str().unwrap_or("").to_owned(),
+                a["labels"].to_string(),
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,6 +197,7 @@ impl Stack {
             &self
                 .dbs
                 .replica_url(postgres::PROBE_USER, postgres::APP_DATABASE),
+            opts.redis_port,
         )?;
         let source = Source {
             path: Some(agent_path.clone()),
