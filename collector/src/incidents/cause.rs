@@ -416,7 +416,17 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
                     evidence.push(ev("replica lag", v, "s"));
                 }
                 let (line, score) = if scans.is_empty() {
-                    (format!("Replica {d} fell{lag} behind"), 1.1)
+                    // A stopped replay (SQL thread, pg_wal_replay_pause) is the fault, however
+                    // little lag it has built yet.
+                    if a.summary.contains("paused") {
+                        let behind = a
+                            .value
+                            .map(|v| format!(", {v:.0} s behind"))
+                            .unwrap_or_default();
+                        (format!("Replica {d} stopped replaying{behind}"), 1.1)
+                    } else {
+                        (format!("Replica {d} fell{lag} behind"), 1.1)
+                    }
                 } else {
                     let services: BTreeSet<&str> =
                         scans.iter().filter_map(|f| label(f, "service")).collect();

@@ -324,7 +324,7 @@ fn a_lone_replica_lag_is_its_own_cause_not_a_peer_barely_slower() {
         &[("database", "shop-replica")],
         100.0,
     );
-    let causes = rank(&[lag.clone()], &t);
+    let causes = rank(std::slice::from_ref(&lag), &t);
     assert_eq!(causes.len(), 1, "{causes:#?}");
     assert_eq!(causes[0].kind, "replica_lag");
     assert!(
