@@ -18,8 +18,7 @@ use serde_json::Value;
 use stormwatch_collector::alerts::config::{AlertsConfig, Dur};
 use stormwatch_collector::Config;
 use stormwatch_model::{
-    Aggregate, AggregateKey, Batch, DbRole, DependencyClass, Encoding, ProbeSample, Span,
-    WIRE_VERSION,
+    Aggregate, AggregateKey, Batch, DbRole, DependencyClass, ProbeSample, Span,
 };
 
 /// What the receiver got: path, headers, JSON body, when.
@@ -154,28 +153,8 @@ async fn collector_with(db: &str, alerts: AlertsConfig) -> Running {
 
 use stormwatch_model::now_ns;
 
-static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
 fn batch() -> Batch {
-    Batch {
-        version: WIRE_VERSION,
-        agent_id: "agent-alerts".into(),
-        instance: "i-1".into(),
-        sequence: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        ..Default::default()
-    }
-}
-
-async fn ingest(c: &Running, batch: &Batch) {
-    let resp = reqwest::Client::new()
-        .post(c.endpoint("/api/v1/ingest"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/x-protobuf")
-        .body(batch.encode(Encoding::Protobuf))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    common::batch_of("agent-alerts")
 }
 
 /// Redis calls of `board` taking `ms` each, counted in this minute's aggregates.
@@ -217,7 +196,7 @@ fn lag(database: &str, seconds: f64) -> ProbeSample {
 async fn probes(c: &Running, samples: Vec<ProbeSample>) {
     let mut b = batch();
     b.probes = samples;
-    ingest(c, &b).await;
+    c.ingest(&b).await;
 }
 
 const LAG_RULE: &str = r#"
@@ -253,12 +232,12 @@ async fn latency_rule_fires_once_resolves_once_in_block_kit() {
     ));
     let c = collector_with(&db, alerts).await;
     slack.count_rounds(&c);
-    ingest(&c, &redis_calls(50, 2)).await; // healthy: nothing fires
+    c.ingest(&redis_calls(50, 2)).await; // healthy: nothing fires
     after_rounds(&c, 2).await;
     assert!(slack.messages().is_empty());
 
     let sent = Instant::now();
-    ingest(&c, &redis_calls(200, 80)).await;
+    c.ingest(&redis_calls(200, 80)).await;
     let before = c.state().metrics.alert_evaluations.get();
     let m = slack.wait_for(1, Duration::from_secs(15)).await;
     println!(
@@ -346,7 +325,7 @@ async fn an_agent_is_not_called_silent_for_the_time_the_collector_was_down() {
         ))
     };
     let c = collector_with(&db, cfg()).await;
-    ingest(&c, &batch()).await;
+    c.ingest(&batch()).await;
     c.stop().await;
     // The collector was down for ten minutes; the agent kept sending (into its spool).
     let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)

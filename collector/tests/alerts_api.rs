@@ -9,24 +9,12 @@ use common::{start, TOKEN};
 use serde_json::Value;
 use stormwatch_collector::alerts::config::{AlertsConfig, Dur};
 use stormwatch_collector::Config;
-use stormwatch_model::{Batch, DbRole, Encoding, ProbeSample, WIRE_VERSION};
+use stormwatch_model::{Batch, DbRole, ProbeSample, WIRE_VERSION};
 
 async fn get(url: &str) -> Value {
     let r = reqwest::get(url).await.unwrap();
     assert_eq!(r.status(), 200, "{url}");
     r.json().await.unwrap()
-}
-
-async fn ingest(c: &common::Running, batch: &Batch) {
-    let r = reqwest::Client::new()
-        .post(c.endpoint("/api/v1/ingest"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/x-protobuf")
-        .body(batch.encode(Encoding::Protobuf))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 
 #[tokio::test]
@@ -81,7 +69,7 @@ async fn rules_in_force_and_alerts_are_served_as_json() {
         }],
         ..Default::default()
     };
-    ingest(&c, &batch).await;
+    c.ingest(&batch).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let v = loop {
         let v = get(&c.endpoint("/api/v1/alerts")).await;
@@ -110,7 +98,7 @@ async fn rules_in_force_and_alerts_are_served_as_json() {
     caught_up.sequence = 2;
     caught_up.probes[0].time_ns = stormwatch_store::now_ns();
     caught_up.probes[0].lag_seconds = Some(0.5);
-    ingest(&c, &caught_up).await;
+    c.ingest(&caught_up).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let resolved = loop {
         let v = get(&c.endpoint("/api/v1/alerts")).await;

@@ -5,9 +5,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 
 use common::{start, TOKEN};
-use reqwest::StatusCode;
 use stormwatch_collector::Config;
-use stormwatch_model::Encoding;
 
 #[tokio::test]
 async fn starts_from_an_empty_data_dir_and_reuses_it() {
@@ -28,15 +26,7 @@ async fn starts_from_an_empty_data_dir_and_reuses_it() {
         "the cluster lives in the data dir"
     );
     let batch = stormwatch_testkit::sample::batch("agent-emb", 1, 12, stormwatch_store::now_ns());
-    let resp = reqwest::Client::new()
-        .post(c.endpoint("/api/v1/ingest"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/x-protobuf")
-        .body(batch.encode(Encoding::Protobuf))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    c.ingest(&batch).await;
     c.stop().await;
     assert!(
         !data_dir.join("postgres/postmaster.pid").exists(),

@@ -17,35 +17,14 @@ use serde_json::Value;
 use stormwatch_collector::alerts::config::{AlertsConfig, Dur};
 use stormwatch_collector::Config;
 use stormwatch_model::{
-    now_ns, Aggregate, AggregateKey, Batch, DbRole, DependencyClass, Encoding, ProbeSample, Span,
-    WIRE_VERSION,
+    now_ns, Aggregate, AggregateKey, Batch, DbRole, DependencyClass, ProbeSample, Span,
 };
 
 const CACHE: &str = "cache (redis, 10.0.0.3:6379)";
 const NS: i64 = 1_000_000_000;
 
-static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
 fn batch() -> Batch {
-    Batch {
-        version: WIRE_VERSION,
-        agent_id: "agent-incidents".into(),
-        instance: "i-1".into(),
-        sequence: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        ..Default::default()
-    }
-}
-
-async fn ingest(c: &Running, batch: &Batch) {
-    let resp = reqwest::Client::new()
-        .post(c.endpoint("/api/v1/ingest"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/x-protobuf")
-        .body(batch.encode(Encoding::Protobuf))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    common::batch_of("agent-incidents")
 }
 
 /// `n` spans of `board` ending at `end_ns`, counted in their minute's aggregates.
@@ -222,16 +201,16 @@ async fn related_alerts_form_one_incident_with_its_cause_and_resolve_together() 
     let c = start(config).await;
 
     let now = now_ns();
-    ingest(&c, &calm(now - 30 * 60 * NS)).await;
+    c.ingest(&calm(now - 30 * 60 * NS)).await;
     // Calm: no incident.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(incidents(&c).await.is_empty());
 
     // The cache slows (and GET /list answers 503), and an unrelated replica falls behind.
-    ingest(&c, &slow_cache(now_ns())).await;
+    c.ingest(&slow_cache(now_ns())).await;
     let mut b = batch();
     b.probes = vec![lag("other-replica", 30.0)];
-    ingest(&c, &b).await;
+    c.ingest(&b).await;
 
     let open = until("two incidents", Duration::from_secs(20), async || {
         let v = incidents(&c).await;

@@ -5,10 +5,24 @@
 use std::net::SocketAddr;
 
 use stormwatch_collector::{Collector, Config};
+use stormwatch_model::{Batch, Encoding, WIRE_VERSION};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// An empty batch of `agent` with the next sequence number (unique in this test binary).
+pub fn batch_of(agent: &str) -> Batch {
+    Batch {
+        version: WIRE_VERSION,
+        agent_id: agent.into(),
+        instance: "i-1".into(),
+        sequence: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ..Default::default()
+    }
+}
 
 pub struct Running {
     pub addr: SocketAddr,
@@ -40,6 +54,19 @@ impl Running {
             .text()
             .await
             .unwrap()
+    }
+
+    /// Posts `batch` to the ingest API as protobuf; it must be accepted (200).
+    pub async fn ingest(&self, batch: &Batch) {
+        let r = reqwest::Client::new()
+            .post(self.endpoint("/api/v1/ingest"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/x-protobuf")
+            .body(batch.encode(Encoding::Protobuf))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
     /// Graceful shutdown; waits until the collector has stopped.
