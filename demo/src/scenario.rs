@@ -194,6 +194,15 @@ impl Kind {
         }
     }
 
+    /// Alerts that may fire during it without being required: the board's pages share one
+    /// limiter, so pages waiting on the slow partner can fill it for the list page too.
+    pub fn side_effects(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Kind::PartnerSlow => &[("http-5xx-rate", crate::config::LIST_OPERATION)],
+            _ => &[],
+        }
+    }
+
     /// True for an alert that follows from the fault rather than shows it: the lost WHERE
     /// comes only once the replica is behind and the board wrote what it lacks, seconds after
     /// replay paused.
