@@ -41,12 +41,17 @@ fn find<'a>(map: &'a HashMap<String, String>, address: &str) -> Option<&'a str> 
     if map.is_empty() {
         return None;
     }
-    let address = address.to_ascii_lowercase();
-    map.get(&address)
+    // Runs for every span with a peer: lower-case a copy only when there is something to lower.
+    let address: std::borrow::Cow<'_, str> = if address.bytes().any(|b| b.is_ascii_uppercase()) {
+        address.to_ascii_lowercase().into()
+    } else {
+        address.into()
+    };
+    map.get(address.as_ref())
         .or_else(|| {
             let host = address
                 .rsplit_once(':')
-                .map_or(address.as_str(), |(h, _)| h);
+                .map_or(address.as_ref(), |(h, _)| h);
             map.get(host)
         })
         .map(String::as_str)
