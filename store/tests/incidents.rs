@@ -5,19 +5,11 @@ use std::time::Duration;
 
 use stormwatch_store::incidents::{IncidentAlert, IncidentChange};
 use stormwatch_store::signals::Labels;
-use stormwatch_store::{Store, StoreError, StoreOptions};
-use stormwatch_testkit::{fresh_database, sample};
+use stormwatch_store::{Store, StoreError};
+use stormwatch_testkit::sample;
 
 async fn store() -> Store {
-    let store = Store::connect(&StoreOptions {
-        url: fresh_database().await,
-        max_connections: 4,
-        retention_days: 7,
-    })
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    store
+    stormwatch_testkit::fresh_store().await
 }
 
 fn alert(rule: &str, service: &str, started: f64) -> IncidentAlert {

@@ -2,21 +2,13 @@
 
 use stormwatch_model::{DependencyClass, SpanFlag};
 use stormwatch_store::signals::GroupFilter;
-use stormwatch_store::{Store, StoreOptions};
-use stormwatch_testkit::{fresh_database, sample};
+use stormwatch_store::Store;
+use stormwatch_testkit::sample;
 
 const NS: i64 = 1_000_000_000;
 
 async fn store() -> Store {
-    let store = Store::connect(&StoreOptions {
-        url: fresh_database().await,
-        max_connections: 4,
-        retention_days: 7,
-    })
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    store
+    stormwatch_testkit::fresh_store().await
 }
 
 fn by(labels: &[&str]) -> Vec<String> {

@@ -124,6 +124,19 @@ pub async fn fresh_database() -> String {
     postgres().fresh_database().await
 }
 
+/// A store over a fresh database with the migrations applied (4 connections, 7 days kept).
+pub async fn fresh_store() -> stormwatch_store::Store {
+    let store = stormwatch_store::Store::connect(&stormwatch_store::StoreOptions {
+        url: fresh_database().await,
+        max_connections: 4,
+        retention_days: 7,
+    })
+    .await
+    .expect("connect to the fresh database");
+    store.migrate().await.expect("migrations apply");
+    store
+}
+
 /// Deterministic sample data.
 pub mod sample {
     use std::collections::BTreeMap;
