@@ -832,5 +832,16 @@ async fn a_failing_heartbeat_writer_is_not_replica_lag() {
         |p| !p.detail.contains_key("heartbeat_writer") && heartbeat_age(p).is_some_and(|a| a < 2.0),
     )
     .await;
+    // While the first new heartbeat travels to the replica, the old row it still holds is not
+    // the length of the writer's outage (it paged "replica 29.6 s behind" at the end of the
+    // stranger's primary refusal).
+    for s in probes(&collector, "hb-replica") {
+        if s.time_ns >= fixed {
+            assert!(
+                s.lag_seconds.is_none_or(|l| l < 1.5),
+                "lag read from the stale row as the writer came back: {s:?}"
+            );
+        }
+    }
     agent.shutdown(Duration::from_secs(2)).await;
 }

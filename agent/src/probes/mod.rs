@@ -17,7 +17,7 @@ pub mod mysql;
 mod outcome;
 pub mod postgres;
 
-pub use outcome::{Heartbeats, Outcome, ProbeState, ReceiveHistory};
+pub use outcome::{Heartbeats, Outcome, ProbeState, ReceiveHistory, Writer};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +33,7 @@ use config::{Database, Engine};
 /// Probes `db` once.
 pub async fn probe_once(db: &Database, state: &mut ProbeState) -> ProbeSample {
     let time_ns = now_ns();
+    let began = std::time::Instant::now();
     let outcome = match db.resolved_url().and_then(|u| Ok((u, db.password()?))) {
         Err(m) => Outcome::failed(FailureClass::Other, m),
         Ok((url, password)) => match db.engine {
@@ -43,7 +44,7 @@ pub async fn probe_once(db: &Database, state: &mut ProbeState) -> ProbeSample {
     if let (DbRole::Primary, Some(table)) = (db.role, &db.heartbeat) {
         let wrote = outcome.failure == FailureClass::None
             && !outcome.detail.contains_key("heartbeat_error");
-        state.heartbeats.record(table, wrote);
+        state.heartbeats.record(table, wrote, began);
     }
     ProbeSample {
         time_ns,
@@ -108,6 +109,11 @@ pub async fn run(
             }
             keep
         });
+        heartbeats.configure(
+            dbs.iter()
+                .filter(|d| d.role == DbRole::Primary)
+                .filter_map(|d| d.heartbeat.as_deref()),
+        );
         for d in dbs {
             if !tasks.contains_key(&d.name) {
                 tracing::info!(database = %d.name, engine = d.engine.as_str(), "watching database");
@@ -129,6 +135,48 @@ pub async fn run(
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    fn replica_with_heartbeat() -> Database {
+        let mut d: Database = toml::from_str(
+            "name = \"r\"\nengine = \"mysql\"\nrole = \"replica\"\nurl = \"mysql://u@h/\"\n\
+             interval = \"1s\"\ntimeout = \"1s\"\n",
+        )
+        .unwrap();
+        d.heartbeat = Some("hb".into());
+        d
+    }
+
+    #[test]
+    fn a_heartbeat_counts_as_lag_only_while_and_since_its_writer_writes() {
+        let db = replica_with_heartbeat();
+        let state = ProbeState::default();
+        let lag = |age: f64| {
+            let mut detail = std::collections::BTreeMap::new();
+            let l = postgres::heartbeat_lag_if_written(&state, "hb", age, &db, &mut detail);
+            (l, detail.contains_key("heartbeat_writer"))
+        };
+        // Written by another agent: the age, less one interval and the probe's delay.
+        assert_eq!(lag(31.5), (Some(30.0), false));
+        // Configured here but not written yet: the age says nothing.
+        state.heartbeats.configure(["hb"]);
+        assert_eq!(lag(31.5), (None, true));
+        // Writing again for 3 s after a 30 s outage: the 31.5 s-old row read just before the
+        // new one arrives means "the streak's first write has not arrived", 3 s at most.
+        let began = Instant::now() - Duration::from_secs(3);
+        state.heartbeats.record("hb", true, began);
+        state.heartbeats.record("hb", true, Instant::now());
+        let (l, noted) = lag(31.5);
+        assert!(l.is_some_and(|l| (1.4..1.6).contains(&l)), "{l:?}");
+        assert!(noted);
+        // A fresh row within the streak is read as it is.
+        assert_eq!(lag(1.2), (Some(0.0), false));
+        // A failed write ends the streak.
+        state.heartbeats.record("hb", false, Instant::now());
+        assert_eq!(lag(1.2), (None, true));
+        // A primary taken out of the config no longer vouches for (or against) the table.
+        state.heartbeats.configure([]);
+        assert_eq!(lag(31.5), (Some(30.0), false));
+    }
 
     #[test]
     fn receive_history_bounds_the_lag_by_the_last_probe_without_new_wal() {

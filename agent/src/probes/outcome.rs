@@ -47,25 +47,55 @@ pub struct ProbeState {
     pub heartbeats: Heartbeats,
 }
 
-/// Whether each heartbeat this agent writes (on a primary it probes) was written by the last
-/// probe, by table. A replica's heartbeat age is its lag only while the writer writes: when
-/// the primary refuses connections the row stops moving, its age grows, and read as lag it
-/// paged "replica N s behind" for a replica that was in sync, pointing on-call at the wrong
-/// database during the primary's outage. While the writer fails, the heartbeat says nothing
-/// and the replica's own status decides.
+/// Each heartbeat this agent writes (on a primary it probes), by table: whether the last
+/// probe wrote it and since when it has written without a miss. A replica's heartbeat age is
+/// its lag only while the writer writes: when the primary refuses connections the row stops
+/// moving, its age grows, and read as lag it paged "replica N s behind" for a replica that was
+/// in sync, pointing on-call at the wrong database during the primary's outage. While the
+/// writer fails (or has not written yet since the agent started), the heartbeat says nothing
+/// and the replica's own status decides. Once it writes again, a row older than the streak
+/// only proves the replica has not applied the streak's first write: the lag it gives is
+/// capped at the streak's age, so the old row read just before the new one arrives is not
+/// the length of the primary's outage.
 #[derive(Debug, Default, Clone)]
-pub struct Heartbeats(Arc<std::sync::Mutex<HashMap<String, bool>>>);
+pub struct Heartbeats(Arc<std::sync::Mutex<HashMap<String, Writer>>>);
+
+/// The state of one heartbeat's writer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Writer {
+    /// Configured here, not written yet (or its last write failed).
+    Failing,
+    /// Written by every probe since this instant (taken before the streak's first write).
+    Since(Instant),
+}
 
 impl Heartbeats {
-    /// Records whether the primary's probe wrote `table`'s heartbeat.
-    pub fn record(&self, table: &str, wrote: bool) {
+    /// Declares the heartbeats this agent writes (its primaries with a heartbeat), so
+    /// replicas do not trust a table's age before its first write, and forgets the others
+    /// (a primary taken out of the config).
+    pub fn configure<'a>(&self, tables: impl IntoIterator<Item = &'a str>) {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert(table.to_owned(), wrote);
+        let keep: std::collections::HashSet<&str> = tables.into_iter().collect();
+        m.retain(|t, _| keep.contains(t.as_str()));
+        for t in keep {
+            m.entry(t.to_owned()).or_insert(Writer::Failing);
+        }
     }
 
-    /// `Some(false)` while the writer of `table` fails; `None` when this agent does not write
-    /// it (its primary is probed elsewhere, or not at all).
-    pub fn writing(&self, table: &str) -> Option<bool> {
+    /// Records whether the primary's probe that began `at` wrote `table`'s heartbeat.
+    pub fn record(&self, table: &str, wrote: bool, at: Instant) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let w = m.entry(table.to_owned()).or_insert(Writer::Failing);
+        *w = match (*w, wrote) {
+            (_, false) => Writer::Failing,
+            (Writer::Since(s), true) => Writer::Since(s),
+            (Writer::Failing, true) => Writer::Since(at),
+        };
+    }
+
+    /// The writer of `table`; `None` when this agent does not write it (its primary is
+    /// probed elsewhere, or not at all).
+    pub fn writer(&self, table: &str) -> Option<Writer> {
         let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         m.get(table).copied()
     }

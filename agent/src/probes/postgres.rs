@@ -22,7 +22,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use super::config::Database;
-use super::outcome::{micros, within, Outcome, ProbeState};
+use super::outcome::{micros, within, Outcome, ProbeState, Writer};
 
 /// The failure class of a connection or query error.
 pub fn classify(e: &tokio_postgres::Error) -> FailureClass {
@@ -329,7 +329,8 @@ async fn primary(
     }
 }
 /// The lag a replica's heartbeat of `age_s` seconds gives, unless its writer fails (then
-/// `None`, and `detail` says why).
+/// `None`, and `detail` says why). A row older than the writer's current streak is read as
+/// the streak's age: all that is known is that the streak's first write has not arrived.
 pub(crate) fn heartbeat_lag_if_written(
     state: &ProbeState,
     table: &str,
@@ -337,12 +338,22 @@ pub(crate) fn heartbeat_lag_if_written(
     db: &Database,
     detail: &mut std::collections::BTreeMap<String, String>,
 ) -> Option<f64> {
-    if state.heartbeats.writing(table) == Some(false) {
-        detail.insert(
-            "heartbeat_writer".into(),
-            "failing: the heartbeat's age is not lag; the replica's own status decides".into(),
-        );
-        return None;
+    match state.heartbeats.writer(table) {
+        Some(Writer::Failing) => {
+            detail.insert(
+                "heartbeat_writer".into(),
+                "failing: the heartbeat's age is not lag; the replica's own status decides".into(),
+            );
+            None
+        }
+        Some(Writer::Since(s)) if s.elapsed().as_secs_f64() < age_s => {
+            let streak = s.elapsed().as_secs_f64();
+            detail.insert(
+                "heartbeat_writer".into(),
+                format!("writing again for {streak:.1} s: the heartbeat's age counts from then"),
+            );
+            Some(heartbeat_lag(streak, db))
+        }
+        _ => Some(heartbeat_lag(age_s, db)),
     }
-    Some(heartbeat_lag(age_s, db))
 }
