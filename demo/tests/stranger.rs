@@ -226,36 +226,74 @@ fn upload_flood(shop: String, n: usize, stop: Arc<AtomicBool>) -> Vec<tokio::tas
         .collect()
 }
 
-/// Holds every connection slot of `db` for user `hog` until dropped.
-struct Hogs(Vec<std::process::Child>);
-
-impl Hogs {
-    fn take(db: &MariaDb, n: usize, seconds: u64) -> Hogs {
-        Hogs(
-            (0..n)
-                .map(|_| {
-                    Command::new("/usr/bin/mariadb")
-                        .arg("--no-defaults")
-                        .args(["-h", "127.0.0.1", "-P", &db.port.to_string()])
-                        .args(["-u", "hog", "-ppw", "-e"])
-                        .arg(format!("SELECT SLEEP({seconds})"))
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .unwrap()
-                })
-                .collect(),
-        )
-    }
+/// Something that takes every connection of a MariaDB server and keeps taking each one freed
+/// (a connection leak, a runaway batch job), until stopped. Held from this process, so the
+/// test knows the server really refuses before it counts the incident's onset.
+struct Hogs {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<usize>,
 }
 
-impl Drop for Hogs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
+impl Hogs {
+    /// Returns once the server has refused a connection (its `max_connections` are taken).
+    async fn take(db: &MariaDb) -> Hogs {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(db.port)
+            .user(Some("hog"))
+            .pass(Some("pw"))
+            .prefer_socket(false);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (full_tx, full_rx) = tokio::sync::oneshot::channel::<Result<usize, String>>();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut held = Vec::new();
+                let mut full = Some(full_tx);
+                let mut last_error = String::new();
+                let started = std::time::Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    match mysql_async::Conn::new(opts.clone()).await {
+                        Ok(c) => held.push(c),
+                        Err(e) => {
+                            last_error = e.to_string();
+                            if last_error.contains("Too many connections") {
+                                if let Some(tx) = full.take() {
+                                    let _ = tx.send(Ok(held.len()));
+                                }
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    if full.is_some() && started.elapsed() > Duration::from_secs(20) {
+                        let _ = full.take().map(|tx| {
+                            tx.send(Err(format!(
+                                "{} connections held, never refused; last error: {last_error:?}",
+                                held.len()
+                            )))
+                        });
+                        break;
+                    }
+                }
+                let n = held.len();
+                for c in held {
+                    let _ = c.disconnect().await;
+                }
+                n
+            }
+        });
+        match full_rx.await {
+            Ok(Ok(n)) => eprintln!("hogs hold {n} connections of the primary; it refuses more"),
+            Ok(Err(e)) => panic!("the primary never refused a connection: {e}"),
+            Err(_) => panic!("the hogs' task ended early: {:?}", task.await),
         }
+        Hogs { stop, task }
+    }
+
+    /// Gives every connection back; returns how many were held at the end.
+    async fn release(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or(0)
     }
 }
 
@@ -510,10 +548,11 @@ heartbeat = "stormwatch.heartbeat"
 
     // 4. Something takes every connection of the primary (max_connections = 30).
     {
+        let hogs = Hogs::take(&primary).await;
         let onset_ms = unix_ms();
-        let hogs = Hogs::take(&primary, 40, INCIDENT.as_secs() + 30);
         tokio::time::sleep(INCIDENT).await;
-        drop(hogs);
+        let held = hogs.release().await;
+        eprintln!("hogs gave back {held} connections");
         incidents.push(Incident {
             name: "primary refuses connections",
             culprit: SHOP_PRIMARY,
