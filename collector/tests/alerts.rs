@@ -291,7 +291,7 @@ async fn no_repeat_after_a_restart_and_a_resolve_after_it() {
     let c = collector_with(&db, cfg()).await;
     probes(&c, vec![lag("replica-1", 12.0)]).await;
     let m = hook.wait_for(1, Duration::from_secs(10)).await;
-    assert_eq!(m[0].body["schema"], "stormwatch.alerts/v1");
+    assert_eq!(m[0].body["schema"], "stormwatch.alerts/v2");
     assert_eq!(m[0].body["alerts"][0]["event"], "firing");
     assert_eq!(m[0].body["alerts"][0]["labels"]["database"], "replica-1");
     c.stop().await;

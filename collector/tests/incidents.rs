@@ -329,3 +329,107 @@ async fn related_alerts_form_one_incident_with_its_cause_and_resolve_together() 
     assert!(!page.contains("id=\"open-incidents\""));
     c.stop().await;
 }
+
+/// The seed's primary refused connections at 10:00 every day and nobody saw it for three
+/// days. An incident of refusals at a time of day the database refused before says so, on the
+/// incident, in the API and in the webhook.
+#[tokio::test]
+async fn a_refusal_that_happened_on_earlier_days_says_so() {
+    let (hook, addr) = hook().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    let mut alerts: AlertsConfig = toml::from_str(&format!(
+        r#"
+        [[channels]]
+        name = "hook"
+        type = "webhook"
+        url = "http://{addr}/"
+
+        [[rules]]
+        name = "db-connect"
+        kind = "db_connect"
+        threshold = 1
+        window = "15s"
+        severity = "critical"
+        "#
+    ))
+    .unwrap();
+    alerts.default_rules = false;
+    alerts.evaluate_every = Dur(Duration::from_millis(300));
+    let mut config = Config::for_tests(&db, TOKEN);
+    config.alerts = alerts;
+    let c = start(config).await;
+
+    // Three earlier days: refused for 5 minutes from this time of day (as the agents wrote
+    // it then; a week of samples cannot be ingested today).
+    let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let now_s = now_ns() / NS;
+    for days_ago in [3i64, 2, 1] {
+        let from = now_s - days_ago * 86_400;
+        client
+            .execute(
+                "INSERT INTO sw_probe_samples (time, agent_id, database, engine, role, failure,
+                                               replay_paused, detail)
+                 SELECT to_timestamp(t), 'app-1', 'board-primary', 'postgres', 'primary',
+                        'too_many_connections', false, '{}'
+                   FROM generate_series($1::bigint, $1::bigint + 300, 5) AS t",
+                &[&from],
+            )
+            .await
+            .unwrap();
+    }
+    // Today it refuses again.
+    let mut b = batch();
+    b.probes = vec![ProbeSample {
+        time_ns: now_ns(),
+        database: "board-primary".into(),
+        engine: "postgres".into(),
+        role: DbRole::Primary as i32,
+        failure: 4, // too_many_connections
+        failure_message: "sorry, too many clients already".into(),
+        ..Default::default()
+    }];
+    c.ingest(&b).await;
+
+    let incident = until(
+        "the refusal's incident",
+        Duration::from_secs(20),
+        async || {
+            incidents(&c)
+                .await
+                .into_iter()
+                .find(|i| i["recurrence"].as_array().is_some_and(|r| !r.is_empty()))
+        },
+    )
+    .await;
+    let words = incident["recurrence"][0].as_str().unwrap().to_owned();
+    println!("recurrence: {words}");
+    assert!(
+        words.starts_with("board-primary refused connections ")
+            && words.ends_with(" UTC on 4 of the last 7 days"),
+        "{words}"
+    );
+    let id = incident["id"].as_i64().unwrap();
+    let (_, page) = get(&c, &format!("/incidents/{id}")).await;
+    assert!(
+        page.contains("<h2>Seen before</h2>") && page.contains(&words),
+        "{page}"
+    );
+    let (_, page) = get(&c, "/databases?range=1h").await;
+    assert!(page.contains(&format!("Recurring: {words}.")), "{page}");
+    let sent = until(
+        "the webhook with the recurrence",
+        Duration::from_secs(10),
+        async || {
+            let got = hook.got.lock().unwrap().clone();
+            got.iter()
+                .flat_map(|m| m["alerts"].as_array().unwrap().clone())
+                .find(|a| a["incident"]["recurrence"][0] == words.as_str())
+        },
+    )
+    .await;
+    assert_eq!(sent["rule"], "db-connect");
+    c.stop().await;
+}

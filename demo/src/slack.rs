@@ -2,7 +2,7 @@
 //! page that shows the Block Kit messages as Slack would list them in a channel.
 //!
 //! - `POST /slack`: a Slack incoming-webhook body (Block Kit with a `text` fallback).
-//! - `POST /webhook`: a generic webhook body (`stormwatch.alerts/v1`).
+//! - `POST /webhook`: a generic webhook body (`stormwatch.alerts/v2`).
 //! - `GET /`: the channel, newest message first (refreshes every 5 s, no script).
 //! - `GET /messages.json`: everything received, with the time it arrived (tests read this).
 //!

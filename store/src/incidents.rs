@@ -48,6 +48,9 @@ pub struct Incident {
     pub cause: serde_json::Value,
     /// Unix seconds: when the causes were last worked out.
     pub cause_updated: Option<f64>,
+    /// Its alerts' earlier days in words ("shop-primary refused connections 10:00–10:12 UTC
+    /// on 6 of the last 7 days"), see [`crate::recurrence`].
+    pub recurrence: Vec<String>,
     pub alerts: Vec<IncidentAlert>,
 }
 
@@ -61,6 +64,7 @@ pub enum IncidentChange {
         title: String,
         cause_text: String,
         cause: serde_json::Value,
+        recurrence: Vec<String>,
         alerts: Vec<IncidentAlert>,
     },
     /// An alert joins an open incident.
@@ -72,12 +76,13 @@ pub enum IncidentChange {
         labels_key: String,
         at: Option<f64>,
     },
-    /// New title and causes.
+    /// New title, causes and recurrence.
     Cause {
         incident: i64,
         title: String,
         cause_text: String,
         cause: serde_json::Value,
+        recurrence: Vec<String>,
     },
     /// Every alert has resolved.
     Resolve { incident: i64, at: f64 },
@@ -89,6 +94,8 @@ pub struct IncidentRef {
     pub id: i64,
     pub title: String,
     pub cause: String,
+    /// See [`Incident::recurrence`].
+    pub recurrence: Vec<String>,
 }
 
 /// Traffic of one span group over a window, from the per-minute aggregates.
@@ -132,7 +139,7 @@ pub struct ServiceTraffic {
 
 const INCIDENT_COLUMNS: &str =
     "id, extract(epoch FROM opened)::float8, extract(epoch FROM resolved)::float8,
-     title, cause_text, cause, extract(epoch FROM cause_updated)::float8";
+     title, cause_text, cause, extract(epoch FROM cause_updated)::float8, recurrence";
 const ALERT_COLUMNS: &str = "incident_id, rule, labels_key, labels, severity, summary,
      extract(epoch FROM started)::float8, extract(epoch FROM joined)::float8,
      extract(epoch FROM resolved)::float8";
@@ -192,13 +199,15 @@ impl Store {
                     title,
                     cause_text,
                     cause,
+                    recurrence,
                     alerts,
                 } => {
+                    let recurrence = serde_json::json!(recurrence);
                     let id: i64 = tx
                         .query_one(
-                            "INSERT INTO sw_incidents (opened, title, cause_text, cause, cause_updated, epoch)
-                             VALUES (to_timestamp($1), $2, $3, $4, to_timestamp($5), $6) RETURNING id",
-                            &[opened, title, cause_text, cause, &now_s, &term.epoch],
+                            "INSERT INTO sw_incidents (opened, title, cause_text, cause, cause_updated, epoch, recurrence)
+                             VALUES (to_timestamp($1), $2, $3, $4, to_timestamp($5), $6, $7) RETURNING id",
+                            &[opened, title, cause_text, cause, &now_s, &term.epoch, &recurrence],
                         )
                         .await?
                         .get(0);
@@ -228,12 +237,20 @@ impl Store {
                     title,
                     cause_text,
                     cause,
+                    recurrence,
                 } => {
                     tx.execute(
                         "UPDATE sw_incidents SET title = $2, cause_text = $3, cause = $4,
-                                cause_updated = to_timestamp($5)
+                                cause_updated = to_timestamp($5), recurrence = $6
                           WHERE id = $1",
-                        &[incident, title, cause_text, cause, &now_s],
+                        &[
+                            incident,
+                            title,
+                            cause_text,
+                            cause,
+                            &now_s,
+                            &serde_json::json!(recurrence),
+                        ],
                     )
                     .await?;
                 }
@@ -282,6 +299,7 @@ impl Store {
                 cause_text: r.get(4),
                 cause: r.get(5),
                 cause_updated: r.get(6),
+                recurrence: serde_json::from_value(r.get(7)).unwrap_or_default(),
                 alerts: vec![],
             })
             .collect();
@@ -354,7 +372,7 @@ impl Store {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT i.id, i.title, i.cause_text FROM sw_incident_alerts a
+                "SELECT i.id, i.title, i.cause_text, i.recurrence FROM sw_incident_alerts a
                    JOIN sw_incidents i ON i.id = a.incident_id
                   WHERE a.rule = $1 AND a.labels_key = $2 AND a.joined <= to_timestamp($3) + interval '1 second'
                   ORDER BY a.joined DESC LIMIT 1",
@@ -368,6 +386,7 @@ impl Store {
                         id: r.get(0),
                         title: r.get(1),
                         cause: r.get(2),
+                        recurrence: serde_json::from_value(r.get(3)).unwrap_or_default(),
                     },
                 );
             }

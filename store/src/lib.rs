@@ -26,6 +26,7 @@ pub mod overview;
 pub mod partitions;
 pub mod probes;
 pub mod recent;
+pub mod recurrence;
 pub mod rollups;
 pub mod scatter;
 pub mod services;

@@ -62,6 +62,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0014_incidents",
         include_str!("../../migrations/0014_incidents.sql"),
     ),
+    (
+        "0015_recurrence",
+        include_str!("../../migrations/0015_recurrence.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

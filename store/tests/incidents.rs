@@ -32,6 +32,7 @@ fn open(at: f64, alerts: Vec<IncidentAlert>) -> IncidentChange {
         title: alerts[0].summary.clone(),
         cause_text: "Redis cache p95 900 ms".into(),
         cause: serde_json::json!([{"line": "Redis cache p95 900 ms"}]),
+        recurrence: vec![],
         alerts,
     }
 }

@@ -52,6 +52,9 @@ async fn incidents_list_detail_and_overview() {
                     title: "dependency-latency <fired> (+1 more alert)".into(),
                     cause_text: line.into(),
                     cause,
+                    recurrence: vec![
+                        "dependency-latency for redis · cache fired 10:00–10:05 UTC on 3 of the last 7 days".into(),
+                    ],
                     alerts: vec![
                         member(
                             "dependency-latency",
@@ -70,6 +73,7 @@ async fn incidents_list_detail_and_overview() {
                     title: "agent-silent".into(),
                     cause_text: String::new(),
                     cause: serde_json::json!([]),
+                    recurrence: vec![],
                     alerts: vec![member("agent-silent", &[("agent", "a-1")], now_s - 3000.0)],
                 },
             ],
@@ -116,6 +120,11 @@ async fn incidents_list_detail_and_overview() {
         "{page}"
     );
     assert!(page.contains("91.2 %"), "{page}");
+    assert!(
+        page.contains("<h2>Seen before</h2>")
+            && page.contains("fired 10:00–10:05 UTC on 3 of the last 7 days"),
+        "{page}"
+    );
     assert!(page.contains("<td>http-5xx-rate</td>") && page.contains("operation=GET /items"));
 
     let (status, page) = get(&app, "/?range=1h").await;

@@ -69,7 +69,7 @@ impl Default for AlertsConfig {
 pub enum ChannelKind {
     /// Slack incoming webhook, or `chat.postMessage` with a bot token.
     Slack,
-    /// A generic JSON webhook (schema `stormwatch.alerts/v1`).
+    /// A generic JSON webhook (schema `stormwatch.alerts/v2`).
     Webhook,
 }
 

@@ -16,7 +16,7 @@ use super::config::{ChannelKind, Resolved, RuleKind, Target};
 use crate::metrics::Metrics;
 
 /// Schema name of the generic webhook payload (documented in README.md).
-pub const WEBHOOK_SCHEMA: &str = "stormwatch.alerts/v1";
+pub const WEBHOOK_SCHEMA: &str = "stormwatch.alerts/v2";
 /// Most alerts listed in one Slack message; the rest are counted.
 const MAX_LISTED: usize = 10;
 /// Timeout of one HTTP request to Slack or a webhook.
@@ -209,7 +209,7 @@ pub fn slack_message(
         } else {
             format!("*{}*", slack_escape(&e.summary))
         };
-        let summary = match incident_of(at) {
+        let mut summary = match incident_of(at) {
             Some(i) if !i.cause.is_empty() => format!(
                 "{summary}\nIncident #{} · probable cause: {}",
                 i.id,
@@ -217,6 +217,11 @@ pub fn slack_message(
             ),
             _ => summary,
         };
+        if let Some(i) = incident_of(at).filter(|_| e.event != "resolved") {
+            for r in &i.recurrence {
+                summary.push_str(&format!("\n:repeat: {}", slack_escape(r)));
+            }
+        }
         blocks.push(json!({
             "type": "section",
             "text": {"type": "mrkdwn", "text": truncate(&summary, 3000)},
@@ -279,7 +284,12 @@ pub fn webhook_payload(
                 "dashboard_url": link,
             });
             if let Some(i) = incidents.get(at).and_then(Option::as_ref) {
-                a["incident"] = json!({"id": i.id, "title": i.title, "cause": i.cause});
+                a["incident"] = json!({
+                    "id": i.id,
+                    "title": i.title,
+                    "cause": i.cause,
+                    "recurrence": i.recurrence,
+                });
             }
             a
         })
@@ -590,6 +600,9 @@ mod tests {
                 id: 3,
                 title: "t".into(),
                 cause: "Redis <!channel> p95 948 ms".into(),
+                recurrence: vec![
+                    "cache <!here> fired 10:00–10:05 UTC on 2 of the last 7 days".into(),
+                ],
             });
             let m = slack_message(
                 &[&e, &e],
@@ -648,6 +661,9 @@ mod tests {
             id: 12,
             title: "redis slow".into(),
             cause: "Redis cache p95 948 ms, ×600 its usual, explains 91 % of the added latency of GET /items".into(),
+            recurrence: vec![
+                "board-primary refused connections 10:00–10:12 UTC on 6 of the last 7 days".into(),
+            ],
         };
         let w = webhook_payload(
             "g",
@@ -658,6 +674,10 @@ mod tests {
         assert_eq!(w["schema"], WEBHOOK_SCHEMA);
         assert_eq!(w["alerts"][0]["incident"]["id"], 12);
         assert_eq!(w["alerts"][0]["incident"]["cause"], i.cause.as_str());
+        assert_eq!(
+            w["alerts"][0]["incident"]["recurrence"][0],
+            "board-primary refused connections 10:00–10:12 UTC on 6 of the last 7 days"
+        );
         assert!(w["alerts"][1].get("incident").is_none());
         let m = slack_message(&[&e], &["http://a".into()], &[Some(i)]);
         assert!(m["text"]
@@ -667,6 +687,10 @@ mod tests {
         let section = m["blocks"][1]["text"]["text"].as_str().unwrap();
         assert!(
             section.contains("Incident #12 · probable cause: Redis cache"),
+            "{section}"
+        );
+        assert!(
+            section.contains(":repeat: board-primary refused connections 10:00–10:12 UTC on 6"),
             "{section}"
         );
     }

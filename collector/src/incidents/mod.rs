@@ -13,6 +13,7 @@
 //! - [`cause`]: the probable causes, ranked, with their evidence.
 
 pub mod cause;
+pub mod recurrence;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -419,6 +420,7 @@ pub async fn group_once(
         let facts = facts_of(alerts.into_iter(), rules, &values);
         let causes = causes(store, &rel, &facts, i.opened, now).await?;
         let (cause_text, cause) = cause_change(&causes);
+        let recurrence = recurrence::recurrence(store, &facts).await?;
         let t: Vec<(f64, &str)> = facts
             .iter()
             .map(|f| (f.started, f.summary.as_str()))
@@ -428,6 +430,7 @@ pub async fn group_once(
             title: title(&t),
             cause_text,
             cause,
+            recurrence,
         });
     }
     for group in std::mem::take(&mut p.new) {
@@ -446,6 +449,7 @@ pub async fn group_once(
         );
         let causes = causes(store, &rel, &facts, opened, now).await?;
         let (cause_text, cause) = cause_change(&causes);
+        let recurrence = recurrence::recurrence(store, &facts).await?;
         let t: Vec<(f64, &str)> = group
             .iter()
             .map(|a| (a.started, a.summary.as_str()))
@@ -455,6 +459,7 @@ pub async fn group_once(
             title: title(&t),
             cause_text,
             cause,
+            recurrence,
             alerts: group.iter().map(|a| a.member(now)).collect(),
         });
     }
@@ -570,6 +575,7 @@ mod tests {
             cause_text: String::new(),
             cause: serde_json::Value::Null,
             cause_updated: Some(100.0),
+            recurrence: vec![],
             alerts: vec![redis.member(100.0)],
         };
         // Ten minutes later, still firing: a related alert joins.

@@ -34,6 +34,8 @@ pub struct DatabaseView {
     pub samples: i64,
     pub charts: Vec<String>,
     pub heatmap: String,
+    /// Failure windows that recurred over the heatmap's days, in words.
+    pub recurrence: Vec<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -71,8 +73,9 @@ pub async fn databases(
     let step = w.step_s(120);
     let (from_s, to_s) = w.secs();
     let first_day = (to_s / 86_400) - (HEATMAP_DAYS - 1);
-    let (points, cells) = tokio::try_join!(
+    let (points, recurring, cells) = tokio::try_join!(
         app.store.probe_series(from_s, to_s, step),
+        app.store.probe_recurrence(None, to_s as f64, None),
         app.store.probe_heatmap(
             first_day * 86_400,
             to_s,
@@ -87,6 +90,13 @@ pub async fn databases(
     let mut cells_by_db: BTreeMap<&str, Vec<&ProbeHeatCell>> = BTreeMap::new();
     for c in &cells {
         cells_by_db.entry(c.database.as_str()).or_default().push(c);
+    }
+    let mut recurrence_by_db: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (db, _, words) in &recurring {
+        recurrence_by_db
+            .entry(db.as_str())
+            .or_default()
+            .push(words.clone());
     }
     let names: std::collections::BTreeSet<&str> =
         by_db.keys().chain(cells_by_db.keys()).copied().collect();
@@ -185,6 +195,7 @@ pub async fn databases(
             samples: pts.iter().map(|p| p.samples).sum(),
             charts,
             heatmap: heat,
+            recurrence: recurrence_by_db.remove(name).unwrap_or_default(),
         });
     }
     Ok(DatabasesPage {

@@ -83,6 +83,8 @@ pub struct IncidentPage {
     pub incident: IncidentRow,
     pub alerts: Vec<MemberRow>,
     pub causes: Vec<CauseRow>,
+    /// When its alerts happened at about the same time on earlier days, in words.
+    pub recurrence: Vec<String>,
 }
 
 fn duration_text(secs: f64) -> String {
@@ -221,5 +223,6 @@ pub async fn incident(
         incident,
         alerts,
         causes,
+        recurrence: i.recurrence,
     })
 }
