@@ -284,6 +284,17 @@ async fn related_alerts_form_one_incident_with_its_cause_and_resolve_together() 
         page.contains("id=\"causes\"") && page.contains("Redis cache p95"),
         "{page}"
     );
+    // Its timeline: the alerts, the top cause's p95 and the operation's p95 and 5xx.
+    let timeline = page.split("id=\"timeline\">").nth(1).unwrap_or("");
+    for row in [
+        "cache-p95 ",
+        "list-5xx ",
+        &format!("p95 redis {CACHE}"),
+        "p95 GET /list (board)",
+        "5xx/min GET /list",
+    ] {
+        assert!(timeline.contains(row), "no `{row}` row: {timeline}");
+    }
     let (_, page) = get(&c, "/").await;
     assert!(page.contains("id=\"open-incidents\""), "{page}");
 

@@ -158,6 +158,28 @@ impl Store {
             .collect())
     }
 
+    /// Flagged spans per (flag, minute) in `[from_s, to_s)`, every service summed: the
+    /// incident timeline's flag rows. Minutes as Unix seconds.
+    pub async fn flag_minutes(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT flag, extract(epoch FROM minute)::int8, sum(count)::int8 FROM sw_flag_counts
+                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
+                  GROUP BY 1, 2 ORDER BY 1, 2",
+                &[&(from_s as f64), &(to_s as f64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     /// Flagged spans with `flag` per (service, operation, peer) with `minute` ≥ `from_s`.
     pub async fn flag_counts(&self, flag: &str, from_s: i64) -> Result<Vec<FlagCount>, StoreError> {
         let client = self.client().await?;

@@ -120,6 +120,18 @@ async fn incidents_list_detail_and_overview() {
         "{page}"
     );
     assert!(page.contains("91.2 %"), "{page}");
+    // The timeline: one bar per alert with its summary as the hover title.
+    let timeline = page
+        .split("id=\"timeline\">")
+        .nth(1)
+        .and_then(|t| t.split("</svg>").next())
+        .expect("a timeline");
+    assert!(timeline.contains("class=\"chart timeline\""), "{timeline}");
+    assert_eq!(timeline.matches("class=\"bar\"").count(), 2, "{timeline}");
+    assert!(
+        timeline.contains("<title>http-5xx-rate: http-5xx-rate &lt;fired&gt; (from "),
+        "{timeline}"
+    );
     assert!(
         page.contains("<h2>Seen before</h2>")
             && page.contains("fired 10:00–10:05 UTC on 3 of the last 7 days"),

@@ -84,6 +84,11 @@ pub struct Cause {
     pub service: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
+    /// The dependency at fault (class and peer, as in the aggregates), for a `dependency`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// Ranking score: probe causes 3, dependencies 1 + share, the operation itself 0.5.
     pub score: f64,
     pub line: String,
@@ -366,6 +371,8 @@ fn dependency_cause(d: &Decomposition, p: &PeerShare) -> Cause {
         subject,
         service: Some(d.service.clone()),
         operation: Some(d.operation.clone()),
+        class: Some(p.class.clone()),
+        peer: Some(p.peer.clone()),
         score: 1.0 + p.share,
         line,
         evidence,
@@ -459,6 +466,8 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
                     score,
                     line,
                     evidence,
+                    class: None,
+                    peer: None,
                 });
             }
             Some(RuleKind::DbConnect) => {
@@ -509,6 +518,8 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
                     score,
                     line,
                     evidence,
+                    class: None,
+                    peer: None,
                 });
             }
             _ => {}
@@ -574,6 +585,8 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
                 score: 0.5,
                 line: format!("{o} answers {status} itself: no dependency slowed ({why})"),
                 evidence,
+                class: None,
+                peer: None,
             });
         }
     }
@@ -594,6 +607,8 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
                     .value
                     .map(|v| vec![ev("alert value", v, "")])
                     .unwrap_or_default(),
+                class: None,
+                peer: None,
             });
         }
     }

@@ -8,6 +8,7 @@
 pub mod heatmap;
 pub mod line;
 pub mod scatter;
+pub mod timeline;
 
 /// The Okabe–Ito palette: distinguishable with every common colour-vision deficiency.
 pub mod palette {

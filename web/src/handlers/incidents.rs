@@ -85,6 +85,8 @@ pub struct IncidentPage {
     pub causes: Vec<CauseRow>,
     /// When its alerts happened at about the same time on earlier days, in words.
     pub recurrence: Vec<String>,
+    /// The timeline strip (inline SVG).
+    pub timeline: String,
 }
 
 fn duration_text(secs: f64) -> String {
@@ -218,11 +220,15 @@ pub async fn incident(
         })
         .collect();
     let incident = row(&i, &chrome.window_query);
+    let timeline = super::incident_timeline::build(&app.store, &i, now)
+        .await?
+        .render();
     Ok(IncidentPage {
         chrome,
         incident,
         alerts,
         causes,
         recurrence: i.recurrence,
+        timeline,
     })
 }

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod databases;
 pub mod dependencies;
 pub mod hosts;
+pub mod incident_timeline;
 pub mod incidents;
 pub mod login;
 pub mod overview;
