@@ -95,6 +95,7 @@ async fn every_page_loads_in_chromium_without_console_errors() {
         ("overview", "/?range=1h".to_owned()),
         ("scatter", "/scatter?range=15m".to_owned()),
         ("dependencies", "/dependencies?range=1h".to_owned()),
+        ("map", "/map?range=1h".to_owned()),
         ("slow-spans", "/spans?range=1h".to_owned()),
         ("trace", format!("/traces/{trace}")),
         ("databases", "/databases?range=1h".to_owned()),

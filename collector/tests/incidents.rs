@@ -295,6 +295,13 @@ async fn related_alerts_form_one_incident_with_its_cause_and_resolve_together() 
     ] {
         assert!(timeline.contains(row), "no `{row}` row: {timeline}");
     }
+    // Its path on the map: the board's calls to the cache in vermillion.
+    let map = page.split("id=\"incident-map\">").nth(1).unwrap_or("");
+    assert!(
+        map.contains("class=\"edge hot\" d=\"M")
+            && map.contains(&format!("<title>board → {CACHE} (redis): ")),
+        "{map}"
+    );
     let (_, page) = get(&c, "/").await;
     assert!(page.contains("id=\"open-incidents\""), "{page}");
 

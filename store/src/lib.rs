@@ -21,6 +21,7 @@ pub mod embedded;
 mod histogram_codec;
 pub mod hosts;
 pub mod incidents;
+pub mod map;
 pub mod migrate;
 pub mod overview;
 pub mod partitions;

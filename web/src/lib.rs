@@ -46,6 +46,7 @@ pub fn router_with(store: Arc<Store>, auth: Arc<Auth>) -> Router {
         .route("/", get(overview::overview))
         .route("/scatter", get(scatter::scatter))
         .route("/dependencies", get(dependencies::dependencies))
+        .route("/map", get(map::map))
         .route("/spans", get(spans::slow_spans))
         .route("/traces/{trace_id}", get(traces::trace))
         .route("/databases", get(databases::databases))

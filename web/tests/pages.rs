@@ -348,3 +348,42 @@ async fn firing_alerts_show_on_the_overview_and_the_alerts_page() {
     );
     assert!(page.contains("peer=redis:6379&#38;class=redis"), "{page}");
 }
+
+#[tokio::test]
+async fn the_service_map_links_services_to_the_peers_they_call() {
+    let store = empty_store().await;
+    seed(&store).await;
+    let app = stormwatch_web::router(store);
+    let (status, page) = get(&app, "/map?range=1h").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(">Map</a>"), "in the nav");
+    let svg = page
+        .split("id=\"service-map\">")
+        .nth(1)
+        .and_then(|s| s.split("</svg>").next())
+        .expect("a map");
+    let whole = format!("{svg}</svg>");
+    let doc = roxmltree::Document::parse(&whole).expect("well-formed");
+    let nodes: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("node"))
+        .filter_map(|n| n.attribute("data-id"))
+        .collect();
+    // The sample: service board calling a database replica, Redis and a partner over HTTP.
+    for want in ["board", "redis:6379", "db-replica:5432", "partner:8080"] {
+        assert!(nodes.contains(&want), "{want} not in {nodes:?}");
+    }
+    let edges = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("edge"))
+        .count();
+    assert_eq!(edges, 3, "{svg}");
+    assert!(svg.contains("board → redis:6379 (redis): "), "{svg}");
+    assert!(
+        !svg.contains("edge hot"),
+        "no incident: no path in vermillion"
+    );
+    let (status, page) = get(&app, "/map?range=1h&from=10&to=20").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("id=\"no-services\""), "{page}");
+}

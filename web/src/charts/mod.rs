@@ -7,6 +7,7 @@
 
 pub mod heatmap;
 pub mod line;
+pub mod map;
 pub mod scatter;
 pub mod timeline;
 

@@ -87,6 +87,8 @@ pub struct IncidentPage {
     pub recurrence: Vec<String>,
     /// The timeline strip (inline SVG).
     pub timeline: String,
+    /// The service map over the incident, its path in vermillion (inline SVG).
+    pub map: String,
 }
 
 fn duration_text(secs: f64) -> String {
@@ -220,9 +222,21 @@ pub async fn incident(
         })
         .collect();
     let incident = row(&i, &chrome.window_query);
-    let timeline = super::incident_timeline::build(&app.store, &i, now)
-        .await?
-        .render();
+    let timeline = super::incident_timeline::build(&app.store, &i, now).await?;
+    let (from_s, to_s) = (
+        timeline.from_ms.div_euclid(1000),
+        timeline.to_ms.div_euclid(1000) + 1,
+    );
+    let m = app.store.service_map(from_s, to_s).await?;
+    let map = super::map::chart(
+        &format!("Incident #{}: its path on the service map", i.id),
+        &m,
+        &super::map::Path::of(&i),
+        ((to_s - from_s) as f64 / 60.0).max(1.0),
+        &format!("from={}&to={}", timeline.from_ms, timeline.to_ms),
+    )
+    .render();
+    let timeline = timeline.render();
     Ok(IncidentPage {
         chrome,
         incident,
@@ -230,5 +244,6 @@ pub async fn incident(
         causes,
         recurrence: i.recurrence,
         timeline,
+        map,
     })
 }

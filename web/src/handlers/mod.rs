@@ -8,6 +8,7 @@ pub mod hosts;
 pub mod incident_timeline;
 pub mod incidents;
 pub mod login;
+pub mod map;
 pub mod overview;
 pub mod scatter;
 pub mod spans;
@@ -179,6 +180,7 @@ const AREAS: &[(&str, &str)] = &[
     ("Overview", "/"),
     ("Scatter", "/scatter"),
     ("Dependencies", "/dependencies"),
+    ("Map", "/map"),
     ("Slow spans", "/spans"),
     ("Databases", "/databases"),
     ("Hosts", "/hosts"),
