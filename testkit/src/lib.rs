@@ -7,6 +7,7 @@
 //! however it exits. [`redis::start`] starts a throwaway `redis-server` the same way.
 
 pub mod chromium;
+pub mod load;
 pub mod redis;
 
 use std::os::unix::fs::PermissionsExt;

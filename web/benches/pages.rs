@@ -7,81 +7,22 @@
 //!
 //! `cargo bench -p stormwatch-web --bench pages` (`BENCH_SPANS=2000000` for a quicker run).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use stormwatch_model::{
-    Aggregate, AggregateKey, Batch, DependencyClass, SpanFlag, SpanStatus, WIRE_VERSION,
-};
+use stormwatch_store::incidents::{IncidentAlert, IncidentChange};
+use stormwatch_store::signals::Labels;
 use stormwatch_store::{Store, StoreOptions};
 use tower::ServiceExt;
 
 const NS: i64 = 1_000_000_000;
-const SERVICES: &[&str] = &["board", "auth", "search", "media", "notify"];
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A cheap deterministic hash for spreading values.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn batch(seq: u64, first: u64, n: u64, total: u64, now: i64, hours: i64) -> Batch {
-    let window = hours * 3_600 * NS;
-    let spans: Vec<_> = (first..first + n)
-        .map(|i| {
-            let h = mix(i);
-            // Spread evenly in time, newest at `now - 1 s`.
-            let start = now - NS - window + (window / total as i64) * i as i64;
-            // Log-uniform 0.3–300 ms, with a slow tail.
-            let dur_ms = 0.3 * 10f64.powf((h % 1000) as f64 / 333.0);
-            let mut s =
-                stormwatch_testkit::sample::span(i / 4, i % 4, start, (dur_ms * 1e6) as i64);
-            s.service = SERVICES[(h >> 20) as usize % SERVICES.len()].into();
-            let error = h.is_multiple_of(50);
-            s.status = if error {
-                SpanStatus::Error
-            } else {
-                SpanStatus::Ok
-            } as i32;
-            s.flags = match (error, dur_ms > 100.0) {
-                (true, _) => vec![SpanFlag::Error as i32],
-                (false, true) => vec![SpanFlag::Slow as i32],
-                _ => vec![],
-            };
-            if s.dependency_class() == DependencyClass::HttpServer {
-                s.http_status = if error { 503 } else { 200 };
-            }
-            s
-        })
-        .collect();
-    let mut aggs: BTreeMap<AggregateKey, Aggregate> = BTreeMap::new();
-    for s in &spans {
-        let key = AggregateKey::of_span(s);
-        aggs.entry(key.clone())
-            .or_insert_with(|| Aggregate::new(&key))
-            .add(s);
-    }
-    Batch {
-        version: WIRE_VERSION,
-        agent_id: "bench".into(),
-        instance: "bench-1".into(),
-        sequence: seq,
-        sent_at_ns: now,
-        spans,
-        aggregates: aggs.into_values().collect(),
-        ..Default::default()
-    }
 }
 
 /// One line of store timings: rows returned, p50 and p95.
@@ -115,6 +56,76 @@ async fn time_page(app: &axum::Router, path: &str, runs: u64) -> (Vec<Duration>,
     (times, bytes)
 }
 
+fn member(rule: &str, labels: &[(&str, &str)], started: f64) -> IncidentAlert {
+    let labels: Labels = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    IncidentAlert {
+        rule: rule.into(),
+        labels_key: stormwatch_store::alerts::labels_key(&labels),
+        labels,
+        severity: "critical".into(),
+        summary: format!("{rule} fired"),
+        started,
+        joined: started,
+        resolved: Some(started + 600.0),
+    }
+}
+
+/// A resolved ten-minute incident from `at`, as the collector's grouping writes it: its id.
+async fn open_incident(store: &Store, at: f64) -> i64 {
+    let term = store
+        .take_leadership("bench", Duration::from_secs(600), true)
+        .await
+        .unwrap()
+        .unwrap();
+    let cause = serde_json::json!([{
+        "rank": 1, "kind": "dependency", "subject": "Redis redis:6379",
+        "service": "board", "operation": "GET /posts", "class": "redis", "peer": "redis:6379",
+        "line": "Redis redis:6379 p95 300 ms, ×60 its usual, explains 90 % of the added latency of GET /posts",
+        "score": 1.9, "evidence": [{"name": "p95 during the incident", "value": 300.0, "unit": "ms"}]
+    }]);
+    let ids = store
+        .apply_incident_changes(
+            &term,
+            &[IncidentChange::Open {
+                opened: at,
+                title: "dependency-latency fired (+1 more alert)".into(),
+                cause_text: "Redis redis:6379 p95 300 ms".into(),
+                cause,
+                recurrence: vec![],
+                alerts: vec![
+                    member(
+                        "dependency-latency",
+                        &[("class", "redis"), ("peer", "redis:6379")],
+                        at,
+                    ),
+                    member(
+                        "http-5xx-rate",
+                        &[("service", "board"), ("operation", "GET /posts")],
+                        at + 5.0,
+                    ),
+                ],
+            }],
+            at,
+        )
+        .await
+        .unwrap();
+    store
+        .apply_incident_changes(
+            &term,
+            &[IncidentChange::Resolve {
+                incident: ids[0],
+                at: at + 600.0,
+            }],
+            at + 600.0,
+        )
+        .await
+        .unwrap();
+    ids[0]
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -134,24 +145,7 @@ fn main() {
         .unwrap();
         store.migrate().await.unwrap();
         let now = stormwatch_store::now_ns();
-        let t = Instant::now();
-        let per_batch = 100_000u64;
-        let mut first = 0;
-        let mut seq = 0;
-        while first < total {
-            let n = per_batch.min(total - first);
-            let b = batch(seq, first, n, total, now, hours);
-            store.store_batch(&b, now).await.unwrap();
-            first += n;
-            seq += 1;
-            if seq % 10 == 0 {
-                eprintln!(
-                    "filled {first} spans ({:.0} spans/s)",
-                    first as f64 / t.elapsed().as_secs_f64()
-                );
-            }
-        }
-        let fill = t.elapsed();
+        let fill = stormwatch_testkit::load::fill(&store, total, hours, now).await;
         // What autovacuum would have done by now in a running system: BRIN summaries and
         // statistics. Without it every span query reads whole partitions (see the report).
         let t = Instant::now();
@@ -236,6 +230,8 @@ fn main() {
             }
             print_store_times("service_overview 7d", n, times);
         }
+        // An incident of the last half hour: the cache slowed, the board's list answered 503.
+        let incident = open_incident(&store, end_s as f64 - 1_800.0).await;
         let store = std::sync::Arc::new(store);
         let app = stormwatch_web::router(store);
         println!(
@@ -253,6 +249,10 @@ fn main() {
             "/dependencies?range=7d",
             "/databases?range=1h",
             "/hosts?range=1h",
+            "/map?range=1h",
+            "/map?range=24h",
+            "/incidents?range=24h",
+            &format!("/incidents/{incident}"),
         ] {
             // One warm-up request (prepared statements, caches), then the measured runs.
             time_page(&app, path, 1).await;

@@ -285,7 +285,7 @@ pub fn title(alerts: &[(f64, &str)]) -> String {
 
 /// Works out an incident's causes from the aggregates: the services of its alerts and those
 /// calling their peers and databases, during the incident and the hour before.
-async fn causes(
+pub async fn causes(
     store: &Store,
     rel: &Relations,
     facts: &[AlertFacts],
