@@ -104,6 +104,7 @@ impl Agent {
         );
         let seq = Arc::new(Sequencer::new(config.agent_id()));
         let (ingest, rx) = Ingest::new(config.limits.queue_spans, metrics.clone());
+        let versions = ingest.versions.clone();
         let (hosts_tx, hosts_rx) = mpsc::channel(64);
         // Room for a few seconds of samples from a few dozen databases.
         let (probes_tx, probes_rx) = mpsc::channel(256);
@@ -197,6 +198,7 @@ impl Agent {
             spool: spool.clone(),
             seq: seq.clone(),
             metrics: metrics.clone(),
+            versions,
         };
         let pipeline = tokio::spawn(pipeline.run(stop_pipeline.subscribe()));
         let shipper = Shipper::new(

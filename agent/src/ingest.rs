@@ -36,6 +36,8 @@ pub struct Ingest {
     permits: Arc<Semaphore>,
     capacity: usize,
     pub metrics: Arc<Metrics>,
+    /// What versions the apps' resources run; the pipeline ships the new ones.
+    pub versions: Arc<crate::versions::Versions>,
 }
 
 impl Ingest {
@@ -50,6 +52,7 @@ impl Ingest {
                 permits,
                 capacity,
                 metrics,
+                versions: Arc::default(),
             },
             rx,
         )

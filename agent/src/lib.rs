@@ -26,6 +26,7 @@ pub mod receivers;
 pub mod reload;
 pub mod ship;
 pub mod util;
+pub mod versions;
 
 pub use app::Agent;
 pub use config::Config;

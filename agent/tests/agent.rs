@@ -1137,3 +1137,73 @@ async fn oversized_declarations_and_trickled_headers_are_cut_short() {
     assert!(answer.contains("larger than"), "{answer}");
     agent.shutdown(Duration::from_secs(2)).await;
 }
+
+/// `service.version` of the resources (protobuf and JSON) reaches the collector once per
+/// instance and version: the change events behind "errors began 40 s after board 1.4.2
+/// appeared on 3 of 4 instances".
+#[tokio::test]
+async fn service_versions_of_resources_are_shipped_once_per_instance() {
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+    let versioned = |instance: &str, version: &str, trace: u32| {
+        let mut r = request("board", vec![span(trace, 1, SERVER, 5, false, &[])]);
+        let attrs = &mut r.resource_spans[0].resource.as_mut().unwrap().attributes;
+        attrs.push(kv("service.instance.id", instance));
+        attrs.push(kv("service.version", version));
+        attrs.push(kv("deployment.environment.name", "prod"));
+        r.encode_to_vec()
+    };
+    for (i, (instance, version)) in [
+        ("a", "1.4.1"),
+        ("b", "1.4.1"),
+        ("a", "1.4.1"),
+        ("a", "1.4.2"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = post_proto(&agent, versioned(instance, version, i as u32 + 1)).await;
+        assert_eq!(r.status(), 200);
+    }
+    let json = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[
+            {{"key":"service.name","value":{{"stringValue":"board"}}}},
+            {{"key":"service.instance.id","value":{{"stringValue":"c"}}}},
+            {{"key":"service.version","value":{{"stringValue":"1.4.2"}}}}]}},
+          "scopeSpans":[{{"spans":[{{"traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"EEE19B7EC3C1B174",
+            "name":"GET /","kind":2,"startTimeUnixNano":"{s}","endTimeUnixNano":"{e}"}}]}}]}}]}}"#,
+        s = now_ns() - 5_000_000,
+        e = now_ns()
+    );
+    let r = http()
+        .post(format!("http://{}/v1/traces", agent.otlp_http.unwrap()))
+        .header("content-type", "application/json")
+        .body(json)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    eventually(10, "four version reports", || col.versions().len() >= 4).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let got: Vec<(String, String, String)> = col
+        .versions()
+        .into_iter()
+        .map(|v| {
+            assert_eq!(v.service, "board");
+            assert!(v.first_seen_ns > 0);
+            (v.instance, v.version, v.environment)
+        })
+        .collect();
+    let want = |i: &str, v: &str, e: &str| (i.to_owned(), v.to_owned(), e.to_owned());
+    assert_eq!(
+        got,
+        [
+            want("a", "1.4.1", "prod"),
+            want("b", "1.4.1", "prod"),
+            want("a", "1.4.2", "prod"),
+            want("c", "1.4.2", ""),
+        ]
+    );
+    agent.shutdown(std::time::Duration::from_secs(2)).await;
+}

@@ -451,3 +451,88 @@ async fn a_refusal_that_happened_on_earlier_days_says_so() {
     assert_eq!(sent["rule"], "db-connect");
     c.stop().await;
 }
+
+/// A version new to the service just before its errors: the incident's first-ranked cause,
+/// and a change mark on its timeline.
+#[tokio::test]
+async fn a_deploy_just_before_the_errors_is_the_probable_cause() {
+    let db = stormwatch_testkit::fresh_database().await;
+    let mut alerts: AlertsConfig = toml::from_str(
+        r#"
+        [[rules]]
+        name = "orders-5xx"
+        kind = "error_rate"
+        class = "http_server"
+        statuses = ["5xx"]
+        threshold = 0.05
+        group_by = ["service", "operation"]
+        resolve_after = "0s"
+        "#,
+    )
+    .unwrap();
+    alerts.default_rules = false;
+    alerts.evaluate_every = Dur(Duration::from_millis(300));
+    let mut config = Config::for_tests(&db, TOKEN);
+    config.alerts = alerts;
+    let c = start(config).await;
+
+    let now = now_ns();
+    let version = |instance: &str, v: &str, at_ns: i64| stormwatch_model::ServiceVersion {
+        service: "board".into(),
+        instance: instance.into(),
+        version: v.into(),
+        environment: "prod".into(),
+        first_seen_ns: at_ns,
+    };
+    // Running 1.4.1 for an hour, calm; 40 s ago one of two instances moved to 1.4.2.
+    let mut b = calm(now - 30 * 60 * NS);
+    b.versions = vec![
+        version("app-1", "1.4.1", now - 3_600 * NS),
+        version("app-2", "1.4.1", now - 3_600 * NS),
+    ];
+    c.ingest(&b).await;
+    let mut b = batch();
+    b.versions = vec![version("app-1", "1.4.2", now - 40 * NS)];
+    spans(
+        &mut b,
+        now,
+        100,
+        DependencyClass::HttpServer,
+        "POST /orders",
+        12,
+        200,
+    );
+    spans(
+        &mut b,
+        now,
+        60,
+        DependencyClass::HttpServer,
+        "POST /orders",
+        12,
+        500,
+    );
+    c.ingest(&b).await;
+
+    let incident = until(
+        "the errors' incident",
+        Duration::from_secs(20),
+        async || incidents(&c).await.into_iter().next(),
+    )
+    .await;
+    let cause = incident["cause_text"].as_str().unwrap();
+    println!("cause: {cause}");
+    assert!(
+        cause.starts_with("errors began ")
+            && cause.ends_with(" s after board 1.4.2 appeared on 1 of 2 instances (was 1.4.1)"),
+        "{incident}"
+    );
+    let id = incident["id"].as_i64().unwrap();
+    let (_, page) = get(&c, &format!("/incidents/{id}")).await;
+    let timeline = page.split("id=\"timeline\">").nth(1).unwrap_or("");
+    assert!(
+        timeline.contains("<g class=\"change\">")
+            && timeline.contains("board 1.4.2 appeared on 1 of 2 instances (was 1.4.1)</title>"),
+        "{timeline}"
+    );
+    c.stop().await;
+}

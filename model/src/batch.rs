@@ -6,6 +6,7 @@ use crate::aggregate::Aggregate;
 use crate::host::HostSample;
 use crate::probe::ProbeSample;
 use crate::span::Span;
+use crate::version::ServiceVersion;
 
 /// The only wire version this build reads and writes.
 pub const WIRE_VERSION: u32 = 1;
@@ -48,6 +49,10 @@ pub struct Batch {
     #[prost(message, optional, tag = "10")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<AgentStats>,
+    /// Versions of services newly seen (or seen again after an agent restart).
+    #[prost(message, repeated, tag = "11")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<ServiceVersion>,
 }
 
 /// The agent's own counters since its instance started (cumulative).

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod probe;
 pub mod span;
 pub mod validate;
+pub mod version;
 
 pub use aggregate::{Aggregate, AggregateKey};
 pub use batch::{AgentStats, Batch, DecodeError, Encoding, WIRE_VERSION};
@@ -31,3 +32,4 @@ pub use host::{DiskUsage, HostSample};
 pub use probe::ProbeSample;
 pub use span::Span;
 pub use validate::{FieldError, Truncations};
+pub use version::ServiceVersion;

@@ -194,6 +194,16 @@ pub fn replace_nuls(batch: &mut Batch) -> u64 {
         }
         n += clean_map(&mut p.detail);
     }
+    for v in &mut batch.versions {
+        for t in [
+            &mut v.service,
+            &mut v.instance,
+            &mut v.version,
+            &mut v.environment,
+        ] {
+            n += clean(t);
+        }
+    }
     n
 }
 
@@ -240,6 +250,7 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
     )?;
     check_count("hosts", batch.hosts.len(), MAX_SAMPLES_PER_BATCH)?;
     check_count("probes", batch.probes.len(), MAX_SAMPLES_PER_BATCH)?;
+    check_count("versions", batch.versions.len(), MAX_SAMPLES_PER_BATCH)?;
 
     for (i, s) in batch.spans.iter_mut().enumerate() {
         let f = |name: &str| format!("spans[{i}].{name}");
@@ -403,6 +414,32 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
         }
         for d in &mut h.disks {
             cut.values += label(&mut d.mount);
+        }
+    }
+
+    for (i, v) in batch.versions.iter_mut().enumerate() {
+        let f = |name: &str| format!("versions[{i}].{name}");
+        check_time(|| f("first_seen_ns"), v.first_seen_ns, now_ns)?;
+        for (name, t) in [("service", &v.service), ("version", &v.version)] {
+            if t.is_empty() {
+                return Err(reject(f(name), "must not be empty"));
+            }
+        }
+        for (name, t) in [
+            ("service", &v.service),
+            ("instance", &v.instance),
+            ("version", &v.version),
+            ("environment", &v.environment),
+        ] {
+            check_text(|| f(name), t)?;
+        }
+        for t in [
+            &mut v.service,
+            &mut v.instance,
+            &mut v.version,
+            &mut v.environment,
+        ] {
+            cut.values += label(t);
         }
     }
 

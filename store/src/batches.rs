@@ -252,6 +252,7 @@ impl Store {
         outcome.samples += store_host_samples(&tx, batch).await?;
         outcome.samples += store_probe_samples(&tx, batch).await?;
         store_agent_stats(&tx, batch).await?;
+        crate::versions::store_versions(&tx, batch).await?;
         store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns)), now_ns).await?;
         crate::recent::record(&tx, &batch.aggregates, now_ns).await?;
         rollups::store_rollups(&tx, &rows).await?;

@@ -35,6 +35,7 @@ pub mod sessions;
 pub mod signals;
 pub mod spans;
 pub mod totals;
+pub mod versions;
 
 use std::str::FromStr;
 use std::sync::Mutex;

@@ -66,6 +66,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0015_recurrence",
         include_str!("../../migrations/0015_recurrence.sql"),
     ),
+    (
+        "0016_service_versions",
+        include_str!("../../migrations/0016_service_versions.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

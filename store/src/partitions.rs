@@ -146,6 +146,11 @@ impl Store {
             &[&cutoff_s],
         )
         .await?;
+        tx.execute(
+            "DELETE FROM sw_service_versions WHERE last_seen < to_timestamp($1)",
+            &[&cutoff_s],
+        )
+        .await?;
         tx.commit().await?;
         let mut known = self.known_days.lock().unwrap_or_else(|p| p.into_inner());
         known.retain(|d| *d >= oldest);

@@ -278,6 +278,7 @@ pub mod sample {
                 ..Default::default()
             }],
             probes: vec![],
+            versions: vec![],
             stats: Some(AgentStats {
                 spans_received: n_spans as u64,
                 spans_kept: n_spans as u64,

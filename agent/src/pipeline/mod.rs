@@ -46,6 +46,8 @@ pub struct Pipeline {
     pub spool: Arc<Spool>,
     pub seq: Arc<Sequencer>,
     pub metrics: Arc<Metrics>,
+    /// The versions the receivers saw (shared with [`crate::ingest::Ingest`]).
+    pub versions: Arc<crate::versions::Versions>,
 }
 
 struct State {
@@ -220,7 +222,13 @@ impl Pipeline {
         }
         let mut hosts = std::mem::take(&mut st.hosts);
         let mut probes = std::mem::take(&mut st.probes);
-        if spans.is_empty() && aggregates.is_empty() && hosts.is_empty() && probes.is_empty() {
+        let mut versions = self.versions.take_new();
+        if spans.is_empty()
+            && aggregates.is_empty()
+            && hosts.is_empty()
+            && probes.is_empty()
+            && versions.is_empty()
+        {
             return;
         }
         // Cut into chunks by count and encoded size; the first chunk carries the rest.
@@ -252,6 +260,7 @@ impl Pipeline {
                 hosts: std::mem::take(&mut hosts),
                 probes: std::mem::take(&mut probes),
                 stats: Some(self.metrics.stats()),
+                versions: std::mem::take(&mut versions),
             };
             let nuls = stormwatch_model::validate::replace_nuls(&mut batch);
             if nuls > 0 {

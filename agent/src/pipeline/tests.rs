@@ -66,6 +66,7 @@ fn start() -> Running {
         spool: spool.clone(),
         seq: Arc::new(Sequencer::new("test".into())),
         metrics,
+        versions: ingest.versions.clone(),
     };
     let task = tokio::spawn(pipeline.run(stop_rx));
     Running {

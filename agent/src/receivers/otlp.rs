@@ -50,6 +50,8 @@ pub struct Converted {
     pub rejected: usize,
     /// The first refusal's reason, with the span's position.
     pub first_error: Option<String>,
+    /// The versions its resources run (`service.version`).
+    pub versions: Vec<crate::versions::Seen>,
 }
 
 impl Converted {
@@ -84,6 +86,10 @@ pub fn convert(req: &ExportTraceServiceRequest, cfg: &Config) -> Converted {
             "" => resource_str(rattrs, "host.name"),
             s => s,
         };
+        out.versions
+            .extend(crate::versions::Seen::of(service, instance, |k| {
+                Some(resource_str(rattrs, k).to_owned()).filter(|v| !v.is_empty())
+            }));
         for (si, ss) in rs.scope_spans.iter().enumerate() {
             out.spans.reserve(ss.spans.len());
             for (pi, s) in ss.spans.iter().enumerate() {

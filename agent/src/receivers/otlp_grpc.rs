@@ -48,6 +48,7 @@ impl GrpcReceiver {
             )));
         }
         let partial = converted.partial_success();
+        self.ingest.versions.observe(&converted.versions);
         if let Err(full) = self.ingest.submit(Receiver::OtlpGrpc, converted.spans) {
             let st = rpc::status(
                 rpc::RESOURCE_EXHAUSTED,

@@ -145,6 +145,7 @@ async fn traces(State(st): State<ReceiverState>, headers: HeaderMap, body: Body)
         );
     }
     let partial = converted.partial_success();
+    st.ingest.versions.observe(&converted.versions);
     if let Err(full) = st.ingest.submit(Receiver::OtlpHttp, converted.spans) {
         return status_body(
             wire,

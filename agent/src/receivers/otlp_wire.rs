@@ -331,6 +331,10 @@ pub fn convert(body: &[u8], cfg: &Config) -> Result<Converted, WireError> {
         let instance = rstr("service.instance.id")
             .or_else(|| rstr("host.name"))
             .unwrap_or("");
+        out.versions
+            .extend(crate::versions::Seen::of(service, instance, |k| {
+                rstr(k).map(str::to_owned)
+            }));
         for (si, scope) in scopes.iter().enumerate() {
             let mut sr = Reader::new(scope);
             let mut pi = 0usize;

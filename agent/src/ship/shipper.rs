@@ -251,6 +251,7 @@ impl Shipper {
             aggregates: Vec::new(),
             hosts: Vec::new(),
             probes: Vec::new(),
+            versions: Vec::new(),
             ..batch
         };
         first.instance = self.seq.instance.clone();

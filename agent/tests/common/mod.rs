@@ -170,6 +170,17 @@ impl FakeCollector {
             .collect()
     }
 
+    /// Every version report shipped, in order.
+    pub fn versions(&self) -> Vec<stormwatch_model::ServiceVersion> {
+        self.seen
+            .lock()
+            .unwrap()
+            .batches
+            .iter()
+            .flat_map(|b| b.versions.clone())
+            .collect()
+    }
+
     /// Total aggregate count (every span counted before sampling).
     pub fn aggregate_count(&self) -> u64 {
         self.seen
@@ -227,7 +238,7 @@ pub fn now_ns() -> u64 {
     stormwatch_agent::util::now_ns() as u64
 }
 
-fn kv(k: &str, v: &str) -> KeyValue {
+pub fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: Some(AnyValue {

@@ -51,7 +51,14 @@ pub struct AlertFacts {
 pub struct Traffic {
     pub incident: BTreeMap<String, ServiceTraffic>,
     pub baseline: BTreeMap<String, ServiceTraffic>,
+    /// Versions new to the services concerned, around the incident's start.
+    pub changes: Vec<stormwatch_store::versions::Change>,
 }
+
+/// A version first seen this long before the incident's first alert (or up to
+/// [`CHANGE_AFTER_S`] after it) is a cause candidate.
+pub const CHANGE_BEFORE_S: f64 = 600.0;
+pub const CHANGE_AFTER_S: f64 = 30.0;
 
 /// One number behind a cause.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -589,6 +596,47 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
                 peer: None,
             });
         }
+    }
+    // Changes: a version new to a service of the incident shortly before it began ("what is
+    // different"). Below a peer that explains the slowdown, above "the operation itself".
+    let first = alerts.iter().map(|a| a.started).fold(f64::MAX, f64::min);
+    let what = if alerts.iter().any(is_5xx) {
+        "errors began"
+    } else if alerts.iter().any(|a| a.kind == Some(RuleKind::Latency)) {
+        "latency rose"
+    } else {
+        "the first alert fired"
+    };
+    for c in &t.changes {
+        let before = first - c.at;
+        if !(-CHANGE_AFTER_S..=CHANGE_BEFORE_S).contains(&before) {
+            continue;
+        }
+        let line = if before >= 0.0 {
+            format!("{what} {before:.0} s after {}", c.words())
+        } else {
+            format!("{}, {:.0} s after {what}", c.words(), -before)
+        };
+        causes.push(Cause {
+            rank: 0,
+            kind: "change",
+            subject: format!("{} {}", c.service, c.version),
+            service: Some(c.service.clone()),
+            operation: None,
+            score: 1.05,
+            line,
+            evidence: vec![
+                ev("first seen before the first alert", before, "s"),
+                ev("instances running it", c.instances as f64, "instances"),
+                ev(
+                    "instances of the service",
+                    c.of_instances as f64,
+                    "instances",
+                ),
+            ],
+            class: None,
+            peer: None,
+        });
     }
     causes.extend(by_peer.into_values());
     causes.extend(itself);

@@ -314,6 +314,13 @@ pub async fn causes(
         baseline: store
             .service_traffic(&services, from - BASELINE_S, from)
             .await?,
+        changes: store
+            .version_changes(
+                Some(&services),
+                opened - cause::CHANGE_BEFORE_S,
+                opened + cause::CHANGE_AFTER_S,
+            )
+            .await?,
     };
     Ok(cause::rank(facts, &traffic))
 }

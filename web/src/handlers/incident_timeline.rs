@@ -1,7 +1,7 @@
 //! The data behind an incident's timeline ([`crate::charts::timeline`]): its alerts as bars,
 //! the failed probes and lag of the databases it names, the p95 and 5xx of the operations it
-//! names and the p95 of its first-ranked dependency cause, and the flag counts, from five
-//! minutes before it to two after.
+//! names and the p95 of its first-ranked dependency cause, the flag counts, and the versions
+//! deployed (change events), from five minutes before it to two after.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,7 +12,7 @@ use stormwatch_store::incidents::Incident;
 use stormwatch_store::{Store, StoreError};
 
 use crate::charts::palette;
-use crate::charts::timeline::{Bar, Lane, Strip, Timeline};
+use crate::charts::timeline::{Bar, Lane, Mark, Strip, Timeline};
 use crate::range::{duration, utc_human};
 
 /// Shown before the incident's first alert and after its end.
@@ -205,6 +205,18 @@ pub async fn build(store: &Store, i: &Incident, now_ms: i64) -> Result<Timeline,
                 format: count,
             });
         }
+    }
+
+    // Versions new to their service: change events across the whole strip.
+    for c in store
+        .version_changes(None, from_s as f64, to_s as f64)
+        .await?
+    {
+        let at = (c.at * 1000.0) as i64;
+        t.marks.push(Mark {
+            at_ms: at,
+            title: format!("{}: {}", utc_human(at), c.words()),
+        });
     }
 
     // Flagged spans per minute, by flag.

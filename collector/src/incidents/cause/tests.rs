@@ -71,6 +71,7 @@ fn slow_cache() -> Traffic {
     Traffic {
         incident: BTreeMap::from([("shop".to_owned(), inc)]),
         baseline: BTreeMap::from([("shop".to_owned(), base)]),
+        changes: vec![],
     }
 }
 
@@ -148,6 +149,7 @@ fn two_slow_peers_rank_by_the_time_they_add() {
     let t = Traffic {
         incident: BTreeMap::from([("shop".to_owned(), inc)]),
         baseline: BTreeMap::from([("shop".to_owned(), base)]),
+        changes: vec![],
     };
     let alerts = [alert(
         "cart-latency",
@@ -187,6 +189,7 @@ fn a_5xx_with_no_slower_dependency_is_the_operation_itself() {
     let t = Traffic {
         incident: BTreeMap::from([("board".to_owned(), inc)]),
         baseline: BTreeMap::from([("board".to_owned(), base)]),
+        changes: vec![],
     };
     let alerts = [alert(
         "http-5xx-rate",
@@ -200,6 +203,65 @@ fn a_5xx_with_no_slower_dependency_is_the_operation_itself() {
         causes[0].line,
         "POST /upload answers 503 itself: no dependency slowed (its limiter)"
     );
+}
+
+fn deploy(at: f64) -> stormwatch_store::versions::Change {
+    stormwatch_store::versions::Change {
+        service: "board".into(),
+        version: "1.4.2".into(),
+        previous: Some("1.4.1".into()),
+        environment: "prod".into(),
+        at,
+        instances: 3,
+        of_instances: 4,
+    }
+}
+
+#[test]
+fn a_new_version_just_before_the_errors_ranks_above_the_operation_itself() {
+    let base = service(&[("POST /orders", stats(100, 20.0, "200"))], &[]);
+    let mut inc = stats(50, 20.0, "500");
+    inc.by_status.insert("200".into(), 50);
+    inc.count += 50;
+    let mut t = Traffic {
+        incident: BTreeMap::from([("board".to_owned(), service(&[("POST /orders", inc)], &[]))]),
+        baseline: BTreeMap::from([("board".to_owned(), base)]),
+        changes: vec![deploy(60.0)],
+    };
+    let alerts = [alert(
+        "http-5xx-rate",
+        RuleKind::ErrorRate,
+        &[("service", "board"), ("operation", "POST /orders")],
+        100.0,
+    )];
+    let causes = rank(&alerts, &t);
+    assert_eq!(causes[0].kind, "change", "{causes:#?}");
+    assert_eq!(
+        causes[0].line,
+        "errors began 40 s after board 1.4.2 appeared on 3 of 4 instances (was 1.4.1)"
+    );
+    assert_eq!(causes[1].kind, "itself", "{causes:#?}");
+    // A deploy an hour before is not a candidate.
+    t.changes = vec![deploy(100.0 - 3_600.0)];
+    assert_eq!(rank(&alerts, &t)[0].kind, "itself");
+}
+
+#[test]
+fn a_slow_peer_outranks_a_deploy_that_happened_to_precede_it() {
+    let mut t = slow_cache();
+    t.changes = vec![deploy(50.0)];
+    t.changes[0].service = "shop".into();
+    let alerts = [alert(
+        "dependency-latency",
+        RuleKind::Latency,
+        &[("class", "redis"), ("peer", CACHE)],
+        100.0,
+    )];
+    let causes = rank(&alerts, &t);
+    assert_eq!(causes[0].kind, "dependency", "{causes:#?}");
+    assert!(causes
+        .iter()
+        .any(|c| c.kind == "change" && c.line.starts_with("latency rose 50 s after shop 1.4.2")));
 }
 
 #[test]
@@ -250,6 +312,7 @@ fn probe_causes_rank_first() {
     let t = Traffic {
         incident: BTreeMap::from([("shop".to_owned(), inc)]),
         baseline: BTreeMap::new(),
+        changes: vec![],
     };
     let alerts = [
         alert(
@@ -317,6 +380,7 @@ fn a_lone_replica_lag_is_its_own_cause_not_a_peer_barely_slower() {
     let t = Traffic {
         incident: BTreeMap::from([("shop".to_owned(), inc)]),
         baseline: BTreeMap::from([("shop".to_owned(), base)]),
+        changes: vec![],
     };
     let lag = alert(
         "replica-lag",
