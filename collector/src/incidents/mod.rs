@@ -115,30 +115,76 @@ impl Relations {
 
     /// True when two alerts are about related things (see the module's documentation).
     pub fn related(&self, a: &Labels, b: &Labels) -> bool {
+        self.strength(a, b).is_some()
+    }
+
+    /// How two alerts are related: [`STRONG`] when about the same peer or database (or
+    /// databases on one engine host), [`WEAK`] when one's service calls the other's peer, or
+    /// they share a service; `None` when unrelated.
+    pub fn strength(&self, a: &Labels, b: &Labels) -> Option<u8> {
         let same = |k: &str| matches!((get(a, k), get(b, k)), (Some(x), Some(y)) if x == y);
-        if same("service") || same("peer") || same("database") {
-            return true;
+        if same("peer") || same("database") {
+            return Some(STRONG);
         }
         for (x, y) in [(a, b), (b, a)] {
-            if let Some(s) = get(x, "service") {
-                let target = get(y, "peer").or_else(|| get(y, "database"));
-                if target.is_some_and(|t| self.calls(s, t)) {
-                    return true;
-                }
-            }
             if let (Some(p), Some(d)) = (get(x, "peer"), get(y, "database")) {
                 if peer_is_database(p, d) {
-                    return true;
+                    return Some(STRONG);
                 }
             }
         }
         if let (Some(x), Some(y)) = (get(a, "database"), get(b, "database")) {
             if let (Some(hx), Some(hy)) = (self.database_host(x), self.database_host(y)) {
-                return hx == hy;
+                if hx == hy {
+                    return Some(STRONG);
+                }
             }
         }
-        false
+        if same("service") {
+            return Some(WEAK);
+        }
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(s) = get(x, "service") {
+                let target = get(y, "peer").or_else(|| get(y, "database"));
+                if target.is_some_and(|t| self.calls(s, t)) {
+                    return Some(WEAK);
+                }
+            }
+        }
+        None
     }
+
+    /// Whether `a` may be grouped with `b`, and how strongly: two faults only when they are
+    /// about the same thing — a slow cache and a lagging replica that one service calls are
+    /// two stories, even when its errors relate to both.
+    fn groups(&self, a: &Labels, b: &Labels) -> Option<u8> {
+        let s = self.strength(a, b)?;
+        (s == STRONG || !(is_fault(a) && is_fault(b))).then_some(s)
+    }
+}
+
+/// How far apart in time `a` (joining) and a member `b` began, for choosing among equally
+/// related ones: the member that began closest before `a` (alerts with shorter windows fire
+/// first, so up to [`LEAD_S`] after `a` counts as before); one that began later comes last.
+fn distance(a: f64, b: f64) -> f64 {
+    if b <= a + LEAD_S {
+        (a - b).abs()
+    } else {
+        GROUP_WINDOW_S + (b - a)
+    }
+}
+
+/// See [`distance`].
+pub const LEAD_S: f64 = 20.0;
+
+/// Relation strengths ([`Relations::strength`]).
+pub const WEAK: u8 = 1;
+pub const STRONG: u8 = 2;
+
+/// A fault names the thing at fault (a database, or a peer without a service: a dependency's
+/// latency); the rest are symptoms (a service's or operation's errors, full scans...).
+pub fn is_fault(l: &Labels) -> bool {
+    get(l, "database").is_some() || (get(l, "peer").is_some() && get(l, "service").is_none())
 }
 
 /// What one round decided, before causes are worked out.
@@ -203,19 +249,55 @@ pub fn plan(active: &[Active], open: &[Incident], rel: &Relations, now: f64) -> 
         }
         members.push((i.id, m));
     }
-    // Alerts in no open incident: join one they relate to, else form new ones.
+    // Alerts in no open incident: join the one they relate to best (the strongest relation,
+    // then the member that began closest before), else form new ones. A fault joins an incident that has a fault
+    // only through a fault.
     let mut unplaced: Vec<&Active> = active
         .iter()
         .filter(|a| !placed.contains(&a.key()))
         .collect();
+    let new_faults: Vec<&Active> = unplaced
+        .iter()
+        .copied()
+        .filter(|a| is_fault(&a.labels))
+        .collect();
     unplaced.retain(|a| {
-        let joins = members.iter_mut().find(|(_, m)| {
-            m.iter().any(|(labels, started, is_active)| {
-                (*is_active || (a.started - started).abs() <= GROUP_WINDOW_S)
-                    && rel.related(&a.labels, labels)
+        let fault = is_fault(&a.labels);
+        // A symptom that relates better to a fault firing for the first time this round goes
+        // with that fault's new incident.
+        let best_new = new_faults
+            .iter()
+            .filter(|f| !fault && (a.started - f.started).abs() <= GROUP_WINDOW_S)
+            .filter_map(|f| {
+                Some((
+                    rel.groups(&a.labels, &f.labels)?,
+                    distance(a.started, f.started),
+                ))
             })
-        });
-        match joins {
+            .max_by(|x, y| x.0.cmp(&y.0).then(y.1.total_cmp(&x.1)));
+        let best = members
+            .iter()
+            .enumerate()
+            .filter_map(|(at, (_, m))| {
+                let has_fault = m.iter().any(|(l, _, _)| is_fault(l));
+                m.iter()
+                    .filter(|(labels, started, is_active)| {
+                        (*is_active || (a.started - started).abs() <= GROUP_WINDOW_S)
+                            && !(fault && has_fault && !is_fault(labels))
+                    })
+                    .filter_map(|(labels, started, _)| {
+                        Some((
+                            rel.groups(&a.labels, labels)?,
+                            distance(a.started, *started),
+                        ))
+                    })
+                    .max_by(|x, y| x.0.cmp(&y.0).then(y.1.total_cmp(&x.1)))
+                    .map(|k| (k, at))
+            })
+            .max_by(|x, y| x.0 .0.cmp(&y.0 .0).then(y.0 .1.total_cmp(&x.0 .1)))
+            .filter(|(k, _)| best_new.is_none_or(|n| k.0 > n.0 || (k.0 == n.0 && k.1 < n.1)))
+            .map(|(_, at)| at);
+        match best.map(|at| &mut members[at]) {
             Some((id, m)) => {
                 p.changes.push(IncidentChange::Join {
                     incident: *id,
@@ -238,7 +320,9 @@ pub fn plan(active: &[Active], open: &[Incident], rel: &Relations, now: f64) -> 
             p.touched.remove(id);
         }
     }
-    // The rest: related alerts beginning within the window of each other, transitively.
+    // The rest, beginning within the window of each other: faults about the same thing
+    // together (transitively); each symptom with the fault it relates to best; the other
+    // symptoms by relation, transitively.
     let n = unplaced.len();
     let mut parent: Vec<usize> = (0..n).collect();
     fn root(parent: &mut [usize], mut i: usize) -> usize {
@@ -248,11 +332,40 @@ pub fn plan(active: &[Active], open: &[Incident], rel: &Relations, now: f64) -> 
         }
         i
     }
-    for i in 0..n {
-        for j in i + 1..n {
+    let near = |a: &Active, b: &Active| (a.started - b.started).abs() <= GROUP_WINDOW_S;
+    let faults: Vec<usize> = (0..n).filter(|&i| is_fault(&unplaced[i].labels)).collect();
+    for (x, &i) in faults.iter().enumerate() {
+        for &j in &faults[x + 1..] {
             let (a, b) = (unplaced[i], unplaced[j]);
-            if (a.started - b.started).abs() <= GROUP_WINDOW_S && rel.related(&a.labels, &b.labels)
-            {
+            if near(a, b) && rel.groups(&a.labels, &b.labels).is_some() {
+                let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
+                parent[ri.max(rj)] = ri.min(rj);
+            }
+        }
+    }
+    let mut loose: Vec<usize> = Vec::new();
+    for i in (0..n).filter(|i| !faults.contains(i)) {
+        let a = unplaced[i];
+        let best = faults
+            .iter()
+            .filter(|&&j| near(a, unplaced[j]))
+            .filter_map(|&j| Some((rel.groups(&a.labels, &unplaced[j].labels)?, j)))
+            .max_by(|x, y| {
+                let d = |j: usize| distance(a.started, unplaced[j].started);
+                x.0.cmp(&y.0).then(d(y.1).total_cmp(&d(x.1)))
+            });
+        match best {
+            Some((_, j)) => {
+                let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
+                parent[ri.max(rj)] = ri.min(rj);
+            }
+            None => loose.push(i),
+        }
+    }
+    for (x, &i) in loose.iter().enumerate() {
+        for &j in &loose[x + 1..] {
+            let (a, b) = (unplaced[i], unplaced[j]);
+            if near(a, b) && rel.groups(&a.labels, &b.labels).is_some() {
                 let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
                 parent[ri.max(rj)] = ri.min(rj);
             }
@@ -541,6 +654,109 @@ mod tests {
         );
         let p = plan(&[redis, late], &[], &rel(), 410.0);
         assert_eq!(p.new.len(), 2);
+    }
+
+    /// In the demo's compressed day the replica fell behind seconds after the cache recovered,
+    /// while the board's errors still fired: one service's errors relate to both, and every
+    /// fault of the day ended up in one incident. Two faults are two stories.
+    #[test]
+    fn two_faults_one_service_calls_are_two_incidents() {
+        let redis = active(
+            "dependency-latency",
+            &[("class", "redis"), ("peer", CACHE)],
+            100.0,
+        );
+        let errors = active(
+            "http-5xx-rate",
+            &[("service", "board"), ("operation", "GET /list")],
+            102.0,
+        );
+        let lag = active("replica-lag", &[("database", "board-replica")], 140.0);
+        let scans = active(
+            "full-scan",
+            &[
+                ("service", "board"),
+                ("peer", "board-replica (postgresql, 10.0.0.5:5433)"),
+            ],
+            150.0,
+        );
+        // All new in one round: the errors with the cache, the scans with the replica.
+        let p = plan(
+            &[redis.clone(), errors.clone(), lag.clone(), scans.clone()],
+            &[],
+            &rel(),
+            155.0,
+        );
+        let mut groups: Vec<Vec<&str>> = p
+            .new
+            .iter()
+            .map(|g| g.iter().map(|a| a.rule.as_str()).collect())
+            .collect();
+        groups.sort();
+        assert_eq!(
+            groups,
+            [
+                vec!["dependency-latency", "http-5xx-rate"],
+                vec!["replica-lag", "full-scan"]
+            ],
+            "{p:#?}"
+        );
+        // The cache's incident open and firing: the replica does not join it, its scans
+        // join the replica's.
+        let open = Incident {
+            id: 7,
+            opened: 100.0,
+            resolved: None,
+            title: String::new(),
+            cause_text: String::new(),
+            cause: serde_json::Value::Null,
+            cause_updated: Some(100.0),
+            recurrence: vec![],
+            alerts: vec![redis.member(100.0), errors.member(102.0)],
+        };
+        let p = plan(&[redis, errors, lag, scans], &[open], &rel(), 155.0);
+        assert!(
+            !p.changes
+                .iter()
+                .any(|c| matches!(c, IncidentChange::Join { .. })),
+            "{p:#?}"
+        );
+        assert_eq!(p.new.len(), 1);
+        assert_eq!(p.new[0].len(), 2);
+    }
+
+    /// Errors that fire before the slow peer behind them: the peer joins their incident.
+    #[test]
+    fn a_fault_joins_the_incident_its_symptoms_opened() {
+        let errors = active(
+            "http-5xx-rate",
+            &[("service", "board"), ("operation", "GET /list")],
+            100.0,
+        );
+        let redis = active(
+            "dependency-latency",
+            &[("class", "redis"), ("peer", CACHE)],
+            103.0,
+        );
+        let open = Incident {
+            id: 3,
+            opened: 100.0,
+            resolved: None,
+            title: String::new(),
+            cause_text: String::new(),
+            cause: serde_json::Value::Null,
+            cause_updated: Some(100.0),
+            recurrence: vec![],
+            alerts: vec![errors.member(100.0)],
+        };
+        let p = plan(&[errors, redis], &[open], &rel(), 104.0);
+        assert!(
+            matches!(
+                p.changes.as_slice(),
+                [IncidentChange::Join { incident: 3, .. }]
+            ),
+            "{p:#?}"
+        );
     }
 
     #[test]
