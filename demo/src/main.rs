@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     let clock =
         match args.clock {
             ClockMode::Real => {
-                "real time (UTC): incidents at 08:15, 08:55, 09:30, 10:00, 10:25".to_owned()
+                "real time (UTC): incidents at 08:15, 08:55, 09:30, 10:00, 10:50".to_owned()
             }
             ClockMode::Speed(x) => format!(
             "{x}x: a scenario minute every {:.1} s; the first incident (Redis, 08:15) in {:.0} s",

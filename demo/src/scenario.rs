@@ -7,7 +7,7 @@
 //! | 08:55 | the replica's replay is paused (`pg_wal_replay_pause()`): lag grows         |
 //! | 09:30 | the partner answers slowly (`PUT /admin/delay`)                              |
 //! | 10:00 | the primary refuses new connections (its `max_connections` are taken)        |
-//! | 10:25 | uploads flood their endpoint (its limiter answers 503)                      |
+//! | 10:50 | uploads flood their endpoint (its limiter answers 503)                      |
 //!
 //! Each incident ends after a while (see [`incidents`]). Traffic follows a morning peak.
 //! `--clock fast` runs the day 30× faster and starts it at 08:05, so the first incident is
@@ -194,6 +194,17 @@ impl Kind {
         }
     }
 
+    /// What its incident's first-ranked probable cause must name: the injected fault.
+    pub fn culprit(self) -> &'static str {
+        match self {
+            Kind::RedisSlow => crate::config::CACHE_NAME,
+            Kind::ReplicaPaused => "board-replica",
+            Kind::PartnerSlow => "partner",
+            Kind::PrimaryRefuses => "board-primary",
+            Kind::UploadsOverload => crate::config::UPLOAD_OPERATION,
+        }
+    }
+
     /// Alerts that may fire during it without being required: the board's pages share one
     /// limiter, so pages waiting on the slow partner can fill it for the list page too.
     pub fn side_effects(self) -> &'static [(&'static str, &'static str)] {
@@ -249,7 +260,7 @@ pub fn incidents() -> Vec<Incident> {
         i(Kind::ReplicaPaused, hm(8, 55), hm(9, 20)),
         i(Kind::PartnerSlow, hm(9, 30), hm(9, 50)),
         i(Kind::PrimaryRefuses, hm(10, 0), hm(10, 12)),
-        i(Kind::UploadsOverload, hm(10, 25), hm(10, 45)),
+        i(Kind::UploadsOverload, hm(10, 50), hm(11, 10)),
     ]
 }
 

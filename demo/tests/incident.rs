@@ -627,7 +627,11 @@ async fn check_pages_after(demo: &Demo, events: &[Event]) -> Result<(), String> 
     }
     // The heatmap's cell of the live refusal's 5-minute slice: failures on this day and on
     // the six seeded days before it (cell titles: "2026-11-25 10:00 UTC: 12 of 30 probes failed").
-    let minute = (r_on / 1000).rem_euclid(86_400) / 60 / 5 * 5;
+    // Six seconds into it: the live refusal lasts 12 s of real time, the seeded ones 12
+    // minutes from the same instant, so this moment is in both even when the onset falls a
+    // second before a 5-minute boundary (it once did: the seeded days' two seconds before the
+    // boundary held no probe).
+    let minute = (r_on / 1000 + 6).rem_euclid(86_400) / 60 / 5 * 5;
     let column = format!(" {:02}:{:02} UTC: ", minute / 60, minute % 60);
     let days_failing = db
         .split("<title>")
@@ -648,6 +652,19 @@ async fn check_pages_after(demo: &Demo, events: &[Event]) -> Result<(), String> 
     println!(
         "databases: refusal band shown; the heatmap's{column}column fails on {days_failing} days"
     );
+    // The databases page says the refusal recurs (6 seeded days and today).
+    let recurring = "Recurring: board-primary refused connections ";
+    match db.split(recurring).nth(1).and_then(|r| r.split('.').next()) {
+        Some(words) if words.ends_with("on 7 of the last 7 days") => {
+            println!("databases: {recurring}{words}")
+        }
+        other => {
+            return Err(format!(
+                "/databases should say the refusal recurs on 7 of the last 7 days: {other:?}"
+            ))
+        }
+    }
+    check_incidents(&dash, events, demo).await?;
     // Alerts page: every rule of the day appears.
     let alerts = dash.page("/alerts?range=1h").await;
     for inc in scenario::incidents() {
@@ -658,4 +675,108 @@ async fn check_pages_after(demo: &Demo, events: &[Event]) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+/// One incident per fault of the day, its first-ranked cause naming the injected fault, and
+/// none in the calm; the refusal's incident says it happened on earlier days too.
+async fn check_incidents(dash: &Dashboard, events: &[Event], demo: &Demo) -> Result<(), String> {
+    let at = |kind: Kind, start: bool| event_ms(events, kind, start);
+    let day = scenario::incidents();
+    let (first, last) = (at(day[0].kind, true), at(day.last().unwrap().kind, false));
+    let api: serde_json::Value = serde_json::from_str(
+        &dash
+            .page(&format!(
+                "/api/v1/incidents?from={}&to={}",
+                first - 60_000,
+                last + 120_000
+            ))
+            .await,
+    )
+    .map_err(|e| format!("/api/v1/incidents: {e}"))?;
+    let stored = api["incidents"].as_array().cloned().unwrap_or_default();
+    println!("incidents:");
+    for i in &stored {
+        println!(
+            "  #{} {} — cause: {} ({} alerts){}",
+            i["id"],
+            i["title"].as_str().unwrap_or(""),
+            i["cause_text"].as_str().unwrap_or(""),
+            i["alerts"].as_array().map_or(0, |a| a.len()),
+            i["recurrence"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| format!("; seen before: {}", r.as_str().unwrap_or("")))
+                .collect::<String>()
+        );
+    }
+    let messages = demo.stack.slack.messages();
+    let mut failures = Vec::new();
+    for inc in &day {
+        let (onset, end) = (at(inc.kind, true), at(inc.kind, false));
+        let mut ids: Vec<i64> = messages
+            .iter()
+            .filter(|m| {
+                m.kind == "webhook"
+                    && m.at_ms >= onset - 1_000
+                    && m.at_ms <= end + RESOLVE_WITHIN_MS
+            })
+            .flat_map(|m| m.body["alerts"].as_array().cloned().unwrap_or_default())
+            .filter(|a| {
+                let labels = a["labels"].to_string();
+                inc.kind
+                    .alerts()
+                    .iter()
+                    .any(|want| is_expected(a["rule"].as_str().unwrap_or(""), &labels, *want))
+            })
+            .filter_map(|a| a["incident"]["id"].as_i64())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let [id] = ids[..] else {
+            failures.push(format!(
+                "{}: its alerts belong to incidents {ids:?}, not to one",
+                inc.kind.name()
+            ));
+            continue;
+        };
+        let incident = stored.iter().find(|i| i["id"].as_i64() == Some(id));
+        let cause = incident
+            .and_then(|i| i["cause_text"].as_str())
+            .unwrap_or("");
+        if !cause.contains(inc.kind.culprit()) {
+            failures.push(format!(
+                "{}: incident #{id}'s probable cause does not name {}: {cause:?}",
+                inc.kind.name(),
+                inc.kind.culprit()
+            ));
+        }
+        if inc.kind == Kind::PrimaryRefuses {
+            let recurrence = incident
+                .map(|i| i["recurrence"].to_string())
+                .unwrap_or_default();
+            if !recurrence.contains("board-primary refused connections") {
+                failures.push(format!(
+                    "the refusal's incident #{id} does not say it recurs: {recurrence}"
+                ));
+            }
+        }
+    }
+    for i in &stored {
+        let opened_ms = (i["opened"].as_f64().unwrap_or(0.0) * 1000.0) as i64;
+        if !day.iter().any(|inc| {
+            opened_ms >= at(inc.kind, true) - 1_000
+                && opened_ms <= at(inc.kind, false) + ALERT_WITHIN_MS
+        }) {
+            failures.push(format!(
+                "incident #{} opened in the calm: {}",
+                i["id"], i["title"]
+            ));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
 }
