@@ -83,7 +83,13 @@ async fn record(
         round: r.rounds.lock().unwrap().as_ref().map_or(0, |f| f()),
     });
     if uri.path().ends_with("chat.postMessage") {
-        return Json(serde_json::json!({"ok": true, "ts": "1700000000.000100"})).into_response();
+        return Json(
+            serde_json::json!({"ok": true, "channel": "C0ONCALL", "ts": "1700000000.000100"}),
+        )
+        .into_response();
+    }
+    if uri.path().ends_with("chat.update") {
+        return Json(serde_json::json!({"ok": true})).into_response();
     }
     "ok".into_response()
 }
@@ -478,7 +484,7 @@ async fn instances_firing_together_are_grouped_and_silences_hold() {
 }
 
 #[tokio::test]
-async fn slack_bot_posts_the_resolve_in_the_firing_thread() {
+async fn slack_bot_posts_an_incident_head_and_its_alerts_in_its_thread() {
     let (slack, addr) = Receiver::start().await;
     let db = stormwatch_testkit::fresh_database().await;
     std::env::set_var("SW_TEST_BOT_TOKEN", "xoxb-test-token");
@@ -490,17 +496,43 @@ async fn slack_bot_posts_the_resolve_in_the_firing_thread() {
     )
     .await;
     probes(&c, vec![lag("replica-1", 12.0)]).await;
-    let m = slack.wait_for(1, Duration::from_secs(10)).await;
-    assert_eq!(m[0].path, "/api/chat.postMessage");
-    assert_eq!(m[0].auth.as_deref(), Some("Bearer xoxb-test-token"));
-    assert_eq!(m[0].body["channel"], "#oncall");
-    assert!(m[0].body.get("thread_ts").is_none());
-    probes(&c, vec![lag("replica-1", 0.0)]).await;
-    let m = slack.wait_for(2, Duration::from_secs(10)).await;
+    let posts = |m: &[Received]| -> Vec<Received> {
+        m.iter()
+            .filter(|r| r.path == "/api/chat.postMessage")
+            .cloned()
+            .collect()
+    };
+    let m = slack.wait_for(3, Duration::from_secs(10)).await;
+    let p = posts(&m);
+    assert_eq!(p[0].auth.as_deref(), Some("Bearer xoxb-test-token"));
+    assert_eq!(p[0].body["channel"], "#oncall");
+    assert!(p[0].body.get("thread_ts").is_none(), "the incident's head");
+    assert!(p[0].body["text"]
+        .as_str()
+        .unwrap()
+        .starts_with(":rotating_light: OPEN · Incident #"));
     assert_eq!(
-        m[1].body["thread_ts"], "1700000000.000100",
-        "the resolve goes into the firing message's thread"
+        p[1].body["thread_ts"], "1700000000.000100",
+        "the firing goes into the incident's thread"
     );
+    probes(&c, vec![lag("replica-1", 0.0)]).await;
+    let m = slack.wait_for(5, Duration::from_secs(10)).await;
+    let p = posts(&m);
+    assert_eq!(
+        p.len(),
+        3,
+        "{:#?}",
+        m.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        p[2].body["thread_ts"], "1700000000.000100",
+        "the resolve goes into the same thread"
+    );
+    assert!(m.iter().any(|r| r.path == "/api/chat.update"
+        && r.body["channel"] == "C0ONCALL"
+        && r.body["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(":white_check_mark: RESOLVED"))));
     c.stop().await;
 }
 

@@ -536,3 +536,144 @@ async fn a_deploy_just_before_the_errors_is_the_probable_cause() {
     );
     c.stop().await;
 }
+
+#[derive(Clone, Default)]
+struct FakeSlack {
+    got: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+async fn slack_api(
+    State(s): State<FakeSlack>,
+    uri: axum::http::Uri,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let mut got = s.got.lock().unwrap();
+    got.push((uri.path().to_owned(), body));
+    // Each message its own ts; the channel answered as an id, as Slack does.
+    Json(
+        serde_json::json!({"ok": true, "channel": "C0ONCALL", "ts": format!("1700000000.{:06}", got.len())}),
+    )
+}
+
+/// Slack in bot mode: one head message per incident with its cause, the alerts in its thread,
+/// the head updated as the incident goes on and when it resolves.
+#[tokio::test]
+async fn a_slack_bot_threads_an_incidents_alerts_under_one_message() {
+    let slack = FakeSlack::default();
+    let app = Router::new()
+        .fallback(post(slack_api))
+        .with_state(slack.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    std::env::set_var("SW_TEST_THREAD_BOT_TOKEN", "xoxb-thread-test");
+    let db = stormwatch_testkit::fresh_database().await;
+    let mut alerts: AlertsConfig = toml::from_str(&format!(
+        r##"
+        [[channels]]
+        name = "bot"
+        type = "slack"
+        bot_token_env = "SW_TEST_THREAD_BOT_TOKEN"
+        channel = "#oncall"
+        api_url = "http://{addr}/api"
+
+        [[rules]]
+        name = "cache-p95"
+        kind = "latency"
+        class = "redis"
+        threshold = 100
+        group_by = ["class", "peer"]
+        resolve_after = "0s"
+
+        [[rules]]
+        name = "list-5xx"
+        kind = "error_rate"
+        class = "http_server"
+        statuses = ["5xx"]
+        threshold = 0.05
+        group_by = ["service", "operation"]
+        resolve_after = "0s"
+        "##
+    ))
+    .unwrap();
+    alerts.default_rules = false;
+    alerts.evaluate_every = Dur(Duration::from_millis(300));
+    let mut config = Config::for_tests(&db, TOKEN);
+    config.alerts = alerts;
+    let c = start(config).await;
+    let now = now_ns();
+    c.ingest(&calm(now - 30 * 60 * NS)).await;
+    c.ingest(&slow_cache(now_ns())).await;
+
+    let got = until(
+        "the head, the alerts and an update",
+        Duration::from_secs(20),
+        async || {
+            let got = slack.got.lock().unwrap().clone();
+            let posts = got
+                .iter()
+                .filter(|(p, _)| p.ends_with("chat.postMessage"))
+                .count();
+            let updates = got
+                .iter()
+                .filter(|(p, _)| p.ends_with("chat.update"))
+                .count();
+            (posts >= 2 && updates >= 1).then_some(got)
+        },
+    )
+    .await;
+    let (path, head) = &got[0];
+    assert!(path.ends_with("chat.postMessage"), "{got:#?}");
+    let text = head["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(":rotating_light: OPEN · Incident #")
+            && text.contains("probable cause: Redis cache p95"),
+        "{text}"
+    );
+    assert!(head.get("thread_ts").is_none());
+    let head_ts = "1700000000.000001";
+    let in_thread = got
+        .iter()
+        .filter(|(p, b)| p.ends_with("chat.postMessage") && b["thread_ts"] == head_ts)
+        .count();
+    let heads = got
+        .iter()
+        .filter(|(p, b)| p.ends_with("chat.postMessage") && b.get("thread_ts").is_none())
+        .count();
+    assert_eq!(heads, 1, "one head per incident: {got:#?}");
+    assert!(in_thread >= 1, "{got:#?}");
+    assert!(
+        got.iter().any(|(p, b)| p.ends_with("chat.update")
+            && b["ts"] == head_ts
+            && b["channel"] == "C0ONCALL"),
+        "{got:#?}"
+    );
+
+    // It resolves: the resolves go into the thread and the head says so.
+    c.alerts().shift_clock(Duration::from_secs(180));
+    until(
+        "the head marked resolved",
+        Duration::from_secs(20),
+        async || {
+            let got = slack.got.lock().unwrap().clone();
+            got.iter()
+                .any(|(p, b)| {
+                    p.ends_with("chat.update")
+                        && b["text"].as_str().is_some_and(|t| {
+                            t.starts_with(":white_check_mark: RESOLVED · Incident #")
+                        })
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let got = slack.got.lock().unwrap().clone();
+    assert_eq!(
+        got.iter()
+            .filter(|(p, b)| p.ends_with("chat.postMessage") && b.get("thread_ts").is_none())
+            .count(),
+        1,
+        "still one head: {got:#?}"
+    );
+    c.stop().await;
+}

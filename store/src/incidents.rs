@@ -359,6 +359,47 @@ impl Store {
             .next())
     }
 
+    /// The Slack thread of `incident` in `channel` (its conversation id and head ts), if its
+    /// head message was posted.
+    pub async fn incident_thread(
+        &self,
+        incident: i64,
+        channel: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "SELECT slack_channel, ts FROM sw_incident_threads
+                  WHERE incident_id = $1 AND channel = $2",
+                &[&incident, &channel],
+            )
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Records the head message of `incident` in `channel`; the one recorded first wins (two
+    /// leaders in a hand-over cannot both start a thread). Returns the thread in force.
+    pub async fn save_incident_thread(
+        &self,
+        incident: i64,
+        channel: &str,
+        slack_channel: &str,
+        ts: &str,
+    ) -> Result<(String, String), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO sw_incident_threads (incident_id, channel, slack_channel, ts)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&incident, &channel, &slack_channel, &ts],
+            )
+            .await?;
+        Ok(self
+            .incident_thread(incident, channel)
+            .await?
+            .unwrap_or((slack_channel.to_owned(), ts.to_owned())))
+    }
+
     /// The incident each alert `(rule, labels_key)` belonged to at `at_s` (the newest it had
     /// joined by then), by alert.
     pub async fn incidents_of_alerts(

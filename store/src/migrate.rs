@@ -70,6 +70,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0016_service_versions",
         include_str!("../../migrations/0016_service_versions.sql"),
     ),
+    (
+        "0017_incident_threads",
+        include_str!("../../migrations/0017_incident_threads.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod notify;
 pub mod rules;
+pub mod threads;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};

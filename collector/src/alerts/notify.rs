@@ -13,6 +13,7 @@ use stormwatch_store::incidents::IncidentRef;
 use stormwatch_store::{Store, StoreError};
 
 use super::config::{ChannelKind, Resolved, RuleKind, Target};
+use super::threads;
 use crate::metrics::Metrics;
 
 /// Schema name of the generic webhook payload (documented in README.md).
@@ -20,7 +21,7 @@ pub const WEBHOOK_SCHEMA: &str = "stormwatch.alerts/v2";
 /// Most alerts listed in one Slack message; the rest are counted.
 const MAX_LISTED: usize = 10;
 /// Timeout of one HTTP request to Slack or a webhook.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claim on notifications lasts: longer than a send can take ([`SEND_TIMEOUT`])
 /// plus recording its result, so a claim only expires when its holder died or stalled — then
 /// the next leader sends the notifications again.
@@ -65,7 +66,7 @@ fn emoji(event: &str, severity: &str) -> &'static str {
     }
 }
 
-fn utc(ts: f64) -> String {
+pub(crate) fn utc(ts: f64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ts as i64)
         .ok()
         .and_then(|t| {
@@ -82,6 +83,11 @@ fn duration_text(secs: f64) -> String {
         60..=3_599 => format!("{} min {} s", s / 60, s % 60),
         _ => format!("{} h {} min", s / 3_600, (s % 3_600) / 60),
     }
+}
+
+/// The page of incident `id`.
+pub fn incident_link(base: &str, id: i64) -> String {
+    format!("{}/incidents/{id}", base.trim_end_matches('/'))
 }
 
 /// The dashboard view and window that explains an alert.
@@ -470,13 +476,36 @@ pub async fn deliver_due(
             ChannelKind::Slack => slack_message(&events, &links, &incidents),
             ChannelKind::Webhook => webhook_payload(&group_key, &events, &links, &incidents),
         };
+        // Bot mode: the alerts of one incident go into its thread (see `threads`); other
+        // alerts' resolves go into their firing message's thread.
+        let mut incident_thread = None;
         if let Target::SlackBot {
+            api_url,
+            token,
             channel: slack_channel,
-            ..
         } = &channel.target
         {
             body["channel"] = json!(slack_channel);
-            if let Some(ts) = &thread_ts {
+            let bot = threads::Bot {
+                http,
+                api_url,
+                token,
+                slack_channel,
+                name: &channel.name,
+            };
+            let common = incidents.first().cloned().flatten().filter(|i| {
+                incidents
+                    .iter()
+                    .all(|x| x.as_ref().is_some_and(|x| x.id == i.id))
+            });
+            if let Some(i) = common {
+                let link = incident_link(&cfg.dashboard_url, i.id);
+                if let Some(t) = threads::thread_for(store, &bot, i.id, &link).await {
+                    body["thread_ts"] = json!(t.1);
+                    incident_thread = Some((i.id, t, link));
+                }
+            }
+            if let (None, Some(ts)) = (&incident_thread, &thread_ts) {
                 if notes[0].event.event != "firing" {
                     body["thread_ts"] = json!(ts);
                 }
@@ -486,6 +515,24 @@ pub async fn deliver_due(
         let n = claim.ids.len();
         match post(http, &channel.target, &body, attempts).await {
             Ok(ts) => {
+                if let (
+                    Some((id, thread, link)),
+                    Target::SlackBot {
+                        api_url,
+                        token,
+                        channel: slack_channel,
+                    },
+                ) = (&incident_thread, &channel.target)
+                {
+                    let bot = threads::Bot {
+                        http,
+                        api_url,
+                        token,
+                        slack_channel,
+                        name: &channel.name,
+                    };
+                    threads::refresh_head(store, &bot, *id, thread, link).await;
+                }
                 let ts = if notes[0].event.event == "firing" {
                     ts
                 } else {
