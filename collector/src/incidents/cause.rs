@@ -560,7 +560,20 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
                 any = true;
                 let c = dependency_cause(&d, p);
                 let key = (p.class.clone(), p.peer.clone());
-                if by_peer.get(&key).is_none_or(|old| old.score < c.score) {
+                // Among the operations a peer explains, the one an alert names comes first
+                // ("…of GET /items" when GET /items answered 503, not of a busier sibling).
+                let rank = |c: &Cause| {
+                    let named = alerts.iter().any(|a| {
+                        label(a, "service") == c.service.as_deref()
+                            && label(a, "operation") == c.operation.as_deref()
+                    });
+                    (named, c.score)
+                };
+                if by_peer.get(&key).is_none_or(|old| {
+                    let (n_old, s_old) = rank(old);
+                    let (n_new, s_new) = rank(&c);
+                    (n_new, s_new) > (n_old, s_old)
+                }) {
                     by_peer.insert(key, c);
                 }
             }

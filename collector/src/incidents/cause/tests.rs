@@ -405,3 +405,63 @@ fn a_lone_replica_lag_is_its_own_cause_not_a_peer_barely_slower() {
     let causes = rank(&[lag, slow], &t);
     assert!(causes.iter().all(|c| c.kind != "dependency"), "{causes:#?}");
 }
+
+/// The stranger's Redis slowdown: its 503s were on GET /items, yet the cause named POST
+/// /orders, whose whole added latency the cache explained. The operation an alert names wins.
+#[test]
+fn a_peer_explains_the_operation_an_alert_names() {
+    let base = service(
+        &[
+            ("GET /items", stats(1000, 10.0, "200")),
+            ("POST /orders", stats(1000, 10.0, "201")),
+        ],
+        &[("redis", CACHE, stats(2000, 1.5, "ok"))],
+    );
+    let mut items = stats(80, 2_000.0, "200");
+    items.by_status.insert("503".into(), 20);
+    items.count += 20;
+    let inc = service(
+        &[
+            ("GET /items", items),
+            ("POST /orders", stats(100, 900.0, "201")),
+        ],
+        &[("redis", CACHE, stats(200, 900.0, "ok"))],
+    );
+    let t = Traffic {
+        incident: BTreeMap::from([("shop".to_owned(), inc)]),
+        baseline: BTreeMap::from([("shop".to_owned(), base)]),
+        changes: vec![],
+    };
+    let alerts = [
+        alert(
+            "dependency-latency",
+            RuleKind::Latency,
+            &[("class", "redis"), ("peer", CACHE)],
+            100.0,
+        ),
+        alert(
+            "http-5xx-rate",
+            RuleKind::ErrorRate,
+            &[("service", "shop"), ("operation", "GET /items")],
+            101.0,
+        ),
+    ];
+    let causes = rank(&alerts, &t);
+    assert_eq!(causes[0].kind, "dependency", "{causes:#?}");
+    assert!(
+        causes[0]
+            .line
+            .ends_with("of the added latency of GET /items"),
+        "{}",
+        causes[0].line
+    );
+    // Without the 5xx alert, the operation it explains most fully.
+    let causes = rank(&alerts[..1], &t);
+    assert!(
+        causes[0]
+            .line
+            .ends_with("of the added latency of POST /orders"),
+        "{}",
+        causes[0].line
+    );
+}
