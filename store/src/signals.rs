@@ -158,6 +158,30 @@ impl Store {
             .collect())
     }
 
+    /// Flagged spans of `services` per (flag, peer) in `[from_s, to_s)`: what an incident's
+    /// causes compare with the hour before.
+    pub async fn flag_totals(
+        &self,
+        services: &[String],
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<BTreeMap<(String, String), i64>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT flag, peer, sum(count)::int8 FROM sw_flag_counts
+                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2)
+                    AND service = ANY($3)
+                  GROUP BY 1, 2",
+                &[&(from_s as f64), &(to_s as f64), &services],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+            .collect())
+    }
+
     /// Flagged spans per (flag, minute) in `[from_s, to_s)`, every service summed: the
     /// incident timeline's flag rows. Minutes as Unix seconds.
     pub async fn flag_minutes(

@@ -53,7 +53,24 @@ pub struct Traffic {
     pub baseline: BTreeMap<String, ServiceTraffic>,
     /// Versions new to the services concerned, around the incident's start.
     pub changes: Vec<stormwatch_store::versions::Change>,
+    /// Flagged spans of the services concerned per minute, by (flag, peer): during the
+    /// incident and over the hour before.
+    pub flags: BTreeMap<(String, String), FlagRates>,
 }
+
+/// Flagged spans per minute of one (flag, peer).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FlagRates {
+    pub during: f64,
+    pub before: f64,
+    /// Flagged spans during the incident.
+    pub count: u64,
+}
+
+/// A flag is "what is different" with at least this many flagged spans during the incident,
+/// at least [`FLAG_GROWTH`] times its rate of the hour before.
+pub const MIN_FLAGGED: u64 = 10;
+pub const FLAG_GROWTH: f64 = 5.0;
 
 /// A version first seen this long before the incident's first alert (or up to
 /// [`CHANGE_AFTER_S`] after it) is a cause candidate.
@@ -610,6 +627,52 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
             });
         }
     }
+    // Flags over-represented against the hour before, on peers no probe cause covers: spans
+    // that failed to connect, read a lagging replica, or lost their WHERE ("what is
+    // different", from the agents' span flags even where no database is probed).
+    let probed: BTreeSet<String> = causes
+        .iter()
+        .filter(|c| matches!(c.kind, "replica_lag" | "db_connect"))
+        .flat_map(|c| c.subject.split_whitespace().last().map(str::to_owned))
+        .collect();
+    for ((flag, peer), r) in &t.flags {
+        let name = peer_name(peer);
+        if r.count < MIN_FLAGGED
+            || r.during < FLAG_GROWTH * r.before
+            || probed.contains(name)
+            || peer.is_empty()
+        {
+            continue;
+        }
+        let (what, score) = match flag.as_str() {
+            "connect_failure" => ("spans failed to connect to", 1.0),
+            "replica_lag" => ("spans read a lagging replica at", 0.95),
+            "full_scan_suspect" => ("spans looked like full scans on", 0.9),
+            _ => continue,
+        };
+        let before = if r.before > 0.0 {
+            format!("×{:.0} the hour before", r.during / r.before)
+        } else {
+            "none in the hour before".to_owned()
+        };
+        causes.push(Cause {
+            rank: 0,
+            kind: "flag",
+            subject: format!("{flag} {name}"),
+            service: None,
+            operation: None,
+            score,
+            line: format!("{} {what} {name}, {:.0}/min ({before})", r.count, r.during),
+            evidence: vec![
+                ev("flagged spans", r.count as f64, "spans"),
+                ev("per minute during the incident", r.during, "spans/min"),
+                ev("per minute in the hour before", r.before, "spans/min"),
+            ],
+            class: None,
+            peer: Some(peer.clone()),
+        });
+    }
+
     // Changes: a version new to a service of the incident shortly before it began ("what is
     // different"). Below a peer that explains the slowdown, above "the operation itself".
     let first = alerts.iter().map(|a| a.started).fold(f64::MAX, f64::min);

@@ -422,7 +422,7 @@ pub async fn causes(
     // Whole minutes: from the one holding the incident's first half minute.
     let from = ((opened - 30.0) as i64).div_euclid(60) * 60;
     let to = now as i64 + 60;
-    let traffic = Traffic {
+    let mut traffic = Traffic {
         incident: store.service_traffic(&services, from, to).await?,
         baseline: store
             .service_traffic(&services, from - BASELINE_S, from)
@@ -434,7 +434,24 @@ pub async fn causes(
                 opened + cause::CHANGE_AFTER_S,
             )
             .await?,
+        flags: BTreeMap::new(),
     };
+    let (during, before) = tokio::try_join!(
+        store.flag_totals(&services, from, to),
+        store.flag_totals(&services, from - BASELINE_S, from)
+    )?;
+    let minutes = ((to - from) as f64 / 60.0).max(1.0);
+    for (key, n) in during {
+        let b = before.get(&key).copied().unwrap_or(0);
+        traffic.flags.insert(
+            key,
+            cause::FlagRates {
+                during: n as f64 / minutes,
+                before: b as f64 / (BASELINE_S as f64 / 60.0),
+                count: n.max(0) as u64,
+            },
+        );
+    }
     Ok(cause::rank(facts, &traffic))
 }
 

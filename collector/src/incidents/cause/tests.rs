@@ -72,6 +72,7 @@ fn slow_cache() -> Traffic {
         incident: BTreeMap::from([("shop".to_owned(), inc)]),
         baseline: BTreeMap::from([("shop".to_owned(), base)]),
         changes: vec![],
+        flags: BTreeMap::new(),
     }
 }
 
@@ -150,6 +151,7 @@ fn two_slow_peers_rank_by_the_time_they_add() {
         incident: BTreeMap::from([("shop".to_owned(), inc)]),
         baseline: BTreeMap::from([("shop".to_owned(), base)]),
         changes: vec![],
+        flags: BTreeMap::new(),
     };
     let alerts = [alert(
         "cart-latency",
@@ -190,6 +192,7 @@ fn a_5xx_with_no_slower_dependency_is_the_operation_itself() {
         incident: BTreeMap::from([("board".to_owned(), inc)]),
         baseline: BTreeMap::from([("board".to_owned(), base)]),
         changes: vec![],
+        flags: BTreeMap::new(),
     };
     let alerts = [alert(
         "http-5xx-rate",
@@ -227,6 +230,7 @@ fn a_new_version_just_before_the_errors_ranks_above_the_operation_itself() {
         incident: BTreeMap::from([("board".to_owned(), service(&[("POST /orders", inc)], &[]))]),
         baseline: BTreeMap::from([("board".to_owned(), base)]),
         changes: vec![deploy(60.0)],
+        flags: BTreeMap::new(),
     };
     let alerts = [alert(
         "http-5xx-rate",
@@ -313,6 +317,7 @@ fn probe_causes_rank_first() {
         incident: BTreeMap::from([("shop".to_owned(), inc)]),
         baseline: BTreeMap::new(),
         changes: vec![],
+        flags: BTreeMap::new(),
     };
     let alerts = [
         alert(
@@ -381,6 +386,7 @@ fn a_lone_replica_lag_is_its_own_cause_not_a_peer_barely_slower() {
         incident: BTreeMap::from([("shop".to_owned(), inc)]),
         baseline: BTreeMap::from([("shop".to_owned(), base)]),
         changes: vec![],
+        flags: BTreeMap::new(),
     };
     let lag = alert(
         "replica-lag",
@@ -431,6 +437,7 @@ fn a_peer_explains_the_operation_an_alert_names() {
         incident: BTreeMap::from([("shop".to_owned(), inc)]),
         baseline: BTreeMap::from([("shop".to_owned(), base)]),
         changes: vec![],
+        flags: BTreeMap::new(),
     };
     let alerts = [
         alert(
@@ -464,4 +471,64 @@ fn a_peer_explains_the_operation_an_alert_names() {
         "{}",
         causes[0].line
     );
+}
+
+/// A stranger's app with no `[[database]]` probed: its spans' connect failures (flagged by
+/// the agent from the driver's error) are what is different, and rank above "the operation
+/// answers 5xx itself"; where a probe alert already names the database, they add nothing.
+#[test]
+fn over_represented_flags_on_an_unprobed_peer_are_a_cause() {
+    let base = service(&[("POST /orders", stats(100, 20.0, "201"))], &[]);
+    let mut orders = stats(50, 20.0, "500");
+    orders.by_status.insert("201".into(), 50);
+    orders.count += 50;
+    let t = Traffic {
+        incident: BTreeMap::from([("shop".to_owned(), service(&[("POST /orders", orders)], &[]))]),
+        baseline: BTreeMap::from([("shop".to_owned(), base)]),
+        changes: vec![],
+        flags: BTreeMap::from([
+            (
+                ("connect_failure".to_owned(), DB.to_owned()),
+                FlagRates {
+                    during: 30.0,
+                    before: 0.0,
+                    count: 60,
+                },
+            ),
+            // A trickle as usual: not different.
+            (
+                ("full_scan_suspect".to_owned(), DB.to_owned()),
+                FlagRates {
+                    during: 2.0,
+                    before: 1.5,
+                    count: 40,
+                },
+            ),
+        ]),
+    };
+    let errors = alert(
+        "http-5xx-rate",
+        RuleKind::ErrorRate,
+        &[("service", "shop"), ("operation", "POST /orders")],
+        100.0,
+    );
+    let causes = rank(std::slice::from_ref(&errors), &t);
+    assert_eq!(causes[0].kind, "flag", "{causes:#?}");
+    assert_eq!(
+        causes[0].line,
+        "60 spans failed to connect to shop-primary, 30/min (none in the hour before)"
+    );
+    assert!(!causes
+        .iter()
+        .any(|c| c.subject.starts_with("full_scan_suspect")));
+    assert_eq!(causes[1].kind, "itself");
+    // The probe saw it too: its cause stands alone.
+    let refused = alert(
+        "db-connect-failures",
+        RuleKind::DbConnect,
+        &[("database", "shop-primary")],
+        99.0,
+    );
+    let causes = rank(&[refused, errors], &t);
+    assert!(!causes.iter().any(|c| c.kind == "flag"), "{causes:#?}");
 }
