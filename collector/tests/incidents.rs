@@ -247,7 +247,7 @@ async fn related_alerts_form_one_incident_with_its_cause_and_resolve_together() 
     assert!(
         cause.starts_with("Redis cache p95 ")
             && cause.contains("its usual, explains")
-            && cause.ends_with("of the added latency of GET /list"),
+            && cause.contains("of the added latency of GET /list; its 503s began "),
         "{cause}"
     );
     let replica = open

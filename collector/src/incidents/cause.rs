@@ -714,6 +714,41 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
             peer: None,
         });
     }
+    // A peer's cause says when the operation it explains began answering 5xx after the peer's
+    // own alert ("…; its 503s began 4 s after it"): symptom after cause, in one line.
+    for c in by_peer.values_mut() {
+        let (Some(s), Some(o), Some(p)) = (&c.service, &c.operation, &c.peer) else {
+            continue;
+        };
+        let peer_began = alerts
+            .iter()
+            .filter(|a| label(a, "peer") == Some(p.as_str()) && label(a, "service").is_none())
+            .map(|a| a.started)
+            .fold(f64::MAX, f64::min);
+        let errors_began = alerts
+            .iter()
+            .filter(|a| is_5xx(a))
+            .filter(|a| label(a, "service") == Some(s) && label(a, "operation") == Some(o))
+            .map(|a| a.started)
+            .fold(f64::MAX, f64::min);
+        if peer_began < f64::MAX && errors_began < f64::MAX {
+            let status = five_xx(t, s, o).map_or_else(|| "5xx".to_owned(), |f| f.1);
+            let d = errors_began - peer_began;
+            c.line.push_str(&if d >= 0.0 {
+                format!("; its {status}s began {d:.0} s after it")
+            } else {
+                format!(
+                    "; its {status}s began {:.0} s before the slowdown's alert",
+                    -d
+                )
+            });
+            c.evidence.push(ev(
+                &format!("{o} {status}s began after the peer's alert by"),
+                d,
+                "s",
+            ));
+        }
+    }
     causes.extend(by_peer.into_values());
     causes.extend(itself);
     if causes.is_empty() {

@@ -458,7 +458,7 @@ fn a_peer_explains_the_operation_an_alert_names() {
     assert!(
         causes[0]
             .line
-            .ends_with("of the added latency of GET /items"),
+            .ends_with("of the added latency of GET /items; its 503s began 1 s after it"),
         "{}",
         causes[0].line
     );
