@@ -249,7 +249,12 @@ pub async fn evaluate_once(
     // are delivered (they carry their incident). A failure other than fencing leaves the
     // alerts as they are: grouping catches up next round.
     match crate::incidents::group_once(store, &cfg.rules, term, now).await {
-        Ok(_) => {}
+        // A cause that changed is told in the incidents' Slack heads at once.
+        Ok(recaused) => {
+            for id in recaused {
+                notify::refresh_heads(store, &cfg, &rt.http, id).await;
+            }
+        }
         Err(e @ StoreError::Fenced { .. }) => return Err(e),
         Err(error) => tracing::warn!(%error, "grouping alerts into incidents failed"),
     }

@@ -564,6 +564,39 @@ pub async fn deliver_due(
     Ok(delivered)
 }
 
+/// Rewrites incident `id`'s head in every bot channel that has its thread (a cause that
+/// changed between alert messages).
+pub async fn refresh_heads(store: &Store, cfg: &Resolved, http: &reqwest::Client, id: i64) {
+    for channel in &cfg.channels {
+        let Target::SlackBot {
+            api_url,
+            token,
+            channel: slack_channel,
+        } = &channel.target
+        else {
+            continue;
+        };
+        let Ok(Some(thread)) = store.incident_thread(id, &channel.name).await else {
+            continue;
+        };
+        let bot = threads::Bot {
+            http,
+            api_url,
+            token,
+            slack_channel,
+            name: &channel.name,
+        };
+        threads::refresh_head(
+            store,
+            &bot,
+            id,
+            &thread,
+            &incident_link(&cfg.dashboard_url, id),
+        )
+        .await;
+    }
+}
+
 /// A result recorded for fewer notifications than were claimed: the claim expired during the
 /// send (this collector stalled past [`CLAIM_FOR`]) and another leader took them again, so
 /// they may be sent twice.

@@ -484,17 +484,18 @@ fn cause_change(causes: &[cause::Cause]) -> (String, serde_json::Value) {
 
 /// One grouping round, after the rules' transitions are written: reads the alerts and open
 /// incidents, decides, works out the causes that are due, and writes it all under `term`.
-/// Returns how many changes were written.
+/// Returns the open incidents whose first-ranked cause changed (their Slack heads are due
+/// for an update).
 pub async fn group_once(
     store: &Store,
     rules: &[RuleConfig],
     term: &Term,
     now: f64,
-) -> Result<usize, StoreError> {
+) -> Result<Vec<i64>, StoreError> {
     let (states, open) = tokio::try_join!(store.alert_states(), store.open_incidents())?;
     let active = Active::of(&states);
     if active.is_empty() && open.is_empty() {
-        return Ok(0);
+        return Ok(vec![]);
     }
     let stale = |i: &Incident| i.cause_updated.is_none_or(|t| now - t >= CAUSE_REFRESH_S);
     let members: BTreeSet<(String, String)> = open
@@ -506,7 +507,7 @@ pub async fn group_once(
     let p0 = plan(&active, &open, &Relations::default(), now);
     let changed = !p0.changes.is_empty() || !p0.new.is_empty();
     if !news && !changed && !open.iter().any(stale) {
-        return Ok(0);
+        return Ok(vec![]);
     }
     let now_i = now as i64;
     let rel = Relations {
@@ -600,9 +601,24 @@ pub async fn group_once(
             alerts: group.iter().map(|a| a.member(now)).collect(),
         });
     }
-    let n = p.changes.len();
+    let recaused: Vec<i64> = p
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            IncidentChange::Cause {
+                incident,
+                cause_text,
+                ..
+            } => open
+                .iter()
+                .find(|i| i.id == *incident)
+                .filter(|i| &i.cause_text != cause_text)
+                .map(|i| i.id),
+            _ => None,
+        })
+        .collect();
     store.apply_incident_changes(term, &p.changes, now).await?;
-    Ok(n)
+    Ok(recaused)
 }
 
 #[cfg(test)]
