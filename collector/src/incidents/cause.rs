@@ -635,10 +635,20 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
         .filter(|c| matches!(c.kind, "replica_lag" | "db_connect"))
         .flat_map(|c| c.subject.split_whitespace().last().map(str::to_owned))
         .collect();
+    // Requests answered 5xx during the incident: flags too few to explain a share of them
+    // are a neighbour's tail (the refusal's last connect failures, in the minute an upload
+    // flood began), not its cause.
+    let answered_5xx: u64 = t
+        .incident
+        .values()
+        .flat_map(|st| st.operations.values())
+        .map(Stats::http_5xx)
+        .sum();
     for ((flag, peer), r) in &t.flags {
         let name = peer_name(peer);
         if r.count < MIN_FLAGGED
             || r.during < FLAG_GROWTH * r.before
+            || (r.count as f64) < MIN_SHARE * answered_5xx as f64
             || probed.contains(name)
             || peer.is_empty()
         {

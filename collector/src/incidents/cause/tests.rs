@@ -522,6 +522,16 @@ fn over_represented_flags_on_an_unprobed_peer_are_a_cause() {
         .iter()
         .any(|c| c.subject.starts_with("full_scan_suspect")));
     assert_eq!(causes[1].kind, "itself");
+    // A neighbour's tail: 60 connect failures among 1,000 answers 503 by a limiter explain
+    // nothing of them.
+    let mut flood = t.clone();
+    let mut orders = stats(1000, 20.0, "503");
+    orders.by_status.insert("201".into(), 50);
+    orders.count += 50;
+    flood.incident =
+        BTreeMap::from([("shop".to_owned(), service(&[("POST /orders", orders)], &[]))]);
+    let causes = rank(std::slice::from_ref(&errors), &flood);
+    assert_eq!(causes[0].kind, "itself", "{causes:#?}");
     // The probe saw it too: its cause stands alone.
     let refused = alert(
         "db-connect-failures",
