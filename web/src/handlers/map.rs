@@ -16,6 +16,7 @@ use crate::auth::Viewer;
 use crate::charts::map::{Edge, Node, NodeKind, ServiceMapChart};
 use crate::charts::short_count;
 use crate::error::WebError;
+use crate::input::urlencode;
 use crate::range::duration;
 use crate::WebState;
 
@@ -209,19 +210,6 @@ pub fn chart(
         nodes,
         edges,
     }
-}
-
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 pub async fn map(
