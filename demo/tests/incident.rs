@@ -350,10 +350,19 @@ async fn run_checks(
         overview.contains("id=\"firing\"") && overview.contains("dependency-latency"),
         "the overview shows the Redis alert firing"
     );
+    // The overview leads with the open incident: its page (timeline, causes, map) too.
+    let incident = overview
+        .split("href=\"/incidents/")
+        .nth(1)
+        .and_then(|s| s.split(['?', '"']).next())
+        .map(str::to_owned)
+        .expect("the overview links the open incident");
     for (name, path) in [
         ("overview", format!("/?{last5}")),
         ("scatter", format!("/scatter?{last5}&service=board")),
         ("dependencies", format!("/dependencies?{last5}")),
+        ("incident", format!("/incidents/{incident}")),
+        ("map", format!("/map?{last5}")),
     ] {
         let url = format!("http://{proxy}{path}");
         let shot = shots.join(format!("incident-{name}.png"));
