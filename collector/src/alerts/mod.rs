@@ -11,6 +11,7 @@ pub mod engine;
 pub mod notify;
 pub mod rules;
 pub mod threads;
+pub mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};

@@ -1,5 +1,6 @@
 //! Delivering notifications: Slack (incoming webhook with Block Kit, or `chat.postMessage` with
-//! a bot token, resolves threaded under their firing message) and a generic JSON webhook.
+//! a bot token, an incident's messages threaded under its head: `threads`) and a generic JSON
+//! webhook.
 //! Retries with backoff, honours `Retry-After`, limits the rate per channel, and records every
 //! failure — an alert is never lost silently.
 
@@ -14,14 +15,15 @@ use stormwatch_store::{Store, StoreError};
 
 use super::config::{ChannelKind, Resolved, RuleKind, Target};
 use super::threads;
+pub use super::wire::slack_escape;
+use super::wire::{utc, SEND_TIMEOUT};
 use crate::metrics::Metrics;
 
 /// Schema name of the generic webhook payload (documented in README.md).
 pub const WEBHOOK_SCHEMA: &str = "stormwatch.alerts/v2";
 /// Most alerts listed in one Slack message; the rest are counted.
 const MAX_LISTED: usize = 10;
-/// Timeout of one HTTP request to Slack or a webhook.
-pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a claim on notifications lasts: longer than a send can take ([`SEND_TIMEOUT`])
 /// plus recording its result, so a claim only expires when its holder died or stalled — then
 /// the next leader sends the notifications again.
@@ -64,16 +66,6 @@ fn emoji(event: &str, severity: &str) -> &'static str {
         (_, "warning") => "🟠",
         _ => "🔵",
     }
-}
-
-pub(crate) fn utc(ts: f64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ts as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{ts:.0}"))
 }
 
 fn duration_text(secs: f64) -> String {
@@ -120,22 +112,6 @@ fn url_escape(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Escapes `&`, `<` and `>` as Slack requires of text it parses (mrkdwn and the `text`
-/// fallback): labels come from spans, so a peer named `<!channel>` or
-/// `<https://evil.example|click>` would otherwise page a whole channel or show a disguised link.
-pub fn slack_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A Slack message (Block Kit with a plain `text` fallback) for a group of notifications of

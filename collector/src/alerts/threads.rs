@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use stormwatch_store::incidents::Incident;
 use stormwatch_store::Store;
 
-use super::notify::slack_escape;
+use super::wire::{slack_escape, utc, SEND_TIMEOUT};
 
 /// Calls Slack's Web API `method`; its answer when `ok`.
 async fn call(
@@ -27,7 +27,7 @@ async fn call(
         .post(format!("{}/{method}", api_url.trim_end_matches('/')))
         .bearer_auth(token)
         .json(body)
-        .timeout(super::notify::SEND_TIMEOUT)
+        .timeout(SEND_TIMEOUT)
         .send()
         .await
         // reqwest's error text can include the URL: keep the kind only.
@@ -77,7 +77,7 @@ pub fn head_message(i: &Incident, link: &str) -> Value {
         i.alerts.len(),
         if i.alerts.len() == 1 { "" } else { "s" },
         i.opened as i64,
-        super::notify::utc(i.opened)
+        utc(i.opened)
     )];
     context.extend(
         i.recurrence
