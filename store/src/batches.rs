@@ -15,13 +15,14 @@ use futures_util::pin_mut;
 use postgres_types::{Json, ToSql, Type};
 use stormwatch_model::enums::WireEnum;
 use stormwatch_model::{
-    Aggregate, Batch, DbRole, DependencyClass, FailureClass, KeepReason, Span, SpanFlag, SpanKind,
+    Aggregate, Batch, DbRole, DependencyClass, FailureClass, KeepReason, Span, SpanKind,
 };
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 use crate::aggregates::AggregateRow;
 use crate::histogram_codec::histogram_literals;
 use crate::partitions::day_of_ns;
+use crate::recent::COUNTED_FLAGS;
 use crate::{rollups, saturating_i64, Store, StoreError};
 
 /// What storing a batch did.
@@ -468,14 +469,6 @@ async fn store_agent_stats(tx: &Transaction<'_>, batch: &Batch) -> Result<(), St
     }
     Ok(())
 }
-
-/// Flags counted per minute for alert rules (see migrations/0002_alerts.sql). Slow and error
-/// are left out: the aggregates already count them exactly.
-pub(crate) const COUNTED_FLAGS: [SpanFlag; 3] = [
-    SpanFlag::FullScanSuspect,
-    SpanFlag::ReplicaLag,
-    SpanFlag::ConnectFailure,
-];
 
 /// The key of an `sw_flag_counts` row. Ordered field by field as declared: the order rows are
 /// upserted in.
