@@ -147,6 +147,18 @@ pub mod sample {
         KeepReason, Span, SpanFlag, SpanKind, SpanStatus, WIRE_VERSION,
     };
 
+    /// The per-minute aggregates an agent would ship for `spans`.
+    pub fn aggregates_of(spans: &[Span]) -> Vec<Aggregate> {
+        let mut aggs: BTreeMap<AggregateKey, Aggregate> = BTreeMap::new();
+        for s in spans {
+            let key = AggregateKey::of_span(s);
+            aggs.entry(key.clone())
+                .or_insert_with(|| Aggregate::new(&key))
+                .add(s);
+        }
+        aggs.into_values().collect()
+    }
+
     /// A span of trace `trace`, number `n` within it, starting at `start_ns`.
     pub fn span(trace: u64, n: u64, start_ns: i64, duration_ns: i64) -> Span {
         let mut trace_id = [0u8; 16];
@@ -253,21 +265,14 @@ pub mod sample {
                 )
             })
             .collect();
-        let mut aggs: BTreeMap<AggregateKey, Aggregate> = BTreeMap::new();
-        for s in &spans {
-            let key = AggregateKey::of_span(s);
-            aggs.entry(key.clone())
-                .or_insert_with(|| Aggregate::new(&key))
-                .add(s);
-        }
         Batch {
             version: WIRE_VERSION,
             agent_id: agent.into(),
             instance: "i-1".into(),
             sequence,
             sent_at_ns: now_ns,
+            aggregates: aggregates_of(&spans),
             spans,
-            aggregates: aggs.into_values().collect(),
             hosts: vec![HostSample {
                 time_ns: now_ns - 1_000_000_000,
                 host: agent.into(),

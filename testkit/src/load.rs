@@ -2,12 +2,9 @@
 //! across five services, each batch with the per-minute aggregates an agent would ship for
 //! it, stored through [`Store::store_batch`] (the collector's own write path).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use stormwatch_model::{
-    Aggregate, AggregateKey, Batch, DependencyClass, SpanFlag, SpanStatus, WIRE_VERSION,
-};
+use stormwatch_model::{Batch, DependencyClass, SpanFlag, SpanStatus, WIRE_VERSION};
 use stormwatch_store::Store;
 
 const NS: i64 = 1_000_000_000;
@@ -51,21 +48,14 @@ pub fn batch(seq: u64, first: u64, n: u64, total: u64, now: i64, hours: i64) -> 
             s
         })
         .collect();
-    let mut aggs: BTreeMap<AggregateKey, Aggregate> = BTreeMap::new();
-    for s in &spans {
-        let key = AggregateKey::of_span(s);
-        aggs.entry(key.clone())
-            .or_insert_with(|| Aggregate::new(&key))
-            .add(s);
-    }
     Batch {
         version: WIRE_VERSION,
         agent_id: "bench".into(),
         instance: "bench-1".into(),
         sequence: seq,
         sent_at_ns: now,
+        aggregates: crate::sample::aggregates_of(&spans),
         spans,
-        aggregates: aggs.into_values().collect(),
         ..Default::default()
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use super::{palette, xml_escape};
+use super::{clip, palette, xml_escape};
 
 /// What a node stands for: decides its colour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,16 +68,6 @@ const NODE_H: f64 = 40.0;
 const COL_W: f64 = 290.0;
 const ROW_H: f64 = 56.0;
 const MARGIN: f64 = 12.0;
-
-fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        let mut out: String = s.chars().take(max - 1).collect();
-        out.push('…');
-        out
-    }
-}
 
 impl ServiceMapChart {
     /// Column of every node: services nobody calls first, callee services by depth, other

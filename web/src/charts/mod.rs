@@ -30,6 +30,17 @@ pub mod palette {
     }
 }
 
+/// `s` cut to `max` characters, the last one an ellipsis when cut (chart labels).
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(max - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
 /// Escapes text for SVG/XML content and attribute values.
 pub fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

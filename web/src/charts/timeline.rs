@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use super::{palette, xml_escape};
+use super::{clip, palette, xml_escape};
 use crate::range::axis_label;
 
 /// One bar of a lane.
@@ -72,16 +72,6 @@ fn rgb(c: (u8, u8, u8)) -> String {
 }
 
 /// Shortens a label to `max` characters.
-fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        let mut out: String = s.chars().take(max - 1).collect();
-        out.push('…');
-        out
-    }
-}
-
 impl Timeline {
     fn x(&self, ms: i64) -> f64 {
         let span = (self.to_ms - self.from_ms).max(1) as f64;

@@ -95,7 +95,7 @@ pub async fn build(store: &Store, i: &Incident, now_ms: i64) -> Result<Timeline,
         }
     }
     if let Some((DependencyClass::Db, p)) = &dependency {
-        databases.insert(p.split_once(" (").map_or(p.as_str(), |x| x.0).to_owned());
+        databases.insert(super::map::peer_name(p).to_owned());
     }
     operations.truncate(MAX_OPERATIONS);
 

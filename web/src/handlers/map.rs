@@ -62,7 +62,7 @@ impl Path {
 }
 
 /// `board-cache` of `board-cache (redis, 10.0.0.3:6379)`.
-fn peer_name(peer: &str) -> &str {
+pub fn peer_name(peer: &str) -> &str {
     peer.split_once(" (").map_or(peer, |(n, _)| n)
 }
 
