@@ -65,7 +65,12 @@ async fn record(
         let _ = gate.await;
         r.holding.store(false, std::sync::atomic::Ordering::SeqCst);
     }
-    if let Some((status, retry_after)) = r.script.lock().unwrap().pop_front() {
+    let scripted = r.script.lock().unwrap().pop_front();
+    if let Some((status, retry_after)) = scripted {
+        if retry_after.is_some() {
+            // A slow answer: Retry-After counts from when it arrives, not from the send.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         let mut resp = StatusCode::from_u16(status).unwrap().into_response();
         if let Some(s) = retry_after {
             resp.headers_mut()
@@ -376,14 +381,15 @@ async fn retries_after_500_and_after_429_with_retry_after() {
     let m = hook.wait_for(1, Duration::from_secs(20)).await;
     let attempts = hook.attempts.lock().unwrap().clone();
     assert_eq!(attempts.len(), 3, "500, then 429, then delivered");
-    // The wait is the feature: at least the 1 s asked for (load can only make it longer).
+    // The wait is the feature: at least the 1 s asked for, counted from the answer, which
+    // the receiver sends 300 ms after it records the request (load can only make it longer).
     let waited = attempts[2] - attempts[1];
     println!(
         "retried {:.0} ms after Retry-After: 1",
         waited.as_secs_f64() * 1000.0
     );
     assert!(
-        waited >= Duration::from_secs(1),
+        waited >= Duration::from_millis(1_300),
         "Retry-After must be honoured: retried after {waited:?}"
     );
     assert_eq!(m[0].body["alerts"][0]["event"], "firing");

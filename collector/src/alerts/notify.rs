@@ -382,6 +382,9 @@ pub async fn deliver_due(
     metrics: &Metrics,
     now: f64,
 ) -> Result<usize, StoreError> {
+    // `now` is the evaluation's clock (tests shift it); a retry counts from the moment its
+    // answer arrived, which is later than `now` by however long the sends before it took.
+    let started = std::time::Instant::now();
     let due = store.due_notifications(now, 500).await?;
     // One message per channel, tick, kind of event and (for threads) firing message.
     let mut groups: BTreeMap<(String, String, String, Option<String>), Vec<Notification>> =
@@ -489,7 +492,9 @@ pub async fn deliver_due(
         }
         let attempts = notes.iter().map(|n| n.attempts).max().unwrap_or(0);
         let n = claim.ids.len();
-        match post(http, &channel.target, &body, attempts).await {
+        let answer = post(http, &channel.target, &body, attempts).await;
+        let answered = now + started.elapsed().as_secs_f64();
+        match answer {
             Ok(ts) => {
                 if let (
                     Some((id, thread, link)),
@@ -514,7 +519,7 @@ pub async fn deliver_due(
                 } else {
                     None
                 };
-                let recorded = store.mark_sent(&claim, ts.as_deref(), now).await?;
+                let recorded = store.mark_sent(&claim, ts.as_deref(), answered).await?;
                 lost_claim(&claim, recorded, &channel.name);
                 metrics.notification(&channel.name, "sent", n);
                 delivered += n;
@@ -524,7 +529,7 @@ pub async fn deliver_due(
             {
                 tracing::warn!(channel = %channel.name, attempts = attempts + 1, %error, retry_in_s = after.as_secs_f64(), "alert delivery failed; will retry");
                 let recorded = store
-                    .mark_attempt_failed(&claim, &error, Some(now + after.as_secs_f64()))
+                    .mark_attempt_failed(&claim, &error, Some(answered + after.as_secs_f64()))
                     .await?;
                 lost_claim(&claim, recorded, &channel.name);
                 metrics.notification(&channel.name, "retried", n);
