@@ -91,6 +91,8 @@ pub struct Metrics {
     pub replaced_nuls: AtomicU64,
     /// Spans counted in an overflow aggregate row (`aggregates::MAX_KEYS_PER_MINUTE`).
     pub aggregate_overflow: AtomicU64,
+    /// Dependency calls whose server span never came (`pipeline::entries`).
+    pub unattributed_calls: AtomicU64,
     kept: [AtomicU64; 4],
     dropped: [AtomicU64; DropReason::ALL.len()],
     aggregated_dropped: [AtomicU64; DropReason::ALL.len()],
@@ -339,6 +341,12 @@ impl Metrics {
             "stormwatch_agent_aggregate_overflow_spans_total",
             "Spans counted in their service's overflow aggregate row: past 5,000 distinct keys a minute, peer and operation read (overflow).",
             &one(&self.aggregate_overflow),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_unattributed_calls_total",
+            "Dependency calls not counted under a server operation: no server span of their service and trace arrived within 30 s (background work, or a caller that is not traced). They are in the aggregates.",
+            &one(&self.unattributed_calls),
         );
         counter(
             &mut o,

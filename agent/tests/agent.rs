@@ -1207,3 +1207,72 @@ async fn service_versions_of_resources_are_shipped_once_per_instance() {
     );
     agent.shutdown(std::time::Duration::from_secs(2)).await;
 }
+
+/// Dependency calls are counted under the server operation of their service and trace,
+/// whether they arrive before it (the usual order: exporters send spans as they end) or after.
+#[tokio::test]
+async fn calls_are_counted_under_the_server_operation_that_made_them() {
+    let spool = tempfile::tempdir().unwrap();
+    let col = FakeCollector::start().await;
+    let agent = start_agent(test_config(Some(col.url()), spool.path())).await;
+    let redis = |trace: u32, id: u32, ms: u64| {
+        span(
+            trace,
+            id,
+            CLIENT,
+            ms,
+            false,
+            &[("db.system", "redis"), ("db.statement", "GET k")],
+        )
+    };
+    let server = |trace: u32, route: &str| {
+        span(
+            trace,
+            9,
+            SERVER,
+            20,
+            false,
+            &[("http.request.method", "GET"), ("http.route", route)],
+        )
+    };
+    // Trace 1: two calls in one export, its server span in the next. Trace 2: the server
+    // span first, its call after. Trace 3: a call whose server span never comes.
+    let exports = [
+        vec![redis(1, 1, 4), redis(1, 2, 6)],
+        vec![server(1, "/timetable"), server(2, "/classes")],
+        vec![redis(2, 1, 3), redis(3, 1, 1)],
+    ];
+    for spans in exports {
+        let r = post_proto(&agent, request("board", spans).encode_to_vec()).await;
+        assert_eq!(r.status(), 200);
+    }
+    eventually(10, "two rows of calls per operation", || {
+        col.entry_calls().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got: Vec<(String, String, u64, u64)> = col
+        .entry_calls()
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.service, "board");
+            assert_eq!(e.class, DependencyClass::Redis as i32);
+            assert_eq!(e.minute % 60, 0);
+            (e.entry, e.peer, e.count, e.sum_ns)
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("GET /classes".to_owned(), String::new(), 1, 3_000_000),
+            ("GET /timetable".to_owned(), String::new(), 2, 10_000_000),
+        ]
+    );
+    // All six spans are in the aggregates, the unattributed call included.
+    eventually(10, "aggregates of all six spans", || {
+        col.aggregate_count() == 6
+    })
+    .await;
+    agent.shutdown(Duration::from_secs(2)).await;
+}

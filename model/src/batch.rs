@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
+use crate::entry_call::EntryCall;
 use crate::host::HostSample;
 use crate::probe::ProbeSample;
 use crate::span::Span;
@@ -53,6 +54,10 @@ pub struct Batch {
     #[prost(message, repeated, tag = "11")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<ServiceVersion>,
+    /// Dependency calls by the server operation that made them (deltas, like aggregates).
+    #[prost(message, repeated, tag = "12")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entry_calls: Vec<EntryCall>,
 }
 
 /// The agent's own counters since its instance started (cumulative).

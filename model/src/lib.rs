@@ -11,6 +11,7 @@
 pub mod aggregate;
 pub mod batch;
 pub mod duration;
+pub mod entry_call;
 pub mod enums;
 pub mod hexid;
 pub mod histogram;
@@ -24,6 +25,7 @@ pub mod version;
 pub use aggregate::{Aggregate, AggregateKey};
 pub use batch::{AgentStats, Batch, DecodeError, Encoding, WIRE_VERSION};
 pub use duration::{now_ns, parse_duration, Dur, DurationError};
+pub use entry_call::EntryCall;
 pub use enums::{
     DbRole, DependencyClass, FailureClass, KeepReason, SpanFlag, SpanKind, SpanStatus,
 };

@@ -182,6 +182,11 @@ pub fn replace_nuls(batch: &mut Batch) -> u64 {
             n += clean(v);
         }
     }
+    for e in &mut batch.entry_calls {
+        for v in [&mut e.service, &mut e.entry, &mut e.peer] {
+            n += clean(v);
+        }
+    }
     for h in &mut batch.hosts {
         n += clean(&mut h.host);
         for d in &mut h.disks {
@@ -246,6 +251,11 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
     check_count(
         "aggregates",
         batch.aggregates.len(),
+        MAX_AGGREGATES_PER_BATCH,
+    )?;
+    check_count(
+        "entry_calls",
+        batch.entry_calls.len(),
         MAX_AGGREGATES_PER_BATCH,
     )?;
     check_count("hosts", batch.hosts.len(), MAX_SAMPLES_PER_BATCH)?;
@@ -382,6 +392,34 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
             &mut a.operation,
             &mut a.status_class,
         ] {
+            cut.values += label(v);
+        }
+    }
+
+    for (i, e) in batch.entry_calls.iter_mut().enumerate() {
+        let f = |name: &str| format!("entry_calls[{i}].{name}");
+        if e.minute % 60 != 0 {
+            return Err(reject(f("minute"), "must be a multiple of 60 seconds"));
+        }
+        check_time(
+            || f("minute"),
+            e.minute.saturating_mul(1_000_000_000),
+            now_ns,
+        )?;
+        for (name, v) in [("service", &e.service), ("entry", &e.entry)] {
+            if v.is_empty() {
+                return Err(reject(f(name), "must not be empty"));
+            }
+        }
+        check_enum::<DependencyClass>(|| f("class"), e.class)?;
+        for (name, v) in [
+            ("service", &e.service),
+            ("entry", &e.entry),
+            ("peer", &e.peer),
+        ] {
+            check_text(|| f(name), v)?;
+        }
+        for v in [&mut e.service, &mut e.entry, &mut e.peer] {
             cut.values += label(v);
         }
     }

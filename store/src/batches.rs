@@ -3,7 +3,8 @@
 //! [`Store::store_batch`] writes the batch one table at a time, all in one transaction and
 //! always in this order: the claim (`sw_batches`), the spans (binary COPY into `sw_spans`),
 //! the aggregates (`sw_aggregates`, merged per key and upserted in key order), host and probe
-//! samples, the agent's counters (`sw_agents`, `sw_agent_stats`), the flag counts
+//! samples, the agent's counters (`sw_agents`, `sw_agent_stats`), versions, the calls per
+//! server operation (`sw_entry_calls`), the flag counts
 //! (`sw_flag_counts`) and last the four rollups (`rollups.rs`), whose rows are shared by every
 //! service calling a peer, so the transaction holds their locks for as short a time as it can.
 //! Rows locked in the same order by every batch cannot deadlock.
@@ -208,6 +209,13 @@ fn live_days(batch: &Batch, oldest: i64) -> Vec<i64> {
             .map(|a| day_of_ns(a.minute * 1_000_000_000))
             .filter(|d| *d >= oldest),
     );
+    days.extend(
+        batch
+            .entry_calls
+            .iter()
+            .map(|e| day_of_ns(e.minute * 1_000_000_000))
+            .filter(|d| *d >= oldest),
+    );
     days.sort_unstable();
     days.dedup();
     days
@@ -254,6 +262,7 @@ impl Store {
         outcome.samples += store_probe_samples(&tx, batch).await?;
         store_agent_stats(&tx, batch).await?;
         crate::versions::store_versions(&tx, batch).await?;
+        crate::entry_calls::store_entry_calls(&tx, batch, live).await?;
         store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns)), now_ns).await?;
         crate::recent::record(&tx, &batch.aggregates, now_ns).await?;
         rollups::store_rollups(&tx, &rows).await?;

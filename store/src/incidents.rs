@@ -135,6 +135,9 @@ pub struct ServiceTraffic {
     pub operations: BTreeMap<String, Stats>,
     /// Dependency calls (`db`, `redis`, `http_client`, `messaging`) by (class, peer).
     pub dependencies: BTreeMap<(String, String), Stats>,
+    /// The same calls by the server operation that made them: (operation, class, peer).
+    /// Empty when the service's agents do not report it (older agents).
+    pub by_entry: crate::entry_calls::ByEntry,
 }
 
 const INCIDENT_COLUMNS: &str =
@@ -472,6 +475,7 @@ impl Store {
                 .aggregate_rows(&Some(service.clone()), None, &None, &None, from, to_s)
                 .await?;
             let t = out.entry(service.clone()).or_default();
+            t.by_entry = self.entry_calls(service, from, to_s).await?;
             for r in &rows {
                 let class: String = r.get(2);
                 let peer: String = r.get(3);

@@ -18,6 +18,7 @@ pub mod alerts;
 pub mod batches;
 pub mod dependencies;
 pub mod embedded;
+pub mod entry_calls;
 mod histogram_codec;
 pub mod hosts;
 pub mod incidents;

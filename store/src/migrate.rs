@@ -74,6 +74,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0017_incident_threads",
         include_str!("../../migrations/0017_incident_threads.sql"),
     ),
+    (
+        "0018_entry_calls",
+        include_str!("../../migrations/0018_entry_calls.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

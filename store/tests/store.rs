@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use stormwatch_model::histogram::RELATIVE_ERROR;
-use stormwatch_model::{Aggregate, AggregateKey, Batch, DependencyClass, Span};
+use stormwatch_model::{Aggregate, AggregateKey, Batch, DependencyClass, EntryCall, Span};
 use stormwatch_store::{AggregateFilter, SpanFilter, Store, StoreOptions, Totals};
 use stormwatch_testkit::{fresh_database, sample};
 
@@ -157,6 +157,70 @@ async fn aggregates_merge_across_batches() {
     }
 }
 
+/// Calls per server operation add up across agents and batches, a resent batch counts once,
+/// and a window reads the sums per (operation, class, peer).
+#[tokio::test]
+async fn calls_per_server_operation_add_up_once_per_batch() {
+    let store = store_with(&fresh_database().await, 7).await;
+    let now = stormwatch_store::now_ns();
+    let minute = now / NS / 60 * 60;
+    let call = |entry: &str, peer: &str, count: u64, ms: u64| EntryCall {
+        minute,
+        service: "board".into(),
+        entry: entry.into(),
+        class: DependencyClass::Redis as i32,
+        peer: peer.into(),
+        count,
+        sum_ns: count * ms * 1_000_000,
+    };
+    let with = |agent: &str, seq: u64, calls: Vec<EntryCall>| {
+        let mut b = sample::batch(agent, seq, 4, now);
+        b.entry_calls = calls;
+        b
+    };
+    let batches = [
+        with("a", 1, vec![call("GET /timetable", "cache", 2, 5)]),
+        with(
+            "b",
+            1,
+            vec![
+                call("GET /timetable", "cache", 3, 10),
+                call("POST /classes", "cache", 1, 1),
+            ],
+        ),
+        // Resent: stored once.
+        with("a", 1, vec![call("GET /timetable", "cache", 2, 5)]),
+    ];
+    for b in &batches {
+        store.store_batch(b, now).await.unwrap();
+    }
+    let got = store
+        .entry_calls("board", now / NS - 3_600, now / NS + 60)
+        .await
+        .unwrap();
+    let key = |e: &str| (e.to_owned(), "redis".to_owned(), "cache".to_owned());
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        (
+            got[&key("GET /timetable")].count,
+            got[&key("GET /timetable")].sum_ns
+        ),
+        (5, 40_000_000)
+    );
+    assert_eq!(got[&key("POST /classes")].count, 1);
+    // Another service, or a window before the minute, reads nothing.
+    assert!(store
+        .entry_calls("partner", now / NS - 3_600, now / NS + 60)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .entry_calls("board", minute - 3_600, minute)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 #[tokio::test]
 async fn retention_drops_old_partitions() {
     let store = store_with(&fresh_database().await, 7).await;
@@ -173,7 +237,8 @@ async fn retention_drops_old_partitions() {
     // Five days later the partition of three days ago is eight days old: dropped.
     let later = now + 5 * 86_400 * NS;
     let dropped = store.apply_retention(later).await.unwrap();
-    assert_eq!(dropped.len(), 6, "{dropped:?}");
+    assert_eq!(dropped.len(), 7, "{dropped:?}");
+    assert!(dropped.iter().any(|n| n.starts_with("sw_entry_calls_p")));
     assert!(dropped.iter().any(|n| n.starts_with("sw_spans_p")));
     assert!(dropped.iter().any(|n| n.starts_with("sw_aggregates_p")));
     assert!(dropped

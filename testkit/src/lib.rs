@@ -284,6 +284,7 @@ pub mod sample {
             }],
             probes: vec![],
             versions: vec![],
+            entry_calls: vec![],
             stats: Some(AgentStats {
                 spans_received: n_spans as u64,
                 spans_kept: n_spans as u64,

@@ -24,9 +24,11 @@ use crate::ship::shipper::Sequencer;
 use crate::ship::spool::{PushError, Spool};
 use crate::util::now_ns;
 use aggregates::Aggregator;
+use entries::Entries;
 use sampler::Sampler;
 
 pub mod aggregates;
+pub mod entries;
 pub mod sampler;
 
 /// Largest uncompressed batch the agent builds: under the collector's 64 MiB decompressed
@@ -53,6 +55,8 @@ pub struct Pipeline {
 struct State {
     cfg: Arc<Config>,
     agg: Aggregator,
+    /// Dependency calls by the server operation that made them.
+    entries: Entries,
     sampler: Sampler,
     kept: Vec<Received>,
     hosts: Vec<HostSample>,
@@ -70,6 +74,7 @@ impl State {
     fn holds_anything(&self) -> bool {
         !(self.kept.is_empty()
             && self.agg.is_empty()
+            && self.entries.is_empty()
             && self.hosts.is_empty()
             && self.probes.is_empty())
     }
@@ -108,6 +113,7 @@ impl Pipeline {
             probes: Vec::new(),
             cfg,
             agg: Aggregator::default(),
+            entries: Entries::default(),
             kept: Vec::new(),
             hosts: Vec::new(),
             last_flush: Instant::now(),
@@ -200,9 +206,11 @@ impl Pipeline {
             st.join.mark(&mut span, now);
             st.names.rename(&mut span);
             st.agg.add(&span);
+            st.entries.add(&span, now);
             st.sampler.offer(span, now, &mut st.kept);
             if st.kept.len() >= st.cfg.shipping.max_batch_spans
                 || st.agg.len() >= aggregates::MAX_KEYS
+                || st.entries.len() >= aggregates::MAX_KEYS
             {
                 self.flush(st).await;
             }
@@ -220,11 +228,19 @@ impl Pipeline {
                 .aggregate_overflow
                 .fetch_add(overflowed, std::sync::atomic::Ordering::Relaxed);
         }
+        let mut entry_calls = st.entries.take();
+        let unattributed = st.entries.take_unattributed();
+        if unattributed > 0 {
+            self.metrics
+                .unattributed_calls
+                .fetch_add(unattributed, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut hosts = std::mem::take(&mut st.hosts);
         let mut probes = std::mem::take(&mut st.probes);
         let mut versions = self.versions.take_new();
         if spans.is_empty()
             && aggregates.is_empty()
+            && entry_calls.is_empty()
             && hosts.is_empty()
             && probes.is_empty()
             && versions.is_empty()
@@ -261,6 +277,7 @@ impl Pipeline {
                 probes: std::mem::take(&mut probes),
                 stats: Some(self.metrics.stats()),
                 versions: std::mem::take(&mut versions),
+                entry_calls: std::mem::take(&mut entry_calls),
             };
             let nuls = stormwatch_model::validate::replace_nuls(&mut batch);
             if nuls > 0 {

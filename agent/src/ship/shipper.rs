@@ -252,6 +252,7 @@ impl Shipper {
             hosts: Vec::new(),
             probes: Vec::new(),
             versions: Vec::new(),
+            entry_calls: Vec::new(),
             ..batch
         };
         first.instance = self.seq.instance.clone();

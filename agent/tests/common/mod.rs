@@ -181,6 +181,17 @@ impl FakeCollector {
             .collect()
     }
 
+    /// Every row of calls per server operation shipped, in order.
+    pub fn entry_calls(&self) -> Vec<stormwatch_model::EntryCall> {
+        self.seen
+            .lock()
+            .unwrap()
+            .batches
+            .iter()
+            .flat_map(|b| b.entry_calls.clone())
+            .collect()
+    }
+
     /// Total aggregate count (every span counted before sampling).
     pub fn aggregate_count(&self) -> u64 {
         self.seen
