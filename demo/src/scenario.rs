@@ -205,6 +205,17 @@ impl Kind {
         }
     }
 
+    /// The endpoint the fault slows, which the cause line must name: the list page waits on
+    /// the cache; the partner is called by the timetable only, though the board's busier
+    /// endpoints slow too (its limiter fills).
+    pub fn slowed_operation(self) -> Option<&'static str> {
+        match self {
+            Kind::RedisSlow => Some(crate::config::LIST_OPERATION),
+            Kind::PartnerSlow => Some("GET /timetable"),
+            _ => None,
+        }
+    }
+
     /// Alerts that may fire during it without being required: the board's pages share one
     /// limiter, so pages waiting on the slow partner can fill it for the list page too.
     pub fn side_effects(self) -> &'static [(&'static str, &'static str)] {

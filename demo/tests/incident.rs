@@ -760,6 +760,14 @@ async fn check_incidents(dash: &Dashboard, events: &[Event], demo: &Demo) -> Res
                 inc.kind.culprit()
             ));
         }
+        if let Some(op) = inc.kind.slowed_operation() {
+            if !cause.contains(op) {
+                failures.push(format!(
+                    "{}: incident #{id}'s probable cause does not name the endpoint it slowed, {op}: {cause:?}",
+                    inc.kind.name()
+                ));
+            }
+        }
         if inc.kind == Kind::PrimaryRefuses {
             let recurrence = incident
                 .map(|i| i["recurrence"].to_string())

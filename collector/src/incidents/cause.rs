@@ -8,8 +8,9 @@
 //!   latency, i.e. the peer's total time over the service's requests — during the incident
 //!   minus the baseline hour. Peers are ranked by their share of the operation's added
 //!   latency, so a peer that is very slow but rarely called, or a second peer a little slower,
-//!   ranks below the one that explains the added time. The aggregates do not say which server
-//!   operation made a call, so calls per request are the service's.
+//!   ranks below the one that explains the added time. Calls per request are the operation's
+//!   own when its agents count calls per server operation (`sw_entry_calls`), else the
+//!   service's (every operation of the service is then charged the same time per request).
 //! - **Probe causes** rank first: a replica whose lag alert began before full-scan alerts (its
 //!   stale data sends queries down a slow path), a database refusing connections when
 //!   operations calling it answer 5xx.
@@ -31,6 +32,8 @@ pub const MIN_ADDED_MS: f64 = 1.0;
 /// incident, even when the operation has nothing else to blame (the minute rows of a replica's
 /// incident still held the end of an earlier Redis one, at 1.1× the hour that held all of it).
 pub const MIN_GROWTH: f64 = 2.0;
+/// Added to a dependency cause's score when the peer's own alert is in the incident.
+pub const ALERTING_PEER_BONUS: f64 = 0.5;
 /// Most operations examined for one alert on a peer or database (those that slowed most).
 const MAX_OPERATIONS_PER_PEER: usize = 3;
 
@@ -217,6 +220,8 @@ pub struct PeerShare {
 pub struct Decomposition {
     pub service: String,
     pub operation: String,
+    /// The calls are the operation's own (per entry), not its service's.
+    pub per_operation: bool,
     pub requests: u64,
     pub mean_ms: f64,
     pub mean_base_ms: Option<f64>,
@@ -226,6 +231,34 @@ pub struct Decomposition {
     pub peers: Vec<PeerShare>,
 }
 
+/// Share of a service's dependency calls that its agents tied to a server operation: `None`
+/// when it made no calls, 0 when none was tied.
+fn coverage(st: Option<&ServiceTraffic>) -> Option<f64> {
+    let st = st?;
+    let all: u64 = st.dependencies.values().map(|s| s.count).sum();
+    let tied: u64 = st.by_entry.values().map(|c| c.count).sum();
+    (all > 0).then(|| (tied as f64 / all as f64).min(1.0))
+}
+
+/// Least ratio between the two windows' [`coverage`] for calls to be compared per operation:
+/// a window whose calls were mostly not tied (agents upgraded during the baseline hour) would
+/// read as calls that began, or stopped, with the incident.
+pub const MIN_COVERAGE_RATIO: f64 = 0.5;
+
+/// Whether `service`'s calls are compared per operation: its agents tied them to server
+/// operations during the incident, and in the hour before to a like extent (or it made no
+/// calls then: nothing to compare with, per operation or not).
+pub fn per_operation(t: &Traffic, service: &str) -> bool {
+    match (
+        coverage(t.incident.get(service)),
+        coverage(t.baseline.get(service)),
+    ) {
+        (Some(a), None) => a > 0.0,
+        (Some(a), Some(b)) => a > 0.0 && b > 0.0 && a.min(b) / a.max(b) >= MIN_COVERAGE_RATIO,
+        _ => false,
+    }
+}
+
 /// Splits the added latency of `operation` of `service` by the peers the service calls.
 pub fn decompose(t: &Traffic, service: &str, operation: &str) -> Option<Decomposition> {
     let inc = t.incident.get(service)?;
@@ -233,23 +266,45 @@ pub fn decompose(t: &Traffic, service: &str, operation: &str) -> Option<Decompos
     let mean = mean_ms(op)?;
     let empty = ServiceTraffic::default();
     let base = t.baseline.get(service).unwrap_or(&empty);
-    let requests: u64 = inc.operations.values().map(|s| s.count).sum();
-    let requests_base: u64 = base.operations.values().map(|s| s.count).sum();
     let mean_base = base.operations.get(operation).and_then(mean_ms);
-    let keys: BTreeSet<&(String, String)> = inc
-        .dependencies
-        .keys()
-        .chain(base.dependencies.keys())
-        .collect();
+    // (count, sum_ns) per (class, peer), and the requests they are divided by.
+    let calls_of_op = |st: &ServiceTraffic| -> BTreeMap<(String, String), (u64, u64)> {
+        st.by_entry
+            .iter()
+            .filter(|((e, _, _), _)| e == operation)
+            .map(|((_, c, p), n)| ((c.clone(), p.clone()), (n.count, n.sum_ns)))
+            .collect()
+    };
+    let calls_of_service = |st: &ServiceTraffic| -> BTreeMap<(String, String), (u64, u64)> {
+        st.dependencies
+            .iter()
+            .map(|(k, s)| (k.clone(), (s.count, s.sum_ns)))
+            .collect()
+    };
+    let per_operation = per_operation(t, service);
+    let (calls_now, calls_base, requests, requests_base) = if per_operation {
+        let base_op = base.operations.get(operation).map_or(0, |s| s.count);
+        (calls_of_op(inc), calls_of_op(base), op.count, base_op)
+    } else {
+        (
+            calls_of_service(inc),
+            calls_of_service(base),
+            inc.operations.values().map(|s| s.count).sum(),
+            base.operations.values().map(|s| s.count).sum(),
+        )
+    };
+    let keys: BTreeSet<&(String, String)> = calls_now.keys().chain(calls_base.keys()).collect();
     let mut peers = Vec::new();
     for key in keys {
         let (now_s, base_s) = (inc.dependencies.get(key), base.dependencies.get(key));
-        let per = |s: Option<&Stats>, n: u64| match s {
-            Some(s) if n > 0 => (ms(s.sum_ns as f64) / n as f64, s.count as f64 / n as f64),
+        let per = |c: Option<&(u64, u64)>, n: u64| match c {
+            Some(&(count, sum_ns)) if n > 0 => {
+                (ms(sum_ns as f64) / n as f64, count as f64 / n as f64)
+            }
             _ => (0.0, 0.0),
         };
-        let (t_now, cpr_now) = per(now_s, requests);
-        let (t_base, cpr_base) = per(base_s, requests_base);
+        let (t_now, cpr_now) = per(calls_now.get(key), requests);
+        let (t_base, cpr_base) = per(calls_base.get(key), requests_base);
         peers.push(PeerShare {
             class: key.0.clone(),
             peer: key.1.clone(),
@@ -264,9 +319,11 @@ pub fn decompose(t: &Traffic, service: &str, operation: &str) -> Option<Decompos
         });
     }
     let added_by_peers: f64 = peers.iter().map(|p| p.added_ms.max(0.0)).sum();
-    let op_added = mean_base.map_or(0.0, |b| mean - b);
     // The shares are of the operation's added latency; when the peers add more than it (calls
-    // per request are the service's, not the operation's), of what the peers add.
+    // per request are the service's, not the operation's), of what the peers add. With no
+    // hour before (a new endpoint, a store just started), everything is "added": the shares
+    // are of the operation's whole time, so the peer it spends its time in comes first.
+    let op_added = mean_base.map_or(mean, |b| mean - b);
     let denominator = op_added.max(added_by_peers);
     for p in &mut peers {
         p.share = if denominator > 0.0 {
@@ -280,6 +337,7 @@ pub fn decompose(t: &Traffic, service: &str, operation: &str) -> Option<Decompos
     Some(Decomposition {
         service: service.to_owned(),
         operation: operation.to_owned(),
+        per_operation,
         requests: op.count,
         mean_ms: mean,
         mean_base_ms: mean_base,
@@ -322,10 +380,21 @@ fn affected(a: &AlertFacts, t: &Traffic) -> Vec<(String, String)> {
     } else {
         return vec![];
     };
-    // The operations of the calling services that slowed most.
+    // The operations of the calling services that slowed most; those that call the peer when
+    // calls are counted per operation.
+    let calls_it = |p: &str| match (label(a, "peer"), label(a, "database")) {
+        (Some(x), _) => p == x,
+        (None, Some(d)) => peer_is_database(p, d),
+        _ => false,
+    };
     let mut ops: Vec<(f64, String, String)> = Vec::new();
     for s in services {
-        for o in t.incident[s].operations.keys() {
+        let st = &t.incident[s];
+        let per_op = per_operation(t, s);
+        for o in st.operations.keys() {
+            if per_op && !st.by_entry.keys().any(|(e, _, p)| e == o && calls_it(p)) {
+                continue;
+            }
             if let Some(d) = decompose(t, s, o) {
                 ops.push((d.added_ms * d.requests as f64, s.clone(), o.clone()));
             }
@@ -347,11 +416,23 @@ fn dependency_cause(d: &Decomposition, p: &PeerShare) -> Cause {
         (Some(now), _) => format!("p95 {}, not called in the hour before", fmt_ms(now)),
         _ => "slower".to_owned(),
     };
-    let line = format!(
-        "{subject} {p95}, explains {:.0} % of the added latency of {}",
-        p.share * 100.0,
-        d.operation
-    );
+    let line = if d.mean_base_ms.is_some() {
+        format!(
+            "{subject} {p95}, explains {:.0} % of the added latency of {}",
+            p.share * 100.0,
+            d.operation
+        )
+    } else {
+        // Neither the operation nor (usually) the peer has a before: say it once.
+        let p95 = p
+            .p95_ms
+            .map_or(String::new(), |v| format!(" p95 {}", fmt_ms(v)));
+        format!(
+            "{subject}{p95} takes {:.0} % of the time of {}, which has no hour before to compare with",
+            p.share * 100.0,
+            d.operation
+        )
+    };
     let mut evidence = vec![];
     if let Some(v) = p.p95_ms {
         evidence.push(ev("p95 during the incident", v, "ms"));
@@ -575,7 +656,16 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
                     && p.per_request_ms >= MIN_GROWTH * p.per_request_base_ms
             }) {
                 any = true;
-                let c = dependency_cause(&d, p);
+                let mut c = dependency_cause(&d, p);
+                // A peer whose own alert is in the incident is corroborated: it outranks a
+                // peer that only takes the time (the first incident after a start, with no
+                // hour before, or a second peer that slowed without alerting).
+                if alerts
+                    .iter()
+                    .any(|a| label(a, "peer") == Some(p.peer.as_str()))
+                {
+                    c.score += ALERTING_PEER_BONUS;
+                }
                 let key = (p.class.clone(), p.peer.clone());
                 // Among the operations a peer explains, the one an alert names comes first
                 // ("…of GET /items" when GET /items answered 503, not of a busier sibling).

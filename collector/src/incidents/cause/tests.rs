@@ -26,7 +26,23 @@ fn service(ops: &[(&str, Stats)], deps: &[(&str, &str, Stats)]) -> ServiceTraffi
             .iter()
             .map(|(c, p, s)| (((*c).to_owned(), (*p).to_owned()), s.clone()))
             .collect(),
+        by_entry: Default::default(),
     }
+}
+
+/// Calls per server operation: (operation, class, peer, calls, ms each).
+fn by_entry(rows: &[(&str, &str, &str, u64, f64)]) -> stormwatch_store::entry_calls::ByEntry {
+    rows.iter()
+        .map(|(e, c, p, n, each)| {
+            (
+                ((*e).to_owned(), (*c).to_owned(), (*p).to_owned()),
+                stormwatch_store::entry_calls::Calls {
+                    count: *n,
+                    sum_ns: (*each * 1e6) as u64 * n,
+                },
+            )
+        })
+        .collect()
 }
 
 fn alert(rule: &str, kind: RuleKind, labels: &[(&str, &str)], started: f64) -> AlertFacts {
@@ -541,4 +557,181 @@ fn over_represented_flags_on_an_unprobed_peer_are_a_cause() {
     );
     let causes = rank(&[refused, errors], &t);
     assert!(!causes.iter().any(|c| c.kind == "flag"), "{causes:#?}");
+}
+
+/// The board's GET /timetable calls the partner once a request; POST /classes (ten times
+/// busier) never does, and slows a little from the load. Per service, the partner's added
+/// time is spread over both and POST /classes — which slowed more in total — is named; per
+/// operation, the partner explains GET /timetable and nothing of POST /classes.
+fn slow_partner(per_operation: bool) -> Traffic {
+    let mut base = service(
+        &[
+            ("GET /timetable", stats(100, 30.0, "200")),
+            ("POST /classes", stats(1000, 10.0, "201")),
+        ],
+        &[
+            ("http_client", PARTNER, stats(100, 20.0, "200")),
+            ("db", DB, stats(1000, 2.0, "ok")),
+        ],
+    );
+    let mut inc = service(
+        &[
+            ("GET /timetable", stats(10, 1_530.0, "200")),
+            ("POST /classes", stats(100, 200.0, "201")),
+        ],
+        &[
+            ("http_client", PARTNER, stats(10, 1_500.0, "200")),
+            ("db", DB, stats(100, 2.0, "ok")),
+        ],
+    );
+    if per_operation {
+        base.by_entry = by_entry(&[
+            ("GET /timetable", "http_client", PARTNER, 100, 20.0),
+            ("POST /classes", "db", DB, 1000, 2.0),
+        ]);
+        inc.by_entry = by_entry(&[
+            ("GET /timetable", "http_client", PARTNER, 10, 1_500.0),
+            ("POST /classes", "db", DB, 100, 2.0),
+        ]);
+    }
+    Traffic {
+        incident: BTreeMap::from([("board".to_owned(), inc)]),
+        baseline: BTreeMap::from([("board".to_owned(), base)]),
+        changes: vec![],
+        flags: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn calls_counted_per_operation_name_the_endpoint_the_peer_slowed() {
+    let alerts = [alert(
+        "dependency-latency",
+        RuleKind::Latency,
+        &[("class", "http_client"), ("peer", PARTNER)],
+        100.0,
+    )];
+    // Per service: GET /timetable's requests are a tenth of the board's, so the partner's
+    // 1,480 ms a call is spread to 135 ms a request of every operation.
+    let service_wide = decompose(&slow_partner(false), "board", "POST /classes").unwrap();
+    assert!(!service_wide.per_operation);
+    assert_eq!(service_wide.peers[0].peer, PARTNER, "{service_wide:?}");
+
+    let t = slow_partner(true);
+    let d = decompose(&t, "board", "GET /timetable").unwrap();
+    assert!(d.per_operation);
+    assert_eq!(d.peers.len(), 1, "{d:?}");
+    let p = &d.peers[0];
+    assert_eq!(p.peer, PARTNER);
+    assert!((p.calls_per_request - 1.0).abs() < 1e-9, "{p:?}");
+    // 1,480 ms added a request, of the operation's 1,500.
+    assert!((p.added_ms - 1_480.0).abs() < 1e-6, "{p:?}");
+    assert!((p.share - 0.987).abs() < 0.01, "{p:?}");
+    // POST /classes does not call the partner: it owes it nothing.
+    let classes = decompose(&t, "board", "POST /classes").unwrap();
+    assert!(
+        classes.peers.iter().all(|p| p.peer != PARTNER),
+        "{classes:?}"
+    );
+
+    let causes = rank(&alerts, &t);
+    assert_eq!(causes[0].kind, "dependency", "{causes:#?}");
+    assert_eq!(causes[0].operation.as_deref(), Some("GET /timetable"));
+    assert!(
+        causes[0]
+            .line
+            .contains("explains 99 % of the added latency of GET /timetable"),
+        "{}",
+        causes[0].line
+    );
+    assert!(
+        causes
+            .iter()
+            .all(|c| c.operation.as_deref() != Some("POST /classes")),
+        "{causes:#?}"
+    );
+}
+
+#[test]
+fn calls_tied_in_one_window_only_are_compared_per_service() {
+    // The baseline hour came from agents that did not tie calls to operations: comparing
+    // per operation would read every call of the incident as new.
+    let mut t = slow_partner(true);
+    t.baseline.get_mut("board").unwrap().by_entry.clear();
+    assert!(!per_operation(&t, "board"));
+    assert!(
+        !decompose(&t, "board", "GET /timetable")
+            .unwrap()
+            .per_operation
+    );
+    // Tied in both, but a tenth as much before: still per service.
+    let mut t = slow_partner(true);
+    for c in t.baseline.get_mut("board").unwrap().by_entry.values_mut() {
+        c.count /= 10;
+        c.sum_ns /= 10;
+    }
+    assert!(!per_operation(&t, "board"));
+    assert!(per_operation(&slow_partner(true), "board"));
+    // No calls at all before (a store just started): the incident's own ties are used.
+    let mut t = slow_partner(true);
+    t.baseline.clear();
+    assert!(per_operation(&t, "board"));
+}
+
+#[test]
+fn an_operation_not_called_before_is_explained_by_where_its_time_goes() {
+    let mut t = slow_partner(true);
+    let base = t.baseline.get_mut("board").unwrap();
+    base.operations.remove("GET /timetable");
+    base.by_entry.retain(|(e, _, _), _| e != "GET /timetable");
+    base.dependencies
+        .remove(&("http_client".to_owned(), PARTNER.to_owned()));
+    let alerts = [alert(
+        "dependency-latency",
+        RuleKind::Latency,
+        &[("class", "http_client"), ("peer", PARTNER)],
+        100.0,
+    )];
+    let causes = rank(&alerts, &t);
+    assert_eq!(causes[0].kind, "dependency", "{causes:#?}");
+    assert!(
+        causes[0].line.ends_with(
+            "takes 98 % of the time of GET /timetable, which has no hour before to compare with"
+        ),
+        "{}",
+        causes[0].line
+    );
+}
+
+#[test]
+fn an_alerting_peer_outranks_one_that_only_takes_more_time() {
+    // No hour before: GET /items spends 60 % of its time in the database, 35 % in the cache,
+    // and the cache is the peer whose latency alerted.
+    let inc = service(
+        &[("GET /items", stats(100, 100.0, "200"))],
+        &[
+            ("redis", CACHE, stats(100, 35.0, "ok")),
+            ("db", DB, stats(100, 60.0, "ok")),
+        ],
+    );
+    let t = Traffic {
+        incident: BTreeMap::from([("shop".to_owned(), inc)]),
+        ..Default::default()
+    };
+    let alerts = [
+        alert(
+            "dependency-latency",
+            RuleKind::Latency,
+            &[("class", "redis"), ("peer", CACHE)],
+            100.0,
+        ),
+        alert(
+            "items-5xx",
+            RuleKind::ErrorRate,
+            &[("service", "shop"), ("operation", "GET /items")],
+            101.0,
+        ),
+    ];
+    let causes = rank(&alerts, &t);
+    assert_eq!(causes[0].peer.as_deref(), Some(CACHE), "{causes:#?}");
+    assert_eq!(causes[1].peer.as_deref(), Some(DB), "{causes:#?}");
 }
