@@ -537,6 +537,59 @@ async fn a_deploy_just_before_the_errors_is_the_probable_cause() {
     c.stop().await;
 }
 
+/// Two app servers behind one service; one starts answering 500s: the incident names it.
+#[tokio::test]
+async fn an_instance_answering_most_errors_is_the_probable_cause() {
+    let db = stormwatch_testkit::fresh_database().await;
+    let mut alerts: AlertsConfig = toml::from_str(
+        r#"
+        [[rules]]
+        name = "orders-5xx"
+        kind = "error_rate"
+        class = "http_server"
+        statuses = ["5xx"]
+        threshold = 0.05
+        group_by = ["service", "operation"]
+        resolve_after = "0s"
+        "#,
+    )
+    .unwrap();
+    alerts.default_rules = false;
+    alerts.evaluate_every = Dur(Duration::from_millis(300));
+    let mut config = Config::for_tests(&db, TOKEN);
+    config.alerts = alerts;
+    let c = start(config).await;
+    let now = now_ns();
+    for (agent, ok, failed) in [("app-1", 100, 1), ("app-2", 100, 60)] {
+        let mut b = common::batch_of(agent);
+        for (n, status) in [(ok, 200), (failed, 500)] {
+            spans(
+                &mut b,
+                now,
+                n,
+                DependencyClass::HttpServer,
+                "POST /orders",
+                12,
+                status,
+            );
+        }
+        c.ingest(&b).await;
+    }
+    let incident = until(
+        "the errors' incident",
+        Duration::from_secs(20),
+        async || incidents(&c).await.into_iter().next(),
+    )
+    .await;
+    let cause = incident["cause_text"].as_str().unwrap();
+    println!("cause: {cause}");
+    assert_eq!(
+        cause, "app-2 answered 98 % of board's 5xx: 38 % of its requests against 1.0 % on its 1 other instance",
+        "{incident}"
+    );
+    c.stop().await;
+}
+
 #[derive(Clone, Default)]
 struct FakeSlack {
     got: Arc<Mutex<Vec<(String, Value)>>>,

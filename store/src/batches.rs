@@ -4,7 +4,7 @@
 //! always in this order: the claim (`sw_batches`), the spans (binary COPY into `sw_spans`),
 //! the aggregates (`sw_aggregates`, merged per key and upserted in key order), host and probe
 //! samples, the agent's counters (`sw_agents`, `sw_agent_stats`), versions, the calls per
-//! server operation (`sw_entry_calls`), the flag counts
+//! server operation (`sw_entry_calls`) and per instance (`sw_instance_minutes`), the flag counts
 //! (`sw_flag_counts`) and last the four rollups (`rollups.rs`), whose rows are shared by every
 //! service calling a peer, so the transaction holds their locks for as short a time as it can.
 //! Rows locked in the same order by every batch cannot deadlock.
@@ -263,6 +263,7 @@ impl Store {
         store_agent_stats(&tx, batch).await?;
         crate::versions::store_versions(&tx, batch).await?;
         crate::entry_calls::store_entry_calls(&tx, batch, live).await?;
+        crate::instances::store_instance_minutes(&tx, batch, live).await?;
         store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns)), now_ns).await?;
         crate::recent::record(&tx, &batch.aggregates, now_ns).await?;
         rollups::store_rollups(&tx, &rows).await?;

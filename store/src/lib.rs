@@ -22,6 +22,7 @@ pub mod entry_calls;
 mod histogram_codec;
 pub mod hosts;
 pub mod incidents;
+pub mod instances;
 pub mod map;
 pub mod migrate;
 pub mod overview;

@@ -78,6 +78,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0018_entry_calls",
         include_str!("../../migrations/0018_entry_calls.sql"),
     ),
+    (
+        "0019_instance_minutes",
+        include_str!("../../migrations/0019_instance_minutes.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -1,6 +1,6 @@
 //! Daily partitions of `sw_spans` (by `start_ns`), `sw_aggregates` and its rollups
 //! `sw_dependency_minutes`, `sw_service_minutes` (by `minute`), `sw_service_hours` and
-//! `sw_dependency_hours` (by `hour`), `sw_entry_calls` (by `minute`), retention by dropping whole partitions, and vacuuming
+//! `sw_dependency_hours` (by `hour`), `sw_entry_calls` and `sw_instance_minutes` (by `minute`), retention by dropping whole partitions, and vacuuming
 //! after a bulk load ([`Store::vacuum_analyze`]).
 
 use crate::{Store, StoreError};
@@ -85,6 +85,8 @@ impl Store {
                  CREATE TABLE IF NOT EXISTS sw_dependency_hours_p{name} PARTITION OF sw_dependency_hours
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
                  CREATE TABLE IF NOT EXISTS sw_entry_calls_p{name} PARTITION OF sw_entry_calls
+                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
+                 CREATE TABLE IF NOT EXISTS sw_instance_minutes_p{name} PARTITION OF sw_instance_minutes
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));"
             ))
             .await?;
@@ -114,7 +116,8 @@ impl Store {
                    JOIN pg_class p ON p.oid = i.inhparent
                   WHERE p.relname IN ('sw_spans', 'sw_aggregates', 'sw_dependency_minutes',
                                       'sw_service_minutes', 'sw_service_hours',
-                                      'sw_dependency_hours', 'sw_entry_calls')",
+                                      'sw_dependency_hours', 'sw_entry_calls',
+                                      'sw_instance_minutes')",
                 &[],
             )
             .await?;

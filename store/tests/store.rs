@@ -221,6 +221,56 @@ async fn calls_per_server_operation_add_up_once_per_batch() {
         .is_empty());
 }
 
+/// Server requests per agent are the sums of each agent's http_server aggregates, once per
+/// batch however often it is sent.
+#[tokio::test]
+async fn server_requests_per_instance_are_the_agents_server_aggregates() {
+    let store = store_with(&fresh_database().await, 7).await;
+    let now = stormwatch_store::now_ns();
+    let batches = [
+        sample::batch("app-1", 1, 200, now),
+        sample::batch("app-2", 1, 100, now),
+        sample::batch("app-1", 2, 50, now),
+        sample::batch("app-1", 2, 50, now),
+    ];
+    for b in &batches {
+        store.store_batch(b, now).await.unwrap();
+    }
+    let mut want: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
+    for b in &batches[..3] {
+        for a in &b.aggregates {
+            if a.class != DependencyClass::HttpServer as i32 {
+                continue;
+            }
+            let w = want
+                .entry((a.service.clone(), b.agent_id.clone()))
+                .or_default();
+            w.0 += a.count;
+            w.1 += if a.status_class.starts_with('5') {
+                a.count
+            } else {
+                0
+            };
+            w.2 += a.sum_ns;
+        }
+    }
+    assert!(!want.is_empty());
+    let services: Vec<String> = want.keys().map(|k| k.0.clone()).collect();
+    let got = store
+        .instance_requests(&services, now / NS - 3_600, now / NS + 60)
+        .await
+        .unwrap();
+    for ((service, agent), (count, http_5xx, sum_ns)) in &want {
+        let r = got[service][agent];
+        assert_eq!(
+            (r.count, r.http_5xx, r.sum_ns),
+            (*count, *http_5xx, *sum_ns),
+            "{service} {agent}"
+        );
+    }
+    assert_eq!(got.values().map(|m| m.len()).sum::<usize>(), want.len());
+}
+
 #[tokio::test]
 async fn retention_drops_old_partitions() {
     let store = store_with(&fresh_database().await, 7).await;
@@ -237,7 +287,10 @@ async fn retention_drops_old_partitions() {
     // Five days later the partition of three days ago is eight days old: dropped.
     let later = now + 5 * 86_400 * NS;
     let dropped = store.apply_retention(later).await.unwrap();
-    assert_eq!(dropped.len(), 7, "{dropped:?}");
+    assert_eq!(dropped.len(), 8, "{dropped:?}");
+    assert!(dropped
+        .iter()
+        .any(|n| n.starts_with("sw_instance_minutes_p")));
     assert!(dropped.iter().any(|n| n.starts_with("sw_entry_calls_p")));
     assert!(dropped.iter().any(|n| n.starts_with("sw_spans_p")));
     assert!(dropped.iter().any(|n| n.starts_with("sw_aggregates_p")));

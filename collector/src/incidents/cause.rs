@@ -14,6 +14,8 @@
 //! - **Probe causes** rank first: a replica whose lag alert began before full-scan alerts (its
 //!   stale data sends queries down a slow path), a database refusing connections when
 //!   operations calling it answer 5xx.
+//! - **One instance** answering most of a service's 5xx, or far slower than the others
+//!   (`cause/instances.rs`).
 //! - **The operation itself**: 5xx with no dependency slower — its own limiter or load.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,6 +61,8 @@ pub struct Traffic {
     /// Flagged spans of the services concerned per minute, by (flag, peer): during the
     /// incident and over the hour before.
     pub flags: BTreeMap<(String, String), FlagRates>,
+    /// Server requests of the services concerned per instance, during the incident.
+    pub instances: stormwatch_store::instances::ByInstance,
 }
 
 /// Flagged spans per minute of one (flag, peer).
@@ -702,6 +706,7 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
         }
     }
     causes.extend(by_peer.into_values());
+    causes.extend(instances::instance_causes(alerts, t));
     causes.extend(itself);
     if causes.is_empty() {
         // Nothing better known: the first alert says what is wrong.
@@ -731,6 +736,7 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
 }
 
 mod decompose;
+mod instances;
 pub use decompose::{decompose, per_operation, Decomposition, PeerShare, MIN_COVERAGE_RATIO};
 
 #[cfg(test)]

@@ -435,6 +435,7 @@ pub async fn causes(
             )
             .await?,
         flags: BTreeMap::new(),
+        instances: store.instance_requests(&services, from, to).await?,
     };
     let (during, before) = tokio::try_join!(
         store.flag_totals(&services, from, to),

@@ -89,6 +89,7 @@ fn slow_cache() -> Traffic {
         baseline: BTreeMap::from([("shop".to_owned(), base)]),
         changes: vec![],
         flags: BTreeMap::new(),
+        instances: Default::default(),
     }
 }
 
@@ -168,6 +169,7 @@ fn two_slow_peers_rank_by_the_time_they_add() {
         baseline: BTreeMap::from([("shop".to_owned(), base)]),
         changes: vec![],
         flags: BTreeMap::new(),
+        instances: Default::default(),
     };
     let alerts = [alert(
         "cart-latency",
@@ -209,6 +211,7 @@ fn a_5xx_with_no_slower_dependency_is_the_operation_itself() {
         baseline: BTreeMap::from([("board".to_owned(), base)]),
         changes: vec![],
         flags: BTreeMap::new(),
+        instances: Default::default(),
     };
     let alerts = [alert(
         "http-5xx-rate",
@@ -247,6 +250,7 @@ fn a_new_version_just_before_the_errors_ranks_above_the_operation_itself() {
         baseline: BTreeMap::from([("board".to_owned(), base)]),
         changes: vec![deploy(60.0)],
         flags: BTreeMap::new(),
+        instances: Default::default(),
     };
     let alerts = [alert(
         "http-5xx-rate",
@@ -334,6 +338,7 @@ fn probe_causes_rank_first() {
         baseline: BTreeMap::new(),
         changes: vec![],
         flags: BTreeMap::new(),
+        instances: Default::default(),
     };
     let alerts = [
         alert(
@@ -403,6 +408,7 @@ fn a_lone_replica_lag_is_its_own_cause_not_a_peer_barely_slower() {
         baseline: BTreeMap::from([("shop".to_owned(), base)]),
         changes: vec![],
         flags: BTreeMap::new(),
+        instances: Default::default(),
     };
     let lag = alert(
         "replica-lag",
@@ -454,6 +460,7 @@ fn a_peer_explains_the_operation_an_alert_names() {
         baseline: BTreeMap::from([("shop".to_owned(), base)]),
         changes: vec![],
         flags: BTreeMap::new(),
+        instances: Default::default(),
     };
     let alerts = [
         alert(
@@ -502,6 +509,7 @@ fn over_represented_flags_on_an_unprobed_peer_are_a_cause() {
         incident: BTreeMap::from([("shop".to_owned(), service(&[("POST /orders", orders)], &[]))]),
         baseline: BTreeMap::from([("shop".to_owned(), base)]),
         changes: vec![],
+        instances: Default::default(),
         flags: BTreeMap::from([
             (
                 ("connect_failure".to_owned(), DB.to_owned()),
@@ -599,6 +607,7 @@ fn slow_partner(per_operation: bool) -> Traffic {
         baseline: BTreeMap::from([("board".to_owned(), base)]),
         changes: vec![],
         flags: BTreeMap::new(),
+        instances: Default::default(),
     }
 }
 
@@ -734,4 +743,106 @@ fn an_alerting_peer_outranks_one_that_only_takes_more_time() {
     let causes = rank(&alerts, &t);
     assert_eq!(causes[0].peer.as_deref(), Some(CACHE), "{causes:#?}");
     assert_eq!(causes[1].peer.as_deref(), Some(DB), "{causes:#?}");
+}
+
+/// Server requests of `board` per instance: (agent, requests, 5xx, mean ms).
+fn instances(rows: &[(&str, u64, u64, f64)]) -> stormwatch_store::instances::ByInstance {
+    let by_agent = rows
+        .iter()
+        .map(|(a, n, x, ms)| {
+            (
+                (*a).to_owned(),
+                stormwatch_store::instances::Requests {
+                    count: *n,
+                    errors: *x,
+                    http_5xx: *x,
+                    sum_ns: (*ms * 1e6) as u64 * n,
+                },
+            )
+        })
+        .collect();
+    BTreeMap::from([("board".to_owned(), by_agent)])
+}
+
+fn five_xx_alert() -> AlertFacts {
+    alert(
+        "http-5xx-rate",
+        RuleKind::ErrorRate,
+        &[("service", "board"), ("operation", "POST /orders")],
+        100.0,
+    )
+}
+
+#[test]
+fn one_instance_answering_most_of_the_5xx_is_named() {
+    let mut t = Traffic {
+        instances: instances(&[
+            ("app-1", 100, 2, 10.0),
+            ("app-2", 100, 55, 10.0),
+            ("app-3", 100, 3, 10.0),
+        ]),
+        ..Default::default()
+    };
+    let causes = rank(&[five_xx_alert()], &t);
+    let c = causes
+        .iter()
+        .find(|c| c.kind == "instance")
+        .expect("an instance cause");
+    assert_eq!(c.rank, 1, "{causes:#?}");
+    assert_eq!(
+        c.line,
+        "app-2 answered 92 % of board's 5xx: 55 % of its requests against 2.5 % on its 2 other instances"
+    );
+    // Errors spread over the instances as their requests are: no instance is different.
+    t.instances = instances(&[("app-1", 100, 20, 10.0), ("app-2", 100, 22, 10.0)]);
+    assert!(rank(&[five_xx_alert()], &t)
+        .iter()
+        .all(|c| c.kind != "instance"));
+    // The busiest instance answering most 5xx, as its share of requests would: not different.
+    t.instances = instances(&[("app-1", 900, 50, 10.0), ("app-2", 100, 5, 10.0)]);
+    assert!(rank(&[five_xx_alert()], &t)
+        .iter()
+        .all(|c| c.kind != "instance"));
+    // A lone instance has no others to differ from; a handful of 5xx is not a pattern.
+    t.instances = instances(&[("app-1", 100, 60, 10.0)]);
+    assert!(rank(&[five_xx_alert()], &t)
+        .iter()
+        .all(|c| c.kind != "instance"));
+    t.instances = instances(&[("app-1", 100, 0, 10.0), ("app-2", 100, 9, 10.0)]);
+    assert!(rank(&[five_xx_alert()], &t)
+        .iter()
+        .all(|c| c.kind != "instance"));
+}
+
+#[test]
+fn one_instance_far_slower_than_the_others_is_named() {
+    let t = Traffic {
+        instances: instances(&[
+            ("app-1", 100, 0, 40.0),
+            ("app-2", 50, 0, 1_200.0),
+            ("app-3", 100, 0, 42.0),
+        ]),
+        ..Default::default()
+    };
+    let latency = alert(
+        "board-latency",
+        RuleKind::Latency,
+        &[("service", "board"), ("operation", "GET /list")],
+        100.0,
+    );
+    let causes = rank(std::slice::from_ref(&latency), &t);
+    let c = causes
+        .iter()
+        .find(|c| c.kind == "instance")
+        .expect("an instance cause");
+    assert_eq!(
+        c.line,
+        "board on app-2 takes 1200 ms a request against 41 ms on its 2 other instances"
+    );
+    // All slow alike: the instance is not what is different.
+    let t = Traffic {
+        instances: instances(&[("app-1", 100, 0, 1_000.0), ("app-2", 100, 0, 1_200.0)]),
+        ..Default::default()
+    };
+    assert!(rank(&[latency], &t).iter().all(|c| c.kind != "instance"));
 }
