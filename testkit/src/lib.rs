@@ -143,7 +143,7 @@ pub mod sample {
     use std::collections::BTreeMap;
 
     use stormwatch_model::{
-        AgentStats, Aggregate, AggregateKey, Batch, DbRole, DependencyClass, HostSample,
+        AgentStats, Aggregate, AggregateKey, Batch, DbRole, DependencyClass, EntryCall, HostSample,
         KeepReason, Span, SpanFlag, SpanKind, SpanStatus, WIRE_VERSION,
     };
 
@@ -157,6 +157,53 @@ pub mod sample {
                 .add(s);
         }
         aggs.into_values().collect()
+    }
+
+    /// What an agent's `pipeline/entries.rs` ships for `spans`: each call counted under the
+    /// server span of its service and trace (calls without one are left out, as there).
+    pub fn entry_calls_of(spans: &[Span]) -> Vec<EntryCall> {
+        let entries: BTreeMap<(&[u8], &str), &Span> = spans
+            .iter()
+            .filter(|s| s.dependency_class() == DependencyClass::HttpServer)
+            .map(|s| ((s.trace_id.as_slice(), s.service.as_str()), s))
+            .collect();
+        let mut rows: BTreeMap<(i64, String, String, i32, String), (u64, u64)> = BTreeMap::new();
+        for s in spans {
+            if matches!(
+                s.dependency_class(),
+                DependencyClass::HttpServer | DependencyClass::Internal
+            ) {
+                continue;
+            }
+            let Some(e) = entries.get(&(s.trace_id.as_slice(), s.service.as_str())) else {
+                continue;
+            };
+            let minute = (e.start_ns + e.duration_ns).div_euclid(60 * 1_000_000_000) * 60;
+            let r = rows
+                .entry((
+                    minute,
+                    s.service.clone(),
+                    e.operation.clone(),
+                    s.class,
+                    s.peer.clone(),
+                ))
+                .or_default();
+            r.0 += 1;
+            r.1 += s.duration_ns.max(0) as u64;
+        }
+        rows.into_iter()
+            .map(
+                |((minute, service, entry, class, peer), (count, sum_ns))| EntryCall {
+                    minute,
+                    service,
+                    entry,
+                    class,
+                    peer,
+                    count,
+                    sum_ns,
+                },
+            )
+            .collect()
     }
 
     /// A span of trace `trace`, number `n` within it, starting at `start_ns`.
@@ -272,6 +319,7 @@ pub mod sample {
             sequence,
             sent_at_ns: now_ns,
             aggregates: aggregates_of(&spans),
+            entry_calls: entry_calls_of(&spans),
             spans,
             hosts: vec![HostSample {
                 time_ns: now_ns - 1_000_000_000,
@@ -284,7 +332,6 @@ pub mod sample {
             }],
             probes: vec![],
             versions: vec![],
-            entry_calls: vec![],
             stats: Some(AgentStats {
                 spans_received: n_spans as u64,
                 spans_kept: n_spans as u64,

@@ -30,7 +30,8 @@ pub fn batch(seq: u64, first: u64, n: u64, total: u64, now: i64, hours: i64) -> 
             // Log-uniform 0.3–300 ms, with a slow tail.
             let dur_ms = 0.3 * 10f64.powf((h % 1000) as f64 / 333.0);
             let mut s = crate::sample::span(i / 4, i % 4, start, (dur_ms * 1e6) as i64);
-            s.service = SERVICES[(h >> 20) as usize % SERVICES.len()].into();
+            // One service per trace, so its calls join its server span (entry calls).
+            s.service = SERVICES[(mix(i / 4) >> 20) as usize % SERVICES.len()].into();
             let error = h.is_multiple_of(50);
             s.status = if error {
                 SpanStatus::Error
@@ -55,6 +56,7 @@ pub fn batch(seq: u64, first: u64, n: u64, total: u64, now: i64, hours: i64) -> 
         sequence: seq,
         sent_at_ns: now,
         aggregates: crate::sample::aggregates_of(&spans),
+        entry_calls: crate::sample::entry_calls_of(&spans),
         spans,
         ..Default::default()
     }
