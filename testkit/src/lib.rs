@@ -167,7 +167,9 @@ pub mod sample {
             .filter(|s| s.dependency_class() == DependencyClass::HttpServer)
             .map(|s| ((s.trace_id.as_slice(), s.service.as_str()), s))
             .collect();
-        let mut rows: BTreeMap<(i64, String, String, i32, String), (u64, u64)> = BTreeMap::new();
+        // (minute, service, entry, class, peer) → (count, sum_ns).
+        type Key = (i64, String, String, i32, String);
+        let mut rows: BTreeMap<Key, (u64, u64)> = BTreeMap::new();
         for s in spans {
             if matches!(
                 s.dependency_class(),
