@@ -605,14 +605,14 @@ pub(crate) async fn check_term(
 impl Store {
     /// Takes the alert leader advisory lock if no other session holds it.
     pub async fn try_leader_lock(&self) -> Result<Option<LeaderLock>, StoreError> {
-        let mut cfg = self.pg_config.clone();
+        let mut cfg = self.target.config.clone();
         cfg.keepalives(true)
             .keepalives_idle(std::time::Duration::from_secs(KEEPALIVE_IDLE_S))
             .keepalives_interval(std::time::Duration::from_secs(KEEPALIVE_INTERVAL_S))
             .keepalives_retries(KEEPALIVE_COUNT)
             .tcp_user_timeout(std::time::Duration::from_secs(USER_TIMEOUT_S))
             .connect_timeout(std::time::Duration::from_secs(5));
-        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        let (client, conn) = cfg.connect(self.target.tls.clone()).await?;
         tokio::spawn(async move {
             // Ends when the client is dropped or the server closes the session.
             let _ = conn.await;

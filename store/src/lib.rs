@@ -11,6 +11,7 @@
 //!   [`agents`], [`signals`] (what alert rules read) and [`alerts`], [`incidents`] (related
 //!   alerts grouped, their causes and the traffic they are read from), [`sessions`].
 //! - `histogram_codec`: how histograms are stored (arrays, and packed in the rollups).
+//! - [`tls`]: libpq's `sslmode` and `sslrootcert` over rustls, for every connection.
 
 pub mod agents;
 pub mod aggregates;
@@ -36,14 +37,13 @@ pub mod services;
 pub mod sessions;
 pub mod signals;
 pub mod spans;
+pub mod tls;
 pub mod totals;
 pub mod versions;
 
-use std::str::FromStr;
 use std::sync::Mutex;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 
 pub use agents::AgentHealth;
 pub use aggregates::{AggregateFilter, AggregatePoint};
@@ -63,7 +63,11 @@ pub enum StoreError {
     #[error("invalid database URL: {0}")]
     BadUrl(String),
     #[error("database: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    Db(#[source] tokio_postgres::Error),
+    /// The TLS handshake with PostgreSQL failed (a wrong CA, a host name not in the server's
+    /// certificate, a server without TLS under `sslmode=require`...): why, and what to change.
+    #[error("TLS with the database failed: {0}")]
+    Tls(String),
     #[error("database connection pool: {0}")]
     Pool(String),
     #[error("migration {name} failed: {source}")]
@@ -93,10 +97,19 @@ impl StoreError {
     }
 }
 
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match tls::tls_failure(&e) {
+            Some(why) => StoreError::Tls(why),
+            None => StoreError::Db(e),
+        }
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
-            deadpool_postgres::PoolError::Backend(e) => StoreError::Db(e),
+            deadpool_postgres::PoolError::Backend(e) => StoreError::from(e),
             other => StoreError::Pool(other.to_string()),
         }
     }
@@ -105,7 +118,8 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// libpq key=value string or `postgres://` URL.
+    /// libpq key=value string or `postgres://` URL, with libpq's `sslmode` and `sslrootcert`
+    /// (see [`tls`]).
     pub url: String,
     /// Largest number of pooled connections.
     pub max_connections: usize,
@@ -116,8 +130,9 @@ pub struct StoreOptions {
 /// A handle on the database: a connection pool plus what the store remembers between calls.
 pub struct Store {
     pool: Pool,
-    /// The pool's connection settings, for connections of their own (the alert leader lock).
-    pg_config: tokio_postgres::Config,
+    /// The pool's connection settings and TLS, for connections of their own (the alert leader
+    /// lock).
+    target: tls::ConnectTarget,
     retention_days: u32,
     /// Days whose partitions are known to exist (an in-memory cache; the DDL is idempotent).
     known_days: Mutex<std::collections::HashSet<i64>>,
@@ -126,11 +141,10 @@ pub struct Store {
 impl Store {
     /// Opens a pool and checks that the database answers.
     pub async fn connect(opts: &StoreOptions) -> Result<Store, StoreError> {
-        let pg = tokio_postgres::Config::from_str(&opts.url)
-            .map_err(|e| StoreError::BadUrl(e.to_string()))?;
+        let target = tls::ConnectTarget::parse(&opts.url)?;
         let mgr = Manager::from_config(
-            pg.clone(),
-            NoTls,
+            target.config.clone(),
+            target.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -141,7 +155,7 @@ impl Store {
             .map_err(|e| StoreError::Pool(e.to_string()))?;
         let store = Store {
             pool,
-            pg_config: pg,
+            target,
             retention_days: opts.retention_days,
             known_days: Default::default(),
         };
