@@ -61,6 +61,13 @@ pub struct Config {
     pub collector: Option<String>,
     /// Bearer token the collector issued for this agent.
     pub token: Option<String>,
+    /// PEM CA certificates trusted for an `https://` collector, besides the system's roots
+    /// (a private CA, a self-signed collector).
+    pub collector_ca: Option<PathBuf>,
+    /// PEM client certificate presented to the collector (mutual TLS), with its key.
+    pub collector_client_cert: Option<PathBuf>,
+    /// PEM private key of `collector_client_cert`.
+    pub collector_client_key: Option<PathBuf>,
     /// Listen addresses.
     pub listen: Listen,
     /// Span classification and statement handling.
@@ -496,6 +503,21 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
                 format!("`{url}` must start with http:// or https://"),
             );
         }
+    }
+    match (&c.collector_client_cert, &c.collector_client_key) {
+        (Some(_), None) => {
+            return err(
+                "collector_client_key",
+                "collector_client_cert is set but collector_client_key is not: a client certificate needs its key".into(),
+            )
+        }
+        (None, Some(_)) => {
+            return err(
+                "collector_client_cert",
+                "collector_client_key is set but collector_client_cert is not".into(),
+            )
+        }
+        _ => {}
     }
     if let Some(id) = &c.agent_id {
         if id.is_empty() || id.len() > stormwatch_model::limits::MAX_AGENT_ID_BYTES {

@@ -59,6 +59,15 @@ pub struct Flags {
     /// Serve the dashboard and read API without sign-in on a non-loopback address.
     #[arg(long, env = "STORMWATCH_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// PEM certificate chain to serve HTTPS with (with --tls-key).
+    #[arg(long, env = "STORMWATCH_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "STORMWATCH_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (tokens and passwords in clear).
+    #[arg(long, env = "STORMWATCH_INSECURE_NO_TLS")]
+    pub insecure_no_tls: bool,
     /// Bearer tokens for the read API (`/api/v1/*` except ingest), comma-separated.
     #[arg(
         long,
@@ -84,6 +93,10 @@ pub struct Overrides {
     /// `true` forces `insecure_no_auth`; `false` leaves the file's value.
     pub insecure_no_auth: bool,
     pub read_tokens: Option<Vec<String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// `true` forces `insecure_no_tls`; `false` leaves the file's value.
+    pub insecure_no_tls: bool,
 }
 
 impl Flags {
@@ -97,6 +110,9 @@ impl Flags {
             retention_days: self.retention_days,
             insecure_no_auth: self.insecure_no_auth,
             read_tokens: self.read_tokens.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            insecure_no_tls: self.insecure_no_tls,
         }
     }
 }
@@ -131,8 +147,20 @@ pub struct Config {
     pub read_tokens: Vec<String>,
     /// Allow a non-loopback listen address without users.
     pub insecure_no_auth: bool,
-    /// Mark the session cookie `Secure` (the collector is behind TLS). Applies live.
+    /// Mark the session cookie `Secure` (the collector is behind TLS). Applies live; on by
+    /// itself when the collector serves HTTPS.
     pub secure_cookies: bool,
+    /// PEM certificate chain (server certificate first) to serve HTTPS with; with `tls_key`.
+    /// Renewed files are picked up within 10 s, without a restart. Setting it needs a restart.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: when set, clients (agents, browsers) must present a certificate
+    /// one of them signed (mutual TLS). Needs `tls_cert`.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address: agent tokens and dashboard passwords
+    /// would cross the network in clear. For a TLS-terminating proxy on another host.
+    pub insecure_no_tls: bool,
     /// `[alerts]`: rules, channels, silences. Applies live.
     pub alerts: AlertsConfig,
     /// The config file, watched for changes. Not a key of the file.
@@ -158,6 +186,10 @@ impl Default for Config {
             read_tokens: Vec::new(),
             insecure_no_auth: false,
             secure_cookies: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            insecure_no_tls: false,
             alerts: AlertsConfig::default(),
             config_path: None,
             overrides: Overrides::default(),
@@ -249,6 +281,13 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     config.retention_days = o.retention_days.unwrap_or(config.retention_days);
     config.insecure_no_auth |= o.insecure_no_auth;
     config.read_tokens = trimmed(o.read_tokens.unwrap_or(config.read_tokens));
+    if o.tls_cert.is_some() {
+        config.tls_cert = o.tls_cert;
+    }
+    if o.tls_key.is_some() {
+        config.tls_key = o.tls_key;
+    }
+    config.insecure_no_tls |= o.insecure_no_tls;
     config.config_path = path.map(Path::to_owned);
     config.overrides = overrides.clone();
     config
@@ -379,7 +418,8 @@ impl Config {
         }
     }
 
-    /// Refuses an open dashboard on a non-loopback address (unless `insecure_no_auth`), bad
+    /// Refuses plain HTTP on a non-loopback address (unless `insecure_no_tls`), half a TLS
+    /// key pair, an open dashboard on a non-loopback address (unless `insecure_no_auth`), bad
     /// password hashes, duplicate users and short read tokens: `(key, message)`.
     fn check_access(&self) -> Result<(), (String, String)> {
         if self.users.is_empty() && !self.listen.ip().is_loopback() && !self.insecure_no_auth {
@@ -410,7 +450,40 @@ impl Config {
                 &short[..short.len().min(4)]
             )));
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err((
+                    "tls_key".into(),
+                    "tls_cert is set but tls_key is not: HTTPS needs both".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "tls_cert".into(),
+                    "tls_key is set but tls_cert is not: HTTPS needs both".into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(("tls_client_ca".into(), "tls_client_ca needs tls_cert and tls_key: client certificates are checked over HTTPS".into()));
+        }
+        if self.tls_cert.is_none() && !self.listen.ip().is_loopback() && !self.insecure_no_tls {
+            return Err(("listen".into(), format!(
+                "listening on {} over plain HTTP would send agent tokens and dashboard passwords in clear: set tls_cert and tls_key (or --tls-cert/--tls-key), or listen on 127.0.0.1 behind a TLS reverse proxy, or pass --insecure-no-tls",
+                self.listen
+            )));
+        }
         Ok(())
+    }
+
+    /// The HTTPS files, when the collector serves HTTPS.
+    pub fn tls_files(&self) -> Option<stormwatch_http::tls::TlsFiles> {
+        Some(stormwatch_http::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 
     /// The dashboard's access settings.
@@ -426,7 +499,7 @@ impl Config {
                 })
                 .collect(),
             read_tokens: self.read_tokens.clone(),
-            secure_cookies: self.secure_cookies,
+            secure_cookies: self.secure_cookies || self.tls_cert.is_some(),
         }
     }
 }
@@ -496,6 +569,7 @@ mod tests {
         let flags = |listen: &str, insecure: bool| Flags {
             listen: Some(listen.parse().unwrap()),
             insecure_no_auth: insecure,
+            insecure_no_tls: true,
             ..Default::default()
         };
         assert!(Config::load(flags("127.0.0.1:6100", false)).is_ok());
@@ -507,6 +581,37 @@ mod tests {
             "{err}"
         );
         assert!(Config::load(flags("0.0.0.0:6100", true)).is_ok());
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_unless_insecure_and_tls_needs_both_files() {
+        let flags = |listen: &str| Flags {
+            listen: Some(listen.parse().unwrap()),
+            insecure_no_auth: true,
+            ..Default::default()
+        };
+        assert!(Config::load(flags("127.0.0.1:6100")).is_ok());
+        let err = Config::load(flags("10.0.0.5:6100"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("in clear")
+                && err.contains("--insecure-no-tls")
+                && err.contains("tls_cert"),
+            "{err}"
+        );
+        let with = |cert: Option<&str>, key: Option<&str>, insecure: bool| Flags {
+            tls_cert: cert.map(PathBuf::from),
+            tls_key: key.map(PathBuf::from),
+            insecure_no_tls: insecure,
+            ..flags("10.0.0.5:6100")
+        };
+        assert!(Config::load(with(None, None, true)).is_ok());
+        assert!(Config::load(with(Some("c.pem"), Some("k.pem"), false)).is_ok());
+        let err = Config::load(with(Some("c.pem"), None, false))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls_key is not"), "{err}");
     }
 
     #[test]
@@ -529,6 +634,7 @@ mod tests {
         std::fs::write(&path, text.replace("hunter2", &hash)).unwrap();
         let config = Config::load(Flags {
             config: Some(path),
+            insecure_no_tls: true,
             ..Default::default()
         })
         .unwrap();

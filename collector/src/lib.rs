@@ -47,12 +47,21 @@ pub struct Collector {
     _data_dir_lock: Option<std::fs::File>,
     /// Config file changes and SIGHUP, watched from start-up on.
     reload: Option<reload::Triggers>,
+    /// HTTPS, when `tls_cert` and `tls_key` are set.
+    tls: Option<Arc<stormwatch_http::tls::Tls>>,
 }
 
 impl Collector {
     /// Starts the database (the embedded cluster when no URL is configured), applies
     /// migrations, creates partitions and binds the listen address.
     pub async fn start(mut config: Config) -> anyhow::Result<Collector> {
+        // First, so a certificate that cannot be used fails the start before anything runs.
+        let tls = match config.tls_files() {
+            Some(files) => Some(
+                stormwatch_http::tls::Tls::load(files).context("loading the TLS certificate")?,
+            ),
+            None => None,
+        };
         let mut embedded = None;
         let mut lock = None;
         let url = match &config.database_url {
@@ -108,6 +117,7 @@ impl Collector {
             embedded,
             _data_dir_lock: lock,
             reload: Some(reload),
+            tls,
         })
     }
 
@@ -158,16 +168,25 @@ impl Collector {
             tokio::spawn(reload::run(triggers, self.state.clone(), alerts_stopped))
         });
         let app = router(self.state.clone());
-        tracing::info!(addr = %self.local_addr(), "collector listening");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %self.local_addr(), scheme, "collector listening");
+        let renewals = self
+            .tls
+            .clone()
+            .map(|t| tokio::spawn(t.watch(stormwatch_http::tls::RELOAD_EVERY)));
         // Read timeouts, a connection cap and the peer addresses the sign-in rate limit
         // (web::login_limit) needs.
-        stormwatch_http::serve(
+        stormwatch_http::serve_with(
             self.listener,
             app,
             stormwatch_http::Limits::default(),
+            self.tls.clone(),
             shutdown,
         )
         .await;
+        if let Some(r) = renewals {
+            r.abort();
+        }
         upkeep.abort();
         if let Some(r) = reload {
             r.abort();

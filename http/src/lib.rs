@@ -12,6 +12,8 @@
 //! - **Open-file limit**: [`raise_open_file_limit`] lifts the soft limit to the hard one at
 //!   start (a soft limit of 1,024 was exhausted by 1,100 trickling connections, after which
 //!   no one was served).
+//! - **HTTPS** ([`tls`]): certificate files reloaded when they change, optional client
+//!   certificates, the handshake bounded by the header read timeout.
 //! - **Graceful shutdown with a grace limit**: in-flight requests finish, connections still
 //!   open after [`Limits::shutdown_grace`] are dropped.
 //!
@@ -30,6 +32,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+pub mod tls;
 
 /// Default for [`Limits::header_read_timeout`].
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,6 +114,19 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    serve_with(listener, router, limits, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given: the handshake must complete within the header
+/// read timeout, and is done on the connection's own task (a slow handshake holds no one
+/// else up).
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    tls: Option<Arc<tls::Tls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -153,12 +170,34 @@ pub async fn serve(
                 tower::ServiceExt::oneshot(router.clone(), req)
             });
         let builder = builder.clone();
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let tls = tls.as_ref().map(|t| t.acceptor());
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let result = match tls {
+                None => {
+                    let c = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(c.into_owned()).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let c = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            watcher.watch(c.into_owned()).await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %peer, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
             drop(slot);

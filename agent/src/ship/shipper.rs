@@ -11,6 +11,7 @@
 //! A batch keeps its `(instance, sequence)` across retries, so the collector stores it once
 //! however often it is resent.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +74,73 @@ pub struct Shipper {
     pub metrics: Arc<Metrics>,
     pub seq: Arc<Sequencer>,
     client: reqwest::Client,
+    /// The TLS files `client` was built with.
+    tls: TlsFiles,
+}
+
+/// An error and its causes, `: `-separated (reqwest's own text leaves out why a request
+/// failed, e.g. the certificate it did not trust).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+type TlsFiles = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>);
+
+fn tls_files(cfg: &Config) -> TlsFiles {
+    (
+        cfg.collector_ca.clone(),
+        cfg.collector_client_cert.clone(),
+        cfg.collector_client_key.clone(),
+    )
+}
+
+/// The client for the collector: the system's roots (and Mozilla's), the configured CA file,
+/// and the client certificate when set. Errors name the file.
+pub fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context as _;
+    let read = |p: &PathBuf, what: &str| {
+        std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()))
+    };
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("stormwatch-agent/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .use_rustls_tls();
+    if let Some(ca) = &cfg.collector_ca {
+        let certs = reqwest::Certificate::from_pem_bundle(&read(ca, "collector_ca")?)
+            .with_context(|| format!("collector_ca {}: not PEM certificates", ca.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "collector_ca {}: holds no certificate",
+            ca.display()
+        );
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&cfg.collector_client_cert, &cfg.collector_client_key) {
+        let mut pem = read(cert, "collector_client_cert")?;
+        pem.push(b'\n');
+        pem.extend(read(key, "collector_client_key")?);
+        let id = reqwest::Identity::from_pem(&pem).with_context(|| {
+            format!(
+                "collector_client_cert {} with collector_client_key {}: not a certificate and key",
+                cert.display(),
+                key.display()
+            )
+        })?;
+        b = b.identity(id);
+    }
+    Ok(b.build()?)
 }
 
 impl Shipper {
@@ -82,17 +150,32 @@ impl Shipper {
         metrics: Arc<Metrics>,
         seq: Arc<Sequencer>,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("stormwatch-agent/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+        let cfg = config.borrow().clone();
+        let client = http_client(&cfg)?;
         Ok(Shipper {
             spool,
+            tls: tls_files(&cfg),
             config,
             metrics,
             seq,
             client,
         })
+    }
+
+    /// Builds the client again when a reload changed its TLS files; a client that cannot be
+    /// built (a CA file gone) leaves the previous one in use, said once per change.
+    fn refresh_client(&mut self, cfg: &Config) {
+        let files = tls_files(cfg);
+        if files == self.tls {
+            return;
+        }
+        self.tls = files;
+        match http_client(cfg) {
+            Ok(c) => self.client = c,
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "cannot use the new collector TLS files; shipping with the previous ones");
+            }
+        }
     }
 
     /// Ships until `stop` turns true; then keeps shipping only while the spool has batches and
@@ -125,6 +208,7 @@ impl Shipper {
                 }
                 continue;
             };
+            self.refresh_client(&cfg);
             let outcome = self.attempt(&entry, &url, &cfg).await;
             if outcome == Outcome::Retry {
                 if draining {
@@ -179,6 +263,8 @@ impl Shipper {
             Ok(r) => r,
             Err(error) => {
                 self.metrics.ship_failures.fetch_add(1, Relaxed);
+                // The causes say why: refused, timed out, or which certificate check failed.
+                let error = error_chain(&error);
                 tracing::warn!(%error, endpoint, spans = entry.spans, "collector unreachable; batch stays spooled");
                 return Outcome::Retry;
             }
