@@ -155,6 +155,10 @@ wire_enum! {
         /// Connected, but the probe user may not read what the probe needs (replication
         /// status, the URL's database): lag goes unwatched until it is granted.
         Permission = 6 => "permission",
+        /// The TLS handshake failed: a certificate not signed by the trusted CA or not for the
+        /// host, a server without TLS where the probe requires it, or a server that requires
+        /// TLS where the probe has it off.
+        Tls = 7 => "tls",
     }
 }
 

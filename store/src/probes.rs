@@ -54,7 +54,8 @@ pub struct DatabaseSample {
     pub time: i64,
     pub connect_ms: Option<f64>,
     pub query_ms: Option<f64>,
-    /// `none`, `refused`, `timeout`, `authentication`, `too_many_connections`, `other`.
+    /// `none`, `refused`, `timeout`, `authentication`, `too_many_connections`, `other`,
+    /// `permission`, `tls`.
     pub failure: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_message: Option<String>,

@@ -260,7 +260,8 @@ pub fn validate(dbs: &[Database], flags: &SpanFlags) -> Result<(), (String, Stri
         };
         match d.engine {
             Engine::Postgres => {
-                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                // With sslmode and sslrootcert as the probe reads them (the CA file too).
+                if let Err(e) = stormwatch_pgtls::ConnectTarget::parse(&url) {
                     return err(
                         "url",
                         format!("not a PostgreSQL connection string ({e}): {}", redact(&url)),
@@ -268,14 +269,9 @@ pub fn validate(dbs: &[Database], flags: &SpanFlags) -> Result<(), (String, Stri
                 }
             }
             Engine::Mysql => {
-                if let Err(e) = mysql_async::Opts::from_url(&url) {
-                    return err(
-                        "url",
-                        format!(
-                            "not a MySQL URL like mysql://user@host:3306/db ({e}): {}",
-                            redact(&url)
-                        ),
-                    );
+                // With ssl-mode and ssl-ca as the probe reads them (the CA file too).
+                if let Err(e) = super::mysql::Target::parse(&url) {
+                    return err("url", format!("{e}: {}", redact(&url)));
                 }
             }
         }

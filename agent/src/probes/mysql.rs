@@ -1,4 +1,5 @@
-//! The MySQL / MariaDB probe: connect (TCP, no TLS), `SELECT 1`, then by role
+//! The MySQL / MariaDB probe: connect (TCP, TLS by the URL's `ssl-mode`), `SELECT 1`, then by
+//! role
 //!
 //! - **replica**: `SHOW REPLICA STATUS` (MySQL 8.0.22+, MariaDB 10.5.1+), falling back to
 //!   `SHOW SLAVE STATUS`: seconds behind the source, IO and SQL thread states, the last errors;
@@ -6,12 +7,27 @@
 //!   seconds behind while the SQL thread is stopped; the heartbeat gives the lag then.
 //! - **heartbeat** (optional): on a primary `REPLACE` of `NOW(6)` into a one-row table; on a
 //!   replica the row's age is the lag.
+//!
+//! TLS as the `mysql` client has it, from the URL's `ssl-mode` (or `sslmode`; any case) and
+//! `ssl-ca` (a PEM file), taken out of the URL before mysql_async reads it ([`Target`]):
+//!
+//! | ssl-mode | TLS | certificate check |
+//! | --- | --- | --- |
+//! | `DISABLED` | never | — |
+//! | `PREFERRED` (default) | when the server offers it | none; the chain as `VERIFY_CA` when `ssl-ca` is given |
+//! | `REQUIRED` | always | none; the chain as `VERIFY_CA` when `ssl-ca` is given |
+//! | `VERIFY_CA` | always | chain to `ssl-ca` (or the Mozilla roots), any host name |
+//! | `VERIFY_IDENTITY` | always | chain and host name |
+//!
+//! A failed handshake, a server without TLS where it is required and a server that refuses
+//! connections without TLS (`require_secure_transport`) are the failure class `tls`.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Value};
+use mysql_async::{Conn, OptsBuilder, SslOpts, Value};
+use rustls::CertificateError;
 use stormwatch_model::{DbRole, FailureClass};
 
 use super::config::Database;
@@ -30,8 +46,257 @@ const TOO_MANY_CODES: [u16; 2] = [1040, 1203];
 /// ER_HOST_IS_BLOCKED, ER_HOST_NOT_PRIVILEGED, ER_SERVER_SHUTDOWN.
 const REFUSED_CODES: [u16; 3] = [1129, 1130, 1053];
 
+/// ER_SECURE_TRANSPORT_REQUIRED ("Connections using insecure transport are prohibited while
+/// --require_secure_transport=ON"): MySQL 3159, MariaDB 4036.
+const INSECURE_TRANSPORT_CODES: [u16; 2] = [3159, 4036];
+
+/// MySQL's `--ssl-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disabled,
+    Preferred,
+    Required,
+    VerifyCa,
+    VerifyIdentity,
+}
+
+impl SslMode {
+    /// The value as the `mysql` client spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disabled => "DISABLED",
+            SslMode::Preferred => "PREFERRED",
+            SslMode::Required => "REQUIRED",
+            SslMode::VerifyCa => "VERIFY_CA",
+            SslMode::VerifyIdentity => "VERIFY_IDENTITY",
+        }
+    }
+
+    fn parse(v: &str) -> Result<SslMode, String> {
+        Ok(match v.to_ascii_uppercase().as_str() {
+            "DISABLED" => SslMode::Disabled,
+            "PREFERRED" => SslMode::Preferred,
+            "REQUIRED" => SslMode::Required,
+            "VERIFY_CA" => SslMode::VerifyCa,
+            "VERIFY_IDENTITY" => SslMode::VerifyIdentity,
+            _ => {
+                return Err(format!(
+                    "ssl-mode={v}: not one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY"
+                ))
+            }
+        })
+    }
+}
+
+/// A probe's MySQL URL: mysql_async's options (without TLS) and the TLS the URL asks for.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub opts: mysql_async::Opts,
+    pub mode: SslMode,
+    /// The `ssl-ca` file as given, and its contents (read when the URL is parsed).
+    ca: Option<(String, Vec<u8>)>,
+}
+
+impl Target {
+    /// Parses a `mysql://` URL with `ssl-mode` (or `sslmode`) and `ssl-ca`, which mysql_async
+    /// would reject as unknown parameters; reads and checks the CA file. Errors name the
+    /// parameter (and the file).
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let (rest, mode, ca) = split_tls_params(url)?;
+        let opts = mysql_async::Opts::from_url(&rest)
+            .map_err(|e| format!("not a MySQL URL like mysql://user@host:3306/db ({e})"))?;
+        if opts.ssl_opts().is_some() {
+            return Err(
+                "require_ssl (and verify_ca, verify_identity): use ssl-mode=REQUIRED, \
+                 VERIFY_CA or VERIFY_IDENTITY, with ssl-ca=/path/to/ca.pem"
+                    .into(),
+            );
+        }
+        let mode = match mode {
+            Some(m) => SslMode::parse(&m)?,
+            None => SslMode::Preferred,
+        };
+        let ca = match ca {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(&path)
+                    .map_err(|e| format!("ssl-ca={path}: cannot read it: {e}"))?;
+                let certs = rustls::pki_types::pem::PemObject::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<rustls::pki_types::CertificateDer<'_>>, _>>()
+                    .map_err(|e| format!("ssl-ca={path}: not a PEM file of certificates: {e}"))?;
+                if certs.is_empty() {
+                    return Err(format!(
+                        "ssl-ca={path}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                    ));
+                }
+                Some((path, pem))
+            }
+        };
+        Ok(Target { opts, mode, ca })
+    }
+
+    /// mysql_async's TLS options for this mode; `name` overrides the host name the
+    /// certificate is checked against.
+    fn ssl_opts(&self, name: Option<String>) -> Option<SslOpts> {
+        let mut o = SslOpts::default();
+        if let Some((_, pem)) = &self.ca {
+            o = o
+                .with_root_certs(vec![pem.clone().into()])
+                .with_disable_built_in_roots(true);
+        }
+        if let Some(n) = name {
+            o = o.with_danger_tls_hostname_override(Some(n));
+        }
+        Some(match (self.mode, &self.ca) {
+            (SslMode::Disabled, _) => return None,
+            (SslMode::Preferred | SslMode::Required, None) => {
+                o.with_danger_accept_invalid_certs(true)
+            }
+            (SslMode::Preferred | SslMode::Required, Some(_)) | (SslMode::VerifyCa, _) => {
+                o.with_danger_skip_domain_validation(true)
+            }
+            (SslMode::VerifyIdentity, _) => o,
+        })
+    }
+}
+
+/// The URL without `ssl-mode`/`sslmode` and `ssl-ca`, and their (percent-decoded) values.
+fn split_tls_params(url: &str) -> Result<(String, Option<String>, Option<String>), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None, None));
+    };
+    let (mut mode, mut ca) = (None, None);
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key.to_ascii_lowercase().as_str() {
+            "ssl-mode" | "sslmode" => mode = Some(percent_decode(value)?),
+            "ssl-ca" => ca = Some(percent_decode(value)?),
+            _ => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((rest, mode, ca))
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s}: percent-encoding is not UTF-8"))
+}
+
+/// The rustls error inside a driver error, if the TLS handshake failed on one.
+fn rustls_error(e: &mysql_async::Error) -> Option<&rustls::Error> {
+    match e {
+        mysql_async::Error::Io(mysql_async::IoError::Tls(t)) => {
+            std::error::Error::source(t).and_then(|s| s.downcast_ref::<rustls::Error>())
+        }
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    }
+}
+
+/// Why TLS failed, with what to change, when `e` is a TLS failure; `None` otherwise.
+pub fn tls_failure(e: &mysql_async::Error, mode: SslMode) -> Option<String> {
+    let hint = match e {
+        mysql_async::Error::Server(s) if INSECURE_TRANSPORT_CODES.contains(&s.code) => {
+            return Some(format!(
+                "the server requires TLS (require_secure_transport = ON) and ssl-mode={} did not \
+                 use it: {} (use ssl-mode=PREFERRED or stronger)",
+                mode.as_str(),
+                s.message
+            ))
+        }
+        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
+            return Some(format!(
+                "the server does not offer TLS, which ssl-mode={} requires (give the server \
+                 ssl_cert and ssl_key, or use ssl-mode=PREFERRED or DISABLED)",
+                mode.as_str()
+            ))
+        }
+        mysql_async::Error::Io(mysql_async::IoError::Tls(_)) => None,
+        _ => match rustls_error(e)? {
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => Some(
+                "the server's certificate is not signed by a CA in ssl-ca, or in the Mozilla \
+                 roots when ssl-ca is absent",
+            ),
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => Some(
+                "the host in the database URL is not a name in the server's certificate: \
+                 connect by a name it holds, or use ssl-mode=VERIFY_CA to check the CA only",
+            ),
+            _ => None,
+        },
+    };
+    let text = match e {
+        mysql_async::Error::Io(mysql_async::IoError::Tls(t)) => t.to_string(),
+        _ => rustls_error(e).map_or_else(|| e.to_string(), |r| r.to_string()),
+    };
+    Some(match hint {
+        Some(h) => format!("{text} ({h})"),
+        None => text,
+    })
+}
+
+/// The DNS names the server's certificate holds, when `e` is rustls' name mismatch (the
+/// chain checked out: rustls compares the name last).
+fn names_in_certificate(e: &mysql_async::Error) -> Vec<String> {
+    match rustls_error(e) {
+        Some(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+            presented,
+            ..
+        })) => presented
+            .iter()
+            // webpki writes each as `DnsName("db.example")`.
+            .filter_map(|p| p.strip_prefix("DnsName(\"")?.strip_suffix("\")"))
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether the login `builder` describes succeeds over TLS (any certificate).
+async fn requires_tls(builder: &OptsBuilder, timeout: std::time::Duration) -> bool {
+    let tls = SslOpts::default().with_danger_accept_invalid_certs(true);
+    match within(timeout, Conn::new(builder.clone().ssl_opts(tls))).await {
+        Ok(Ok(conn)) => {
+            let _ = within(timeout, conn.disconnect()).await;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// The failure class of a driver error.
 pub fn classify(e: &mysql_async::Error) -> FailureClass {
+    if tls_failure(e, SslMode::Preferred).is_some() {
+        return FailureClass::Tls;
+    }
     match e {
         mysql_async::Error::Server(s) if AUTH_CODES.contains(&s.code) => {
             FailureClass::Authentication
@@ -72,11 +337,11 @@ pub async fn probe(
     state: &mut ProbeState,
 ) -> Outcome {
     let timeout = db.timeout.0;
-    let opts = match mysql_async::Opts::from_url(url) {
-        Ok(o) => o,
+    let target = match Target::parse(url) {
+        Ok(t) => t,
         Err(e) => return Outcome::failed(FailureClass::Other, format!("bad URL: {e}")),
     };
-    let mut builder = OptsBuilder::from_opts(opts)
+    let mut builder = OptsBuilder::from_opts(target.opts.clone())
         // The default switches to the Unix socket when the server is local: we probe the
         // address apps use.
         .prefer_socket(false)
@@ -84,30 +349,97 @@ pub async fn probe(
     if let Some(p) = password {
         builder = builder.pass(Some(p));
     }
-    let t0 = Instant::now();
-    let mut conn = match within(timeout, Conn::new(builder)).await {
-        Err(()) => {
-            return Outcome::failed(
-                FailureClass::Timeout,
-                format!("no connection within {timeout:?}"),
-            )
-        }
-        Ok(Err(e)) => {
-            let class = classify(&e);
-            let mut message = e.to_string();
-            if class == FailureClass::Permission {
-                message.push_str(
-                    "; grant the probe user access to the URL's database, or leave the database out of the URL",
-                );
-            }
-            return Outcome::failed(class, message);
-        }
-        Ok(Ok(c)) => c,
+    // mysql_async builds its rustls config with the process's crypto provider: ring, the
+    // workspace's only one (a no-op once installed).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let known_plain = target.mode == SslMode::Preferred
+        && state
+            .mysql_tls_absent
+            .is_some_and(|t| t.elapsed() < ProbeState::TLS_RECHECK);
+    let mut tls = if known_plain {
+        None
+    } else {
+        target.ssl_opts(None)
     };
+    let mut t0 = Instant::now();
+    let mut retried = false;
+    let mut conn = loop {
+        let error = match within(timeout, Conn::new(builder.clone().ssl_opts(tls.clone()))).await {
+            Err(()) => {
+                return Outcome::failed(
+                    FailureClass::Timeout,
+                    format!("no connection within {timeout:?}"),
+                )
+            }
+            Ok(Ok(c)) => break c,
+            Ok(Err(e)) => e,
+        };
+        match (&error, target.mode) {
+            // PREFERRED: without TLS when the server has none, as the mysql client does.
+            (
+                mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer),
+                SslMode::Preferred,
+            ) if tls.is_some() => {
+                state.mysql_tls_absent = Some(Instant::now());
+                tls = None;
+                t0 = Instant::now();
+                continue;
+            }
+            // VERIFY_CA (or a CA under PREFERRED/REQUIRED): mysql_async's "skip the host
+            // name" misses rustls 0.23's name error, which comes after the chain checked out;
+            // check again against a name the certificate holds.
+            (_, SslMode::VerifyCa | SslMode::Preferred | SslMode::Required)
+                if !retried && tls.is_some() =>
+            {
+                if let Some(name) = names_in_certificate(&error).into_iter().next() {
+                    retried = true;
+                    tls = target.ssl_opts(Some(name));
+                    t0 = Instant::now();
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        // A server once found without TLS that fails now may have changed: ask again next time.
+        if known_plain {
+            state.mysql_tls_absent = None;
+        }
+        if let Some(why) = tls_failure(&error, target.mode) {
+            return Outcome::failed(FailureClass::Tls, format!("TLS handshake failed: {why}"));
+        }
+        // MariaDB refuses a login without TLS under require_secure_transport with "access
+        // denied" (1045), where MySQL says ER_SECURE_TRANSPORT_REQUIRED: the same login over
+        // TLS tells the two apart (only when a probe with TLS off is refused).
+        if target.mode == SslMode::Disabled
+            && matches!(&error, mysql_async::Error::Server(s) if s.code == 1045)
+            && requires_tls(&builder, timeout).await
+        {
+            return Outcome::failed(
+                FailureClass::Tls,
+                format!(
+                    "TLS: the server refused the login without TLS ({error}) but accepts it \
+                     over TLS: it requires secure transport (require_secure_transport = ON); \
+                     use ssl-mode=PREFERRED or stronger, not DISABLED"
+                ),
+            );
+        }
+        let class = classify(&error);
+        let mut message = error.to_string();
+        if class == FailureClass::Permission {
+            message.push_str(
+                "; grant the probe user access to the URL's database, or leave the database out of the URL",
+            );
+        }
+        return Outcome::failed(class, message);
+    };
+    if tls.is_some() {
+        state.mysql_tls_absent = None;
+    }
     let mut out = Outcome {
         connect_us: Some(micros(t0)),
         ..Default::default()
     };
+    out.detail.insert("tls".into(), tls.is_some().to_string());
     let t1 = Instant::now();
     match within(timeout, conn.query_drop("SELECT 1")).await {
         Err(()) => {
@@ -311,5 +643,48 @@ async fn primary(conn: &mut Conn, db: &Database, state: &mut ProbeState, out: &m
             out.detail
                 .insert("heartbeat_error".into(), "no answer in time".into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_params_leave_the_url_and_take_any_case() {
+        let t =
+            Target::parse("mysql://u:p@db:3306/x?ssl-mode=verify_ca&prefer_socket=false").unwrap();
+        assert_eq!(t.mode, SslMode::VerifyCa);
+        assert!(t.opts.ssl_opts().is_none());
+        let t = Target::parse("mysql://u@db/x?SSLMODE=Disabled").unwrap();
+        assert_eq!(t.mode, SslMode::Disabled);
+        assert!(t.ssl_opts(None).is_none());
+        let t = Target::parse("mysql://u@db/x").unwrap();
+        assert_eq!(t.mode, SslMode::Preferred);
+        assert!(t.ssl_opts(None).unwrap().accept_invalid_certs());
+        let (rest, mode, ca) =
+            split_tls_params("mysql://db/x?a=1&ssl-ca=%2Fetc%2Fca.pem&ssl-mode=REQUIRED").unwrap();
+        assert_eq!(rest, "mysql://db/x?a=1");
+        assert_eq!(mode.as_deref(), Some("REQUIRED"));
+        assert_eq!(ca.as_deref(), Some("/etc/ca.pem"));
+    }
+
+    #[test]
+    fn bad_tls_params_name_the_parameter_and_the_file() {
+        let e = Target::parse("mysql://db/x?ssl-mode=VERIFY").unwrap_err();
+        assert!(e.starts_with("ssl-mode=VERIFY: not one of"), "{e}");
+        let e =
+            Target::parse("mysql://db/x?ssl-mode=REQUIRED&ssl-ca=/nonexistent/ca.pem").unwrap_err();
+        assert!(
+            e.starts_with("ssl-ca=/nonexistent/ca.pem: cannot read it"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let e = Target::parse(&format!("mysql://db/x?ssl-ca={}", empty.display())).unwrap_err();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        let e = Target::parse("mysql://db/x?require_ssl=true").unwrap_err();
+        assert!(e.contains("use ssl-mode=REQUIRED"), "{e}");
     }
 }

@@ -45,6 +45,16 @@ pub struct ProbeState {
     pub received: ReceiveHistory,
     /// The agent's heartbeat writers, shared by its probe tasks.
     pub heartbeats: Heartbeats,
+    /// MySQL under `ssl-mode=PREFERRED`: when a probe last found that the server offers no
+    /// TLS. Until [`ProbeState::TLS_RECHECK`] has passed, probes connect without asking for it,
+    /// so a server without TLS costs one connection a probe, not two (a failed one counted in
+    /// its `Aborted_connects`).
+    pub mysql_tls_absent: Option<Instant>,
+}
+
+impl ProbeState {
+    /// How long a MySQL server found without TLS is probed without asking for it again.
+    pub const TLS_RECHECK: Duration = Duration::from_secs(60);
 }
 
 /// Each heartbeat this agent writes (on a primary it probes), by table: whether the last

@@ -14,18 +14,26 @@
 //!   one-row table; on a replica the row's age is the lag (exact even when the primary idles).
 //!
 //! Every query is a simple query (one round trip, text results): no statements are prepared.
+//!
+//! TLS as libpq and the store have it ([`stormwatch_pgtls`]): the URL's `sslmode` (`disable`,
+//! `prefer` by default, `require`, `verify-ca`, `verify-full`) and `sslrootcert`. A failed
+//! handshake is the failure class `tls`, with why; `detail.tls` says whether the session is
+//! encrypted, by the server's own account (`pg_stat_ssl`).
 
 use std::time::Instant;
 
 use stormwatch_model::{DbRole, FailureClass};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
 
 use super::config::Database;
 use super::outcome::{micros, within, Outcome, ProbeState, Writer};
 
 /// The failure class of a connection or query error.
 pub fn classify(e: &tokio_postgres::Error) -> FailureClass {
+    if stormwatch_pgtls::tls_failure(e).is_some() {
+        return FailureClass::Tls;
+    }
     if let Some(code) = e.code() {
         return if *code == SqlState::INVALID_PASSWORD
             || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
@@ -58,6 +66,9 @@ pub fn classify(e: &tokio_postgres::Error) -> FailureClass {
 }
 
 fn message(e: &tokio_postgres::Error) -> String {
+    if let Some(why) = stormwatch_pgtls::tls_failure(e) {
+        return format!("TLS handshake failed: {why}");
+    }
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => {
@@ -113,17 +124,18 @@ pub async fn probe(
     state: &mut ProbeState,
 ) -> Outcome {
     let timeout = db.timeout.0;
-    let mut cfg: tokio_postgres::Config = match url.parse() {
-        Ok(c) => c,
+    let target = match stormwatch_pgtls::ConnectTarget::parse(url) {
+        Ok(t) => t,
         Err(e) => return Outcome::failed(FailureClass::Other, format!("bad URL: {e}")),
     };
+    let mut cfg = target.config;
     if let Some(p) = password {
         cfg.password(p);
     }
     cfg.connect_timeout(timeout);
     cfg.application_name("stormwatch-agent");
     let t0 = Instant::now();
-    let (client, connection) = match within(timeout, cfg.connect(NoTls)).await {
+    let (client, connection) = match within(timeout, cfg.connect(target.tls)).await {
         Err(()) => {
             return Outcome::failed(
                 FailureClass::Timeout,
@@ -141,7 +153,8 @@ pub async fn probe(
     let t1 = Instant::now();
     let first = rows(
         &client,
-        "SELECT current_setting('server_version_num'), pg_is_in_recovery()",
+        "SELECT current_setting('server_version_num'), pg_is_in_recovery(), \
+                (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())",
         timeout,
     )
     .await;
@@ -162,6 +175,8 @@ pub async fn probe(
                 .insert("server_version_num".into(), version.to_string());
             out.detail
                 .insert("in_recovery".into(), in_recovery.to_string());
+            let tls = r.first().and_then(|r| r[2].as_deref()) == Some("t");
+            out.detail.insert("tls".into(), tls.to_string());
             if in_recovery {
                 replica(&client, db, version, state, &mut out).await;
             } else {

@@ -79,6 +79,27 @@ fn server_dir(prefix: &str, user: &str) -> PathBuf {
     dir
 }
 
+/// Writes a file a server reads: owned by `user` when we are root, readable by it alone.
+pub fn write_for(user: &str, path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if is_root() {
+        let (uid, gid) = ids_of(user).unwrap_or_else(|| panic!("no `{user}` user"));
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    }
+}
+
+/// A directory for files that servers running as other users read.
+pub fn shared_dir(prefix: &str) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap()
+        .keep();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
 /// Stops the server (by `stop` shell command) when this process is gone.
 fn watchdog(stop: &str, dir: &Path) {
     let script = format!(
@@ -294,6 +315,11 @@ pub struct MariaDb {
 impl MariaDb {
     /// Starts a server with `server_id`; the primary (id 1) writes a binlog.
     pub fn start(server_id: u32) -> MariaDb {
+        MariaDb::start_with(server_id, &[])
+    }
+
+    /// [`MariaDb::start`] with more `mariadbd` options (`--ssl-cert=...`).
+    pub fn start_with(server_id: u32, extra: &[String]) -> MariaDb {
         let dir = server_dir("sw-probe-maria-", "mysql");
         let data = dir.join("data");
         let mut c = Command::new("/usr/bin/mariadb-install-db");
@@ -323,6 +349,7 @@ impl MariaDb {
                 "--skip-innodb-doublewrite",
                 "--max-connections=30",
             ])
+            .args(extra)
             .arg(format!("--log-error={}", dir.join("error.log").display()));
         if is_root() {
             c.arg("--user=mysql");
