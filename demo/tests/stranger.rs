@@ -147,6 +147,8 @@ struct Incident {
     name: &'static str,
     /// What its probable cause must name.
     culprit: &'static str,
+    /// The endpoint its cause must say the culprit slowed, when it is a slow dependency.
+    slowed: Option<&'static str>,
     expect: Vec<Expect>,
     onset_ms: i64,
     end_ms: i64,
@@ -479,6 +481,7 @@ heartbeat = "stormwatch.heartbeat"
         incidents.push(Incident {
             name: "redis slowed",
             culprit: SHOP_CACHE,
+            slowed: None,
             expect: vec![
                 Expect {
                     rule: "dependency-latency",
@@ -504,6 +507,7 @@ heartbeat = "stormwatch.heartbeat"
         incidents.push(Incident {
             name: "replica behind",
             culprit: SHOP_REPLICA,
+            slowed: None,
             expect: vec![Expect {
                 rule: "replica-lag",
                 names: &[SHOP_REPLICA],
@@ -529,6 +533,8 @@ heartbeat = "stormwatch.heartbeat"
         incidents.push(Incident {
             name: "pricing slow",
             culprit: "pricing",
+            // Only the list page calls pricing; the orders beside it must not be blamed.
+            slowed: Some("GET /items"),
             // Pages wait on pricing, so the page limiter fills as it did for Redis.
             expect: vec![
                 Expect {
@@ -556,6 +562,7 @@ heartbeat = "stormwatch.heartbeat"
         incidents.push(Incident {
             name: "primary refuses connections",
             culprit: SHOP_PRIMARY,
+            slowed: None,
             expect: vec![Expect {
                 rule: "db-connect-failures",
                 names: &[SHOP_PRIMARY],
@@ -579,6 +586,7 @@ heartbeat = "stormwatch.heartbeat"
         incidents.push(Incident {
             name: "upload flood",
             culprit: "POST /upload",
+            slowed: None,
             expect: vec![Expect {
                 rule: "http-5xx-rate",
                 names: &["POST /upload"],
@@ -785,6 +793,12 @@ heartbeat = "stormwatch.heartbeat"
             failures.push(format!(
                 "{}: incident #{}'s probable cause does not name {}: {cause:?}",
                 inc.name, ids[0], inc.culprit
+            ));
+        }
+        if let Some(op) = inc.slowed.filter(|op| !cause.contains(op)) {
+            failures.push(format!(
+                "{}: incident #{}'s probable cause does not name the endpoint it slowed, {op}: {cause:?}",
+                inc.name, ids[0]
             ));
         }
     }
