@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use stormwatch_http::tls::Tls;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -66,6 +67,7 @@ async fn bind(what: &str, addr: &str) -> anyhow::Result<Option<TcpListener>> {
 fn serve_http(
     listener: TcpListener,
     router: axum::Router,
+    tls: Option<Arc<Tls>>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -74,14 +76,54 @@ fn serve_http(
         };
         // Read timeouts and a connection cap: a client trickling bytes cannot hold the
         // receivers (TCP_NODELAY is set there too).
-        stormwatch_http::serve(
+        stormwatch_http::serve_with(
             listener,
             router,
             stormwatch_http::Limits::default(),
+            tls,
             shutdown,
         )
         .await;
     })
+}
+
+/// TLS connections for the gRPC server: handshakes on their own tasks (bounded by the header
+/// read timeout), finished streams handed over in arrival order.
+fn tls_incoming(
+    listener: TcpListener,
+    tls: Arc<Tls>,
+) -> impl futures_util::Stream<
+    Item = std::io::Result<stormwatch_http::tls::TlsStream<tokio::net::TcpStream>>,
+> {
+    let (tx, mut rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a gRPC connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (acceptor, sender) = (tls.acceptor(), tx.clone());
+            tokio::spawn(async move {
+                let timeout = stormwatch_http::HEADER_READ_TIMEOUT;
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => {
+                        let _ = sender.send(Ok(s)).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 impl Agent {
@@ -125,6 +167,13 @@ impl Agent {
             addr(&l_admin),
         );
 
+        // Loaded before anything is served, so a certificate that cannot be used fails the start.
+        let tls = match config.listen.tls_files() {
+            Some(files) => {
+                Some(Tls::load(files).context("loading listen.tls_cert / listen.tls_key")?)
+            }
+            None => None,
+        };
         let max_decompressed = config.limits.max_decompressed_bytes;
         let agent_host = config.agent_id();
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
@@ -139,6 +188,7 @@ impl Agent {
             receivers.push(serve_http(
                 l,
                 otlp_http::router(state.clone()),
+                tls.clone(),
                 stop_receivers.subscribe(),
             ));
         }
@@ -146,6 +196,7 @@ impl Agent {
             receivers.push(serve_http(
                 l,
                 zipkin::router(state.clone()),
+                tls.clone(),
                 stop_receivers.subscribe(),
             ));
         }
@@ -158,23 +209,34 @@ impl Agent {
                 max_decompressed,
             );
             let mut stop = stop_receivers.subscribe();
+            let tls = tls.clone();
             receivers.push(tokio::spawn(async move {
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
                 // The HTTP/1 timeouts of `stormwatch_http` do not apply to HTTP/2: bound each
                 // call's time instead, and drop connections whose peer stopped answering pings.
-                if let Err(error) = tonic::transport::Server::builder()
+                let server = tonic::transport::Server::builder()
                     .timeout(stormwatch_http::BODY_READ_TIMEOUT)
                     .http2_keepalive_interval(Some(Duration::from_secs(30)))
                     .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                     .max_concurrent_streams(Some(256))
-                    .add_service(svc)
-                    .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await
-                {
+                    .add_service(svc);
+                let served = match tls {
+                    None => {
+                        let incoming =
+                            tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+                        server
+                            .serve_with_incoming_shutdown(incoming, shutdown)
+                            .await
+                    }
+                    Some(tls) => {
+                        server
+                            .serve_with_incoming_shutdown(tls_incoming(l, tls), shutdown)
+                            .await
+                    }
+                };
+                if let Err(error) = served {
                     tracing::error!(%error, "OTLP/gRPC server failed");
                 }
             }));
@@ -186,8 +248,12 @@ impl Agent {
             background.push(serve_http(
                 l,
                 admin::router(metrics.clone()),
+                None,
                 stop_bg.subscribe(),
             ));
+        }
+        if let Some(tls) = tls {
+            background.push(tokio::spawn(tls.watch(stormwatch_http::tls::RELOAD_EVERY)));
         }
 
         let pipeline = Pipeline {

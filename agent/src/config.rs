@@ -103,6 +103,11 @@ pub struct Listen {
     pub zipkin: String,
     /// Admin: `GET /metrics` (Prometheus text) and `GET /healthz`.
     pub admin: String,
+    /// PEM certificate chain: the OTLP/HTTP, OTLP/gRPC and Zipkin receivers serve TLS with it
+    /// (apps on other hosts); with `tls_key`. Renewed files are picked up within 10 s.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Listen {
@@ -112,11 +117,22 @@ impl Default for Listen {
             otlp_grpc: "127.0.0.1:4317".into(),
             zipkin: "127.0.0.1:9411".into(),
             admin: "127.0.0.1:4319".into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
 
 impl Listen {
+    /// The receivers' TLS files, when they serve TLS.
+    pub fn tls_files(&self) -> Option<stormwatch_http::tls::TlsFiles> {
+        Some(stormwatch_http::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: None,
+        })
+    }
+
     /// The parsed address, or `None` when disabled.
     pub fn addr(value: &str) -> Option<SocketAddr> {
         if value.is_empty() {
@@ -503,6 +519,16 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
                 format!("`{url}` must start with http:// or https://"),
             );
         }
+    }
+    if c.listen.tls_cert.is_some() != c.listen.tls_key.is_some() {
+        return err(
+            if c.listen.tls_cert.is_some() {
+                "listen.tls_key"
+            } else {
+                "listen.tls_cert"
+            },
+            "listen.tls_cert and listen.tls_key go together: TLS needs both".into(),
+        );
     }
     match (&c.collector_client_cert, &c.collector_client_key) {
         (Some(_), None) => {

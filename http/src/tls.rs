@@ -17,6 +17,9 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
+/// A server-side TLS connection (for servers that accept their own, such as tonic's).
+pub use tokio_rustls::server::TlsStream;
+
 /// How often [`Tls::watch`] looks at the files.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(10);
 
