@@ -104,9 +104,16 @@ impl Join {
         let Some(w) = self.dbs.iter_mut().find(|w| w.name == p.database) else {
             return;
         };
-        // A probe refused a privilege did connect: the database is not failing for the spans.
-        w.failing =
-            p.failure != FailureClass::None as i32 && p.failure != FailureClass::Permission as i32;
+        // A probe refused a privilege did connect, and a probe whose TLS failed says more about
+        // the probe's own TLS settings than about the app's connections: neither marks the
+        // app's failed spans as connect failures (their own error text still can).
+        w.failing = ![
+            FailureClass::None,
+            FailureClass::Permission,
+            FailureClass::Tls,
+        ]
+        .iter()
+        .any(|c| p.failure == *c as i32);
         w.lag_ms = p.lag_seconds.map(|s| (s * 1000.0).round() as i64);
         w.seen = Some(now);
     }
@@ -311,6 +318,14 @@ mod tests {
         let mut s: Received = m.clone().into();
         j.mark_at(&mut s, now);
         assert_eq!(s.flags & CONNECT, 0);
+        j.observe_at(&sample("main", None, FailureClass::Tls), now);
+        let mut s: Received = m.clone().into();
+        j.mark_at(&mut s, now);
+        assert_eq!(
+            s.flags & CONNECT,
+            0,
+            "a probe's own TLS failure is not the app's"
+        );
         j.observe_at(&sample("main", None, FailureClass::Refused), now);
         let mut s: Received = m.into();
         j.mark_at(&mut s, now);
