@@ -126,13 +126,7 @@ impl PeerNames {
             },
             s => s,
         };
-        let mut named = String::with_capacity(name.len() + system.len() + peer.len() + 5);
-        named.push_str(name);
-        named.push_str(" (");
-        named.push_str(system);
-        named.push_str(", ");
-        named.push_str(peer);
-        named.push(')');
+        let mut named = stormwatch_model::peer::named(name, system, peer);
         if named.len() > MAX_LABEL_BYTES {
             // Too long to hold the address: the name alone, cut by the span itself.
             named.clear();

@@ -17,6 +17,7 @@ pub mod hexid;
 pub mod histogram;
 pub mod host;
 pub mod limits;
+pub mod peer;
 pub mod probe;
 pub mod span;
 pub mod validate;

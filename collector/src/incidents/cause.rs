@@ -126,16 +126,8 @@ pub struct Cause {
     pub evidence: Vec<Evidence>,
 }
 
-/// `name` of a peer written `name (system, address)`, else the peer.
-pub fn peer_name(peer: &str) -> &str {
-    peer.split_once(" (").map_or(peer, |(n, _)| n)
-}
-
-/// `(system, address)` of a peer written `name (system, address)`.
-fn peer_system_address(peer: &str) -> Option<(&str, &str)> {
-    let inner = peer.split_once(" (")?.1.strip_suffix(')')?;
-    inner.split_once(", ")
-}
+pub use stormwatch_model::peer::name as peer_name;
+use stormwatch_model::peer::system_address as peer_system_address;
 
 /// The host of a named peer's address (`10.0.0.5` of `db (postgresql, 10.0.0.5:5432)`).
 pub fn peer_host(peer: &str) -> Option<String> {

@@ -62,9 +62,7 @@ impl Path {
 }
 
 /// `board-cache` of `board-cache (redis, 10.0.0.3:6379)`.
-pub fn peer_name(peer: &str) -> &str {
-    peer.split_once(" (").map_or(peer, |(n, _)| n)
-}
+pub use stormwatch_model::peer::name as peer_name;
 
 fn kind_of(class: &str) -> NodeKind {
     match class {
