@@ -435,27 +435,10 @@ fn split_uri(url: &str) -> Result<Split, BadUrl> {
 }
 
 fn percent_decode(s: &str) -> Result<String, BadUrl> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| BadUrl(format!("{s}: percent-encoding is not UTF-8")))
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| BadUrl(format!("{s}: percent-encoding is not UTF-8")))
 }
 
 /// libpq's `key = value` pairs, values optionally single-quoted, `\` escaping the next
