@@ -452,10 +452,8 @@ async fn a_refusal_that_happened_on_earlier_days_says_so() {
     c.stop().await;
 }
 
-/// A version new to the service just before its errors: the incident's first-ranked cause,
-/// and a change mark on its timeline.
-#[tokio::test]
-async fn a_deploy_just_before_the_errors_is_the_probable_cause() {
+/// A collector on a fresh database with one rule: the 5xx rate per service and operation.
+async fn orders_5xx_collector() -> Running {
     let db = stormwatch_testkit::fresh_database().await;
     let mut alerts: AlertsConfig = toml::from_str(
         r#"
@@ -475,6 +473,14 @@ async fn a_deploy_just_before_the_errors_is_the_probable_cause() {
     let mut config = Config::for_tests(&db, TOKEN);
     config.alerts = alerts;
     let c = start(config).await;
+    c
+}
+
+/// A version new to the service just before its errors: the incident's first-ranked cause,
+/// and a change mark on its timeline.
+#[tokio::test]
+async fn a_deploy_just_before_the_errors_is_the_probable_cause() {
+    let c = orders_5xx_collector().await;
 
     let now = now_ns();
     let version = |instance: &str, v: &str, at_ns: i64| stormwatch_model::ServiceVersion {
@@ -540,25 +546,7 @@ async fn a_deploy_just_before_the_errors_is_the_probable_cause() {
 /// Two app servers behind one service; one starts answering 500s: the incident names it.
 #[tokio::test]
 async fn an_instance_answering_most_errors_is_the_probable_cause() {
-    let db = stormwatch_testkit::fresh_database().await;
-    let mut alerts: AlertsConfig = toml::from_str(
-        r#"
-        [[rules]]
-        name = "orders-5xx"
-        kind = "error_rate"
-        class = "http_server"
-        statuses = ["5xx"]
-        threshold = 0.05
-        group_by = ["service", "operation"]
-        resolve_after = "0s"
-        "#,
-    )
-    .unwrap();
-    alerts.default_rules = false;
-    alerts.evaluate_every = Dur(Duration::from_millis(300));
-    let mut config = Config::for_tests(&db, TOKEN);
-    config.alerts = alerts;
-    let c = start(config).await;
+    let c = orders_5xx_collector().await;
     let now = now_ns();
     for (agent, ok, failed) in [("app-1", 100, 1), ("app-2", 100, 60)] {
         let mut b = common::batch_of(agent);
