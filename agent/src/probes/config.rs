@@ -270,7 +270,7 @@ pub fn validate(dbs: &[Database], flags: &SpanFlags) -> Result<(), (String, Stri
             }
             Engine::Mysql => {
                 // With ssl-mode and ssl-ca as the probe reads them (the CA file too).
-                if let Err(e) = super::mysql::Target::parse(&url) {
+                if let Err(e) = super::mysql_target::Target::parse(&url) {
                     return err("url", format!("{e}: {}", redact(&url)));
                 }
             }

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod join;
 pub mod mysql;
+pub mod mysql_target;
 mod outcome;
 pub mod postgres;
 
