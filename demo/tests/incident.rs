@@ -29,6 +29,8 @@ use stormwatch_testkit::chromium;
 const ALERT_WITHIN_MS: i64 = 10_000;
 /// ...and resolve this soon after its end.
 const RESOLVE_WITHIN_MS: i64 = 60_000;
+/// How long after an incident's end its side effects may still fire (its recovery).
+const SIDE_EFFECT_TAIL_MS: i64 = 10_000;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -509,30 +511,37 @@ async fn run_scenario_checks(demo: &Demo) -> Result<(), String> {
     // within some incident's window — never in the calm between them, nor paged by one
     // incident's side effects on another's rule (the upload flood's CPU tripping redis-p95).
     let alerts = webhook_alerts(&demo.stack.slack.messages());
-    let within = |t: i64, kind: Kind| {
+    // A side effect may also come from the recovery, up to SIDE_EFFECT_TAIL_MS later.
+    let within = |t: i64, kind: Kind, tail: i64| {
         let (onset, end) = (at(kind, true), at(kind, false));
-        t >= onset - 1_000 && t <= end + ALERT_WITHIN_MS
+        t >= onset - 1_000 && t <= end + ALERT_WITHIN_MS + tail
     };
     for (t, rule, event, summary, labels) in alerts.iter().filter(|a| a.2 == "firing") {
         // The incidents this alert belongs to: those that expect it, or allow it as a side
         // effect (the slow partner fills the board's limiter for the list page too).
-        let owners: Vec<Kind> = day
+        let owners: Vec<(Kind, i64)> = day
             .iter()
             .map(|inc| inc.kind)
-            .filter(|k| {
-                k.alerts()
-                    .iter()
-                    .chain(k.side_effects())
-                    .any(|want| is_expected(rule, labels, *want))
+            .filter_map(|k| {
+                let expected = |list: &[(&str, &str)]| {
+                    list.iter().any(|want| is_expected(rule, labels, *want))
+                };
+                if expected(k.alerts()) {
+                    Some((k, 0))
+                } else if expected(k.side_effects()) {
+                    Some((k, SIDE_EFFECT_TAIL_MS))
+                } else {
+                    None
+                }
             })
             .collect();
         let ok = if owners.is_empty() {
-            day.iter().any(|inc| within(*t, inc.kind))
+            day.iter().any(|inc| within(*t, inc.kind, 0))
         } else {
-            owners.iter().any(|k| within(*t, *k))
+            owners.iter().any(|(k, tail)| within(*t, *k, *tail))
         };
         if !ok {
-            let names: Vec<&str> = owners.iter().map(|k| k.name()).collect();
+            let names: Vec<&str> = owners.iter().map(|(k, _)| k.name()).collect();
             failures.push(format!(
                 "{rule} {event} at {t} outside {}: {summary}",
                 if names.is_empty() {
@@ -782,8 +791,9 @@ async fn check_incidents(dash: &Dashboard, events: &[Event], demo: &Demo) -> Res
     for i in &stored {
         let opened_ms = (i["opened"].as_f64().unwrap_or(0.0) * 1000.0) as i64;
         if !day.iter().any(|inc| {
+            // A side effect of its recovery may open one a little later.
             opened_ms >= at(inc.kind, true) - 1_000
-                && opened_ms <= at(inc.kind, false) + ALERT_WITHIN_MS
+                && opened_ms <= at(inc.kind, false) + ALERT_WITHIN_MS + SIDE_EFFECT_TAIL_MS
         }) {
             failures.push(format!(
                 "incident #{} opened in the calm: {}",
