@@ -217,12 +217,17 @@ impl Kind {
     }
 
     /// Alerts that may fire during it, or as it recovers, without being required: the board's
-    /// pages share one limiter, so pages waiting on the slow partner can fill it for the list
-    /// page too; when the primary takes connections again, the new posts that queued for the
-    /// board's pool can fill the limiter for a few seconds (seen 13 s after the refusal's end).
+    /// pages share one limiter, so pages waiting on the slow cache or the slow partner can fill
+    /// it for the other pages too (new posts answered 503 2.4 s after the cache recovered);
+    /// when the primary takes connections again, the new posts that queued for the board's
+    /// pool can fill the limiter for a few seconds (seen 13 s after the refusal's end).
     pub fn side_effects(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Kind::PartnerSlow => &[("http-5xx-rate", crate::config::LIST_OPERATION)],
+            Kind::RedisSlow => &[("http-5xx-rate", "POST /classes/{code}/posts")],
+            Kind::PartnerSlow => &[
+                ("http-5xx-rate", crate::config::LIST_OPERATION),
+                ("http-5xx-rate", "POST /classes/{code}/posts"),
+            ],
             Kind::PrimaryRefuses => &[("http-5xx-rate", "POST /classes/{code}/posts")],
             _ => &[],
         }
