@@ -93,6 +93,14 @@ pub struct Metrics {
     pub aggregate_overflow: AtomicU64,
     /// Dependency calls whose server span never came (`pipeline::entries`).
     pub unattributed_calls: AtomicU64,
+    /// OTLP metric points received; dropped: over the series cap, or invalid.
+    pub metric_points_received: AtomicU64,
+    pub metric_points_dropped: AtomicU64,
+    /// OTLP log records received; filtered (below WARN without a trace id, by design);
+    /// dropped (queue full, invalid).
+    pub log_records_received: AtomicU64,
+    pub log_records_filtered: AtomicU64,
+    pub log_records_dropped: AtomicU64,
     kept: [AtomicU64; 4],
     dropped: [AtomicU64; DropReason::ALL.len()],
     aggregated_dropped: [AtomicU64; DropReason::ALL.len()],
@@ -219,6 +227,8 @@ impl Metrics {
                 .map(|c| c.load(Relaxed))
                 .sum(),
             dead_letter_batches: self.dead_letter_batches.load(Relaxed),
+            metric_points_dropped: self.metric_points_dropped.load(Relaxed),
+            log_records_dropped: self.log_records_dropped.load(Relaxed),
         }
     }
 

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::Aggregate;
 use crate::entry_call::EntryCall;
 use crate::host::HostSample;
+use crate::log::LogRecord;
+use crate::metric::MetricPoint;
 use crate::probe::ProbeSample;
 use crate::span::Span;
 use crate::version::ServiceVersion;
@@ -58,6 +60,14 @@ pub struct Batch {
     #[prost(message, repeated, tag = "12")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entry_calls: Vec<EntryCall>,
+    /// OTLP metrics, one point per series and minute (parts of a minute merge).
+    #[prost(message, repeated, tag = "13")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricPoint>,
+    /// OTLP log records kept (WARN and above, or carrying a trace id).
+    #[prost(message, repeated, tag = "14")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogRecord>,
 }
 
 /// The agent's own counters since its instance started (cumulative).
@@ -85,6 +95,15 @@ pub struct AgentStats {
     #[prost(uint64, tag = "6")]
     #[serde(default)]
     pub dead_letter_batches: u64,
+    /// Metric points not kept: over the agent's series cap, or refused as invalid.
+    #[prost(uint64, tag = "7")]
+    #[serde(default)]
+    pub metric_points_dropped: u64,
+    /// Log records received but not shipped (below WARN without a trace id is not counted
+    /// here: those are filtered by design). Queue full, invalid, or lost with a batch.
+    #[prost(uint64, tag = "8")]
+    #[serde(default)]
+    pub log_records_dropped: u64,
 }
 
 /// The two body encodings of a batch.
@@ -163,6 +182,11 @@ impl Batch {
 
     /// Number of spans, aggregates and samples, for logs.
     pub fn item_count(&self) -> usize {
-        self.spans.len() + self.aggregates.len() + self.hosts.len() + self.probes.len()
+        self.spans.len()
+            + self.aggregates.len()
+            + self.hosts.len()
+            + self.probes.len()
+            + self.metrics.len()
+            + self.logs.len()
     }
 }

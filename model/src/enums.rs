@@ -106,6 +106,23 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// What a metric series measures, which decides how its points merge and read.
+    MetricKind {
+        Unspecified = 0 => "unspecified",
+        /// A sampled value (`process.cpu.utilization`): read as the mean of the samples,
+        /// with min, max and last.
+        Gauge = 1 => "gauge",
+        /// A monotonic sum (`http.server.requests`): read as its increase.
+        Counter = 2 => "counter",
+        /// A non-monotonic sum (`http.server.active_requests`, `db.client.connections.usage`):
+        /// read as its value, with min and max over the minute.
+        UpDown = 3 => "updown",
+        /// A histogram (explicit or exponential buckets): count, sum, mean and quantiles.
+        Histogram = 4 => "histogram",
+    }
+}
+
+wire_enum! {
     /// Outcome of a span.
     SpanStatus {
         Ok = 0 => "ok",

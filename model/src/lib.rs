@@ -17,6 +17,8 @@ pub mod hexid;
 pub mod histogram;
 pub mod host;
 pub mod limits;
+pub mod log;
+pub mod metric;
 pub mod peer;
 pub mod probe;
 pub mod span;
@@ -28,10 +30,12 @@ pub use batch::{AgentStats, Batch, DecodeError, Encoding, WIRE_VERSION};
 pub use duration::{now_ns, parse_duration, Dur, DurationError};
 pub use entry_call::EntryCall;
 pub use enums::{
-    DbRole, DependencyClass, FailureClass, KeepReason, SpanFlag, SpanKind, SpanStatus,
+    DbRole, DependencyClass, FailureClass, KeepReason, MetricKind, SpanFlag, SpanKind, SpanStatus,
 };
 pub use histogram::Histogram;
 pub use host::{DiskUsage, HostSample};
+pub use log::LogRecord;
+pub use metric::MetricPoint;
 pub use probe::ProbeSample;
 pub use span::Span;
 pub use validate::{FieldError, Truncations};

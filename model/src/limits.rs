@@ -31,6 +31,16 @@ pub const MAX_SPANS_PER_BATCH: usize = 100_000;
 pub const MAX_AGGREGATES_PER_BATCH: usize = 100_000;
 /// Host and probe samples in one batch, each: rejected beyond.
 pub const MAX_SAMPLES_PER_BATCH: usize = 10_000;
+/// Metric points in one batch: rejected beyond.
+pub const MAX_METRIC_POINTS_PER_BATCH: usize = 100_000;
+/// Log records in one batch: rejected beyond.
+pub const MAX_LOGS_PER_BATCH: usize = 100_000;
+/// Attributes of a metric series (they name it): the rest are dropped.
+pub const MAX_METRIC_ATTRIBUTES: usize = 16;
+/// Attributes of a log record: the rest are dropped and counted like a span's.
+pub const MAX_LOG_ATTRIBUTES: usize = 32;
+/// A log record's body: truncated.
+pub const MAX_LOG_BODY_BYTES: usize = 8192;
 /// Buckets in one histogram: rejected beyond (1 ns..10⁴ s needs ~1,500).
 pub const MAX_HISTOGRAM_BUCKETS: usize = 4_096;
 

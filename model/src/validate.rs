@@ -5,9 +5,12 @@
 
 use crate::batch::{Batch, WIRE_VERSION};
 use crate::enums::{
-    DbRole, DependencyClass, FailureClass, KeepReason, SpanFlag, SpanKind, SpanStatus, WireEnum,
+    DbRole, DependencyClass, FailureClass, KeepReason, MetricKind, SpanFlag, SpanKind, SpanStatus,
+    WireEnum,
 };
 use crate::limits::*;
+use crate::log::LogRecord;
+use crate::metric::MetricPoint;
 
 /// A batch that must be rejected whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -199,6 +202,23 @@ pub fn replace_nuls(batch: &mut Batch) -> u64 {
         }
         n += clean_map(&mut p.detail);
     }
+    for m in &mut batch.metrics {
+        for v in [&mut m.service, &mut m.instance, &mut m.name, &mut m.unit] {
+            n += clean(v);
+        }
+        n += clean_map(&mut m.attributes);
+    }
+    for l in &mut batch.logs {
+        for v in [
+            &mut l.service,
+            &mut l.instance,
+            &mut l.severity_text,
+            &mut l.body,
+        ] {
+            n += clean(v);
+        }
+        n += clean_map(&mut l.attributes);
+    }
     for v in &mut batch.versions {
         for t in [
             &mut v.service,
@@ -210,6 +230,162 @@ pub fn replace_nuls(batch: &mut Batch) -> u64 {
         }
     }
     n
+}
+
+/// Keeps at most `max` attributes (the rest dropped and counted in
+/// [`DROPPED_ATTRIBUTES_KEY`]), keys and values truncated.
+fn bound_attributes(
+    attributes: &mut std::collections::BTreeMap<String, String>,
+    max: usize,
+    cut: &mut Truncations,
+) {
+    let over = attributes.len() > max
+        || attributes
+            .iter()
+            .any(|(k, v)| k.len() > MAX_ATTRIBUTE_KEY_BYTES || v.len() > MAX_ATTRIBUTE_VALUE_BYTES);
+    if !over {
+        return;
+    }
+    let total = attributes.len();
+    let mut kept = std::collections::BTreeMap::new();
+    for (mut k, mut v) in std::mem::take(attributes).into_iter().take(max - 1) {
+        cut.values += u64::from(truncate(&mut k, MAX_ATTRIBUTE_KEY_BYTES));
+        cut.values += u64::from(truncate(&mut v, MAX_ATTRIBUTE_VALUE_BYTES));
+        kept.insert(k, v);
+    }
+    let dropped = total - kept.len();
+    if dropped > 0 {
+        cut.attributes += dropped as u64;
+        kept.insert(DROPPED_ATTRIBUTES_KEY.to_owned(), dropped.to_string());
+    }
+    *attributes = kept;
+}
+
+fn check_metric(
+    i: usize,
+    m: &mut MetricPoint,
+    now_ns: i64,
+    cut: &mut Truncations,
+) -> Result<(), FieldError> {
+    let f = |name: &str| format!("metrics[{i}].{name}");
+    if m.minute_ns % 60_000_000_000 != 0 {
+        return Err(reject(f("minute_ns"), "must be a multiple of 60 seconds"));
+    }
+    check_time(|| f("minute_ns"), m.minute_ns, now_ns)?;
+    for (name, v) in [("service", &m.service), ("name", &m.name)] {
+        if v.is_empty() {
+            return Err(reject(f(name), "must not be empty"));
+        }
+    }
+    check_enum::<MetricKind>(|| f("kind"), m.kind)?;
+    if m.kind == MetricKind::Unspecified as i32 {
+        return Err(reject(f("kind"), "must be specified"));
+    }
+    for (name, v) in [
+        ("sum", m.sum),
+        ("min", m.min),
+        ("max", m.max),
+        ("last", m.last),
+    ] {
+        if !v.is_finite() {
+            return Err(reject(f(name), format!("must be a finite number, got {v}")));
+        }
+    }
+    if m.bounds.len() > MAX_HISTOGRAM_BUCKETS {
+        return Err(reject(
+            f("bounds"),
+            format!(
+                "{} bounds exceed the limit of {MAX_HISTOGRAM_BUCKETS}",
+                m.bounds.len()
+            ),
+        ));
+    }
+    if !m.buckets.is_empty() && m.buckets.len() != m.bounds.len() + 1 {
+        return Err(reject(
+            f("buckets"),
+            format!(
+                "{} buckets for {} bounds (want one more)",
+                m.buckets.len(),
+                m.bounds.len()
+            ),
+        ));
+    }
+    if m.bounds.iter().any(|b| !b.is_finite()) || m.bounds.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(reject(f("bounds"), "must be finite and increasing"));
+    }
+    for (name, v) in [
+        ("service", &m.service),
+        ("instance", &m.instance),
+        ("name", &m.name),
+        ("unit", &m.unit),
+    ] {
+        check_text(|| f(name), v)?;
+    }
+    for (k, v) in &m.attributes {
+        check_text(|| f("attributes"), k)?;
+        check_text(|| format!("metrics[{i}].attributes[{k:?}]"), v)?;
+    }
+    for v in [&mut m.service, &mut m.instance, &mut m.name, &mut m.unit] {
+        cut.values += cut_label(v, MAX_LABEL_BYTES);
+    }
+    // Attributes name the series: values are cut to label length, not attribute length.
+    if m.attributes.len() > MAX_METRIC_ATTRIBUTES
+        || m.attributes
+            .iter()
+            .any(|(k, v)| k.len() > MAX_ATTRIBUTE_KEY_BYTES || v.len() > MAX_LABEL_BYTES)
+    {
+        let total = m.attributes.len();
+        m.attributes = std::mem::take(&mut m.attributes)
+            .into_iter()
+            .take(MAX_METRIC_ATTRIBUTES)
+            .map(|(mut k, mut v)| {
+                cut.values += u64::from(truncate(&mut k, MAX_ATTRIBUTE_KEY_BYTES));
+                cut.values += u64::from(truncate(&mut v, MAX_LABEL_BYTES));
+                (k, v)
+            })
+            .collect();
+        cut.attributes += (total - m.attributes.len()) as u64;
+    }
+    Ok(())
+}
+
+fn check_log(
+    i: usize,
+    l: &mut LogRecord,
+    now_ns: i64,
+    cut: &mut Truncations,
+) -> Result<(), FieldError> {
+    let f = |name: &str| format!("logs[{i}].{name}");
+    check_time(|| f("time_ns"), l.time_ns, now_ns)?;
+    if l.service.is_empty() {
+        return Err(reject(f("service"), "must not be empty"));
+    }
+    if !(0..=24).contains(&l.severity_number) {
+        return Err(reject(
+            f("severity_number"),
+            format!("{} is not an OTLP severity (0-24)", l.severity_number),
+        ));
+    }
+    check_id(|| f("trace_id"), &l.trace_id, 16, true)?;
+    check_id(|| f("span_id"), &l.span_id, 8, true)?;
+    for (name, v) in [
+        ("service", &l.service),
+        ("instance", &l.instance),
+        ("severity_text", &l.severity_text),
+        ("body", &l.body),
+    ] {
+        check_text(|| f(name), v)?;
+    }
+    for (k, v) in &l.attributes {
+        check_text(|| f("attributes"), k)?;
+        check_text(|| format!("logs[{i}].attributes[{k:?}]"), v)?;
+    }
+    for v in [&mut l.service, &mut l.instance, &mut l.severity_text] {
+        cut.values += cut_label(v, MAX_LABEL_BYTES);
+    }
+    cut.values += u64::from(truncate(&mut l.body, MAX_LOG_BODY_BYTES));
+    bound_attributes(&mut l.attributes, MAX_LOG_ATTRIBUTES, cut);
+    Ok(())
 }
 
 fn check_finite(field: impl FnOnce() -> String, v: f64) -> Result<(), FieldError> {
@@ -261,6 +437,14 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
     check_count("hosts", batch.hosts.len(), MAX_SAMPLES_PER_BATCH)?;
     check_count("probes", batch.probes.len(), MAX_SAMPLES_PER_BATCH)?;
     check_count("versions", batch.versions.len(), MAX_SAMPLES_PER_BATCH)?;
+    check_count("metrics", batch.metrics.len(), MAX_METRIC_POINTS_PER_BATCH)?;
+    check_count("logs", batch.logs.len(), MAX_LOGS_PER_BATCH)?;
+    for (i, m) in batch.metrics.iter_mut().enumerate() {
+        check_metric(i, m, now_ns, &mut cut)?;
+    }
+    for (i, l) in batch.logs.iter_mut().enumerate() {
+        check_log(i, l, now_ns, &mut cut)?;
+    }
 
     for (i, s) in batch.spans.iter_mut().enumerate() {
         let f = |name: &str| format!("spans[{i}].{name}");
@@ -329,28 +513,7 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
         }
         cut.values += u64::from(truncate(&mut s.statement, MAX_STATEMENT_BYTES));
         cut.values += u64::from(truncate(&mut s.status_message, MAX_MESSAGE_BYTES));
-        if s.attributes.len() > MAX_ATTRIBUTES
-            || s.attributes.iter().any(|(k, v)| {
-                k.len() > MAX_ATTRIBUTE_KEY_BYTES || v.len() > MAX_ATTRIBUTE_VALUE_BYTES
-            })
-        {
-            let total = s.attributes.len();
-            let mut kept = std::collections::BTreeMap::new();
-            for (mut k, mut v) in std::mem::take(&mut s.attributes)
-                .into_iter()
-                .take(MAX_ATTRIBUTES - 1)
-            {
-                cut.values += u64::from(truncate(&mut k, MAX_ATTRIBUTE_KEY_BYTES));
-                cut.values += u64::from(truncate(&mut v, MAX_ATTRIBUTE_VALUE_BYTES));
-                kept.insert(k, v);
-            }
-            let dropped = total - kept.len();
-            if dropped > 0 {
-                cut.attributes += dropped as u64;
-                kept.insert(DROPPED_ATTRIBUTES_KEY.to_owned(), dropped.to_string());
-            }
-            s.attributes = kept;
-        }
+        bound_attributes(&mut s.attributes, MAX_ATTRIBUTES, &mut cut);
     }
 
     for (i, a) in batch.aggregates.iter_mut().enumerate() {

@@ -333,6 +333,8 @@ pub mod sample {
                 ..Default::default()
             }],
             probes: vec![],
+            metrics: vec![],
+            logs: vec![],
             versions: vec![],
             stats: Some(AgentStats {
                 spans_received: n_spans as u64,

@@ -278,6 +278,8 @@ impl Pipeline {
                 stats: Some(self.metrics.stats()),
                 versions: std::mem::take(&mut versions),
                 entry_calls: std::mem::take(&mut entry_calls),
+                metrics: Vec::new(),
+                logs: Vec::new(),
             };
             let nuls = stormwatch_model::validate::replace_nuls(&mut batch);
             if nuls > 0 {
