@@ -73,30 +73,32 @@ pub struct MetricPoint {
 }
 
 impl MetricPoint {
-    /// Merges a later part of the same series and minute into this one.
-    pub fn merge(&mut self, later: &MetricPoint) {
-        if later.count == 0 && later.last_ns == 0 {
-            return;
-        }
-        if self.count == 0 && self.last_ns == 0 {
-            *self = later.clone();
-            return;
-        }
-        self.count += later.count;
-        self.sum += later.sum;
-        self.min = self.min.min(later.min);
-        self.max = self.max.max(later.max);
-        if later.last_ns >= self.last_ns {
-            self.last = later.last;
-            self.last_ns = later.last_ns;
-        }
-        if self.bounds == later.bounds && self.buckets.len() == later.buckets.len() {
-            for (a, b) in self.buckets.iter_mut().zip(&later.buckets) {
-                *a += b;
+    /// Merges another part of the same series and minute into this one. A part that counted
+    /// nothing (a counter or histogram that did not move) only brings its `last`; min and max
+    /// come from parts that counted something.
+    pub fn merge(&mut self, other: &MetricPoint) {
+        if other.count > 0 {
+            if self.count == 0 {
+                self.min = other.min;
+                self.max = other.max;
+            } else {
+                self.min = self.min.min(other.min);
+                self.max = self.max.max(other.max);
             }
-        } else if self.buckets.is_empty() {
-            self.bounds = later.bounds.clone();
-            self.buckets = later.buckets.clone();
+            self.count += other.count;
+            self.sum += other.sum;
+            if self.buckets.is_empty() {
+                self.bounds.clone_from(&other.bounds);
+                self.buckets.clone_from(&other.buckets);
+            } else if self.bounds == other.bounds && self.buckets.len() == other.buckets.len() {
+                for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+                    *a += b;
+                }
+            }
+        }
+        if other.last_ns >= self.last_ns {
+            self.last = other.last;
+            self.last_ns = other.last_ns;
         }
     }
 }
