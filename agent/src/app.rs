@@ -147,6 +147,7 @@ impl Agent {
         let seq = Arc::new(Sequencer::new(config.agent_id()));
         let (ingest, rx) = Ingest::new(config.limits.queue_spans, metrics.clone());
         let versions = ingest.versions.clone();
+        let signals = ingest.signals.clone();
         let (hosts_tx, hosts_rx) = mpsc::channel(64);
         // Room for a few seconds of samples from a few dozen databases.
         let (probes_tx, probes_rx) = mpsc::channel(256);
@@ -208,6 +209,13 @@ impl Agent {
                 },
                 max_decompressed,
             );
+            let (metrics_svc, logs_svc) = otlp_grpc::signals::services(
+                otlp_grpc::signals::SignalsReceiver {
+                    ingest: ingest.clone(),
+                    config: config_rx.clone(),
+                },
+                max_decompressed,
+            );
             let mut stop = stop_receivers.subscribe();
             let tls = tls.clone();
             receivers.push(tokio::spawn(async move {
@@ -221,7 +229,9 @@ impl Agent {
                     .http2_keepalive_interval(Some(Duration::from_secs(30)))
                     .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                     .max_concurrent_streams(Some(256))
-                    .add_service(svc);
+                    .add_service(svc)
+                    .add_service(metrics_svc)
+                    .add_service(logs_svc);
                 let served = match tls {
                     None => {
                         let incoming =
@@ -265,6 +275,7 @@ impl Agent {
             seq: seq.clone(),
             metrics: metrics.clone(),
             versions,
+            signals,
         };
         let pipeline = tokio::spawn(pipeline.run(stop_pipeline.subscribe()));
         let shipper = Shipper::new(

@@ -384,6 +384,9 @@ pub struct Limits {
     /// A span with an attribute value longer than this is rejected (shorter ones are cut to the
     /// wire limit of 1 KiB).
     pub max_attribute_value_bytes: usize,
+    /// OTLP metric series (service, instance, name, attributes) tracked at most; points of
+    /// new series beyond are dropped and counted (`stormwatch_agent_metric_points_dropped_total`).
+    pub max_metric_series: usize,
 }
 
 impl Default for Limits {
@@ -393,6 +396,7 @@ impl Default for Limits {
             max_decompressed_bytes: 64 * 1024 * 1024,
             queue_spans: 100_000,
             max_attribute_value_bytes: 64 * 1024,
+            max_metric_series: 10_000,
         }
     }
 }
@@ -595,6 +599,9 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     }
     if sh.spool_max_bytes < 1024 * 1024 {
         return err("shipping.spool_max_bytes", "must be at least 1 MiB".into());
+    }
+    if c.limits.max_metric_series == 0 {
+        return err("limits.max_metric_series", "must be positive".into());
     }
     if c.limits.queue_spans == 0 {
         return err("limits.queue_spans", "must be positive".into());

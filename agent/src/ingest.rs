@@ -38,6 +38,8 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     /// What versions the apps' resources run; the pipeline ships the new ones.
     pub versions: Arc<crate::versions::Versions>,
+    /// OTLP metrics and logs held for the next batch.
+    pub signals: Arc<crate::signals::Signals>,
 }
 
 impl Ingest {
@@ -51,6 +53,10 @@ impl Ingest {
                 tx,
                 permits,
                 capacity,
+                signals: Arc::new(crate::signals::Signals::new(
+                    crate::config::Limits::default().max_metric_series,
+                    metrics.clone(),
+                )),
                 metrics,
                 versions: Arc::default(),
             },

@@ -5,7 +5,8 @@
 //! counts it in per-minute aggregates ([`pipeline::aggregates`]) *before* sampling, keeps
 //! errors, slow spans and a share of the rest ([`pipeline::sampler`]), and ships batches to the
 //! collector ([`ship::shipper`]) through a bounded disk spool ([`ship::spool`]) so an outage
-//! loses nothing. Receivers never block the app ([`ingest`]).
+//! loses nothing. Receivers never block the app ([`ingest`]). OTLP metrics and logs ride in
+//! the same batches ([`signals`]).
 //!
 //! `main.rs` only parses flags and starts [`app::Agent`]; tests drive the same code.
 
@@ -25,6 +26,7 @@ pub mod received;
 pub mod receivers;
 pub mod reload;
 pub mod ship;
+pub mod signals;
 pub mod util;
 pub mod versions;
 

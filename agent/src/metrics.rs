@@ -360,6 +360,36 @@ impl Metrics {
         );
         counter(
             &mut o,
+            "stormwatch_agent_metric_points_received_total",
+            "OTLP metric data points received.",
+            &one(&self.metric_points_received),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_metric_points_dropped_total",
+            "OTLP metric data points not kept: invalid, or of a new series past limits.max_metric_series.",
+            &one(&self.metric_points_dropped),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_log_records_received_total",
+            "OTLP log records received.",
+            &one(&self.log_records_received),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_log_records_filtered_total",
+            "OTLP log records not kept by design: below WARN and without a trace id.",
+            &one(&self.log_records_filtered),
+        );
+        counter(
+            &mut o,
+            "stormwatch_agent_log_records_dropped_total",
+            "OTLP log records lost: invalid, or refused with 429 while the agent held 50,000 records or 8 MiB of them.",
+            &one(&self.log_records_dropped),
+        );
+        counter(
+            &mut o,
             "stormwatch_agent_batches_built_total",
             "Batches built.",
             &one(&self.batches_built),

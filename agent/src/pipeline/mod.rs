@@ -50,6 +50,8 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     /// The versions the receivers saw (shared with [`crate::ingest::Ingest`]).
     pub versions: Arc<crate::versions::Versions>,
+    /// OTLP metrics and logs the receivers hold (shared with [`crate::ingest::Ingest`]).
+    pub signals: Arc<crate::signals::Signals>,
 }
 
 struct State {
@@ -65,6 +67,8 @@ struct State {
     /// Names for peers (`peer_names`).
     names: PeerNames,
     last_flush: Instant,
+    /// The receivers hold metrics or logs for the next flush.
+    signals_held: bool,
     /// When the waiting traces next need an expiry pass (None: nothing waits).
     next_expiry: Option<Instant>,
     last_expiry: Instant,
@@ -76,7 +80,8 @@ impl State {
             && self.agg.is_empty()
             && self.entries.is_empty()
             && self.hosts.is_empty()
-            && self.probes.is_empty())
+            && self.probes.is_empty()
+            && !self.signals_held)
     }
 
     fn flush_due(&self) -> Instant {
@@ -117,6 +122,7 @@ impl Pipeline {
             kept: Vec::new(),
             hosts: Vec::new(),
             last_flush: Instant::now(),
+            signals_held: false,
             next_expiry: None,
             last_expiry: Instant::now(),
         };
@@ -149,6 +155,7 @@ impl Pipeline {
                     None => break,
                 },
                 Some(h) = self.hosts_rx.recv() => st.hosts.push(h),
+                () = self.signals.held.notified() => st.signals_held = true,
                 Some(p) = self.probes_rx.recv() => {
                     st.join.observe(&p);
                     st.probes.push(p);
@@ -238,7 +245,11 @@ impl Pipeline {
         let mut hosts = std::mem::take(&mut st.hosts);
         let mut probes = std::mem::take(&mut st.probes);
         let mut versions = self.versions.take_new();
+        st.signals_held = false;
+        let (mut metrics, mut logs) = self.signals.take();
         if spans.is_empty()
+            && metrics.is_empty()
+            && logs.is_empty()
             && aggregates.is_empty()
             && entry_calls.is_empty()
             && hosts.is_empty()
@@ -278,8 +289,8 @@ impl Pipeline {
                 stats: Some(self.metrics.stats()),
                 versions: std::mem::take(&mut versions),
                 entry_calls: std::mem::take(&mut entry_calls),
-                metrics: Vec::new(),
-                logs: Vec::new(),
+                metrics: std::mem::take(&mut metrics),
+                logs: std::mem::take(&mut logs),
             };
             let nuls = stormwatch_model::validate::replace_nuls(&mut batch);
             if nuls > 0 {

@@ -67,6 +67,7 @@ fn start() -> Running {
         seq: Arc::new(Sequencer::new("test".into())),
         metrics,
         versions: ingest.versions.clone(),
+        signals: ingest.signals.clone(),
     };
     let task = tokio::spawn(pipeline.run(stop_rx));
     Running {

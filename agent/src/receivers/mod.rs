@@ -1,10 +1,12 @@
 //! The protocols apps speak to the agent. Each receiver decodes, converts every span through
-//! [`crate::classify`], and hands the result to [`crate::ingest::Ingest`] without waiting.
+//! [`crate::classify`], and hands the result to [`crate::ingest::Ingest`] without waiting;
+//! OTLP metrics and logs go through [`otlp_signals`] to [`crate::signals`].
 
 pub mod otlp;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod otlp_json;
+pub mod otlp_signals;
 pub mod otlp_wire;
 pub mod zipkin;
 

@@ -11,6 +11,7 @@ use crate::attributes::{Attributes, Value};
 use crate::classify::{classify, Incoming};
 use crate::config::Config;
 use crate::received::Received;
+use crate::signals::resource_identity;
 
 impl Attributes for [KeyValue] {
     fn get(&self, key: &str) -> Option<Value<'_>> {
@@ -33,13 +34,6 @@ fn value_of(kv: &KeyValue) -> Value<'_> {
         Some(any_value::Value::DoubleValue(d)) => Value::Double(*d),
         Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
         _ => Value::Other,
-    }
-}
-
-fn resource_str<'a>(attrs: &'a [KeyValue], key: &str) -> &'a str {
-    match Attributes::get(attrs, key) {
-        Some(Value::Str(s)) => s,
-        _ => "",
     }
 }
 
@@ -81,15 +75,15 @@ pub fn convert(req: &ExportTraceServiceRequest, cfg: &Config) -> Converted {
     let max_value = cfg.limits.max_attribute_value_bytes;
     for (ri, rs) in req.resource_spans.iter().enumerate() {
         let rattrs: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
-        let service = resource_str(rattrs, "service.name");
-        let instance = match resource_str(rattrs, "service.instance.id") {
-            "" => resource_str(rattrs, "host.name"),
-            s => s,
-        };
-        out.versions
-            .extend(crate::versions::Seen::of(service, instance, |k| {
-                Some(resource_str(rattrs, k).to_owned()).filter(|v| !v.is_empty())
-            }));
+        let (service, instance) = resource_identity(rattrs);
+        out.versions.extend(crate::versions::Seen::of(
+            service,
+            instance,
+            |k| match Attributes::get(rattrs, k) {
+                Some(Value::Str(s)) if !s.is_empty() => Some(s.to_owned()),
+                _ => None,
+            },
+        ));
         for (si, ss) in rs.scope_spans.iter().enumerate() {
             out.spans.reserve(ss.spans.len());
             for (pi, s) in ss.spans.iter().enumerate() {

@@ -183,3 +183,99 @@ where
         })
     }
 }
+
+/// The metrics and logs gRPC services: prost-decoded by tonic's generated servers (no span
+/// hot path here), answered like traces.
+pub mod signals {
+    use std::sync::Arc;
+
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+        LogsService, LogsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+        MetricsService, MetricsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+    use prost::Message;
+    use tokio::sync::watch;
+    use tonic::codec::CompressionEncoding;
+
+    use crate::config::Config;
+    use crate::ingest::Ingest;
+    use crate::receivers::otlp_signals::{self, Refusal};
+    use crate::receivers::rpc;
+
+    /// Both services' state.
+    #[derive(Clone)]
+    pub struct SignalsReceiver {
+        pub ingest: Ingest,
+        pub config: watch::Receiver<Arc<Config>>,
+    }
+
+    fn status(r: Refusal) -> tonic::Status {
+        match r {
+            Refusal::Invalid(m) => tonic::Status::invalid_argument(m),
+            Refusal::Full(m) => {
+                let st = rpc::status(
+                    rpc::RESOURCE_EXHAUSTED,
+                    m.clone(),
+                    Some(super::super::otlp_http::RETRY_AFTER_S),
+                );
+                tonic::Status::with_details(
+                    tonic::Code::ResourceExhausted,
+                    m,
+                    st.encode_to_vec().into(),
+                )
+            }
+        }
+    }
+
+    #[tonic::async_trait]
+    impl MetricsService for SignalsReceiver {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportMetricsServiceRequest>,
+        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            let cfg = self.config.borrow().clone();
+            otlp_signals::export_metrics(&self.ingest, &cfg, request.get_ref())
+                .map(tonic::Response::new)
+                .map_err(status)
+        }
+    }
+
+    #[tonic::async_trait]
+    impl LogsService for SignalsReceiver {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            otlp_signals::export_logs(&self.ingest, request.get_ref())
+                .map(tonic::Response::new)
+                .map_err(status)
+        }
+    }
+
+    /// The two services for [`tonic::transport::Server::add_service`], gzip accepted,
+    /// `max_message_bytes` the largest (decompressed) request.
+    pub fn services(
+        rx: SignalsReceiver,
+        max_message_bytes: usize,
+    ) -> (
+        MetricsServiceServer<SignalsReceiver>,
+        LogsServiceServer<SignalsReceiver>,
+    ) {
+        (
+            MetricsServiceServer::new(rx.clone())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max_message_bytes),
+            LogsServiceServer::new(rx)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max_message_bytes),
+        )
+    }
+}

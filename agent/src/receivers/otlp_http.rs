@@ -1,7 +1,7 @@
-//! OTLP/HTTP: `POST /v1/traces`, protobuf or JSON, gzip or plain.
+//! OTLP/HTTP: `POST /v1/traces`, `/v1/metrics` and `/v1/logs`, protobuf or JSON, gzip or plain.
 //!
-//! Answers per the OTLP/HTTP spec: 200 with `ExportTraceServiceResponse` (carrying
-//! `partial_success` when some spans were refused) in the request's encoding; 400 with a
+//! Answers per the OTLP/HTTP spec: 200 with the signal's `Export…ServiceResponse` (carrying
+//! `partial_success` when some items were refused) in the request's encoding; 400 with a
 //! `google.rpc.Status` for a request that cannot be used at all; 429 with `Retry-After` and a
 //! `RetryInfo` detail when the agent's queue is full.
 
@@ -13,10 +13,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tokio::sync::watch;
 
+use super::otlp_signals::{self, Refusal};
 use super::{decompress, otlp, otlp_json, otlp_wire, rpc};
 use crate::config::Config;
 use crate::ingest::Ingest;
@@ -47,10 +50,12 @@ impl Wire {
     }
 }
 
-/// The router: `POST /v1/traces`.
+/// The router: `POST /v1/traces`, `/v1/metrics`, `/v1/logs`.
 pub fn router(state: ReceiverState) -> Router {
     Router::new()
         .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(metrics))
+        .route("/v1/logs", post(logs))
         // The body is read with our own limit, so the answer is in the protocol's error form.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -92,8 +97,12 @@ fn bad_request(wire: Wire, message: String) -> Response {
     )
 }
 
-async fn traces(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) -> Response {
-    let cfg = st.config.borrow().clone();
+/// A request's encoding and its decompressed body, or the answer refusing it.
+async fn read_request(
+    cfg: &Config,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Wire, Bytes), Response> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -108,19 +117,101 @@ async fn traces(State(st): State<ReceiverState>, headers: HeaderMap, body: Body)
         "application/x-protobuf" | "application/protobuf" => Wire::Proto,
         "application/json" => Wire::Json,
         _ => {
-            return bad_request(Wire::Json, format!("unsupported Content-Type `{ct}`: use application/x-protobuf or application/json"));
+            return Err(bad_request(Wire::Json, format!("unsupported Content-Type `{ct}`: use application/x-protobuf or application/json")));
         }
     };
-    let raw: Bytes = match super::read_body(&headers, body, cfg.limits.max_request_bytes).await {
-        Ok(b) => b,
-        Err(message) => return bad_request(wire, message),
-    };
+    let raw: Bytes = super::read_body(headers, body, cfg.limits.max_request_bytes)
+        .await
+        .map_err(|message| bad_request(wire, message))?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok());
-    let data = match decompress(encoding, raw, cfg.limits.max_decompressed_bytes) {
-        Ok(d) => d,
-        Err(e) => return bad_request(wire, e.to_string()),
+    let data = decompress(encoding, raw, cfg.limits.max_decompressed_bytes)
+        .map_err(|e| bad_request(wire, e.to_string()))?;
+    Ok((wire, data))
+}
+
+fn ok_body(wire: Wire, body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, wire.content_type())],
+        body,
+    )
+        .into_response()
+}
+
+fn throttled(wire: Wire, message: String) -> Response {
+    status_body(
+        wire,
+        StatusCode::TOO_MANY_REQUESTS,
+        rpc::RESOURCE_EXHAUSTED,
+        message,
+        Some(RETRY_AFTER_S),
+    )
+}
+
+fn refused(wire: Wire, r: Refusal) -> Response {
+    match r {
+        Refusal::Invalid(m) => bad_request(wire, m),
+        Refusal::Full(m) => throttled(wire, m),
+    }
+}
+
+/// Decodes a metrics or logs request: prost, or the OTLP/JSON mapping.
+fn decode<T: Message + Default + serde::de::DeserializeOwned>(
+    wire: Wire,
+    data: &[u8],
+) -> Result<T, String> {
+    match wire {
+        Wire::Proto => T::decode(data).map_err(|e| format!("malformed protobuf: {e}")),
+        Wire::Json => serde_json::from_slice(data).map_err(|e| format!("malformed OTLP/JSON: {e}")),
+    }
+}
+
+fn encode<T: Message + serde::Serialize>(wire: Wire, resp: &T) -> Vec<u8> {
+    match wire {
+        Wire::Proto => resp.encode_to_vec(),
+        Wire::Json => serde_json::to_vec(resp).unwrap_or_default(),
+    }
+}
+
+async fn metrics(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) -> Response {
+    let cfg = st.config.borrow().clone();
+    let (wire, data) = match read_request(&cfg, &headers, body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let req: ExportMetricsServiceRequest = match decode(wire, &data) {
+        Ok(r) => r,
+        Err(e) => return bad_request(wire, e),
+    };
+    match otlp_signals::export_metrics(&st.ingest, &cfg, &req) {
+        Ok(resp) => ok_body(wire, encode(wire, &resp)),
+        Err(r) => refused(wire, r),
+    }
+}
+
+async fn logs(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) -> Response {
+    let cfg = st.config.borrow().clone();
+    let (wire, data) = match read_request(&cfg, &headers, body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let req: ExportLogsServiceRequest = match decode(wire, &data) {
+        Ok(r) => r,
+        Err(e) => return bad_request(wire, e),
+    };
+    match otlp_signals::export_logs(&st.ingest, &req) {
+        Ok(resp) => ok_body(wire, encode(wire, &resp)),
+        Err(r) => refused(wire, r),
+    }
+}
+
+async fn traces(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) -> Response {
+    let cfg = st.config.borrow().clone();
+    let (wire, data) = match read_request(&cfg, &headers, body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
     let converted = match wire {
         Wire::Proto => otlp_wire::convert(&data, &cfg).map_err(|e| e.to_string()),
@@ -147,13 +238,7 @@ async fn traces(State(st): State<ReceiverState>, headers: HeaderMap, body: Body)
     let partial = converted.partial_success();
     st.ingest.versions.observe(&converted.versions);
     if let Err(full) = st.ingest.submit(Receiver::OtlpHttp, converted.spans) {
-        return status_body(
-            wire,
-            StatusCode::TOO_MANY_REQUESTS,
-            rpc::RESOURCE_EXHAUSTED,
-            full.to_string(),
-            Some(RETRY_AFTER_S),
-        );
+        return throttled(wire, full.to_string());
     }
     let resp = ExportTraceServiceResponse {
         partial_success: partial,
@@ -162,10 +247,5 @@ async fn traces(State(st): State<ReceiverState>, headers: HeaderMap, body: Body)
         Wire::Proto => resp.encode_to_vec(),
         Wire::Json => otlp_json::encode_response(&resp),
     };
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, wire.content_type())],
-        body,
-    )
-        .into_response()
+    ok_body(wire, body)
 }

@@ -325,20 +325,24 @@ impl Shipper {
                 return Outcome::Rejected;
             }
         };
-        if batch.spans.len() < 2 {
+        if batch.spans.len() < 2 && batch.logs.len() < 2 {
             self.dead_letter(entry, DropReason::TooLarge, too_large(&batch));
             return Outcome::Rejected;
         }
         let refusal = too_large(&batch);
         let mut first = batch.clone();
+        // Spans and log records are what grows a batch; the rest stays with the first half.
         let second_spans = first.spans.split_off(first.spans.len() / 2);
+        let second_logs = first.logs.split_off(first.logs.len() / 2);
         let mut second = Batch {
             spans: second_spans,
+            logs: second_logs,
             aggregates: Vec::new(),
             hosts: Vec::new(),
             probes: Vec::new(),
             versions: Vec::new(),
             entry_calls: Vec::new(),
+            metrics: Vec::new(),
             ..batch
         };
         first.instance = self.seq.instance.clone();

@@ -192,6 +192,28 @@ impl FakeCollector {
             .collect()
     }
 
+    /// Every metric point shipped, in order.
+    pub fn metric_points(&self) -> Vec<stormwatch_model::MetricPoint> {
+        self.seen
+            .lock()
+            .unwrap()
+            .batches
+            .iter()
+            .flat_map(|b| b.metrics.clone())
+            .collect()
+    }
+
+    /// Every log record shipped, in order.
+    pub fn log_records(&self) -> Vec<stormwatch_model::LogRecord> {
+        self.seen
+            .lock()
+            .unwrap()
+            .batches
+            .iter()
+            .flat_map(|b| b.logs.clone())
+            .collect()
+    }
+
     /// Total aggregate count (every span counted before sampling).
     pub fn aggregate_count(&self) -> u64 {
         self.seen
