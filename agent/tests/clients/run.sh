@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real clients against a running stormwatch-agent:
-#   - the OpenTelemetry Python SDK over OTLP/HTTP (protobuf) and OTLP/gRPC,
-#   - the OpenTelemetry JS SDK over OTLP/HTTP (JSON),
+#   - the OpenTelemetry Python SDK over OTLP/HTTP (protobuf) and OTLP/gRPC: spans, metrics, logs,
+#   - the OpenTelemetry JS SDK over OTLP/HTTP (JSON): spans, metrics, logs,
 #   - Zipkin's own v2 JSON example with curl.
 # Installs what it needs (a venv under target/, `npm ci`), starts the agent on free loopback
 # ports with no collector (batches stay in a temporary spool), and checks the agent's
@@ -49,6 +49,9 @@ check() { # name, command...
 check "python sdk, OTLP/HTTP protobuf" "$VENV/bin/python" "$HERE/python/export.py" http "http://127.0.0.1:$HTTP"
 check "python sdk, OTLP/gRPC" "$VENV/bin/python" "$HERE/python/export.py" grpc "http://127.0.0.1:$GRPC"
 check "node sdk, OTLP/HTTP JSON" node "$HERE/node/export.js" "http://127.0.0.1:$HTTP"
+check "python sdk metrics and logs, OTLP/HTTP protobuf" "$VENV/bin/python" "$HERE/python/signals.py" http "http://127.0.0.1:$HTTP"
+check "python sdk metrics and logs, OTLP/gRPC" "$VENV/bin/python" "$HERE/python/signals.py" grpc "http://127.0.0.1:$GRPC"
+check "node sdk metrics and logs, OTLP/HTTP JSON" node "$HERE/node/signals.js" "http://127.0.0.1:$HTTP"
 check "zipkin v2 JSON example" test "$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
   --data-binary @"$HERE/zipkin/sample.json" "http://127.0.0.1:$ZIPKIN/api/v2/spans")" = 202
 
@@ -74,6 +77,16 @@ kept_with_trace() {
   [ $((f + s)) -ge 15 ] && [ $((f + s)) -le 16 ] || { echo "  forced $f + sampled $s, expected 15 or 16"; return 1; }
 }
 check "children kept with their traces" kept_with_trace
+# Python: 4 series x 2 collections per protocol; node: 3 series x 2 or 3 collections.
+metric_points() {
+  local n; n=$(metric stormwatch_agent_metric_points_received_total)
+  [ "$n" -ge 22 ] && [ "$n" -le 25 ] || { echo "  metric points received $n, expected 22-25"; return 1; }
+}
+check "metric points received" metric_points
+check "no metric point dropped" expect stormwatch_agent_metric_points_dropped_total 0
+check "log records received (3 + 3 python, 2 node)" expect stormwatch_agent_log_records_received_total 8
+check "INFO records outside a trace filtered" expect stormwatch_agent_log_records_filtered_total 2
+check "no log record dropped" expect stormwatch_agent_log_records_dropped_total 0
 check "batches spooled while no collector is set" test "$(metric stormwatch_agent_spool_batches)" -ge 1
 
 if [ "$failed" -gt 0 ]; then echo "--- agent log"; cat "$WORK/agent.log"; echo "--- metrics"; cat "$WORK/metrics"; fi
