@@ -82,6 +82,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0019_instance_minutes",
         include_str!("../../migrations/0019_instance_minutes.sql"),
     ),
+    (
+        "0020_metrics_logs",
+        include_str!("../../migrations/0020_metrics_logs.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

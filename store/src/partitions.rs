@@ -1,7 +1,8 @@
 //! Daily partitions of `sw_spans` (by `start_ns`), `sw_aggregates` and its rollups
 //! `sw_dependency_minutes`, `sw_service_minutes` (by `minute`), `sw_service_hours` and
-//! `sw_dependency_hours` (by `hour`), `sw_entry_calls` and `sw_instance_minutes` (by `minute`), retention by dropping whole partitions, and vacuuming
-//! after a bulk load ([`Store::vacuum_analyze`]).
+//! `sw_dependency_hours` (by `hour`), `sw_entry_calls`, `sw_instance_minutes` and
+//! `sw_metric_minutes` (by `minute`), `sw_logs` (by `time`); retention by dropping whole
+//! partitions, and vacuuming after a bulk load ([`Store::vacuum_analyze`]).
 
 use crate::{Store, StoreError};
 
@@ -87,6 +88,10 @@ impl Store {
                  CREATE TABLE IF NOT EXISTS sw_entry_calls_p{name} PARTITION OF sw_entry_calls
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
                  CREATE TABLE IF NOT EXISTS sw_instance_minutes_p{name} PARTITION OF sw_instance_minutes
+                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
+                 CREATE TABLE IF NOT EXISTS sw_metric_minutes_p{name} PARTITION OF sw_metric_minutes
+                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
+                 CREATE TABLE IF NOT EXISTS sw_logs_p{name} PARTITION OF sw_logs
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));"
             ))
             .await?;
@@ -104,8 +109,9 @@ impl Store {
         self.ensure_partitions(&days).await
     }
 
-    /// Drops span, aggregate and rollup partitions older than the retention window and deletes old
-    /// samples and batch records. Returns the names of the dropped partitions.
+    /// Drops span, aggregate, rollup, metric and log partitions older than the retention
+    /// window and deletes old samples and batch records. Returns the names of the dropped
+    /// partitions.
     pub async fn apply_retention(&self, now_ns: i64) -> Result<Vec<String>, StoreError> {
         let oldest = self.oldest_kept_day(now_ns);
         let mut client = self.client().await?;
@@ -117,7 +123,8 @@ impl Store {
                   WHERE p.relname IN ('sw_spans', 'sw_aggregates', 'sw_dependency_minutes',
                                       'sw_service_minutes', 'sw_service_hours',
                                       'sw_dependency_hours', 'sw_entry_calls',
-                                      'sw_instance_minutes')",
+                                      'sw_instance_minutes', 'sw_metric_minutes',
+                                      'sw_logs')",
                 &[],
             )
             .await?;

@@ -287,7 +287,9 @@ async fn retention_drops_old_partitions() {
     // Five days later the partition of three days ago is eight days old: dropped.
     let later = now + 5 * 86_400 * NS;
     let dropped = store.apply_retention(later).await.unwrap();
-    assert_eq!(dropped.len(), 8, "{dropped:?}");
+    assert_eq!(dropped.len(), 10, "{dropped:?}");
+    assert!(dropped.iter().any(|n| n.starts_with("sw_metric_minutes_p")));
+    assert!(dropped.iter().any(|n| n.starts_with("sw_logs_p")));
     assert!(dropped
         .iter()
         .any(|n| n.starts_with("sw_instance_minutes_p")));
