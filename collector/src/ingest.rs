@@ -28,6 +28,11 @@ pub struct IngestResponse {
     pub expired_aggregated_spans: u64,
     pub aggregates: u64,
     pub samples: u64,
+    /// Metric series-minutes written (a batch's parts of one merged first) and log records.
+    #[serde(default)]
+    pub metric_points: u64,
+    #[serde(default)]
+    pub logs: u64,
     /// Values cut to their limit and attributes dropped (see README, "Limits").
     pub truncated_values: u64,
     pub dropped_attributes: u64,
@@ -135,6 +140,8 @@ async fn handle(
         expired_aggregated_spans: outcome.expired_aggregated_spans,
         aggregates: outcome.aggregates,
         samples: outcome.samples,
+        metric_points: outcome.metric_points,
+        logs: outcome.logs,
         truncated_values: cut.values,
         dropped_attributes: cut.attributes,
     })

@@ -4,9 +4,11 @@
 //! always in this order: the claim (`sw_batches`), the spans (binary COPY into `sw_spans`),
 //! the aggregates (`sw_aggregates`, merged per key and upserted in key order), host and probe
 //! samples, the agent's counters (`sw_agents`, `sw_agent_stats`), versions, the calls per
-//! server operation (`sw_entry_calls`) and per instance (`sw_instance_minutes`), the flag counts
-//! (`sw_flag_counts`) and last the four rollups (`rollups.rs`), whose rows are shared by every
-//! service calling a peer, so the transaction holds their locks for as short a time as it can.
+//! server operation (`sw_entry_calls`) and per instance (`sw_instance_minutes`), the OTLP
+//! metric points (`sw_metric_minutes`, merged per series and minute) and log records
+//! (`sw_logs`), the flag counts (`sw_flag_counts`) and last the four rollups (`rollups.rs`),
+//! whose rows are shared by every service calling a peer, so the transaction holds their locks
+//! for as short a time as it can.
 //! Rows locked in the same order by every batch cannot deadlock.
 
 use std::collections::BTreeMap;
@@ -39,6 +41,9 @@ pub struct IngestOutcome {
     pub expired_aggregated_spans: u64,
     pub aggregates: u64,
     pub samples: u64,
+    /// Rows of `sw_metric_minutes` written: metric points merged per series and minute.
+    pub metric_points: u64,
+    pub logs: u64,
 }
 
 /// Columns of `sw_spans` in COPY order, with their types.
@@ -193,7 +198,8 @@ fn aggregate_rows(merged: &BTreeMap<AggregateKey, Aggregate>) -> Vec<AggregateRo
         .collect()
 }
 
-/// Days (since the Unix epoch) of the batch's spans and aggregates not older than `oldest`,
+/// Days (since the Unix epoch) of the batch's spans, aggregates, calls per operation, metric
+/// points and log records not older than `oldest`,
 /// ascending, each once: the partitions the batch writes to.
 fn live_days(batch: &Batch, oldest: i64) -> Vec<i64> {
     let mut days: Vec<i64> = batch
@@ -214,6 +220,20 @@ fn live_days(batch: &Batch, oldest: i64) -> Vec<i64> {
             .entry_calls
             .iter()
             .map(|e| day_of_ns(e.minute * 1_000_000_000))
+            .filter(|d| *d >= oldest),
+    );
+    days.extend(
+        batch
+            .metrics
+            .iter()
+            .map(|m| day_of_ns(m.minute_ns))
+            .filter(|d| *d >= oldest),
+    );
+    days.extend(
+        batch
+            .logs
+            .iter()
+            .map(|l| day_of_ns(l.time_ns))
             .filter(|d| *d >= oldest),
     );
     days.sort_unstable();
@@ -264,6 +284,9 @@ impl Store {
         crate::versions::store_versions(&tx, batch).await?;
         crate::entry_calls::store_entry_calls(&tx, batch, live).await?;
         crate::instances::store_instance_minutes(&tx, batch, live).await?;
+        outcome.metric_points =
+            crate::metric_minutes::store_metric_minutes(&tx, batch, live).await?;
+        outcome.logs = crate::logs::store_logs(&tx, batch, live).await?;
         store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns)), now_ns).await?;
         crate::recent::record(&tx, &batch.aggregates, now_ns).await?;
         rollups::store_rollups(&tx, &rows).await?;
