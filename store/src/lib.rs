@@ -9,7 +9,8 @@
 //!   [`spans`] (span lists, slow spans, traces), [`scatter`], [`aggregates`], [`services`],
 //!   [`overview`] and [`dependencies`] (summed into [`totals`]), [`probes`], [`hosts`],
 //!   [`agents`], [`signals`] (what alert rules read) and [`alerts`], [`incidents`] (related
-//!   alerts grouped, their causes and the traffic they are read from), [`sessions`].
+//!   alerts grouped, their causes and the traffic they are read from), [`sessions`],
+//!   [`metric_minutes`] (OTLP metric series) and [`logs`] (OTLP log records).
 //! - `histogram_codec`: how histograms are stored (arrays, and packed in the rollups).
 //! - [`tls`]: libpq's `sslmode` and `sslrootcert` over rustls, for every connection.
 
@@ -52,6 +53,8 @@ pub use aggregates::{AggregateFilter, AggregatePoint};
 pub use batches::IngestOutcome;
 pub use dependencies::{DependencySeries, PeerSummary};
 pub use hosts::HostPoint;
+pub use logs::LogFilter;
+pub use metric_minutes::{MetricName, MetricSeries, Series, SeriesPoint};
 pub use overview::ServiceOverview;
 pub use probes::{ProbeHeatCell, ProbePoint};
 pub use scatter::ScatterPoint;

@@ -1,5 +1,6 @@
-//! OTLP log records (`sw_logs`, migration 0020): appended with each batch. Times are kept to
-//! the microsecond (`timestamptz`).
+//! OTLP log records (`sw_logs`, migration 0020): appended with each batch, read by trace (for
+//! a trace's waterfall) or by service and least severity (newest first). Times are kept to the
+//! microsecond (`timestamptz`): a record's `time_ns` reads back rounded down to one.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,20 @@ use deadpool_postgres::Transaction;
 use postgres_types::Json;
 use stormwatch_model::{Batch, LogRecord};
 
-use crate::StoreError;
+use crate::{Store, StoreError};
+
+/// Most records one [`Store::logs`] call returns.
+pub const MAX_LOGS: i64 = 10_000;
+
+/// Which records [`Store::logs`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogFilter {
+    /// The records of one trace (16 bytes), oldest first.
+    Trace(Vec<u8>),
+    /// A service's records at `min_severity` (an OTLP severity number: 13 is WARN, 17 ERROR)
+    /// or above, newest first.
+    Service { service: String, min_severity: i32 },
+}
 
 fn non_empty(b: &[u8]) -> Option<&[u8]> {
     (!b.is_empty()).then_some(b)
@@ -62,4 +76,71 @@ pub(crate) async fn store_logs(
             ],
         )
         .await?)
+}
+
+impl Store {
+    /// The records `filter` selects with a time in `[from_ns, to_ns)`, at most `limit`
+    /// (clamped to [`MAX_LOGS`]): a trace's oldest first, a service's newest first.
+    pub async fn logs(
+        &self,
+        filter: &LogFilter,
+        from_ns: i64,
+        to_ns: i64,
+        limit: i64,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        let limit = limit.clamp(0, MAX_LOGS);
+        let (from, to) = (from_ns as f64 / 1e9, to_ns as f64 / 1e9);
+        let client = self.client().await?;
+        const COLUMNS: &str = "(extract(epoch FROM time) * 1000000)::int8, service, instance,
+                               severity_number, severity_text, body, trace_id, span_id, attributes";
+        let rows = match filter {
+            LogFilter::Trace(trace_id) => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM sw_logs
+                          WHERE trace_id = $1
+                            AND time >= to_timestamp($2) AND time < to_timestamp($3)
+                          ORDER BY time, span_id
+                          LIMIT $4"
+                    ))
+                    .await?;
+                client.query(&stmt, &[trace_id, &from, &to, &limit]).await?
+            }
+            LogFilter::Service {
+                service,
+                min_severity,
+            } => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM sw_logs
+                          WHERE service = $1 AND severity_number >= $2
+                            AND time >= to_timestamp($3) AND time < to_timestamp($4)
+                          ORDER BY time DESC
+                          LIMIT $5"
+                    ))
+                    .await?;
+                let min = (*min_severity).clamp(0, i32::from(i16::MAX)) as i16;
+                client
+                    .query(&stmt, &[service, &min, &from, &to, &limit])
+                    .await?
+            }
+        };
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let Json(attributes): Json<BTreeMap<String, String>> = r.get(8);
+                LogRecord {
+                    time_ns: r.get::<_, i64>(0).saturating_mul(1_000),
+                    service: r.get(1),
+                    instance: r.get(2),
+                    severity_number: i32::from(r.get::<_, i16>(3)),
+                    severity_text: r.get(4),
+                    body: r.get(5),
+                    trace_id: r.get::<_, Option<Vec<u8>>>(6).unwrap_or_default(),
+                    span_id: r.get::<_, Option<Vec<u8>>>(7).unwrap_or_default(),
+                    attributes,
+                }
+            })
+            .collect())
+    }
 }
