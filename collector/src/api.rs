@@ -1,6 +1,7 @@
-//! The read API (JSON): services, spans, traces, aggregate series. Times in query strings are
-//! RFC 3339 (`2026-11-25T08:15:00Z`) or Unix milliseconds; responses use Unix milliseconds for
-//! instants and milliseconds for durations.
+//! The read API (JSON): services, spans, traces, aggregate series, OTLP metrics and logs,
+//! databases, alerts and incidents. Times in query strings are RFC 3339
+//! (`2026-11-25T08:15:00Z`) or Unix milliseconds; responses use Unix milliseconds for instants
+//! and milliseconds for durations.
 
 use std::sync::Arc;
 
@@ -296,8 +297,298 @@ mod tests {
         assert_eq!(
             parse_step("-5m").unwrap_err().field.as_deref(),
             Some("step")
-        );
+        ); // Metric steps round up to whole minutes.
+        assert_eq!(parse_metric_step("1").unwrap(), 60);
+        assert_eq!(parse_metric_step("90s").unwrap(), 120);
+        assert_eq!(parse_metric_step("5m").unwrap(), 300);
+        assert_eq!(parse_metric_step("500ms").unwrap(), 60);
+        assert!(parse_metric_step("soon").is_err());
     }
+
+    #[test]
+    fn severities_by_number_or_name() {
+        assert_eq!(parse_severity("13").unwrap(), 13);
+        assert_eq!(parse_severity("warn").unwrap(), 13);
+        assert_eq!(parse_severity("WARNING").unwrap(), 13);
+        assert_eq!(parse_severity("Error").unwrap(), 17);
+        assert_eq!(parse_severity("0").unwrap(), 0);
+        for bad in ["25", "-1", "loud"] {
+            assert_eq!(
+                parse_severity(bad).unwrap_err().field.as_deref(),
+                Some("severity")
+            );
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MetricsQuery {
+    name: Option<String>,
+    service: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    /// Seconds per point, or `1m`, `5m`, `1h`...: rounded up to a whole number of minutes.
+    step: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct MetricsResponse {
+    name: String,
+    from: i64,
+    to: i64,
+    step_seconds: i64,
+    /// At most [`stormwatch_store::metric_minutes::MAX_SERIES`], by service, instance and
+    /// attributes; `truncated` when more matched.
+    series: Vec<stormwatch_store::Series>,
+    truncated: bool,
+}
+
+/// A metrics step: the duration grammar of [`parse_step`], rounded up to a whole number of
+/// minutes (metric points are per minute), at least one.
+fn parse_metric_step(step: &str) -> Result<i64, AppError> {
+    let d = stormwatch_model::parse_duration(step)
+        .map_err(|e| AppError::field("bad_query", "step", e.to_string()))?;
+    let secs = i64::try_from(d.as_secs())
+        .unwrap_or(i64::MAX)
+        .saturating_add(i64::from(d.subsec_nanos() > 0));
+    Ok(secs.max(1).saturating_add(59) / 60 * 60)
+}
+
+/// `GET /api/v1/metrics?name=&service=&from=&to=&step=`: the series of OTLP metric `name`
+/// (required), one point per step (default: the last hour, about 60 points).
+pub async fn metrics(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<MetricsQuery>,
+) -> Result<Json<MetricsResponse>, AppError> {
+    let name = non_empty(&q.name).ok_or_else(|| {
+        AppError::field(
+            "bad_query",
+            "name",
+            "the metric's name is required (GET /api/v1/metrics/names lists them)",
+        )
+    })?;
+    let (from, to) = window(&q.from, &q.to, 3_600_000)?;
+    let (from_s, to_s) = (from.div_euclid(1000), (to + 999).div_euclid(1000));
+    let step = match &q.step {
+        Some(s) => parse_metric_step(s)?,
+        None => (((to_s - from_s) / 60).div_euclid(60).max(1)) * 60,
+    };
+    if (to_s - from_s) / step > stormwatch_store::aggregates::MAX_POINTS {
+        return Err(AppError::field(
+            "bad_query",
+            "step",
+            "too many points: use a larger step or a shorter window",
+        ));
+    }
+    let found = app
+        .store
+        .metric_series(
+            &name,
+            non_empty(&q.service).as_deref(),
+            from.saturating_mul(1_000_000),
+            to.saturating_mul(1_000_000),
+            step,
+        )
+        .await
+        .map_err(AppError::store)?;
+    Ok(Json(MetricsResponse {
+        name,
+        from,
+        to,
+        step_seconds: step,
+        series: found.series,
+        truncated: found.truncated,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MetricNamesQuery {
+    service: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct MetricNamesResponse {
+    from: i64,
+    to: i64,
+    /// By name, at most [`stormwatch_store::metric_minutes::MAX_NAMES`].
+    metrics: Vec<stormwatch_store::MetricName>,
+}
+
+/// `GET /api/v1/metrics/names?service=&from=&to=`: the metrics with data in the window
+/// (default: the last hour), with kind, unit and number of series.
+pub async fn metric_names(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<MetricNamesQuery>,
+) -> Result<Json<MetricNamesResponse>, AppError> {
+    let (from, to) = window(&q.from, &q.to, 3_600_000)?;
+    let metrics = app
+        .store
+        .metric_names(
+            non_empty(&q.service).as_deref(),
+            from.saturating_mul(1_000_000),
+            to.saturating_mul(1_000_000),
+        )
+        .await
+        .map_err(AppError::store)?;
+    Ok(Json(MetricNamesResponse { from, to, metrics }))
+}
+
+/// Log records returned when `limit` is absent.
+pub const DEFAULT_LOGS: i64 = 100;
+
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    trace_id: Option<String>,
+    service: Option<String>,
+    /// Least severity: an OTLP severity number (0–24) or a name (`warn`, `ERROR`...).
+    severity: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+}
+
+/// A stored record and the name of its severity's range.
+#[derive(Serialize)]
+pub struct LogEntry {
+    #[serde(flatten)]
+    record: stormwatch_model::LogRecord,
+    /// `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR`, `FATAL` or `UNSPECIFIED`.
+    severity: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct LogsResponse {
+    from: i64,
+    to: i64,
+    /// A trace's records oldest first; a service's newest first.
+    logs: Vec<LogEntry>,
+}
+
+/// A least severity: a number from 0 to 24, or the name of a range (its lowest number:
+/// `WARN` is 13), in any case; `WARNING`, `ERR` and `CRITICAL` are understood too.
+fn parse_severity(v: &str) -> Result<i32, AppError> {
+    let v = v.trim();
+    if let Ok(n) = v.parse::<i32>() {
+        if (0..=24).contains(&n) {
+            return Ok(n);
+        }
+        return Err(AppError::field(
+            "bad_query",
+            "severity",
+            format!("{n} is not an OTLP severity number (0-24)"),
+        ));
+    }
+    match v.to_ascii_uppercase().as_str() {
+        "TRACE" => Ok(1),
+        "DEBUG" => Ok(5),
+        "INFO" => Ok(9),
+        "WARN" | "WARNING" => Ok(13),
+        "ERROR" | "ERR" => Ok(17),
+        "FATAL" | "CRITICAL" => Ok(21),
+        _ => Err(AppError::field(
+            "bad_query",
+            "severity",
+            format!(
+                "`{v}` is neither a severity number (0-24) nor one of TRACE, DEBUG, INFO, WARN, \
+                 ERROR, FATAL"
+            ),
+        )),
+    }
+}
+
+/// `GET /api/v1/logs?trace_id=` or `?service=&severity=`, with `from=&to=&limit=`: OTLP log
+/// records of a trace (oldest first; every day kept unless `from` or `to` is given) or of a
+/// service at a least severity (newest first; default: the last hour). 100 records by
+/// default, at most 10,000.
+pub async fn logs(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<LogsResponse>, AppError> {
+    use stormwatch_store::LogFilter;
+    let limit = match q.limit.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        None => DEFAULT_LOGS,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=stormwatch_store::logs::MAX_LOGS).contains(n))
+            .ok_or_else(|| {
+                AppError::field(
+                    "bad_query",
+                    "limit",
+                    format!(
+                        "must be a number between 1 and {}",
+                        stormwatch_store::logs::MAX_LOGS
+                    ),
+                )
+            })?,
+    };
+    let trace_id = non_empty(&q.trace_id);
+    let service = non_empty(&q.service);
+    let severity = non_empty(&q.severity);
+    let (filter, (from, to)) = match (trace_id, service) {
+        (Some(_), Some(_)) => {
+            return Err(AppError::field(
+                "bad_query",
+                "service",
+                "give either `trace_id` or `service`, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(AppError::field(
+                "bad_query",
+                "service",
+                "give `trace_id` (a trace's records) or `service` (a service's records)",
+            ))
+        }
+        (Some(id), None) => {
+            if severity.is_some() {
+                return Err(AppError::field(
+                    "bad_query",
+                    "severity",
+                    "`severity` filters a service's records: a trace's are all returned",
+                ));
+            }
+            let bytes = hexid::decode(&id)
+                .filter(|b| b.len() == 16)
+                .ok_or_else(|| AppError::field("bad_query", "trace_id", "must be 32 hex digits"))?;
+            // A trace is looked up over every day kept, as `/api/v1/traces/{id}` does.
+            let window = if q.from.is_none() && q.to.is_none() {
+                (0, now_ms() + 86_400_000)
+            } else {
+                window(&q.from, &q.to, 3_600_000)?
+            };
+            (LogFilter::Trace(bytes), window)
+        }
+        (None, Some(service)) => {
+            let min_severity = severity.as_deref().map(parse_severity).transpose()?;
+            (
+                LogFilter::Service {
+                    service,
+                    min_severity: min_severity.unwrap_or(0),
+                },
+                window(&q.from, &q.to, 3_600_000)?,
+            )
+        }
+    };
+    let logs = app
+        .store
+        .logs(
+            &filter,
+            from.saturating_mul(1_000_000),
+            to.saturating_mul(1_000_000),
+            limit,
+        )
+        .await
+        .map_err(AppError::store)?
+        .into_iter()
+        .map(|record| LogEntry {
+            severity: stormwatch_model::log::severity_name(record.severity_number),
+            record,
+        })
+        .collect();
+    Ok(Json(LogsResponse { from, to, logs }))
 }
 
 #[derive(Serialize)]
