@@ -53,6 +53,12 @@ pub fn router(
         telemetry: board.telemetry.clone(),
         local,
     };
+    let meter = board.telemetry.meter();
+    let uploads_limiter = Limiter::new(uploads_max_concurrent.max(1), "--uploads-max-concurrent");
+    let limiter = Limiter::new(max_concurrent.max(1), "--max-concurrent");
+    uploads_limiter.observe(&meter);
+    limiter.observe(&meter);
+    board.db.observe(&meter);
     Router::new()
         .route("/classes", post(create_class))
         .route("/classes/{code}/posts", get(list_posts).post(create_post))
@@ -62,16 +68,10 @@ pub fn router(
             // Its own limit, checked before the body is read.
             post(upload)
                 .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
-                .layer(from_fn_with_state(
-                    Limiter::new(uploads_max_concurrent.max(1), "--uploads-max-concurrent"),
-                    limit,
-                )),
+                .layer(from_fn_with_state(uploads_limiter, limit)),
         )
         // Layers run outside-in from the last added: the span sees the limiter's 503s.
-        .layer(from_fn_with_state(
-            Limiter::new(max_concurrent.max(1), "--max-concurrent"),
-            limit,
-        ))
+        .layer(from_fn_with_state(limiter, limit))
         .layer(from_fn_with_state(spans, server_span))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(board)

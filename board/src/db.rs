@@ -202,6 +202,7 @@ struct Pool {
     target: Target,
     idle: Mutex<Vec<Client>>,
     permits: Arc<Semaphore>,
+    size: usize,
 }
 
 struct Pooled<'a> {
@@ -304,6 +305,28 @@ pub struct Db {
 }
 
 impl Db {
+    /// Reports the replica pool's connections in use (`db.client.connections.usage`, state
+    /// `used`) and its size (`db.client.connections.max`) at each metrics export.
+    pub fn observe(&self, meter: &opentelemetry::metrics::Meter) {
+        let pool = opentelemetry::KeyValue::new("pool.name", "board-replica");
+        let used = [pool.clone(), opentelemetry::KeyValue::new("state", "used")];
+        let (permits, size) = (self.replica.permits.clone(), self.replica.size);
+        meter
+            .i64_observable_up_down_counter("db.client.connections.usage")
+            .with_unit("{connection}")
+            .with_description("Replica connections taken from the pool")
+            .with_callback(move |o| {
+                o.observe((size - permits.available_permits().min(size)) as i64, &used)
+            })
+            .build();
+        meter
+            .i64_observable_up_down_counter("db.client.connections.max")
+            .with_unit("{connection}")
+            .with_description("Replica connections the pool holds at most")
+            .with_callback(move |o| o.observe(size as i64, std::slice::from_ref(&pool)))
+            .build();
+    }
+
     pub fn new(
         primary_url: &str,
         replica_url: &str,
@@ -317,6 +340,7 @@ impl Db {
                 target: Target::new(Role::Replica, replica_url, connect_timeout)?,
                 idle: Mutex::new(Vec::new()),
                 permits: Arc::new(Semaphore::new(replica_pool.max(1))),
+                size: replica_pool.max(1),
             },
             telemetry,
         })

@@ -151,6 +151,28 @@ impl Limiter {
         }
     }
 
+    /// Reports the requests in flight (`http.server.active_requests`) and the limit
+    /// (`board.limiter.max`) at each metrics export, labelled by the limiter's flag.
+    pub fn observe(&self, meter: &opentelemetry::metrics::Meter) {
+        let attrs = [opentelemetry::KeyValue::new("board.limiter", self.what)];
+        let (permits, limit) = (self.permits.clone(), self.limit);
+        let a = attrs.clone();
+        meter
+            .i64_observable_up_down_counter("http.server.active_requests")
+            .with_unit("{request}")
+            .with_description("Requests holding a permit of the limiter")
+            .with_callback(move |o| {
+                o.observe((limit - permits.available_permits().min(limit)) as i64, &a)
+            })
+            .build();
+        meter
+            .i64_observable_gauge("board.limiter.max")
+            .with_unit("{request}")
+            .with_description("Requests the limiter lets in at once; more answer 503")
+            .with_callback(move |o| o.observe(limit as i64, &attrs))
+            .build();
+    }
+
     /// A permit, or the 503 to answer.
     pub fn try_enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
         self.permits.clone().try_acquire_owned().map_err(|_| {
