@@ -945,3 +945,139 @@ async fn a_stalled_leader_is_replaced_after_its_lease_and_its_late_write_is_refu
     a.stop().await;
     b.stop().await;
 }
+
+/// An up-down sum part of this minute for `board`'s replica pool.
+fn pool_point(
+    name: &str,
+    state: Option<&str>,
+    value: f64,
+    at_ns: i64,
+) -> stormwatch_model::MetricPoint {
+    let mut attributes =
+        std::collections::BTreeMap::from([("pool.name".to_owned(), "board-replica".to_owned())]);
+    if let Some(s) = state {
+        attributes.insert("state".into(), s.into());
+    }
+    stormwatch_model::MetricPoint {
+        minute_ns: at_ns - at_ns % 60_000_000_000,
+        service: "board".into(),
+        instance: "board-1".into(),
+        name: name.into(),
+        unit: "{connection}".into(),
+        kind: stormwatch_model::MetricKind::UpDown as i32,
+        attributes,
+        count: 1,
+        sum: value,
+        min: value,
+        max: value,
+        last: value,
+        last_ns: at_ns,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn metric_rule_fires_on_pool_usage_of_its_max_and_resolves() {
+    let (hook, addr) = Receiver::start().await;
+    let db = stormwatch_testkit::fresh_database().await;
+    let alerts = alerts_config(&format!(
+        r#"
+        [[channels]]
+        name = "hook"
+        type = "webhook"
+        url = "http://{addr}/"
+
+        [[rules]]
+        name = "pool-nearly-full"
+        kind = "metric"
+        series = "db.client.connections.usage"
+        attributes = {{ state = "used" }}
+        ratio_to = "db.client.connections.max"
+        threshold = 90
+        resolve_after = "0s"
+        "#
+    ));
+    let c = collector_with(&db, alerts).await;
+    let now = now_ns();
+    let mut b = batch();
+    b.metrics = vec![
+        pool_point(
+            "db.client.connections.usage",
+            Some("used"),
+            12.0,
+            now - 2_000_000_000,
+        ),
+        pool_point(
+            "db.client.connections.usage",
+            Some("idle"),
+            8.0,
+            now - 2_000_000_000,
+        ),
+        pool_point("db.client.connections.max", None, 20.0, now - 2_000_000_000),
+    ];
+    c.ingest(&b).await; // 60 % in use: nothing fires
+    after_rounds(&c, 3).await;
+    assert!(hook.messages().is_empty(), "{:#?}", hook.messages());
+
+    let mut b = batch();
+    b.sequence = 2;
+    b.metrics = vec![pool_point(
+        "db.client.connections.usage",
+        Some("used"),
+        19.0,
+        now - 1_000_000_000,
+    )];
+    c.ingest(&b).await;
+    let m = hook.wait_for(1, Duration::from_secs(15)).await;
+    let alert = &m[0].body["alerts"][0];
+    assert_eq!(alert["event"], "firing", "{:#}", m[0].body);
+    let summary = alert["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("db.client.connections.usage of board")
+            && summary.contains("is 95 % of db.client.connections.max (19 of 20; threshold 90 %)"),
+        "{summary}"
+    );
+    assert_eq!(alert["labels"]["pool.name"], "board-replica");
+    assert_eq!(alert["labels"]["state"], "used");
+    assert!(
+        m[0].body.to_string().contains("/services/board/metrics"),
+        "links the service's metrics page: {:#}",
+        m[0].body
+    );
+
+    // The pool drains: the minute's latest value is what the rule reads.
+    let mut b = batch();
+    b.sequence = 3;
+    b.metrics = vec![pool_point(
+        "db.client.connections.usage",
+        Some("used"),
+        4.0,
+        now,
+    )];
+    c.ingest(&b).await;
+    let m = hook.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(
+        m[1].body["alerts"][0]["event"], "resolved",
+        "{:#}",
+        m[1].body
+    );
+    after_rounds(&c, 2).await;
+    assert_eq!(hook.messages().len(), 2, "one firing, one resolved");
+    c.stop().await;
+}
+
+#[test]
+fn a_metric_rule_without_series_or_threshold_is_refused_by_name() {
+    let cfg = |body: &str| {
+        alerts_config(body)
+            .resolve("http://sw", &|_| None)
+            .map(|_| ())
+    };
+    let err = cfg("[[rules]]\nname = \"m\"\nkind = \"metric\"\nthreshold = 1\n").unwrap_err();
+    assert!(
+        err.contains("rule `m`: a metric rule needs `series`"),
+        "{err}"
+    );
+    let err = cfg("[[rules]]\nname = \"m\"\nkind = \"metric\"\nseries = \"x\"\n").unwrap_err();
+    assert!(err.contains("a metric rule needs `threshold`"), "{err}");
+}

@@ -129,6 +129,25 @@ pub enum RuleKind {
     SpansDropped,
     /// Host CPU / memory / disk percent above a threshold.
     Host,
+    /// An OTLP metric series (`series`) at or above a threshold in its unit, or, with
+    /// `ratio_to`, as a percentage of another series (pool usage of its max ≥ 90 %).
+    Metric,
+}
+
+/// How a `metric` rule reads its series over the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduce {
+    /// The latest value (up-down sums, gauges: the default).
+    Last,
+    /// The greatest value seen.
+    Max,
+    /// The mean of the values.
+    Mean,
+    /// Counters: the increase per second (the default for counters).
+    Rate,
+    /// Histograms: the 95th percentile (the default for histograms).
+    P95,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -236,6 +255,19 @@ pub struct RuleConfig {
     /// host: which metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<HostMetric>,
+    /// metric: the OTLP metric's name (`db.client.connections.usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<String>,
+    /// metric: only series with these attributes (`{ state = "used" }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<BTreeMap<String, String>>,
+    /// metric: compare as a percentage of this series (`db.client.connections.max`), matched by
+    /// service, instance and the attributes both have; `threshold` is then in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio_to: Option<String>,
+    /// metric: how the window's points are read (default by the series' kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduce: Option<Reduce>,
 }
 
 fn warning() -> String {
@@ -301,6 +333,10 @@ impl RuleConfig {
             failure_classes: None,
             connect_ms: None,
             metric: None,
+            series: None,
+            attributes: None,
+            ratio_to: None,
+            reduce: None,
         }
     }
 
@@ -316,6 +352,8 @@ impl RuleConfig {
             RuleKind::FullScan => &["service", "operation", "peer"],
             RuleKind::AgentSilent | RuleKind::SpansDropped => &["agent"],
             RuleKind::Host => &["host"],
+            // Every label: the service, the instance and the series' attributes.
+            RuleKind::Metric => &[],
         };
         default.iter().map(|s| (*s).to_owned()).collect()
     }
@@ -575,9 +613,11 @@ fn check_rule(r: &RuleConfig, channels: &[Channel]) -> Result<(), String> {
         RuleKind::FullScan => &["service", "operation", "peer"],
         RuleKind::AgentSilent | RuleKind::SpansDropped => &["agent"],
         RuleKind::Host => &["host"],
+        // Any attribute of the series may be a label.
+        RuleKind::Metric => &[],
     };
     for g in r.group_by() {
-        if !allowed.contains(&g.as_str()) {
+        if r.kind != RuleKind::Metric && !allowed.contains(&g.as_str()) {
             return err(format!(
                 "cannot group by `{g}`; choose from {}",
                 allowed.join(", ")
@@ -598,6 +638,13 @@ fn check_rule(r: &RuleConfig, channels: &[Channel]) -> Result<(), String> {
         RuleKind::ErrorRate if !matches!(r.threshold, Some(t) if (0.0..=1.0).contains(&t)) => {
             err("an error_rate rule needs `threshold` between 0 and 1".into())
         }
+        RuleKind::Metric if r.series.as_deref().is_none_or(str::is_empty) => {
+            err("a metric rule needs `series` (the OTLP metric's name)".into())
+        }
+        RuleKind::Metric if r.threshold.is_none() => err(
+            "a metric rule needs `threshold` (in the series' unit, or percent with `ratio_to`)"
+                .into(),
+        ),
         RuleKind::Host if r.metric.is_none() => {
             err("a host rule needs `metric` (cpu, memory or disk)".into())
         }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod metric_rule;
 pub mod notify;
 pub mod rules;
 pub mod threads;

@@ -84,7 +84,14 @@ pub fn incident_link(base: &str, id: i64) -> String {
 
 /// The dashboard view and window that explains an alert.
 pub fn dashboard_link(base: &str, kind: Option<RuleKind>, e: &EventRow) -> String {
+    // A metric alert opens its service's metrics page (the service is in the path).
+    let service_metrics;
     let path = match kind {
+        Some(RuleKind::Metric) => {
+            let service = e.labels.get("service").map_or("", String::as_str);
+            service_metrics = format!("/services/{}/metrics", url_escape(service));
+            service_metrics.as_str()
+        }
         Some(RuleKind::Latency | RuleKind::ErrorRate) => "/dependencies",
         Some(RuleKind::ReplicationLag | RuleKind::DbConnect) => "/databases",
         Some(RuleKind::FullScan) => "/spans",
@@ -96,6 +103,9 @@ pub fn dashboard_link(base: &str, kind: Option<RuleKind>, e: &EventRow) -> Strin
     let to_ms = ((e.time + 300.0) * 1000.0) as i64;
     let mut url = format!("{base}{path}?from={from_ms}&to={to_ms}");
     for (k, v) in &e.labels {
+        if kind == Some(RuleKind::Metric) {
+            break;
+        }
         if ["service", "class", "peer", "database", "host"].contains(&k.as_str()) && !v.is_empty() {
             url.push_str(&format!("&{k}={}", url_escape(v)));
         }

@@ -499,6 +499,9 @@ pub async fn evaluate(
                 }
             }
         }
+        RuleKind::Metric => {
+            out.extend(super::metric_rule::evaluate(store, rule, now_s, window).await?);
+        }
         RuleKind::Host => {
             let threshold = rule.threshold.unwrap_or(90.0);
             for h in store.latest_hosts(now_s - window.max(30.0)).await? {

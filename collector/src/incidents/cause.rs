@@ -34,6 +34,9 @@ pub const MIN_ADDED_MS: f64 = 1.0;
 /// incident, even when the operation has nothing else to blame (the minute rows of a replica's
 /// incident still held the end of an earlier Redis one, at 1.1× the hour that held all of it).
 pub const MIN_GROWTH: f64 = 2.0;
+/// A metric rule's alert as a cause: below a dependency that explains the added time (1 +
+/// share), above the operation itself (0.5).
+const METRIC_SCORE: f64 = 0.9;
 /// Added to a dependency cause's score when the peer's own alert is in the incident.
 pub const ALERTING_PEER_BONUS: f64 = 0.5;
 /// Most operations examined for one alert on a peer or database (those that slowed most).
@@ -120,7 +123,8 @@ pub struct Cause {
     pub class: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
-    /// Ranking score: probe causes 3, dependencies 1 + share, the operation itself 0.5.
+    /// Ranking score: probe causes 3, dependencies 1 + share, a metric alert 0.9, the operation
+    /// itself 0.5.
     pub score: f64,
     pub line: String,
     pub evidence: Vec<Evidence>,
@@ -471,6 +475,23 @@ pub fn rank(alerts: &[AlertFacts], t: &Traffic) -> Vec<Cause> {
                     score,
                     line,
                     evidence,
+                    class: None,
+                    peer: None,
+                });
+            }
+            // An app's own metric past its threshold (a pool at its maximum, a limiter full):
+            // below a dependency that explains the time, above the operation itself.
+            Some(RuleKind::Metric) => {
+                let what = a.summary.split(" is ").next().unwrap_or(&a.summary);
+                causes.push(Cause {
+                    rank: 0,
+                    kind: "metric",
+                    subject: what.to_owned(),
+                    service: label(a, "service").map(str::to_owned),
+                    operation: None,
+                    score: METRIC_SCORE,
+                    line: a.summary.clone(),
+                    evidence: a.value.map(|v| ev(what, v, "")).into_iter().collect(),
                     class: None,
                     peer: None,
                 });
