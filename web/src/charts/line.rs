@@ -2,7 +2,7 @@
 
 use plotters::prelude::*;
 
-use super::{accessible, palette};
+use super::{accessible, palette, xml_escape};
 use crate::range::axis_label;
 
 /// One line: a name for the legend and points (Unix ms, value); `None` breaks the line.
@@ -11,6 +11,20 @@ pub struct Series {
     pub name: String,
     pub color: (u8, u8, u8),
     pub points: Vec<(i64, Option<f64>)>,
+}
+
+/// The unbroken runs of `points` (a `None` breaks the line), each non-empty.
+fn runs(points: &[(i64, Option<f64>)]) -> Vec<Vec<(i64, f64)>> {
+    let mut runs: Vec<Vec<(i64, f64)>> = vec![Vec::new()];
+    for (t, v) in points {
+        match v {
+            Some(v) => runs.last_mut().expect("never empty").push((*t, *v)),
+            None if !runs.last().expect("never empty").is_empty() => runs.push(Vec::new()),
+            None => {}
+        }
+    }
+    runs.retain(|r| !r.is_empty());
+    runs
 }
 
 /// A line chart over a time window.
@@ -22,12 +36,19 @@ pub struct LineChart<'a> {
     pub from_ms: i64,
     pub to_ms: i64,
     pub series: Vec<Series>,
+    /// Lines drawn dashed, after the solid ones: limits and capacities (a limiter's maximum, a
+    /// pool's size) beside what they bound, or a second reading of a series (a p95 beside its
+    /// mean), usually in the colour of the series they go with.
+    pub dashed: Vec<Series>,
     /// Time ranges shaded red (vermillion): refusal windows, outages.
     pub bands: Vec<(i64, i64)>,
     /// A horizontal threshold line and its label.
     pub threshold: Option<(f64, String)>,
     /// Formats y values on the axis and in the text alternative.
     pub y_format: fn(f64) -> String,
+    /// A hover title on every point ("series: 08:15 12 ms"), as an invisible dot over it.
+    /// Off by default: each point adds about 150 bytes to the page.
+    pub hover: bool,
     pub width: u32,
     pub height: u32,
 }
@@ -41,9 +62,11 @@ impl LineChart<'_> {
             from_ms,
             to_ms,
             series: Vec::new(),
+            dashed: Vec::new(),
             bands: Vec::new(),
             threshold: None,
             y_format: super::short_count,
+            hover: false,
             width: 720,
             height: 240,
         }
@@ -52,17 +75,18 @@ impl LineChart<'_> {
     /// The text alternative: per series its last, smallest and largest value.
     fn describe(&self) -> String {
         let mut parts = Vec::new();
-        for s in &self.series {
+        let dashed = self.dashed.iter().map(|s| (s, " (dashed)"));
+        for (s, style) in self.series.iter().map(|s| (s, "")).chain(dashed) {
             let vals: Vec<f64> = s.points.iter().filter_map(|(_, v)| *v).collect();
             if vals.is_empty() {
-                parts.push(format!("{}: no data", s.name));
+                parts.push(format!("{}{style}: no data", s.name));
                 continue;
             }
             let min = vals.iter().copied().fold(f64::INFINITY, f64::min);
             let max = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let last = vals[vals.len() - 1];
             parts.push(format!(
-                "{}: last {}, min {}, max {}",
+                "{}{style}: last {}, min {}, max {}",
                 s.name,
                 (self.y_format)(last),
                 (self.y_format)(min),
@@ -84,12 +108,14 @@ impl LineChart<'_> {
         let ymax = self
             .series
             .iter()
+            .chain(&self.dashed)
             .flat_map(|s| s.points.iter().filter_map(|(_, v)| *v))
             .chain(self.threshold.as_ref().map(|(t, _)| *t))
             .fold(0.0f64, f64::max);
         let ymax = if ymax <= 0.0 { 1.0 } else { ymax * 1.1 };
         let to = self.to_ms.max(self.from_ms + 1);
         let window = to - self.from_ms;
+        let mut dots: Vec<String> = Vec::new();
         let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
             let root =
                 SVGBackend::with_string(&mut buf, (self.width, self.height)).into_drawing_area();
@@ -121,36 +147,44 @@ impl LineChart<'_> {
                     RGBColor(r, g, b).mix(0.25).filled(),
                 )))?;
             }
-            for s in &self.series {
+            let dashed = self.dashed.iter().map(|s| (s, true));
+            for (s, is_dashed) in self.series.iter().map(|s| (s, false)).chain(dashed) {
                 let (r, g, b) = s.color;
                 let style = RGBColor(r, g, b).stroke_width(2);
-                // One polyline per unbroken run of points.
-                let mut runs: Vec<Vec<(i64, f64)>> = vec![Vec::new()];
-                for (t, v) in &s.points {
-                    match v {
-                        Some(v) => runs.last_mut().expect("never empty").push((*t, *v)),
-                        None if !runs.last().expect("never empty").is_empty() => {
-                            runs.push(Vec::new())
-                        }
-                        None => {}
-                    }
-                }
                 let mut labelled = false;
-                for run in runs.into_iter().filter(|r| !r.is_empty()) {
-                    let series = if run.len() == 1 {
-                        chart.draw_series(
+                for run in runs(&s.points) {
+                    if self.hover {
+                        for (t, v) in &run {
+                            let (x, y) = chart.backend_coord(&(*t, *v));
+                            dots.push(format!(
+                                r##"<circle cx="{x}" cy="{y}" r="4" fill="#000" fill-opacity="0"><title>{}: {} {}</title></circle>"##,
+                                xml_escape(&s.name),
+                                xml_escape(&axis_label(*t, window)),
+                                xml_escape(&yf(*v))
+                            ));
+                        }
+                    }
+                    let series = match (run.len(), is_dashed) {
+                        (1, _) => chart.draw_series(
                             run.into_iter().map(|p| Circle::new(p, 2, style.filled())),
-                        )?
-                    } else {
-                        chart.draw_series(LineSeries::new(run, style))?
+                        )?,
+                        (_, false) => chart.draw_series(LineSeries::new(run, style))?,
+                        (_, true) => chart.draw_series(DashedLineSeries::new(run, 6, 4, style))?,
                     };
                     if !labelled {
-                        series.label(s.name.clone()).legend(move |(x, y)| {
-                            PathElement::new(
-                                vec![(x, y), (x + 14, y)],
-                                RGBColor(r, g, b).stroke_width(2),
-                            )
-                        });
+                        let swatch = RGBColor(r, g, b).stroke_width(2);
+                        let series = series.label(s.name.clone());
+                        if is_dashed {
+                            series.legend(move |(x, y)| {
+                                EmptyElement::at((x, y))
+                                    + PathElement::new(vec![(0, 0), (5, 0)], swatch)
+                                    + PathElement::new(vec![(9, 0), (14, 0)], swatch)
+                            });
+                        } else {
+                            series.legend(move |(x, y)| {
+                                PathElement::new(vec![(x, y), (x + 14, y)], swatch)
+                            });
+                        }
                         labelled = true;
                     }
                 }
@@ -183,6 +217,11 @@ impl LineChart<'_> {
         })();
         if let Err(error) = drawn {
             tracing::warn!(%error, title = self.title, "drawing a chart failed");
+        }
+        if !dots.is_empty() {
+            if let Some(end) = buf.rfind("</svg>") {
+                buf.insert_str(end, &format!("<g class=\"points\">{}</g>", dots.concat()));
+            }
         }
         accessible(buf, "line", self.title, &self.describe())
     }
@@ -285,6 +324,56 @@ mod tests {
         assert!(
             svg.contains("redis &lt;&amp;&gt;"),
             "legend text is escaped"
+        );
+    }
+
+    #[test]
+    fn dashed_series_and_hover_titles() {
+        let mut c = LineChart::new("In flight <board>", "requests", 0, 600_000);
+        c.series.push(Series {
+            name: "app-1".into(),
+            color: palette::BLUE,
+            points: vec![(0, Some(3.0)), (60_000, Some(40.0)), (120_000, None)],
+        });
+        c.dashed.push(Series {
+            name: "app-1 limit".into(),
+            color: palette::BLUE,
+            points: vec![(0, Some(40.0)), (60_000, Some(40.0)), (120_000, Some(40.0))],
+        });
+        let plain = c.render();
+        assert!(
+            !plain.contains("class=\"points\""),
+            "no hover dots by default"
+        );
+        c.hover = true;
+        let svg = c.render();
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed");
+        let desc = doc
+            .descendants()
+            .find(|n| n.has_tag_name("desc"))
+            .and_then(|n| n.text())
+            .unwrap();
+        assert!(
+            desc.contains("app-1: last 40") && desc.contains("app-1 limit (dashed): last 40"),
+            "{desc}"
+        );
+        // A dashed line is many short strokes: more polylines than a solid run and its swatch.
+        let blue = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke") == Some("#0072B2"))
+            .count();
+        assert!(blue > 1 + 1 + 4, "{blue}");
+        let dots: Vec<String> = doc
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("points"))
+            .flat_map(|g| g.descendants().filter(|n| n.has_tag_name("title")))
+            .filter_map(|t| t.text().map(str::to_owned))
+            .collect();
+        assert_eq!(dots.len(), 2 + 3, "one per point: {dots:?}");
+        assert!(dots.contains(&"app-1: 00:01:00 40".to_owned()), "{dots:?}");
+        assert!(
+            svg.trim_end().ends_with("</g></svg>"),
+            "the dots are inside the document"
         );
     }
 
