@@ -75,9 +75,20 @@ pub fn urlencode(s: &str) -> String {
     out
 }
 
+/// Percent-encodes a path segment: as [`urlencode`], `/` included (a service named `a/b`).
+pub fn path_segment(s: &str) -> String {
+    urlencode(s).replace('/', "%2F")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::nul_field;
+    use super::{nul_field, path_segment};
+
+    #[test]
+    fn path_segments_encode_slashes() {
+        assert_eq!(path_segment("board"), "board");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+    }
 
     #[test]
     fn finds_the_parameter_that_holds_an_encoded_nul() {

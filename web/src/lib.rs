@@ -51,6 +51,7 @@ pub fn router_with(store: Arc<Store>, auth: Arc<Auth>) -> Router {
         .route("/traces/{trace_id}", get(traces::trace))
         .route("/databases", get(databases::databases))
         .route("/hosts", get(hosts::hosts))
+        .route("/services/{service}/metrics", get(metrics::metrics))
         .route("/incidents", get(incidents::incidents))
         .route("/incidents/{id}", get(incidents::incident))
         .route("/alerts", get(alerts::alerts))

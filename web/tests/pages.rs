@@ -387,3 +387,256 @@ async fn the_service_map_links_services_to_the_peers_they_call() {
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("id=\"no-services\""), "{page}");
 }
+
+/// A metric point of service `board` on instance `app-1`, `ago` minutes before `now`: one
+/// sample of `value` (histograms: `count` observations of mean `value`).
+fn point(
+    now: i64,
+    ago: i64,
+    name: &str,
+    kind: stormwatch_model::MetricKind,
+    unit: &str,
+    attrs: &[(&str, &str)],
+    value: f64,
+) -> stormwatch_model::MetricPoint {
+    let minute_ns = (now.div_euclid(60 * NS) - ago) * 60 * NS;
+    stormwatch_model::MetricPoint {
+        minute_ns,
+        service: "board".into(),
+        instance: "app-1".into(),
+        name: name.into(),
+        unit: unit.into(),
+        kind: kind as i32,
+        attributes: attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        count: 1,
+        sum: value,
+        min: value,
+        max: value,
+        last: value,
+        last_ns: minute_ns + 30 * NS,
+        ..Default::default()
+    }
+}
+
+/// The board's spans, with its limiter, pool and a few other metrics over the last 10 minutes
+/// (in flight climbing to the limit of 40, the pool full at 10), and another service's gauge.
+async fn seed_metrics(store: &stormwatch_store::Store) -> stormwatch_model::Batch {
+    use stormwatch_model::MetricKind::*;
+    let now = stormwatch_store::now_ns();
+    let mut b = stormwatch_testkit::sample::batch("agent-m", 7, 40, now);
+    let limiter = [("board.limiter", "--max-concurrent")];
+    let pool = [("pool.name", "board-replica")];
+    let used = [("pool.name", "board-replica"), ("state", "used")];
+    for ago in 0..10 {
+        let climbing = (4 * (10 - ago)) as f64;
+        let p = |name, kind, unit, attrs: &[(&str, &str)], v| {
+            point(now, ago, name, kind, unit, attrs, v)
+        };
+        b.metrics.extend([
+            p(
+                "http.server.active_requests",
+                UpDown,
+                "{request}",
+                &limiter,
+                climbing,
+            ),
+            p("board.limiter.max", Gauge, "{request}", &limiter, 40.0),
+            p(
+                "db.client.connections.usage",
+                UpDown,
+                "{connection}",
+                &used,
+                7.0 + (ago == 0) as i32 as f64 * 3.0,
+            ),
+            p(
+                "db.client.connections.max",
+                UpDown,
+                "{connection}",
+                &pool,
+                10.0,
+            ),
+            p("process.cpu.utilization", Gauge, "1", &[], 0.25),
+            p("board.posts.created", Counter, "{post}", &[], 120.0),
+        ]);
+        let mut h = p(
+            "http.server.duration",
+            Histogram,
+            "ms",
+            &[("http.route", "/posts")],
+            0.0,
+        );
+        h.count = 10;
+        h.sum = 250.0;
+        h.min = 5.0;
+        h.max = 90.0;
+        h.bounds = vec![10.0, 50.0, 100.0];
+        h.buckets = vec![4, 4, 2, 0];
+        b.metrics.push(h);
+        let mut other = p("queue.depth", Gauge, "", &[], 3.0);
+        other.service = "other-svc".into();
+        b.metrics.push(other);
+    }
+    stormwatch_model::validate::check_batch(&mut b, now).unwrap();
+    store.store_batch(&b, now).await.unwrap();
+    b
+}
+
+/// The text alternative of the chart whose title is `title`.
+fn chart_desc(page: &str, title: &str) -> String {
+    let svg = svgs(page)
+        .into_iter()
+        .find(|s| s.contains(&format!("<title>{title}</title>")))
+        .unwrap_or_else(|| panic!("no chart titled {title:?}"));
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let desc = doc
+        .descendants()
+        .find(|n| n.has_tag_name("desc"))
+        .and_then(|n| n.text())
+        .unwrap()
+        .to_owned();
+    desc
+}
+
+#[tokio::test]
+async fn a_services_metrics_page_puts_its_limits_beside_its_latency() {
+    let store = empty_store().await;
+    seed_metrics(&store).await;
+    let app = stormwatch_web::router(store);
+    let (status, page) = get(&app, "/services/board/metrics?range=1h").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("<h1>board: metrics</h1>"), "{page}");
+    // The outage signals, first, on the window's time axis.
+    let signals =
+        &page[page.find("id=\"signals\"").expect("signals")..page.find("id=\"metrics\"").unwrap()];
+    for id in [
+        "signal-latency",
+        "signal-requests",
+        "signal-in-flight",
+        "signal-pool",
+    ] {
+        assert!(signals.contains(&format!("id=\"{id}\"")), "{id}");
+    }
+    let latency = svgs(signals)
+        .into_iter()
+        .find(|s| s.contains("<title>board: server latency p95</title>"))
+        .unwrap();
+    // The sample's server spans answer 503 now and then: that step is shaded.
+    assert!(latency.contains("fill=\"#D55E00\""), "{latency}");
+    let in_flight = chart_desc(&page, "board: requests in flight and their limit (dashed)");
+    assert!(
+        in_flight.contains("app-1 · board.limiter=--max-concurrent: last 40, min 4, max 40"),
+        "{in_flight}"
+    );
+    assert!(
+        in_flight.contains("app-1 · board.limiter=--max-concurrent limit (dashed): last 40"),
+        "the limit is drawn as its own dashed series: {in_flight}"
+    );
+    let pool = chart_desc(
+        &page,
+        "board: pool connections in use and the pool size (dashed)",
+    );
+    assert!(
+        pool.contains("app-1 · pool.name=board-replica used: last 10, min 7"),
+        "{pool}"
+    );
+    assert!(
+        pool.contains("app-1 · pool.name=board-replica max (dashed): last 10"),
+        "{pool}"
+    );
+    // Every other metric of the service: gauges as their value, counters per second,
+    // histograms as mean and p95.
+    let cpu = chart_desc(&page, "process.cpu.utilization (gauge)");
+    assert!(cpu.contains("app-1: last 0.25"), "{cpu}");
+    let posts = chart_desc(&page, "board.posts.created (counter)");
+    assert!(
+        posts.contains("(posts per second)") && posts.contains("app-1: last 2,"),
+        "{posts}"
+    );
+    let hist = chart_desc(&page, "http.server.duration (histogram)");
+    assert!(
+        hist.contains("app-1 · http.route=/posts mean: last 25"),
+        "{hist}"
+    );
+    assert!(
+        hist.contains("app-1 · http.route=/posts p95 (dashed): last"),
+        "{hist}"
+    );
+    assert!(
+        page.contains("ms, mean and p95 (dashed)"),
+        "the y axis names the unit"
+    );
+    // Drawn with the signals, not again on their own.
+    assert!(!page.contains("<title>board.limiter.max"), "{page}");
+    assert!(!page.contains("<title>db.client.connections.max"), "{page}");
+    // The list: every metric, linked to its chart; none of another service.
+    let table = &page[page.find("id=\"metric-names\"").unwrap()..];
+    for (name, href, kind) in [
+        ("http.server.active_requests", "#signal-in-flight", "updown"),
+        ("board.limiter.max", "#signal-in-flight", "gauge"),
+        ("db.client.connections.usage", "#signal-pool", "updown"),
+        ("db.client.connections.max", "#signal-pool", "updown"),
+        (
+            "process.cpu.utilization",
+            "#metric-process.cpu.utilization-gauge",
+            "gauge",
+        ),
+        (
+            "http.server.duration",
+            "#metric-http.server.duration-histogram",
+            "histogram",
+        ),
+    ] {
+        assert!(
+            table.contains(&format!(
+                "<a href=\"{href}\">{name}</a></td><td>{kind}</td>"
+            )),
+            "{name} in {table}"
+        );
+    }
+    assert!(!page.contains("queue.depth"), "another service's metric");
+    assert!(!page.contains("id=\"no-metrics\""));
+    // Hover titles on the points of small charts.
+    assert!(page.contains("<g class=\"points\">"));
+}
+
+#[tokio::test]
+async fn a_service_without_metrics_says_how_to_export_them() {
+    let store = empty_store().await;
+    seed(&store).await;
+    let app = stormwatch_web::router(store);
+    // Spans but no metrics: its latency, then what to do.
+    let (status, page) = get(&app, "/services/board/metrics?range=1h").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("id=\"signal-latency\""), "{page}");
+    assert!(!page.contains("id=\"signal-in-flight\""));
+    assert!(page.contains("id=\"no-metrics\""));
+    assert!(page.contains("<code>OTEL_METRICS_EXPORTER=otlp</code> (the default of most SDKs)"));
+    assert!(page.contains("<code>OTEL_EXPORTER_OTLP_ENDPOINT</code> pointing at the agent"));
+    // Nothing at all (an unknown name, one with a slash): the same, not an error.
+    for (path, name) in [("nobody", "nobody"), ("a%2Fb%20c", "a/b c")] {
+        let (status, page) = get(&app, &format!("/services/{path}/metrics")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains("id=\"no-metrics\""), "{page}");
+        assert!(!page.contains("id=\"signals\""));
+        assert!(
+            page.contains(&format!("No metrics from {name} in this window")),
+            "{page}"
+        );
+    }
+    // The picker keeps the page.
+    let (_, page) = get(&app, "/services/a%2Fb/metrics?range=1h").await;
+    assert!(
+        page.contains("href=\"/services/a%2Fb/metrics?range=6h\""),
+        "{page}"
+    );
+    // Bad windows: the usual 400 naming the parameter.
+    let (status, page) = get(&app, "/services/board/metrics?range=2y").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("unknown range `2y`"), "{page}");
+    let (status, page) = get(&app, "/services/board/metrics?from=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("bad parameter `from`"), "{page}");
+}

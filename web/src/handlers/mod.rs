@@ -9,6 +9,7 @@ pub mod incident_timeline;
 pub mod incidents;
 pub mod login;
 pub mod map;
+pub mod metrics;
 pub mod overview;
 pub mod scatter;
 pub mod spans;
@@ -139,7 +140,7 @@ impl PageQuery {
     }
 }
 
-pub use crate::input::urlencode;
+pub use crate::input::{path_segment, urlencode};
 
 /// A link of the time-range picker.
 pub struct PresetLink {
@@ -158,7 +159,8 @@ pub struct NavLink {
 /// What `base.html` needs: navigation, the time-range picker, the window, who is signed in.
 pub struct Chrome {
     pub title: String,
-    pub path: &'static str,
+    /// The page's path: where the picker's links and form go.
+    pub path: String,
     pub nav: Vec<NavLink>,
     pub presets: Vec<PresetLink>,
     pub custom: bool,
@@ -191,22 +193,22 @@ const AREAS: &[(&str, &str)] = &[
 impl Chrome {
     pub fn new(
         title: impl Into<String>,
-        path: &'static str,
+        path: impl Into<String>,
         w: &Window,
         q: &PageQuery,
         viewer: &Viewer,
     ) -> Chrome {
         let filters = q.filters();
         let wq = w.query();
+        let path = path.into();
         Chrome {
             title: title.into(),
-            path,
             nav: AREAS
                 .iter()
                 .map(|(label, href)| NavLink {
                     label,
                     href: format!("{href}?{wq}"),
-                    active: *href == path,
+                    active: *href == path.as_str(),
                 })
                 .collect(),
             presets: range::PRESETS
@@ -229,6 +231,7 @@ impl Chrome {
             role: viewer.role.as_str(),
             refresh_s: None,
             window_query: wq,
+            path,
         }
     }
 
