@@ -41,7 +41,10 @@ async fn overview_shows_each_service_agents_and_sparklines() {
     let app = stormwatch_web::router(store);
     let (status, page) = get(&app, "/?range=1h").await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert!(page.contains("<td>board</td>"), "{page}");
+    assert!(
+        page.contains(r#"<td><a href="/services/board/metrics?range=1h" title="board: latency, limits and metrics">board</a></td>"#),
+        "the service links to its metrics: {page}"
+    );
     assert!(page.contains("<td>http_server</td>"));
     // The sample batches: 800 spans, 200 of them server spans; every 17th span is a 503.
     assert!(page.contains("agent-a") && page.contains("agent-b"));

@@ -6,7 +6,7 @@ use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 use axum::Extension;
 
-use super::{urlencode, Chrome, PageQuery};
+use super::{path_segment, urlencode, Chrome, PageQuery};
 use crate::auth::Viewer;
 use crate::charts::{line::sparkline, palette, short_bytes, short_count};
 use crate::error::WebError;
@@ -21,6 +21,8 @@ pub const ERROR_RATE_ALARM: f64 = 0.05;
 pub struct ServiceRow {
     pub service: String,
     pub service_q: String,
+    /// The service as a path segment: `/services/{service_path}/metrics`.
+    pub service_path: String,
     pub entry_class: &'static str,
     pub throughput: String,
     pub p50: String,
@@ -113,6 +115,7 @@ pub async fn overview(
             let p95s: Vec<Option<f64>> = s.steps.iter().map(|x| x.quantile_ms(0.95)).collect();
             ServiceRow {
                 service_q: urlencode(&s.service),
+                service_path: path_segment(&s.service),
                 spark_count: sparkline(
                     &format!("{}: requests per {} min", s.service, step / 60),
                     &counts,
