@@ -425,7 +425,8 @@ fn point(
 }
 
 /// The board's spans, with its limiter, pool and a few other metrics over the last 10 minutes
-/// (in flight climbing to the limit of 40, the pool full at 10), and another service's gauge.
+/// (in flight climbing to the limit of 40, the pool full at 10), another service's gauge, and
+/// log records of the first trace.
 async fn seed_metrics(store: &stormwatch_store::Store) -> stormwatch_model::Batch {
     use stormwatch_model::MetricKind::*;
     let now = stormwatch_store::now_ns();
@@ -482,6 +483,48 @@ async fn seed_metrics(store: &stormwatch_store::Store) -> stormwatch_model::Batc
         other.service = "other-svc".into();
         b.metrics.push(other);
     }
+    // Log records of the first trace: on its server span, on its database span, on a span
+    // that is not stored and on none; and one of a trace whose spans are not stored.
+    let trace = b.spans[0].trace_id.clone();
+    let record = |span: &[u8], severity: i32, body: &str, at: i64| stormwatch_model::LogRecord {
+        time_ns: at,
+        service: "board".into(),
+        instance: "app-1".into(),
+        severity_number: severity,
+        body: body.into(),
+        trace_id: trace.clone(),
+        span_id: span.to_vec(),
+        ..Default::default()
+    };
+    let (server, db) = (&b.spans[0], &b.spans[1]);
+    let mut timeout = record(
+        &db.span_id,
+        17,
+        "replica timeout <after 2 s>",
+        db.start_ns + 500_000,
+    );
+    timeout
+        .attributes
+        .insert("exception.type".into(), "TimeoutError".into());
+    b.logs = vec![
+        record(
+            &server.span_id,
+            13,
+            "slow request",
+            server.start_ns + 200_000,
+        ),
+        timeout,
+        record(
+            &[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1],
+            13,
+            "orphan record",
+            server.start_ns + 900_000,
+        ),
+        record(&[], 17, "no span at all", server.start_ns + 950_000),
+    ];
+    let mut lone = record(&[], 9, "a trace without stored spans", server.start_ns);
+    lone.trace_id = vec![0xab; 16];
+    b.logs.push(lone);
     stormwatch_model::validate::check_batch(&mut b, now).unwrap();
     store.store_batch(&b, now).await.unwrap();
     b
@@ -642,4 +685,110 @@ async fn a_service_without_metrics_says_how_to_export_them() {
     let (status, page) = get(&app, "/services/board/metrics?from=yesterday").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(page.contains("bad parameter `from`"), "{page}");
+}
+
+#[tokio::test]
+async fn a_trace_shows_its_log_records_at_their_span() {
+    use stormwatch_model::hexid::encode;
+    let store = empty_store().await;
+    let b = seed_metrics(&store).await;
+    let app = stormwatch_web::router(store);
+    let trace = encode(&b.spans[0].trace_id);
+    let (status, page) = get(&app, &format!("/traces/{trace}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    svgs(&page);
+    assert!(page.contains("4 stored spans, 4 log records"), "{page}");
+    // The part of the waterfall from a span's row to the next span's row.
+    let span_part = |span: &[u8]| {
+        let id = encode(span);
+        let at = page
+            .find(&format!("<dt>span id</dt><dd>{id}</dd>"))
+            .unwrap_or_else(|| panic!("span {id}"));
+        let row = page[..at].rfind("<tr").unwrap();
+        let end = match page[at + 1..].find("<dt>span id</dt>") {
+            Some(n) => page[..at + 1 + n].rfind("<tr").unwrap(),
+            None => page.find("</tbody>").unwrap(),
+        };
+        page[row..end].to_owned()
+    };
+    let db = span_part(&b.spans[1].span_id);
+    let logs = &db[db
+        .find("<tr class=\"logs\"")
+        .expect("a logs row under the span")..];
+    assert!(logs.contains(&format!("data-span=\"{}\"", encode(&b.spans[1].span_id))));
+    assert!(
+        logs.contains("<strong class=\"sev error\">ERROR</strong>"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("replica timeout &#60;after 2 s&#62;"),
+        "{logs}"
+    );
+    assert!(logs.contains("<span class=\"offset\">+"), "{logs}");
+    assert!(
+        logs.contains("<dt>exception.type</dt><dd>TimeoutError</dd>"),
+        "{logs}"
+    );
+    assert!(!logs.contains("slow request") && !logs.contains("orphan record"));
+    // Its tick: vermillion, at its moment on the bar, titled with severity and body.
+    let bar = svgs(&db).into_iter().next().unwrap();
+    let doc = roxmltree::Document::parse(&bar).unwrap();
+    let tick = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("log-tick"))
+        .expect("a tick");
+    assert!(
+        tick.children()
+            .any(|n| n.has_tag_name("line") && n.attribute("stroke") == Some("#D55E00")),
+        "{bar}"
+    );
+    let title = tick
+        .children()
+        .find(|n| n.has_tag_name("title"))
+        .and_then(|n| n.text())
+        .unwrap();
+    assert!(
+        title.starts_with("ERROR at +") && title.ends_with(": replica timeout <after 2 s>"),
+        "{title}"
+    );
+    let server = span_part(&b.spans[0].span_id);
+    assert!(
+        server.contains("<strong class=\"sev warn\">WARN</strong>"),
+        "{server}"
+    );
+    assert!(server.contains("slow request"));
+    assert!(
+        server.contains("stroke=\"#E69F00\""),
+        "amber tick: {server}"
+    );
+    // A span without records has neither.
+    let redis = span_part(&b.spans[2].span_id);
+    assert!(
+        !redis.contains("class=\"logs\"") && !redis.contains("log-tick"),
+        "{redis}"
+    );
+    // Records of spans not stored, and of none, below the waterfall at their offsets.
+    let below = &page[page
+        .find("id=\"unmatched-logs\"")
+        .expect("unmatched records")..];
+    assert!(page.find("id=\"waterfall\"").unwrap() < page.find("id=\"unmatched-logs\"").unwrap());
+    assert!(
+        below.contains("orphan record") && below.contains("<code>deadbeef00000001</code>"),
+        "{below}"
+    );
+    assert!(
+        below.contains("no span at all") && below.contains("<td>none</td>"),
+        "{below}"
+    );
+    assert!(below.contains("<td class=\"num\">+"), "{below}");
+    assert!(!below.contains("a trace without stored spans"));
+
+    // A trace without records: no lists, ticks or lower table.
+    let (status, page) = get(&app, &format!("/traces/{}", encode(&b.spans[4].trace_id))).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(!page.contains("id=\"unmatched-logs\"") && !page.contains("log-tick"));
+    assert!(!page.contains("<tr class=\"logs\""));
+    // Records but no stored span: still not found.
+    let (status, _) = get(&app, &format!("/traces/{}", "ab".repeat(16))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

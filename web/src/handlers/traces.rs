@@ -1,5 +1,10 @@
 //! A trace as a waterfall: every stored span with its offset and duration, attributes,
 //! normalized SQL and the replica lag at that moment. Bars are SVG (no inline styles).
+//!
+//! The trace's OTLP log records are shown with the span they were written in: listed under
+//! its row and ticked on its bar at their moment (coloured by severity, each with a hover
+//! title). Records whose span is not stored, or that name none, are listed below the
+//! waterfall.
 
 use std::collections::HashMap;
 
@@ -8,7 +13,9 @@ use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
 use axum::Extension;
 use stormwatch_model::enums::WireEnum;
-use stormwatch_model::{hexid, DbRole, Span};
+use stormwatch_model::log::{severity_name, SEVERITY_WARN};
+use stormwatch_model::{hexid, DbRole, LogRecord, Span};
+use stormwatch_store::LogFilter;
 
 use super::spans::{flag_views, FlagView};
 use super::{Chrome, PageQuery};
@@ -36,6 +43,78 @@ pub struct WaterfallRow {
     pub replica_lag: String,
     pub attributes: Vec<(String, String)>,
     pub span_id: String,
+    /// The span's log records, oldest first, and their marks on its bar.
+    pub logs: Vec<LogView>,
+    pub ticks: Vec<Tick>,
+}
+
+/// Most log records a trace's page reads.
+pub const MAX_TRACE_LOGS: i64 = 1_000;
+/// OTLP's severity number of ERROR.
+const SEVERITY_ERROR: i32 = 17;
+
+/// A log record as the page lists it.
+pub struct LogView {
+    /// From the trace's start: `+12.3 ms` (`-1.0 ms` for a record written before it).
+    pub offset: String,
+    /// `ERROR`, `WARN`... (the app's own text when it gave no number).
+    pub severity: String,
+    /// `error`, `warn` or `info`: its colour.
+    pub level: &'static str,
+    pub service: String,
+    pub instance: String,
+    /// Hex, empty when the record names no span.
+    pub span_id: String,
+    pub body: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// A log record's mark on its span's bar.
+pub struct Tick {
+    /// In the bar's 1000-wide viewBox.
+    pub x: f64,
+    pub color: &'static str,
+    pub title: String,
+}
+
+/// `(level, colour)` of a severity number: vermillion from ERROR up, amber for WARN, gray
+/// below (and unspecified).
+fn level(severity: i32) -> (&'static str, &'static str) {
+    if severity >= SEVERITY_ERROR {
+        ("error", "#D55E00")
+    } else if severity >= SEVERITY_WARN {
+        ("warn", "#E69F00")
+    } else {
+        ("info", "#777777")
+    }
+}
+
+/// `+12.3 ms` from the trace's start (records may come before it: `-1.0 ms`).
+fn signed_offset(ns: i64) -> String {
+    let sign = if ns < 0 { "-" } else { "+" };
+    format!("{sign}{}", duration(ns.unsigned_abs() as f64 / 1e6))
+}
+
+fn log_view(l: &LogRecord, start_ns: i64) -> LogView {
+    let named = severity_name(l.severity_number);
+    LogView {
+        offset: signed_offset(l.time_ns - start_ns),
+        severity: if l.severity_number == 0 && !l.severity_text.is_empty() {
+            l.severity_text.clone()
+        } else {
+            named.to_owned()
+        },
+        level: level(l.severity_number).0,
+        service: l.service.clone(),
+        instance: l.instance.clone(),
+        span_id: hexid::encode(&l.span_id),
+        body: l.body.clone(),
+        attributes: l
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -47,6 +126,11 @@ pub struct TracePage {
     pub total: String,
     pub rows: Vec<WaterfallRow>,
     pub scatter_href: String,
+    /// Log records of the trace read, and whether there may be more.
+    pub log_count: usize,
+    pub logs_cut: bool,
+    /// Records whose span is not stored, or that name none.
+    pub unmatched: Vec<LogView>,
 }
 
 /// Spans in tree order (parents before children, siblings by start), with their depth.
@@ -97,7 +181,12 @@ pub async fn trace(
     let id = hexid::decode(&trace_id)
         .filter(|b| b.len() == 16)
         .ok_or_else(|| WebError::bad("trace_id", format!("`{trace_id}` is not 32 hex digits")))?;
-    let spans = app.store.trace(&id).await?;
+    // A trace's records are searched over every day kept, as its spans are.
+    let of_trace = LogFilter::Trace(id.clone());
+    let (spans, logs) = tokio::try_join!(
+        app.store.trace(&id),
+        app.store.logs(&of_trace, 0, i64::MAX, MAX_TRACE_LOGS)
+    )?;
     if spans.is_empty() {
         return Err(WebError::NotFound(format!(
             "no stored span of trace {trace_id} (spans that were sampled away or are older than the retention are not kept)"
@@ -106,6 +195,17 @@ pub async fn trace(
     let start = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
     let end = spans.iter().map(|s| s.end_ns()).max().unwrap_or(start);
     let total = (end - start).max(1) as f64;
+    let mut by_span: HashMap<&[u8], Vec<&LogRecord>> = HashMap::new();
+    let mut unmatched = Vec::new();
+    let stored: std::collections::HashSet<&[u8]> =
+        spans.iter().map(|s| s.span_id.as_slice()).collect();
+    for l in &logs {
+        if stored.contains(l.span_id.as_slice()) {
+            by_span.entry(l.span_id.as_slice()).or_default().push(l);
+        } else {
+            unmatched.push(log_view(l, start));
+        }
+    }
     let rows = tree_order(&spans)
         .into_iter()
         .map(|(depth, s)| {
@@ -146,6 +246,30 @@ pub async fn trace(
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 span_id: hexid::encode(&s.span_id),
+                logs: by_span
+                    .get(s.span_id.as_slice())
+                    .map(|ls| ls.iter().map(|l| log_view(l, start)).collect())
+                    .unwrap_or_default(),
+                ticks: by_span
+                    .get(s.span_id.as_slice())
+                    .map(|ls| {
+                        ls.iter()
+                            .map(|l| {
+                                let x = (l.time_ns - start) as f64 / total * 1000.0;
+                                Tick {
+                                    x: (x.clamp(0.0, 1000.0) * 10.0).round() / 10.0,
+                                    color: level(l.severity_number).1,
+                                    title: format!(
+                                        "{} at {}: {}",
+                                        severity_name(l.severity_number),
+                                        signed_offset(l.time_ns - start),
+                                        crate::charts::clip(&l.body, 300)
+                                    ),
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -164,5 +288,8 @@ pub async fn trace(
         total: duration(total / 1e6),
         rows,
         scatter_href: around,
+        log_count: logs.len(),
+        logs_cut: logs.len() as i64 >= MAX_TRACE_LOGS,
+        unmatched,
     })
 }
