@@ -717,7 +717,7 @@ async fn a_trace_shows_its_log_records_at_their_span() {
         .expect("a logs row under the span")..];
     assert!(logs.contains(&format!("data-span=\"{}\"", encode(&b.spans[1].span_id))));
     assert!(
-        logs.contains("<strong class=\"sev error\">ERROR</strong>"),
+        logs.contains("<strong class=\"sev log-error\">ERROR</strong>"),
         "{logs}"
     );
     assert!(
@@ -753,7 +753,7 @@ async fn a_trace_shows_its_log_records_at_their_span() {
     );
     let server = span_part(&b.spans[0].span_id);
     assert!(
-        server.contains("<strong class=\"sev warn\">WARN</strong>"),
+        server.contains("<strong class=\"sev log-warn\">WARN</strong>"),
         "{server}"
     );
     assert!(server.contains("slow request"));

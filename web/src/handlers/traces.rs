@@ -59,7 +59,8 @@ pub struct LogView {
     pub offset: String,
     /// `ERROR`, `WARN`... (the app's own text when it gave no number).
     pub severity: String,
-    /// `error`, `warn` or `info`: its colour.
+    /// `log-error`, `log-warn` or `log-info`: its colour (a class of its own: `.error` is
+    /// taken).
     pub level: &'static str,
     pub service: String,
     pub instance: String,
@@ -81,11 +82,11 @@ pub struct Tick {
 /// below (and unspecified).
 fn level(severity: i32) -> (&'static str, &'static str) {
     if severity >= SEVERITY_ERROR {
-        ("error", "#D55E00")
+        ("log-error", "#D55E00")
     } else if severity >= SEVERITY_WARN {
-        ("warn", "#E69F00")
+        ("log-warn", "#E69F00")
     } else {
-        ("info", "#777777")
+        ("log-info", "#777777")
     }
 }
 
