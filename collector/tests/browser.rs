@@ -11,7 +11,7 @@ use std::path::Path;
 
 use common::{start, TOKEN};
 use stormwatch_collector::Config;
-use stormwatch_model::{DbRole, FailureClass, ProbeSample};
+use stormwatch_model::{DbRole, FailureClass, LogRecord, MetricKind, MetricPoint, ProbeSample};
 use stormwatch_store::{Store, StoreOptions};
 use stormwatch_testkit::{chromium, sample};
 
@@ -63,6 +63,77 @@ async fn seed(db: &str) -> String {
             ..Default::default()
         });
     }
+    // The board's limiter and pool over the last 10 minutes, for its metrics page, and log
+    // records of the trace: one on its server span, one on a span that is not stored.
+    for ago in 0..10 {
+        let minute_ns = (now.div_euclid(60 * NS) - ago) * 60 * NS;
+        for (name, kind, attrs, v) in [
+            (
+                "http.server.active_requests",
+                MetricKind::UpDown,
+                &[("board.limiter", "--max-concurrent")][..],
+                40.0 - ago as f64 * 3.0,
+            ),
+            (
+                "board.limiter.max",
+                MetricKind::Gauge,
+                &[("board.limiter", "--max-concurrent")][..],
+                40.0,
+            ),
+            (
+                "db.client.connections.usage",
+                MetricKind::UpDown,
+                &[("pool.name", "board-replica"), ("state", "used")][..],
+                10.0,
+            ),
+            (
+                "db.client.connections.max",
+                MetricKind::UpDown,
+                &[("pool.name", "board-replica")][..],
+                10.0,
+            ),
+            ("process.cpu.utilization", MetricKind::Gauge, &[][..], 0.3),
+        ] {
+            b.metrics.push(MetricPoint {
+                minute_ns,
+                service: "board".into(),
+                instance: "app-1".into(),
+                name: name.into(),
+                kind: kind as i32,
+                attributes: attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                count: 1,
+                sum: v,
+                min: v,
+                max: v,
+                last: v,
+                last_ns: minute_ns + 30 * NS,
+                ..Default::default()
+            });
+        }
+    }
+    for (span, severity, body) in [
+        (b.spans[0].span_id.clone(), 17, "replica timeout"),
+        (
+            vec![0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1],
+            13,
+            "from a span not stored",
+        ),
+    ] {
+        b.logs.push(LogRecord {
+            time_ns: b.spans[0].start_ns + 100_000,
+            service: "board".into(),
+            instance: "app-1".into(),
+            severity_number: severity,
+            body: body.into(),
+            trace_id: b.spans[0].trace_id.clone(),
+            span_id: span,
+            ..Default::default()
+        });
+    }
+    stormwatch_model::validate::check_batch(&mut b, now).unwrap();
     store.store_batch(&b, now).await.unwrap();
     store.close();
     trace
@@ -100,6 +171,10 @@ async fn every_page_loads_in_chromium_without_console_errors() {
         ("trace", format!("/traces/{trace}")),
         ("databases", "/databases?range=1h".to_owned()),
         ("hosts", "/hosts?range=1h".to_owned()),
+        (
+            "service-metrics",
+            "/services/board/metrics?range=1h".to_owned(),
+        ),
         ("alerts", "/alerts".to_owned()),
         ("login", "/login".to_owned()),
     ];
