@@ -111,8 +111,13 @@ fn start_app(venv: &Path, service: &str, args: &[String], otlp: &str, logs: &Pat
         .env("OTEL_SERVICE_NAME", service)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        .env("OTEL_METRICS_EXPORTER", "none")
-        .env("OTEL_LOGS_EXPORTER", "none")
+        // Metrics and logs too, as the SDK's own settings: the Flask instrumentation's
+        // active requests and durations every 5 s (the SDK's default is 60 s), and Python's
+        // logging records (Flask logs each unhandled exception at ERROR, in its trace).
+        .env("OTEL_METRICS_EXPORTER", "otlp")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "5000")
+        .env("OTEL_LOGS_EXPORTER", "otlp")
+        .env("OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED", "true")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -814,6 +819,7 @@ heartbeat = "stormwatch.heartbeat"
             ));
         }
     }
+    signals_reached_the_collector(&collector_url, test_start, &mut failures).await;
     println!(
         "\n{} requests sent; logs in {}",
         sent.load(Ordering::Relaxed),
@@ -831,5 +837,87 @@ heartbeat = "stormwatch.heartbeat"
             failures.join("\n  "),
             kept.display()
         );
+    }
+}
+
+/// The stock SDK's metrics and logs reached the collector through the agent: the Flask
+/// instrumentation's in-flight and duration series, and Flask's ERROR records of the orders
+/// that failed while the primary refused connections, in their traces.
+async fn signals_reached_the_collector(url: &str, test_start: i64, failures: &mut Vec<String>) {
+    let window = format!("from={}&to={}", test_start - 60_000, unix_ms() + 60_000);
+    let get = |path: String| async move {
+        reqwest::get(format!("{url}{path}"))
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let names = get(format!("/api/v1/metrics/names?service=shop&{window}")).await;
+    let names: Vec<&str> = names["metrics"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["name"].as_str()).collect())
+        .unwrap_or_default();
+    println!("\nshop's metrics: {names:?}");
+    if !names.contains(&"http.server.active_requests")
+        || !names
+            .iter()
+            .any(|n| n.starts_with("http.server") && n.contains("duration"))
+    {
+        failures.push(format!(
+            "the Flask instrumentation's http.server.active_requests and duration did not reach the collector: {names:?}"
+        ));
+    }
+    let active = get(format!(
+        "/api/v1/metrics?name=http.server.active_requests&service=shop&step=1m&{window}"
+    ))
+    .await;
+    let points: usize = active["series"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .map(|s| s["points"].as_array().map_or(0, Vec::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    if points == 0 {
+        failures.push(format!(
+            "http.server.active_requests of shop has no points: {active}"
+        ));
+    }
+    let errors = get(format!(
+        "/api/v1/logs?service=shop&severity=ERROR&limit=1000&{window}"
+    ))
+    .await;
+    let records = errors["logs"].as_array().cloned().unwrap_or_default();
+    let traced: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| {
+            r["trace_id"].is_string() && r["body"].as_str().is_some_and(|b| b.contains("/orders"))
+        })
+        .collect();
+    println!(
+        "shop's ERROR log records: {} ({} of failed orders, in their traces)",
+        records.len(),
+        traced.len()
+    );
+    let Some(first) = traced.first() else {
+        failures.push(format!(
+            "no ERROR record of a failed order with its trace id reached the collector: {records:?}"
+        ));
+        return;
+    };
+    let trace_id = first["trace_id"].as_str().unwrap_or_default();
+    let trace = get(format!("/api/v1/traces/{trace_id}")).await;
+    if trace["spans"].as_array().is_none_or(Vec::is_empty) {
+        failures.push(format!(
+            "the failed order's trace {trace_id} of the log record is not stored: {trace}"
+        ));
+    }
+    let by_trace = get(format!("/api/v1/logs?trace_id={trace_id}")).await;
+    if by_trace["logs"].as_array().is_none_or(Vec::is_empty) {
+        failures.push(format!(
+            "the log record is not found by its trace {trace_id}"
+        ));
     }
 }
