@@ -189,6 +189,10 @@ async fn slow_spans_table_sorts_and_links_traces_and_trace_shows_waterfall() {
     svgs(&page);
     assert!(page.contains("SELECT * FROM posts WHERE board_id = ?"));
     assert!(page.contains("replica lag at that moment"));
+    assert!(
+        page.contains(&format!("href=\"/traces/{trace}?range=6h\"")),
+        "the picker stays on the trace: {page}"
+    );
     let (status, _) = get(&app, "/traces/00112233445566778899aabbccddeeff").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = get(&app, "/traces/xyz").await;

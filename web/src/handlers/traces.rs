@@ -280,7 +280,7 @@ pub async fn trace(
         start / 1_000_000 - 300_000,
         end / 1_000_000 + 300_000
     );
-    let mut chrome = Chrome::new("Trace", "/traces", &w, &q, &viewer);
+    let mut chrome = Chrome::new("Trace", format!("/traces/{trace_id}"), &w, &q, &viewer);
     chrome.title = format!("Trace {trace_id}");
     Ok(TracePage {
         chrome,
