@@ -292,6 +292,7 @@ impl Pipeline {
                 metrics: std::mem::take(&mut metrics),
                 logs: std::mem::take(&mut logs),
             };
+            let batch_logs = batch.logs.len() as u64;
             let nuls = stormwatch_model::validate::replace_nuls(&mut batch);
             if nuls > 0 {
                 self.metrics
@@ -300,6 +301,12 @@ impl Pipeline {
             }
             let counts = crate::ship::shipper::counts_of(&batch);
             let (n, agg) = (u64::from(counts.spans), counts.aggregated);
+            // Log records lost with a batch count as dropped, like its spans.
+            let lost_logs = || {
+                self.metrics
+                    .log_records_dropped
+                    .fetch_add(batch_logs, std::sync::atomic::Ordering::Relaxed)
+            };
             // The collector runs the same check; a batch it would refuse is a bug here, and
             // catching it before spooling keeps the spool free of poison.
             if let Err(e) = stormwatch_model::validate::check_batch(&mut batch, now_ns()) {
@@ -311,6 +318,7 @@ impl Pipeline {
                     "built an invalid batch; dropped"
                 );
                 self.metrics.batch_dropped(DropReason::Invalid, n, agg);
+                lost_logs();
                 continue;
             }
             let body = match encode_body(&batch, st.cfg.shipping.compression) {
@@ -318,6 +326,7 @@ impl Pipeline {
                 Err(error) => {
                     tracing::error!(%error, spans = n, aggregated_spans = agg, "cannot compress a batch; dropped");
                     self.metrics.batch_dropped(DropReason::SpoolWrite, n, agg);
+                    lost_logs();
                     continue;
                 }
             };
@@ -338,10 +347,12 @@ impl Pipeline {
                         "batch larger than the spool; dropped"
                     );
                     self.metrics.batch_dropped(DropReason::SpoolFull, n, agg);
+                    lost_logs();
                 }
                 Err(error) => {
                     tracing::error!(%error, spans = n, aggregated_spans = agg, "cannot write the spool; batch dropped");
                     self.metrics.batch_dropped(DropReason::SpoolWrite, n, agg);
+                    lost_logs();
                 }
             }
         }
