@@ -683,6 +683,7 @@ async fn check_pages_after(demo: &Demo, events: &[Event]) -> Result<(), String> 
         }
     }
     check_incidents(&dash, events, demo).await?;
+    check_board_metrics(&dash, events).await?;
     // Alerts page: every rule of the day appears.
     let alerts = dash.page("/alerts?range=1h").await;
     for inc in scenario::incidents() {
@@ -806,4 +807,67 @@ async fn check_incidents(dash: &Dashboard, events: &[Event], demo: &Demo) -> Res
     } else {
         Err(failures.join("\n"))
     }
+}
+
+/// The board's own OTLP metrics reached the dashboard: while Redis was slow, the list limiter's
+/// requests in flight rose to (at least half) its limit (the 503s' direct signal), and the service's metrics
+/// page draws in-flight requests against the limit and the replica pool against its size.
+async fn check_board_metrics(dash: &Dashboard, events: &[Event]) -> Result<(), String> {
+    let (onset, end) = (
+        event_ms(events, Kind::RedisSlow, true),
+        event_ms(events, Kind::RedisSlow, false),
+    );
+    let window = format!("from={}&to={}", onset - 120_000, end + 60_000);
+    let read = |name: &'static str| {
+        let path = format!("/api/v1/metrics?name={name}&service=board&step=1m&{window}");
+        async move {
+            let text = dash.page(&path).await;
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| format!("{path}: {e}: {text}"))
+        }
+    };
+    // The list limiter's series: `board.limiter` = "--max-concurrent".
+    let of_list = |v: &serde_json::Value, pick: fn(&serde_json::Value) -> Option<f64>| {
+        v["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["attributes"]["board.limiter"] == "--max-concurrent")
+            .flat_map(|s| s["points"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| pick(&p))
+            .max_by(f64::total_cmp)
+    };
+    let in_flight = of_list(&read("http.server.active_requests").await?, |p| {
+        p["max"].as_f64()
+    });
+    let limit = of_list(&read("board.limiter.max").await?, |p| p["value"].as_f64());
+    match (in_flight, limit) {
+        // Sampled at each export (every 5 s): the limiter is full in bursts, at least half
+        // full throughout the slowdown.
+        (Some(n), Some(l)) if n >= l / 2.0 => {
+            println!("board metrics: up to {n} requests in flight at the list limiter (limit {l}) while Redis was slow")
+        }
+        other => {
+            return Err(format!(
+                "while Redis was slow the list limiter should have filled (in flight, limit): {other:?}"
+            ))
+        }
+    }
+    let page = dash
+        .page(&format!("/services/board/metrics?{window}"))
+        .await;
+    for needle in [
+        "http.server.active_requests",
+        "board.limiter.max",
+        "db.client.connections.usage",
+        "db.client.connections.max",
+    ] {
+        if !page.contains(needle) {
+            return Err(format!("/services/board/metrics does not show {needle}"));
+        }
+    }
+    println!(
+        "board metrics page: in-flight requests against the limit, pool usage against its size"
+    );
+    Ok(())
 }
