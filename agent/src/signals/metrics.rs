@@ -175,91 +175,124 @@ fn exponential(p: &ExponentialHistogramDataPoint) -> Hist {
     h
 }
 
+/// What a data point of any shape carries besides its value.
+trait DataPoint {
+    fn attributes(&self) -> &[KeyValue];
+    /// Start, time (ns) and flags.
+    fn times(&self) -> (u64, u64, u32);
+}
+
+macro_rules! data_point {
+    ($($t:ty),+) => {$(
+        impl DataPoint for $t {
+            fn attributes(&self) -> &[KeyValue] {
+                &self.attributes
+            }
+            fn times(&self) -> (u64, u64, u32) {
+                (self.start_time_unix_nano, self.time_unix_nano, self.flags)
+            }
+        }
+    )+};
+}
+data_point!(
+    NumberDataPoint,
+    HistogramDataPoint,
+    ExponentialHistogramDataPoint
+);
+
+/// One metric of a request, as its points are converted.
+struct MetricAt<'a> {
+    service: &'a str,
+    instance: &'a str,
+    name: String,
+    unit: &'a str,
+    /// `resourceMetrics[r].scopeMetrics[s].metrics[m]`, for refusals.
+    at: String,
+    now_ns: i64,
+}
+
+impl MetricAt<'_> {
+    fn points<P: DataPoint>(
+        &self,
+        out: &mut Converted,
+        points: &[P],
+        kind: MetricKind,
+        delta: bool,
+        value: impl Fn(&P) -> Option<Value>,
+    ) {
+        for (pi, p) in points.iter().enumerate() {
+            let (start_ns, time_ns, flags) = p.times();
+            if flags & NO_RECORDED_VALUE != 0 {
+                continue;
+            }
+            let at = || format!("{}.dataPoints[{pi}]", self.at);
+            let time_ns = i64::try_from(time_ns).unwrap_or(i64::MAX);
+            if time_ns < MIN_TIME_NS || time_ns > self.now_ns.saturating_add(MAX_FUTURE_NS) {
+                out.refuse(at, "timeUnixNano is not a plausible time");
+                continue;
+            }
+            let value = value(p).filter(|v| match v {
+                Value::Number(v) => v.is_finite(),
+                Value::Histogram(h) => {
+                    h.sum.is_finite()
+                        && h.min.is_none_or(f64::is_finite)
+                        && h.max.is_none_or(f64::is_finite)
+                }
+            });
+            let Some(value) = value else {
+                out.refuse(at, "the value is missing or not a finite number");
+                continue;
+            };
+            out.points.push(Observed {
+                key: SeriesKey {
+                    service: self.service.to_owned(),
+                    instance: self.instance.to_owned(),
+                    name: self.name.clone(),
+                    attributes: attributes_of(p.attributes()),
+                },
+                unit: self.unit.to_owned(),
+                kind,
+                delta,
+                start_ns,
+                time_ns,
+                value,
+            });
+        }
+    }
+}
+
 /// Converts every data point of `req`; `now_ns` bounds the accepted times.
 pub fn convert(req: &ExportMetricsServiceRequest, now_ns: i64) -> Converted {
     let mut out = Converted::default();
+    let is_delta = |t: i32| t == AggregationTemporality::Delta as i32;
     for (ri, rm) in req.resource_metrics.iter().enumerate() {
         let rattrs: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
         let (service, instance) = resource_identity(rattrs);
         for (si, sm) in rm.scope_metrics.iter().enumerate() {
             for (mi, m) in sm.metrics.iter().enumerate() {
-                let at = |pi: usize| {
-                    format!(
-                        "resourceMetrics[{ri}].scopeMetrics[{si}].metrics[{mi}].dataPoints[{pi}]"
-                    )
-                };
+                let at = format!("resourceMetrics[{ri}].scopeMetrics[{si}].metrics[{mi}]");
                 if service.is_empty() {
-                    out.refuse(|| at(0), "the resource has no service.name");
+                    out.refuse(|| at, "the resource has no service.name");
                     continue;
                 }
                 if m.name.is_empty() {
-                    out.refuse(|| at(0), "the metric has no name");
+                    out.refuse(|| at, "the metric has no name");
                     continue;
                 }
                 let mut name = m.name.clone();
                 truncate(&mut name, MAX_LABEL_BYTES);
-                let push = |out: &mut Converted,
-                            pi: usize,
-                            attrs: &[KeyValue],
-                            kind: MetricKind,
-                            delta: bool,
-                            start_ns: u64,
-                            time_ns: u64,
-                            flags: u32,
-                            value: Option<Value>| {
-                    if flags & NO_RECORDED_VALUE != 0 {
-                        return;
-                    }
-                    let time_ns = i64::try_from(time_ns).unwrap_or(i64::MAX);
-                    if time_ns < MIN_TIME_NS || time_ns > now_ns.saturating_add(MAX_FUTURE_NS) {
-                        out.refuse(|| at(pi), "timeUnixNano is not a plausible time");
-                        return;
-                    }
-                    let finite = match &value {
-                        Some(Value::Number(v)) => v.is_finite(),
-                        Some(Value::Histogram(h)) => {
-                            h.sum.is_finite()
-                                && h.min.is_none_or(f64::is_finite)
-                                && h.max.is_none_or(f64::is_finite)
-                        }
-                        None => false,
-                    };
-                    let Some(value) = value.filter(|_| finite) else {
-                        out.refuse(|| at(pi), "the value is missing or not a finite number");
-                        return;
-                    };
-                    out.points.push(Observed {
-                        key: SeriesKey {
-                            service: service.to_owned(),
-                            instance: instance.to_owned(),
-                            name: name.clone(),
-                            attributes: attributes_of(attrs),
-                        },
-                        unit: m.unit.clone(),
-                        kind,
-                        delta,
-                        start_ns,
-                        time_ns,
-                        value,
-                    });
+                let metric = MetricAt {
+                    service,
+                    instance,
+                    name,
+                    unit: &m.unit,
+                    at,
+                    now_ns,
                 };
-                let is_delta = |t: i32| t == AggregationTemporality::Delta as i32;
+                let number = |p: &NumberDataPoint| number(p).map(Value::Number);
                 match &m.data {
                     Some(metric::Data::Gauge(g)) => {
-                        for (pi, p) in g.data_points.iter().enumerate() {
-                            let v = number(p).map(Value::Number);
-                            push(
-                                &mut out,
-                                pi,
-                                &p.attributes,
-                                MetricKind::Gauge,
-                                false,
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                                p.flags,
-                                v,
-                            );
-                        }
+                        metric.points(&mut out, &g.data_points, MetricKind::Gauge, false, number)
                     }
                     Some(metric::Data::Sum(s)) => {
                         let kind = if s.is_monotonic {
@@ -267,56 +300,26 @@ pub fn convert(req: &ExportMetricsServiceRequest, now_ns: i64) -> Converted {
                         } else {
                             MetricKind::UpDown
                         };
-                        for (pi, p) in s.data_points.iter().enumerate() {
-                            let v = number(p).map(Value::Number);
-                            push(
-                                &mut out,
-                                pi,
-                                &p.attributes,
-                                kind,
-                                is_delta(s.aggregation_temporality),
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                                p.flags,
-                                v,
-                            );
-                        }
+                        let delta = is_delta(s.aggregation_temporality);
+                        metric.points(&mut out, &s.data_points, kind, delta, number)
                     }
-                    Some(metric::Data::Histogram(h)) => {
-                        for (pi, p) in h.data_points.iter().enumerate() {
-                            let v = Some(Value::Histogram(explicit(p)));
-                            push(
-                                &mut out,
-                                pi,
-                                &p.attributes,
-                                MetricKind::Histogram,
-                                is_delta(h.aggregation_temporality),
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                                p.flags,
-                                v,
-                            );
-                        }
-                    }
-                    Some(metric::Data::ExponentialHistogram(h)) => {
-                        for (pi, p) in h.data_points.iter().enumerate() {
-                            let v = Some(Value::Histogram(exponential(p)));
-                            push(
-                                &mut out,
-                                pi,
-                                &p.attributes,
-                                MetricKind::Histogram,
-                                is_delta(h.aggregation_temporality),
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                                p.flags,
-                                v,
-                            );
-                        }
-                    }
+                    Some(metric::Data::Histogram(h)) => metric.points(
+                        &mut out,
+                        &h.data_points,
+                        MetricKind::Histogram,
+                        is_delta(h.aggregation_temporality),
+                        |p| Some(Value::Histogram(explicit(p))),
+                    ),
+                    Some(metric::Data::ExponentialHistogram(h)) => metric.points(
+                        &mut out,
+                        &h.data_points,
+                        MetricKind::Histogram,
+                        is_delta(h.aggregation_temporality),
+                        |p| Some(Value::Histogram(exponential(p))),
+                    ),
                     // Summaries are a legacy Prometheus shape OTel SDKs do not produce.
                     Some(metric::Data::Summary(_)) => {
-                        out.refuse(|| at(0), "summary metrics are not supported");
+                        out.refuse(|| metric.at, "summary metrics are not supported");
                     }
                     None => {}
                 }
