@@ -208,6 +208,30 @@ pub struct AggregatesResponse {
 
 /// A step in the duration grammar of every config (`60`, `5m`, `1h`, `1h30m`…), in seconds:
 /// a whole number of minutes.
+/// A read's window (default: the last hour) and step (`parse`d, default about 60 points):
+/// `(from_ms, to_ms, from_s, to_s, step_s)`, refused beyond the store's points per read.
+fn stepped(
+    from: &Option<String>,
+    to: &Option<String>,
+    step: &Option<String>,
+    parse: fn(&str) -> Result<i64, AppError>,
+) -> Result<(i64, i64, i64, i64, i64), AppError> {
+    let (from, to) = window(from, to, 3_600_000)?;
+    let (from_s, to_s) = (from.div_euclid(1000), (to + 999).div_euclid(1000));
+    let step = match step {
+        Some(s) => parse(s)?,
+        None => (((to_s - from_s) / 60).div_euclid(60).max(1)) * 60,
+    };
+    if (to_s - from_s) / step > stormwatch_store::aggregates::MAX_POINTS {
+        return Err(AppError::field(
+            "bad_query",
+            "step",
+            "too many points: use a larger step or a shorter window",
+        ));
+    }
+    Ok((from, to, from_s, to_s, step))
+}
+
 fn parse_step(step: &str) -> Result<i64, AppError> {
     let d = stormwatch_model::parse_duration(step)
         .map_err(|e| AppError::field("bad_query", "step", e.to_string()))?;
@@ -229,19 +253,7 @@ pub async fn aggregates(
     State(app): State<Arc<AppState>>,
     Query(q): Query<AggregatesQuery>,
 ) -> Result<Json<AggregatesResponse>, AppError> {
-    let (from, to) = window(&q.from, &q.to, 3_600_000)?;
-    let (from_s, to_s) = (from.div_euclid(1000), (to + 999).div_euclid(1000));
-    let step = match &q.step {
-        Some(s) => parse_step(s)?,
-        None => (((to_s - from_s) / 60).div_euclid(60).max(1)) * 60,
-    };
-    if (to_s - from_s) / step > stormwatch_store::aggregates::MAX_POINTS {
-        return Err(AppError::field(
-            "bad_query",
-            "step",
-            "too many points: use a larger step or a shorter window",
-        ));
-    }
+    let (from, to, from_s, to_s, step) = stepped(&q.from, &q.to, &q.step, parse_step)?;
     let filter = AggregateFilter {
         service: non_empty(&q.service),
         class: parse_class(&q.class)?,
@@ -367,19 +379,7 @@ pub async fn metrics(
             "the metric's name is required (GET /api/v1/metrics/names lists them)",
         )
     })?;
-    let (from, to) = window(&q.from, &q.to, 3_600_000)?;
-    let (from_s, to_s) = (from.div_euclid(1000), (to + 999).div_euclid(1000));
-    let step = match &q.step {
-        Some(s) => parse_metric_step(s)?,
-        None => (((to_s - from_s) / 60).div_euclid(60).max(1)) * 60,
-    };
-    if (to_s - from_s) / step > stormwatch_store::aggregates::MAX_POINTS {
-        return Err(AppError::field(
-            "bad_query",
-            "step",
-            "too many points: use a larger step or a shorter window",
-        ));
-    }
+    let (from, to, _, _, step) = stepped(&q.from, &q.to, &q.step, parse_metric_step)?;
     let found = app
         .store
         .metric_series(
