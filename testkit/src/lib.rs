@@ -4,7 +4,9 @@
 //! The cluster is started by the same code as the collector's embedded default
 //! ([`stormwatch_store::embedded`]), so every test run also exercises that path. A small
 //! watchdog process stops the cluster and removes its directory when the test binary exits,
-//! however it exits. [`redis::start`] starts a throwaway `redis-server` the same way.
+//! however it exits. Benchmarks whose figures must hold with fsync on use a second cluster,
+//! [`postgres_durable`], started the same way with the product's settings. [`redis::start`]
+//! starts a throwaway `redis-server` the same way.
 
 pub mod chromium;
 pub mod load;
@@ -25,19 +27,32 @@ pub struct TestPostgres {
 }
 
 static SHARED: OnceLock<TestPostgres> = OnceLock::new();
+static DURABLE: OnceLock<TestPostgres> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
 /// The cluster of this test binary, started on first use.
 pub fn postgres() -> &'static TestPostgres {
     SHARED.get_or_init(|| {
         // Started on a thread of its own: the caller may be inside a Tokio runtime.
-        std::thread::spawn(start)
+        std::thread::spawn(|| start(true))
             .join()
             .expect("starting the test PostgreSQL panicked")
     })
 }
 
-fn start() -> TestPostgres {
+/// A second cluster of this test binary with fsync on, as the collector runs its embedded
+/// PostgreSQL (`initdb` syncs, `fsync`, `synchronous_commit` and `full_page_writes` at their
+/// defaults), started on first use: for benchmarks whose figures must hold in production.
+/// Its databases come from [`TestPostgres::fresh_database`] like the default cluster's.
+pub fn postgres_durable() -> &'static TestPostgres {
+    DURABLE.get_or_init(|| {
+        std::thread::spawn(|| start(false))
+            .join()
+            .expect("starting the durable test PostgreSQL panicked")
+    })
+}
+
+fn start(unsafe_no_fsync: bool) -> TestPostgres {
     let dir = tempfile::Builder::new()
         .prefix("stormwatch-test-pg-")
         .tempdir()
@@ -48,7 +63,7 @@ fn start() -> TestPostgres {
     let opts = EmbeddedOptions {
         data_dir: dir.clone(),
         tcp_port: Some(free_loopback_port().expect("free port")),
-        unsafe_no_fsync: true,
+        unsafe_no_fsync,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
