@@ -587,7 +587,7 @@ async fn health_and_a_restart_keeping_the_data() {
         .text()
         .await
         .unwrap();
-    assert!(page.contains("<td>board</td>"), "{page}");
+    assert!(page.contains(">board</a></td>"), "{page}");
     c.stop().await;
 }
 
