@@ -181,21 +181,28 @@ async fn metrics_over_http_and_grpc_ship_as_minute_points() {
     assert_eq!(r.status(), 400);
     let st = grpc_status(&r.bytes().await.unwrap());
     assert!(st.contains("the metric has no name"), "{st}");
+    expect_counters(
+        &agent,
+        &[
+            "stormwatch_agent_metric_points_received_total 4",
+            "stormwatch_agent_metric_points_dropped_total 1",
+        ],
+    )
+    .await;
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The agent's `/metrics` holds each of `lines`.
+async fn expect_counters(agent: &stormwatch_agent::Agent, lines: &[&str]) {
     let metrics = reqwest::get(format!("http://{}/metrics", agent.admin.unwrap()))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("stormwatch_agent_metric_points_received_total 4"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("stormwatch_agent_metric_points_dropped_total 1"),
-        "{metrics}"
-    );
-    agent.shutdown(Duration::from_secs(1)).await;
+    for line in lines {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 }
 
 fn grpc_status(body: &[u8]) -> String {
@@ -270,19 +277,13 @@ async fn logs_at_warn_or_with_a_trace_are_shipped_the_rest_counted() {
     assert_eq!(records[0].attributes["code.function"], "list_posts");
     assert!(records[1].trace_id.is_empty());
     assert_eq!(records[3].trace_id[0], 1);
-    let metrics = reqwest::get(format!("http://{}/metrics", agent.admin.unwrap()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("stormwatch_agent_log_records_received_total 5"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("stormwatch_agent_log_records_filtered_total 1"),
-        "{metrics}"
-    );
+    expect_counters(
+        &agent,
+        &[
+            "stormwatch_agent_log_records_received_total 5",
+            "stormwatch_agent_log_records_filtered_total 1",
+        ],
+    )
+    .await;
     agent.shutdown(Duration::from_secs(1)).await;
 }
