@@ -9,7 +9,7 @@ use stormwatch_store::signals::Labels;
 use stormwatch_store::{Series, Store, StoreError};
 
 use super::config::{Reduce, RuleConfig};
-use super::rules::Observation;
+use super::observation::Observation;
 
 /// How `series` reads over the window, by the rule's `reduce` or the default of its kind.
 fn reduce(s: &Series, how: Option<Reduce>, window_s: f64) -> Option<f64> {

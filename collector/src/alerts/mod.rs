@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod metric_rule;
 pub mod notify;
+pub mod observation;
 pub mod rules;
 pub mod threads;
 pub mod wire;

@@ -162,17 +162,7 @@ async fn baselines(
     Ok(b)
 }
 
-/// One instance of a rule as measured now.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Observation {
-    pub labels: Labels,
-    pub value: Option<f64>,
-    pub threshold: Option<f64>,
-    /// The condition holds.
-    pub active: bool,
-    /// One line: what is wrong.
-    pub summary: String,
-}
+pub use super::observation::Observation;
 
 fn fmt_ms(ms: f64) -> String {
     if ms >= 1000.0 {
