@@ -233,7 +233,7 @@ fn traffic_batch(minute_s: i64, traces: u64, agents: u64, seq: u64) -> Batch {
         }
         let own = latency(mix(h ^ 0xabc), 1e6 + (j % 5) as f64 * 0.5e6);
         let duration = at - start + own;
-        let error = (call_error && h % 2 == 0) || h % 1000 < 2;
+        let error = (call_error && h.is_multiple_of(2)) || h % 1000 < 2;
         let mut root = sample::span(id, 0, start, duration);
         root.service = SERVICES[s].into();
         root.instance = instance;
@@ -313,7 +313,8 @@ fn sample_batch(a: u64, from_s: i64, to_s: i64, seq: u64) -> Batch {
             ..Default::default()
         });
         // Every tenth primary is down ten minutes a day, at an hour of its own.
-        let outage = a % 10 == 0 && (day_s - (a as i64 % 24) * 3_600).rem_euclid(86_400) < 600;
+        let outage =
+            a.is_multiple_of(10) && (day_s - (a as i64 % 24) * 3_600).rem_euclid(86_400) < 600;
         for (database, role) in [(&primary, DbRole::Primary), (&replica, DbRole::Replica)] {
             let hp = mix(h ^ role as u64);
             let failed = (outage && role == DbRole::Primary) || hp % 1000 < 2;
@@ -360,6 +361,15 @@ fn sample_batch(a: u64, from_s: i64, to_s: i64, seq: u64) -> Batch {
     }
 }
 
+/// A metric series: name, unit, kind, value, attributes.
+type Series = (
+    &'static str,
+    &'static str,
+    MetricKind,
+    f64,
+    &'static [(&'static str, &'static str)],
+);
+
 /// OTLP metric points of one service over `[from_s, to_s)`: 2 instances × 4 series a minute.
 fn metric_batch(service: &str, from_s: i64, to_s: i64, seq: u64) -> Batch {
     let mut metrics = Vec::new();
@@ -368,7 +378,7 @@ fn metric_batch(service: &str, from_s: i64, to_s: i64, seq: u64) -> Batch {
         for inst in 0..2u64 {
             let h = mix(((m as u64) << 2) ^ inst);
             let v = (h % 1000) as f64 / 1000.0;
-            let series: [(&str, &str, MetricKind, f64, &[(&str, &str)]); 4] = [
+            let series: [Series; 4] = [
                 (
                     "process.cpu.utilization",
                     "1",
