@@ -42,53 +42,18 @@ use stormwatch_model::{
 };
 use stormwatch_store::{Store, StoreOptions};
 use stormwatch_testkit::load::mix;
+use stormwatch_testkit::load::real::{RESOURCES, SERVICES};
 use stormwatch_testkit::{postgres_durable, TestPostgres};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const NS: i64 = 1_000_000_000;
 
-const SERVICES: [&str; 20] = [
-    "checkout",
-    "cart",
-    "catalog",
-    "search",
-    "pricing",
-    "inventory",
-    "orders",
-    "payments",
-    "shipping",
-    "users",
-    "auth",
-    "reviews",
-    "recommendations",
-    "notifications",
-    "media",
-    "ads",
-    "loyalty",
-    "fraud",
-    "tax",
-    "gateway",
-];
 const OPS_PER_SERVICE: usize = 30;
 const PEERS_PER_SERVICE: usize = 40;
 /// Peer slots of a service by class: 0..14 databases, 14..20 Redis, 20..38 HTTP, 38..40 Kafka.
 const DB_SLOTS: usize = 14;
 const REDIS_SLOTS: usize = 6;
 const HTTP_SLOTS: usize = 18;
-const RESOURCES: [&str; 12] = [
-    "orders",
-    "items",
-    "customers",
-    "products",
-    "carts",
-    "sessions",
-    "invoices",
-    "addresses",
-    "coupons",
-    "reviews",
-    "shipments",
-    "accounts",
-];
 const USER_AGENTS: [&str; 6] = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",

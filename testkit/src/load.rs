@@ -87,3 +87,46 @@ pub async fn fill(store: &Store, total: u64, hours: i64, now: i64) -> Duration {
     }
     t.elapsed()
 }
+
+/// The names of issue #19's real shape (20 services, 12 resources their routes and tables are
+/// named after), shared by the real-shape ingest and page benchmarks.
+pub mod real {
+    /// The 20 services.
+    pub const SERVICES: [&str; 20] = [
+        "checkout",
+        "cart",
+        "catalog",
+        "search",
+        "pricing",
+        "inventory",
+        "orders",
+        "payments",
+        "shipping",
+        "users",
+        "auth",
+        "reviews",
+        "recommendations",
+        "notifications",
+        "media",
+        "ads",
+        "loyalty",
+        "fraud",
+        "tax",
+        "gateway",
+    ];
+    /// What routes, tables and statements are about.
+    pub const RESOURCES: [&str; 12] = [
+        "orders",
+        "items",
+        "customers",
+        "products",
+        "carts",
+        "sessions",
+        "invoices",
+        "addresses",
+        "coupons",
+        "reviews",
+        "shipments",
+        "accounts",
+    ];
+}

@@ -34,46 +34,11 @@ use stormwatch_model::{
 };
 use stormwatch_store::{Store, StoreOptions};
 use stormwatch_testkit::load::mix;
+use stormwatch_testkit::load::real::{RESOURCES, SERVICES};
 use stormwatch_testkit::sample;
 use tower::ServiceExt;
 
 const NS: i64 = 1_000_000_000;
-const SERVICES: [&str; 20] = [
-    "checkout",
-    "cart",
-    "catalog",
-    "search",
-    "pricing",
-    "inventory",
-    "orders",
-    "payments",
-    "shipping",
-    "users",
-    "auth",
-    "reviews",
-    "recommendations",
-    "notifications",
-    "media",
-    "ads",
-    "loyalty",
-    "fraud",
-    "tax",
-    "gateway",
-];
-const RESOURCES: [&str; 12] = [
-    "orders",
-    "items",
-    "customers",
-    "products",
-    "carts",
-    "sessions",
-    "invoices",
-    "addresses",
-    "coupons",
-    "reviews",
-    "shipments",
-    "accounts",
-];
 const OPS: usize = 30;
 const PEERS: usize = 40;
 /// Samples every 10 s: the agent's default probe and host intervals.
