@@ -72,7 +72,7 @@ pub(crate) const SPAN_COLUMNS: &[(&str, Type)] = &[
     ("replica_lag_ms", Type::INT8),
 ];
 
-fn name<E: WireEnum>(n: i32, fallback: E) -> &'static str {
+pub(crate) fn name<E: WireEnum>(n: i32, fallback: E) -> &'static str {
     E::from_number(n).unwrap_or(fallback).as_str()
 }
 
@@ -280,6 +280,8 @@ impl Store {
 
         outcome.samples += store_host_samples(&tx, batch).await?;
         outcome.samples += store_probe_samples(&tx, batch).await?;
+        crate::sample_rollups::store_host_rollups(&tx, batch).await?;
+        crate::sample_rollups::store_probe_rollups(&tx, batch).await?;
         store_agent_stats(&tx, batch).await?;
         crate::versions::store_versions(&tx, batch).await?;
         crate::entry_calls::store_entry_calls(&tx, batch, live).await?;

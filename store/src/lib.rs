@@ -4,7 +4,8 @@
 //! - [`migrate`]: forward-only migrations from `migrations/`.
 //! - [`partitions`]: daily partitions of the span and aggregate tables, and retention.
 //! - [`batches`]: storing one agent batch in one transaction, exactly once.
-//! - [`rollups`]: the per-minute and per-hour service and dependency rollups kept at ingest.
+//! - [`rollups`]: the per-minute and per-hour service and dependency rollups kept at ingest;
+//!   [`sample_rollups`]: the same for probe and host samples.
 //! - The read side, one module per thing read (as the web crate has one handler per page):
 //!   [`spans`] (span lists, slow spans, traces), [`scatter`], [`aggregates`], [`services`],
 //!   [`overview`] and [`dependencies`] (summed into [`totals`]), [`probes`], [`hosts`],
@@ -35,6 +36,7 @@ pub mod probes;
 pub mod recent;
 pub mod recurrence;
 pub mod rollups;
+pub mod sample_rollups;
 pub mod scatter;
 pub mod services;
 pub mod sessions;
@@ -56,7 +58,8 @@ pub use hosts::HostPoint;
 pub use logs::LogFilter;
 pub use metric_minutes::{MetricName, MetricSeries, Series, SeriesPoint};
 pub use overview::ServiceOverview;
-pub use probes::{ProbeHeatCell, ProbePoint};
+pub use probes::{ProbeHeatCell, ProbeHeatmap, ProbePoint, ProbedDay};
+pub use sample_rollups::SLOW_CONNECT_MS;
 pub use scatter::ScatterPoint;
 pub use services::ServiceSummary;
 pub use spans::{SlowOrder, SlowSpan, SpanFilter};

@@ -86,6 +86,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0020_metrics_logs",
         include_str!("../../migrations/0020_metrics_logs.sql"),
     ),
+    (
+        "0021_sample_rollups",
+        include_str!("../../migrations/0021_sample_rollups.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -144,6 +144,8 @@ impl Store {
         for table in [
             "sw_host_samples",
             "sw_probe_samples",
+            "sw_host_rollups",
+            "sw_probe_rollups",
             "sw_agent_stats",
             "sw_alert_events",
         ] {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::sample_rollups::grain_of;
 use crate::{Store, StoreError};
 
 /// One step of one database's probes (from one agent, for one role).
@@ -29,7 +30,8 @@ pub struct ProbePoint {
     pub lag_seconds_max: Option<f64>,
 }
 
-/// One cell of the minute-of-day × day heatmap.
+/// One slice of the minute-of-day × day heatmap with failures or slow connects (at least
+/// [`SLOW_CONNECT_MS`](crate::sample_rollups::SLOW_CONNECT_MS)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeHeatCell {
     pub database: String,
@@ -41,6 +43,38 @@ pub struct ProbeHeatCell {
     pub failures: i64,
     /// Successful probes whose connect time was at least the slowness threshold.
     pub slow: i64,
+}
+
+/// Which minutes of one UTC day a database was probed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbedDay {
+    pub database: String,
+    /// Days since the Unix epoch (UTC).
+    pub day: i64,
+    /// Runs of probed minutes, as (first minute of day, minute after the last).
+    pub runs: Vec<(i32, i32)>,
+}
+
+/// The heatmap of [`Store::probe_heatmap`]: when each database was probed, and the slices
+/// with failures or slow connects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProbeHeatmap {
+    pub probed: Vec<ProbedDay>,
+    pub cells: Vec<ProbeHeatCell>,
+}
+
+/// The runs of `true` in `minutes`, as (start, end) with `end` exclusive.
+fn runs(minutes: &[bool]) -> Vec<(i32, i32)> {
+    let mut out: Vec<(i32, i32)> = Vec::new();
+    for (i, on) in minutes.iter().enumerate() {
+        let i = i as i32;
+        match out.last_mut() {
+            Some((_, end)) if *on && *end == i => *end = i + 1,
+            _ if *on => out.push((i, i + 1)),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// One probe sample as the read API shows it.
@@ -114,31 +148,58 @@ pub struct ProbeWindow {
 
 impl Store {
     /// Probe samples between `from_s` and `to_s` (seconds, `to` exclusive), one point per
-    /// (database, role, agent, step).
+    /// (database, role, agent, step). A step of whole minutes is read from `sw_probe_rollups`
+    /// (its first step then starts at the minute or hour holding `from_s`); any other step
+    /// from the raw samples.
     pub async fn probe_series(
         &self,
         from_s: i64,
         to_s: i64,
         step_s: i64,
     ) -> Result<Vec<ProbePoint>, StoreError> {
-        let step = step_s.max(1) as f64;
+        let step = step_s.max(1);
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT database, role, agent_id,
-                        (floor(extract(epoch FROM time)::float8 / $3::float8) * $3::float8 * 1000)::int8 AS t,
-                        count(*), count(*) FILTER (WHERE failure <> 'none'),
-                        count(*) FILTER (WHERE failure = 'refused'),
-                        avg(connect_us)::float8 / 1000, max(connect_us)::float8 / 1000,
-                        max(lag_seconds)
-                   FROM sw_probe_samples
-                  WHERE time >= to_timestamp($1) AND time < to_timestamp($2)
-                  GROUP BY database, role, agent_id, t ORDER BY database, role, agent_id, t",
-            )
-            .await?;
-        let rows = client
-            .query(&stmt, &[&(from_s as f64), &(to_s as f64), &step])
-            .await?;
+        let rows = match grain_of(step) {
+            Some(grain) => {
+                let stmt = client
+                    .prepare_cached(
+                        "SELECT database, role, agent_id,
+                                (floor(extract(epoch FROM time)::float8 / $3::float8) * $3::float8 * 1000)::int8 AS t,
+                                sum(samples)::int8, sum(failures)::int8, sum(refused)::int8,
+                                sum(connect_us_sum)::float8 / nullif(sum(connected), 0) / 1000,
+                                max(connect_us_max)::float8 / 1000, max(lag_seconds_max)
+                           FROM sw_probe_rollups
+                          WHERE grain = $4 AND time >= to_timestamp($1) AND time < to_timestamp($2)
+                          GROUP BY database, role, agent_id, t ORDER BY database, role, agent_id, t",
+                    )
+                    .await?;
+                let from = (from_s - from_s.rem_euclid(grain)) as f64;
+                client
+                    .query(
+                        &stmt,
+                        &[&from, &(to_s as f64), &(step as f64), &(grain as i32)],
+                    )
+                    .await?
+            }
+            None => {
+                let stmt = client
+                    .prepare_cached(
+                        "SELECT database, role, agent_id,
+                                (floor(extract(epoch FROM time)::float8 / $3::float8) * $3::float8 * 1000)::int8 AS t,
+                                count(*), count(*) FILTER (WHERE failure <> 'none'),
+                                count(*) FILTER (WHERE failure = 'refused'),
+                                avg(connect_us)::float8 / 1000, max(connect_us)::float8 / 1000,
+                                max(lag_seconds)
+                           FROM sw_probe_samples
+                          WHERE time >= to_timestamp($1) AND time < to_timestamp($2)
+                          GROUP BY database, role, agent_id, t ORDER BY database, role, agent_id, t",
+                    )
+                    .await?;
+                client
+                    .query(&stmt, &[&(from_s as f64), &(to_s as f64), &(step as f64)])
+                    .await?
+            }
+        };
         Ok(rows
             .iter()
             .map(|r| ProbePoint {
@@ -156,36 +217,72 @@ impl Store {
             .collect())
     }
 
-    /// Failures and slow connects per database, day and `bucket_minutes`-wide slice of the day
-    /// (UTC), between `from_s` and `to_s`. Only cells with samples are returned.
+    /// The minute-of-day × day heatmap of every database between `from_s` and `to_s`, in
+    /// `bucket_minutes`-wide slices of the day (UTC): which minutes were probed (from the hour
+    /// rollups) and the slices with failures or slow connects (at least [`SLOW_CONNECT_MS`](crate::sample_rollups::SLOW_CONNECT_MS),
+    /// from the minute rollups through the index of those minutes). Healthy slices are not
+    /// returned one by one: over 7 days of 100 databases they are 200,000.
     pub async fn probe_heatmap(
         &self,
         from_s: i64,
         to_s: i64,
         bucket_minutes: i32,
-        slow_connect_ms: f64,
-    ) -> Result<Vec<ProbeHeatCell>, StoreError> {
+    ) -> Result<ProbeHeatmap, StoreError> {
         let bucket = bucket_minutes.clamp(1, 1440);
         let client = self.client().await?;
+        let from_hour = (from_s - from_s.rem_euclid(3_600)) as f64;
+        let probed = client
+            .query(
+                "SELECT database, extract(epoch FROM time)::int8, minutes::text
+                   FROM sw_probe_rollups
+                  WHERE grain = 3600 AND time >= to_timestamp($1) AND time < to_timestamp($2)",
+                &[&from_hour, &(to_s as f64)],
+            )
+            .await?;
+        let mut coverage: BTreeMap<(String, i64), Vec<bool>> = BTreeMap::new();
+        for r in &probed {
+            let hour: i64 = r.get(1);
+            let bits: &str = r.get(2);
+            let minutes = coverage
+                .entry((r.get(0), hour.div_euclid(86_400)))
+                .or_insert_with(|| vec![false; 1440]);
+            let first = (hour.rem_euclid(86_400) / 60) as usize;
+            for (i, b) in bits.bytes().enumerate() {
+                if b == b'1' {
+                    minutes[first + i] = true;
+                }
+            }
+        }
+        let probed = coverage
+            .into_iter()
+            .map(|((database, day), minutes)| ProbedDay {
+                database,
+                day,
+                runs: runs(&minutes),
+            })
+            .collect();
         let stmt = client
             .prepare_cached(
-                "SELECT database,
-                        floor(extract(epoch FROM time)::float8 / 86400)::int8 AS day,
-                        (((extract(epoch FROM time)::int8 % 86400) / 60)::int4 / $3::int4) * $3::int4 AS mod,
-                        count(*), count(*) FILTER (WHERE failure <> 'none'),
-                        count(*) FILTER (WHERE failure = 'none' AND connect_us >= $4::float8 * 1000)
-                   FROM sw_probe_samples
-                  WHERE time >= to_timestamp($1) AND time < to_timestamp($2)
-                  GROUP BY database, day, mod ORDER BY database, day, mod",
+                "WITH bad AS (
+                     SELECT DISTINCT database,
+                            floor(extract(epoch FROM time)::float8 / ($3::int4 * 60)) * ($3::int4 * 60) AS cell
+                       FROM sw_probe_rollups
+                      WHERE grain = 60 AND (failures > 0 OR slow > 0)
+                        AND time >= to_timestamp($1) AND time < to_timestamp($2))
+                 SELECT b.database, floor(b.cell / 86400)::int8,
+                        ((b.cell::int8 % 86400) / 60)::int4,
+                        sum(r.samples)::int8, sum(r.failures)::int8, sum(r.slow)::int8
+                   FROM bad b
+                   JOIN sw_probe_rollups r
+                     ON r.grain = 60 AND r.database = b.database
+                    AND r.time >= to_timestamp(b.cell) AND r.time < to_timestamp(b.cell + $3::int4 * 60)
+                  GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
             )
             .await?;
         let rows = client
-            .query(
-                &stmt,
-                &[&(from_s as f64), &(to_s as f64), &bucket, &slow_connect_ms],
-            )
+            .query(&stmt, &[&(from_s as f64), &(to_s as f64), &bucket])
             .await?;
-        Ok(rows
+        let cells = rows
             .iter()
             .map(|r| ProbeHeatCell {
                 database: r.get(0),
@@ -195,7 +292,8 @@ impl Store {
                 failures: r.get(4),
                 slow: r.get(5),
             })
-            .collect())
+            .collect();
+        Ok(ProbeHeatmap { probed, cells })
     }
 
     /// The newest sample of every probed database (any age), by name.
@@ -288,5 +386,20 @@ impl Store {
             }
         }
         Ok(out.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_of_probed_minutes() {
+        let mut m = vec![false; 1440];
+        for i in (0..10).chain(600..612).chain([1439]) {
+            m[i] = true;
+        }
+        assert_eq!(runs(&m), vec![(0, 10), (600, 612), (1439, 1440)]);
+        assert_eq!(runs(&[false; 5]), vec![]);
     }
 }

@@ -539,7 +539,12 @@ fn main() {
             .await
             .unwrap();
         tokio::spawn(conn);
-        for table in ["sw_probe_samples", "sw_host_samples"] {
+        for table in [
+            "sw_probe_samples",
+            "sw_host_samples",
+            "sw_probe_rollups",
+            "sw_host_rollups",
+        ] {
             db.batch_execute(&format!("VACUUM (ANALYZE) {table}"))
                 .await
                 .unwrap();
@@ -601,81 +606,5 @@ fn main() {
             );
         }
         println!("load after: {}", load());
-        if std::env::var_os("BENCH_EXPLAIN").is_some() {
-            explain(&db, end_s).await;
-        }
     });
-}
-
-/// EXPLAIN (ANALYZE, BUFFERS) of the queries behind the databases and hosts pages, as the
-/// store sends them (probe_series, probe_heatmap, probe_recurrence, host_series).
-async fn explain(db: &tokio_postgres::Client, end_s: i64) {
-    let week = end_s - 7 * 86_400;
-    let first_day = (end_s / 86_400 - 6) * 86_400;
-    let day_end = (end_s / 86_400 + 1) * 86_400;
-    let queries = [
-        (
-            "probe_series 7d (step 7200 s)",
-            format!(
-                "SELECT database, role, agent_id,
-                        (floor(extract(epoch FROM time)::float8 / 7200) * 7200 * 1000)::int8 AS t,
-                        count(*), count(*) FILTER (WHERE failure <> 'none'),
-                        count(*) FILTER (WHERE failure = 'refused'),
-                        avg(connect_us)::float8 / 1000, max(connect_us)::float8 / 1000,
-                        max(lag_seconds)
-                   FROM sw_probe_samples
-                  WHERE time >= to_timestamp({week}) AND time < to_timestamp({end_s})
-                  GROUP BY database, role, agent_id, t ORDER BY database, role, agent_id, t"
-            ),
-        ),
-        (
-            "probe_heatmap (7 days, any range)",
-            format!(
-                "SELECT database,
-                        floor(extract(epoch FROM time)::float8 / 86400)::int8 AS day,
-                        (((extract(epoch FROM time)::int8 % 86400) / 60)::int4 / 5) * 5 AS mod,
-                        count(*), count(*) FILTER (WHERE failure <> 'none'),
-                        count(*) FILTER (WHERE failure = 'none' AND connect_us >= 100 * 1000)
-                   FROM sw_probe_samples
-                  WHERE time >= to_timestamp({first_day}) AND time < to_timestamp({end_s})
-                  GROUP BY database, day, mod ORDER BY database, day, mod"
-            ),
-        ),
-        (
-            "probe_recurrence (failures, 7 days)",
-            format!(
-                "SELECT database, failure,
-                        floor(extract(epoch FROM time) / 86400)::bigint,
-                        floor(mod(extract(epoch FROM time)::numeric, 86400) / 60)::int,
-                        count(*)
-                   FROM sw_probe_samples
-                  WHERE failure <> 'none'
-                    AND time >= to_timestamp({first_day}) AND time < to_timestamp({day_end})
-                  GROUP BY 1, 2, 3, 4"
-            ),
-        ),
-        (
-            "host_series 7d (step 7200 s)",
-            format!(
-                "SELECT agent_id, host,
-                        (floor(extract(epoch FROM time)::float8 / 7200) * 7200 * 1000)::int8 AS t,
-                        avg(cpu_percent), avg(mem_used_bytes)::float8, max(mem_total_bytes),
-                        avg(net_rx_bytes_per_s)::float8, avg(net_tx_bytes_per_s)::float8,
-                        avg(load1)
-                   FROM sw_host_samples
-                  WHERE time >= to_timestamp({week}) AND time < to_timestamp({end_s})
-                  GROUP BY agent_id, host, t ORDER BY agent_id, host, t"
-            ),
-        ),
-    ];
-    for (name, sql) in queries {
-        println!("EXPLAIN (ANALYZE, BUFFERS) {name}:");
-        for r in db
-            .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"), &[])
-            .await
-            .unwrap()
-        {
-            println!("  {}", r.get::<_, String>(0));
-        }
-    }
 }

@@ -1,10 +1,12 @@
 //! The minute-of-day × day heatmap of database probe failures and slow connects, written by
 //! hand so that every cell carries its own tooltip (`<title>`): "every day at 10:00" shows as
-//! a vertical stripe.
+//! a vertical stripe. The probed minutes of each day are drawn as runs (one rectangle per
+//! stretch without a gap), and only the slices with failures or slow connects one by one, so
+//! a week of a healthy database is a few rectangles, not 2,016.
 
 use std::fmt::Write;
 
-use stormwatch_store::ProbeHeatCell;
+use stormwatch_store::{ProbeHeatCell, ProbedDay};
 
 use super::{palette, xml_escape};
 
@@ -13,16 +15,26 @@ const TOP: f64 = 24.0;
 const ROW: f64 = 16.0;
 const BOTTOM: f64 = 34.0;
 
-/// Renders the cells of one database: `days` rows (oldest first), `1440 / bucket` columns.
+/// Renders one database: `days` rows (oldest first), `1440 / bucket` columns; `probed` says
+/// which minutes of each day had probes, `cells` are the slices with failures or slow connects.
 pub fn render(
     title: &str,
     first_day: i64,
     days: i64,
     bucket_minutes: i32,
+    probed: &[&ProbedDay],
     cells: &[&ProbeHeatCell],
 ) -> String {
-    let cols = (1440 / bucket_minutes.max(1)) as f64;
+    let bucket = bucket_minutes.max(1);
+    let cols = (1440 / bucket) as f64;
     let cw = (864.0 / cols).max(1.0);
+    // Width of a minute.
+    let mw = cw / bucket as f64;
+    let probed_slices: usize = probed
+        .iter()
+        .filter(|p| (0..days).contains(&(p.day - first_day)))
+        .map(|p| probed_slices(&p.runs, bucket))
+        .sum();
     // The right margin holds half of the last hour label, "24:00".
     let width = LEFT + cw * cols + 24.0;
     let height = TOP + ROW * days as f64 + BOTTOM;
@@ -34,7 +46,7 @@ pub fn render(
     let desc = format!(
         "{} of {} probed {}-minute slices had failures, {} more had slow connects.{}",
         failing,
-        cells.len(),
+        probed_slices.max(cells.len()),
         bucket_minutes,
         slow,
         worst_minute(cells)
@@ -77,19 +89,40 @@ pub fn render(
         w = cw * cols,
         h = ROW * days as f64,
     );
+    for p in probed {
+        let row = p.day - first_day;
+        if !(0..days).contains(&row) {
+            continue;
+        }
+        for (start, end) in &p.runs {
+            let _ = write!(
+                out,
+                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{rh}\" fill=\"{fill}\" fill-opacity=\"0.3\">\
+                 <title>{day} {sh:02}:{sm:02}–{eh:02}:{em:02} UTC: probed</title></rect>",
+                x = LEFT + mw * *start as f64,
+                y = TOP + ROW * row as f64,
+                w = mw * (end - start) as f64,
+                rh = ROW - 1.0,
+                fill = palette::hex(palette::SKY),
+                day = day_label(p.day),
+                sh = start / 60,
+                sm = start % 60,
+                eh = end / 60,
+                em = end % 60,
+            );
+        }
+    }
     for c in cells {
         let row = c.day - first_day;
-        if !(0..days).contains(&row) || c.samples == 0 {
+        if !(0..days).contains(&row) || c.samples == 0 || (c.failures == 0 && c.slow == 0) {
             continue;
         }
         let x = LEFT + cw * (c.minute_of_day / bucket_minutes.max(1)) as f64;
         let y = TOP + ROW * row as f64;
         let (color, share) = if c.failures > 0 {
             (palette::VERMILLION, c.failures as f64 / c.samples as f64)
-        } else if c.slow > 0 {
-            (palette::ORANGE, c.slow as f64 / c.samples as f64)
         } else {
-            (palette::SKY, 0.25)
+            (palette::ORANGE, c.slow as f64 / c.samples as f64)
         };
         let _ = write!(
             out,
@@ -108,6 +141,16 @@ pub fn render(
     }
     out.push_str("</g></svg>");
     out
+}
+
+/// How many `bucket`-minute slices of a day the runs of probed minutes touch.
+fn probed_slices(runs: &[(i32, i32)], bucket: i32) -> usize {
+    let mut slices: Vec<i32> = runs
+        .iter()
+        .flat_map(|(start, end)| (start / bucket)..=((end - 1) / bucket))
+        .collect();
+    slices.dedup();
+    slices.len()
 }
 
 /// The minute of day with the most failures, summed over days.
@@ -133,7 +176,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_rect_per_cell_and_the_worst_minute_is_named() {
+    fn a_rect_per_probed_run_and_per_bad_slice_and_the_worst_minute_is_named() {
         let cells: Vec<ProbeHeatCell> = (0..7)
             .map(|d| ProbeHeatCell {
                 database: "main".into(),
@@ -152,20 +195,51 @@ mod tests {
                 slow: 3,
             }))
             .collect();
+        // Probed all week, but for a gap on the third day from 12:00 to 13:00.
+        let probed: Vec<ProbedDay> = (0..7)
+            .map(|d| ProbedDay {
+                database: "main".into(),
+                day: 20_000 + d,
+                runs: if d == 2 {
+                    vec![(0, 720), (780, 1440)]
+                } else {
+                    vec![(0, 1440)]
+                },
+            })
+            .collect();
         let refs: Vec<&ProbeHeatCell> = cells.iter().collect();
-        let svg = render("main: failures", 20_000, 7, 5, &refs);
+        let days: Vec<&ProbedDay> = probed.iter().collect();
+        let svg = render("main: failures", 20_000, 7, 5, &days, &refs);
         let doc = roxmltree::Document::parse(&svg).expect("well-formed");
         let cells_g = doc
             .descendants()
             .find(|n| n.attribute("class") == Some("cells"))
             .unwrap();
-        assert_eq!(
-            cells_g
-                .children()
-                .filter(|n| n.has_tag_name("rect"))
-                .count(),
-            8
+        let titles: Vec<String> = cells_g
+            .children()
+            .filter(|n| n.has_tag_name("rect"))
+            .map(|r| {
+                r.descendants()
+                    .find(|n| n.has_tag_name("title"))
+                    .unwrap()
+                    .text()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(titles.len(), 8 + 8, "{titles:?}");
+        assert!(
+            titles.contains(
+                &"1970-01-03 13:00–24:00 UTC: probed".replace("1970-01-03", &day_label(20_002))
+            ),
+            "{titles:?}"
         );
         assert!(svg.contains("Most failures start at 10:00 UTC"), "{svg}");
+        assert!(
+            svg.contains(
+                "7 of 2004 probed 5-minute slices had failures, 1 more had slow connects."
+            ),
+            "{svg}"
+        );
     }
 }

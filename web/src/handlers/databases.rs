@@ -8,7 +8,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 use axum::Extension;
-use stormwatch_store::{ProbeHeatCell, ProbePoint};
+use stormwatch_store::{ProbeHeatCell, ProbePoint, ProbedDay, SLOW_CONNECT_MS};
 
 use super::{Chrome, PageQuery};
 use crate::auth::Viewer;
@@ -20,8 +20,6 @@ use crate::WebState;
 
 /// Replication lag drawn as the threshold line, seconds.
 pub const LAG_THRESHOLD_S: f64 = 5.0;
-/// A successful connect at least this slow counts as slow in the heatmap, milliseconds.
-pub const SLOW_CONNECT_MS: f64 = 100.0;
 /// Days in the heatmap.
 pub const HEATMAP_DAYS: i64 = 7;
 /// Width of a heatmap cell, minutes.
@@ -73,23 +71,23 @@ pub async fn databases(
     let step = w.step_s(120);
     let (from_s, to_s) = w.secs();
     let first_day = (to_s / 86_400) - (HEATMAP_DAYS - 1);
-    let (points, recurring, cells) = tokio::try_join!(
+    let (points, recurring, heat) = tokio::try_join!(
         app.store.probe_series(from_s, to_s, step),
         app.store.probe_recurrence(None, to_s as f64, None),
-        app.store.probe_heatmap(
-            first_day * 86_400,
-            to_s,
-            HEATMAP_BUCKET_MIN,
-            SLOW_CONNECT_MS
-        )
+        app.store
+            .probe_heatmap(first_day * 86_400, to_s, HEATMAP_BUCKET_MIN)
     )?;
     let mut by_db: BTreeMap<&str, Vec<&ProbePoint>> = BTreeMap::new();
     for p in &points {
         by_db.entry(p.database.as_str()).or_default().push(p);
     }
     let mut cells_by_db: BTreeMap<&str, Vec<&ProbeHeatCell>> = BTreeMap::new();
-    for c in &cells {
+    for c in &heat.cells {
         cells_by_db.entry(c.database.as_str()).or_default().push(c);
+    }
+    let mut probed_by_db: BTreeMap<&str, Vec<&ProbedDay>> = BTreeMap::new();
+    for p in &heat.probed {
+        probed_by_db.entry(p.database.as_str()).or_default().push(p);
     }
     let mut recurrence_by_db: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (db, _, words) in &recurring {
@@ -99,7 +97,7 @@ pub async fn databases(
             .push(words.clone());
     }
     let names: std::collections::BTreeSet<&str> =
-        by_db.keys().chain(cells_by_db.keys()).copied().collect();
+        by_db.keys().chain(probed_by_db.keys()).copied().collect();
     let mut databases = Vec::new();
     for name in names {
         let pts = by_db.get(name).cloned().unwrap_or_default();
@@ -180,11 +178,13 @@ pub async fn databases(
             charts.push(c.render());
         }
         let db_cells = cells_by_db.get(name).cloned().unwrap_or_default();
+        let db_probed = probed_by_db.get(name).cloned().unwrap_or_default();
         let heat = heatmap::render(
-            &format!("{name}: failures (vermillion) and slow connects (orange) by time of day, last {HEATMAP_DAYS} days"),
+            &format!("{name}: failures (vermillion) and slow connects (orange, ≥ {SLOW_CONNECT_MS} ms) by time of day, last {HEATMAP_DAYS} days"),
             first_day,
             HEATMAP_DAYS,
             HEATMAP_BUCKET_MIN,
+            &db_probed,
             &db_cells,
         );
         let roles: std::collections::BTreeSet<&str> = pts.iter().map(|p| p.role.as_str()).collect();
