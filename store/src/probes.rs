@@ -296,12 +296,20 @@ impl Store {
         Ok(ProbeHeatmap { probed, cells })
     }
 
-    /// The newest sample of every probed database (any age), by name.
+    /// The newest sample of every probed database (any age), by name: the databases from the
+    /// hour rollup, then each one's newest sample through its (database, time) index, rather
+    /// than every sample sorted (6M over a week of 100 databases).
     pub async fn databases(&self) -> Result<Vec<DatabaseSample>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
-                &format!("SELECT DISTINCT ON (database) {SAMPLE_COLUMNS} FROM sw_probe_samples ORDER BY database, time DESC"),
+                &format!(
+                    "SELECT s.* FROM (SELECT DISTINCT database FROM sw_probe_rollups WHERE grain = 3600) d
+                      CROSS JOIN LATERAL (
+                          SELECT {SAMPLE_COLUMNS} FROM sw_probe_samples p
+                           WHERE p.database = d.database ORDER BY time DESC LIMIT 1) s
+                      ORDER BY 1"
+                ),
                 &[],
             )
             .await?;
