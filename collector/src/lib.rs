@@ -29,6 +29,9 @@ pub use app::router;
 pub use config::Config;
 pub use state::AppState;
 
+/// How often the rollup deltas are folded into the rollups.
+const FOLD_EVERY: Duration = Duration::from_secs(1);
+
 /// How often partitions are created ahead and retention is applied.
 const UPKEEP_EVERY: Duration = Duration::from_secs(3_600);
 
@@ -162,6 +165,7 @@ impl Collector {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let upkeep = tokio::spawn(upkeep(self.state.store.clone()));
+        let folding = tokio::spawn(fold_rollups(self.state.store.clone()));
         let (stop_alerts, alerts_stopped) = tokio::sync::watch::channel(false);
         let alerting = tokio::spawn(alerts::run(self.state.clone(), alerts_stopped.clone()));
         let reload = self.reload.take().map(|triggers| {
@@ -188,6 +192,7 @@ impl Collector {
             r.abort();
         }
         upkeep.abort();
+        folding.abort();
         if let Some(r) = reload {
             r.abort();
         }
@@ -279,6 +284,38 @@ async fn upkeep(store: Arc<Store>) {
         }
         if let Err(error) = store.apply_retention(now).await {
             tracing::warn!(%error, "applying retention failed");
+        }
+    }
+}
+
+/// Folds the rollup deltas batches append into the service and dependency rollups every
+/// [`FOLD_EVERY`] (`Store::fold_rollups`; one collector at a time, the others skip). Readers
+/// add the deltas not yet folded, so this bounds how many they read, not what they see.
+async fn fold_rollups(store: Arc<Store>) {
+    let mut tick = tokio::time::interval(FOLD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        match store.fold_rollups(stormwatch_model::now_ns()).await {
+            Ok(f) => {
+                if failing {
+                    tracing::info!(deltas = f.deltas, "folding rollup deltas works again");
+                }
+                failing = false;
+                if f.expired > 0 {
+                    tracing::info!(
+                        expired = f.expired,
+                        "dropped rollup deltas of days past retention"
+                    );
+                }
+            }
+            // Once per outage: the deltas wait in their table and the next fold takes them.
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(%error, "folding rollup deltas failed; retrying every second");
+            }
+            Err(_) => {}
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The dependencies page's reads: every dependency (class and peer) over a window, from the
 //! dependency rollups (`sw_dependency_minutes`, and `sw_dependency_hours` for whole hours of
-//! long windows), or from one service's aggregates. Never raw spans, so their cost grows with
+//! long windows, plus the rollup deltas not yet folded into them), or from one service's
+//! aggregates. Never raw spans, so their cost grows with
 //! the window and the number of distinct keys, not with traffic.
 
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use serde::Serialize;
 
 use crate::aggregates::{http_counts, MAX_POINTS};
 use crate::histogram_codec;
-use crate::rollups::{whole_hours, DEPENDENCY_CLASSES};
+use crate::rollups::{unfolded, whole_hours, DEPENDENCY_CLASSES, DEPENDENCY_DELTAS};
 use crate::totals::{sum, Totals};
 use crate::{Store, StoreError};
 
@@ -65,7 +66,10 @@ impl Store {
                          UNION ALL
                          SELECT {ROLLUP_COLUMNS} FROM sw_dependency_minutes
                           WHERE (minute >= to_timestamp($1) AND minute < to_timestamp($3))
-                             OR (minute >= to_timestamp($4) AND minute < to_timestamp($2))"
+                             OR (minute >= to_timestamp($4) AND minute < to_timestamp($2))
+                         UNION ALL
+                         {}",
+                        unfolded(DEPENDENCY_DELTAS, true)
                     ))
                     .await?;
                 let hours: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
@@ -129,7 +133,10 @@ impl Store {
         let stmt = client
             .prepare_cached(&format!(
                 "SELECT {ROLLUP_COLUMNS} FROM sw_dependency_minutes
-                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2) AND peer <> ''"
+                  WHERE minute >= to_timestamp($1) AND minute < to_timestamp($2) AND peer <> ''
+                 UNION ALL
+                 SELECT * FROM ({}) d WHERE k2 <> ''",
+                unfolded(DEPENDENCY_DELTAS, false)
             ))
             .await?;
         let rows = client

@@ -59,6 +59,7 @@ pub use logs::LogFilter;
 pub use metric_minutes::{MetricName, MetricSeries, Series, SeriesPoint};
 pub use overview::ServiceOverview;
 pub use probes::{ProbeHeatCell, ProbeHeatmap, ProbePoint, ProbedDay};
+pub use rollups::Folded;
 pub use sample_rollups::SLOW_CONNECT_MS;
 pub use scatter::ScatterPoint;
 pub use services::ServiceSummary;

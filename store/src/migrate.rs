@@ -90,6 +90,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0021_sample_rollups",
         include_str!("../../migrations/0021_sample_rollups.sql"),
     ),
+    (
+        "0023_rollup_deltas",
+        include_str!("../../migrations/0023_rollup_deltas.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

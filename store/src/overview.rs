@@ -1,11 +1,12 @@
 //! The overview page's read: every service's requests over a window, from the service rollups
-//! (`sw_service_minutes`, and `sw_service_hours` for whole hours of long windows), never raw
+//! (`sw_service_minutes`, and `sw_service_hours` for whole hours of long windows, plus the
+//! rollup deltas not yet folded into them), never raw
 //! spans, so its cost grows with the window and the number of services, not with traffic.
 
 use std::collections::BTreeMap;
 
 use crate::aggregates::MAX_POINTS;
-use crate::rollups::whole_hours;
+use crate::rollups::{unfolded, whole_hours, SERVICE_DELTAS};
 use crate::totals::{sum, Totals};
 use crate::{Store, StoreError};
 
@@ -41,7 +42,7 @@ impl Store {
         // are found once over the rows read (a correlated NOT EXISTS rebuilt its hash of every
         // server row for each daily partition: 7 days took 0.6 s).
         let stmt = client
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "WITH r AS MATERIALIZED (
                      SELECT service, entry, extract(epoch FROM hour)::int8 AS t, count, errors,
                             sum_ns, http_5xx, http_503, hist_zero, hist_packed
@@ -52,13 +53,16 @@ impl Store {
                             sum_ns, http_5xx, http_503, hist_zero, hist_packed
                        FROM sw_service_minutes
                       WHERE (minute >= to_timestamp($1) AND minute < to_timestamp($3))
-                         OR (minute >= to_timestamp($4) AND minute < to_timestamp($2))),
+                         OR (minute >= to_timestamp($4) AND minute < to_timestamp($2))
+                     UNION ALL
+                     {}),
                  servers AS (SELECT DISTINCT service FROM r WHERE entry = 'http_server')
                  SELECT service, entry = 'http_server', t,
                         count, errors, sum_ns, http_5xx, http_503, hist_zero, hist_packed
                    FROM r
                   WHERE entry = 'http_server' OR service NOT IN (SELECT service FROM servers)",
-            )
+                unfolded(SERVICE_DELTAS, true)
+            ))
             .await?;
         let rows = client
             .query(

@@ -7,14 +7,20 @@
 //!   spans (`service_entry`), every operation, peer and status class merged;
 //! - `DEPENDENCY_HOURS` and `SERVICE_HOURS` (migration 0008): the same per hour.
 //!
-//! [`Store::store_batch`](crate::Store::store_batch) keeps them in the batch's transaction,
-//! from the same merged aggregates it writes to `sw_aggregates`, so a rollup is always exactly
-//! those rows summed (counts) and merged (histograms). The dependencies page reads them: over an
-//! hour of the benchmark's traffic that is a tenth of the rows and a third of the histogram
-//! buckets PostgreSQL sends, and sending array elements is most of what reading costs. So the
-//! pages read the histogram packed in one `bytea` (`histogram_codec::pack`), which new rows get from here and
-//! merged rows from `sw_hist_merge_packed` (migration 0005), next to the arrays the merge works
-//! on.
+//! [`Store::store_batch`](crate::Store::store_batch) appends a batch's rows for them to
+//! `sw_rollup_deltas` (migration 0023) in the batch's transaction, from the same merged
+//! aggregates it writes to `sw_aggregates`, and [`Store::fold_rollups`] (the collector runs it
+//! every second, one collector at a time) merges the deltas into the four rollups and deletes
+//! them in one transaction. Readers add the deltas not yet folded, so a rollup read is always
+//! exactly the stored aggregates summed (counts) and merged (histograms). Batches used to
+//! upsert the rollups themselves; a peer's rows are shared by every service calling it, so at
+//! 50 agents batches queued on each other's row locks (docs/benchmarks.md, "Real shape").
+//!
+//! The dependencies page reads them: over an hour of the benchmark's traffic that is a tenth
+//! of the rows and a third of the histogram buckets PostgreSQL sends, and sending array
+//! elements is most of what reading costs. So the pages read the histogram packed in one
+//! `bytea` (`histogram_codec::pack`), which new rows get from here and merged rows from
+//! `sw_hist_merge_packed` (migration 0005), next to the arrays the merge works on.
 
 use std::collections::BTreeMap;
 
@@ -22,8 +28,8 @@ use deadpool_postgres::Transaction;
 use stormwatch_model::Histogram;
 
 use crate::aggregates::{http_counts, AggregateRow};
-use crate::histogram_codec::{histogram_literals, pack};
-use crate::{saturating_i64, StoreError};
+use crate::histogram_codec::{histogram_literals, pack, unpack};
+use crate::{saturating_i64, Store, StoreError};
 
 /// Classes that are dependencies (waited on), as opposed to the request itself: the classes
 /// of `DEPENDENCIES` rows.
@@ -110,21 +116,173 @@ fn rollup_by<'a>(
     out
 }
 
-/// Adds the rollup rows of a batch's aggregate rows (as stored in `sw_aggregates` by the same
-/// transaction) to the four rollups: services then dependencies, minutes then hours, each in
-/// key order. Called last in the batch's transaction: dependency rows are shared by every
-/// service calling a peer, so their locks are held as briefly as can be.
+/// Appends the rollup rows of a batch's aggregate rows (as stored in `sw_aggregates` by the
+/// same transaction) to `sw_rollup_deltas`, for [`Store::fold_rollups`] to fold into the four
+/// rollups: a plain insert, so concurrent batches never wait on each other's rollup rows.
 pub(crate) async fn store_rollups(
     tx: &Transaction<'_>,
     rows: &[AggregateRow<'_>],
 ) -> Result<(), StoreError> {
     let services = rollup_services(rows);
     let dependencies = rollup(rows);
-    store(tx, &SERVICES, &services).await?;
-    store(tx, &SERVICE_HOURS, &by_hour(&services)).await?;
-    store(tx, &DEPENDENCIES, &dependencies).await?;
-    store(tx, &DEPENDENCY_HOURS, &by_hour(&dependencies)).await?;
+    let n = services.len() + dependencies.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let mut rollups: Vec<i16> = Vec::with_capacity(n);
+    let mut minutes = Vec::with_capacity(n);
+    let (mut k1s, mut k2s) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut counts, mut errors, mut sums) = (vec![], vec![], vec![]);
+    let (mut x5, mut x503, mut zeros, mut packed) = (vec![], vec![], vec![], vec![]);
+    for (id, rows) in [
+        (DEPENDENCY_DELTAS, &dependencies),
+        (SERVICE_DELTAS, &services),
+    ] {
+        for ((minute, k1, k2), m) in rows {
+            rollups.push(id);
+            minutes.push(*minute as f64);
+            k1s.push(*k1);
+            k2s.push(*k2);
+            counts.push(m.count);
+            errors.push(m.errors);
+            sums.push(m.sum_ns);
+            x5.push(m.http_5xx);
+            x503.push(m.http_503);
+            zeros.push(saturating_i64(m.hist.zero_count));
+            packed.push(pack(&m.hist));
+        }
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO sw_rollup_deltas
+                 (rollup, minute, k1, k2, count, errors, sum_ns, http_5xx, http_503, hist_zero,
+                  hist_packed)
+             SELECT r, to_timestamp(m), a, b, n, e, su, x5, x503, z, hp
+               FROM unnest($1::int2[], $2::float8[], $3::text[], $4::text[], $5::int8[],
+                           $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[],
+                           $11::bytea[])
+                    AS t(r, m, a, b, n, e, su, x5, x503, z, hp)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &rollups, &minutes, &k1s, &k2s, &counts, &errors, &sums, &x5, &x503, &zeros, &packed,
+        ],
+    )
+    .await?;
     Ok(())
+}
+
+/// The rows of `sw_rollup_deltas` not yet folded into the rollup `rollup`, between `$1` and
+/// `$2` (Unix seconds), as rollup rows are read: (key 1, key 2, Unix seconds, count, errors,
+/// sum_ns, http_5xx, http_503, hist_zero, hist_packed). With `hours`, a delta of a minute in
+/// `[$3, $4)` (the whole hours a window reads from an hourly rollup, see [`whole_hours`])
+/// takes the start of its hour, as the hour row it will be folded into.
+pub(crate) fn unfolded(rollup: i16, hours: bool) -> String {
+    let t = if hours {
+        "CASE WHEN minute >= to_timestamp($3) AND minute < to_timestamp($4)
+              THEN (floor(extract(epoch FROM minute) / 3600) * 3600)::int8
+              ELSE extract(epoch FROM minute)::int8 END"
+    } else {
+        "extract(epoch FROM minute)::int8"
+    };
+    format!(
+        "SELECT k1, k2, {t}, count, errors, sum_ns, http_5xx, http_503, hist_zero, hist_packed
+           FROM sw_rollup_deltas
+          WHERE rollup = {rollup} AND minute >= to_timestamp($1) AND minute < to_timestamp($2)"
+    )
+}
+
+/// `sw_rollup_deltas.rollup` of dependency rows (class, peer) and of service rows (service,
+/// entry).
+pub(crate) const DEPENDENCY_DELTAS: i16 = 0;
+pub(crate) const SERVICE_DELTAS: i16 = 1;
+
+/// Advisory lock key of the fold ("stormwatch fold"): one folder at a time across collectors.
+const FOLD_LOCK: i64 = 0x5357_464f_4c44_0001;
+
+/// What one [`Store::fold_rollups`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Folded {
+    /// Delta rows read and deleted.
+    pub deltas: u64,
+    /// Of those, rows of days past retention, deleted without folding.
+    pub expired: u64,
+    /// Rollup rows written (minutes and hours of both rollups).
+    pub rows: u64,
+    /// False when another collector held the fold.
+    pub ran: bool,
+}
+
+impl Store {
+    /// Folds the rollup deltas stored so far into the service and dependency rollups, per
+    /// minute and per hour, and deletes them, in one transaction: a reader sees each batch's
+    /// rows either as deltas or folded, never both. Skipped (`ran: false`) while another
+    /// collector folds. Deltas of days past retention are deleted unfolded (their partitions
+    /// may be gone).
+    pub async fn fold_rollups(&self, now_ns: i64) -> Result<Folded, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])
+            .await?
+            .get(0);
+        if !locked {
+            return Ok(Folded::default());
+        }
+        let rows = tx
+            .query(
+                "DELETE FROM sw_rollup_deltas
+                 RETURNING rollup, extract(epoch FROM minute)::int8, k1, k2, count, errors,
+                           sum_ns, http_5xx, http_503, hist_zero, hist_packed",
+                &[],
+            )
+            .await?;
+        let oldest_s = self.oldest_kept_day(now_ns) * 86_400;
+        let mut out = Folded {
+            deltas: rows.len() as u64,
+            ran: true,
+            ..Default::default()
+        };
+        let mut services: BTreeMap<RollupKey<'_>, DependencyMinute> = BTreeMap::new();
+        let mut dependencies: BTreeMap<RollupKey<'_>, DependencyMinute> = BTreeMap::new();
+        let mut days = Vec::new();
+        for r in &rows {
+            let minute: i64 = r.get(1);
+            if minute < oldest_s {
+                out.expired += 1;
+                continue;
+            }
+            days.push(minute.div_euclid(86_400));
+            let into = if r.get::<_, i16>(0) == SERVICE_DELTAS {
+                &mut services
+            } else {
+                &mut dependencies
+            };
+            let delta = DependencyMinute {
+                count: r.get(4),
+                errors: r.get(5),
+                sum_ns: r.get(6),
+                http_5xx: r.get(7),
+                http_503: r.get(8),
+                hist: Histogram::default(),
+            };
+            let hist = unpack(r.get(9), r.get(10))?;
+            into.entry((minute, r.get(2), r.get(3)))
+                .or_default()
+                .add(&delta, &hist);
+        }
+        days.sort_unstable();
+        days.dedup();
+        self.ensure_partitions(&days).await?;
+        out.rows += store(&tx, &SERVICES, &services).await?;
+        out.rows += store(&tx, &SERVICE_HOURS, &by_hour(&services)).await?;
+        out.rows += store(&tx, &DEPENDENCIES, &dependencies).await?;
+        out.rows += store(&tx, &DEPENDENCY_HOURS, &by_hour(&dependencies)).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
 }
 
 /// A rollup table: its time column (`minute`, or `hour`) and its two key columns.

@@ -454,6 +454,84 @@ async fn dependency_rollup_equals_the_aggregates_merged() {
     }
 }
 
+#[tokio::test]
+async fn rollups_read_the_same_before_and_after_their_deltas_are_folded() {
+    let url = fresh_database().await;
+    let store = store_with(&url, 7).await;
+    let now = stormwatch_store::now_ns();
+    let batches = mixed_batches(now);
+    let (from, to) = (now / NS - 3 * 3_600, now / NS + 2 * 3_600);
+    // Everything the rollups answer, by minutes and by hours.
+    let read = || async {
+        let mut out = Vec::new();
+        for step in [60, 3_600] {
+            for o in store.service_overview(from, to, step).await.unwrap() {
+                let counts: Vec<u64> = o.steps.iter().map(|s| s.count).collect();
+                out.push(format!(
+                    "{} {step} {:?} {counts:?} {:?}",
+                    o.service,
+                    o.totals,
+                    o.totals.histogram()
+                ));
+            }
+            for d in store.dependency_series(None, from, to, step).await.unwrap() {
+                let counts: Vec<u64> = d.steps.iter().map(|s| s.count).collect();
+                out.push(format!(
+                    "{} {} {step} {:?} {counts:?} {:?}",
+                    d.class,
+                    d.peer,
+                    d.totals,
+                    d.totals.histogram()
+                ));
+            }
+        }
+        for p in store.peer_summaries(from, to).await.unwrap() {
+            out.push(format!("{p:?}"));
+        }
+        out
+    };
+    // Two batches folded, two left as deltas: a read adds both.
+    for b in &batches[..2] {
+        store.store_batch(b, now).await.unwrap();
+    }
+    let first = store.fold_rollups(now).await.unwrap();
+    assert!(first.ran && first.deltas > 0 && first.rows > 0, "{first:?}");
+    for b in &batches[2..] {
+        store.store_batch(b, now).await.unwrap();
+    }
+    let unfolded = read().await;
+    assert!(unfolded.len() >= 3 * 2 + 3 * 2 + 3, "{unfolded:#?}");
+    // Two collectors folding at once: one folds, the other skips or finds nothing left.
+    let (a, b) = tokio::join!(store.fold_rollups(now), store.fold_rollups(now));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(
+        a.deltas + b.deltas > 0 && (a.deltas == 0 || b.deltas == 0),
+        "{a:?} {b:?}"
+    );
+    assert_eq!(read().await, unfolded);
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM sw_rollup_deltas", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    // Deltas of a day past retention are dropped, not folded into a partition that is gone.
+    client
+        .batch_execute(
+            "INSERT INTO sw_rollup_deltas
+             SELECT 0, now() - interval '30 days', 'db', 'old:5432', 1, 0, 1000, 0, 0, 0, ''::bytea",
+        )
+        .await
+        .unwrap();
+    let old = store.fold_rollups(now).await.unwrap();
+    assert_eq!((old.deltas, old.expired, old.rows), (1, 1, 0), "{old:?}");
+    assert_eq!(read().await, unfolded);
+}
+
 /// A fresh store holding the first three of [`mixed_batches`] (the fourth is left to send
 /// later), and a plain client on its database.
 async fn three_of_the_mixed_batches_stored() -> (Store, tokio_postgres::Client, i64, Vec<Batch>) {
@@ -464,6 +542,8 @@ async fn three_of_the_mixed_batches_stored() -> (Store, tokio_postgres::Client, 
     for b in &batches[..3] {
         store.store_batch(b, now).await.unwrap();
     }
+    // What these tests compare is the rollup tables, so fold the batches' deltas into them.
+    store.fold_rollups(now).await.unwrap();
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -650,6 +730,7 @@ async fn check_hourly_rollup(
 async fn hourly_rollups_are_backfilled_as_ingest_keeps_them_and_long_windows_read_them() {
     let (store, client, now, batches) = three_of_the_mixed_batches_stored().await;
     store.store_batch(&batches[3], now).await.unwrap();
+    store.fold_rollups(now).await.unwrap();
     let tables = [
         ("sw_service_minutes", "sw_service_hours", "service, entry"),
         (

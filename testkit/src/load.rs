@@ -76,6 +76,11 @@ pub async fn fill(store: &Store, total: u64, hours: i64, now: i64) -> Duration {
             .store_batch(&b, now)
             .await
             .expect("store a bench batch");
+        // As the collector does every second.
+        store
+            .fold_rollups(now)
+            .await
+            .expect("fold the rollup deltas");
         first += n;
         seq += 1;
         if seq % 10 == 0 {

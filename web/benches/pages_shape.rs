@@ -468,6 +468,8 @@ fn main() {
             n_aggs += b.aggregates.len();
             n_entries += b.entry_calls.len();
             store.store_batch(&b, now_s * NS).await.unwrap();
+            // As the collector does every second.
+            store.fold_rollups(now_s * NS).await.unwrap();
         }
         println!(
             "traffic: {minutes} minutes, {n_spans} spans, {n_aggs} aggregate rows, {n_entries} entry-call rows in {:.1} s",
