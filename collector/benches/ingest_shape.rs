@@ -797,18 +797,25 @@ async fn migrated(url: &str, days: &[i64]) -> Store {
 }
 
 /// Raw binary COPY of every span, `parallel` connections each copying its share of the
-/// batches, one transaction per batch.
-async fn raw_copy(url: &str, batches: &Arc<Vec<Batch>>, parallel: usize) -> f64 {
+/// batches, one transaction per batch; each batch's spans encoded by `store` first (labels
+/// as ids, attributes compressed), as `Store::store_batch` does.
+async fn raw_copy(
+    url: &str,
+    store: &Arc<Store>,
+    batches: &Arc<Vec<Batch>>,
+    parallel: usize,
+) -> f64 {
     let spans: usize = batches.iter().map(|b| b.spans.len()).sum();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for part in 0..parallel {
-        let (url, batches) = (url.to_owned(), batches.clone());
+        let (url, store, batches) = (url.to_owned(), store.clone(), batches.clone());
         tasks.push(tokio::spawn(async move {
             let mut client = connect(&url).await;
             for b in batches.iter().skip(part).step_by(parallel) {
+                let spans = store.encode_spans(b.spans.iter()).await.unwrap();
                 let tx = client.transaction().await.unwrap();
-                stormwatch_store::batches::copy_spans(&tx, b.spans.iter())
+                stormwatch_store::batches::copy_spans(&tx, &spans)
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();
@@ -913,12 +920,21 @@ async fn print_storage(db: &tokio_postgres::Client) {
         println!("  index {name}: {:.1}", per(*b));
     }
     let columns = [
-        ("pg_column_size(attributes)", "attributes (jsonb)"),
-        ("pg_column_size(statement)", "statement"),
         (
-            "pg_column_size(kind) + pg_column_size(class) + pg_column_size(db_role) + pg_column_size(kept)",
+            "pg_column_size(attrs)",
+            "attrs (zstd, rows with attributes)",
+        ),
+        (
+            "coalesce(pg_column_size(service_id), 0) + coalesce(pg_column_size(instance_id), 0)
+             + coalesce(pg_column_size(operation_id), 0) + coalesce(pg_column_size(peer_id), 0)
+             + coalesce(pg_column_size(db_system_id), 0) + coalesce(pg_column_size(statement_id), 0)",
+            "six label ids",
+        ),
+        (
+            "pg_column_size(kind_no) + pg_column_size(class_no) + pg_column_size(db_role_no) + pg_column_size(kept_no)",
             "kind+class+db_role+kept",
         ),
+        ("pg_column_size(attributes)", "attributes (jsonb, old rows)"),
         ("pg_column_size(s.*)", "whole row (no line pointer)"),
     ];
     let mut line = String::from("  average column sizes:");
@@ -934,12 +950,23 @@ async fn print_storage(db: &tokio_postgres::Client) {
         line.push_str(&format!(" {name} {v:.1};"));
     }
     println!("{line}");
+    // What the compact rows refer to: the label dictionary and the attribute dictionaries.
+    let labels = table_size(db, "sw_labels").await;
+    let dicts = table_size(db, "sw_attr_dicts").await;
+    println!(
+        "  sw_labels ({} rows) and sw_attr_dicts ({} rows), indexes included: {:.1} KiB, {:.2} bytes/span; with sw_spans {:.1} bytes/span",
+        labels.rows,
+        dicts.rows,
+        (labels.total() + dicts.total()) as f64 / 1024.0,
+        per(labels.total() + dicts.total()),
+        per(spans.total() + labels.total() + dicts.total())
+    );
     println!("storage per row of the other tables written at ingest (after VACUUM):");
     let tables: Vec<String> = db
         .query(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-                AND c.relname <> 'sw_spans' ORDER BY 1",
+                AND c.relname NOT IN ('sw_spans', 'sw_labels', 'sw_attr_dicts') ORDER BY 1",
             &[],
         )
         .await
@@ -970,211 +997,27 @@ async fn print_storage(db: &tokio_postgres::Client) {
     }
 }
 
-/// The enum columns of `sw_spans` and their names in wire-number order.
-const ENUM_COLUMNS: [(&str, &[&str]); 4] = [
-    (
-        "kind",
-        &[
-            "unspecified",
-            "internal",
-            "server",
-            "client",
-            "producer",
-            "consumer",
-        ],
-    ),
-    (
-        "class",
-        &[
-            "internal",
-            "http_server",
-            "db",
-            "redis",
-            "http_client",
-            "messaging",
-        ],
-    ),
-    ("db_role", &["unknown", "primary", "replica"]),
-    ("kept", &["sampled", "slow", "error", "forced"]),
-];
-
-/// `column` stored as its wire number (smallint) instead of its name.
-fn enum_number(column: &str) -> String {
-    let names = ENUM_COLUMNS
-        .iter()
-        .find(|(c, _)| *c == column)
-        .map(|(_, n)| *n)
-        .unwrap_or(&[]);
-    let list: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
-    format!(
-        "(array_position(ARRAY[{}]::text[], {column}) - 1)::smallint AS {column}",
-        list.join(", ")
-    )
-}
-
-/// What other layouts of the same span rows would take: each a copy of `sw_spans` made with
-/// `CREATE TABLE ... AS` (bulk insert, pages filled like COPY fills them), heap and TOAST per
-/// row; and the trace-id index kinds, each maintained row by row as ingest maintains it.
+/// What the same span rows would take in a table without the old layout's columns (each a
+/// copy of `sw_spans` made with `CREATE TABLE ... AS`: bulk insert, pages filled like COPY
+/// fills them), heap and TOAST per row; and the trace-id index kinds, each maintained row by
+/// row as ingest maintains it. (The layouts measured before the compact one, from text labels
+/// to ids, are in docs/benchmarks.md; their columns are NULL in new rows.)
 async fn storage_variants(db: &tokio_postgres::Client) {
-    let stored = [
-        "start_ns",
-        "duration_ns",
-        "trace_id",
-        "span_id",
-        "parent_span_id",
-        "service",
-        "instance",
-        "operation",
-        "kind",
-        "class",
-        "is_error",
-        "status_message",
-        "http_status",
-        "peer",
-        "db_system",
-        "db_role",
-        "statement",
-        "rows",
-        "attributes",
-        "kept",
-        "flags",
-        "replica_lag_ms",
-    ];
-    // Fixed-width columns first, widest first: no alignment padding between them.
-    let reordered = [
-        "start_ns",
-        "duration_ns",
-        "rows",
-        "replica_lag_ms",
-        "flags",
-        "http_status",
-        "kind",
-        "class",
-        "db_role",
-        "kept",
-        "is_error",
-        "trace_id",
-        "span_id",
-        "parent_span_id",
-        "service",
-        "instance",
-        "operation",
-        "status_message",
-        "peer",
-        "db_system",
-        "statement",
-        "attributes",
-    ];
-    let select = |cols: &[&str], f: &dyn Fn(&str) -> Option<String>| -> String {
-        cols.iter()
-            .filter_map(|c| match f(c) {
-                Some(e) => (!e.is_empty()).then_some(e),
-                None => Some(c.to_string()),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let enums = |c: &str| {
-        ENUM_COLUMNS
-            .iter()
-            .any(|(e, _)| *e == c)
-            .then(|| enum_number(c))
-    };
-    let enums_statement_id = |c: &str| match c {
-        "statement" => Some("hashtext(statement) AS statement_id".to_owned()),
-        _ => enums(c),
-    };
-    let enums_no_attributes = |c: &str| match c {
-        "attributes" => Some(String::new()),
-        _ => enums(c),
-    };
-    // Attributes without the keys that repeat a span field (`operation` is `METHOD route` for
-    // HTTP and `VERB table` for SQL; the peer names its port).
-    let trimmed = "attributes - ARRAY['http.route', 'http.request.method', 'db.operation.name', \
-                   'db.collection.name', 'network.peer.port'] AS attributes";
-    let enums_trimmed = |c: &str| match c {
-        "attributes" => Some(trimmed.to_owned()),
-        _ => enums(c),
-    };
-    // Every repeated label as a 4-byte id into a dictionary table (not counted).
-    let labels = |c: &str| match c {
-        "service" | "instance" | "operation" | "peer" | "db_system" | "statement" => {
-            Some(format!("hashtext({c}) AS {c}_id"))
-        }
-        _ => enums(c),
-    };
-    let labels_blob = |c: &str| match c {
-        "attributes" => Some("substring(attributes::text::bytea, 1, 38) AS attributes".to_owned()),
-        _ => labels(c),
-    };
-    let labels_trimmed = |c: &str| match c {
-        "attributes" => Some(trimmed.to_owned()),
-        _ => labels(c),
-    };
-    let variants: Vec<(&str, &str, &str, String)> = vec![
-        ("as stored (copy)", "", "pglz", select(&stored, &|_| None)),
-        ("enums as smallint", "", "pglz", select(&stored, &enums)),
+    let compact = "start_ns, duration_ns, trace_id, span_id, parent_span_id, service_id, \
+                   instance_id, operation_id, kind_no, class_no, is_error, status_message, \
+                   http_status, peer_id, db_system_id, db_role_no, statement_id, rows, \
+                   attrs_dict, attrs, kept_no, flags, replica_lag_ms";
+    let variants = [
+        ("as stored (copy)", "*".to_owned()),
         (
-            "enums as smallint, fixed-width columns first",
-            "",
-            "pglz",
-            select(&reordered, &enums),
-        ),
-        (
-            "the same, toast_tuple_target = 128, pglz",
-            "WITH (toast_tuple_target = 128)",
-            "pglz",
-            select(&reordered, &enums),
-        ),
-        (
-            "the same, toast_tuple_target = 128, lz4",
-            "WITH (toast_tuple_target = 128)",
-            "lz4",
-            select(&reordered, &enums),
-        ),
-        (
-            "enums as smallint, reordered, statement as an int4 id",
-            "",
-            "pglz",
-            select(&reordered, &enums_statement_id),
-        ),
-        (
-            "enums as smallint, reordered, no attributes (their cost)",
-            "",
-            "pglz",
-            select(&reordered, &enums_no_attributes),
-        ),
-        (
-            "enums as smallint, reordered, attributes without keys repeating span fields",
-            "",
-            "pglz",
-            select(&reordered, &enums_trimmed),
-        ),
-        (
-            "enums as smallint, reordered, the six labels as int4 ids",
-            "",
-            "pglz",
-            select(&reordered, &labels),
-        ),
-        (
-            "the same, attributes without keys repeating span fields",
-            "",
-            "pglz",
-            select(&reordered, &labels_trimmed),
-        ),
-        (
-            "six labels as ids, attributes as a 38-byte blob (zstd with a dictionary, below)",
-            "",
-            "pglz",
-            select(&reordered, &labels_blob),
+            "the compact columns only (no null bitmap bits for the old ones)",
+            compact.to_owned(),
         ),
     ];
     println!("sw_spans layouts, bytes per span (heap + TOAST, without indexes):");
-    for (k, (name, with, compression, cols)) in variants.iter().enumerate() {
+    for (k, (name, cols)) in variants.iter().enumerate() {
         db.batch_execute(&format!(
-            "SET default_toast_compression = '{compression}';
-             CREATE TABLE sw_variant_{k} {with} AS SELECT {cols} FROM sw_spans;
-             RESET default_toast_compression;"
+            "CREATE TABLE sw_variant_{k} AS SELECT {cols} FROM sw_spans"
         ))
         .await
         .unwrap();
@@ -1192,12 +1035,12 @@ async fn storage_variants(db: &tokio_postgres::Client) {
     }
     println!("trace-id index kinds, bytes per span (maintained row by row, in stored order):");
     for (name, using) in [
-        ("hash (as now)", "hash (trace_id)"),
+        ("hash (before migration 0022)", "hash (trace_id)"),
         (
             "hash, fillfactor 100",
             "hash (trace_id) WITH (fillfactor = 100)",
         ),
-        ("btree (deduplicated)", "btree (trace_id)"),
+        ("btree (deduplicated; as now)", "btree (trace_id)"),
     ] {
         db.batch_execute(&format!(
             "CREATE TABLE sw_variant_index (trace_id bytea NOT NULL);
@@ -1411,7 +1254,7 @@ async fn main() {
     // The physical limit: raw COPY of the same span rows into the same table, same cluster.
     let batches = Arc::new(batches);
     let raw_db = pg.fresh_database().await;
-    let raw_store = migrated(&raw_db, &days).await;
+    let raw_store = Arc::new(migrated(&raw_db, &days).await);
     let raw_client = connect(&raw_db).await;
     let mut raw_best: f64 = 0.0;
     for parallel in [1, 2, 4] {
@@ -1419,7 +1262,7 @@ async fn main() {
             .batch_execute("TRUNCATE sw_spans; CHECKPOINT")
             .await
             .unwrap();
-        let rate = raw_copy(&raw_db, &batches, parallel).await;
+        let rate = raw_copy(&raw_db, &raw_store, &batches, parallel).await;
         println!("raw binary COPY, {parallel} connection(s): {rate:>10.0} spans/s");
         raw_best = raw_best.max(rate);
     }

@@ -23,7 +23,9 @@ use stormwatch_model::{
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 use crate::aggregates::AggregateRow;
+use crate::attr_dicts::PackedAttributes;
 use crate::histogram_codec::histogram_literals;
+use crate::labels::{self, BatchLabels, LabelKind};
 use crate::partitions::day_of_ns;
 use crate::recent::COUNTED_FLAGS;
 use crate::{rollups, saturating_i64, Store, StoreError};
@@ -46,28 +48,30 @@ pub struct IngestOutcome {
     pub logs: u64,
 }
 
-/// Columns of `sw_spans` in COPY order, with their types.
+/// Columns of `sw_spans` in COPY order, with their types: the compact layout of migration
+/// 0022 (labels as ids into `sw_labels`, enums as wire numbers, attributes compressed).
 pub(crate) const SPAN_COLUMNS: &[(&str, Type)] = &[
     ("start_ns", Type::INT8),
     ("duration_ns", Type::INT8),
     ("trace_id", Type::BYTEA),
     ("span_id", Type::BYTEA),
     ("parent_span_id", Type::BYTEA),
-    ("service", Type::TEXT),
-    ("instance", Type::TEXT),
-    ("operation", Type::TEXT),
-    ("kind", Type::TEXT),
-    ("class", Type::TEXT),
+    ("service_id", Type::INT4),
+    ("instance_id", Type::INT4),
+    ("operation_id", Type::INT4),
+    ("kind_no", Type::INT2),
+    ("class_no", Type::INT2),
     ("is_error", Type::BOOL),
     ("status_message", Type::TEXT),
     ("http_status", Type::INT2),
-    ("peer", Type::TEXT),
-    ("db_system", Type::TEXT),
-    ("db_role", Type::TEXT),
-    ("statement", Type::TEXT),
+    ("peer_id", Type::INT4),
+    ("db_system_id", Type::INT4),
+    ("db_role_no", Type::INT2),
+    ("statement_id", Type::INT4),
     ("rows", Type::INT8),
-    ("attributes", Type::JSONB),
-    ("kept", Type::TEXT),
+    ("attrs_dict", Type::INT2),
+    ("attrs", Type::BYTEA),
+    ("kept_no", Type::INT2),
     ("flags", Type::INT4),
     ("replica_lag_ms", Type::INT8),
 ];
@@ -76,15 +80,61 @@ pub(crate) fn name<E: WireEnum>(n: i32, fallback: E) -> &'static str {
     E::from_number(n).unwrap_or(fallback).as_str()
 }
 
+/// The wire number of an enum as stored (smallint), an unknown number as `fallback`'s.
+fn number<E: WireEnum>(n: i32, fallback: E) -> i16 {
+    E::from_number(n).unwrap_or(fallback).number() as i16
+}
+
 fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 
+/// Spans ready for [`copy_spans`]: their labels' ids and their attributes compressed, both
+/// found before the batch's transaction ([`Store::encode_spans`]).
+pub struct EncodedSpans<'a> {
+    spans: Vec<&'a Span>,
+    labels: BatchLabels<'a>,
+    attrs: Vec<PackedAttributes>,
+}
+
+impl Store {
+    /// Resolves the labels of `spans` to ids (inserting new ones into `sw_labels`, each in a
+    /// short statement of its own) and compresses their attributes. Call it before opening
+    /// the transaction [`copy_spans`] writes in.
+    pub async fn encode_spans<'a>(
+        &self,
+        spans: impl Iterator<Item = &'a Span>,
+    ) -> Result<EncodedSpans<'a>, StoreError> {
+        let spans: Vec<&'a Span> = spans.collect();
+        let labels = self
+            .resolve_labels(spans.iter().flat_map(|s| {
+                [
+                    (LabelKind::Service, s.service.as_str()),
+                    (LabelKind::Instance, s.instance.as_str()),
+                    (LabelKind::Operation, s.operation.as_str()),
+                    (LabelKind::Peer, s.peer.as_str()),
+                    (LabelKind::DbSystem, s.db_system.as_str()),
+                    (LabelKind::Statement, s.statement.as_str()),
+                ]
+            }))
+            .await?;
+        let attrs = self
+            .attr_encoder(&spans)
+            .await?
+            .compress(spans.iter().copied())?;
+        Ok(EncodedSpans {
+            spans,
+            labels,
+            attrs,
+        })
+    }
+}
+
 /// Writes `spans` with binary COPY into `sw_spans` (routed to their daily partitions).
 /// Public so the benchmark can measure the raw COPY ceiling with the very same encoding.
-pub async fn copy_spans<'a>(
+pub async fn copy_spans(
     client: &tokio_postgres::Transaction<'_>,
-    spans: impl Iterator<Item = &'a Span>,
+    spans: &EncodedSpans<'_>,
 ) -> Result<u64, StoreError> {
     let columns: Vec<&str> = SPAN_COLUMNS.iter().map(|(c, _)| *c).collect();
     let types: Vec<Type> = SPAN_COLUMNS.iter().map(|(_, t)| t.clone()).collect();
@@ -96,32 +146,37 @@ pub async fn copy_spans<'a>(
         .await?;
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    for s in spans {
+    let id = |kind: LabelKind, value: &str| labels::id_in(&spans.labels, kind, value);
+    for (s, attrs) in spans.spans.iter().zip(&spans.attrs) {
         let parent = non_empty_bytes(&s.parent_span_id);
         let http_status = (s.http_status > 0).then_some(s.http_status as i16);
-        let attributes = (!s.attributes.is_empty()).then_some(Json(&s.attributes));
+        let (attrs_dict, attrs) = match attrs {
+            Some((d, a)) => (Some(*d), Some(a.as_slice())),
+            None => (None, None),
+        };
         let flags = s.flag_bits();
-        let row: [&(dyn ToSql + Sync); 22] = [
+        let row: [&(dyn ToSql + Sync); 23] = [
             &s.start_ns,
             &s.duration_ns,
             &s.trace_id,
             &s.span_id,
             &parent,
-            &s.service,
-            &s.instance,
-            &s.operation,
-            &name(s.kind, SpanKind::Unspecified),
-            &s.dependency_class().as_str(),
+            &id(LabelKind::Service, &s.service),
+            &id(LabelKind::Instance, &s.instance),
+            &id(LabelKind::Operation, &s.operation),
+            &number(s.kind, SpanKind::Unspecified),
+            &(s.dependency_class().number() as i16),
             &s.is_error(),
             &non_empty(&s.status_message),
             &http_status,
-            &non_empty(&s.peer),
-            &non_empty(&s.db_system),
-            &name(s.db_role, DbRole::Unknown),
-            &non_empty(&s.statement),
+            &id(LabelKind::Peer, &s.peer),
+            &id(LabelKind::DbSystem, &s.db_system),
+            &number(s.db_role, DbRole::Unknown),
+            &id(LabelKind::Statement, &s.statement),
             &s.rows,
-            &attributes,
-            &name(s.kept, KeepReason::Sampled),
+            &attrs_dict,
+            &attrs,
+            &number(s.kept, KeepReason::Sampled),
             &flags,
             &s.replica_lag_ms,
         ];
@@ -253,6 +308,10 @@ impl Store {
         let oldest = self.oldest_kept_day(now_ns);
         let live = |ns: i64| day_of_ns(ns) >= oldest;
         self.ensure_partitions(&live_days(batch, oldest)).await?;
+        // Labels and attributes before the transaction: new labels are committed on their own.
+        let live_spans = self
+            .encode_spans(batch.spans.iter().filter(|s| live(s.start_ns)))
+            .await?;
 
         let mut outcome = IngestOutcome::default();
         let mut client = self.client().await?;
@@ -263,8 +322,7 @@ impl Store {
             return Ok(outcome);
         }
 
-        let live_spans = batch.spans.iter().filter(|s| live(s.start_ns));
-        outcome.spans = copy_spans(&tx, live_spans).await?;
+        outcome.spans = copy_spans(&tx, &live_spans).await?;
         outcome.expired_spans = batch.spans.len() as u64 - outcome.spans;
 
         let (live_aggs, expired_aggs): (Vec<&Aggregate>, Vec<&Aggregate>) = batch

@@ -3,7 +3,9 @@
 //! - [`embedded`]: the cluster the collector runs itself when given no database URL.
 //! - [`migrate`]: forward-only migrations from `migrations/`.
 //! - [`partitions`]: daily partitions of the span and aggregate tables, and retention.
-//! - [`batches`]: storing one agent batch in one transaction, exactly once.
+//! - [`batches`]: storing one agent batch in one transaction, exactly once; span labels as ids
+//!   into `sw_labels` ([`labels`]) and span attributes zstd-compressed with a trained
+//!   dictionary (`attr_dicts`).
 //! - [`rollups`]: the per-minute and per-hour service and dependency rollups kept at ingest;
 //!   [`sample_rollups`]: the same for probe and host samples.
 //! - The read side, one module per thing read (as the web crate has one handler per page):
@@ -18,6 +20,7 @@
 pub mod agents;
 pub mod aggregates;
 pub mod alerts;
+pub mod attr_dicts;
 pub mod batches;
 pub mod dependencies;
 pub mod embedded;
@@ -26,6 +29,7 @@ mod histogram_codec;
 pub mod hosts;
 pub mod incidents;
 pub mod instances;
+pub mod labels;
 pub mod logs;
 pub mod map;
 pub mod metric_minutes;
@@ -145,6 +149,11 @@ pub struct Store {
     retention_days: u32,
     /// Days whose partitions are known to exist (an in-memory cache; the DDL is idempotent).
     known_days: Mutex<std::collections::HashSet<i64>>,
+    /// Span labels and their ids in `sw_labels` (`labels.rs`), both ways, bounded.
+    labels: Mutex<labels::LabelCache>,
+    /// The span attribute dictionaries (`attr_dicts.rs`) and, until there is one, the samples
+    /// to train it on.
+    attr_dicts: Mutex<attr_dicts::AttrDicts>,
 }
 
 impl Store {
@@ -167,6 +176,8 @@ impl Store {
             target,
             retention_days: opts.retention_days,
             known_days: Default::default(),
+            labels: Default::default(),
+            attr_dicts: Default::default(),
         };
         store.ping().await?;
         Ok(store)

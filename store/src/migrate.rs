@@ -91,6 +91,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0021_sample_rollups.sql"),
     ),
     (
+        "0022_compact_spans",
+        include_str!("../../migrations/0022_compact_spans.sql"),
+    ),
+    (
         "0023_rollup_deltas",
         include_str!("../../migrations/0023_rollup_deltas.sql"),
     ),

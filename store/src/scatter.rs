@@ -1,7 +1,7 @@
 //! The scatter view's points: only the columns the dashboard draws, so that 50k points stay
 //! cheap to read.
 
-use crate::spans::class_name;
+use crate::spans::{class_name, class_no};
 use crate::{SpanFilter, Store, StoreError};
 
 /// The scatter looks for spans that started at most this long before the window (ns): spans
@@ -22,6 +22,8 @@ impl Store {
     /// Points for the scatter: spans matching `f` that *end* in the window (newest first,
     /// at most `f.limit`), among those that started at most [`SCATTER_LOOKBACK_NS`] before it.
     pub async fn scatter_points(&self, f: &SpanFilter) -> Result<Vec<ScatterPoint>, StoreError> {
+        // Old rows match by their text columns, compact ones by their ids (migration 0022).
+        let ids = self.filter_ids(f).await?;
         let client = self.client().await?;
         // Not a cached statement: an unnamed one is planned with the actual window, so the
         // planner sees how narrow it is and uses the BRIN index instead of a generic plan's
@@ -32,9 +34,9 @@ impl Store {
                    FROM sw_spans
                   WHERE start_ns >= $1::int8 - $8::int8 AND start_ns < $2
                     AND start_ns + duration_ns >= $1 AND start_ns + duration_ns < $2
-                    AND ($3::text IS NULL OR service = $3)
-                    AND ($4::text IS NULL OR class = $4)
-                    AND ($5::text IS NULL OR peer = $5)
+                    AND ($3::text IS NULL OR service = $3 OR service_id = $9)
+                    AND ($4::text IS NULL OR class = $4 OR class_no = $10)
+                    AND ($5::text IS NULL OR peer = $5 OR peer_id = $11)
                     AND duration_ns >= $6
                   ORDER BY end_ns DESC LIMIT $7",
             )
@@ -51,6 +53,9 @@ impl Store {
                     &f.min_duration_ns,
                     &f.limit,
                     &SCATTER_LOOKBACK_NS,
+                    &ids.service,
+                    &class_no(f.class),
+                    &ids.peer,
                 ],
             )
             .await?;
