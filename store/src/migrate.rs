@@ -98,6 +98,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0023_rollup_deltas",
         include_str!("../../migrations/0023_rollup_deltas.sql"),
     ),
+    (
+        "0024_brin_per_partition",
+        include_str!("../../migrations/0024_brin_per_partition.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -75,6 +75,8 @@ impl Store {
             tx.batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS sw_spans_p{name} PARTITION OF sw_spans
                      FOR VALUES FROM ({from_ns}) TO ({to_ns});
+                 CREATE INDEX IF NOT EXISTS sw_spans_p{name}_start ON sw_spans_p{name}
+                     USING brin (start_ns) WITH (pages_per_range = 32, autosummarize = on);
                  CREATE TABLE IF NOT EXISTS sw_aggregates_p{name} PARTITION OF sw_aggregates
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
                  CREATE TABLE IF NOT EXISTS sw_dependency_minutes_p{name} PARTITION OF sw_dependency_minutes
@@ -91,6 +93,8 @@ impl Store {
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
                  CREATE TABLE IF NOT EXISTS sw_metric_minutes_p{name} PARTITION OF sw_metric_minutes
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
+                 CREATE INDEX IF NOT EXISTS sw_metric_minutes_p{name}_minute
+                     ON sw_metric_minutes_p{name} USING brin (minute);
                  CREATE TABLE IF NOT EXISTS sw_logs_p{name} PARTITION OF sw_logs
                      FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));"
             ))

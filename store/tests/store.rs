@@ -319,6 +319,50 @@ async fn retention_drops_old_partitions() {
     assert_eq!(out.expired_aggregated_spans, counted);
 }
 
+#[tokio::test]
+async fn each_partition_has_its_own_time_index_and_may_drop_it() {
+    let url = fresh_database().await;
+    let store = store_with(&url, 7).await;
+    let now = stormwatch_store::now_ns();
+    store.create_partitions_ahead(now).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let brin = |table: String| {
+        let client = &client;
+        async move {
+            client
+                .query(
+                    "SELECT i.relname::text FROM pg_index x
+                       JOIN pg_class i ON i.oid = x.indexrelid
+                       JOIN pg_class t ON t.oid = x.indrelid
+                       JOIN pg_am a ON a.oid = i.relam
+                      WHERE a.amname = 'brin' AND t.relname = $1",
+                    &[&table],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    // None on the parents (an index there would be part of every partition)...
+    let day = stormwatch_store::partitions::day_name(now / (86_400 * NS));
+    for parent in ["sw_spans", "sw_metric_minutes"] {
+        assert_eq!(brin(parent.into()).await, Vec::<String>::new());
+        // ...and one on each day's partition, which an old day can drop (before it is made
+        // columnar on Citus, say).
+        assert_eq!(brin(format!("{parent}_p{day}")).await.len(), 1, "{parent}");
+    }
+    let spans = format!("sw_spans_p{day}");
+    client
+        .batch_execute(&format!("DROP INDEX {spans}_start"))
+        .await
+        .unwrap();
+}
+
 /// Batches from three services and two agents over the same minutes, with dependency calls
 /// of every status (ok, error, HTTP 500 and 503) and several operations per peer, so that the
 /// dependency rollup merges services, operations, statuses and batches.
