@@ -1010,7 +1010,7 @@ async fn storage_variants(db: &tokio_postgres::Client) {
     let variants = [
         ("as stored (copy)", "*".to_owned()),
         (
-            "the compact columns only (no null bitmap bits for the old ones)",
+            "the compact columns only, in COPY order (without the old layout's NULL columns)",
             compact.to_owned(),
         ),
     ];
