@@ -529,11 +529,12 @@ async fn store_probe_samples(tx: &Transaction<'_>, batch: &Batch) -> Result<u64,
 async fn store_agent_stats(tx: &Transaction<'_>, batch: &Batch) -> Result<(), StoreError> {
     let stats = batch.stats.clone().unwrap_or_default();
     tx.execute(
+        // `last_seen` through `excluded`: Citus takes only immutable functions in DO UPDATE.
         "INSERT INTO sw_agents AS a (agent_id, instance, batches, spans_received, spans_kept, spans_dropped, spool_bytes,
-                                     spans_lost, dead_letter_batches)
-         VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8)
+                                     spans_lost, dead_letter_batches, last_seen)
+         VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8, now())
          ON CONFLICT (agent_id) DO UPDATE SET
-             instance = excluded.instance, last_seen = now(), batches = a.batches + 1,
+             instance = excluded.instance, last_seen = excluded.last_seen, batches = a.batches + 1,
              spans_received = excluded.spans_received, spans_kept = excluded.spans_kept,
              spans_dropped = excluded.spans_dropped, spool_bytes = excluded.spool_bytes,
              spans_lost = excluded.spans_lost, dead_letter_batches = excluded.dead_letter_batches",

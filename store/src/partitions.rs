@@ -69,36 +69,11 @@ impl Store {
         tx.batch_execute("SET LOCAL client_min_messages = warning")
             .await?;
         for day in &missing {
-            let name = day_name(*day);
-            let (from_ns, to_ns) = (day * NS_PER_DAY, (day + 1) * NS_PER_DAY);
-            let (from_s, to_s) = (day * 86_400, (day + 1) * 86_400);
-            tx.batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS sw_spans_p{name} PARTITION OF sw_spans
-                     FOR VALUES FROM ({from_ns}) TO ({to_ns});
-                 CREATE INDEX IF NOT EXISTS sw_spans_p{name}_start ON sw_spans_p{name}
-                     USING brin (start_ns) WITH (pages_per_range = 32, autosummarize = on);
-                 CREATE TABLE IF NOT EXISTS sw_aggregates_p{name} PARTITION OF sw_aggregates
-                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
-                 CREATE TABLE IF NOT EXISTS sw_dependency_minutes_p{name} PARTITION OF sw_dependency_minutes
-                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
-                 CREATE TABLE IF NOT EXISTS sw_service_minutes_p{name} PARTITION OF sw_service_minutes
-                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
-                 CREATE TABLE IF NOT EXISTS sw_service_hours_p{name} PARTITION OF sw_service_hours
-                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
-                 CREATE TABLE IF NOT EXISTS sw_dependency_hours_p{name} PARTITION OF sw_dependency_hours
-                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
-                 CREATE TABLE IF NOT EXISTS sw_entry_calls_p{name} PARTITION OF sw_entry_calls
-                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
-                 CREATE TABLE IF NOT EXISTS sw_instance_minutes_p{name} PARTITION OF sw_instance_minutes
-                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
-                 CREATE TABLE IF NOT EXISTS sw_metric_minutes_p{name} PARTITION OF sw_metric_minutes
-                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));
-                 CREATE INDEX IF NOT EXISTS sw_metric_minutes_p{name}_minute
-                     ON sw_metric_minutes_p{name} USING brin (minute);
-                 CREATE TABLE IF NOT EXISTS sw_logs_p{name} PARTITION OF sw_logs
-                     FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}));"
-            ))
-            .await?;
+            // One statement at a time: Citus forwards a DDL statement's whole query string to
+            // the workers, which refuse several commands in one.
+            for statement in partition_ddl(*day) {
+                tx.batch_execute(&statement).await?;
+            }
         }
         tx.commit().await?;
         let mut known = self.known_days.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,12 +99,8 @@ impl Store {
                 "SELECT c.relname::text FROM pg_inherits i
                    JOIN pg_class c ON c.oid = i.inhrelid
                    JOIN pg_class p ON p.oid = i.inhparent
-                  WHERE p.relname IN ('sw_spans', 'sw_aggregates', 'sw_dependency_minutes',
-                                      'sw_service_minutes', 'sw_service_hours',
-                                      'sw_dependency_hours', 'sw_entry_calls',
-                                      'sw_instance_minutes', 'sw_metric_minutes',
-                                      'sw_logs')",
-                &[],
+                  WHERE p.relname = 'sw_spans' OR p.relname = ANY($1)",
+                &[&BY_MINUTE.to_vec()],
             )
             .await?;
         let expired: Vec<String> = rows
@@ -140,18 +111,24 @@ impl Store {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
             .await?;
+        let cutoff_s = (oldest * 86_400) as f64;
+        // The alert history first: on Citus it is a reference table with a foreign key, which
+        // a transaction may no longer modify once it has touched shards in parallel.
+        tx.execute(
+            "DELETE FROM sw_alert_events WHERE time < to_timestamp($1)",
+            &[&cutoff_s],
+        )
+        .await?;
         for name in &expired {
             tx.batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
                 .await?;
         }
-        let cutoff_s = (oldest * 86_400) as f64;
         for table in [
             "sw_host_samples",
             "sw_probe_samples",
             "sw_host_rollups",
             "sw_probe_rollups",
             "sw_agent_stats",
-            "sw_alert_events",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE time < to_timestamp($1)"),
@@ -190,6 +167,47 @@ impl Store {
         Ok(())
     }
 }
+
+/// The statements that create day `day`'s partitions (and their own indexes), if missing.
+fn partition_ddl(day: i64) -> Vec<String> {
+    let name = day_name(day);
+    let (from_ns, to_ns) = (day * NS_PER_DAY, (day + 1) * NS_PER_DAY);
+    let (from_s, to_s) = (day * 86_400, (day + 1) * 86_400);
+    let mut out = vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS sw_spans_p{name} PARTITION OF sw_spans
+                 FOR VALUES FROM ({from_ns}) TO ({to_ns})"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS sw_spans_p{name}_start ON sw_spans_p{name}
+                 USING brin (start_ns) WITH (pages_per_range = 32, autosummarize = on)"
+        ),
+    ];
+    for parent in BY_MINUTE {
+        out.push(format!(
+            "CREATE TABLE IF NOT EXISTS {parent}_p{name} PARTITION OF {parent}
+                 FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}))"
+        ));
+    }
+    out.push(format!(
+        "CREATE INDEX IF NOT EXISTS sw_metric_minutes_p{name}_minute
+             ON sw_metric_minutes_p{name} USING brin (minute)"
+    ));
+    out
+}
+
+/// The tables partitioned by day on a timestamp (`sw_spans` is on nanoseconds).
+const BY_MINUTE: [&str; 9] = [
+    "sw_aggregates",
+    "sw_dependency_minutes",
+    "sw_service_minutes",
+    "sw_service_hours",
+    "sw_dependency_hours",
+    "sw_entry_calls",
+    "sw_instance_minutes",
+    "sw_metric_minutes",
+    "sw_logs",
+];
 
 #[cfg(test)]
 mod tests {

@@ -194,6 +194,14 @@ pub(crate) fn unfolded(rollup: i16, hours: bool) -> String {
     )
 }
 
+/// Seconds since the Unix epoch of a `timestamptz`.
+fn unix_seconds(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs_f64().ceil() as i64),
+    }
+}
+
 /// `sw_rollup_deltas.rollup` of dependency rows (class, peer) and of service rows (service,
 /// entry).
 pub(crate) const DEPENDENCY_DELTAS: i16 = 0;
@@ -233,9 +241,11 @@ impl Store {
         }
         let rows = tx
             .query(
+                // The minute as it is: Citus allows no function that is not immutable in a
+                // RETURNING clause, and extract() from a timestamptz is only stable.
                 "DELETE FROM sw_rollup_deltas
-                 RETURNING rollup, extract(epoch FROM minute)::int8, k1, k2, count, errors,
-                           sum_ns, http_5xx, http_503, hist_zero, hist_packed",
+                 RETURNING rollup, minute, k1, k2, count, errors, sum_ns, http_5xx, http_503,
+                           hist_zero, hist_packed",
                 &[],
             )
             .await?;
@@ -249,7 +259,7 @@ impl Store {
         let mut dependencies: BTreeMap<RollupKey<'_>, DependencyMinute> = BTreeMap::new();
         let mut days = Vec::new();
         for r in &rows {
-            let minute: i64 = r.get(1);
+            let minute = unix_seconds(r.get(1));
             if minute < oldest_s {
                 out.expired += 1;
                 continue;
