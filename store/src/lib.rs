@@ -1,7 +1,8 @@
 //! Stormwatch's PostgreSQL store. **Only this crate knows SQL.**
 //!
 //! - [`embedded`]: the cluster the collector runs itself when given no database URL.
-//! - [`migrate`]: forward-only migrations from `migrations/`.
+//! - [`migrate`]: forward-only migrations from `migrations/`; [`citus`]: the tables
+//!   distributed after them on a Citus coordinator.
 //! - [`partitions`]: daily partitions of the span and aggregate tables, and retention.
 //! - [`batches`]: storing one agent batch in one transaction, exactly once; span labels as ids
 //!   into `sw_labels` ([`labels`]) and span attributes zstd-compressed with a trained
@@ -22,6 +23,7 @@ pub mod aggregates;
 pub mod alerts;
 pub mod attr_dicts;
 pub mod batches;
+pub mod citus;
 pub mod dependencies;
 pub mod embedded;
 pub mod entry_calls;
@@ -184,6 +186,8 @@ impl Store {
     }
 
     /// Applies pending migrations.
+    /// Applies the migrations not applied yet; returns how many. On a database with the
+    /// `citus` extension, then distributes the tables not distributed yet ([`citus`]).
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         let mut client = self.pool.get().await?;
         migrate::migrate(&mut client).await

@@ -107,12 +107,19 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
 /// Advisory lock key for migrations ("stormwatch migrate").
 const MIGRATE_LOCK: i64 = 0x5357_4d49_4752_0001;
 
-/// Applies the migrations not yet recorded in `sw_migrations`; returns how many it applied.
+/// Applies the migrations not yet recorded in `sw_migrations`, then, on a Citus coordinator,
+/// distributes the tables not distributed yet ([`crate::citus`]); returns how many migrations
+/// it applied.
 pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])
         .await?;
-    let result = apply(client).await;
+    let result = match apply(client).await {
+        Ok(applied) => crate::citus::distribute_if_citus(client)
+            .await
+            .map(|_| applied),
+        Err(e) => Err(e),
+    };
     // Unlock even when a migration failed, so the next attempt does not wait forever.
     let unlock = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK])
