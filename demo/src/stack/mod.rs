@@ -169,6 +169,11 @@ impl Stack {
             listen: Some(opts.listen),
             data_dir: Some(data_dir.to_owned()),
             config: Some(config_path),
+            // As for the collector itself: a database of your own (a Citus coordinator, say)
+            // instead of the embedded cluster.
+            database_url: std::env::var("STORMWATCH_DATABASE_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty()),
             ..Default::default()
         })?;
         // If we die without shutting down, the collector's embedded cluster stops too.
