@@ -334,22 +334,26 @@ impl Store {
             .fold(0u64, |n, a| n.saturating_add(a.count));
         let merged = merge_aggregates(live_aggs.into_iter());
         let rows = aggregate_rows(&merged);
-        outcome.aggregates = store_aggregates(&tx, &rows).await?;
 
+        // Rows of this agent alone first, and appends.
         outcome.samples += store_host_samples(&tx, batch).await?;
         outcome.samples += store_probe_samples(&tx, batch).await?;
         crate::sample_rollups::store_host_rollups(&tx, batch).await?;
         crate::sample_rollups::store_probe_rollups(&tx, batch).await?;
         store_agent_stats(&tx, batch).await?;
         crate::versions::store_versions(&tx, batch).await?;
-        crate::entry_calls::store_entry_calls(&tx, batch, live).await?;
         crate::instances::store_instance_minutes(&tx, batch, live).await?;
         outcome.metric_points =
             crate::metric_minutes::store_metric_minutes(&tx, batch, live).await?;
         outcome.logs = crate::logs::store_logs(&tx, batch, live).await?;
+        rollups::store_rollups(&tx, &rows).await?;
+        // Then the rows every agent of a service upserts, last, so that their locks are held
+        // until the commit as briefly as can be (the other agents of the service wait on
+        // them), each table in key order and in the same order in every batch (no deadlock).
+        crate::entry_calls::store_entry_calls(&tx, batch, live).await?;
         store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns)), now_ns).await?;
         crate::recent::record(&tx, &batch.aggregates, now_ns).await?;
-        rollups::store_rollups(&tx, &rows).await?;
+        outcome.aggregates = store_aggregates(&tx, &rows).await?;
         tx.commit().await?;
         Ok(outcome)
     }
