@@ -25,7 +25,7 @@ pub fn day_name(day: i64) -> String {
     }
 }
 
-fn day_of_name(name: &str) -> Option<i64> {
+pub(crate) fn day_of_name(name: &str) -> Option<i64> {
     let digits = name.rsplit("_p").next()?;
     if digits.len() != 8 {
         return None;
@@ -69,10 +69,28 @@ impl Store {
         tx.batch_execute("SET LOCAL client_min_messages = warning")
             .await?;
         for day in &missing {
+            let ddl = partition_ddl(*day);
+            let names: Vec<&str> = ddl.iter().map(|(name, _)| name.as_str()).collect();
+            let existing: Vec<String> = tx
+                .query(
+                    "SELECT relname::text FROM pg_class WHERE relname = ANY($1)",
+                    &[&names],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            // Only partitions that do not exist, with their index: an old day's span partition
+            // may have been made columnar (`citus::columnar_old_spans`), which takes no BRIN.
             // One statement at a time: Citus forwards a DDL statement's whole query string to
             // the workers, which refuse several commands in one.
-            for statement in partition_ddl(*day) {
-                tx.batch_execute(&statement).await?;
+            for (name, statements) in &ddl {
+                if existing.contains(name) {
+                    continue;
+                }
+                for statement in statements {
+                    tx.batch_execute(statement).await?;
+                }
             }
         }
         tx.commit().await?;
@@ -168,31 +186,38 @@ impl Store {
     }
 }
 
-/// The statements that create day `day`'s partitions (and their own indexes), if missing.
-fn partition_ddl(day: i64) -> Vec<String> {
+/// Day `day`'s partitions, each with the statements that create it and its own index.
+fn partition_ddl(day: i64) -> Vec<(String, Vec<String>)> {
     let name = day_name(day);
     let (from_ns, to_ns) = (day * NS_PER_DAY, (day + 1) * NS_PER_DAY);
     let (from_s, to_s) = (day * 86_400, (day + 1) * 86_400);
-    let mut out = vec![
-        format!(
-            "CREATE TABLE IF NOT EXISTS sw_spans_p{name} PARTITION OF sw_spans
-                 FOR VALUES FROM ({from_ns}) TO ({to_ns})"
-        ),
-        format!(
-            "CREATE INDEX IF NOT EXISTS sw_spans_p{name}_start ON sw_spans_p{name}
-                 USING brin (start_ns) WITH (pages_per_range = 32, autosummarize = on)"
-        ),
-    ];
+    let spans = format!("sw_spans_p{name}");
+    let mut out = vec![(
+        spans.clone(),
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {spans} PARTITION OF sw_spans
+                     FOR VALUES FROM ({from_ns}) TO ({to_ns})"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {spans}_start ON {spans}
+                     USING brin (start_ns) WITH (pages_per_range = 32, autosummarize = on)"
+            ),
+        ],
+    )];
     for parent in BY_MINUTE {
-        out.push(format!(
-            "CREATE TABLE IF NOT EXISTS {parent}_p{name} PARTITION OF {parent}
+        let table = format!("{parent}_p{name}");
+        let mut statements = vec![format!(
+            "CREATE TABLE IF NOT EXISTS {table} PARTITION OF {parent}
                  FOR VALUES FROM (to_timestamp({from_s})) TO (to_timestamp({to_s}))"
-        ));
+        )];
+        if parent == "sw_metric_minutes" {
+            statements.push(format!(
+                "CREATE INDEX IF NOT EXISTS {table}_minute ON {table} USING brin (minute)"
+            ));
+        }
+        out.push((table, statements));
     }
-    out.push(format!(
-        "CREATE INDEX IF NOT EXISTS sw_metric_minutes_p{name}_minute
-             ON sw_metric_minutes_p{name} USING brin (minute)"
-    ));
     out
 }
 

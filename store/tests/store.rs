@@ -361,6 +361,11 @@ async fn each_partition_has_its_own_time_index_and_may_drop_it() {
         .batch_execute(&format!("DROP INDEX {spans}_start"))
         .await
         .unwrap();
+    // A partition that exists is left as it is (an old day made columnar has no BRIN, and
+    // columnar takes none): another collector starting does not bring the index back.
+    let other = store_with(&url, 7).await;
+    other.create_partitions_ahead(now).await.unwrap();
+    assert_eq!(brin(spans).await, Vec::<String>::new());
 }
 
 /// Batches from three services and two agents over the same minutes, with dependency calls
