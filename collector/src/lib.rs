@@ -32,7 +32,8 @@ pub use state::AppState;
 /// How often the rollup deltas are folded into the rollups.
 const FOLD_EVERY: Duration = Duration::from_secs(1);
 
-/// How often partitions are created ahead and retention is applied.
+/// How often partitions are created ahead, retention is applied and (on Citus) old span
+/// partitions are made columnar.
 const UPKEEP_EVERY: Duration = Duration::from_secs(3_600);
 
 /// How long shutdown waits, once HTTP has stopped, for an alert delivery in flight to finish
@@ -284,6 +285,15 @@ async fn upkeep(store: Arc<Store>) {
         }
         if let Err(error) = store.apply_retention(now).await {
             tracing::warn!(%error, "applying retention failed");
+        }
+        match store.columnar_old_spans(now).await {
+            Ok(converted) if !converted.is_empty() => {
+                tracing::info!(partitions = ?converted, "Citus: old span partitions now columnar")
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "converting old span partitions to columnar failed")
+            }
         }
     }
 }

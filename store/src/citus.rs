@@ -164,3 +164,57 @@ pub async fn distribute(client: &Client) -> Result<Distribution, StoreError> {
     }
     Ok(done)
 }
+
+/// Days of spans kept in heap (row) storage on Citus before [`Store::columnar_old_spans`]
+/// converts them: today and yesterday take late batches and spool replays; older days are
+/// only read, and columnar stores them in about a sixth of the space (41 bytes a span against
+/// 254 in heap for the demo's spans, docs/citus.md).
+pub const COLUMNAR_AFTER_DAYS: i64 = 2;
+
+impl crate::Store {
+    /// On a Citus coordinator with the `citus_columnar` extension, converts the `sw_spans`
+    /// partitions of days at least [`COLUMNAR_AFTER_DAYS`] old to columnar storage
+    /// (`alter_table_set_access_method`, which drops the partition's BRIN index: columnar has
+    /// none); returns the partitions converted. Nothing without that extension. Spans are only
+    /// ever inserted, which columnar tables take; the other partitioned tables are upserted
+    /// and stay in heap storage.
+    pub async fn columnar_old_spans(&self, now_ns: i64) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let ready = client
+            .query_one(
+                "SELECT count(*) = 2 FROM pg_extension WHERE extname IN ('citus', 'citus_columnar')",
+                &[],
+            )
+            .await?
+            .get::<_, bool>(0);
+        if !ready {
+            return Ok(Vec::new());
+        }
+        let newest_converted = crate::partitions::day_of_ns(now_ns) - COLUMNAR_AFTER_DAYS;
+        let rows = client
+            .query(
+                "SELECT c.relname::text FROM pg_inherits i
+                   JOIN pg_class c ON c.oid = i.inhrelid
+                   JOIN pg_class p ON p.oid = i.inhparent
+                   JOIN pg_am a ON a.oid = c.relam
+                  WHERE p.relname = 'sw_spans' AND a.amname = 'heap'
+                  ORDER BY 1",
+                &[],
+            )
+            .await?;
+        let mut converted = Vec::new();
+        for r in &rows {
+            let name: String = r.get(0);
+            if crate::partitions::day_of_name(&name).is_some_and(|d| d <= newest_converted) {
+                client
+                    .execute(
+                        "SELECT alter_table_set_access_method($1::text::regclass, 'columnar')",
+                        &[&name],
+                    )
+                    .await?;
+                converted.push(name);
+            }
+        }
+        Ok(converted)
+    }
+}
