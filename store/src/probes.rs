@@ -269,14 +269,19 @@ impl Store {
                        FROM sw_probe_rollups
                       WHERE grain = 60 AND (failures > 0 OR slow > 0)
                         AND time >= to_timestamp($1) AND time < to_timestamp($2))
+                 -- Each slice's minutes through the (grain, database, time) index: a join let
+                 -- the planner hash every minute of a database against every bad slice.
                  SELECT b.database, floor(b.cell / 86400)::int8,
-                        ((b.cell::int8 % 86400) / 60)::int4,
-                        sum(r.samples)::int8, sum(r.failures)::int8, sum(r.slow)::int8
+                        ((b.cell::int8 % 86400) / 60)::int4, x.samples, x.failures, x.slow
                    FROM bad b
-                   JOIN sw_probe_rollups r
-                     ON r.grain = 60 AND r.database = b.database
-                    AND r.time >= to_timestamp(b.cell) AND r.time < to_timestamp(b.cell + $3::int4 * 60)
-                  GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                  CROSS JOIN LATERAL (
+                        SELECT sum(r.samples)::int8 AS samples, sum(r.failures)::int8 AS failures,
+                               sum(r.slow)::int8 AS slow
+                          FROM sw_probe_rollups r
+                         WHERE r.grain = 60 AND r.database = b.database
+                           AND r.time >= to_timestamp(b.cell)
+                           AND r.time < to_timestamp(b.cell + $3::int4 * 60)) x
+                  ORDER BY 1, 2, 3",
             )
             .await?;
         let rows = client
