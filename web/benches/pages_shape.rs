@@ -578,7 +578,7 @@ fn main() {
             load()
         );
 
-        let app = stormwatch_web::router(store);
+        let app = stormwatch_web::router(store.clone());
         println!(
             "{:<38} {:>9} {:>9} {:>9} {:>10}",
             "page", "p50 ms", "p95 ms", "max ms", "bytes"
@@ -608,5 +608,39 @@ fn main() {
             );
         }
         println!("load after: {}", load());
+        // The databases page's reads on their own, to tell them from rendering.
+        let (from_1h, to) = (now_s - 3_600, now_s);
+        let first_day = (to / 86_400 - 6) * 86_400;
+        let mut reads: Vec<(&str, Vec<f64>)> = vec![
+            ("probe_series 1h (60 s)", vec![]),
+            ("probe_series 7d (7200 s)", vec![]),
+            ("probe_heatmap 7 days", vec![]),
+            ("probe_recurrence", vec![]),
+        ];
+        for _ in 0..5 {
+            let t = Instant::now();
+            store.probe_series(from_1h, to, 60).await.unwrap();
+            reads[0].1.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            store.probe_series(to - 7 * 86_400, to, 7_200).await.unwrap();
+            reads[1].1.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let heat = store.probe_heatmap(first_day, to, 5).await.unwrap();
+            reads[2].1.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            store.probe_recurrence(None, to as f64, None).await.unwrap();
+            reads[3].1.push(t.elapsed().as_secs_f64() * 1e3);
+            if reads[2].1.len() == 1 {
+                println!(
+                    "heatmap: {} probed days, {} slices with failures or slow connects",
+                    heat.probed.len(),
+                    heat.cells.len()
+                );
+            }
+        }
+        for (name, mut ms) in reads {
+            ms.sort_by(f64::total_cmp);
+            println!("store read {name:<28} p50 {:>8.1} ms, max {:>8.1} ms", ms[2], ms[4]);
+        }
     });
 }
