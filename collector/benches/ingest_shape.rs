@@ -707,10 +707,15 @@ impl Drop for Killed {
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+/// A `/proc/<pid>/status` line in kB (`VmRSS:`, `VmHWM:`...), in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
@@ -1251,6 +1256,15 @@ async fn main() {
         return;
     }
 
+    if let Some(soak_minutes) = std::env::var("BENCH_SOAK_MINUTES")
+        .ok()
+        .and_then(|m| m.parse::<u64>().ok())
+    {
+        let rate = env_or("BENCH_SOAK_RATE", 27_000) as f64;
+        soak(pg, &days, batches, minutes, soak_minutes, rate).await;
+        return;
+    }
+
     // The physical limit: raw COPY of the same span rows into the same table, same cluster.
     let batches = Arc::new(batches);
     let raw_db = pg.fresh_database().await;
@@ -1420,4 +1434,255 @@ async fn main() {
     print_storage(&db).await;
 
     trace_lookups(&api_db, &batches).await;
+}
+
+/// The batches of round `round` of a soak: the generated minutes moved `round × minutes`
+/// minutes later, new sequence numbers, and trace ids made unique to the round.
+fn soak_round(batches: &[Batch], minutes: usize, round: u64) -> Vec<Batch> {
+    let shift_s = round as i64 * minutes as i64 * 60;
+    let shift_ns = shift_s * NS;
+    batches
+        .iter()
+        .map(|b| {
+            let mut b = b.clone();
+            b.sequence += round * minutes as u64;
+            b.sent_at_ns += shift_ns;
+            for s in &mut b.spans {
+                s.start_ns += shift_ns;
+                for (i, x) in (round as u32).to_be_bytes().iter().enumerate() {
+                    s.trace_id[12 + i] ^= x;
+                }
+            }
+            for a in &mut b.aggregates {
+                a.minute += shift_s;
+            }
+            for e in &mut b.entry_calls {
+                e.minute += shift_s;
+            }
+            for h in &mut b.hosts {
+                h.time_ns += shift_ns;
+            }
+            for v in &mut b.versions {
+                v.first_seen_ns += shift_ns;
+            }
+            b
+        })
+        .collect()
+}
+
+/// `BENCH_SOAK_MINUTES`: the 50 agents send at a steady `rate` kept spans/s (issue #19: half
+/// the measured maximum) for that long, replaying the generated minutes in rounds (each round
+/// later in time, with trace ids of its own). Every 30 s prints the collector's RSS, the
+/// batches acknowledged, their latency, retries after 503, how far behind the schedule the
+/// agents are and the rollup deltas waiting to be folded; at the end checks that every span
+/// sent was stored.
+async fn soak(
+    pg: &TestPostgres,
+    days: &[i64],
+    batches: Vec<Batch>,
+    minutes: usize,
+    soak_minutes: u64,
+    rate: f64,
+) {
+    let agents = batches
+        .iter()
+        .map(|b| b.agent_id.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let per_batch =
+        batches.iter().map(|b| b.spans.len()).sum::<usize>() as f64 / batches.len() as f64;
+    let batches_per_s = rate / per_batch;
+    let duration = Duration::from_secs(soak_minutes * 60);
+    println!(
+        "soak: {soak_minutes} min at {rate:.0} kept spans/s = {batches_per_s:.2} batches/s of {per_batch:.0} spans from {agents} agents"
+    );
+    // Partitions for the rounds ahead (each round is `minutes` later).
+    let rounds_needed =
+        (duration.as_secs_f64() * batches_per_s / batches.len() as f64).ceil() as i64 + 1;
+    let mut all_days = days.to_vec();
+    let last = days.last().copied().unwrap_or(0);
+    all_days.extend(last..=last + (rounds_needed * minutes as i64 * 60) / 86_400 + 1);
+    let api_db = pg.fresh_database().await;
+    drop(migrated(&api_db, &all_days).await);
+    let port = stormwatch_store::embedded::free_loopback_port().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_stormwatch-collector"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            &api_db,
+        ])
+        .env("STORMWATCH_INGEST_TOKENS", TOKEN)
+        .env("STORMWATCH_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("collector binary");
+    let pid = child.id();
+    let _guard = Killed(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Bodies are made by a producer thread, a round ahead, and handed to each agent in order.
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..agents)
+        .map(|_| tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(2 * minutes))
+        .unzip();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut round = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for b in soak_round(&batches, minutes, round) {
+                    let a: usize = b.agent_id["node-".len()..].parse().unwrap();
+                    let body = zstd::encode_all(&b.encode(Encoding::Protobuf)[..], 1).unwrap();
+                    if senders[a].blocking_send((body, b.spans.len())).is_err() {
+                        return;
+                    }
+                }
+                round += 1;
+            }
+        })
+    };
+    #[derive(Default)]
+    struct Window {
+        batches: u64,
+        spans: u64,
+        retries: u64,
+        latencies: Vec<f64>,
+        behind_s: f64,
+    }
+    let window = Arc::new(Mutex::new(Window::default()));
+    let sent_spans = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for (a, mut rx) in receivers.into_iter().enumerate() {
+        let (client, url, window, sent_spans) = (
+            client.clone(),
+            format!("{base}/api/v1/ingest"),
+            window.clone(),
+            sent_spans.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            // Agent a's j-th batch is due at (j × agents + a) / batches_per_s.
+            let mut j = 0u64;
+            while let Some((body, spans)) = rx.recv().await {
+                let due = started
+                    + Duration::from_secs_f64(
+                        (j * agents as u64 + a as u64) as f64 / batches_per_s,
+                    );
+                if due > started + duration {
+                    break;
+                }
+                let now = Instant::now();
+                if due > now {
+                    tokio::time::sleep(due - now).await;
+                }
+                let behind = Instant::now().saturating_duration_since(due).as_secs_f64();
+                let t = Instant::now();
+                let mut retries = 0;
+                loop {
+                    let resp = client
+                        .post(&url)
+                        .bearer_auth(TOKEN)
+                        .header("content-type", "application/x-protobuf")
+                        .header("content-encoding", "zstd")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    if resp.status().is_success() {
+                        break;
+                    }
+                    assert_eq!(
+                        resp.status(),
+                        503,
+                        "ingest failed: {}",
+                        resp.text().await.unwrap_or_default()
+                    );
+                    retries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                sent_spans.fetch_add(spans as u64, std::sync::atomic::Ordering::Relaxed);
+                let mut w = window.lock().unwrap();
+                w.batches += 1;
+                w.spans += spans as u64;
+                w.retries += retries;
+                w.latencies.push(t.elapsed().as_secs_f64());
+                w.behind_s = w.behind_s.max(behind);
+                j += 1;
+            }
+        }));
+    }
+    let db = connect(&api_db).await;
+    println!(
+        "{:>6} {:>10} {:>9} {:>12} {:>9} {:>9} {:>8} {:>9} {:>8}",
+        "min", "RSS MiB", "batches", "spans/s", "p50 ms", "p95 ms", "retries", "behind s", "deltas"
+    );
+    let mut rss_curve = Vec::new();
+    let mut last = Instant::now();
+    while started.elapsed() < duration {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let w = std::mem::take(&mut *window.lock().unwrap());
+        let mut lat = w.latencies;
+        lat.sort_by(f64::total_cmp);
+        let deltas: i64 = db
+            .query_one("SELECT count(*) FROM sw_rollup_deltas", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let rss = status_mib(pid, "VmRSS:");
+        rss_curve.push(rss);
+        println!(
+            "{:>6.1} {rss:>10.1} {:>9} {:>12.0} {:>9.0} {:>9.0} {:>8} {:>9.1} {deltas:>8}",
+            started.elapsed().as_secs_f64() / 60.0,
+            w.batches,
+            w.spans as f64 / last.elapsed().as_secs_f64(),
+            1e3 * if lat.is_empty() {
+                0.0
+            } else {
+                quantile(&lat, 0.5)
+            },
+            1e3 * if lat.is_empty() {
+                0.0
+            } else {
+                quantile(&lat, 0.95)
+            },
+            w.retries,
+            w.behind_s,
+        );
+        last = Instant::now();
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(producer);
+    let sent = sent_spans.load(std::sync::atomic::Ordering::Relaxed);
+    let stored: i64 = db
+        .query_one("SELECT count(*) FROM sw_spans", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let n = rss_curve.len();
+    let (first, second) = rss_curve.split_at(n / 2);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "soak done: {sent} spans sent in {:.0} s ({:.0} spans/s), {stored} stored; RSS mean {:.1} MiB in the first half, {:.1} MiB in the second, peak {:.1} MiB",
+        started.elapsed().as_secs_f64(),
+        sent as f64 / started.elapsed().as_secs_f64(),
+        mean(first),
+        mean(second),
+        peak_rss_mib(pid),
+    );
+    assert_eq!(stored as u64, sent, "every span sent must be stored");
 }
