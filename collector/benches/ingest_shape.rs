@@ -1297,34 +1297,8 @@ async fn main() {
         .batch_execute("CHECKPOINT")
         .await
         .unwrap();
-    let port = stormwatch_store::embedded::free_loopback_port().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_stormwatch-collector"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            &api_db,
-        ])
-        .env("STORMWATCH_INGEST_TOKENS", TOKEN)
-        .env("STORMWATCH_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("collector binary");
-    let pid = child.id();
-    let _guard = Killed(child);
-    let base = format!("http://127.0.0.1:{port}");
+    let (_guard, pid, base) = start_collector(&api_db).await;
     let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let rss_idle = peak_rss_mib(pid);
     let postmaster: u32 = std::fs::read_to_string(pg.dir().join("postgres/postmaster.pid"))
         .ok()
@@ -1436,6 +1410,39 @@ async fn main() {
     trace_lookups(&api_db, &batches).await;
 }
 
+/// Starts a release collector process on `db` and waits until it answers: the guard that
+/// kills it, its pid and its base URL.
+async fn start_collector(db: &str) -> (Killed, u32, String) {
+    let port = stormwatch_store::embedded::free_loopback_port().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_stormwatch-collector"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            db,
+        ])
+        .env("STORMWATCH_INGEST_TOKENS", TOKEN)
+        .env("STORMWATCH_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("collector binary");
+    let pid = child.id();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (Killed(child), pid, base)
+}
+
 /// The batches of round `round` of a soak: the generated minutes moved `round × minutes`
 /// minutes later, new sequence numbers, and trace ids made unique to the round.
 fn soak_round(batches: &[Batch], minutes: usize, round: u64) -> Vec<Batch> {
@@ -1504,34 +1511,8 @@ async fn soak(
     all_days.extend(last..=last + (rounds_needed * minutes as i64 * 60) / 86_400 + 1);
     let api_db = pg.fresh_database().await;
     drop(migrated(&api_db, &all_days).await);
-    let port = stormwatch_store::embedded::free_loopback_port().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_stormwatch-collector"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            &api_db,
-        ])
-        .env("STORMWATCH_INGEST_TOKENS", TOKEN)
-        .env("STORMWATCH_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("collector binary");
-    let pid = child.id();
-    let _guard = Killed(child);
-    let base = format!("http://127.0.0.1:{port}");
+    let (_guard, pid, base) = start_collector(&api_db).await;
     let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // Bodies are made by a producer thread, a round ahead, and handed to each agent in order.
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..agents)
         .map(|_| tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(2 * minutes))
