@@ -28,7 +28,7 @@ use crate::histogram_codec::histogram_literals;
 use crate::labels::{self, BatchLabels, LabelKind};
 use crate::partitions::day_of_ns;
 use crate::recent::COUNTED_FLAGS;
-use crate::{rollups, saturating_i64, Store, StoreError};
+use crate::{name, rollups, saturating_i64, Store, StoreError};
 
 /// What storing a batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +75,6 @@ pub(crate) const SPAN_COLUMNS: &[(&str, Type)] = &[
     ("flags", Type::INT4),
     ("replica_lag_ms", Type::INT8),
 ];
-
-pub(crate) fn name<E: WireEnum>(n: i32, fallback: E) -> &'static str {
-    E::from_number(n).unwrap_or(fallback).as_str()
-}
 
 /// The wire number of an enum as stored (smallint), an unknown number as `fallback`'s.
 fn number<E: WireEnum>(n: i32, fallback: E) -> i16 {

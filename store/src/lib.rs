@@ -216,6 +216,11 @@ impl Store {
 }
 
 /// A count as PostgreSQL's `bigint`: capped at `i64::MAX`, where `as` would wrap.
+/// The wire name of enum number `n`, or `fallback`'s for a number this version does not know.
+pub(crate) fn name<E: stormwatch_model::enums::WireEnum>(n: i32, fallback: E) -> &'static str {
+    E::from_number(n).unwrap_or(fallback).as_str()
+}
+
 pub(crate) fn saturating_i64(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }

@@ -5,8 +5,7 @@
 use deadpool_postgres::Transaction;
 use stormwatch_model::{Batch, DbRole, FailureClass};
 
-use crate::batches::name;
-use crate::StoreError;
+use crate::{name, StoreError};
 
 /// A successful connect at least this slow counts as slow (the heatmap's orange cells),
 /// milliseconds. Fixed because `sw_probe_rollups.slow` is counted at ingest.
