@@ -14,6 +14,11 @@
 //! store that starts finds the newest dictionary in the table (the first batch it stores
 //! loads it). Two collectors training at once are serialized by an advisory lock: the second
 //! finds the first one's dictionary and uses it.
+//!
+//! Batches that arrive while the first dictionary is being trained wait for it (a fraction of
+//! a second, once in a database's life) instead of storing their attributes without one:
+//! agents send together after a start, and the first wave would otherwise take several times
+//! the room for good (in the ingest bench, 50 batches of 3,100 spans arrive at once).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -49,6 +54,24 @@ pub(crate) struct AttrDicts {
     /// Attributes JSON of stored spans, while there is no dictionary.
     samples: Vec<Vec<u8>>,
     sample_bytes: usize,
+    /// Locked by the batch training the first dictionary, for as long as it trains; batches
+    /// that come meanwhile wait on it.
+    training: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// Ends a training however the training future ends (done, failed or dropped with its
+/// request): clears the gate, then unlocks it, so waiters find either the dictionary or no
+/// training in progress.
+struct Training<'a> {
+    dicts: &'a std::sync::Mutex<AttrDicts>,
+    _locked: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for Training<'_> {
+    fn drop(&mut self) {
+        let mut d = self.dicts.lock().unwrap_or_else(|p| p.into_inner());
+        d.training = None;
+    }
 }
 
 /// A span's attributes as stored: the dictionary id (0: none) and the compressed JSON; None
@@ -148,7 +171,7 @@ impl Store {
                 d.newest = newest;
             }
         }
-        let ready = {
+        let (ready, wait) = {
             let mut d = self.attr_dicts();
             if let Some((id, dict)) = &d.newest {
                 return Ok(AttrEncoder {
@@ -156,18 +179,50 @@ impl Store {
                     dict: Some(dict.clone()),
                 });
             }
-            for s in spans.iter().filter(|s| !s.attributes.is_empty()) {
-                if d.samples.len() >= TRAINING_SAMPLES || d.sample_bytes >= MAX_SAMPLE_BYTES {
-                    break;
+            if let Some(gate) = &d.training {
+                (None, Some(gate.clone()))
+            } else {
+                for s in spans.iter().filter(|s| !s.attributes.is_empty()) {
+                    if d.samples.len() >= TRAINING_SAMPLES || d.sample_bytes >= MAX_SAMPLE_BYTES {
+                        break;
+                    }
+                    let json = json_of(&s.attributes);
+                    d.sample_bytes += json.len();
+                    d.samples.push(json);
                 }
-                let json = json_of(&s.attributes);
-                d.sample_bytes += json.len();
-                d.samples.push(json);
+                let full =
+                    d.samples.len() >= TRAINING_SAMPLES || d.sample_bytes >= MAX_SAMPLE_BYTES;
+                if full {
+                    // Locked before it is shared, so no batch can find it unlocked meanwhile.
+                    let gate = Arc::new(tokio::sync::Mutex::new(()));
+                    let locked = gate
+                        .clone()
+                        .try_lock_owned()
+                        .expect("a new mutex is unlocked");
+                    d.training = Some(gate);
+                    let training = Training {
+                        dicts: &self.attr_dicts,
+                        _locked: locked,
+                    };
+                    (Some((std::mem::take(&mut d.samples), training)), None)
+                } else {
+                    (None, None)
+                }
             }
-            (d.samples.len() >= TRAINING_SAMPLES || d.sample_bytes >= MAX_SAMPLE_BYTES)
-                .then(|| std::mem::take(&mut d.samples))
         };
-        if let Some(samples) = ready {
+        if let Some(gate) = wait {
+            drop(gate.lock().await);
+            let d = self.attr_dicts();
+            return Ok(match &d.newest {
+                Some((id, dict)) => AttrEncoder {
+                    id: *id,
+                    dict: Some(dict.clone()),
+                },
+                // The training failed or was cancelled: stored without a dictionary.
+                None => AttrEncoder { id: 0, dict: None },
+            });
+        }
+        if let Some((samples, _training)) = ready {
             match self.train_dict(samples).await {
                 Ok((id, dict)) => {
                     let mut d = self.attr_dicts();

@@ -445,3 +445,43 @@ async fn attributes_decode_before_and_after_the_dictionary_is_trained() {
         )
     );
 }
+
+#[tokio::test]
+async fn batches_arriving_during_the_first_training_wait_for_the_dictionary() {
+    let url = fresh_database().await;
+    let store = store_at(&url).await;
+    let now = stormwatch_store::now_ns();
+    let samples = stormwatch_store::attr_dicts::TRAINING_SAMPLES;
+    // Twice the training samples, arriving together as agents do after a start.
+    let n = 2 * samples / 1_000;
+    let batches: Vec<Batch> = (1..=n as u64)
+        .map(|seq| full_batch(&format!("agent-{seq}"), 1, 1_000, now))
+        .collect();
+    let stored =
+        futures_util::future::join_all(batches.iter().map(|b| store.store_batch(b, now))).await;
+    for s in stored {
+        assert_eq!(s.unwrap().spans, 1_000);
+    }
+    let client = sql(&url).await;
+    let plain: i64 = client
+        .query_one("SELECT count(*) FROM sw_spans WHERE attrs_dict = 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Only the batches before the one that reached the training samples go without it.
+    assert!(
+        plain < samples as i64,
+        "{plain} of {} spans stored without a dictionary",
+        n * 1_000
+    );
+    // Every span reads back whole (the agents' spans differ only by instance).
+    let by_instance = |mut v: Vec<Span>| {
+        v.sort_by_key(|s| (s.start_ns, s.span_id.clone(), s.instance.clone()));
+        v
+    };
+    let all: Vec<Span> = batches.iter().flat_map(|b| b.spans.clone()).collect();
+    assert_eq!(
+        by_instance(store.spans(&window(now)).await.unwrap()),
+        by_instance(all)
+    );
+}
