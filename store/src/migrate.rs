@@ -102,6 +102,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0024_brin_per_partition",
         include_str!("../../migrations/0024_brin_per_partition.sql"),
     ),
+    (
+        "0025_lz4_compression",
+        include_str!("../../migrations/0025_lz4_compression.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

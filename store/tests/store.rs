@@ -1049,3 +1049,53 @@ async fn percentiles_hold_one_percent_through_every_read_path() {
         assert_percentiles(path, &sorted, &of_totals(&o[0].totals));
     }
 }
+
+#[tokio::test]
+async fn compressible_columns_use_lz4_in_partitions_made_after_the_migration() {
+    let url = fresh_database().await;
+    let store = store_with(&url, 7).await;
+    store
+        .create_partitions_ahead(stormwatch_store::now_ns())
+        .await
+        .unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let not_lz4: Vec<String> = client
+        .query(
+            "SELECT c.relname || '.' || a.attname FROM pg_class c
+               JOIN pg_attribute a ON a.attrelid = c.oid
+              WHERE c.relname LIKE 'sw\\_%' AND c.relkind IN ('r', 'p')
+                AND a.attnum > 0 AND NOT a.attisdropped AND a.attstorage IN ('x', 'm')
+                AND a.attcompression <> 'l'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(not_lz4.is_empty(), "columns left with pglz: {not_lz4:?}");
+    // A histogram row over the 2 KB PostgreSQL compresses at is compressed with lz4.
+    client
+        .execute(
+            "INSERT INTO sw_aggregates (minute, service, class, peer, operation, status_class,
+                                        count, errors, sum_ns, hist_zero, hist_keys, hist_counts)
+             SELECT now(), 'svc', 'db', 'pg', 'op', '2xx', 1, 0, 1, 0,
+                    array_agg(g), array_agg((g % 7)::bigint)
+               FROM generate_series(1, 2000) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    let method: Option<String> = client
+        .query_one(
+            "SELECT pg_column_compression(hist_counts) FROM sw_aggregates",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(method.as_deref(), Some("lz4"));
+}
