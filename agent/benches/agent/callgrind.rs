@@ -55,14 +55,14 @@ pub(crate) fn callgrind_total(out: &Path) -> anyhow::Result<u64> {
         .with_context(|| format!("no totals in {}", out.display()))
 }
 
-/// Runs `program` under callgrind, sends it `requests` requests on one connection, stops it
-/// with SIGTERM (so it shuts down as in production: the agent flushes and ships) and returns
-/// its total instruction count.
+/// Runs `program` under callgrind, sends it `count` of `requests` (cycled, each with fresh
+/// ids and current times) on one connection, stops it with SIGTERM (so it shuts down as in
+/// production: the agent flushes and ships) and returns its total instruction count.
 pub(crate) async fn callgrind_run(
     program: &Path,
     args: &[String],
     port: u16,
-    requests: &[bytes::Bytes],
+    requests: &[Template],
     count: u64,
     out: &Path,
 ) -> anyhow::Result<u64> {
@@ -81,8 +81,10 @@ pub(crate) async fn callgrind_run(
     let sent = async {
         wait_ready(addr).await?;
         let mut conn = Conn::open(addr).await?;
+        let mut buf = Vec::new();
         for i in 0..count {
-            let status = conn.call(&requests[i as usize % requests.len()]).await?;
+            requests[i as usize % requests.len()].next_into(&mut buf);
+            let status = conn.call(&buf).await?;
             if !(200..300).contains(&status) {
                 bail!("request {i} answered {status}");
             }
@@ -105,7 +107,7 @@ pub(crate) async fn callgrind_run(
 pub(crate) async fn callgrind_compare(
     args: &Args,
     servers: &[(&str, PathBuf, Vec<String>, u16)],
-    requests: &[bytes::Bytes],
+    requests: &[Template],
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.callgrind_dir)?;
     let (small, large) = (args.callgrind_requests, args.callgrind_requests * 5);
@@ -116,7 +118,9 @@ pub(crate) async fn callgrind_compare(
             let out = args.callgrind_dir.join(format!("callgrind.{name}.{n}.out"));
             *t = callgrind_run(program, sargs, *port, requests, n, &out).await?;
         }
-        let spans = (large - small) * 100;
+        let spans: u64 = (small..large)
+            .map(|i| requests[i as usize % requests.len()].spans)
+            .sum();
         let ir = totals[1].saturating_sub(totals[0]) as f64 / spans as f64;
         println!(
             "{name:<8} callgrind: {small} requests {} Ir, {large} requests {} Ir → {ir:>7.0} instructions/span (start-up and shutdown excluded)",

@@ -137,11 +137,11 @@ impl Conn {
     }
 }
 
-/// Closed loop: `concurrency` connections post `requests` (cycled) as fast as answered.
+/// Closed loop: `concurrency` connections post `requests` (raw HTTP requests, cycled, each
+/// sent with fresh ids and current times) as fast as answered.
 pub(crate) async fn closed_loop(
     addr: SocketAddr,
-    requests: Arc<Vec<bytes::Bytes>>,
-    spans_per: u64,
+    requests: Arc<Vec<Template>>,
     concurrency: usize,
     secs: u64,
     pid: u32,
@@ -163,6 +163,7 @@ pub(crate) async fn closed_loop(
         tasks.push(tokio::spawn(async move {
             let mut i = w;
             let mut conn = None;
+            let mut buf = Vec::new();
             while Instant::now() < end {
                 if conn.is_none() {
                     conn = Conn::open(addr).await.ok();
@@ -174,11 +175,12 @@ pub(crate) async fn closed_loop(
                 };
                 let req = &requests[i % requests.len()];
                 i += 1;
+                req.next_into(&mut buf);
                 let measuring = Instant::now() >= warm_until;
-                match c.call(req).await {
+                match c.call(&buf).await {
                     Ok(200..=299) => {
                         if measuring {
-                            ok.fetch_add(spans_per, Relaxed);
+                            ok.fetch_add(req.spans, Relaxed);
                         }
                     }
                     Ok(429) => {
@@ -214,9 +216,10 @@ pub(crate) async fn closed_loop(
 }
 
 /// The closed loop over OTLP/gRPC: `concurrency` calls in flight on one HTTP/2 connection.
+/// `requests` are protobuf bodies, decoded after patching (tonic encodes them again).
 pub(crate) async fn grpc_loop(
     addr: SocketAddr,
-    requests: Arc<Vec<ExportTraceServiceRequest>>,
+    requests: Arc<Vec<Template>>,
     concurrency: usize,
     secs: u64,
     pid: u32,
@@ -235,19 +238,19 @@ pub(crate) async fn grpc_loop(
         let mut client = TraceServiceClient::new(channel.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = w;
+            let mut buf = Vec::new();
             while Instant::now() < end {
-                let req = requests[i % requests.len()].clone();
+                let template = &requests[i % requests.len()];
                 i += 1;
-                let spans: usize = req
-                    .resource_spans
-                    .iter()
-                    .flat_map(|r| &r.scope_spans)
-                    .map(|s| s.spans.len())
-                    .sum();
+                template.next_into(&mut buf);
+                let Ok(req) = ExportTraceServiceRequest::decode(&buf[..]) else {
+                    errors.fetch_add(1, Relaxed);
+                    continue;
+                };
                 let r = client.export(req).await;
                 if Instant::now() >= warm_until {
                     match r {
-                        Ok(_) => ok.fetch_add(spans as u64, Relaxed),
+                        Ok(_) => ok.fetch_add(template.spans, Relaxed),
                         Err(_) => errors.fetch_add(1, Relaxed),
                     };
                 }
@@ -295,12 +298,12 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
 }
 
 /// A paced 10,000 spans/s on one connection (100 requests of 100 spans a second by default;
-/// `otlp` holds requests of `spans` spans each): prints and returns the server's CPU as a
-/// share of one core.
+/// `otlp` holds protobuf bodies of `spans` spans each, sent with fresh ids and current
+/// times): prints and returns the server's CPU as a share of one core.
 pub(crate) async fn steady(
     name: &str,
     url: String,
-    otlp: &[bytes::Bytes],
+    otlp: &[Template],
     spans: usize,
     seconds: u64,
     pid: u32,
@@ -314,10 +317,12 @@ pub(crate) async fn steady(
     let mut sent = 0u64;
     while t0.elapsed() < Duration::from_secs(seconds) {
         tick.tick().await;
+        let mut body = Vec::new();
+        otlp[(sent as usize / spans) % otlp.len()].next_into(&mut body);
         let r = client
             .post(&url)
             .header("content-type", "application/x-protobuf")
-            .body(otlp[(sent as usize / spans) % otlp.len()].clone())
+            .body(body)
             .send()
             .await;
         if matches!(&r, Ok(r) if r.status().is_success()) {

@@ -12,12 +12,19 @@
 //! 2. Zipkin v2 JSON, 100-span requests: spans/s, CPU per span.
 //! 3. A steady 10,000 spans/s for a few seconds: the agent's share of one core.
 //!
+//! The bodies (256 OTLP, 256 Zipkin of ten 10-span traces each) are encoded once, but no two
+//! requests sent are alike: each is a copy with fresh trace and span ids, derived from a
+//! per-process count of requests sent so none repeats in a run, and span times moved by the
+//! time since encoding, so spans end as the request leaves (`requests.rs`, `Template`). The
+//! ids and times are fixed-width fields, patched in place; start-up checks a patched copy by
+//! decoding it and prints what patching costs a request.
+//!
 //! With `--callgrind`, instead of timing anything it counts instructions: the agent (and Rotel)
 //! run under `valgrind --tool=callgrind`, get `--callgrind-requests` and then five times as
-//! many OTLP requests of the same mix on one connection, and stop on SIGTERM; the difference
-//! of the two totals over the difference in spans is the marginal cost of a span, start-up
-//! and shutdown cancelled out. Instruction counts repeat to within a fraction of a percent on
-//! a busy machine, where wall-clock numbers do not.
+//! many OTLP requests of the same mix (fresh ids in each) on one connection, and stop on
+//! SIGTERM; the difference of the two totals over the difference in spans is the marginal
+//! cost of a span, start-up and shutdown cancelled out. Instruction counts repeat to within a
+//! fraction of a percent on a busy machine, where wall-clock numbers do not.
 //!
 //! Flags go after `--`: `cargo bench -p stormwatch-agent --bench agent -- --callgrind`. Cargo
 //! builds the agent binary (optimized, `bench` profile) along with it.
@@ -147,37 +154,51 @@ async fn main() -> anyhow::Result<()> {
     .map(|s| s.to_string())
     .collect();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    // `Bytes` so the load generator sends without copying bodies.
-    let otlp: Arc<Vec<bytes::Bytes>> = Arc::new(
+    // Encoded once; each request sent is a copy with fresh ids and times moved to the moment
+    // of sending (`Template`).
+    let now = now_ns();
+    let otlp_body = |rng: &mut Rng, spans| {
+        Template::otlp(
+            otlp_request(rng, spans, args.parameterized, now).encode_to_vec(),
+            now,
+        )
+    };
+    let otlp: Arc<Vec<Template>> = Arc::new(
         (0..256)
-            .map(|_| {
-                otlp_request(&mut rng, 100, args.parameterized)
-                    .encode_to_vec()
-                    .into()
-            })
-            .collect(),
+            .map(|_| otlp_body(&mut rng, 100))
+            .collect::<Result<_, _>>()?,
     );
-    let steady_bodies: Vec<bytes::Bytes> = if args.steady_spans == 100 {
+    let steady_bodies: Vec<Template> = if args.steady_spans == 100 {
         otlp.to_vec()
     } else {
         (0..64)
-            .map(|_| {
-                otlp_request(&mut rng, args.steady_spans.max(1), args.parameterized)
-                    .encode_to_vec()
-                    .into()
-            })
-            .collect()
+            .map(|_| otlp_body(&mut rng, args.steady_spans.max(1)))
+            .collect::<Result<_, _>>()?
     };
-    let zipkin_bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
-        (0..256)
-            .map(|_| zipkin_request(&mut rng, 100).into())
+    let zipkin_bodies: Vec<Template> = (0..256)
+        .map(|_| Template::zipkin(zipkin_request(&mut rng, 100, now), now))
+        .collect::<Result<_, _>>()?;
+    check_patching(&otlp[0], &zipkin_bodies[0]).context("patching request templates")?;
+    let otlp_raw: Arc<Vec<Template>> = Arc::new(
+        otlp.iter()
+            .map(|t| t.http("/v1/traces", "application/x-protobuf"))
+            .collect(),
+    );
+    let zipkin_raw: Arc<Vec<Template>> = Arc::new(
+        zipkin_bodies
+            .iter()
+            .map(|t| t.http("/api/v2/spans", "application/json"))
             .collect(),
     );
     println!(
         "stormwatch-agent-bench: {} s per run, {} connections, server on CPU {:?}, OTLP request {} bytes, Zipkin request {} bytes",
-        args.seconds, args.concurrency, args.server_cpu, otlp[0].len(), zipkin_bodies[0].len()
+        args.seconds, args.concurrency, args.server_cpu, otlp[0].bytes.len(), zipkin_bodies[0].bytes.len()
     );
-    let otlp_raw = Arc::new(raw_requests("/v1/traces", "application/x-protobuf", &otlp));
+    println!(
+        "fresh ids and times per request: {:.2} µs to patch an OTLP request, {:.2} µs a Zipkin one",
+        patch_cost_us(&otlp_raw[0]),
+        patch_cost_us(&zipkin_raw[0])
+    );
 
     if args.callgrind {
         // Host metrics off: their cost depends on wall time, which valgrind stretches.
@@ -210,7 +231,6 @@ async fn main() -> anyhow::Result<()> {
     let l = closed_loop(
         format!("127.0.0.1:{http}").parse()?,
         otlp_raw.clone(),
-        100,
         args.concurrency,
         args.seconds,
         pid,
@@ -218,14 +238,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let ours = report("agent  OTLP/HTTP protobuf, 100-span requests", &l);
     if !args.skip_grpc {
-        let requests: Arc<Vec<ExportTraceServiceRequest>> = Arc::new(
-            otlp.iter()
-                .map(|b| ExportTraceServiceRequest::decode(b.as_ref()))
-                .collect::<Result<_, _>>()?,
-        );
         let l = grpc_loop(
             format!("127.0.0.1:{grpc}").parse()?,
-            requests,
+            otlp.clone(),
             args.concurrency,
             args.seconds,
             pid,
@@ -236,12 +251,7 @@ async fn main() -> anyhow::Result<()> {
     if !args.skip_zipkin {
         let l = closed_loop(
             format!("127.0.0.1:{zipkin}").parse()?,
-            Arc::new(raw_requests(
-                "/api/v2/spans",
-                "application/json",
-                &zipkin_bodies,
-            )),
-            100,
+            zipkin_raw,
             args.concurrency,
             args.seconds,
             pid,
@@ -273,7 +283,6 @@ async fn main() -> anyhow::Result<()> {
             let l = closed_loop(
                 rotel_addr,
                 otlp_raw.clone(),
-                100,
                 args.concurrency,
                 args.seconds,
                 rpid,
@@ -303,7 +312,6 @@ async fn main() -> anyhow::Result<()> {
                     let a = closed_loop(
                         agent_addr,
                         otlp_raw.clone(),
-                        100,
                         args.concurrency,
                         args.round_seconds,
                         pid,
@@ -312,7 +320,6 @@ async fn main() -> anyhow::Result<()> {
                     let r = closed_loop(
                         rotel_addr,
                         otlp_raw.clone(),
-                        100,
                         args.concurrency,
                         args.round_seconds,
                         rpid,
