@@ -2,13 +2,14 @@
 //!
 //! [`Store::store_batch`] writes the batch one table at a time, all in one transaction and
 //! always in this order: the claim (`sw_batches`), the spans (binary COPY into `sw_spans`),
-//! the aggregates (`sw_aggregates`, merged per key and upserted in key order), host and probe
-//! samples, the agent's counters (`sw_agents`, `sw_agent_stats`), versions, the calls per
-//! server operation (`sw_entry_calls`) and per instance (`sw_instance_minutes`), the OTLP
-//! metric points (`sw_metric_minutes`, merged per series and minute) and log records
-//! (`sw_logs`), the flag counts (`sw_flag_counts`) and last the four rollups (`rollups.rs`),
-//! whose rows are shared by every service calling a peer, so the transaction holds their locks
-//! for as short a time as it can.
+//! then the rows of this agent alone and the appends: host and probe samples and their
+//! rollups, the agent's counters (`sw_agents`, `sw_agent_stats`), versions, calls per instance
+//! (`sw_instance_minutes`), OTLP metric points (`sw_metric_minutes`, merged per series and
+//! minute), log records (`sw_logs`), the recent aggregates (`sw_recent_aggregates`, appended)
+//! and the rollup deltas (`rollups.rs`, appended and folded later); last the rows every agent
+//! of a service shares, so the transaction holds their locks for as short a time as it can:
+//! calls per server operation (`sw_entry_calls`), flag counts (`sw_flag_counts`) and the
+//! aggregates (`sw_aggregates`, merged per key and upserted in key order).
 //! Rows locked in the same order by every batch cannot deadlock.
 
 use std::collections::BTreeMap;
@@ -342,13 +343,13 @@ impl Store {
         outcome.metric_points =
             crate::metric_minutes::store_metric_minutes(&tx, batch, live).await?;
         outcome.logs = crate::logs::store_logs(&tx, batch, live).await?;
+        crate::recent::record(&tx, &batch.aggregates, now_ns).await?;
         rollups::store_rollups(&tx, &rows).await?;
         // Then the rows every agent of a service upserts, last, so that their locks are held
         // until the commit as briefly as can be (the other agents of the service wait on
         // them), each table in key order and in the same order in every batch (no deadlock).
         crate::entry_calls::store_entry_calls(&tx, batch, live).await?;
         store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns)), now_ns).await?;
-        crate::recent::record(&tx, &batch.aggregates, now_ns).await?;
         outcome.aggregates = store_aggregates(&tx, &rows).await?;
         tx.commit().await?;
         Ok(outcome)

@@ -106,6 +106,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0025_lz4_compression",
         include_str!("../../migrations/0025_lz4_compression.sql"),
     ),
+    (
+        "0027_recent_aggregates_appended",
+        include_str!("../../migrations/0027_recent_aggregates_appended.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -89,9 +89,9 @@ pub(crate) async fn record_flags(
 
 type Key<'a> = (&'a str, &'static str, &'a str, &'a str, &'a str);
 
-/// Writes the aggregates of one batch, arrived at `now_ns`, inside the batch's transaction.
-/// Rows are merged per key first and upserted in key order, so concurrent batches cannot
-/// deadlock on them.
+/// Writes the aggregates of one batch, arrived at `now_ns`, inside the batch's transaction:
+/// merged per key, one row per key appended (migration 0027: rows of other batches in the
+/// same bucket are merged by the readers, not here).
 pub(crate) async fn record(
     tx: &tokio_postgres::Transaction<'_>,
     aggregates: &[Aggregate],
@@ -153,20 +153,14 @@ pub(crate) async fn record(
     }
     Ok(tx
         .execute(
-            "INSERT INTO sw_recent_aggregates AS a
+            "INSERT INTO sw_recent_aggregates
                  (arrived, service, class, peer, operation, status_class, count, errors,
                   hist_zero, hist_keys, hist_counts)
              SELECT to_timestamp($1), s, c, p, o, sc, n, e, z, hk::integer[], hc::bigint[]
                FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                            $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[])
                     AS t(s, c, p, o, sc, n, e, z, hk, hc)
-             ON CONFLICT (arrived, service, class, peer, operation, status_class) DO UPDATE SET
-                 count = a.count + excluded.count,
-                 errors = a.errors + excluded.errors,
-                 hist_zero = a.hist_zero + excluded.hist_zero,
-                 hist_keys = sw_hist_merge_keys(a.hist_keys, excluded.hist_keys),
-                 hist_counts = sw_hist_merge_counts(a.hist_keys, a.hist_counts,
-                                                    excluded.hist_keys, excluded.hist_counts)",
+",
             &[
                 &(bucket as f64),
                 &services,

@@ -117,3 +117,53 @@ async fn recent_flag_counts_see_what_arrived_not_what_ended_long_ago() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn two_agents_in_the_same_bucket_add_up() {
+    let store = store().await;
+    let now = stormwatch_store::now_ns();
+    let all = GroupFilter::default();
+    let one = sample::batch("a", 1, 100, now);
+    let (spans, errors): (u64, u64) = one
+        .aggregates
+        .iter()
+        .fold((0, 0), |(n, e), a| (n + a.count, e + a.errors));
+    // The same service's aggregates from two agents, arriving at the same moment: their rows
+    // share every key and bucket.
+    store.store_batch(&one, now).await.unwrap();
+    store
+        .store_batch(&sample::batch("b", 1, 100, now), now)
+        .await
+        .unwrap();
+    let groups = store
+        .recent_groups(
+            &all,
+            &by(&["service", "class", "peer", "operation"]),
+            (now / NS - 20) as f64,
+        )
+        .await
+        .unwrap();
+    let keys: std::collections::BTreeSet<_> = one
+        .aggregates
+        .iter()
+        .map(|a| {
+            (
+                a.service.clone(),
+                a.peer.clone(),
+                a.operation.clone(),
+                a.class,
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups.len(),
+        keys.len(),
+        "one group per key, whatever the rows"
+    );
+    assert_eq!(groups.iter().map(|g| g.count).sum::<u64>(), 2 * spans);
+    assert_eq!(groups.iter().map(|g| g.errors).sum::<u64>(), 2 * errors);
+    assert_eq!(
+        groups.iter().map(|g| g.histogram.count()).sum::<u64>(),
+        2 * spans
+    );
+}
