@@ -32,6 +32,12 @@ pub use state::AppState;
 /// How often the rollup deltas are folded into the rollups.
 const FOLD_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the aggregates of the last minutes are compacted (`Store::compact_aggregates`).
+const COMPACT_EVERY: Duration = Duration::from_secs(5);
+
+/// Every this many compactions the last day is compacted too (a spool replayed late): hourly.
+const COMPACT_DAY_EVERY: u64 = 720;
+
 /// How often partitions are created ahead, retention is applied and (on Citus) old span
 /// partitions are made columnar.
 const UPKEEP_EVERY: Duration = Duration::from_secs(3_600);
@@ -167,6 +173,7 @@ impl Collector {
     ) -> anyhow::Result<()> {
         let upkeep = tokio::spawn(upkeep(self.state.store.clone()));
         let folding = tokio::spawn(fold_rollups(self.state.store.clone()));
+        let compacting = tokio::spawn(compact_aggregates(self.state.store.clone()));
         let (stop_alerts, alerts_stopped) = tokio::sync::watch::channel(false);
         let alerting = tokio::spawn(alerts::run(self.state.clone(), alerts_stopped.clone()));
         let reload = self.reload.take().map(|triggers| {
@@ -194,6 +201,7 @@ impl Collector {
         }
         upkeep.abort();
         folding.abort();
+        compacting.abort();
         if let Some(r) = reload {
             r.abort();
         }
@@ -293,6 +301,49 @@ async fn upkeep(store: Arc<Store>) {
             Ok(_) => {}
             Err(error) => {
                 tracing::warn!(%error, "converting old span partitions to columnar failed")
+            }
+        }
+    }
+}
+
+/// Merges the aggregate rows batches append, one row per key, every [`COMPACT_EVERY`] over the
+/// last minutes and every hour over the last day (`Store::compact_aggregates`; one collector at
+/// a time). Readers add rows up per key, so this bounds how many they read, not what they see.
+async fn compact_aggregates(store: Arc<Store>) {
+    use stormwatch_store::compaction::{MAX_MINUTES, RECENT_S};
+    let mut tick = tokio::time::interval(COMPACT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    for n in 0u64.. {
+        tick.tick().await;
+        let now_s = stormwatch_model::now_ns().div_euclid(1_000_000_000);
+        // Up to two minutes ahead: agents' clocks may run a little ahead of ours.
+        let mut windows = vec![(now_s - RECENT_S, now_s + 120)];
+        if n % COMPACT_DAY_EVERY == 0 {
+            windows.push((now_s - 86_400, now_s - RECENT_S));
+        }
+        for (from, to) in windows {
+            // A window with more minutes to merge than one run takes, in several runs.
+            loop {
+                match store.compact_aggregates(from, to).await {
+                    Ok(c) => {
+                        if failing {
+                            tracing::info!("compacting aggregates works again");
+                        }
+                        failing = false;
+                        if !c.ran || c.minutes < MAX_MINUTES as u64 {
+                            break;
+                        }
+                    }
+                    // Once per outage: the rows stay as they are, readers add them up.
+                    Err(error) => {
+                        if !failing {
+                            tracing::warn!(%error, "compacting aggregates failed; retrying");
+                        }
+                        failing = true;
+                        break;
+                    }
+                }
             }
         }
     }

@@ -58,7 +58,7 @@ pub(crate) struct AggregateRow<'a> {
     /// Unix seconds.
     pub minute: i64,
     pub service: &'a str,
-    pub class: &'static str,
+    pub class: &'a str,
     pub peer: &'a str,
     pub operation: &'a str,
     pub status_class: &'a str,

@@ -5,11 +5,12 @@
 //! then the rows of this agent alone and the appends: host and probe samples and their
 //! rollups, the agent's counters (`sw_agents`, `sw_agent_stats`), versions, calls per instance
 //! (`sw_instance_minutes`), OTLP metric points (`sw_metric_minutes`, merged per series and
-//! minute), log records (`sw_logs`), the recent aggregates (`sw_recent_aggregates`, appended)
+//! minute), log records (`sw_logs`), the recent aggregates (`sw_recent_aggregates`), the
+//! aggregates (`sw_aggregates`, merged per key, appended and compacted later: `compaction.rs`)
 //! and the rollup deltas (`rollups.rs`, appended and folded later); last the rows every agent
 //! of a service shares, so the transaction holds their locks for as short a time as it can:
-//! calls per server operation (`sw_entry_calls`), flag counts (`sw_flag_counts`) and the
-//! aggregates (`sw_aggregates`, merged per key and upserted in key order).
+//! calls per server operation (`sw_entry_calls`) and flag counts (`sw_flag_counts`), each
+//! upserted in key order.
 //! Rows locked in the same order by every batch cannot deadlock.
 
 use std::collections::BTreeMap;
@@ -187,7 +188,7 @@ fn non_empty_bytes(b: &[u8]) -> Option<&[u8]> {
 }
 
 /// The key of an `sw_aggregates` row. Ordered field by field as declared (the class by its
-/// wire number): the order rows are upserted in.
+/// wire number): the order rows are appended in.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct AggregateKey {
     minute: i64,
@@ -198,8 +199,7 @@ struct AggregateKey {
     status_class: String,
 }
 
-/// Merges aggregates with the same key so one upsert statement touches each row once, in key
-/// order (two transactions upserting the same rows in the same order cannot deadlock).
+/// Merges aggregates with the same key: a batch appends one row per key, in key order.
 fn merge_aggregates<'a>(
     aggs: impl Iterator<Item = &'a Aggregate>,
 ) -> BTreeMap<AggregateKey, Aggregate> {
@@ -344,13 +344,13 @@ impl Store {
             crate::metric_minutes::store_metric_minutes(&tx, batch, live).await?;
         outcome.logs = crate::logs::store_logs(&tx, batch, live).await?;
         crate::recent::record(&tx, &batch.aggregates, now_ns).await?;
+        outcome.aggregates = insert_aggregates(&tx, &rows).await?;
         rollups::store_rollups(&tx, &rows).await?;
         // Then the rows every agent of a service upserts, last, so that their locks are held
         // until the commit as briefly as can be (the other agents of the service wait on
         // them), each table in key order and in the same order in every batch (no deadlock).
         crate::entry_calls::store_entry_calls(&tx, batch, live).await?;
         store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns)), now_ns).await?;
-        outcome.aggregates = store_aggregates(&tx, &rows).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -373,9 +373,9 @@ async fn claim(tx: &Transaction<'_>, batch: &Batch) -> Result<bool, StoreError> 
     Ok(claimed != 0)
 }
 
-/// Upserts `rows` into `sw_aggregates` with one statement, in their (key) order; returns how
-/// many rows it touched.
-async fn store_aggregates(
+/// Appends `rows` to `sw_aggregates` with one statement; returns how many. Rows of the same
+/// key from other batches are merged later (`compaction.rs`).
+pub(crate) async fn insert_aggregates(
     tx: &Transaction<'_>,
     rows: &[AggregateRow<'_>],
 ) -> Result<u64, StoreError> {
@@ -405,21 +405,13 @@ async fn store_aggregates(
     }
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO sw_aggregates AS a
+            "INSERT INTO sw_aggregates
                  (minute, service, class, peer, operation, status_class, count, errors, sum_ns,
                   hist_zero, hist_keys, hist_counts)
              SELECT to_timestamp(m), s, c, p, o, sc, n, e, su, z, hk::integer[], hc::bigint[]
                FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                            $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[])
-                    AS t(m, s, c, p, o, sc, n, e, su, z, hk, hc)
-             ON CONFLICT (minute, service, class, peer, operation, status_class) DO UPDATE SET
-                 count = a.count + excluded.count,
-                 errors = a.errors + excluded.errors,
-                 sum_ns = a.sum_ns + excluded.sum_ns,
-                 hist_zero = a.hist_zero + excluded.hist_zero,
-                 hist_keys = sw_hist_merge_keys(a.hist_keys, excluded.hist_keys),
-                 hist_counts = sw_hist_merge_counts(a.hist_keys, a.hist_counts,
-                                                    excluded.hist_keys, excluded.hist_counts)",
+                    AS t(m, s, c, p, o, sc, n, e, su, z, hk, hc)",
         )
         .await?;
     Ok(tx

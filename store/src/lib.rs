@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod attr_dicts;
 pub mod batches;
 pub mod citus;
+pub mod compaction;
 pub mod dependencies;
 pub mod embedded;
 pub mod entry_calls;

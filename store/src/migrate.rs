@@ -110,6 +110,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0027_recent_aggregates_appended",
         include_str!("../../migrations/0027_recent_aggregates_appended.sql"),
     ),
+    (
+        "0028_aggregates_appended",
+        include_str!("../../migrations/0028_aggregates_appended.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -195,7 +195,7 @@ pub(crate) fn unfolded(rollup: i16, hours: bool) -> String {
 }
 
 /// Seconds since the Unix epoch of a `timestamptz`.
-fn unix_seconds(t: std::time::SystemTime) -> i64 {
+pub(crate) fn unix_seconds(t: std::time::SystemTime) -> i64 {
     match t.duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => d.as_secs() as i64,
         Err(e) => -(e.duration().as_secs_f64().ceil() as i64),
