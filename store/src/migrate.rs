@@ -107,6 +107,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0025_lz4_compression.sql"),
     ),
     (
+        "0026_probe_slices",
+        include_str!("../../migrations/0026_probe_slices.sql"),
+    ),
+    (
         "0027_recent_aggregates_appended",
         include_str!("../../migrations/0027_recent_aggregates_appended.sql"),
     ),

@@ -3,11 +3,11 @@
 //! read API, the latest sample per database and one database's samples; for alert rules, the
 //! latest state per database and the probes of a window.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::sample_rollups::grain_of;
+use crate::sample_rollups::{grain_of, SLICE_S};
 use crate::{Store, StoreError};
 
 /// One step of one database's probes (from one agent, for one role).
@@ -219,9 +219,13 @@ impl Store {
 
     /// The minute-of-day × day heatmap of every database between `from_s` and `to_s`, in
     /// `bucket_minutes`-wide slices of the day (UTC): which minutes were probed (from the hour
-    /// rollups) and the slices with failures or slow connects (at least [`SLOW_CONNECT_MS`](crate::sample_rollups::SLOW_CONNECT_MS),
-    /// from the minute rollups through the index of those minutes). Healthy slices are not
-    /// returned one by one: over 7 days of 100 databases they are 200,000.
+    /// rollups) and the slices with failures or slow connects (at least [`SLOW_CONNECT_MS`](crate::sample_rollups::SLOW_CONNECT_MS)).
+    /// Healthy slices are not returned one by one: over 7 days of 100 databases they are
+    /// 200,000. The bad ones are found through the partial index of the rollup rows with
+    /// failures or slow connects: the 5-minute rows when a slice is whole 5 minutes, else the
+    /// minute rows (rows starting in `[from_s, to_s)`). A slice that is one such row of the
+    /// only series (role, agent) its database had that hour is complete as read; any other
+    /// slice adds up its rows' samples through the (grain, database, time) index.
     pub async fn probe_heatmap(
         &self,
         from_s: i64,
@@ -229,6 +233,8 @@ impl Store {
         bucket_minutes: i32,
     ) -> Result<ProbeHeatmap, StoreError> {
         let bucket = bucket_minutes.clamp(1, 1440);
+        let width = i64::from(bucket) * 60;
+        let grain = if width % SLICE_S == 0 { SLICE_S } else { 60 };
         let client = self.client().await?;
         let from_hour = (from_s - from_s.rem_euclid(3_600)) as f64;
         let probed = client
@@ -240,9 +246,12 @@ impl Store {
             )
             .await?;
         let mut coverage: BTreeMap<(String, i64), Vec<bool>> = BTreeMap::new();
+        // Series (role, agent) per database and hour.
+        let mut series: HashMap<(&str, i64), u32> = HashMap::new();
         for r in &probed {
             let hour: i64 = r.get(1);
             let bits: &str = r.get(2);
+            *series.entry((r.get(0), hour)).or_default() += 1;
             let minutes = coverage
                 .entry((r.get(0), hour.div_euclid(86_400)))
                 .or_insert_with(|| vec![false; 1440]);
@@ -253,7 +262,7 @@ impl Store {
                 }
             }
         }
-        let probed = coverage
+        let probed_days = coverage
             .into_iter()
             .map(|((database, day), minutes)| ProbedDay {
                 database,
@@ -261,44 +270,72 @@ impl Store {
                 runs: runs(&minutes),
             })
             .collect();
+        // The grain is a literal: the partial indexes are of `grain = 60` and `grain = 300`.
         let stmt = client
-            .prepare_cached(
-                "WITH bad AS (
-                     SELECT DISTINCT database,
-                            floor(extract(epoch FROM time)::float8 / ($3::int4 * 60)) * ($3::int4 * 60) AS cell
-                       FROM sw_probe_rollups
-                      WHERE grain = 60 AND (failures > 0 OR slow > 0)
-                        AND time >= to_timestamp($1) AND time < to_timestamp($2))
-                 -- Each slice's minutes through the (grain, database, time) index: a join let
-                 -- the planner hash every minute of a database against every bad slice.
-                 SELECT b.database, floor(b.cell / 86400)::int8,
-                        ((b.cell::int8 % 86400) / 60)::int4, x.samples, x.failures, x.slow
-                   FROM bad b
-                  CROSS JOIN LATERAL (
-                        SELECT sum(r.samples)::int8 AS samples, sum(r.failures)::int8 AS failures,
-                               sum(r.slow)::int8 AS slow
-                          FROM sw_probe_rollups r
-                         WHERE r.grain = 60 AND r.database = b.database
-                           AND r.time >= to_timestamp(b.cell)
-                           AND r.time < to_timestamp(b.cell + $3::int4 * 60)) x
-                  ORDER BY 1, 2, 3",
-            )
+            .prepare_cached(&format!(
+                "SELECT database, extract(epoch FROM time)::int8, sum(samples)::int8,
+                        sum(failures)::int8, sum(slow)::int8
+                   FROM sw_probe_rollups
+                  WHERE grain = {grain} AND (failures > 0 OR slow > 0)
+                    AND time >= to_timestamp($1) AND time < to_timestamp($2)
+                  GROUP BY 1, 2"
+            ))
             .await?;
         let rows = client
-            .query(&stmt, &[&(from_s as f64), &(to_s as f64), &bucket])
+            .query(&stmt, &[&(from_s as f64), &(to_s as f64)])
             .await?;
-        let cells = rows
-            .iter()
-            .map(|r| ProbeHeatCell {
-                database: r.get(0),
-                day: r.get(1),
-                minute_of_day: r.get(2),
-                samples: r.get(3),
-                failures: r.get(4),
-                slow: r.get(5),
-            })
+        // (database, start of the slice) → (samples, failures, slow, complete).
+        let mut bad: BTreeMap<(&str, i64), (i64, i64, i64, bool)> = BTreeMap::new();
+        for r in &rows {
+            let (database, t): (&str, i64) = (r.get(0), r.get(1));
+            let cell = bad.entry((database, t - t.rem_euclid(width))).or_default();
+            cell.0 += r.get::<_, i64>(2);
+            cell.1 += r.get::<_, i64>(3);
+            cell.2 += r.get::<_, i64>(4);
+            cell.3 = width == grain
+                && series.get(&(database, t - t.rem_euclid(3_600))).copied() == Some(1);
+        }
+        let (dbs, starts): (Vec<&str>, Vec<i64>) =
+            bad.iter().filter(|(_, c)| !c.3).map(|(k, _)| *k).unzip();
+        if !dbs.is_empty() {
+            // Each slice's rows through the (grain, database, time) index: a join let the
+            // planner hash every row of a database against every slice.
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT k.i, x.samples
+                       FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS k(database, cell, i)
+                      CROSS JOIN LATERAL (
+                            SELECT coalesce(sum(r.samples), 0)::int8 AS samples
+                              FROM sw_probe_rollups r
+                             WHERE r.grain = {grain} AND r.database = k.database
+                               AND r.time >= to_timestamp(k.cell)
+                               AND r.time < to_timestamp(k.cell + $3::int8)) x"
+                ))
+                .await?;
+            for r in client.query(&stmt, &[&dbs, &starts, &width]).await? {
+                let i = r.get::<_, i64>(0) as usize - 1;
+                if let Some(c) = bad.get_mut(&(dbs[i], starts[i])) {
+                    c.0 = r.get(1);
+                }
+            }
+        }
+        let cells = bad
+            .into_iter()
+            .map(
+                |((database, cell), (samples, failures, slow, _))| ProbeHeatCell {
+                    database: database.to_owned(),
+                    day: cell.div_euclid(86_400),
+                    minute_of_day: (cell.rem_euclid(86_400) / 60) as i32,
+                    samples,
+                    failures,
+                    slow,
+                },
+            )
             .collect();
-        Ok(ProbeHeatmap { probed, cells })
+        Ok(ProbeHeatmap {
+            probed: probed_days,
+            cells,
+        })
     }
 
     /// The newest sample of every probed database (any age), by name: the databases from the

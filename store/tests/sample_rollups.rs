@@ -285,6 +285,86 @@ async fn heatmap_names_probed_minutes_and_bad_slices_only() {
     );
 }
 
+/// The heatmap's bad slices as the raw samples give them, `bucket` minutes wide.
+async fn raw_heat_cells(db: &tokio_postgres::Client, bucket: i32) -> Vec<ProbeHeatCell> {
+    db.query(
+        "SELECT database, (floor(extract(epoch FROM time) / ($1 * 60)) * ($1 * 60))::int8 AS cell,
+                count(*), count(*) FILTER (WHERE failure <> 'none'),
+                count(*) FILTER (WHERE failure = 'none' AND connect_us >= 100000)
+           FROM sw_probe_samples GROUP BY 1, 2
+         HAVING count(*) FILTER (WHERE failure <> 'none' OR connect_us >= 100000) > 0
+          ORDER BY 1, 2",
+        &[&bucket],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        let cell: i64 = r.get(1);
+        ProbeHeatCell {
+            database: r.get(0),
+            day: cell.div_euclid(86_400),
+            minute_of_day: (cell.rem_euclid(86_400) / 60) as i32,
+            samples: r.get(2),
+            failures: r.get(3),
+            slow: r.get(4),
+        }
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn heatmap_slices_equal_the_raw_samples_whatever_the_width_and_series() {
+    let (url, store) = stored().await;
+    // A second agent probes `main` from 10:00 to 10:20, healthy but for one timeout at 10:02:
+    // `main`'s slices then add up two series.
+    let probes = (0..120)
+        .map(|i| ProbeSample {
+            time_ns: (FROM_S + 3_600 + i * 10) * NS,
+            database: "main".into(),
+            engine: "mysql".into(),
+            role: DbRole::Primary as i32,
+            connect_us: (i != 12).then_some(2_000),
+            failure: if i == 12 {
+                FailureClass::Timeout
+            } else {
+                FailureClass::None
+            } as i32,
+            ..Default::default()
+        })
+        .collect();
+    let batch = Batch {
+        agent_id: "agent-b".into(),
+        sequence: 1,
+        probes,
+        ..Default::default()
+    };
+    store.store_batch(&batch, TO_S * NS).await.unwrap();
+    let db = raw_client(&url).await;
+    // 5 and 15: from the 5-minute rows; 3 and 1: from the minute rows.
+    for bucket in [5, 15, 3, 1] {
+        let heat = store
+            .probe_heatmap(DAY_S, DAY_S + 86_400, bucket)
+            .await
+            .unwrap();
+        assert_eq!(
+            heat.cells,
+            raw_heat_cells(&db, bucket).await,
+            "bucket {bucket}"
+        );
+    }
+    let heat = store.probe_heatmap(DAY_S, DAY_S + 86_400, 5).await.unwrap();
+    // 10:00: agent-a refused 30, agent-b timed out once in 30 probes.
+    assert_eq!(
+        (
+            heat.cells[0].minute_of_day,
+            heat.cells[0].samples,
+            heat.cells[0].failures
+        ),
+        (600, 60, 31)
+    );
+}
+
 #[tokio::test]
 async fn migration_builds_the_rollups_ingest_keeps() {
     let (url, store) = stored().await;
@@ -307,16 +387,17 @@ async fn migration_builds_the_rollups_ingest_keeps() {
         rows("sw_probe_rollups").await,
         rows("sw_host_rollups").await,
     );
-    // Two hours: 120 minute rows and 2 hour rows per series (main: 10 minutes not probed).
-    assert_eq!(probes.len(), 2 * (120 + 2) - 10);
+    // Two hours: 120 minute rows, 24 five-minute rows (0026) and 2 hour rows per series
+    // (main: 10 minutes, two slices, not probed).
+    assert_eq!(probes.len(), 2 * (120 + 24 + 2) - 10 - 2);
     assert_eq!(hosts.len(), 120 + 2);
     db.batch_execute(
         "DROP TABLE sw_probe_rollups, sw_host_rollups;
-         DELETE FROM sw_migrations WHERE name LIKE '0021_%'",
+         DELETE FROM sw_migrations WHERE name LIKE '0021_%' OR name LIKE '0026_%'",
     )
     .await
     .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 1);
+    assert_eq!(store.migrate().await.unwrap(), 2);
     assert_eq!(rows("sw_probe_rollups").await, probes);
     assert_eq!(rows("sw_host_rollups").await, hosts);
 }
