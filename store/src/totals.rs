@@ -97,6 +97,12 @@ impl Totals {
     /// Adds a stored histogram: its zero count and `hist_packed` bytes (see
     /// [`histogram_codec::packed_pairs`]).
     pub(crate) fn add_packed(&mut self, zero: i64, packed: &[u8]) -> Result<(), StoreError> {
+        if self.hist.keys.is_empty() && self.hist.zero_count == 0 && self.dense.is_empty() {
+            // The first row is taken as it is (a minute's step of the dependencies page has
+            // one row): no dense array to fill and read back.
+            self.add_histogram(histogram_codec::unpack(zero, packed)?);
+            return Ok(());
+        }
         let pairs = histogram_codec::packed_pairs(packed)?;
         self.hist.zero_count += zero.max(0) as u64;
         let (lo, hi) = pairs
@@ -172,14 +178,39 @@ impl Totals {
         self.add_histogram(o.into_histogram());
     }
 
-    /// Adds another's counts and histogram.
+    /// Adds another's counts and histogram: into the dense array when it covers both (a
+    /// pass over the other's buckets; the dependencies page adds thousands of steps so),
+    /// else as sorted arrays.
     pub fn merge(&mut self, o: &Totals) {
-        self.count += o.count;
-        self.errors += o.errors;
-        self.sum_ns += o.sum_ns;
-        self.http_5xx += o.http_5xx;
-        self.http_503 += o.http_503;
-        self.hist.merge(&o.histogram());
+        self.add_counts(o.count, o.errors, o.sum_ns, o.http_5xx, o.http_503);
+        let lo = o.hist.keys.first().copied().into_iter();
+        let hi = o.hist.keys.last().copied().into_iter();
+        let (lo, hi) = if o.dense.is_empty() {
+            (lo.min(), hi.max())
+        } else {
+            (
+                lo.chain([o.dense_base]).min(),
+                hi.chain([o.dense_base + (o.dense.len() - 1) as i32]).max(),
+            )
+        };
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            self.hist.zero_count += o.hist.zero_count;
+            return;
+        };
+        if !self.dense_cover(lo, hi) {
+            self.hist.merge(&o.histogram());
+            return;
+        }
+        self.hist.zero_count += o.hist.zero_count;
+        for (k, c) in o.hist.keys.iter().zip(&o.hist.counts) {
+            self.dense[(k - self.dense_base) as usize] += c;
+        }
+        if !o.dense.is_empty() {
+            let offset = (o.dense_base - self.dense_base) as usize;
+            for (d, c) in self.dense[offset..].iter_mut().zip(&o.dense) {
+                *d += c;
+            }
+        }
     }
 
     /// The latency histogram of these spans.
@@ -278,6 +309,42 @@ mod tests {
             assert_eq!(t.histogram(), want);
         }
         assert!(Totals::default().add_packed(0, &[0; 13]).is_err());
+    }
+
+    #[test]
+    fn merging_totals_gives_the_merged_histograms() {
+        // Steps of one row each (dense or settled, narrow or wide, empty) merged into a sum,
+        // as the dependencies page adds peers into classes: the same histogram as merging
+        // every row's histogram.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..50 {
+            let mut sum = Totals::default();
+            let mut want = Histogram::default();
+            for i in 0..40 {
+                let base = if next(8) == 0 {
+                    20_000 + next(1_000) as i32
+                } else {
+                    next(3_000) as i32 - 200
+                };
+                let keys: Vec<i32> = (0..next(30) as i32).map(|k| base + k * 3).collect();
+                let counts: Vec<i64> = keys.iter().map(|_| 1 + next(1_000) as i64).collect();
+                let zero = next(3) as i64;
+                let mut step = Totals::default();
+                step.add_packed(zero, &pack(&keys, &counts)).unwrap();
+                if (round + i) % 3 == 0 {
+                    step.settle();
+                }
+                sum.merge(&step);
+                want.merge(&histogram_codec::unpack(zero, &pack(&keys, &counts)).unwrap());
+            }
+            assert_eq!(sum.histogram(), want, "round {round}");
+        }
     }
 
     #[test]
