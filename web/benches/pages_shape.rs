@@ -20,7 +20,9 @@
 //!
 //! Then waits for the 1-minute load average to fall below 1.5 (at most `BENCH_WAIT_LOAD` s,
 //! 300) and renders each page `BENCH_RUNS` (20) times after one warm-up through the router and
-//! prints p50/p95/max server time. `cargo bench -p stormwatch-web --bench pages_shape`.
+//! prints p50/p95/max server time; `BENCH_HOLD_S` (0) then keeps the filled database up that
+//! long and prints its URL, to look at query plans. `BENCH_URL` (with `BENCH_END_S`, the data
+//! end a run prints) times the pages again on such a database without filling it. `cargo bench -p stormwatch-web --bench pages_shape`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -440,7 +442,13 @@ fn main() {
         let traces_per_min = env("BENCH_TRACES_PER_MIN", 3_000);
         let fill_budget = Duration::from_secs(env("BENCH_FILL_SECONDS", 1_500));
         let runs = env("BENCH_RUNS", 20);
-        let url = stormwatch_testkit::fresh_database().await;
+        // An already filled database of this bench (kept up with BENCH_HOLD_S), whose data
+        // ends at BENCH_END_S: no fill, and the pages are timed over windows ending there.
+        let reuse = std::env::var("BENCH_URL").ok();
+        let url = match &reuse {
+            Some(url) => url.clone(),
+            None => stormwatch_testkit::fresh_database().await,
+        };
         let store = Arc::new(
             Store::connect(&StoreOptions {
                 url: url.clone(),
@@ -451,151 +459,162 @@ fn main() {
             .unwrap(),
         );
         store.migrate().await.unwrap();
-        let now_s = stormwatch_store::now_ns() / NS;
+        let now_s = match reuse {
+            Some(_) => env("BENCH_END_S", 0) as i64,
+            None => stormwatch_store::now_ns() / NS,
+        };
+        println!("data end (BENCH_END_S): {now_s}");
         // Samples end at the last 10 s boundary; traffic and metrics at the last whole minute.
         let end_s = now_s - now_s % SAMPLE_EVERY_S;
         let end_min = now_s - now_s % 60;
-        println!("load before the fill: {}", load());
+        if reuse.is_none() {
+            println!("load before the fill: {}", load());
 
-        // Traffic first (the pages' last hours), one batch a minute.
-        let t = Instant::now();
-        let (mut n_spans, mut n_aggs, mut n_entries) = (0usize, 0usize, 0usize);
-        let minutes = traffic_hours * 60;
-        for k in 0..minutes {
-            let m = end_min - (minutes - k) * 60;
-            let b = traffic_batch(m, traces_per_min, agents, k as u64 + 1);
-            n_spans += b.spans.len();
-            n_aggs += b.aggregates.len();
-            n_entries += b.entry_calls.len();
-            store.store_batch(&b, now_s * NS).await.unwrap();
-            // As the collector does every second.
-            store.fold_rollups(now_s * NS).await.unwrap();
-        }
-        println!(
-            "traffic: {minutes} minutes, {n_spans} spans, {n_aggs} aggregate rows, {n_entries} entry-call rows in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
-        let t = Instant::now();
-        let mut points = 0;
-        for (k, h) in (0..24).enumerate() {
-            let b = metric_batch(
+            // Traffic first (the pages' last hours), one batch a minute.
+            let t = Instant::now();
+            let (mut n_spans, mut n_aggs, mut n_entries) = (0usize, 0usize, 0usize);
+            let minutes = traffic_hours * 60;
+            for k in 0..minutes {
+                let m = end_min - (minutes - k) * 60;
+                let b = traffic_batch(m, traces_per_min, agents, k as u64 + 1);
+                n_spans += b.spans.len();
+                n_aggs += b.aggregates.len();
+                n_entries += b.entry_calls.len();
+                store.store_batch(&b, now_s * NS).await.unwrap();
+                // As the collector does every second.
+                store.fold_rollups(now_s * NS).await.unwrap();
+            }
+            println!(
+                "traffic: {minutes} minutes, {n_spans} spans, {n_aggs} aggregate rows, {n_entries} entry-call rows in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+            let t = Instant::now();
+            let mut points = 0;
+            for (k, h) in (0..24).enumerate() {
+                let b = metric_batch(
+                    SERVICES[0],
+                    end_min - (24 - h) * 3_600,
+                    end_min - (23 - h) * 3_600,
+                    k as u64 + 1,
+                );
+                points += b.metrics.len();
+                store.store_batch(&b, now_s * NS).await.unwrap();
+            }
+            println!(
+                "metrics: {points} points of {} over 24 h in {:.1} s",
                 SERVICES[0],
-                end_min - (24 - h) * 3_600,
-                end_min - (23 - h) * 3_600,
-                k as u64 + 1,
+                t.elapsed().as_secs_f64()
             );
-            points += b.metrics.len();
-            store.store_batch(&b, now_s * NS).await.unwrap();
-        }
-        println!(
-            "metrics: {points} points of {} over 24 h in {:.1} s",
-            SERVICES[0],
-            t.elapsed().as_secs_f64()
-        );
 
-        // Samples, newest 6 hours of every agent first, two batches in flight.
-        let t = Instant::now();
-        let chunks = days * 24 / BATCH_HOURS;
-        let mut filled_chunks = 0;
-        let (mut n_hosts, mut n_probes) = (0usize, 0usize);
-        'fill: for c in 0..chunks {
-            let to = end_s - c * BATCH_HOURS * 3_600;
-            let from = to - BATCH_HOURS * 3_600;
-            for pair in (0..agents).collect::<Vec<_>>().chunks(2) {
-                let mut tasks = Vec::new();
-                for &a in pair {
-                    let store = store.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let b = sample_batch(a, from, to, (chunks - c) as u64);
-                        let n = (b.hosts.len(), b.probes.len());
-                        store.store_batch(&b, now_s * NS).await.unwrap();
-                        n
-                    }));
+            // Samples, newest 6 hours of every agent first, two batches in flight.
+            let t = Instant::now();
+            let chunks = days * 24 / BATCH_HOURS;
+            let mut filled_chunks = 0;
+            let (mut n_hosts, mut n_probes) = (0usize, 0usize);
+            'fill: for c in 0..chunks {
+                let to = end_s - c * BATCH_HOURS * 3_600;
+                let from = to - BATCH_HOURS * 3_600;
+                for pair in (0..agents).collect::<Vec<_>>().chunks(2) {
+                    let mut tasks = Vec::new();
+                    for &a in pair {
+                        let store = store.clone();
+                        tasks.push(tokio::spawn(async move {
+                            let b = sample_batch(a, from, to, (chunks - c) as u64);
+                            let n = (b.hosts.len(), b.probes.len());
+                            store.store_batch(&b, now_s * NS).await.unwrap();
+                            n
+                        }));
+                    }
+                    for task in tasks {
+                        let (h, p) = task.await.unwrap();
+                        n_hosts += h;
+                        n_probes += p;
+                    }
                 }
-                for task in tasks {
-                    let (h, p) = task.await.unwrap();
-                    n_hosts += h;
-                    n_probes += p;
+                filled_chunks += 1;
+                eprintln!(
+                    "samples: {} h filled, {n_hosts} host + {n_probes} probe samples ({:.0}/s)",
+                    filled_chunks * BATCH_HOURS,
+                    (n_hosts + n_probes) as f64 / t.elapsed().as_secs_f64()
+                );
+                if t.elapsed() > fill_budget {
+                    break 'fill;
                 }
             }
-            filled_chunks += 1;
-            eprintln!(
-                "samples: {} h filled, {n_hosts} host + {n_probes} probe samples ({:.0}/s)",
-                filled_chunks * BATCH_HOURS,
-                (n_hosts + n_probes) as f64 / t.elapsed().as_secs_f64()
+            let fill = t.elapsed().as_secs_f64();
+            let filled_hours = filled_chunks * BATCH_HOURS;
+            println!(
+                "samples: {n_hosts} host + {n_probes} probe samples over {filled_hours} h in {fill:.1} s ({:.0} samples/s)",
+                (n_hosts + n_probes) as f64 / fill
             );
-            if t.elapsed() > fill_budget {
-                break 'fill;
-            }
-        }
-        let fill = t.elapsed().as_secs_f64();
-        let filled_hours = filled_chunks * BATCH_HOURS;
-        println!(
-            "samples: {n_hosts} host + {n_probes} probe samples over {filled_hours} h in {fill:.1} s ({:.0} samples/s)",
-            (n_hosts + n_probes) as f64 / fill
-        );
-        let t = Instant::now();
-        store.vacuum_analyze().await.unwrap();
-        // What autovacuum would have done to the sample tables by now (statistics, BRIN).
-        let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        for table in [
-            "sw_probe_samples",
-            "sw_host_samples",
-            "sw_probe_rollups",
-            "sw_host_rollups",
-        ] {
-            db.batch_execute(&format!("VACUUM (ANALYZE) {table}"))
+            let t = Instant::now();
+            store.vacuum_analyze().await.unwrap();
+            // What autovacuum would have done to the sample tables by now (statistics, BRIN).
+            let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
                 .unwrap();
+            tokio::spawn(conn);
+            for table in [
+                "sw_probe_samples",
+                "sw_host_samples",
+                "sw_probe_rollups",
+                "sw_host_rollups",
+            ] {
+                db.batch_execute(&format!("VACUUM (ANALYZE) {table}"))
+                    .await
+                    .unwrap();
+            }
+            println!("VACUUM ANALYZE after the fill: {:.1} s", t.elapsed().as_secs_f64());
+            println!(
+                "shape: {agents} agents; host samples every {SAMPLE_EVERY_S} s and probes of 2 databases each (primary + replica) every {SAMPLE_EVERY_S} s over {:.2} days ({n_hosts} host, {n_probes} probe samples); traffic over the last {traffic_hours} h: 20 services × {OPS} routes × {PEERS} peers, {agents} instances, {traces_per_min} traces/min, {:.0} spans/min all stored, {:.0} aggregate and {:.0} entry-call rows/min; metrics: 1 service × 2 instances × 4 series/min over 24 h",
+                filled_hours as f64 / 24.0,
+                n_spans as f64 / minutes as f64,
+                n_aggs as f64 / minutes as f64,
+                n_entries as f64 / minutes as f64,
+            );
+            // The fill loads both cores: wait (up to BENCH_WAIT_LOAD s, 300) for the 1-minute load
+            // average to fall below 1.5 before timing.
+            let t = Instant::now();
+            let wait = Duration::from_secs(env("BENCH_WAIT_LOAD", 300));
+            while t.elapsed() < wait
+                && load()
+                    .split_whitespace()
+                    .next()
+                    .and_then(|l| l.parse::<f64>().ok())
+                    .is_some_and(|l| l >= 1.5)
+            {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            println!(
+                "load before the page runs (after waiting {:.0} s): {}",
+                t.elapsed().as_secs_f64(),
+                load()
+            );
         }
-        println!("VACUUM ANALYZE after the fill: {:.1} s", t.elapsed().as_secs_f64());
-        println!(
-            "shape: {agents} agents; host samples every {SAMPLE_EVERY_S} s and probes of 2 databases each (primary + replica) every {SAMPLE_EVERY_S} s over {:.2} days ({n_hosts} host, {n_probes} probe samples); traffic over the last {traffic_hours} h: 20 services × {OPS} routes × {PEERS} peers, {agents} instances, {traces_per_min} traces/min, {:.0} spans/min all stored, {:.0} aggregate and {:.0} entry-call rows/min; metrics: 1 service × 2 instances × 4 series/min over 24 h",
-            filled_hours as f64 / 24.0,
-            n_spans as f64 / minutes as f64,
-            n_aggs as f64 / minutes as f64,
-            n_entries as f64 / minutes as f64,
-        );
-        // The fill loads both cores: wait (up to BENCH_WAIT_LOAD s, 300) for the 1-minute load
-        // average to fall below 1.5 before timing.
-        let t = Instant::now();
-        let wait = Duration::from_secs(env("BENCH_WAIT_LOAD", 300));
-        while t.elapsed() < wait
-            && load()
-                .split_whitespace()
-                .next()
-                .and_then(|l| l.parse::<f64>().ok())
-                .is_some_and(|l| l >= 1.5)
-        {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-        println!(
-            "load before the page runs (after waiting {:.0} s): {}",
-            t.elapsed().as_secs_f64(),
-            load()
-        );
 
         let app = stormwatch_web::router(store.clone());
         println!(
             "{:<38} {:>9} {:>9} {:>9} {:>10}",
             "page", "p50 ms", "p95 ms", "max ms", "bytes"
         );
-        let metrics_page = format!("/services/{}/metrics?range=1h", SERVICES[0]);
+        let window = |range: &str, secs: i64| match reuse {
+            Some(_) => format!("from={}&to={}", (now_s - secs) * 1000, now_s * 1000),
+            None => format!("range={range}"),
+        };
+        let (h1, d7) = (window("1h", 3_600), window("7d", 7 * 86_400));
         for path in [
-            "/databases?range=1h",
-            "/databases?range=7d",
-            "/hosts?range=1h",
-            "/hosts?range=7d",
-            "/?range=1h",
-            "/dependencies?range=1h",
-            "/scatter?range=15m",
-            "/spans?range=1h",
-            metrics_page.as_str(),
-            "/incidents?range=24h",
+            format!("/databases?{h1}"),
+            format!("/databases?{d7}"),
+            format!("/hosts?{h1}"),
+            format!("/hosts?{d7}"),
+            format!("/?{h1}"),
+            format!("/dependencies?{h1}"),
+            format!("/scatter?{}", window("15m", 900)),
+            format!("/spans?{h1}"),
+            format!("/services/{}/metrics?{h1}", SERVICES[0]),
+            format!("/incidents?{}", window("24h", 86_400)),
         ] {
+            let path = path.as_str();
             time_page(&app, path, 1).await;
             let (times, bytes) = time_page(&app, path, runs).await;
             let q =
@@ -608,7 +627,7 @@ fn main() {
             );
         }
         println!("load after: {}", load());
-        // The databases page's reads on their own, to tell them from rendering.
+        // The databases and dependencies pages' reads on their own, to tell them from rendering.
         let (from_1h, to) = (now_s - 3_600, now_s);
         let first_day = (to / 86_400 - 6) * 86_400;
         let mut reads: Vec<(&str, Vec<f64>)> = vec![
@@ -616,6 +635,8 @@ fn main() {
             ("probe_series 7d (7200 s)", vec![]),
             ("probe_heatmap 7 days", vec![]),
             ("probe_recurrence", vec![]),
+            ("dependency_series 1h (60 s)", vec![]),
+            ("peer_summaries 1h", vec![]),
         ];
         for _ in 0..5 {
             let t = Instant::now();
@@ -630,6 +651,16 @@ fn main() {
             let t = Instant::now();
             store.probe_recurrence(None, to as f64, None).await.unwrap();
             reads[3].1.push(t.elapsed().as_secs_f64() * 1e3);
+            // The dependencies page's reads: its series, and the table's baseline hour.
+            let t = Instant::now();
+            store
+                .dependency_series(None, from_1h, to, 60)
+                .await
+                .unwrap();
+            reads[4].1.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            store.peer_summaries(from_1h - 300, to - 300).await.unwrap();
+            reads[5].1.push(t.elapsed().as_secs_f64() * 1e3);
             if reads[2].1.len() == 1 {
                 println!(
                     "heatmap: {} probed days, {} slices with failures or slow connects",
@@ -641,6 +672,12 @@ fn main() {
         for (name, mut ms) in reads {
             ms.sort_by(f64::total_cmp);
             println!("store read {name:<28} p50 {:>8.1} ms, max {:>8.1} ms", ms[2], ms[4]);
+        }
+        // Keeps the filled database up for `BENCH_HOLD_S` s (0) to look at its plans.
+        let hold = env("BENCH_HOLD_S", 0);
+        if hold > 0 {
+            println!("holding {url} for {hold} s");
+            tokio::time::sleep(Duration::from_secs(hold)).await;
         }
     });
 }
