@@ -4,6 +4,10 @@ use clap::Parser;
 use stormwatch_collector::config::{Config, Flags};
 use stormwatch_collector::Collector;
 
+/// mimalloc instead of the C library's allocator: see ARCHITECTURE.md ("Dependencies").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for unusable configuration (EX_USAGE).
 const EXIT_CONFIG: i32 = 64;
 
