@@ -2,8 +2,8 @@
 //! append rows, compaction merges a key's rows into one, and readers see the same before and
 //! after, with nothing lost to batches stored meanwhile.
 
-use stormwatch_store::{AggregateFilter, Store, StoreOptions};
-use stormwatch_testkit::{fresh_database, sample};
+use stormwatch_store::AggregateFilter;
+use stormwatch_testkit::{fresh_store_and_client, sample};
 
 const NS: i64 = 1_000_000_000;
 
@@ -16,24 +16,6 @@ fn hour_around(now: i64) -> AggregateFilter {
     }
 }
 
-/// A migrated store and a connection of its own to the same database.
-async fn store() -> (Store, tokio_postgres::Client) {
-    let url = fresh_database().await;
-    let store = Store::connect(&StoreOptions {
-        url: url.clone(),
-        max_connections: 8,
-        retention_days: 7,
-    })
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    (store, client)
-}
-
 async fn sql(client: &tokio_postgres::Client, query: &str) -> i64 {
     client.query_one(query, &[]).await.unwrap().get(0)
 }
@@ -44,7 +26,7 @@ const KEYS: &str = "SELECT count(*) FROM (SELECT DISTINCT minute, service, class
 
 #[tokio::test]
 async fn a_keys_rows_merge_into_one_and_reads_do_not_change() {
-    let (store, db) = store().await;
+    let (store, db) = fresh_store_and_client().await;
     let now = stormwatch_store::now_ns();
     for (agent, seq) in [("a", 1), ("b", 1), ("c", 1), ("a", 2)] {
         store
@@ -78,7 +60,7 @@ async fn a_keys_rows_merge_into_one_and_reads_do_not_change() {
 
 #[tokio::test]
 async fn batches_stored_while_compacting_are_counted_once() {
-    let (store, db) = store().await;
+    let (store, db) = fresh_store_and_client().await;
     let now = stormwatch_store::now_ns();
     let now_s = now / NS;
     let mut expected = 0u64;

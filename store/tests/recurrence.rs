@@ -1,27 +1,8 @@
 //! Recurrence read from the probes and the alert history: the daily 10:00 refusal said in
 //! words, from a week of samples as the agents write them.
 
-use stormwatch_store::{Store, StoreOptions};
-
 const DAY: i64 = 20_000; // 2024-10-04, a Friday
 const TEN: i64 = 10 * 3_600;
-
-async fn store_and_client() -> (Store, tokio_postgres::Client) {
-    let url = stormwatch_testkit::fresh_database().await;
-    let store = Store::connect(&StoreOptions {
-        url: url.clone(),
-        max_connections: 2,
-        retention_days: 7,
-    })
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    (store, client)
-}
 
 /// Probes every 5 s from 09:50 to 10:20 of `day`, failing (`class`) over `[from, to)` seconds
 /// after 10:00.
@@ -48,7 +29,7 @@ async fn probes(c: &tokio_postgres::Client, db: &str, day: i64, fail: Option<(i6
 
 #[tokio::test]
 async fn the_daily_refusal_is_said_in_words() {
-    let (store, c) = store_and_client().await;
+    let (store, c) = stormwatch_testkit::fresh_store_and_client().await;
     // Refused 10:00–10:12 on six of seven days (one day until 10:14, one day not at all);
     // the replica never failed; another database failed once, at 03:00, a week ago.
     for (d, until) in [
@@ -108,7 +89,7 @@ async fn the_daily_refusal_is_said_in_words() {
 
 #[tokio::test]
 async fn an_alert_that_fired_at_the_same_time_before_is_recognised() {
-    let (store, c) = store_and_client().await;
+    let (store, c) = stormwatch_testkit::fresh_store_and_client().await;
     let key = r#"{"class":"redis","peer":"cache"}"#;
     let event = |t: i64, event: &str| {
         let c = &c;

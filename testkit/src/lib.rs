@@ -142,8 +142,24 @@ pub async fn fresh_database() -> String {
 
 /// A store over a fresh database with the migrations applied (4 connections, 7 days kept).
 pub async fn fresh_store() -> stormwatch_store::Store {
+    store_at(&fresh_database().await).await
+}
+
+/// [`fresh_store`] and a plain connection of its own to the same database, to look at what
+/// the store wrote.
+pub async fn fresh_store_and_client() -> (stormwatch_store::Store, tokio_postgres::Client) {
+    let url = fresh_database().await;
+    let store = store_at(&url).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the fresh database");
+    tokio::spawn(conn);
+    (store, client)
+}
+
+async fn store_at(url: &str) -> stormwatch_store::Store {
     let store = stormwatch_store::Store::connect(&stormwatch_store::StoreOptions {
-        url: fresh_database().await,
+        url: url.to_owned(),
         max_connections: 4,
         retention_days: 7,
     })
