@@ -1189,11 +1189,12 @@ async fn main() {
     let kept: u64 = batches.iter().map(|b| b.spans.len() as u64).sum();
     let n_aggs: usize = batches.iter().map(|b| b.aggregates.len()).sum();
     let n_entries: usize = batches.iter().map(|b| b.entry_calls.len()).sum();
-    // Bodies per agent, in minute order: each agent sends its own batches one after another.
+    // Bodies per agent, in minute order: each agent sends its own batches one after another,
+    // compressed as the agent compresses them (whole: the frame says its size).
     let mut bodies: Vec<Vec<Vec<u8>>> = vec![Vec::new(); agents];
     for b in &batches {
         let a: usize = b.agent_id["node-".len()..].parse().unwrap();
-        bodies[a].push(zstd::encode_all(&b.encode(Encoding::Protobuf)[..], 1).unwrap());
+        bodies[a].push(zstd::bulk::compress(&b.encode(Encoding::Protobuf), 1).unwrap());
     }
     let body_bytes: usize = bodies.iter().flatten().map(Vec::len).sum();
     let n_batches = batches.len();
@@ -1525,7 +1526,7 @@ async fn soak(
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for b in soak_round(&batches, minutes, round) {
                     let a: usize = b.agent_id["node-".len()..].parse().unwrap();
-                    let body = zstd::encode_all(&b.encode(Encoding::Protobuf)[..], 1).unwrap();
+                    let body = zstd::bulk::compress(&b.encode(Encoding::Protobuf), 1).unwrap();
                     if senders[a].blocking_send((body, b.spans.len())).is_err() {
                         return;
                     }
