@@ -518,21 +518,24 @@ async fn body_limits() {
     let r = send(&c, &big, Encoding::Json, None).await;
     let err = error_of(r, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert!(err["error"].as_str().unwrap().contains("65536"), "{err}");
-    // Small when compressed, too large once inflated (a zip bomb is refused, not inflated).
-    let bomb = zstd(&vec![b' '; 10 << 20]);
-    assert!(bomb.len() < 64 * 1024);
-    let r = post(
-        &c.endpoint("/api/v1/ingest"),
-        bomb,
-        "application/json",
-        Some("zstd"),
-        Some(TOKEN),
-    )
-    .await;
-    assert!(error_of(r, StatusCode::PAYLOAD_TOO_LARGE).await["error"]
-        .as_str()
-        .unwrap()
-        .contains("decompressed"));
+    // Small when compressed, too large once inflated (a zip bomb is refused, not inflated),
+    // whether its frame says how large it is (as the agent's do) or not (streamed).
+    let spaces = vec![b' '; 10 << 20];
+    for bomb in [zstd(&spaces), zstd::encode_all(&spaces[..], 1).unwrap()] {
+        assert!(bomb.len() < 64 * 1024);
+        let r = post(
+            &c.endpoint("/api/v1/ingest"),
+            bomb,
+            "application/json",
+            Some("zstd"),
+            Some(TOKEN),
+        )
+        .await;
+        assert!(error_of(r, StatusCode::PAYLOAD_TOO_LARGE).await["error"]
+            .as_str()
+            .unwrap()
+            .contains("decompressed"));
+    }
     // A declared length over the limit is answered before the body is sent: the client is
     // not kept uploading 100 MB to be told no (it used to wait for the whole body).
     {
@@ -547,7 +550,7 @@ async fn body_limits() {
         let answer = String::from_utf8_lossy(&buf[..n]);
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
-    // Within both limits.
+    // Within both limits, with its size in the frame and streamed.
     let ok = sample::batch("agent-big", 2, 200, now());
     assert_eq!(
         send(&c, &ok, Encoding::Protobuf, Some("zstd"))
@@ -555,6 +558,16 @@ async fn body_limits() {
             .status(),
         StatusCode::OK
     );
+    let streamed = sample::batch("agent-big", 3, 200, now());
+    let r = post(
+        &c.endpoint("/api/v1/ingest"),
+        zstd::encode_all(&streamed.encode(Encoding::Protobuf)[..], 1).unwrap(),
+        "application/x-protobuf",
+        Some("zstd"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
     c.stop().await;
 }
 
