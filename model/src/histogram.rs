@@ -75,6 +75,22 @@ impl Histogram {
     /// Adds every bucket of `other` into `self`.
     pub fn merge(&mut self, other: &Histogram) {
         self.zero_count += other.zero_count;
+        // The common cases without a new allocation: nothing to add, an empty side, or the
+        // same buckets.
+        if other.keys.is_empty() {
+            return;
+        }
+        if self.keys.is_empty() {
+            self.keys.clone_from(&other.keys);
+            self.counts.clone_from(&other.counts);
+            return;
+        }
+        if self.keys == other.keys {
+            for (c, o) in self.counts.iter_mut().zip(&other.counts) {
+                *c += o;
+            }
+            return;
+        }
         let mut keys = Vec::with_capacity(self.keys.len() + other.keys.len());
         let mut counts = Vec::with_capacity(keys.capacity());
         let (mut i, mut j) = (0, 0);
@@ -191,6 +207,33 @@ mod tests {
         a.merge(&b);
         assert_eq!(a, all);
         a.check().unwrap();
+    }
+
+    #[test]
+    fn merging_an_empty_side_or_the_same_buckets_equals_recording_both() {
+        let record = |values: &[u64]| {
+            let mut h = Histogram::default();
+            for v in values {
+                h.record(*v);
+            }
+            h
+        };
+        let some = [0, 5, 1_000, 1_000, 70_000, 3_000_000];
+        let same_buckets = [0, 5, 1_000, 70_000, 70_000, 3_000_000];
+        let other = [40, 90_000];
+        for (a, b) in [
+            (&some[..], &[][..]),
+            (&[][..], &some[..]),
+            (&[0, 0][..], &some[..]),
+            (&some[..], &same_buckets[..]),
+            (&some[..], &other[..]),
+        ] {
+            let mut merged = record(a);
+            merged.merge(&record(b));
+            let both: Vec<u64> = a.iter().chain(b).copied().collect();
+            assert_eq!(merged, record(&both), "{a:?} + {b:?}");
+            merged.check().unwrap();
+        }
     }
 
     #[test]
