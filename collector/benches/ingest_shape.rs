@@ -1607,8 +1607,17 @@ async fn soak(
     }
     let db = connect(&api_db).await;
     println!(
-        "{:>6} {:>10} {:>9} {:>12} {:>9} {:>9} {:>8} {:>9} {:>8}",
-        "min", "RSS MiB", "batches", "spans/s", "p50 ms", "p95 ms", "retries", "behind s", "deltas"
+        "{:>6} {:>10} {:>9} {:>12} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9}",
+        "min",
+        "RSS MiB",
+        "batches",
+        "spans/s",
+        "p50 ms",
+        "p95 ms",
+        "retries",
+        "behind s",
+        "deltas",
+        "rows/key"
     );
     let mut rss_curve = Vec::new();
     let mut last = Instant::now();
@@ -1622,10 +1631,21 @@ async fn soak(
             .await
             .unwrap()
             .get(0);
+        // Aggregate rows per key over the last 15 minutes: 1 when the compaction keeps up.
+        let rows_per_key: f64 = db
+            .query_one(
+                "SELECT count(*)::float8 / greatest(count(DISTINCT (minute, service, class, peer,
+                                                           operation, status_class)), 1)
+                   FROM sw_aggregates WHERE minute >= now() - interval '15 minutes'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
         let rss = status_mib(pid, "VmRSS:");
         rss_curve.push(rss);
         println!(
-            "{:>6.1} {rss:>10.1} {:>9} {:>12.0} {:>9.0} {:>9.0} {:>8} {:>9.1} {deltas:>8}",
+            "{:>6.1} {rss:>10.1} {:>9} {:>12.0} {:>9.0} {:>9.0} {:>8} {:>9.1} {deltas:>8} {rows_per_key:>9.2}",
             started.elapsed().as_secs_f64() / 60.0,
             w.batches,
             w.spans as f64 / last.elapsed().as_secs_f64(),
