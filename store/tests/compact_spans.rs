@@ -5,30 +5,10 @@
 use std::collections::BTreeMap;
 
 use stormwatch_model::{Batch, DependencyClass, KeepReason, Span, SpanFlag, SpanKind, SpanStatus};
-use stormwatch_store::{SlowOrder, SpanFilter, Store, StoreOptions};
-use stormwatch_testkit::{fresh_database, sample};
+use stormwatch_store::{SlowOrder, SpanFilter};
+use stormwatch_testkit::{client_at, fresh_database, sample, store_at};
 
 const NS: i64 = 1_000_000_000;
-
-async fn store_at(url: &str) -> Store {
-    let store = Store::connect(&StoreOptions {
-        url: url.into(),
-        max_connections: 4,
-        retention_days: 7,
-    })
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    store
-}
-
-async fn sql(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-}
 
 fn window(now: i64) -> SpanFilter {
     SpanFilter {
@@ -123,7 +103,7 @@ async fn every_field_round_trips_through_the_compact_layout() {
     assert_eq!(sorted(trace), sorted(expected));
 
     // Every row is in the compact layout: no text labels, no jsonb.
-    let client = sql(&url).await;
+    let client = client_at(&url).await;
     let old: i64 = client
         .query_one(
             "SELECT count(*) FROM sw_spans
@@ -198,7 +178,7 @@ async fn rows_of_the_old_layout_are_still_read() {
     store.store_batch(&batch, now).await.unwrap();
     // A span as stored before migration 0022: text labels and enums, jsonb attributes.
     let start = now - 30 * NS;
-    let client = sql(&url).await;
+    let client = client_at(&url).await;
     client
         .execute(
             "INSERT INTO sw_spans (start_ns, duration_ns, trace_id, span_id, parent_span_id,
@@ -312,7 +292,7 @@ async fn two_collectors_on_one_database_agree_on_label_ids() {
     assert_eq!(x.unwrap().spans, 400);
     assert_eq!(y.unwrap().spans, 400);
 
-    let client = sql(&url).await;
+    let client = client_at(&url).await;
     let (labels, distinct): (i64, i64) = {
         let r = client
             .query_one(
@@ -366,7 +346,7 @@ async fn attributes_decode_before_and_after_the_dictionary_is_trained() {
     for b in &batches {
         store.store_batch(b, now).await.unwrap();
     }
-    let client = sql(&url).await;
+    let client = client_at(&url).await;
     let dicts: Vec<(i16, i64)> = client
         .query(
             "SELECT attrs_dict, count(*) FROM sw_spans GROUP BY 1 ORDER BY 1",
@@ -462,7 +442,7 @@ async fn batches_arriving_during_the_first_training_wait_for_the_dictionary() {
     for s in stored {
         assert_eq!(s.unwrap().spans, 1_000);
     }
-    let client = sql(&url).await;
+    let client = client_at(&url).await;
     let plain: i64 = client
         .query_one("SELECT count(*) FROM sw_spans WHERE attrs_dict = 0", &[])
         .await

@@ -149,24 +149,29 @@ pub async fn fresh_store() -> stormwatch_store::Store {
 /// the store wrote.
 pub async fn fresh_store_and_client() -> (stormwatch_store::Store, tokio_postgres::Client) {
     let url = fresh_database().await;
-    let store = store_at(&url).await;
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the fresh database");
-    tokio::spawn(conn);
-    (store, client)
+    (store_at(&url).await, client_at(&url).await)
 }
 
-async fn store_at(url: &str) -> stormwatch_store::Store {
+/// A store on the database at `url`, migrated (4 connections, 7 days kept).
+pub async fn store_at(url: &str) -> stormwatch_store::Store {
     let store = stormwatch_store::Store::connect(&stormwatch_store::StoreOptions {
         url: url.to_owned(),
         max_connections: 4,
         retention_days: 7,
     })
     .await
-    .expect("connect to the fresh database");
+    .expect("connect to the test database");
     store.migrate().await.expect("migrations apply");
     store
+}
+
+/// A plain connection to the database at `url`.
+pub async fn client_at(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(conn);
+    client
 }
 
 /// Deterministic sample data.
