@@ -260,6 +260,16 @@ pub(crate) fn sum(steps: &[Totals]) -> Totals {
 mod tests {
     use super::*;
 
+    /// A deterministic generator: `next(n)` is in `0..n`.
+    fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        }
+    }
+
     fn pack(keys: &[i32], counts: &[i64]) -> Vec<u8> {
         keys.iter()
             .zip(counts)
@@ -272,13 +282,7 @@ mod tests {
         // Rows as stored: ascending keys, in narrow and wide ranges, negative keys, keys far
         // apart (beyond the dense array), empty rows; the dense path must give exactly what
         // merging every row's histogram gives.
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         for round in 0..50 {
             let mut t = Totals::default();
             let mut want = Histogram::default();
@@ -316,13 +320,7 @@ mod tests {
         // Steps of one row each (dense or settled, narrow or wide, empty) merged into a sum,
         // as the dependencies page adds peers into classes: the same histogram as merging
         // every row's histogram.
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for round in 0..50 {
             let mut sum = Totals::default();
             let mut want = Histogram::default();
