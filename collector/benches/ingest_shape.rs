@@ -1385,8 +1385,13 @@ async fn main() {
     );
     println!("  peak RSS of the collector: {rss_peak:.1} MiB (idle {rss_idle:.1} MiB)");
     println!(
-        "  CPU: collector {cpu_collector:.1} s, PostgreSQL {cpu_pg:.1} s, of {:.1} s on 2 cores",
+        "  CPU: collector {cpu_collector:.2} s, PostgreSQL {cpu_pg:.2} s, of {:.1} s on 2 cores",
         2.0 * elapsed
+    );
+    println!(
+        "  CPU a kept span: collector {:.2} µs, PostgreSQL {:.2} µs",
+        cpu_collector * 1e6 / kept as f64,
+        cpu_pg * 1e6 / kept as f64
     );
     let mut activity: Vec<((String, String), u64)> = activity.into_iter().collect();
     activity.sort_by_key(|a| std::cmp::Reverse(a.1));
