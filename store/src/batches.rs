@@ -22,11 +22,10 @@ use stormwatch_model::enums::WireEnum;
 use stormwatch_model::{
     Aggregate, Batch, DbRole, DependencyClass, FailureClass, KeepReason, Span, SpanKind,
 };
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 use crate::aggregates::AggregateRow;
 use crate::attr_dicts::PackedAttributes;
-use crate::histogram_codec::histogram_literals;
+use crate::copy::{copy_in, timestamp};
 use crate::labels::{self, BatchLabels, LabelKind};
 use crate::partitions::day_of_ns;
 use crate::recent::COUNTED_FLAGS;
@@ -134,15 +133,7 @@ pub async fn copy_spans(
     client: &tokio_postgres::Transaction<'_>,
     spans: &EncodedSpans<'_>,
 ) -> Result<u64, StoreError> {
-    let columns: Vec<&str> = SPAN_COLUMNS.iter().map(|(c, _)| *c).collect();
-    let types: Vec<Type> = SPAN_COLUMNS.iter().map(|(_, t)| t.clone()).collect();
-    let sink = client
-        .copy_in(&format!(
-            "COPY sw_spans ({}) FROM STDIN (FORMAT binary)",
-            columns.join(", ")
-        ))
-        .await?;
-    let writer = BinaryCopyInWriter::new(sink, &types);
+    let writer = copy_in(client, "sw_spans", SPAN_COLUMNS).await?;
     pin_mut!(writer);
     let id = |kind: LabelKind, value: &str| labels::id_in(&spans.labels, kind, value);
     for (s, attrs) in spans.spans.iter().zip(&spans.attrs) {
@@ -373,7 +364,23 @@ async fn claim(tx: &Transaction<'_>, batch: &Batch) -> Result<bool, StoreError> 
     Ok(claimed != 0)
 }
 
-/// Appends `rows` to `sw_aggregates` with one statement; returns how many. Rows of the same
+/// Columns of `sw_aggregates` a batch appends, in COPY order, with their types.
+const AGGREGATE_COLUMNS: &[(&str, Type)] = &[
+    ("minute", Type::TIMESTAMPTZ),
+    ("service", Type::TEXT),
+    ("class", Type::TEXT),
+    ("peer", Type::TEXT),
+    ("operation", Type::TEXT),
+    ("status_class", Type::TEXT),
+    ("count", Type::INT8),
+    ("errors", Type::INT8),
+    ("sum_ns", Type::INT8),
+    ("hist_zero", Type::INT8),
+    ("hist_keys", Type::INT4_ARRAY),
+    ("hist_counts", Type::INT8_ARRAY),
+];
+
+/// Appends `rows` to `sw_aggregates` with binary COPY; returns how many. Rows of the same
 /// key from other batches are merged later (`compaction.rs`).
 pub(crate) async fn insert_aggregates(
     tx: &Transaction<'_>,
@@ -382,57 +389,31 @@ pub(crate) async fn insert_aggregates(
     if rows.is_empty() {
         return Ok(0);
     }
-    let n = rows.len();
-    let mut minutes = Vec::with_capacity(n);
-    let (mut services, mut classes, mut peers, mut ops, mut statuses) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let (mut counts, mut errors, mut sums) = (vec![], vec![], vec![]);
-    let (mut zeros, mut hist_keys, mut hist_counts) = (vec![], vec![], vec![]);
+    let writer = copy_in(tx, "sw_aggregates", AGGREGATE_COLUMNS).await?;
+    pin_mut!(writer);
+    let mut counts: Vec<i64> = Vec::new();
     for r in rows {
-        minutes.push(r.minute as f64);
-        services.push(r.service);
-        classes.push(r.class);
-        peers.push(r.peer);
-        ops.push(r.operation);
-        statuses.push(r.status_class);
-        counts.push(r.count);
-        errors.push(r.errors);
-        sums.push(r.sum_ns);
-        let (k, c) = histogram_literals(&r.hist);
-        zeros.push(saturating_i64(r.hist.zero_count));
-        hist_keys.push(k);
-        hist_counts.push(c);
-    }
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO sw_aggregates
-                 (minute, service, class, peer, operation, status_class, count, errors, sum_ns,
-                  hist_zero, hist_keys, hist_counts)
-             SELECT to_timestamp(m), s, c, p, o, sc, n, e, su, z, hk::integer[], hc::bigint[]
-               FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                           $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[])
-                    AS t(m, s, c, p, o, sc, n, e, su, z, hk, hc)",
-        )
-        .await?;
-    Ok(tx
-        .execute(
-            &stmt,
-            &[
-                &minutes,
-                &services,
-                &classes,
-                &peers,
-                &ops,
-                &statuses,
+        counts.clear();
+        counts.extend(r.hist.counts.iter().map(|c| saturating_i64(*c)));
+        writer
+            .as_mut()
+            .write(&[
+                &timestamp(r.minute),
+                &r.service,
+                &r.class,
+                &r.peer,
+                &r.operation,
+                &r.status_class,
+                &r.count,
+                &r.errors,
+                &r.sum_ns,
+                &saturating_i64(r.hist.zero_count),
+                &r.hist.keys,
                 &counts,
-                &errors,
-                &sums,
-                &zeros,
-                &hist_keys,
-                &hist_counts,
-            ],
-        )
-        .await?)
+            ])
+            .await?;
+    }
+    Ok(writer.finish().await?)
 }
 
 /// Inserts the batch's host samples into `sw_host_samples`; returns how many.

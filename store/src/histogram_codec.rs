@@ -1,7 +1,7 @@
 //! How a latency histogram is stored, in one place. Every table with a histogram keeps it as
 //! `hist_zero` (the zero count), `hist_keys integer[]` (keys ascending) and
-//! `hist_counts bigint[]`: sent as array literals by the upserts ([`histogram_literals`]) and
-//! read back in binary ([`histogram_of`]). The rollups keep it packed as well, in
+//! `hist_counts bigint[]`: appended in binary by COPY (`copy.rs`), sent as array literals by
+//! the upserts ([`histogram_literals`]) and read back in binary ([`histogram_of`]). The rollups keep it packed as well, in
 //! `hist_packed bytea`: 12-byte big-endian (key i32, count i64) pairs, keys ascending, as
 //! `sw_hist_pack` (migration 0004) makes them ([`pack`], [`packed_pairs`], [`unpack`]).
 //!

@@ -25,6 +25,7 @@ pub mod attr_dicts;
 pub mod batches;
 pub mod citus;
 pub mod compaction;
+mod copy;
 pub mod dependencies;
 pub mod embedded;
 pub mod entry_calls;

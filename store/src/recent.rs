@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use futures_util::pin_mut;
+use postgres_types::Type;
 use stormwatch_model::enums::WireEnum;
 use stormwatch_model::{Aggregate, DependencyClass, Histogram, Span, SpanFlag};
 
-use crate::histogram_codec::histogram_literals;
+use crate::copy::{copy_in, timestamp};
 use crate::signals::{row_labels, FlagCount, Group, GroupFilter, Labels};
 use crate::{saturating_i64, Store, StoreError};
 
@@ -123,60 +125,47 @@ pub(crate) async fn record(
     if merged.is_empty() {
         return Ok(0);
     }
-    let n = merged.len();
-    let (mut services, mut classes, mut peers, mut ops, mut statuses) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut counts, mut errors, mut zeros, mut keys, mut hist_counts) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
+    let arrived = timestamp(bucket);
+    let writer = copy_in(tx, "sw_recent_aggregates", RECENT_COLUMNS).await?;
+    pin_mut!(writer);
+    let mut counts: Vec<i64> = Vec::new();
     for ((service, class, peer, op, status), (count, errs, h)) in &merged {
-        services.push(*service);
-        classes.push(*class);
-        peers.push(*peer);
-        ops.push(*op);
-        statuses.push(*status);
-        counts.push(saturating_i64(*count));
-        errors.push(saturating_i64(*errs));
-        zeros.push(saturating_i64(h.zero_count));
-        let (k, c) = histogram_literals(h);
-        keys.push(k);
-        hist_counts.push(c);
-    }
-    Ok(tx
-        .execute(
-            "INSERT INTO sw_recent_aggregates
-                 (arrived, service, class, peer, operation, status_class, count, errors,
-                  hist_zero, hist_keys, hist_counts)
-             SELECT to_timestamp($1), s, c, p, o, sc, n, e, z, hk::integer[], hc::bigint[]
-               FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                           $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[])
-                    AS t(s, c, p, o, sc, n, e, z, hk, hc)
-",
-            &[
-                &(bucket as f64),
-                &services,
-                &classes,
-                &peers,
-                &ops,
-                &statuses,
+        counts.clear();
+        counts.extend(h.counts.iter().map(|c| saturating_i64(*c)));
+        writer
+            .as_mut()
+            .write(&[
+                &arrived,
+                service,
+                class,
+                peer,
+                op,
+                status,
+                &saturating_i64(*count),
+                &saturating_i64(*errs),
+                &saturating_i64(h.zero_count),
+                &h.keys,
                 &counts,
-                &errors,
-                &zeros,
-                &keys,
-                &hist_counts,
-            ],
-        )
-        .await?)
+            ])
+            .await?;
+    }
+    Ok(writer.finish().await?)
 }
+
+/// Columns of `sw_recent_aggregates` a batch appends, in COPY order, with their types.
+const RECENT_COLUMNS: &[(&str, Type)] = &[
+    ("arrived", Type::TIMESTAMPTZ),
+    ("service", Type::TEXT),
+    ("class", Type::TEXT),
+    ("peer", Type::TEXT),
+    ("operation", Type::TEXT),
+    ("status_class", Type::TEXT),
+    ("count", Type::INT8),
+    ("errors", Type::INT8),
+    ("hist_zero", Type::INT8),
+    ("hist_keys", Type::INT4_ARRAY),
+    ("hist_counts", Type::INT8_ARRAY),
+];
 
 impl Store {
     /// What arrived since `since_s` (Unix seconds; whole buckets from the one holding it),
