@@ -72,11 +72,10 @@ impl Histogram {
         self.zero_count + self.counts.iter().sum::<u64>()
     }
 
-    /// Adds every bucket of `other` into `self`.
+    /// Adds every bucket of `other` into `self`, in place: a histogram accumulating many
+    /// others (a service's minute, a rule's group) grows only by the buckets it lacks.
     pub fn merge(&mut self, other: &Histogram) {
         self.zero_count += other.zero_count;
-        // The common cases without a new allocation: nothing to add, an empty side, or the
-        // same buckets.
         if other.keys.is_empty() {
             return;
         }
@@ -85,39 +84,54 @@ impl Histogram {
             self.counts.clone_from(&other.counts);
             return;
         }
-        if self.keys == other.keys {
-            for (c, o) in self.counts.iter_mut().zip(&other.counts) {
-                *c += o;
+        // Keys of `other` that `self` lacks (both ascending).
+        let (mut i, mut missing) = (0, 0);
+        for k in &other.keys {
+            while i < self.keys.len() && self.keys[i] < *k {
+                i += 1;
+            }
+            if i < self.keys.len() && self.keys[i] == *k {
+                i += 1;
+            } else {
+                missing += 1;
+            }
+        }
+        if missing == 0 {
+            let mut i = 0;
+            for (k, c) in other.keys.iter().zip(&other.counts) {
+                while self.keys[i] < *k {
+                    i += 1;
+                }
+                self.counts[i] += c;
+                i += 1;
             }
             return;
         }
-        let mut keys = Vec::with_capacity(self.keys.len() + other.keys.len());
-        let mut counts = Vec::with_capacity(keys.capacity());
-        let (mut i, mut j) = (0, 0);
-        while i < self.keys.len() || j < other.keys.len() {
-            let take_self =
-                j >= other.keys.len() || (i < self.keys.len() && self.keys[i] <= other.keys[j]);
-            let take_other =
-                i >= self.keys.len() || (j < other.keys.len() && other.keys[j] <= self.keys[i]);
-            let key = if take_self {
-                self.keys[i]
+        // Grow by the missing buckets and merge from the back, each bucket moved once.
+        let n = self.keys.len();
+        self.keys.resize(n + missing, 0);
+        self.counts.resize(n + missing, 0);
+        let (mut i, mut j, mut w) = (n, other.keys.len(), n + missing);
+        while j > 0 {
+            w -= 1;
+            let (ok, oc) = (other.keys[j - 1], other.counts[j - 1]);
+            if i > 0 && self.keys[i - 1] > ok {
+                self.keys[w] = self.keys[i - 1];
+                self.counts[w] = self.counts[i - 1];
+                i -= 1;
+            } else if i > 0 && self.keys[i - 1] == ok {
+                self.keys[w] = ok;
+                self.counts[w] = self.counts[i - 1] + oc;
+                i -= 1;
+                j -= 1;
             } else {
-                other.keys[j]
-            };
-            let mut c = 0;
-            if take_self {
-                c += self.counts[i];
-                i += 1;
+                self.keys[w] = ok;
+                self.counts[w] = oc;
+                j -= 1;
             }
-            if take_other {
-                c += other.counts[j];
-                j += 1;
-            }
-            keys.push(key);
-            counts.push(c);
         }
-        self.keys = keys;
-        self.counts = counts;
+        // Buckets of `self` below every key of `other` are where they were.
+        debug_assert_eq!(w, i);
     }
 
     /// The value at quantile `q` (0 ≤ q ≤ 1), in nanoseconds; `None` when empty: the bucket of
@@ -228,6 +242,37 @@ mod tests {
             (&some[..], &same_buckets[..]),
             (&some[..], &other[..]),
         ] {
+            let mut merged = record(a);
+            merged.merge(&record(b));
+            let both: Vec<u64> = a.iter().chain(b).copied().collect();
+            assert_eq!(merged, record(&both), "{a:?} + {b:?}");
+            merged.check().unwrap();
+        }
+    }
+
+    #[test]
+    fn merging_in_place_equals_recording_both_whatever_the_overlap() {
+        let record = |values: &[u64]| {
+            let mut h = Histogram::default();
+            for v in values {
+                h.record(*v);
+            }
+            h
+        };
+        let wide = [1, 30, 1_000, 50_000, 2_000_000, 90_000_000];
+        let cases: [(&[u64], &[u64]); 6] = [
+            // Every bucket of the right side already on the left: added in place.
+            (&wide, &[30, 2_000_000, 2_000_000]),
+            // Only new buckets, below, above and between the left's.
+            (&[1_000, 50_000], &[1, 5_000, 900_000_000]),
+            // Some shared, some new, the lowest shared.
+            (&[1, 1_000, 90_000_000], &[1, 40, 1_000, 3_000, 200_000_000]),
+            // The right side wider than the left.
+            (&[50_000], &wide),
+            (&wide, &[0, 0, 3]),
+            (&[7], &[7]),
+        ];
+        for (a, b) in cases {
             let mut merged = record(a);
             merged.merge(&record(b));
             let both: Vec<u64> = a.iter().chain(b).copied().collect();
