@@ -20,7 +20,7 @@ use futures_util::pin_mut;
 use postgres_types::{Json, ToSql, Type};
 use stormwatch_model::enums::WireEnum;
 use stormwatch_model::{
-    Aggregate, Batch, DbRole, DependencyClass, FailureClass, KeepReason, Span, SpanKind,
+    Aggregate, Batch, DbRole, DependencyClass, FailureClass, Histogram, KeepReason, Span, SpanKind,
 };
 
 use crate::aggregates::AggregateRow;
@@ -178,44 +178,47 @@ fn non_empty_bytes(b: &[u8]) -> Option<&[u8]> {
     (!b.is_empty()).then_some(b)
 }
 
-/// The key of an `sw_aggregates` row. Ordered field by field as declared (the class by its
-/// wire number): the order rows are appended in.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct AggregateKey {
+/// The key of an `sw_aggregates` row, borrowed from the batch. Ordered field by field as
+/// declared (the class by its wire number): the order rows are appended in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct AggregateKey<'a> {
     minute: i64,
-    service: String,
+    service: &'a str,
     class: i32,
-    peer: String,
-    operation: String,
-    status_class: String,
+    peer: &'a str,
+    operation: &'a str,
+    status_class: &'a str,
+}
+
+/// The sums of a key's aggregates in one batch.
+#[derive(Default)]
+struct Merged {
+    count: u64,
+    errors: u64,
+    sum_ns: u64,
+    hist: Histogram,
 }
 
 /// Merges aggregates with the same key: a batch appends one row per key, in key order.
 fn merge_aggregates<'a>(
     aggs: impl Iterator<Item = &'a Aggregate>,
-) -> BTreeMap<AggregateKey, Aggregate> {
-    let mut merged: BTreeMap<AggregateKey, Aggregate> = BTreeMap::new();
+) -> BTreeMap<AggregateKey<'a>, Merged> {
+    let mut merged: BTreeMap<AggregateKey<'a>, Merged> = BTreeMap::new();
     for a in aggs {
         let key = AggregateKey {
             minute: a.minute,
-            service: a.service.clone(),
+            service: &a.service,
             class: a.class,
-            peer: a.peer.clone(),
-            operation: a.operation.clone(),
-            status_class: a.status_class.clone(),
+            peer: &a.peer,
+            operation: &a.operation,
+            status_class: &a.status_class,
         };
-        match merged.get_mut(&key) {
-            Some(m) => {
-                m.count += a.count;
-                m.errors += a.errors;
-                m.sum_ns = m.sum_ns.saturating_add(a.sum_ns);
-                if let (Some(mh), Some(ah)) = (m.histogram.as_mut(), a.histogram.as_ref()) {
-                    mh.merge(ah);
-                }
-            }
-            None => {
-                merged.insert(key, a.clone());
-            }
+        let m = merged.entry(key).or_default();
+        m.count += a.count;
+        m.errors += a.errors;
+        m.sum_ns = m.sum_ns.saturating_add(a.sum_ns);
+        if let Some(h) = &a.histogram {
+            m.hist.merge(h);
         }
     }
     merged
@@ -223,20 +226,20 @@ fn merge_aggregates<'a>(
 
 /// The `sw_aggregates` rows of merged aggregates, exactly as stored (in key order, a missing
 /// histogram as an empty one): the rollups are built from these very rows.
-fn aggregate_rows(merged: &BTreeMap<AggregateKey, Aggregate>) -> Vec<AggregateRow<'_>> {
+fn aggregate_rows<'a>(merged: BTreeMap<AggregateKey<'a>, Merged>) -> Vec<AggregateRow<'a>> {
     merged
-        .iter()
-        .map(|(key, a)| AggregateRow {
+        .into_iter()
+        .map(|(key, m)| AggregateRow {
             minute: key.minute,
-            service: &key.service,
+            service: key.service,
             class: name(key.class, DependencyClass::Internal),
-            peer: &key.peer,
-            operation: &key.operation,
-            status_class: &key.status_class,
-            count: saturating_i64(a.count),
-            errors: saturating_i64(a.errors),
-            sum_ns: saturating_i64(a.sum_ns),
-            hist: a.histogram.clone().unwrap_or_default(),
+            peer: key.peer,
+            operation: key.operation,
+            status_class: key.status_class,
+            count: saturating_i64(m.count),
+            errors: saturating_i64(m.errors),
+            sum_ns: saturating_i64(m.sum_ns),
+            hist: m.hist,
         })
         .collect()
 }
@@ -321,7 +324,7 @@ impl Store {
             .iter()
             .fold(0u64, |n, a| n.saturating_add(a.count));
         let merged = merge_aggregates(live_aggs.into_iter());
-        let rows = aggregate_rows(&merged);
+        let rows = aggregate_rows(merged);
 
         // Rows of this agent alone first, and appends.
         outcome.samples += store_host_samples(&tx, batch).await?;
