@@ -107,12 +107,17 @@ impl AttrEncoder {
         // The row names its dictionary: 4 bytes a row saved.
         c.set_parameter(zstd_safe::CParameter::DictIdFlag(false))
             .map_err(zstd_error)?;
+        // One JSON buffer for the whole batch, not one a span.
+        let mut json = Vec::new();
         spans
             .map(|s| {
                 if s.attributes.is_empty() {
                     return Ok(None);
                 }
-                let packed = c.compress(&json_of(&s.attributes)).map_err(zstd_error)?;
+                json.clear();
+                // A map of strings always serializes.
+                let _ = serde_json::to_writer(&mut json, &s.attributes);
+                let packed = c.compress(&json).map_err(zstd_error)?;
                 Ok(Some((self.id, packed)))
             })
             .collect()
