@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 
 use deadpool_postgres::Transaction;
-use futures_util::pin_mut;
 use postgres_types::{Json, ToSql, Type};
 use stormwatch_model::enums::WireEnum;
 use stormwatch_model::{
@@ -25,7 +24,7 @@ use stormwatch_model::{
 
 use crate::aggregates::AggregateRow;
 use crate::attr_dicts::PackedAttributes;
-use crate::copy::{copy_in, timestamp};
+use crate::copy::{timestamp, CopyIn};
 use crate::labels::{self, BatchLabels, LabelKind};
 use crate::partitions::day_of_ns;
 use crate::recent::COUNTED_FLAGS;
@@ -133,8 +132,7 @@ pub async fn copy_spans(
     client: &tokio_postgres::Transaction<'_>,
     spans: &EncodedSpans<'_>,
 ) -> Result<u64, StoreError> {
-    let writer = copy_in(client, "sw_spans", SPAN_COLUMNS).await?;
-    pin_mut!(writer);
+    let mut copy = CopyIn::start(client, "sw_spans", SPAN_COLUMNS).await?;
     let id = |kind: LabelKind, value: &str| labels::id_in(&spans.labels, kind, value);
     for (s, attrs) in spans.spans.iter().zip(&spans.attrs) {
         let parent = non_empty_bytes(&s.parent_span_id);
@@ -169,9 +167,9 @@ pub async fn copy_spans(
             &flags,
             &s.replica_lag_ms,
         ];
-        writer.as_mut().write(&row).await?;
+        copy.write(&row).await?;
     }
-    Ok(writer.finish().await?)
+    copy.finish().await
 }
 
 fn non_empty_bytes(b: &[u8]) -> Option<&[u8]> {
@@ -392,31 +390,28 @@ pub(crate) async fn insert_aggregates(
     if rows.is_empty() {
         return Ok(0);
     }
-    let writer = copy_in(tx, "sw_aggregates", AGGREGATE_COLUMNS).await?;
-    pin_mut!(writer);
+    let mut copy = CopyIn::start(tx, "sw_aggregates", AGGREGATE_COLUMNS).await?;
     let mut counts: Vec<i64> = Vec::new();
     for r in rows {
         counts.clear();
         counts.extend(r.hist.counts.iter().map(|c| saturating_i64(*c)));
-        writer
-            .as_mut()
-            .write(&[
-                &timestamp(r.minute),
-                &r.service,
-                &r.class,
-                &r.peer,
-                &r.operation,
-                &r.status_class,
-                &r.count,
-                &r.errors,
-                &r.sum_ns,
-                &saturating_i64(r.hist.zero_count),
-                &r.hist.keys,
-                &counts,
-            ])
-            .await?;
+        copy.write(&[
+            &timestamp(r.minute),
+            &r.service,
+            &r.class,
+            &r.peer,
+            &r.operation,
+            &r.status_class,
+            &r.count,
+            &r.errors,
+            &r.sum_ns,
+            &saturating_i64(r.hist.zero_count),
+            &r.hist.keys,
+            &counts,
+        ])
+        .await?;
     }
-    Ok(writer.finish().await?)
+    copy.finish().await
 }
 
 /// Inserts the batch's host samples into `sw_host_samples`; returns how many.

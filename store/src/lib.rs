@@ -94,6 +94,10 @@ pub enum StoreError {
     },
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
+    /// A row the store built could not be put in PostgreSQL's binary form (a bug, not bad
+    /// input: batches are validated before they get here).
+    #[error("could not encode a row for {table}: {why}")]
+    Encode { table: String, why: String },
     /// An alert-leader write under an epoch that is no longer current: another collector took
     /// leadership, so this one must stop evaluating and delivering.
     #[error("alert leadership lost: epoch {epoch} was superseded by epoch {current}")]

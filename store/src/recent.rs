@@ -4,12 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use futures_util::pin_mut;
 use postgres_types::Type;
 use stormwatch_model::enums::WireEnum;
 use stormwatch_model::{Aggregate, DependencyClass, Histogram, Span, SpanFlag};
 
-use crate::copy::{copy_in, timestamp};
+use crate::copy::{timestamp, CopyIn};
 use crate::signals::{row_labels, FlagCount, Group, GroupFilter, Labels};
 use crate::{saturating_i64, Store, StoreError};
 
@@ -126,30 +125,27 @@ pub(crate) async fn record(
         return Ok(0);
     }
     let arrived = timestamp(bucket);
-    let writer = copy_in(tx, "sw_recent_aggregates", RECENT_COLUMNS).await?;
-    pin_mut!(writer);
+    let mut copy = CopyIn::start(tx, "sw_recent_aggregates", RECENT_COLUMNS).await?;
     let mut counts: Vec<i64> = Vec::new();
     for ((service, class, peer, op, status), (count, errs, h)) in &merged {
         counts.clear();
         counts.extend(h.counts.iter().map(|c| saturating_i64(*c)));
-        writer
-            .as_mut()
-            .write(&[
-                &arrived,
-                service,
-                class,
-                peer,
-                op,
-                status,
-                &saturating_i64(*count),
-                &saturating_i64(*errs),
-                &saturating_i64(h.zero_count),
-                &h.keys,
-                &counts,
-            ])
-            .await?;
+        copy.write(&[
+            &arrived,
+            service,
+            class,
+            peer,
+            op,
+            status,
+            &saturating_i64(*count),
+            &saturating_i64(*errs),
+            &saturating_i64(h.zero_count),
+            &h.keys,
+            &counts,
+        ])
+        .await?;
     }
-    Ok(writer.finish().await?)
+    copy.finish().await
 }
 
 /// Columns of `sw_recent_aggregates` a batch appends, in COPY order, with their types.
