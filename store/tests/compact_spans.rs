@@ -339,7 +339,11 @@ async fn attributes_decode_before_and_after_the_dictionary_is_trained() {
     let url = fresh_database().await;
     let store = store_at(&url).await;
     let now = stormwatch_store::now_ns();
-    let n = stormwatch_store::attr_dicts::TRAINING_SAMPLES / 1_000 + 2;
+    use stormwatch_store::attr_dicts::{SAMPLES_PER_BATCH, TRAINING_SAMPLES};
+    // Batches of 1,000 spans give SAMPLES_PER_BATCH samples each: the dictionary comes with
+    // the tenth, two more batches use it.
+    let sampling_batches = (TRAINING_SAMPLES / SAMPLES_PER_BATCH) as i64;
+    let n = sampling_batches as usize + 2;
     let batches: Vec<Batch> = (1..=n as u64)
         .map(|seq| full_batch("agent-a", seq, 1_000, now))
         .collect();
@@ -363,10 +367,10 @@ async fn attributes_decode_before_and_after_the_dictionary_is_trained() {
         "rows before and after the dictionary: {dicts:?}"
     );
     // The batch that brings the samples to TRAINING_SAMPLES is the first compressed with it.
-    let samples = stormwatch_store::attr_dicts::TRAINING_SAMPLES as i64;
-    assert_eq!(dicts[0], (0, samples - 1_000));
+    let plain_rows = (sampling_batches - 1) * 1_000;
+    assert_eq!(dicts[0], (0, plain_rows));
     assert!(dicts[1].0 > 0);
-    assert_eq!(dicts[1].1, n as i64 * 1_000 - (samples - 1_000));
+    assert_eq!(dicts[1].1, n as i64 * 1_000 - plain_rows);
     let (stored_dicts, plain, with_dict): (i64, f64, f64) = {
         let r = client
             .query_one(
@@ -431,9 +435,11 @@ async fn batches_arriving_during_the_first_training_wait_for_the_dictionary() {
     let url = fresh_database().await;
     let store = store_at(&url).await;
     let now = stormwatch_store::now_ns();
-    let samples = stormwatch_store::attr_dicts::TRAINING_SAMPLES;
-    // Twice the training samples, arriving together as agents do after a start.
-    let n = 2 * samples / 1_000;
+    use stormwatch_store::attr_dicts::{SAMPLES_PER_BATCH, TRAINING_SAMPLES};
+    let sampling_batches = TRAINING_SAMPLES / SAMPLES_PER_BATCH;
+    // Twice the batches the training samples come from, arriving together as agents do
+    // after a start.
+    let n = 2 * sampling_batches;
     let batches: Vec<Batch> = (1..=n as u64)
         .map(|seq| full_batch(&format!("agent-{seq}"), 1, 1_000, now))
         .collect();
@@ -450,7 +456,7 @@ async fn batches_arriving_during_the_first_training_wait_for_the_dictionary() {
         .get(0);
     // Only the batches before the one that reached the training samples go without it.
     assert!(
-        plain < samples as i64,
+        plain < (sampling_batches * 1_000) as i64,
         "{plain} of {} spans stored without a dictionary",
         n * 1_000
     );
