@@ -223,15 +223,25 @@ mod tests {
         a.check().unwrap();
     }
 
+    fn record(values: &[u64]) -> Histogram {
+        let mut h = Histogram::default();
+        for v in values {
+            h.record(*v);
+        }
+        h
+    }
+
+    /// `a` merged with `b` is what recording all their values in one histogram gives.
+    fn assert_merge_records_both(a: &[u64], b: &[u64]) {
+        let mut merged = record(a);
+        merged.merge(&record(b));
+        let both: Vec<u64> = a.iter().chain(b).copied().collect();
+        assert_eq!(merged, record(&both), "{a:?} + {b:?}");
+        merged.check().unwrap();
+    }
+
     #[test]
     fn merging_an_empty_side_or_the_same_buckets_equals_recording_both() {
-        let record = |values: &[u64]| {
-            let mut h = Histogram::default();
-            for v in values {
-                h.record(*v);
-            }
-            h
-        };
         let some = [0, 5, 1_000, 1_000, 70_000, 3_000_000];
         let same_buckets = [0, 5, 1_000, 70_000, 70_000, 3_000_000];
         let other = [40, 90_000];
@@ -242,23 +252,12 @@ mod tests {
             (&some[..], &same_buckets[..]),
             (&some[..], &other[..]),
         ] {
-            let mut merged = record(a);
-            merged.merge(&record(b));
-            let both: Vec<u64> = a.iter().chain(b).copied().collect();
-            assert_eq!(merged, record(&both), "{a:?} + {b:?}");
-            merged.check().unwrap();
+            assert_merge_records_both(a, b);
         }
     }
 
     #[test]
     fn merging_in_place_equals_recording_both_whatever_the_overlap() {
-        let record = |values: &[u64]| {
-            let mut h = Histogram::default();
-            for v in values {
-                h.record(*v);
-            }
-            h
-        };
         let wide = [1, 30, 1_000, 50_000, 2_000_000, 90_000_000];
         let cases: [(&[u64], &[u64]); 6] = [
             // Every bucket of the right side already on the left: added in place.
@@ -273,11 +272,7 @@ mod tests {
             (&[7], &[7]),
         ];
         for (a, b) in cases {
-            let mut merged = record(a);
-            merged.merge(&record(b));
-            let both: Vec<u64> = a.iter().chain(b).copied().collect();
-            assert_eq!(merged, record(&both), "{a:?} + {b:?}");
-            merged.check().unwrap();
+            assert_merge_records_both(a, b);
         }
     }
 
