@@ -166,7 +166,13 @@ impl EmbeddedPostgres {
                 format!("-c port={}", pg.port),
                 "-c max_connections=100".to_owned(),
                 "-c shared_buffers=256MB".to_owned(),
-                "-c max_wal_size=2GB".to_owned(),
+                // Spans arrive all day into one partition whose trace-id index outgrows
+                // shared_buffers: after each checkpoint the first change to each of its pages
+                // is logged as a whole 8 KiB page. Fewer checkpoints and compressed page
+                // images keep that write volume down (docs/benchmarks.md, the soak).
+                "-c max_wal_size=4GB".to_owned(),
+                "-c checkpoint_timeout=15min".to_owned(),
+                format!("-c wal_compression={}", wal_compression(&pg.pgdata)),
             ];
             match tcp_port {
                 Some(_) => {
@@ -323,4 +329,41 @@ pub fn free_loopback_port() -> Result<u16, EmbeddedError> {
     Ok(l.local_addr()
         .map_err(io_err(Path::new("127.0.0.1:0")))?
         .port())
+}
+
+/// `lz4` for the page images in the WAL where the cluster has it (PostgreSQL 15 and newer),
+/// else `on` (pglz): the cluster's version is in its data directory's `PG_VERSION`.
+fn wal_compression(pgdata: &Path) -> &'static str {
+    let major = std::fs::read_to_string(pgdata.join("PG_VERSION"))
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    if major.is_some_and(|m| m >= 15) {
+        "lz4"
+    } else {
+        "on"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_compression_follows_the_clusters_version() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(wal_compression(dir.path()), "on", "no PG_VERSION yet");
+        for (version, expected) in [
+            ("13\n", "on"),
+            ("14\n", "on"),
+            ("15\n", "lz4"),
+            ("17\n", "lz4"),
+        ] {
+            std::fs::write(dir.path().join("PG_VERSION"), version).unwrap();
+            assert_eq!(
+                wal_compression(dir.path()),
+                expected,
+                "PostgreSQL {version}"
+            );
+        }
+    }
 }
