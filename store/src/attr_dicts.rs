@@ -11,8 +11,8 @@
 //! [`SAMPLES_PER_BATCH`] from one batch (spread over it): one agent's first batch of a minute
 //! holds thousands of spans of one service, and a dictionary trained on one or two services
 //! compressed the others' attributes to half again as many bytes (53 against 36 on average in
-//! one run of the ingest bench). With that many samples it trains a dictionary, stores it, and compresses new rows with the newest
-//! dictionary from then on. A row names the dictionary it was compressed with, so rows from
+//! one run of the ingest bench). With that many samples it trains a dictionary, stores it,
+//! and compresses new rows with the newest dictionary from then on. A row names the dictionary it was compressed with, so rows from
 //! before and after a dictionary both decode; dictionaries are never changed or deleted. A
 //! store that starts finds the newest dictionary in the table (the first batch it stores
 //! loads it). Two collectors training at once are serialized by an advisory lock: the second
@@ -93,9 +93,16 @@ fn zstd_error(e: std::io::Error) -> StoreError {
     StoreError::Corrupt(format!("zstd: {e}"))
 }
 
-fn json_of(attributes: &BTreeMap<String, String>) -> Vec<u8> {
+/// Appends the JSON of `attributes` to `out`: what is compressed, and trained on.
+fn write_json(out: &mut Vec<u8>, attributes: &BTreeMap<String, String>) {
     // A map of strings always serializes.
-    serde_json::to_vec(attributes).unwrap_or_default()
+    let _ = serde_json::to_writer(out, attributes);
+}
+
+fn json_of(attributes: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_json(&mut out, attributes);
+    out
 }
 
 impl AttrEncoder {
@@ -120,8 +127,7 @@ impl AttrEncoder {
                     return Ok(None);
                 }
                 json.clear();
-                // A map of strings always serializes.
-                let _ = serde_json::to_writer(&mut json, &s.attributes);
+                write_json(&mut json, &s.attributes);
                 let packed = c.compress(&json).map_err(zstd_error)?;
                 Ok(Some((self.id, packed)))
             })
