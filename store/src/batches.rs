@@ -25,6 +25,7 @@ use stormwatch_model::{
 use crate::aggregates::AggregateRow;
 use crate::attr_dicts::PackedAttributes;
 use crate::copy::{timestamp, CopyIn};
+use crate::histogram_codec::counts_i64;
 use crate::labels::{self, BatchLabels, LabelKind};
 use crate::partitions::day_of_ns;
 use crate::recent::COUNTED_FLAGS;
@@ -393,8 +394,7 @@ pub(crate) async fn insert_aggregates(
     let mut copy = CopyIn::start(tx, "sw_aggregates", AGGREGATE_COLUMNS).await?;
     let mut counts: Vec<i64> = Vec::new();
     for r in rows {
-        counts.clear();
-        counts.extend(r.hist.counts.iter().map(|c| saturating_i64(*c)));
+        counts_i64(&r.hist, &mut counts);
         copy.write(&[
             &timestamp(r.minute),
             &r.service,

@@ -60,6 +60,13 @@ pub(crate) fn unpack(zero: i64, packed: &[u8]) -> Result<Histogram, StoreError> 
     })
 }
 
+/// A histogram's counts as stored (`bigint`, capped at `i64::MAX`), into `out` (cleared first):
+/// one buffer reused row after row by the COPY writers.
+pub(crate) fn counts_i64(h: &Histogram, out: &mut Vec<i64>) {
+    out.clear();
+    out.extend(h.counts.iter().map(|c| saturating_i64(*c)));
+}
+
 /// A histogram's keys and counts as array literals for an upsert: (`{k,k,…}`, `{c,c,…}`).
 pub(crate) fn histogram_literals(h: &Histogram) -> (String, String) {
     let join = |v: Vec<String>| format!("{{{}}}", v.join(","));

@@ -9,6 +9,7 @@ use stormwatch_model::enums::WireEnum;
 use stormwatch_model::{Aggregate, DependencyClass, Histogram, Span, SpanFlag};
 
 use crate::copy::{timestamp, CopyIn};
+use crate::histogram_codec::counts_i64;
 use crate::signals::{row_labels, FlagCount, Group, GroupFilter, Labels};
 use crate::{saturating_i64, Store, StoreError};
 
@@ -128,8 +129,7 @@ pub(crate) async fn record(
     let mut copy = CopyIn::start(tx, "sw_recent_aggregates", RECENT_COLUMNS).await?;
     let mut counts: Vec<i64> = Vec::new();
     for ((service, class, peer, op, status), (count, errs, h)) in &merged {
-        counts.clear();
-        counts.extend(h.counts.iter().map(|c| saturating_i64(*c)));
+        counts_i64(h, &mut counts);
         copy.write(&[
             &arrived,
             service,
