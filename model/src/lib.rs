@@ -24,6 +24,7 @@ pub mod probe;
 pub mod span;
 pub mod validate;
 pub mod version;
+pub mod wire;
 
 pub use aggregate::{Aggregate, AggregateKey};
 pub use batch::{AgentStats, Batch, DecodeError, Encoding, WIRE_VERSION};
