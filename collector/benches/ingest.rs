@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stormwatch_model::{Batch, Encoding};
+use stormwatch_model::{Batch, Encoding, SpanRef};
 use stormwatch_store::{Store, StoreOptions};
 use stormwatch_testkit::{postgres, sample};
 
@@ -88,7 +88,8 @@ async fn raw_copy(url: &str, store: &Arc<Store>, batches: &[Batch], parallel: us
             tokio::spawn(conn);
             for b in &mine {
                 // Labels as ids and attributes compressed, as `Store::store_batch` does.
-                let spans = store.encode_spans(b.spans.iter()).await.unwrap();
+                let refs: Vec<SpanRef<'_>> = b.spans.iter().map(SpanRef::from).collect();
+                let spans = store.encode_spans(refs.iter()).await.unwrap();
                 let tx = client.transaction().await.unwrap();
                 stormwatch_store::batches::copy_spans(&tx, &spans)
                     .await

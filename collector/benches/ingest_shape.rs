@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use stormwatch_model::{
     AgentStats, Aggregate, Batch, DbRole, DependencyClass, Encoding, EntryCall, Histogram,
-    HostSample, KeepReason, ServiceVersion, Span, SpanFlag, SpanKind, SpanStatus, WIRE_VERSION,
+    HostSample, KeepReason, ServiceVersion, Span, SpanFlag, SpanKind, SpanRef, SpanStatus,
+    WIRE_VERSION,
 };
 use stormwatch_store::{Store, StoreOptions};
 use stormwatch_testkit::load::mix;
@@ -818,7 +819,8 @@ async fn raw_copy(
         tasks.push(tokio::spawn(async move {
             let mut client = connect(&url).await;
             for b in batches.iter().skip(part).step_by(parallel) {
-                let spans = store.encode_spans(b.spans.iter()).await.unwrap();
+                let refs: Vec<SpanRef<'_>> = b.spans.iter().map(SpanRef::from).collect();
+                let spans = store.encode_spans(refs.iter()).await.unwrap();
                 let tx = client.transaction().await.unwrap();
                 stormwatch_store::batches::copy_spans(&tx, &spans)
                     .await

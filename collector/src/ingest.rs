@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
 use serde::Serialize;
-use stormwatch_model::{validate, Batch, Encoding};
+use stormwatch_model::{validate, Batch, BorrowedBatch, DecodeError, Encoding};
 
 use crate::error::AppError;
 use crate::metrics::{KindLabel, ResultLabel};
@@ -91,14 +91,23 @@ async fn handle(
     })?;
     let encoding = content_type(headers)?;
     let raw = decompress(headers, &body, app.config().max_decompressed_bytes)?;
-    let mut batch = Batch::decode(&raw, encoding).map_err(|e| match e.field {
+    let malformed = |e: DecodeError| match e.field {
         Some(field) => AppError::field("malformed", field, e.message),
         None => AppError::bad_request("malformed", e.message),
-    })?;
+    };
+    // Protobuf spans are read in place; JSON ones are decoded, then borrowed alike.
+    let mut json_spans = Vec::new();
+    let mut batch = match encoding {
+        Encoding::Protobuf => Batch::decode_borrowed(&raw).map_err(malformed)?,
+        Encoding::Json => BorrowedBatch::of(
+            Batch::decode(&raw, encoding).map_err(malformed)?,
+            &mut json_spans,
+        ),
+    };
     let now = stormwatch_model::now_ns();
-    let cut = validate::check_batch(&mut batch, now)
+    let cut = validate::check_borrowed(&mut batch, now)
         .map_err(|e| AppError::field("invalid", e.field, e.message))?;
-    let outcome = app.store.store_batch(&batch, now).await.map_err(|e| {
+    let outcome = app.store.store_borrowed(&batch, now).await.map_err(|e| {
         app.metrics.db_errors.inc();
         AppError::store(e)
     })?;
@@ -132,7 +141,7 @@ async fn handle(
             })
             .inc_by(cut.attributes);
     }
-    tracing::debug!(agent = %batch.agent_id, sequence = batch.sequence, spans = outcome.spans, status, "batch");
+    tracing::debug!(agent = %batch.batch.agent_id, sequence = batch.batch.sequence, spans = outcome.spans, status, "batch");
     Ok(IngestResponse {
         status: status.to_owned(),
         spans: outcome.spans,

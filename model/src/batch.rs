@@ -9,7 +9,9 @@ use crate::log::LogRecord;
 use crate::metric::MetricPoint;
 use crate::probe::ProbeSample;
 use crate::span::Span;
+use crate::span_ref::SpanRef;
 use crate::version::ServiceVersion;
+use crate::wire::{Field, Reader};
 
 /// The only wire version this build reads and writes.
 pub const WIRE_VERSION: u32 = 1;
@@ -68,6 +70,25 @@ pub struct Batch {
     #[prost(message, repeated, tag = "14")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogRecord>,
+}
+
+/// A batch whose spans are borrowed from its body ([`Batch::decode_borrowed`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BorrowedBatch<'a> {
+    /// Everything but the spans (`spans` is empty).
+    pub batch: Batch,
+    pub spans: Vec<SpanRef<'a>>,
+}
+
+impl<'a> BorrowedBatch<'a> {
+    /// `batch` with its spans moved into `spans`, borrowing them from `spans`.
+    pub fn of(mut batch: Batch, spans: &'a mut Vec<Span>) -> Self {
+        *spans = std::mem::take(&mut batch.spans);
+        BorrowedBatch {
+            batch,
+            spans: spans.iter().map(SpanRef::from).collect(),
+        }
+    }
 }
 
 /// The agent's own counters since its instance started (cumulative).
@@ -170,6 +191,33 @@ impl Batch {
                 })
             }
         }
+    }
+
+    /// Decodes a protobuf body with its spans borrowed from it ([`SpanRef`]): what the
+    /// collector stores. The other fields are decoded by prost into [`Batch`] (its `spans`
+    /// left empty) from a copy of their bytes.
+    pub fn decode_borrowed(body: &[u8]) -> Result<BorrowedBatch<'_>, DecodeError> {
+        let malformed = |field: Option<String>, e: crate::wire::WireError| DecodeError {
+            field,
+            message: format!("malformed protobuf: {e}"),
+        };
+        let mut r = Reader::new(body);
+        let mut rest = Vec::new();
+        let mut spans = Vec::new();
+        loop {
+            let before = r.position();
+            match r.next().map_err(|e| malformed(None, e))? {
+                None => break,
+                Some((6, Field::Len(b))) => spans.push(
+                    SpanRef::decode(b)
+                        .map_err(|e| malformed(Some(format!("spans[{}]", spans.len())), e))?,
+                ),
+                Some(_) => rest.extend_from_slice(&body[before..r.position()]),
+            }
+        }
+        // A field 6 that is not length-delimited went to `rest`, where prost refuses it.
+        let batch = Batch::decode(&rest, Encoding::Protobuf)?;
+        Ok(BorrowedBatch { batch, spans })
     }
 
     /// Encodes the batch.

@@ -22,12 +22,13 @@ pub mod metric;
 pub mod peer;
 pub mod probe;
 pub mod span;
+pub mod span_ref;
 pub mod validate;
 pub mod version;
 pub mod wire;
 
 pub use aggregate::{Aggregate, AggregateKey};
-pub use batch::{AgentStats, Batch, DecodeError, Encoding, WIRE_VERSION};
+pub use batch::{AgentStats, Batch, BorrowedBatch, DecodeError, Encoding, WIRE_VERSION};
 pub use duration::{now_ns, parse_duration, Dur, DurationError};
 pub use entry_call::EntryCall;
 pub use enums::{
@@ -39,5 +40,6 @@ pub use log::LogRecord;
 pub use metric::MetricPoint;
 pub use probe::ProbeSample;
 pub use span::Span;
+pub use span_ref::SpanRef;
 pub use validate::{FieldError, Truncations};
 pub use version::ServiceVersion;

@@ -121,6 +121,14 @@ pub struct Span {
     pub replica_lag_ms: Option<i64>,
 }
 
+/// [`SpanFlag`] numbers as a bit set (bit n = number n); numbers outside 0..31 ignored.
+pub(crate) fn flag_bits(flags: &[i32]) -> i32 {
+    flags
+        .iter()
+        .filter(|f| (0..31).contains(*f))
+        .fold(0, |acc, f| acc | (1 << f))
+}
+
 fn is_zero(v: &u32) -> bool {
     *v == 0
 }
@@ -143,10 +151,7 @@ impl Span {
 
     /// Flags as a bit set (bit n = [`SpanFlag`] number n), the form the store keeps.
     pub fn flag_bits(&self) -> i32 {
-        self.flags
-            .iter()
-            .filter(|f| (0..31).contains(*f))
-            .fold(0, |acc, f| acc | (1 << f))
+        flag_bits(&self.flags)
     }
 
     /// Inverse of [`Span::flag_bits`].

@@ -3,7 +3,9 @@
 //! Rejections name the field (`spans[3].trace_id`) so an agent author can fix the producer.
 //! Truncations are counted and returned so the collector can expose them.
 
-use crate::batch::{Batch, WIRE_VERSION};
+use std::borrow::Cow;
+
+use crate::batch::{Batch, BorrowedBatch, WIRE_VERSION};
 use crate::enums::{
     DbRole, DependencyClass, FailureClass, KeepReason, MetricKind, SpanFlag, SpanKind, SpanStatus,
     WireEnum,
@@ -11,6 +13,7 @@ use crate::enums::{
 use crate::limits::*;
 use crate::log::LogRecord;
 use crate::metric::MetricPoint;
+use crate::span_ref::{sort_attributes, Attribute, SpanRef};
 
 /// A batch that must be rejected whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,16 +48,33 @@ impl Truncations {
 
 /// Cuts `s` to at most `max` bytes (marker included) at a char boundary. Returns true if cut.
 pub fn truncate(s: &mut String, max: usize) -> bool {
-    if s.len() <= max {
+    let Some(end) = cut_point(s, max) else {
         return false;
+    };
+    s.truncate(end);
+    s.push_str(TRUNCATION_MARKER);
+    true
+}
+
+/// [`truncate`] of borrowed text (owned once cut).
+fn truncate_text(s: &mut Cow<'_, str>, max: usize) -> bool {
+    let Some(end) = cut_point(s, max) else {
+        return false;
+    };
+    *s = Cow::Owned(format!("{}{TRUNCATION_MARKER}", &s[..end]));
+    true
+}
+
+/// Where [`truncate`] cuts `s`, `None` when it fits.
+fn cut_point(s: &str, max: usize) -> Option<usize> {
+    if s.len() <= max {
+        return None;
     }
     let mut end = max.saturating_sub(TRUNCATION_MARKER.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s.truncate(end);
-    s.push_str(TRUNCATION_MARKER);
-    true
+    Some(end)
 }
 
 fn check_time(field: impl FnOnce() -> String, ns: i64, now_ns: i64) -> Result<(), FieldError> {
@@ -239,26 +259,55 @@ fn bound_attributes(
     max: usize,
     cut: &mut Truncations,
 ) {
-    let over = attributes.len() > max
-        || attributes
-            .iter()
-            .any(|(k, v)| k.len() > MAX_ATTRIBUTE_KEY_BYTES || v.len() > MAX_ATTRIBUTE_VALUE_BYTES);
-    if !over {
+    if !over_bounds(attributes.len(), attributes.iter(), max) {
         return;
     }
+    let mut list: Vec<Attribute<'_>> = std::mem::take(attributes)
+        .into_iter()
+        .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
+        .collect();
+    bound_attribute_list(&mut list, max, cut);
+    *attributes = list
+        .into_iter()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+}
+
+/// Whether `n` attributes are more than `max` or one of them is too long.
+fn over_bounds<K: AsRef<str>, V: AsRef<str>>(
+    n: usize,
+    mut attributes: impl Iterator<Item = (K, V)>,
+    max: usize,
+) -> bool {
+    n > max
+        || attributes.any(|(k, v)| {
+            k.as_ref().len() > MAX_ATTRIBUTE_KEY_BYTES
+                || v.as_ref().len() > MAX_ATTRIBUTE_VALUE_BYTES
+        })
+}
+
+/// [`bound_attributes`] of a span's sorted list: the first `max - 1` kept, as the map did.
+fn bound_attribute_list(attributes: &mut Vec<Attribute<'_>>, max: usize, cut: &mut Truncations) {
     let total = attributes.len();
-    let mut kept = std::collections::BTreeMap::new();
-    for (mut k, mut v) in std::mem::take(attributes).into_iter().take(max - 1) {
-        cut.values += u64::from(truncate(&mut k, MAX_ATTRIBUTE_KEY_BYTES));
-        cut.values += u64::from(truncate(&mut v, MAX_ATTRIBUTE_VALUE_BYTES));
-        kept.insert(k, v);
+    if !over_bounds(total, attributes.iter().map(|(k, v)| (k, v)), max) {
+        return;
     }
-    let dropped = total - kept.len();
+    attributes.truncate(max - 1);
+    for (k, v) in attributes.iter_mut() {
+        cut.values += u64::from(truncate_text(k, MAX_ATTRIBUTE_KEY_BYTES));
+        cut.values += u64::from(truncate_text(v, MAX_ATTRIBUTE_VALUE_BYTES));
+    }
+    // Keys cut to the same text are one key, its last value kept, as in a map.
+    sort_attributes(attributes);
+    let dropped = total - attributes.len();
     if dropped > 0 {
         cut.attributes += dropped as u64;
-        kept.insert(DROPPED_ATTRIBUTES_KEY.to_owned(), dropped.to_string());
+        attributes.push((
+            Cow::Borrowed(DROPPED_ATTRIBUTES_KEY),
+            dropped.to_string().into(),
+        ));
+        sort_attributes(attributes);
     }
-    *attributes = kept;
 }
 
 fn check_metric(
@@ -398,8 +447,113 @@ fn check_finite(field: impl FnOnce() -> String, v: f64) -> Result<(), FieldError
     Ok(())
 }
 
+/// Validates span `i` in place, cutting over-long text (then owned) and attributes.
+fn check_span(
+    i: usize,
+    s: &mut SpanRef<'_>,
+    now_ns: i64,
+    cut: &mut Truncations,
+) -> Result<(), FieldError> {
+    let f = |name: &str| format!("spans[{i}].{name}");
+    check_id(|| f("trace_id"), s.trace_id, 16, false)?;
+    check_id(|| f("span_id"), s.span_id, 8, false)?;
+    check_id(|| f("parent_span_id"), s.parent_span_id, 8, true)?;
+    if s.service.is_empty() {
+        return Err(reject(f("service"), "must not be empty"));
+    }
+    if s.operation.is_empty() {
+        return Err(reject(f("operation"), "must not be empty"));
+    }
+    check_enum::<SpanKind>(|| f("kind"), s.kind)?;
+    check_enum::<DependencyClass>(|| f("class"), s.class)?;
+    check_enum::<SpanStatus>(|| f("status"), s.status)?;
+    check_enum::<DbRole>(|| f("db_role"), s.db_role)?;
+    check_enum::<KeepReason>(|| f("kept"), s.kept)?;
+    for flag in &s.flags {
+        check_enum::<SpanFlag>(|| f("flags"), *flag)?;
+    }
+    check_time(|| f("start_ns"), s.start_ns, now_ns)?;
+    if s.duration_ns < 0 {
+        return Err(reject(
+            f("duration_ns"),
+            format!("must not be negative, got {}", s.duration_ns),
+        ));
+    }
+    if s.duration_ns > MAX_DURATION_NS {
+        return Err(reject(
+            f("duration_ns"),
+            format!("{} ns exceeds the limit of one day", s.duration_ns),
+        ));
+    }
+    if s.http_status > 999 {
+        return Err(reject(
+            f("http_status"),
+            format!("{} is not an HTTP status", s.http_status),
+        ));
+    }
+    if matches!(s.rows, Some(r) if r < 0) {
+        return Err(reject(f("rows"), "must not be negative"));
+    }
+    for (name, v) in [
+        ("service", &*s.service),
+        ("instance", &*s.instance),
+        ("operation", &*s.operation),
+        ("peer", &*s.peer),
+        ("db_system", &*s.db_system),
+        ("statement", &*s.statement),
+        ("status_message", &*s.status_message),
+    ] {
+        check_text(|| f(name), v)?;
+    }
+    for (k, v) in &s.attributes {
+        check_text(|| f("attributes"), k)?;
+        check_text(|| format!("spans[{i}].attributes[{k:?}]"), v)?;
+    }
+    for v in [
+        &mut s.service,
+        &mut s.instance,
+        &mut s.operation,
+        &mut s.peer,
+        &mut s.db_system,
+    ] {
+        cut.values += u64::from(truncate_text(v, MAX_LABEL_BYTES));
+    }
+    cut.values += u64::from(truncate_text(&mut s.statement, MAX_STATEMENT_BYTES));
+    cut.values += u64::from(truncate_text(&mut s.status_message, MAX_MESSAGE_BYTES));
+    bound_attribute_list(&mut s.attributes, MAX_ATTRIBUTES, cut);
+    Ok(())
+}
+
 /// Validates `batch` in place, truncating over-long values. `now_ns` is the receiver's clock.
 pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldError> {
+    let mut cut = check_all_but_spans(batch, batch.spans.len(), now_ns)?;
+    for (i, s) in batch.spans.iter_mut().enumerate() {
+        let before = cut;
+        let mut r = SpanRef::from(&*s);
+        check_span(i, &mut r, now_ns, &mut cut)?;
+        if cut != before {
+            let owned = r.into_owned();
+            *s = owned;
+        }
+    }
+    Ok(cut)
+}
+
+/// [`check_batch`] of a batch whose spans are borrowed.
+pub fn check_borrowed(b: &mut BorrowedBatch<'_>, now_ns: i64) -> Result<Truncations, FieldError> {
+    let mut cut = check_all_but_spans(&mut b.batch, b.spans.len(), now_ns)?;
+    for (i, s) in b.spans.iter_mut().enumerate() {
+        check_span(i, s, now_ns, &mut cut)?;
+    }
+    Ok(cut)
+}
+
+/// [`check_batch`] but the spans, of which there are `spans`.
+fn check_all_but_spans(
+    batch: &mut Batch,
+    spans: usize,
+    now_ns: i64,
+) -> Result<Truncations, FieldError> {
     let mut cut = Truncations::default();
     let label = |s: &mut String| cut_label(s, MAX_LABEL_BYTES);
     if batch.version != WIRE_VERSION {
@@ -423,7 +577,7 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
         }
         check_text(|| name.to_owned(), v)?;
     }
-    check_count("spans", batch.spans.len(), MAX_SPANS_PER_BATCH)?;
+    check_count("spans", spans, MAX_SPANS_PER_BATCH)?;
     check_count(
         "aggregates",
         batch.aggregates.len(),
@@ -444,76 +598,6 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
     }
     for (i, l) in batch.logs.iter_mut().enumerate() {
         check_log(i, l, now_ns, &mut cut)?;
-    }
-
-    for (i, s) in batch.spans.iter_mut().enumerate() {
-        let f = |name: &str| format!("spans[{i}].{name}");
-        check_id(|| f("trace_id"), &s.trace_id, 16, false)?;
-        check_id(|| f("span_id"), &s.span_id, 8, false)?;
-        check_id(|| f("parent_span_id"), &s.parent_span_id, 8, true)?;
-        if s.service.is_empty() {
-            return Err(reject(f("service"), "must not be empty"));
-        }
-        if s.operation.is_empty() {
-            return Err(reject(f("operation"), "must not be empty"));
-        }
-        check_enum::<SpanKind>(|| f("kind"), s.kind)?;
-        check_enum::<DependencyClass>(|| f("class"), s.class)?;
-        check_enum::<SpanStatus>(|| f("status"), s.status)?;
-        check_enum::<DbRole>(|| f("db_role"), s.db_role)?;
-        check_enum::<KeepReason>(|| f("kept"), s.kept)?;
-        for flag in &s.flags {
-            check_enum::<SpanFlag>(|| f("flags"), *flag)?;
-        }
-        check_time(|| f("start_ns"), s.start_ns, now_ns)?;
-        if s.duration_ns < 0 {
-            return Err(reject(
-                f("duration_ns"),
-                format!("must not be negative, got {}", s.duration_ns),
-            ));
-        }
-        if s.duration_ns > MAX_DURATION_NS {
-            return Err(reject(
-                f("duration_ns"),
-                format!("{} ns exceeds the limit of one day", s.duration_ns),
-            ));
-        }
-        if s.http_status > 999 {
-            return Err(reject(
-                f("http_status"),
-                format!("{} is not an HTTP status", s.http_status),
-            ));
-        }
-        if matches!(s.rows, Some(r) if r < 0) {
-            return Err(reject(f("rows"), "must not be negative"));
-        }
-        for (name, v) in [
-            ("service", &s.service),
-            ("instance", &s.instance),
-            ("operation", &s.operation),
-            ("peer", &s.peer),
-            ("db_system", &s.db_system),
-            ("statement", &s.statement),
-            ("status_message", &s.status_message),
-        ] {
-            check_text(|| f(name), v)?;
-        }
-        for (k, v) in &s.attributes {
-            check_text(|| f("attributes"), k)?;
-            check_text(|| format!("spans[{i}].attributes[{k:?}]"), v)?;
-        }
-        for v in [
-            &mut s.service,
-            &mut s.instance,
-            &mut s.operation,
-            &mut s.peer,
-            &mut s.db_system,
-        ] {
-            cut.values += label(v);
-        }
-        cut.values += u64::from(truncate(&mut s.statement, MAX_STATEMENT_BYTES));
-        cut.values += u64::from(truncate(&mut s.status_message, MAX_MESSAGE_BYTES));
-        bound_attributes(&mut s.attributes, MAX_ATTRIBUTES, &mut cut);
     }
 
     for (i, a) in batch.aggregates.iter_mut().enumerate() {
@@ -686,4 +770,75 @@ pub fn check_batch(batch: &mut Batch, now_ns: i64) -> Result<Truncations, FieldE
 
 fn cut_label(s: &mut String, max: usize) -> u64 {
     u64::from(truncate(s, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::span::Span;
+
+    /// Statement, labels, attribute keys and values over their limits, too many attributes,
+    /// keys that are one once cut: the owned check and the borrowed one cut alike.
+    #[test]
+    fn owned_and_borrowed_spans_are_cut_alike() {
+        let long_key = |i: usize| format!("{}{i}", "k".repeat(MAX_ATTRIBUTE_KEY_BYTES));
+        let mut over = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            service: "s".repeat(MAX_LABEL_BYTES + 5),
+            operation: "op".into(),
+            start_ns: 1_700_000_000_000_000_000,
+            statement: "x".repeat(MAX_STATEMENT_BYTES + 1),
+            status_message: "é".repeat(MAX_MESSAGE_BYTES),
+            ..Default::default()
+        };
+        over.attributes.insert(long_key(1), "a".into());
+        over.attributes.insert(long_key(2), "b".into());
+        over.attributes
+            .insert("v".into(), "w".repeat(MAX_ATTRIBUTE_VALUE_BYTES + 3));
+        let mut many = over.clone();
+        for i in 0..MAX_ATTRIBUTES + 10 {
+            many.attributes.insert(format!("m{i:03}"), i.to_string());
+        }
+        let fits = Span {
+            service: "fits".into(),
+            statement: String::new(),
+            status_message: String::new(),
+            attributes: [("a".to_owned(), "b".to_owned())].into(),
+            ..over.clone()
+        };
+        let mut batch = Batch {
+            version: WIRE_VERSION,
+            agent_id: "a".into(),
+            instance: "i".into(),
+            spans: vec![over, many, fits.clone()],
+            ..Default::default()
+        };
+        let body = batch.encode_to_vec();
+        let now = 1_700_000_000_000_000_000;
+        let owned_cut = check_batch(&mut batch, now).unwrap();
+        let mut borrowed = Batch::decode_borrowed(&body).unwrap();
+        let borrowed_cut = check_borrowed(&mut borrowed, now).unwrap();
+        assert_eq!(owned_cut, borrowed_cut);
+        assert!(
+            owned_cut.values >= 5 && owned_cut.attributes > 0,
+            "{owned_cut:?}"
+        );
+        assert!(matches!(borrowed.spans[2].service, Cow::Borrowed(_)));
+        let spans: Vec<Span> = borrowed
+            .spans
+            .into_iter()
+            .map(SpanRef::into_owned)
+            .collect();
+        assert_eq!(spans, batch.spans);
+        assert_eq!(spans[2], fits);
+        // The two cut keys are one: one attribute counted dropped, as a map would.
+        assert_eq!(spans[0].attributes.len(), 3);
+        assert_eq!(spans[0].attributes[DROPPED_ATTRIBUTES_KEY], "1");
+        // The first 63 kept, of which the two cut keys make one; then the dropped count.
+        assert_eq!(spans[1].attributes.len(), MAX_ATTRIBUTES - 1);
+        assert!(spans[1].attributes.contains_key(DROPPED_ATTRIBUTES_KEY));
+    }
 }

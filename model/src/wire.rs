@@ -83,6 +83,8 @@ impl<'a> Reader<'a> {
     /// Nearly every field of a span has a one-byte key, and most length-delimited ones (ids,
     /// attribute keys, short values) a one-byte length: those are read here in a few
     /// instructions; anything else, and every error, takes [`Reader::next_general`].
+    // Not an `Iterator`: a malformed field ends the message with an error, not an item.
+    #[allow(clippy::should_implement_trait)]
     #[inline(always)]
     pub fn next(&mut self) -> Next<'a> {
         let buf = self.buf;

@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use stormwatch_model::Span;
+use stormwatch_model::SpanRef;
 use zstd::dict::{DecoderDictionary, EncoderDictionary};
 use zstd::zstd_safe;
 
@@ -93,15 +93,11 @@ fn zstd_error(e: std::io::Error) -> StoreError {
     StoreError::Corrupt(format!("zstd: {e}"))
 }
 
-/// Appends the JSON of `attributes` to `out`: what is compressed, and trained on.
-fn write_json(out: &mut Vec<u8>, attributes: &BTreeMap<String, String>) {
-    // A map of strings always serializes.
-    let _ = serde_json::to_writer(out, attributes);
-}
-
-fn json_of(attributes: &BTreeMap<String, String>) -> Vec<u8> {
+/// The JSON of a span's attributes ([`SpanRef::write_attributes_json`]): what is compressed,
+/// and trained on.
+fn json_of(span: &SpanRef<'_>) -> Vec<u8> {
     let mut out = Vec::new();
-    write_json(&mut out, attributes);
+    span.write_attributes_json(&mut out);
     out
 }
 
@@ -109,7 +105,7 @@ impl AttrEncoder {
     /// `(dictionary id, compressed JSON)` of each span's attributes; None for no attributes.
     pub(crate) fn compress<'a>(
         &self,
-        spans: impl Iterator<Item = &'a Span>,
+        spans: impl Iterator<Item = &'a SpanRef<'a>>,
     ) -> Result<Vec<PackedAttributes>, StoreError> {
         let mut c = match &self.dict {
             Some(d) => zstd::bulk::Compressor::with_prepared_dictionary(d),
@@ -127,7 +123,7 @@ impl AttrEncoder {
                     return Ok(None);
                 }
                 json.clear();
-                write_json(&mut json, &s.attributes);
+                s.write_attributes_json(&mut json);
                 let packed = c.compress(&json).map_err(zstd_error)?;
                 Ok(Some((self.id, packed)))
             })
@@ -178,7 +174,10 @@ impl Store {
     /// The encoder for a batch of `spans`: the newest dictionary (looked up once per store).
     /// While there is none, keeps the spans' attributes as samples, and trains and stores a
     /// dictionary once it has [`TRAINING_SAMPLES`] of them.
-    pub(crate) async fn attr_encoder(&self, spans: &[&Span]) -> Result<AttrEncoder, StoreError> {
+    pub(crate) async fn attr_encoder(
+        &self,
+        spans: &[&SpanRef<'_>],
+    ) -> Result<AttrEncoder, StoreError> {
         if !self.attr_dicts().loaded {
             let newest = self.newest_dict().await?;
             let mut d = self.attr_dicts();
@@ -204,7 +203,7 @@ impl Store {
                     if d.samples.len() >= TRAINING_SAMPLES || d.sample_bytes >= MAX_SAMPLE_BYTES {
                         break;
                     }
-                    let json = json_of(&s.attributes);
+                    let json = json_of(s);
                     d.sample_bytes += json.len();
                     d.samples.push(json);
                 }

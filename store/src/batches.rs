@@ -19,7 +19,8 @@ use deadpool_postgres::Transaction;
 use postgres_types::{Json, ToSql, Type};
 use stormwatch_model::enums::WireEnum;
 use stormwatch_model::{
-    Aggregate, Batch, DbRole, DependencyClass, FailureClass, Histogram, KeepReason, Span, SpanKind,
+    Aggregate, Batch, BorrowedBatch, DbRole, DependencyClass, FailureClass, Histogram, KeepReason,
+    SpanKind, SpanRef, SpanStatus,
 };
 
 use crate::aggregates::AggregateRow;
@@ -89,7 +90,7 @@ fn non_empty(s: &str) -> Option<&str> {
 /// Spans ready for [`copy_spans`]: their labels' ids and their attributes compressed, both
 /// found before the batch's transaction ([`Store::encode_spans`]).
 pub struct EncodedSpans<'a> {
-    spans: Vec<&'a Span>,
+    spans: Vec<&'a SpanRef<'a>>,
     labels: BatchLabels<'a>,
     attrs: Vec<PackedAttributes>,
 }
@@ -100,18 +101,18 @@ impl Store {
     /// the transaction [`copy_spans`] writes in.
     pub async fn encode_spans<'a>(
         &self,
-        spans: impl Iterator<Item = &'a Span>,
+        spans: impl Iterator<Item = &'a SpanRef<'a>>,
     ) -> Result<EncodedSpans<'a>, StoreError> {
-        let spans: Vec<&'a Span> = spans.collect();
+        let spans: Vec<&'a SpanRef<'a>> = spans.collect();
         let labels = self
             .resolve_labels(spans.iter().flat_map(|s| {
                 [
-                    (LabelKind::Service, s.service.as_str()),
-                    (LabelKind::Instance, s.instance.as_str()),
-                    (LabelKind::Operation, s.operation.as_str()),
-                    (LabelKind::Peer, s.peer.as_str()),
-                    (LabelKind::DbSystem, s.db_system.as_str()),
-                    (LabelKind::Statement, s.statement.as_str()),
+                    (LabelKind::Service, &*s.service),
+                    (LabelKind::Instance, &*s.instance),
+                    (LabelKind::Operation, &*s.operation),
+                    (LabelKind::Peer, &*s.peer),
+                    (LabelKind::DbSystem, &*s.db_system),
+                    (LabelKind::Statement, &*s.statement),
                 ]
             }))
             .await?;
@@ -136,7 +137,7 @@ pub async fn copy_spans(
     let mut copy = CopyIn::start(client, "sw_spans", SPAN_COLUMNS).await?;
     let id = |kind: LabelKind, value: &str| labels::id_in(&spans.labels, kind, value);
     for (s, attrs) in spans.spans.iter().zip(&spans.attrs) {
-        let parent = non_empty_bytes(&s.parent_span_id);
+        let parent = non_empty_bytes(s.parent_span_id);
         let http_status = (s.http_status > 0).then_some(s.http_status as i16);
         let (attrs_dict, attrs) = match attrs {
             Some((d, a)) => (Some(*d), Some(a.as_slice())),
@@ -153,8 +154,8 @@ pub async fn copy_spans(
             &id(LabelKind::Instance, &s.instance),
             &id(LabelKind::Operation, &s.operation),
             &number(s.kind, SpanKind::Unspecified),
-            &(s.dependency_class().number() as i16),
-            &s.is_error(),
+            &number(s.class, DependencyClass::Internal),
+            &(s.status == SpanStatus::Error as i32),
             &non_empty(&s.status_message),
             &http_status,
             &id(LabelKind::Peer, &s.peer),
@@ -246,9 +247,8 @@ fn aggregate_rows<'a>(merged: BTreeMap<AggregateKey<'a>, Merged>) -> Vec<Aggrega
 /// Days (since the Unix epoch) of the batch's spans, aggregates, calls per operation, metric
 /// points and log records not older than `oldest`,
 /// ascending, each once: the partitions the batch writes to.
-fn live_days(batch: &Batch, oldest: i64) -> Vec<i64> {
-    let mut days: Vec<i64> = batch
-        .spans
+fn live_days(batch: &Batch, spans: &[SpanRef<'_>], oldest: i64) -> Vec<i64> {
+    let mut days: Vec<i64> = spans
         .iter()
         .map(|s| day_of_ns(s.start_ns))
         .filter(|d| *d >= oldest)
@@ -295,25 +295,46 @@ impl Store {
         batch: &Batch,
         now_ns: i64,
     ) -> Result<IngestOutcome, StoreError> {
+        let spans: Vec<SpanRef<'_>> = batch.spans.iter().map(SpanRef::from).collect();
+        self.store_parts(batch, &spans, now_ns).await
+    }
+
+    /// [`Store::store_batch`] of a batch whose spans are borrowed from its body.
+    pub async fn store_borrowed(
+        &self,
+        b: &BorrowedBatch<'_>,
+        now_ns: i64,
+    ) -> Result<IngestOutcome, StoreError> {
+        self.store_parts(&b.batch, &b.spans, now_ns).await
+    }
+
+    /// Stores `batch` with `spans` in place of its own.
+    async fn store_parts(
+        &self,
+        batch: &Batch,
+        spans: &[SpanRef<'_>],
+        now_ns: i64,
+    ) -> Result<IngestOutcome, StoreError> {
         let oldest = self.oldest_kept_day(now_ns);
         let live = |ns: i64| day_of_ns(ns) >= oldest;
-        self.ensure_partitions(&live_days(batch, oldest)).await?;
+        self.ensure_partitions(&live_days(batch, spans, oldest))
+            .await?;
         // Labels and attributes before the transaction: new labels are committed on their own.
         let live_spans = self
-            .encode_spans(batch.spans.iter().filter(|s| live(s.start_ns)))
+            .encode_spans(spans.iter().filter(|s| live(s.start_ns)))
             .await?;
 
         let mut outcome = IngestOutcome::default();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        if !claim(&tx, batch).await? {
+        if !claim(&tx, batch, spans.len()).await? {
             tx.rollback().await?;
             outcome.duplicate = true;
             return Ok(outcome);
         }
 
         outcome.spans = copy_spans(&tx, &live_spans).await?;
-        outcome.expired_spans = batch.spans.len() as u64 - outcome.spans;
+        outcome.expired_spans = spans.len() as u64 - outcome.spans;
 
         let (live_aggs, expired_aggs): (Vec<&Aggregate>, Vec<&Aggregate>) = batch
             .aggregates
@@ -343,14 +364,14 @@ impl Store {
         // until the commit as briefly as can be (the other agents of the service wait on
         // them), each table in key order and in the same order in every batch (no deadlock).
         crate::entry_calls::store_entry_calls(&tx, batch, live).await?;
-        store_flag_counts(&tx, batch.spans.iter().filter(|s| live(s.start_ns)), now_ns).await?;
+        store_flag_counts(&tx, spans.iter().filter(|s| live(s.start_ns)), now_ns).await?;
         tx.commit().await?;
         Ok(outcome)
     }
 }
 
 /// Claims the batch in `sw_batches`: false when it was stored before.
-async fn claim(tx: &Transaction<'_>, batch: &Batch) -> Result<bool, StoreError> {
+async fn claim(tx: &Transaction<'_>, batch: &Batch, spans: usize) -> Result<bool, StoreError> {
     let claimed = tx
         .execute(
             "INSERT INTO sw_batches (agent_id, instance, sequence, spans) VALUES ($1, $2, $3, $4)
@@ -359,7 +380,7 @@ async fn claim(tx: &Transaction<'_>, batch: &Batch) -> Result<bool, StoreError> 
                 &batch.agent_id,
                 &batch.instance,
                 &(batch.sequence as i64),
-                &(batch.spans.len() as i32),
+                &(spans as i32),
             ],
         )
         .await?;
@@ -562,11 +583,11 @@ struct FlagColumns<'a> {
 /// Adds the [`COUNTED_FLAGS`] of `spans` to `sw_flag_counts`, per minute of their end.
 async fn store_flag_counts<'a>(
     tx: &tokio_postgres::Transaction<'_>,
-    spans: impl Iterator<Item = &'a Span>,
+    spans: impl Iterator<Item = &'a SpanRef<'a>>,
     now_ns: i64,
 ) -> Result<(), StoreError> {
     let mut counts: BTreeMap<FlagKey<'_>, i64> = BTreeMap::new();
-    let mut recent: Vec<&Span> = Vec::new();
+    let mut recent: Vec<&SpanRef<'_>> = Vec::new();
     for s in spans {
         if crate::recent::is_recent(s.end_ns(), now_ns) {
             recent.push(s);

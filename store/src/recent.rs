@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use postgres_types::Type;
 use stormwatch_model::enums::WireEnum;
-use stormwatch_model::{Aggregate, DependencyClass, Histogram, Span, SpanFlag};
+use stormwatch_model::{Aggregate, DependencyClass, Histogram, SpanFlag, SpanRef};
 
 use crate::copy::{timestamp, CopyIn};
 use crate::histogram_codec::counts_i64;
@@ -44,7 +44,7 @@ fn bucket_of(now_ns: i64) -> i64 {
 /// `sw_recent_flag_counts`, in the arrival bucket of `now_ns`, in key order.
 pub(crate) async fn record_flags(
     tx: &tokio_postgres::Transaction<'_>,
-    spans: &[&Span],
+    spans: &[&SpanRef<'_>],
     now_ns: i64,
 ) -> Result<(), StoreError> {
     let mut counts: BTreeMap<(&str, &str, &str, &str), i64> = BTreeMap::new();
@@ -52,7 +52,7 @@ pub(crate) async fn record_flags(
         for flag in COUNTED_FLAGS {
             if s.flags.contains(&(flag as i32)) {
                 *counts
-                    .entry((&s.service, &s.operation, &s.peer, flag.as_str()))
+                    .entry((&*s.service, &*s.operation, &*s.peer, flag.as_str()))
                     .or_default() += 1;
             }
         }
