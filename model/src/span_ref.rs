@@ -137,7 +137,13 @@ impl<'a> SpanRef<'a> {
                 (16, Field::Varint(v)) => s.db_role = v as i32,
                 (17, Field::Len(b)) => s.statement = text(b, "statement")?,
                 (18, Field::Varint(v)) => s.rows = Some(v as i64),
-                (19, Field::Len(b)) => s.attributes.push(attribute(b)?),
+                (19, Field::Len(b)) => {
+                    // A span with attributes has several: one allocation, not three.
+                    if s.attributes.is_empty() {
+                        s.attributes.reserve(8);
+                    }
+                    s.attributes.push(attribute(b)?);
+                }
                 (20, Field::Varint(v)) => s.kept = v as i32,
                 (21, Field::Varint(v)) => s.flags.push(v as i32),
                 (21, Field::Len(packed)) => {
