@@ -79,9 +79,20 @@ impl Drop for Training<'_> {
     }
 }
 
-/// A span's attributes as stored: the dictionary id (0: none) and the compressed JSON; None
-/// for a span without attributes.
-pub(crate) type PackedAttributes = Option<(i16, Vec<u8>)>;
+/// A batch's attributes as stored, one entry a span: the dictionary id (0: none) and where
+/// its compressed JSON is in `bytes` (all spans' in one buffer); None for no attributes.
+pub(crate) struct PackedAttributes {
+    bytes: Vec<u8>,
+    spans: Vec<Option<(i16, std::ops::Range<usize>)>>,
+}
+
+impl PackedAttributes {
+    /// Span `i`'s dictionary id and compressed attributes.
+    pub(crate) fn get(&self, i: usize) -> Option<(i16, &[u8])> {
+        let (id, range) = self.spans.get(i)?.as_ref()?;
+        Some((*id, &self.bytes[range.clone()]))
+    }
+}
 
 /// Compresses a batch's attributes with the newest dictionary (or none: id 0).
 pub(crate) struct AttrEncoder {
@@ -106,7 +117,7 @@ impl AttrEncoder {
     pub(crate) fn compress<'a>(
         &self,
         spans: impl Iterator<Item = &'a SpanRef<'a>>,
-    ) -> Result<Vec<PackedAttributes>, StoreError> {
+    ) -> Result<PackedAttributes, StoreError> {
         let mut c = match &self.dict {
             Some(d) => zstd::bulk::Compressor::with_prepared_dictionary(d),
             None => zstd::bulk::Compressor::new(LEVEL),
@@ -115,19 +126,29 @@ impl AttrEncoder {
         // The row names its dictionary: 4 bytes a row saved.
         c.set_parameter(zstd_safe::CParameter::DictIdFlag(false))
             .map_err(zstd_error)?;
-        // One JSON buffer for the whole batch, not one a span.
+        // One JSON buffer and one output buffer for the whole batch, not two a span.
         let mut json = Vec::new();
-        spans
-            .map(|s| {
-                if s.attributes.is_empty() {
-                    return Ok(None);
-                }
-                json.clear();
-                s.write_attributes_json(&mut json);
-                let packed = c.compress(&json).map_err(zstd_error)?;
-                Ok(Some((self.id, packed)))
-            })
-            .collect()
+        let mut out = PackedAttributes {
+            bytes: Vec::new(),
+            spans: Vec::with_capacity(spans.size_hint().0),
+        };
+        for s in spans {
+            if s.attributes.is_empty() {
+                out.spans.push(None);
+                continue;
+            }
+            json.clear();
+            s.write_attributes_json(&mut json);
+            let start = out.bytes.len();
+            out.bytes
+                .resize(start + zstd_safe::compress_bound(json.len()), 0);
+            let n = c
+                .compress_to_buffer(&json, &mut out.bytes[start..])
+                .map_err(zstd_error)?;
+            out.bytes.truncate(start + n);
+            out.spans.push(Some((self.id, start..start + n)));
+        }
+        Ok(out)
     }
 }
 

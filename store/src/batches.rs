@@ -92,7 +92,7 @@ fn non_empty(s: &str) -> Option<&str> {
 pub struct EncodedSpans<'a> {
     spans: Vec<&'a SpanRef<'a>>,
     labels: BatchLabels<'a>,
-    attrs: Vec<PackedAttributes>,
+    attrs: PackedAttributes,
 }
 
 impl Store {
@@ -136,11 +136,11 @@ pub async fn copy_spans(
 ) -> Result<u64, StoreError> {
     let mut copy = CopyIn::start(client, "sw_spans", SPAN_COLUMNS).await?;
     let id = |kind: LabelKind, value: &str| labels::id_in(&spans.labels, kind, value);
-    for (s, attrs) in spans.spans.iter().zip(&spans.attrs) {
+    for (i, s) in spans.spans.iter().enumerate() {
         let parent = non_empty_bytes(s.parent_span_id);
         let http_status = (s.http_status > 0).then_some(s.http_status as i16);
-        let (attrs_dict, attrs) = match attrs {
-            Some((d, a)) => (Some(*d), Some(a.as_slice())),
+        let (attrs_dict, attrs) = match spans.attrs.get(i) {
+            Some((d, a)) => (Some(d), Some(a)),
             None => (None, None),
         };
         let flags = s.flag_bits();
