@@ -802,22 +802,37 @@ async fn migrated(url: &str, days: &[i64]) -> Store {
     store
 }
 
+/// What [`raw_copy`] measured.
+struct RawCopy {
+    spans_per_s: f64,
+    /// CPU seconds of the cluster's processes, the copying backends included.
+    postgres_cpu: f64,
+    /// CPU seconds of this process: the spans' encoding and the COPY client.
+    bench_cpu: f64,
+}
+
 /// Raw binary COPY of every span, `parallel` connections each copying its share of the
 /// batches, one transaction per batch; each batch's spans encoded by `store` first (labels
-/// as ids, attributes compressed), as `Store::store_batch` does.
+/// as ids, attributes compressed), as `Store::store_batch` does. CPU is read while the
+/// copying backends still run (a backend's CPU leaves `/proc` with it).
 async fn raw_copy(
     url: &str,
     store: &Arc<Store>,
     batches: &Arc<Vec<Batch>>,
     parallel: usize,
-) -> f64 {
+    postmaster: u32,
+) -> RawCopy {
     let spans: usize = batches.iter().map(|b| b.spans.len()).sum();
-    let started = Instant::now();
+    let done = Arc::new(tokio::sync::Barrier::new(parallel + 1));
+    let measured = Arc::new(tokio::sync::Barrier::new(parallel + 1));
     let mut tasks = Vec::new();
+    let ready = Arc::new(tokio::sync::Barrier::new(parallel + 1));
     for part in 0..parallel {
         let (url, store, batches) = (url.to_owned(), store.clone(), batches.clone());
+        let (ready, done, measured) = (ready.clone(), done.clone(), measured.clone());
         tasks.push(tokio::spawn(async move {
             let mut client = connect(&url).await;
+            ready.wait().await;
             for b in batches.iter().skip(part).step_by(parallel) {
                 let refs: Vec<SpanRef<'_>> = b.spans.iter().map(SpanRef::from).collect();
                 let spans = store.encode_spans(refs.iter()).await.unwrap();
@@ -827,12 +842,27 @@ async fn raw_copy(
                     .unwrap();
                 tx.commit().await.unwrap();
             }
+            done.wait().await;
+            measured.wait().await;
+            drop(client);
         }));
     }
+    ready.wait().await;
+    let me = std::process::id();
+    let (pg0, bench0) = (cluster_cpu_seconds(postmaster), cpu_seconds(me));
+    let started = Instant::now();
+    done.wait().await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (pg1, bench1) = (cluster_cpu_seconds(postmaster), cpu_seconds(me));
+    measured.wait().await;
     for t in tasks {
         t.await.unwrap();
     }
-    spans as f64 / started.elapsed().as_secs_f64()
+    RawCopy {
+        spans_per_s: spans as f64 / elapsed,
+        postgres_cpu: pg1 - pg0,
+        bench_cpu: bench1 - bench0,
+    }
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -1273,15 +1303,26 @@ async fn main() {
     let raw_db = pg.fresh_database().await;
     let raw_store = Arc::new(migrated(&raw_db, &days).await);
     let raw_client = connect(&raw_db).await;
+    let postmaster: u32 = std::fs::read_to_string(pg.dir().join("postgres/postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
+        .unwrap_or(0);
+    let kept_spans: usize = batches.iter().map(|b| b.spans.len()).sum();
     let mut raw_best: f64 = 0.0;
     for parallel in [1, 2, 4] {
         raw_client
             .batch_execute("TRUNCATE sw_spans; CHECKPOINT")
             .await
             .unwrap();
-        let rate = raw_copy(&raw_db, &raw_store, &batches, parallel).await;
-        println!("raw binary COPY, {parallel} connection(s): {rate:>10.0} spans/s");
-        raw_best = raw_best.max(rate);
+        let raw = raw_copy(&raw_db, &raw_store, &batches, parallel, postmaster).await;
+        println!(
+            "raw binary COPY, {parallel} connection(s): {:>10.0} spans/s; CPU a span: \
+             PostgreSQL {:.2} µs, encoding and COPY client {:.2} µs",
+            raw.spans_per_s,
+            raw.postgres_cpu * 1e6 / kept_spans as f64,
+            raw.bench_cpu * 1e6 / kept_spans as f64,
+        );
+        raw_best = raw_best.max(raw.spans_per_s);
     }
     drop(raw_client);
     drop(raw_store);
@@ -1303,10 +1344,6 @@ async fn main() {
     let (_guard, pid, base) = start_collector(&api_db).await;
     let client = reqwest::Client::new();
     let rss_idle = peak_rss_mib(pid);
-    let postmaster: u32 = std::fs::read_to_string(pg.dir().join("postgres/postmaster.pid"))
-        .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
-        .unwrap_or(0);
     let api_name = api_db.rsplit('=').next().unwrap().to_owned();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = tokio::spawn(sample_activity(pg.admin_url(), api_name, stop.clone()));
