@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use crate::span::{flag_bits, Span};
-use crate::wire::{Field, Reader, WireError};
+use crate::wire::{utf8, Field, Reader, WireError};
 
 /// An attribute of a [`SpanRef`].
 pub type Attribute<'a> = (Cow<'a, str>, Cow<'a, str>);
@@ -75,9 +75,7 @@ impl<'a> From<&'a Span> for SpanRef<'a> {
 }
 
 fn text<'a>(b: &'a [u8], field: &str) -> Result<Cow<'a, str>, WireError> {
-    std::str::from_utf8(b)
-        .map(Cow::Borrowed)
-        .map_err(|_| WireError(format!("{field} is not valid UTF-8")))
+    utf8(b, field).map(Cow::Borrowed)
 }
 
 /// One `attributes` map entry: key 1, value 2, either missing meaning empty.

@@ -14,6 +14,11 @@ fn err<T>(m: impl Into<String>) -> Result<T, WireError> {
     Err(WireError(m.into()))
 }
 
+/// A length-delimited field as text; `what` names it in the error.
+pub fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, WireError> {
+    std::str::from_utf8(b).map_err(|_| WireError(format!("{what} is not valid UTF-8")))
+}
+
 /// A field's payload.
 pub enum Field<'a> {
     Varint(u64),

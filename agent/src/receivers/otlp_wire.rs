@@ -10,7 +10,7 @@
 //! The gRPC receiver still uses prost (tonic decodes before we see the message); both paths
 //! end in [`crate::classify::classify`], so they cannot disagree on what a span means.
 
-use stormwatch_model::wire::{self, Field, Reader};
+use stormwatch_model::wire::{self, utf8, Field, Reader};
 use stormwatch_model::SpanKind;
 
 use super::otlp::{kind_of, Converted};
@@ -31,10 +31,6 @@ impl From<wire::WireError> for WireError {
 
 fn err<T>(m: impl Into<String>) -> Result<T, WireError> {
     Err(WireError(m.into()))
-}
-
-fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, WireError> {
-    std::str::from_utf8(b).map_err(|_| WireError(format!("{what} is not valid UTF-8")))
 }
 
 /// A message whose bytes, framing included, are valid UTF-8 (true of nearly every attribute:
@@ -62,7 +58,7 @@ impl<'a> Valid<'a> {
                 return Ok(s);
             }
         }
-        utf8(b, what)
+        Ok(utf8(b, what)?)
     }
 }
 
