@@ -8,7 +8,9 @@
 //! - one's `peer` or `database` is called by the other's service (the dependency rows of the
 //!   aggregates of the last [`EDGES_LOOKBACK_S`]; a `database` label `shop-primary` is the peer
 //!   `shop-primary (system, address)`), or one's peer is the other's database,
-//! - or both are about databases on the same engine host (the address of their peers).
+//! - or both are about databases on the same engine host (the address of their peers; not a
+//!   loopback address, which names each caller's own machine: two agents' `127.0.0.1` are two
+//!   hosts, and one machine's primary and replica on two ports are two engines).
 //!
 //! - [`cause`]: the probable causes, ranked, with their evidence.
 
@@ -105,12 +107,14 @@ impl Relations {
             .any(|(s, _, p)| s == service && (p == target || peer_is_database(p, target)))
     }
 
-    /// The host of the engine serving `database`, from the peers named after it.
+    /// The host of the engine serving `database`, from the peers named after it; `None` for
+    /// a loopback address (see the module's documentation).
     fn database_host(&self, database: &str) -> Option<String> {
         self.edges
             .iter()
             .filter(|(_, _, p)| peer_is_database(p, database))
             .find_map(|(_, _, p)| peer_host(p))
+            .filter(|h| !is_loopback(h))
     }
 
     /// True when two alerts are about related things (see the module's documentation).
@@ -161,6 +165,14 @@ impl Relations {
         let s = self.strength(a, b)?;
         (s == STRONG || !(is_fault(a) && is_fault(b))).then_some(s)
     }
+}
+
+/// `localhost`, `127.x.x.x` or `::1`.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// How far apart in time `a` (joining) and a member `b` began, for choosing among equally

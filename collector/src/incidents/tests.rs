@@ -192,6 +192,50 @@ fn relations_by_peer_database_and_engine_host() {
     assert!(!r.related(&lag, &elsewhere));
 }
 
+/// Two engines on one machine's loopback (a demo, or each agent's own local database) are
+/// not one host: the replica's lag and the primary's refusals stay apart.
+#[test]
+fn loopback_addresses_relate_no_databases() {
+    let l = |v: &[(&str, &str)]| -> Labels {
+        v.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let lag = l(&[("database", "board-replica")]);
+    let connect = l(&[("database", "board-primary")]);
+    for host in ["127.0.0.1", "[::1]", "localhost"] {
+        let r = Relations {
+            edges: vec![
+                (
+                    "board".into(),
+                    "db".into(),
+                    format!("board-replica (postgresql, {host}:5433)"),
+                ),
+                (
+                    "board".into(),
+                    "db".into(),
+                    format!("board-primary (postgresql, {host}:5432)"),
+                ),
+            ],
+        };
+        assert!(!r.related(&lag, &connect), "{host}");
+        let p = plan(
+            &[
+                active("replica-lag", &[("database", "board-replica")], 100.0),
+                active(
+                    "db-connect-failures",
+                    &[("database", "board-primary")],
+                    160.0,
+                ),
+            ],
+            &[],
+            &r,
+            170.0,
+        );
+        assert_eq!(p.new.len(), 2, "{host}: {p:#?}");
+    }
+}
+
 #[test]
 fn later_alerts_join_and_the_incident_resolves_when_all_have() {
     let redis = active(
