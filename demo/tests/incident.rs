@@ -747,14 +747,16 @@ async fn check_incidents(dash: &Dashboard, events: &[Event], demo: &Demo) -> Res
     let mut failures = Vec::new();
     for inc in &day {
         let (onset, end) = (at(inc.kind, true), at(inc.kind, false));
+        // Its alerts: those that began firing while it lasted (a later fault may fire the same
+        // rule again — the slow partner fills the list page's limiter too — in its own
+        // incident; their resolutions carry the same incident as their firing).
         let mut ids: Vec<i64> = messages
             .iter()
             .filter(|m| {
-                m.kind == "webhook"
-                    && m.at_ms >= onset - 1_000
-                    && m.at_ms <= end + RESOLVE_WITHIN_MS
+                m.kind == "webhook" && m.at_ms >= onset - 1_000 && m.at_ms <= end + ALERT_WITHIN_MS
             })
             .flat_map(|m| m.body["alerts"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["event"] == "firing")
             .filter(|a| {
                 let labels = a["labels"].to_string();
                 inc.kind
