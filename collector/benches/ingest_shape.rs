@@ -1022,8 +1022,24 @@ async fn print_storage(db: &tokio_postgres::Client) {
             .iter()
             .map(|(n, b)| format!("{n} {:.0}", per(*b)))
             .collect();
+        // Its writes over the run (partitions summed): upserts that found their row update
+        // it, and an update that is not HOT adds an entry to every index.
+        let w = db
+            .query_one(
+                "SELECT coalesce(sum(n_tup_ins), 0)::int8, coalesce(sum(n_tup_upd), 0)::int8,
+                        coalesce(sum(n_tup_hot_upd), 0)::int8, coalesce(sum(n_tup_del), 0)::int8
+                   FROM pg_stat_user_tables
+                  WHERE relid = $1::text::regclass
+                     OR relid IN (SELECT inhrelid FROM pg_inherits
+                                   WHERE inhparent = $1::text::regclass)",
+                &[&t],
+            )
+            .await
+            .unwrap();
+        let (ins, upd, hot, del): (i64, i64, i64, i64) = (w.get(0), w.get(1), w.get(2), w.get(3));
         println!(
-            "  {t}: {} rows, {:.1} MiB, {:.0} bytes/row (heap {:.0}, TOAST {:.0}, indexes: {})",
+            "  {t}: {} rows, {:.1} MiB, {:.0} bytes/row (heap {:.0}, TOAST {:.0}, indexes: {}); \
+             {ins} inserted, {upd} updated ({hot} HOT), {del} deleted",
             s.rows,
             s.total() as f64 / (1 << 20) as f64,
             per(s.total()),
