@@ -1,11 +1,14 @@
 //! Grouping alerts into incidents: `plan` on alerts and relations built by hand.
 use super::*;
 
-fn active(rule: &str, labels: &[(&str, &str)], started: f64) -> Active {
-    let labels: Labels = labels
-        .iter()
+fn labels(v: &[(&str, &str)]) -> Labels {
+    v.iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+        .collect()
+}
+
+fn active(rule: &str, pairs: &[(&str, &str)], started: f64) -> Active {
+    let labels = labels(pairs);
     Active {
         rule: rule.into(),
         labels_key: stormwatch_store::alerts::labels_key(&labels),
@@ -171,11 +174,7 @@ fn a_fault_joins_the_incident_its_symptoms_opened() {
 #[test]
 fn relations_by_peer_database_and_engine_host() {
     let r = rel();
-    let l = |v: &[(&str, &str)]| -> Labels {
-        v.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    };
+    let l = labels;
     let lag = l(&[("database", "board-replica")]);
     let connect = l(&[("database", "board-primary")]);
     let scan = l(&[
@@ -196,11 +195,7 @@ fn relations_by_peer_database_and_engine_host() {
 /// not one host: the replica's lag and the primary's refusals stay apart.
 #[test]
 fn loopback_addresses_relate_no_databases() {
-    let l = |v: &[(&str, &str)]| -> Labels {
-        v.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    };
+    let l = labels;
     let lag = l(&[("database", "board-replica")]);
     let connect = l(&[("database", "board-primary")]);
     for host in ["127.0.0.1", "[::1]", "localhost"] {
