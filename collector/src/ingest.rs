@@ -90,12 +90,6 @@ async fn handle(
         }
     })?;
     let encoding = content_type(headers)?;
-    // Held until the batch is stored: waiting batches stay compressed (see `ingest_permits`).
-    let _permit = app
-        .ingest_permits
-        .acquire()
-        .await
-        .expect("the ingest semaphore is never closed");
     let raw = decompress(headers, &body, app.config().max_decompressed_bytes)?;
     let malformed = |e: DecodeError| match e.field {
         Some(field) => AppError::field("malformed", field, e.message),

@@ -21,11 +21,6 @@ pub struct AppState {
     pub alerts: Arc<AlertsRuntime>,
     /// Dashboard users, sessions and read tokens; its options follow the config.
     pub auth: Arc<stormwatch_web::Auth>,
-    /// Batches being decoded and stored at once: as many as the pool has connections. The
-    /// others wait before decompressing, as the bodies they arrived as (a batch decoded is
-    /// several times its compressed size), so a slow database does not grow the collector's
-    /// memory with every batch that waits for it.
-    pub ingest_permits: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -38,7 +33,6 @@ impl AppState {
         ));
         AppState {
             store,
-            ingest_permits: tokio::sync::Semaphore::new(config.max_db_connections.max(1)),
             config: RwLock::new(Arc::new(config)),
             metrics: Metrics::new(),
             alerts: Arc::new(alerts),
