@@ -21,6 +21,8 @@ pub const DEFAULT_DATA_DIR: &str = "./stormwatch-data";
 pub const DEFAULT_RETENTION_DAYS: u32 = 7;
 /// Default of `max_db_connections`.
 pub const DEFAULT_MAX_DB_CONNECTIONS: usize = 16;
+/// Smallest `embedded_shared_buffers_mib` accepted.
+pub const MIN_SHARED_BUFFERS_MIB: u64 = 16;
 /// Shortest ingest or read token accepted: tokens are secrets, guessable ones are refused.
 pub const MIN_TOKEN_CHARS: usize = 16;
 pub use stormwatch_model::limits::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES};
@@ -140,6 +142,10 @@ pub struct Config {
     pub max_decompressed_bytes: usize,
     /// Connections in the pool to PostgreSQL. Needs a restart.
     pub max_db_connections: usize,
+    /// `shared_buffers` of the embedded PostgreSQL, MiB; `None`: a quarter of the memory
+    /// (`stormwatch_store::embedded::default_shared_buffers_mib`). Ignored with
+    /// `database_url`. Needs a restart.
+    pub embedded_shared_buffers_mib: Option<u64>,
     /// Dashboard users (`[[users]]`); none: the dashboard is open, on loopback only.
     /// Applies live (a removed user is signed out, a changed role applies at once).
     pub users: Vec<UserConfig>,
@@ -182,6 +188,7 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
             max_db_connections: DEFAULT_MAX_DB_CONNECTIONS,
+            embedded_shared_buffers_mib: None,
             users: Vec::new(),
             read_tokens: Vec::new(),
             insecure_no_auth: false,
@@ -385,6 +392,15 @@ impl Config {
             return Err((
                 "retention_days".into(),
                 "retention_days must be at least 1".into(),
+            ));
+        }
+        if self
+            .embedded_shared_buffers_mib
+            .is_some_and(|m| m < MIN_SHARED_BUFFERS_MIB)
+        {
+            return Err((
+                "embedded_shared_buffers_mib".into(),
+                format!("embedded_shared_buffers_mib must be at least {MIN_SHARED_BUFFERS_MIB} (MiB); leave it out for a quarter of the memory"),
             ));
         }
         self.check_access()?;
@@ -665,6 +681,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, d.max_body_bytes);
         assert_eq!(c.max_decompressed_bytes, d.max_decompressed_bytes);
         assert_eq!(c.max_db_connections, d.max_db_connections);
+        assert_eq!(c.embedded_shared_buffers_mib, d.embedded_shared_buffers_mib);
         assert_eq!(c.insecure_no_auth, d.insecure_no_auth);
         assert_eq!(c.secure_cookies, d.secure_cookies);
         assert_eq!(c.alerts.evaluate_every, d.alerts.evaluate_every);
@@ -686,6 +703,13 @@ mod tests {
         assert_eq!(
             e,
             format!("config {shown}: line 3: retention_days must be at least 1")
+        );
+        let e = load_text("embedded_shared_buffers_mib = 8\n");
+        assert!(
+            e.starts_with(&format!(
+                "config {shown}: line 1: embedded_shared_buffers_mib must be at least 16"
+            )),
+            "{e}"
         );
         let e = load_text("[[users]]\nname = \"a\"\npassword_hash = \"x\"\n[[users]]\nname = \"b\"\npassword_hash = \"y\"\n");
         assert!(

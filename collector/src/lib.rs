@@ -82,6 +82,7 @@ impl Collector {
                     data_dir: config.data_dir.clone(),
                     tcp_port: None,
                     unsafe_no_fsync: false,
+                    shared_buffers_mib: config.embedded_shared_buffers_mib,
                 })
                 .await?;
                 let url = pg.connection_string("postgres");

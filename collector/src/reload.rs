@@ -22,11 +22,12 @@ use crate::state::AppState;
 pub const DEBOUNCE: Duration = Duration::from_millis(1000);
 
 /// Keys read once at start-up: a change is logged and waits for the next restart.
-pub const RESTART_KEYS: [&str; 6] = [
+pub const RESTART_KEYS: [&str; 7] = [
     "listen",
     "database_url",
     "data_dir",
     "max_db_connections",
+    "embedded_shared_buffers_mib",
     "retention_days",
     "alerts.enabled",
 ];
@@ -47,6 +48,7 @@ fn keep_restart_keys(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("database_url", database_url);
     keep!("data_dir", data_dir);
     keep!("max_db_connections", max_db_connections);
+    keep!("embedded_shared_buffers_mib", embedded_shared_buffers_mib);
     keep!("retention_days", retention_days);
     keep!("alerts.enabled", alerts.enabled);
     debug_assert!(changed.iter().all(|k| RESTART_KEYS.contains(k)));

@@ -25,6 +25,11 @@ async fn starts_from_an_empty_data_dir_and_reuses_it() {
         data_dir.join("postgres/PG_VERSION").is_file(),
         "the cluster lives in the data dir"
     );
+    assert_eq!(
+        shared_buffers_mib(&data_dir).await,
+        stormwatch_store::embedded::default_shared_buffers_mib(),
+        "by default a quarter of the memory"
+    );
     let batch = stormwatch_testkit::sample::batch("agent-emb", 1, 12, stormwatch_store::now_ns());
     c.ingest(&batch).await;
     c.stop().await;
@@ -33,8 +38,13 @@ async fn starts_from_an_empty_data_dir_and_reuses_it() {
         "PostgreSQL stopped with the collector"
     );
 
-    // Second start: same cluster, same data.
-    let c = start(config()).await;
+    // Second start: same cluster, same data, the buffers the config asks for.
+    let c = start(Config {
+        embedded_shared_buffers_mib: Some(48),
+        ..config()
+    })
+    .await;
+    assert_eq!(shared_buffers_mib(&data_dir).await, 48);
     let v: serde_json::Value = reqwest::get(c.endpoint("/api/v1/services"))
         .await
         .unwrap()
@@ -44,4 +54,25 @@ async fn starts_from_an_empty_data_dir_and_reuses_it() {
     assert_eq!(v["services"][0]["count"], 12);
     c.stop().await;
     assert!(!data_dir.join("postgres/postmaster.pid").exists());
+}
+
+/// The running cluster's `shared_buffers` in MiB, read through its socket in the data dir.
+async fn shared_buffers_mib(data_dir: &std::path::Path) -> u64 {
+    let conn = format!(
+        "host={} user={} dbname=postgres",
+        data_dir.join("postgres").display(),
+        stormwatch_store::embedded::SUPERUSER
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT setting::int8 * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'",
+            &[],
+        )
+        .await
+        .unwrap();
+    row.get::<_, i64>(0) as u64
 }

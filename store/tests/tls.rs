@@ -66,6 +66,7 @@ fn start_tls_cluster() -> TlsCluster {
             data_dir: dir.clone(),
             tcp_port: Some(port),
             unsafe_no_fsync: true,
+            shared_buffers_mib: None,
         }))
         .unwrap_or_else(|e| panic!("TLS test PostgreSQL: {e}"));
     spawn_watchdog(&pg, &dir);

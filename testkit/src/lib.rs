@@ -64,6 +64,7 @@ fn start(unsafe_no_fsync: bool) -> TestPostgres {
         data_dir: dir.clone(),
         tcp_port: Some(free_loopback_port().expect("free port")),
         unsafe_no_fsync,
+        shared_buffers_mib: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

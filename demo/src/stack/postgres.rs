@@ -35,6 +35,8 @@ impl AppDatabases {
             data_dir: dir.join("app-primary"),
             tcp_port: Some(primary_port),
             unsafe_no_fsync: false,
+            // The demo app's own small database, not Stormwatch's store.
+            shared_buffers_mib: Some(128),
         })
         .await
         .context("starting the app's primary PostgreSQL")?;
@@ -102,6 +104,8 @@ impl AppDatabases {
             data_dir: replica_dir.to_owned(),
             tcp_port: Some(replica_port),
             unsafe_no_fsync: false,
+            // The demo app's own small database, not Stormwatch's store.
+            shared_buffers_mib: Some(128),
         })
         .await
         .context("starting the app's replica PostgreSQL")?;
