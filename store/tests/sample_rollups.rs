@@ -401,3 +401,150 @@ async fn migration_builds_the_rollups_ingest_keeps() {
     assert_eq!(rows("sw_probe_rollups").await, probes);
     assert_eq!(rows("sw_host_rollups").await, hosts);
 }
+
+/// Every column of a batch's host and probe samples, as stored in one statement each: set and
+/// absent optional values, several disks, a probe's failure and engine detail.
+#[tokio::test]
+async fn samples_are_stored_column_for_column() {
+    let url = fresh_database().await;
+    let store = Store::connect(&StoreOptions {
+        url: url.clone(),
+        max_connections: 2,
+        retention_days: 36_500,
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let host = |i: u64| HostSample {
+        time_ns: (FROM_S + i as i64 * 10) * NS,
+        host: format!("app-{i}"),
+        cpu_percent: 12.5 * i as f64,
+        mem_used_bytes: 1 << (30 + i),
+        mem_total_bytes: 8 << 30,
+        load1: 0.5 + i as f64,
+        load5: 0.25 + i as f64,
+        load15: 0.125 + i as f64,
+        net_rx_bytes_per_s: 1_000 * i,
+        net_tx_bytes_per_s: 500 * i,
+        process_count: 100 + i as u32,
+        disks: (0..i)
+            .map(|d| stormwatch_model::DiskUsage {
+                mount: format!("/d{d}"),
+                used_bytes: d * 10,
+                total_bytes: 100,
+            })
+            .collect(),
+        app_cpu_percent: (i % 2 == 1).then_some(3.5),
+        app_rss_bytes: (i % 2 == 1).then_some(64 << 20),
+        app_threads: (i % 2 == 1).then_some(17),
+    };
+    let probe = |i: i64| ProbeSample {
+        time_ns: (FROM_S + i * 10) * NS,
+        database: format!("db-{i}"),
+        engine: "postgres".into(),
+        role: if i == 0 {
+            DbRole::Primary
+        } else {
+            DbRole::Replica
+        } as i32,
+        connect_us: (i == 0).then_some(1_200),
+        query_us: (i == 0).then_some(300),
+        failure: if i == 0 {
+            FailureClass::None
+        } else {
+            FailureClass::Refused
+        } as i32,
+        failure_message: if i == 0 { "" } else { "connection refused" }.into(),
+        lag_seconds: (i == 1).then_some(4.5),
+        lag_bytes: (i == 1).then_some(81_920),
+        replay_paused: i == 1,
+        detail: [("io_thread".to_owned(), format!("state {i}"))].into(),
+    };
+    let batch = Batch {
+        agent_id: "agent-cols".into(),
+        sequence: 1,
+        hosts: (0..3).map(host).collect(),
+        probes: (0..2).map(probe).collect(),
+        ..Default::default()
+    };
+    let outcome = store.store_batch(&batch, TO_S * NS).await.unwrap();
+    assert_eq!(outcome.samples, 5);
+
+    let db = raw_client(&url).await;
+    let hosts = db
+        .query(
+            "SELECT extract(epoch FROM time)::int8, agent_id, host, cpu_percent, mem_used_bytes,
+                    mem_total_bytes, load1, load5, load15, net_rx_bytes_per_s, net_tx_bytes_per_s,
+                    process_count, disks, app_cpu_percent, app_rss_bytes, app_threads
+               FROM sw_host_samples ORDER BY time",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(hosts.len(), 3);
+    for (r, h) in hosts.iter().zip(&batch.hosts) {
+        assert_eq!(r.get::<_, i64>(0) * NS, h.time_ns);
+        assert_eq!(r.get::<_, &str>(1), "agent-cols");
+        assert_eq!(r.get::<_, &str>(2), h.host);
+        assert_eq!(r.get::<_, f64>(3), h.cpu_percent);
+        assert_eq!(r.get::<_, i64>(4) as u64, h.mem_used_bytes);
+        assert_eq!(r.get::<_, i64>(5) as u64, h.mem_total_bytes);
+        assert_eq!(
+            (r.get::<_, f64>(6), r.get::<_, f64>(7), r.get::<_, f64>(8)),
+            (h.load1, h.load5, h.load15)
+        );
+        assert_eq!(r.get::<_, i64>(9) as u64, h.net_rx_bytes_per_s);
+        assert_eq!(r.get::<_, i64>(10) as u64, h.net_tx_bytes_per_s);
+        assert_eq!(r.get::<_, i32>(11) as u32, h.process_count);
+        assert_eq!(
+            r.get::<_, serde_json::Value>(12),
+            serde_json::to_value(&h.disks).unwrap()
+        );
+        assert_eq!(r.get::<_, Option<f64>>(13), h.app_cpu_percent);
+        assert_eq!(
+            r.get::<_, Option<i64>>(14).map(|v| v as u64),
+            h.app_rss_bytes
+        );
+        assert_eq!(r.get::<_, Option<i32>>(15).map(|v| v as u32), h.app_threads);
+    }
+
+    let probes = db
+        .query(
+            "SELECT extract(epoch FROM time)::int8, agent_id, database, engine, role, connect_us,
+                    query_us, failure, failure_message, lag_seconds, lag_bytes, replay_paused,
+                    detail
+               FROM sw_probe_samples ORDER BY time",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(probes.len(), 2);
+    for (r, p) in probes.iter().zip(&batch.probes) {
+        assert_eq!(r.get::<_, i64>(0) * NS, p.time_ns);
+        assert_eq!(r.get::<_, &str>(1), "agent-cols");
+        assert_eq!(r.get::<_, &str>(2), p.database);
+        assert_eq!(r.get::<_, &str>(3), p.engine);
+        let primary = p.role == DbRole::Primary as i32;
+        assert_eq!(
+            r.get::<_, &str>(4),
+            if primary { "primary" } else { "replica" }
+        );
+        assert_eq!(r.get::<_, Option<i64>>(5), p.connect_us);
+        assert_eq!(r.get::<_, Option<i64>>(6), p.query_us);
+        assert_eq!(
+            r.get::<_, &str>(7),
+            if primary { "none" } else { "refused" }
+        );
+        assert_eq!(
+            r.get::<_, Option<&str>>(8),
+            (!p.failure_message.is_empty()).then_some(p.failure_message.as_str())
+        );
+        assert_eq!(r.get::<_, Option<f64>>(9), p.lag_seconds);
+        assert_eq!(r.get::<_, Option<i64>>(10), p.lag_bytes);
+        assert_eq!(r.get::<_, bool>(11), p.replay_paused);
+        assert_eq!(
+            r.get::<_, serde_json::Value>(12),
+            serde_json::to_value(&p.detail).unwrap()
+        );
+    }
+}
