@@ -118,6 +118,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0028_aggregates_appended",
         include_str!("../../migrations/0028_aggregates_appended.sql"),
     ),
+    (
+        "0029_recent_aggregates_ring",
+        include_str!("../../migrations/0029_recent_aggregates_ring.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

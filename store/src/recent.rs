@@ -21,10 +21,34 @@ pub(crate) const COUNTED_FLAGS: [SpanFlag; 3] = [
     SpanFlag::ConnectFailure,
 ];
 
+/// What [`Store::prune_recent`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PrunedRecent {
+    /// Ring slots of `sw_recent_aggregates` emptied.
+    pub slots: u64,
+    /// Rows of `sw_recent_flag_counts` deleted.
+    pub flag_rows: u64,
+}
+
 /// Width of an arrival bucket.
 pub const BUCKET_S: i64 = 5;
 /// How long rows are kept (rules look back at most a few minutes).
 pub const KEEP_S: i64 = 900;
+/// `sw_recent_aggregates` is a ring of [`SLOTS`] partitions (migration 0029), one a [`SLOT_S`]
+/// seconds of arrival: rows go to the slot of their arrival bucket, and [`Store::prune_recent`]
+/// empties the slots whose time has left the [`KEEP_S`] rules read.
+pub const SLOT_S: i64 = 60;
+/// Partitions of the ring; migration 0029 creates this many.
+pub const SLOTS: i64 = 20;
+/// Slots that may hold rows readers still want: the [`KEEP_S`] before the current slot, the
+/// current slot, and the next (a collector whose clock runs ahead writes there).
+const LIVE_SLOTS: i64 = KEEP_S / SLOT_S + 2;
+
+/// The ring slot of what arrived at `arrived_s`.
+fn slot_of(arrived_s: i64) -> i16 {
+    arrived_s.div_euclid(SLOT_S).rem_euclid(SLOTS) as i16
+}
+
 /// Aggregates of a minute older than this, against the arrival time, are history (a spool
 /// replayed after an outage), not "now": they are not written here.
 pub const MAX_AGE_S: i64 = 120;
@@ -126,6 +150,7 @@ pub(crate) async fn record(
         return Ok(0);
     }
     let arrived = timestamp(bucket);
+    let slot = slot_of(bucket);
     let mut copy = CopyIn::start(tx, "sw_recent_aggregates", RECENT_COLUMNS).await?;
     let mut counts: Vec<i64> = Vec::new();
     for ((service, class, peer, op, status), (count, errs, h)) in &merged {
@@ -142,6 +167,7 @@ pub(crate) async fn record(
             &saturating_i64(h.zero_count),
             &h.keys,
             &counts,
+            &slot,
         ])
         .await?;
     }
@@ -161,6 +187,7 @@ const RECENT_COLUMNS: &[(&str, Type)] = &[
     ("hist_zero", Type::INT8),
     ("hist_keys", Type::INT4_ARRAY),
     ("hist_counts", Type::INT8_ARRAY),
+    ("slot", Type::INT2),
 ];
 
 impl Store {
@@ -230,19 +257,39 @@ impl Store {
         Ok(rows.iter().map(FlagCount::from_row).collect())
     }
 
-    /// Deletes what is older than [`KEEP_S`]. Returns the rows deleted.
-    pub async fn prune_recent(&self, now_s: f64) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let before = now_s - KEEP_S as f64;
-        let mut n = 0;
-        for table in ["sw_recent_aggregates", "sw_recent_flag_counts"] {
-            n += client
-                .execute(
-                    &format!("DELETE FROM {table} WHERE arrived < to_timestamp($1)"),
-                    &[&before],
-                )
-                .await?;
+    /// Drops what no rule reads any more, as of `now_s`: empties the ring slots of
+    /// `sw_recent_aggregates` outside the [`LIVE_SLOTS`] (each then holds rows at least
+    /// [`KEEP_S`] old) and deletes the flag counts older than [`KEEP_S`]. The collector runs it
+    /// once a minute; a slot missed once is emptied at the next run.
+    pub async fn prune_recent(&self, now_s: f64) -> Result<PrunedRecent, StoreError> {
+        let mut client = self.client().await?;
+        let now_slot = (now_s.floor() as i64).div_euclid(SLOT_S);
+        let mut pruned = PrunedRecent::default();
+        for ahead in 2..=SLOTS - LIVE_SLOTS + 1 {
+            let table = format!(
+                "sw_recent_aggregates_s{}",
+                (now_slot + ahead).rem_euclid(SLOTS)
+            );
+            let tx = client.transaction().await?;
+            let full: bool = tx
+                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[])
+                .await?
+                .get(0);
+            if full {
+                // Readers of the ring wait on the TRUNCATE's lock: give up rather than queue
+                // behind a long reader, and try again at the next run.
+                tx.batch_execute(&format!("SET LOCAL lock_timeout = '2s'; TRUNCATE {table}"))
+                    .await?;
+                pruned.slots += 1;
+            }
+            tx.commit().await?;
         }
-        Ok(n)
+        pruned.flag_rows = client
+            .execute(
+                "DELETE FROM sw_recent_flag_counts WHERE arrived < to_timestamp($1)",
+                &[&(now_s - KEEP_S as f64)],
+            )
+            .await?;
+        Ok(pruned)
     }
 }

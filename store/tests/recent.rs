@@ -72,9 +72,10 @@ async fn recent_aggregates_count_what_arrived_once_and_leave_history_out() {
         .unwrap();
     assert_eq!(all.iter().map(|g| g.count).sum::<u64>(), 2 * redis_spans);
 
-    // Pruning 15 minutes on removes everything.
-    let pruned = store.prune_recent((now / NS + 960) as f64).await.unwrap();
-    assert!(pruned >= 2, "pruned {pruned}");
+    // Pruning 17 minutes on removes everything: both arrivals' ring slots are past the 15
+    // minutes rules read, and so are the flag counts.
+    let pruned = store.prune_recent((now / NS + 1_020) as f64).await.unwrap();
+    assert!(pruned.slots >= 1, "{pruned:?}");
     assert!(store
         .recent_groups(&redis, &by(&["class"]), 0.0)
         .await
@@ -110,7 +111,8 @@ async fn recent_flag_counts_see_what_arrived_not_what_ended_long_ago() {
         .await
         .unwrap();
     assert_eq!(minutes.iter().map(|c| c.count).sum::<i64>(), 6);
-    store.prune_recent((now / NS + 960) as f64).await.unwrap();
+    let pruned = store.prune_recent((now / NS + 960) as f64).await.unwrap();
+    assert!(pruned.flag_rows > 0, "{pruned:?}");
     assert!(store
         .recent_flag_counts("full_scan_suspect", 0.0)
         .await
@@ -165,5 +167,61 @@ async fn two_agents_in_the_same_bucket_add_up() {
     assert_eq!(
         groups.iter().map(|g| g.histogram.count()).sum::<u64>(),
         2 * spans
+    );
+}
+
+/// The ring of migration 0029: what arrived in each of the last 15 minutes stays readable
+/// through every prune, and what is older is gone, slot by slot, with the ring turning twice.
+#[tokio::test]
+async fn the_ring_keeps_fifteen_minutes_through_every_prune() {
+    use stormwatch_store::recent::{KEEP_S, SLOTS, SLOT_S};
+    let store = store().await;
+    let all = GroupFilter::default();
+    let start = stormwatch_store::now_ns() / NS / 60 * 60 - 3_600;
+    let mut stored: Vec<(i64, u64)> = Vec::new();
+    let minutes = 2 * SLOTS + 5;
+    let mut emptied = 0;
+    for m in 0..minutes {
+        let at = start + m * SLOT_S + 7;
+        let batch = sample::batch("ring", m as u64 + 1, 20, at * NS);
+        store.store_batch(&batch, at * NS).await.unwrap();
+        let n: u64 = batch.aggregates.iter().map(|a| a.count).sum();
+        stored.push((at, n));
+        // The collector prunes once a minute, at some second of it.
+        let now = at + 13;
+        emptied += store.prune_recent(now as f64).await.unwrap().slots;
+        let since = now - KEEP_S;
+        let want: u64 = stored
+            .iter()
+            .filter(|(t, _)| *t >= since - since.rem_euclid(5))
+            .map(|(_, n)| n)
+            .sum();
+        let seen: u64 = store
+            .recent_groups(&all, &by(&["service"]), since as f64)
+            .await
+            .unwrap()
+            .iter()
+            .map(|g| g.count)
+            .sum();
+        assert_eq!(seen, want, "minute {m}: the last 15 minutes' arrivals");
+        let kept: u64 = store
+            .recent_groups(&all, &by(&["service"]), 0.0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|g| g.count)
+            .sum();
+        // Pruned every minute, the ring holds the current minute and the 15 before it.
+        let oldest_kept = (now.div_euclid(SLOT_S) - KEEP_S / SLOT_S) * SLOT_S;
+        let in_ring: u64 = stored
+            .iter()
+            .filter(|(t, _)| *t >= oldest_kept)
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(kept, in_ring, "minute {m}: what the ring still holds");
+    }
+    assert!(
+        emptied >= (minutes - SLOTS) as u64,
+        "{emptied} slots emptied in {minutes} minutes"
     );
 }
