@@ -1524,7 +1524,7 @@ async fn collector_phase(
         .await
         .unwrap();
     let (_guard, pid, base) = start_collector(&api_db).await;
-    let client = reqwest::Client::new();
+    let client = agent_client();
     let rss_idle = peak_rss_mib(pid);
     let api_name = api_db.rsplit('=').next().unwrap().to_owned();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1606,6 +1606,15 @@ async fn collector_phase(
     }
 }
 
+/// An HTTP client that, like the agent's, drops pooled connections before the collector closes
+/// them idle (its header read timeout), so that no request races a closing connection.
+fn agent_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(stormwatch_http::HEADER_READ_TIMEOUT / 2)
+        .build()
+        .unwrap()
+}
+
 /// Starts a release collector process on `db` and waits until it answers: the guard that
 /// kills it, its pid and its base URL.
 async fn start_collector(db: &str) -> (Killed, u32, String) {
@@ -1624,7 +1633,7 @@ async fn start_collector(db: &str) -> (Killed, u32, String) {
         .expect("collector binary");
     let pid = child.id();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = agent_client();
     for _ in 0..100 {
         if client
             .get(format!("{base}/healthz"))
@@ -1708,7 +1717,7 @@ async fn soak(
     let api_db = pg.fresh_database().await;
     drop(migrated(&api_db, &all_days).await);
     let (_guard, pid, base) = start_collector(&api_db).await;
-    let client = reqwest::Client::new();
+    let client = agent_client();
     // Bodies are made by a producer thread, a round ahead, and handed to each agent in order.
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..agents)
         .map(|_| tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(2 * minutes))
@@ -1768,24 +1777,26 @@ async fn soak(
                 let t = Instant::now();
                 let mut retries = 0;
                 loop {
-                    let resp = client
+                    let sent = client
                         .post(&url)
                         .bearer_auth(TOKEN)
                         .header("content-type", "application/x-protobuf")
                         .header("content-encoding", "zstd")
                         .body(body.clone())
                         .send()
-                        .await
-                        .unwrap();
-                    if resp.status().is_success() {
-                        break;
+                        .await;
+                    // What an agent does with a failed request: sends the batch again (a
+                    // batch stored before the failure is answered as a duplicate).
+                    match sent {
+                        Ok(resp) if resp.status().is_success() => break,
+                        Ok(resp) => assert_eq!(
+                            resp.status(),
+                            503,
+                            "ingest failed: {}",
+                            resp.text().await.unwrap_or_default()
+                        ),
+                        Err(e) => eprintln!("request failed, sending again: {e}"),
                     }
-                    assert_eq!(
-                        resp.status(),
-                        503,
-                        "ingest failed: {}",
-                        resp.text().await.unwrap_or_default()
-                    );
                     retries += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

@@ -114,6 +114,10 @@ pub fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("stormwatch-agent/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))
+        // The collector closes a connection that waits for a request's headers longer than
+        // its header read timeout, idle keep-alive connections included. A pooled connection
+        // reused just as it closes fails the request ("connection reset"): drop it sooner.
+        .pool_idle_timeout(stormwatch_http::HEADER_READ_TIMEOUT / 2)
         .use_rustls_tls();
     if let Some(ca) = &cfg.collector_ca {
         let certs = reqwest::Certificate::from_pem_bundle(&read(ca, "collector_ca")?)
