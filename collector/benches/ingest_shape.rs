@@ -1441,9 +1441,11 @@ async fn more_rounds(
     }
     let kept: u64 = batches.iter().map(|b| b.spans.len() as u64).sum();
     let admin = connect(&pg.admin_url()).await;
+    // Two statements: DROP DATABASE refuses to run in the implicit transaction of a string
+    // of several.
     let drop_db = |url: &str| {
         format!(
-            "DROP DATABASE {} WITH (FORCE); CHECKPOINT",
+            "DROP DATABASE {} WITH (FORCE)",
             url.rsplit('=').next().unwrap()
         )
     };
@@ -1459,8 +1461,10 @@ async fn more_rounds(
         let raw = raw_copy(&raw_db, &raw_store, batches, 4, postmaster).await;
         drop(raw_store);
         admin.batch_execute(&drop_db(&raw_db)).await.unwrap();
+        admin.batch_execute("CHECKPOINT").await.unwrap();
         let p = collector_phase(pg, days, bodies, kept, postmaster).await;
         admin.batch_execute(&drop_db(&p.db)).await.unwrap();
+        admin.batch_execute("CHECKPOINT").await.unwrap();
         let rate = kept as f64 / p.elapsed;
         let percent = 100.0 * rate / raw.spans_per_s;
         percents.push(percent);
