@@ -1352,19 +1352,10 @@ async fn main() {
         .unwrap();
     admin.batch_execute("CHECKPOINT").await.unwrap();
 
-    let Phase {
-        db: api_db,
-        elapsed,
-        lat,
-        retries,
-        rss_idle,
-        rss_peak,
-        cpu_collector,
-        cpu_pg,
-        samples,
-        activity,
-    } = collector_phase(pg, &days, &bodies, kept, postmaster).await;
-    let db = connect(&api_db).await;
+    let p = collector_phase(pg, &days, &bodies, kept, postmaster).await;
+    let (api_db, elapsed, lat) = (&p.db, p.elapsed, &p.lat);
+    let (cpu_collector, cpu_pg) = (p.cpu_collector, p.cpu_pg);
+    let db = connect(api_db).await;
     let rate = kept as f64 / elapsed;
     println!("collector over HTTP ({agents} agents, concurrent):");
     println!("  {rate:>10.0} kept spans/s  ({elapsed:.2} s for {kept} spans, all stored)");
@@ -1375,12 +1366,15 @@ async fn main() {
     println!(
         "  {:>10.2} batches/s; batch latency p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; {} retries after 503",
         n_batches as f64 / elapsed,
-        1e3 * quantile(&lat, 0.5),
-        1e3 * quantile(&lat, 0.95),
+        1e3 * quantile(lat, 0.5),
+        1e3 * quantile(lat, 0.95),
         1e3 * lat[lat.len() - 1],
-        retries
+        p.retries
     );
-    println!("  peak RSS of the collector: {rss_peak:.1} MiB (idle {rss_idle:.1} MiB)");
+    println!(
+        "  peak RSS of the collector: {:.1} MiB (idle {:.1} MiB)",
+        p.rss_peak, p.rss_idle
+    );
     println!(
         "  CPU: collector {cpu_collector:.2} s, PostgreSQL {cpu_pg:.2} s, of {:.1} s on 2 cores",
         2.0 * elapsed
@@ -1390,17 +1384,18 @@ async fn main() {
         cpu_collector * 1e6 / kept as f64,
         cpu_pg * 1e6 / kept as f64
     );
-    let mut activity: Vec<((String, String), u64)> = activity.into_iter().collect();
+    let mut activity: Vec<(&(String, String), &u64)> = p.activity.iter().collect();
     activity.sort_by_key(|a| std::cmp::Reverse(a.1));
-    let busy: u64 = activity.iter().map(|a| a.1).sum();
+    let busy: u64 = activity.iter().map(|a| *a.1).sum();
     println!(
-        "  database backends, {samples} samples every 10 ms: {:.1} busy on average; top statements and waits:",
-        busy as f64 / samples.max(1) as f64
+        "  database backends, {} samples every 10 ms: {:.1} busy on average; top statements and waits:",
+        p.samples,
+        busy as f64 / p.samples.max(1) as f64
     );
     for ((query, wait), n) in activity.iter().take(14) {
         println!(
             "    {:>5.1} %  {wait:<28} {query}",
-            100.0 * *n as f64 / busy.max(1) as f64
+            100.0 * **n as f64 / busy.max(1) as f64
         );
     }
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
@@ -1409,7 +1404,7 @@ async fn main() {
 
     print_storage(&db).await;
 
-    trace_lookups(&api_db, &batches).await;
+    trace_lookups(api_db, &batches).await;
 
     more_rounds(
         pg,

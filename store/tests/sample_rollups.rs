@@ -406,15 +406,7 @@ async fn migration_builds_the_rollups_ingest_keeps() {
 /// absent optional values, several disks, a probe's failure and engine detail.
 #[tokio::test]
 async fn samples_are_stored_column_for_column() {
-    let url = fresh_database().await;
-    let store = Store::connect(&StoreOptions {
-        url: url.clone(),
-        max_connections: 2,
-        retention_days: 36_500,
-    })
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
+    let (store, db) = stormwatch_testkit::fresh_store_and_client().await;
     let host = |i: u64| HostSample {
         time_ns: (FROM_S + i as i64 * 10) * NS,
         host: format!("app-{i}"),
@@ -470,7 +462,6 @@ async fn samples_are_stored_column_for_column() {
     let outcome = store.store_batch(&batch, TO_S * NS).await.unwrap();
     assert_eq!(outcome.samples, 5);
 
-    let db = raw_client(&url).await;
     let hosts = db
         .query(
             "SELECT extract(epoch FROM time)::int8, agent_id, host, cpu_percent, mem_used_bytes,
