@@ -55,8 +55,9 @@ pub struct EmbeddedOptions {
 /// (PostgreSQL's advice for a dedicated server; 6,026 MiB on the 23 GiB bench host) was tried
 /// and measured worse there: the ingest bench's collector took 140k–175k kept spans/s with
 /// PostgreSQL at 6.7–8.6 µs a span, against 178k–190k and 6.1–6.6 µs with 256 MiB (five rounds
-/// each), and the 30-minute soak was no better (docs/benchmarks.md). Every new backend maps the
-/// buffers it touches page by page, and memory the buffers hold is not the page cache's.
+/// each): every new backend maps the buffers it touches page by page. But the 30-minute soak at
+/// 88k spans/s stayed flat only with both the larger buffers and the recent-aggregates ring,
+/// not with 256 MiB (docs/benchmarks.md): which default to ship is still open.
 pub const DEFAULT_SHARED_BUFFERS_MIB: u64 = 256;
 
 /// A running cluster started by [`EmbeddedPostgres::start`].
