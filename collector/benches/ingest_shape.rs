@@ -1614,6 +1614,27 @@ fn agent_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The value of the collector's counter `stormwatch_collector_{name}` in its `/metrics`
+/// (0 when it does not answer).
+async fn collector_counter(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let Ok(text) = async {
+        client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await
+    }
+    .await
+    else {
+        return 0.0;
+    };
+    let prefix = format!("stormwatch_collector_{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Starts a release collector process on `db` and waits until it answers: the guard that
 /// kills it, its pid and its base URL.
 async fn start_collector(db: &str) -> (Killed, u32, String) {
@@ -1812,7 +1833,7 @@ async fn soak(
     }
     let db = connect(&api_db).await;
     println!(
-        "{:>6} {:>10} {:>9} {:>12} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9}",
+        "{:>6} {:>10} {:>9} {:>12} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>12}",
         "min",
         "RSS MiB",
         "batches",
@@ -1822,8 +1843,10 @@ async fn soak(
         "retries",
         "behind s",
         "deltas",
-        "rows/key"
+        "rows/key",
+        "alert rows/s"
     );
+    let mut alert_rows = collector_counter(&client, &base, "alert_recent_rows_total").await;
     let mut rss_curve = Vec::new();
     let mut last = Instant::now();
     while started.elapsed() < duration {
@@ -1853,8 +1876,11 @@ async fn soak(
             .get(0);
         let rss = status_mib(pid, "VmRSS:");
         rss_curve.push(rss);
+        let rows_read = collector_counter(&client, &base, "alert_recent_rows_total").await;
+        let alert_rows_s = (rows_read - alert_rows) / last.elapsed().as_secs_f64();
+        alert_rows = rows_read;
         println!(
-            "{:>6.1} {rss:>10.1} {:>9} {:>12.0} {:>9.0} {:>9.0} {:>8} {:>9.1} {deltas:>8} {rows_per_key:>9.2}",
+            "{:>6.1} {rss:>10.1} {:>9} {:>12.0} {:>9.0} {:>9.0} {:>8} {:>9.1} {deltas:>8} {rows_per_key:>9.2} {alert_rows_s:>12.0}",
             started.elapsed().as_secs_f64() / 60.0,
             w.batches,
             w.spans as f64 / last.elapsed().as_secs_f64(),
