@@ -51,6 +51,8 @@ pub struct Metrics {
     pub alert_leader: Gauge,
     /// Completed alert evaluations.
     pub alert_evaluations: Counter,
+    /// Rows of recent aggregates the alert leader read into its cache.
+    pub alert_recent_rows: Counter,
     /// Notifications recorded as failed for good, as last counted in the database.
     pub alert_deliveries_failed: Gauge,
     /// Config file reloads by result: applied, rejected (a broken edit), unreadable.
@@ -73,6 +75,7 @@ impl Metrics {
         let notifications = Family::<ChannelResult, Counter>::default();
         let alert_leader = Gauge::default();
         let alert_evaluations = Counter::default();
+        let alert_recent_rows = Counter::default();
         let alert_deliveries_failed = Gauge::default();
         let config_reloads = Family::<ResultLabel, Counter>::default();
         registry.register(
@@ -94,6 +97,11 @@ impl Metrics {
             "alert_evaluations",
             "Alert evaluation rounds completed",
             alert_evaluations.clone(),
+        );
+        registry.register(
+            "alert_recent_rows",
+            "Rows of recent aggregates the alert leader read: what committed since its last round, and its rules' whole windows when its cache is built anew (once a minute)",
+            alert_recent_rows.clone(),
         );
         registry.register(
             "alert_deliveries_failed",
@@ -145,6 +153,7 @@ impl Metrics {
             notifications,
             alert_leader,
             alert_evaluations,
+            alert_recent_rows,
             alert_deliveries_failed,
             config_reloads,
         }

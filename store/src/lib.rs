@@ -42,6 +42,7 @@ pub mod overview;
 pub mod partitions;
 pub mod probes;
 pub mod recent;
+pub mod recent_cache;
 pub mod recurrence;
 pub mod rollups;
 pub mod sample_rollups;

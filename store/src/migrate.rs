@@ -122,6 +122,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0029_recent_aggregates_ring",
         include_str!("../../migrations/0029_recent_aggregates_ring.sql"),
     ),
+    (
+        "0030_recent_aggregates_numbered",
+        include_str!("../../migrations/0030_recent_aggregates_numbered.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("stormwatch migrate").

@@ -59,7 +59,7 @@ pub(crate) fn is_recent(end_ns: i64, now_ns: i64) -> bool {
     end_ns.div_euclid(1_000_000_000) + MAX_AGE_S >= now_ns.div_euclid(1_000_000_000)
 }
 
-fn bucket_of(now_ns: i64) -> i64 {
+pub(crate) fn bucket_of(now_ns: i64) -> i64 {
     let now_s = now_ns.div_euclid(1_000_000_000);
     now_s - now_s.rem_euclid(BUCKET_S)
 }
@@ -117,7 +117,8 @@ type Key<'a> = (&'a str, &'static str, &'a str, &'a str, &'a str);
 
 /// Writes the aggregates of one batch, arrived at `now_ns`, inside the batch's transaction:
 /// merged per key, one row per key appended (migration 0027: rows of other batches in the
-/// same bucket are merged by the readers, not here).
+/// same bucket are merged by the readers, not here), all with the batch's number from
+/// `sw_recent_seq` (migration 0030).
 pub(crate) async fn record(
     tx: &tokio_postgres::Transaction<'_>,
     aggregates: &[Aggregate],
@@ -151,6 +152,12 @@ pub(crate) async fn record(
     }
     let arrived = timestamp(bucket);
     let slot = slot_of(bucket);
+    // The batch's number: readers of the ring read only numbers they have not seen
+    // (crate::recent_cache).
+    let seq: i64 = tx
+        .query_one("SELECT nextval('sw_recent_seq')", &[])
+        .await?
+        .get(0);
     let mut copy = CopyIn::start(tx, "sw_recent_aggregates", RECENT_COLUMNS).await?;
     let mut counts: Vec<i64> = Vec::new();
     for ((service, class, peer, op, status), (count, errs, h)) in &merged {
@@ -168,6 +175,7 @@ pub(crate) async fn record(
             &h.keys,
             &counts,
             &slot,
+            &seq,
         ])
         .await?;
     }
@@ -188,6 +196,7 @@ const RECENT_COLUMNS: &[(&str, Type)] = &[
     ("hist_keys", Type::INT4_ARRAY),
     ("hist_counts", Type::INT8_ARRAY),
     ("slot", Type::INT2),
+    ("seq", Type::INT8),
 ];
 
 impl Store {

@@ -257,12 +257,27 @@ impl Group {
         at: usize,
         hist: usize,
     ) -> Result<(), StoreError> {
-        let count = r.get::<_, i64>(at + 1).max(0) as u64;
-        self.count += count;
-        self.errors += r.get::<_, i64>(at + 2).max(0) as u64;
-        *self.by_status.entry(r.get::<_, String>(at)).or_default() += count;
-        self.histogram.merge(&histogram_of(r, hist)?);
+        self.add_counts(
+            r.get::<_, &str>(at),
+            r.get::<_, i64>(at + 1).max(0) as u64,
+            r.get::<_, i64>(at + 2).max(0) as u64,
+            &histogram_of(r, hist)?,
+        );
         Ok(())
+    }
+
+    /// Adds `count` spans of status class `status`, `errors` of them failed, and their
+    /// histogram.
+    pub(crate) fn add_counts(&mut self, status: &str, count: u64, errors: u64, h: &Histogram) {
+        self.count += count;
+        self.errors += errors;
+        match self.by_status.get_mut(status) {
+            Some(n) => *n += count,
+            None => {
+                self.by_status.insert(status.to_owned(), count);
+            }
+        }
+        self.histogram.merge(h);
     }
 }
 

@@ -1,6 +1,7 @@
 //! `sw_recent_aggregates`: what arrived in the last seconds, for alert rules.
 
 use stormwatch_model::{DependencyClass, SpanFlag};
+use stormwatch_store::recent_cache::RecentCache;
 use stormwatch_store::signals::GroupFilter;
 use stormwatch_store::Store;
 use stormwatch_testkit::sample;
@@ -224,4 +225,182 @@ async fn the_ring_keeps_fifteen_minutes_through_every_prune() {
         emptied >= (minutes - SLOTS) as u64,
         "{emptied} slots emptied in {minutes} minutes"
     );
+}
+
+/// What a round's groups are, comparable: labels, counts by status and the histogram.
+fn comparable(groups: Vec<stormwatch_store::signals::Group>) -> Vec<String> {
+    let mut out: Vec<String> = groups
+        .into_iter()
+        .map(|g| {
+            format!(
+                "{:?} n={} err={} {:?} {:?}",
+                g.labels, g.count, g.errors, g.by_status, g.histogram
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Asserts that the cache refreshed for the round at `now_s` answers every window and grouping
+/// the default rules use exactly as a full read of the window does.
+async fn assert_as_full_read(store: &Store, cache: &RecentCache, now_s: i64, what: &str) {
+    let redis = GroupFilter {
+        class: Some(DependencyClass::Redis),
+        ..Default::default()
+    };
+    for filter in [GroupFilter::default(), redis] {
+        for group_by in [by(&["class", "peer"]), by(&["service", "operation"])] {
+            for window in [10, 20] {
+                let since = (now_s - window) as f64;
+                let cached = cache
+                    .groups(&filter, &group_by, since, now_s as f64)
+                    .expect("the cache answers the windows of its horizon");
+                let full = store
+                    .recent_groups(&filter, &group_by, since)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    comparable(cached),
+                    comparable(full),
+                    "{what}: {filter:?} by {group_by:?} over {window} s"
+                );
+            }
+        }
+    }
+}
+
+/// The alert leader's cache of recent aggregates (migration 0030) answers as a full read of
+/// the window does — with batches committed in another order than numbered, a batch rolled
+/// back, the window moving on and the cache built anew — while reading only the rows of the
+/// batches committed since the last round.
+#[tokio::test]
+async fn the_cache_answers_as_a_full_read_while_reading_only_new_rows() {
+    use stormwatch_store::recent_cache::REBUILD_S;
+    let (store, client) = stormwatch_testkit::fresh_store_and_client().await;
+    let store = std::sync::Arc::new(store);
+    let t0 = stormwatch_store::now_ns() / NS / 60 * 60;
+    let mut cache = RecentCache::default();
+    let horizon = 20;
+    let rows_of = |b: &stormwatch_model::Batch| {
+        b.aggregates
+            .iter()
+            .map(|a| (&a.service, a.class, &a.peer, &a.operation, &a.status_class))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64
+    };
+
+    // Two batches, 15 s and 3 s before the first round: built from a full read.
+    for (seq, at) in [(1, t0 - 15), (2, t0 - 3)] {
+        let b = sample::batch("a", seq, 200, at * NS);
+        store.store_batch(&b, at * NS).await.unwrap();
+    }
+    let r = store
+        .refresh_recent(&mut cache, horizon, t0 as f64)
+        .await
+        .unwrap();
+    assert!(r.rebuilt && r.gaps == 0, "{r:?}");
+    assert_as_full_read(&store, &cache, t0, "built").await;
+
+    // A batch numbered, then held on a lock of its transaction's last writes (as by another
+    // agent of its service), while a later batch commits: the later one is read, the held
+    // one waited for.
+    let blocker = client;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE sw_entry_calls IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let held = sample::batch("a", 3, 200, (t0 + 1) * NS);
+    let held_rows = rows_of(&held);
+    let writer = {
+        let store = std::sync::Arc::clone(&store);
+        tokio::spawn(async move { store.store_batch(&held, (t0 + 1) * NS).await })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while blocker
+        .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut later = sample::batch("b", 1, 200, (t0 + 2) * NS);
+    later.entry_calls.clear();
+    later.instance = "i-2".into();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        store.store_batch(&later, (t0 + 2) * NS),
+    )
+    .await
+    .expect("a batch without entry calls does not wait")
+    .unwrap();
+    let r = store
+        .refresh_recent(&mut cache, horizon, (t0 + 3) as f64)
+        .await
+        .unwrap();
+    assert_eq!((r.rebuilt, r.rows, r.gaps), (false, rows_of(&later), 1));
+    assert_as_full_read(&store, &cache, t0 + 3, "one batch in flight").await;
+
+    blocker.batch_execute("COMMIT").await.unwrap();
+    writer.await.unwrap().unwrap();
+    let r = store
+        .refresh_recent(&mut cache, horizon, (t0 + 4) as f64)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.rebuilt, r.rows, r.gaps),
+        (false, held_rows, 0),
+        "the gap filled"
+    );
+    assert_as_full_read(&store, &cache, t0 + 4, "the held batch committed").await;
+
+    // A number given and rolled back is waited for until no window could need its rows.
+    blocker
+        .batch_execute("BEGIN; SELECT nextval('sw_recent_seq'); ROLLBACK")
+        .await
+        .unwrap();
+    let b = sample::batch("a", 4, 200, (t0 + 5) * NS);
+    store.store_batch(&b, (t0 + 5) * NS).await.unwrap();
+    let r = store
+        .refresh_recent(&mut cache, horizon, (t0 + 6) as f64)
+        .await
+        .unwrap();
+    assert_eq!((r.rows, r.gaps), (rows_of(&b), 1));
+    assert_as_full_read(&store, &cache, t0 + 6, "a gap").await;
+    let r = store
+        .refresh_recent(&mut cache, horizon, (t0 + 40) as f64)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.rebuilt, r.rows, r.gaps),
+        (false, 0, 0),
+        "the gap given up"
+    );
+    assert_as_full_read(&store, &cache, t0 + 40, "the window moved past everything").await;
+
+    // Built anew once a REBUILD_S, from a full read.
+    let b = sample::batch("a", 5, 200, (t0 + 41) * NS);
+    store.store_batch(&b, (t0 + 41) * NS).await.unwrap();
+    let later_s = t0 + 6 + REBUILD_S as i64;
+    let r = store
+        .refresh_recent(&mut cache, horizon, later_s as f64)
+        .await
+        .unwrap();
+    assert!(r.rebuilt, "{r:?}");
+    assert_as_full_read(&store, &cache, later_s, "rebuilt").await;
+    // A window longer than the horizon is not answered from the cache.
+    assert!(cache
+        .groups(
+            &GroupFilter::default(),
+            &by(&["class"]),
+            (later_s - 60) as f64,
+            later_s as f64
+        )
+        .is_none());
 }

@@ -48,8 +48,9 @@ pub struct AlertsRuntime {
     /// counted from here at the earliest, since nothing could be heard while it was down.
     started_s: f64,
     enabled: bool,
-    /// Latency baselines, computed once a minute per rule (the evaluation holds it).
-    baselines: tokio::sync::Mutex<rules::BaselineCache>,
+    /// What rules keep between rounds: latency baselines (computed once a minute per rule)
+    /// and the recent aggregates read so far (the evaluation holds it).
+    cache: tokio::sync::Mutex<rules::RuleCache>,
     pub http: reqwest::Client,
     limiter: notify::RateLimiter,
 }
@@ -65,7 +66,7 @@ impl AlertsRuntime {
             held: AtomicBool::new(false),
             started_s: stormwatch_model::now_ns() as f64 / 1e9,
             enabled,
-            baselines: tokio::sync::Mutex::new(rules::BaselineCache::default()),
+            cache: tokio::sync::Mutex::new(rules::RuleCache::default()),
             http: reqwest::Client::builder()
                 .user_agent("stormwatch-collector")
                 .build()
@@ -191,30 +192,41 @@ pub async fn evaluate_once(
     store: &Store,
     rt: &AlertsRuntime,
     term: &Term,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<usize, StoreError> {
     let cfg = rt.config();
     let now = rt.now_s();
     let states = store.alert_states().await?;
     let silences = store.active_silences(now).await?;
     let mut transitions: Vec<Transition> = Vec::new();
-    let mut baselines = rt.baselines.lock().await;
+    let mut cache = rt.cache.lock().await;
     // Once a minute, the leader drops recent aggregates no rule can read any more.
-    if baselines.take_minute_chore(now) {
+    if cache.take_minute_chore(now) {
         if let Err(error) = store.prune_recent(now).await {
             tracing::warn!(%error, "pruning recent aggregates failed");
         }
     }
+    // What arrived since the last round, for the rules over the last seconds. A rule whose
+    // window the cache cannot answer (it failed to refresh) reads its window itself.
+    let horizon = rules::cached_horizon_s(&cfg.rules);
+    if horizon > 0 {
+        match store.refresh_recent(&mut cache.recent, horizon, now).await {
+            Ok(r) => {
+                metrics.alert_recent_rows.inc_by(r.rows);
+            }
+            Err(error) => tracing::warn!(%error, "reading the recent aggregates failed"),
+        }
+    }
     for rule in &cfg.rules {
-        let observations =
-            match rules::evaluate(store, &mut baselines, rule, now, rt.started_s).await {
-                Ok(o) => o,
-                // A rule that cannot be evaluated keeps its state: never resolve on missing data
-                // caused by our own error.
-                Err(error) => {
-                    tracing::warn!(rule = %rule.name, %error, "alert rule evaluation failed");
-                    continue;
-                }
-            };
+        let observations = match rules::evaluate(store, &mut cache, rule, now, rt.started_s).await {
+            Ok(o) => o,
+            // A rule that cannot be evaluated keeps its state: never resolve on missing data
+            // caused by our own error.
+            Err(error) => {
+                tracing::warn!(rule = %rule.name, %error, "alert rule evaluation failed");
+                continue;
+            }
+        };
         let existing: Vec<AlertState> = states
             .iter()
             .filter(|s| s.rule == rule.name)
@@ -375,7 +387,7 @@ pub async fn run(app: Arc<crate::AppState>, mut shutdown: tokio::sync::watch::Re
                         break Some(why);
                     }
                     renewed = tokio::time::Instant::now();
-                    let evaluated = evaluate_once(store, rt, &term).await;
+                    let evaluated = evaluate_once(store, rt, &term, metrics).await;
                     if evaluated.is_ok() {
                         metrics.alert_evaluations.inc();
                     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use stormwatch_store::recent_cache::RecentCache;
 use stormwatch_store::signals::{Group, GroupFilter, Labels};
 use stormwatch_store::{Store, StoreError};
 
@@ -11,6 +12,22 @@ use super::config::{latency_floor_ms, Baseline, HostMetric, RuleConfig, RuleKind
 /// Windows up to this long are read from what arrived in them (`sw_recent_aggregates`, kept
 /// 15 minutes); longer ones from the per-minute aggregates.
 const RECENT_WINDOW_MAX_S: f64 = 600.0;
+/// Latency and error-rate windows up to this long are answered from the leader's
+/// [`RecentCache`] (it holds the longest of them, merged per key and 5-s bucket); longer ones
+/// read their window each round.
+const CACHED_WINDOW_MAX_S: f64 = 60.0;
+
+/// The seconds of recent aggregates the rules answered from the [`RecentCache`] need: the
+/// longest of their windows, 0 when no rule is answered from it.
+pub fn cached_horizon_s(rules: &[RuleConfig]) -> i64 {
+    rules
+        .iter()
+        .filter(|r| matches!(r.kind, RuleKind::Latency | RuleKind::ErrorRate))
+        .map(|r| r.window.as_secs_f64().max(1.0))
+        .filter(|w| *w <= CACHED_WINDOW_MAX_S)
+        .fold(0.0, f64::max)
+        .ceil() as i64
+}
 /// A minute counts towards a baseline when it holds at least this many spans.
 const BASELINE_MIN_COUNT: u64 = 10;
 /// Yesterday's baseline looks at this many minutes either side of the same time.
@@ -21,12 +38,15 @@ const YESTERDAY_HALF_WIDTH_S: i64 = 15 * 60;
 /// per-minute aggregates from the minute holding its start.
 async fn traffic_groups(
     store: &Store,
+    recent: &RecentCache,
     filter: &GroupFilter,
     group_by: &[String],
     now_s: f64,
     window: f64,
 ) -> Result<Vec<Group>, StoreError> {
-    if window <= RECENT_WINDOW_MAX_S {
+    if let Some(groups) = recent.groups(filter, group_by, now_s - window, now_s) {
+        Ok(groups)
+    } else if window <= RECENT_WINDOW_MAX_S {
         store.recent_groups(filter, group_by, now_s - window).await
     } else {
         let from = window_start(now_s, window);
@@ -41,9 +61,12 @@ fn is_overflow(labels: &Labels) -> bool {
     labels.values().any(|v| v == "(overflow)")
 }
 
-/// Baselines by rule, computed once a minute (they only read whole minutes).
+/// What rules keep between rounds: baselines by rule, computed once a minute (they only read
+/// whole minutes), and the recent aggregates read so far.
 #[derive(Debug, Default)]
-pub struct BaselineCache {
+pub struct RuleCache {
+    /// Refreshed before each round's rules (see [`cached_horizon_s`]).
+    pub recent: RecentCache,
     by_rule: BTreeMap<String, (i64, BTreeMap<Labels, f64>)>,
     /// The baseline of each instance whose condition holds, kept as it was when the condition
     /// began: an incident must not become its own baseline (a 3-minute slowdown is most of a
@@ -53,7 +76,7 @@ pub struct BaselineCache {
     chore_minute: i64,
 }
 
-impl BaselineCache {
+impl RuleCache {
     /// True once per minute of `now_s`: time for the once-a-minute chores.
     pub fn take_minute_chore(&mut self, now_s: f64) -> bool {
         let minute = (now_s / 60.0).floor() as i64;
@@ -107,7 +130,7 @@ async fn minute_medians(
 #[allow(clippy::too_many_arguments)]
 async fn baselines(
     store: &Store,
-    cache: &mut BaselineCache,
+    cache: &mut RuleCache,
     rule: &RuleConfig,
     filter: &GroupFilter,
     group_by: &[String],
@@ -218,7 +241,7 @@ fn window_start(now_s: f64, window_s: f64) -> i64 {
 /// to a collector that was down, and it replays what it spooled).
 pub async fn evaluate(
     store: &Store,
-    cache: &mut BaselineCache,
+    cache: &mut RuleCache,
     rule: &RuleConfig,
     now_s: f64,
     listening_since_s: f64,
@@ -241,7 +264,8 @@ pub async fn evaluate(
                 peer: rule.peer.clone(),
                 operation: rule.operation.clone(),
             };
-            let groups = traffic_groups(store, &filter, &group_by, now_s, window).await?;
+            let groups =
+                traffic_groups(store, &cache.recent, &filter, &group_by, now_s, window).await?;
             let wanted_class = |g: &Group| match (&rule.classes, g.labels.get("class")) {
                 (Some(classes), Some(c)) => classes.iter().any(|k| k.as_str() == c),
                 _ => true,
