@@ -142,8 +142,8 @@ pub struct Config {
     pub max_decompressed_bytes: usize,
     /// Connections in the pool to PostgreSQL. Needs a restart.
     pub max_db_connections: usize,
-    /// `shared_buffers` of the embedded PostgreSQL, MiB; `None`:
-    /// `stormwatch_store::embedded::DEFAULT_SHARED_BUFFERS_MIB` (256). Ignored with
+    /// `shared_buffers` of the embedded PostgreSQL, MiB; `None`: a quarter of the memory
+    /// (`stormwatch_store::embedded::default_shared_buffers_mib`). Ignored with
     /// `database_url`. Needs a restart.
     pub embedded_shared_buffers_mib: Option<u64>,
     /// Dashboard users (`[[users]]`); none: the dashboard is open, on loopback only.
@@ -400,7 +400,7 @@ impl Config {
         {
             return Err((
                 "embedded_shared_buffers_mib".into(),
-                format!("embedded_shared_buffers_mib must be at least {MIN_SHARED_BUFFERS_MIB} (MiB); leave it out for the default 256"),
+                format!("embedded_shared_buffers_mib must be at least {MIN_SHARED_BUFFERS_MIB} (MiB); leave it out for a quarter of the memory"),
             ));
         }
         self.check_access()?;

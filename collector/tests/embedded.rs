@@ -27,8 +27,8 @@ async fn starts_from_an_empty_data_dir_and_reuses_it() {
     );
     assert_eq!(
         shared_buffers_mib(&data_dir).await,
-        stormwatch_store::embedded::DEFAULT_SHARED_BUFFERS_MIB,
-        "the default"
+        stormwatch_store::embedded::default_shared_buffers_mib(),
+        "by default a quarter of the memory"
     );
     let batch = stormwatch_testkit::sample::batch("agent-emb", 1, 12, stormwatch_store::now_ns());
     c.ingest(&batch).await;

@@ -47,18 +47,49 @@ pub struct EmbeddedOptions {
     pub tcp_port: Option<u16>,
     /// `fsync = off`: only for throw-away clusters (tests, benchmarks).
     pub unsafe_no_fsync: bool,
-    /// PostgreSQL's `shared_buffers` in MiB; `None`: [`DEFAULT_SHARED_BUFFERS_MIB`].
+    /// PostgreSQL's `shared_buffers` in MiB; `None`: [`default_shared_buffers_mib`].
     pub shared_buffers_mib: Option<u64>,
 }
 
-/// `shared_buffers` of the embedded cluster unless configured, MiB. A quarter of the memory
-/// (PostgreSQL's advice for a dedicated server; 6,026 MiB on the 23 GiB bench host) was tried
-/// and measured worse there: the ingest bench's collector took 140k–175k kept spans/s with
-/// PostgreSQL at 6.7–8.6 µs a span, against 178k–190k and 6.1–6.6 µs with 256 MiB (five rounds
-/// each): every new backend maps the buffers it touches page by page. But the 30-minute soak at
-/// 88k spans/s stayed flat only with both the larger buffers and the recent-aggregates ring,
-/// not with 256 MiB (docs/benchmarks.md): which default to ship is still open.
-pub const DEFAULT_SHARED_BUFFERS_MIB: u64 = 256;
+/// Smallest and largest `shared_buffers` [`default_shared_buffers_mib`] picks, MiB.
+pub const SHARED_BUFFERS_MIB_RANGE: (u64, u64) = (128, 8192);
+
+/// `shared_buffers` for the embedded cluster: a quarter of the memory this process may use
+/// (the machine's, or its cgroup's limit when lower), within [`SHARED_BUFFERS_MIB_RANGE`] —
+/// PostgreSQL's own advice for a server with 1 GB of memory or more. The day's span partition
+/// and its trace-id index take every insert; once they outgrow the buffers each insert reads
+/// and writes back pages, and ingest slows through the day: the 30-minute soak at 88k spans/s
+/// held only with these buffers; with 256 MiB its batch latency climbed from minute 10, as the
+/// trace-id index passed 1 GB (docs/benchmarks.md). PostgreSQL touches the buffers as it uses
+/// them, so an idle cluster does not hold them.
+pub fn default_shared_buffers_mib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok());
+    shared_buffers_for(&meminfo, cgroup.as_deref())
+}
+
+/// A quarter of the smaller of `/proc/meminfo`'s `MemTotal` and the cgroup's limit in bytes
+/// (`max`, or cgroup v1's huge "no limit", count as none), clamped; the lower bound when
+/// neither says anything.
+fn shared_buffers_for(meminfo: &str, cgroup_limit: Option<&str>) -> u64 {
+    let total_kib = meminfo.lines().find_map(|l| {
+        let rest = l.strip_prefix("MemTotal:")?;
+        rest.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()
+    });
+    let limit_kib = cgroup_limit
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|bytes| bytes / 1024);
+    let (lo, hi) = SHARED_BUFFERS_MIB_RANGE;
+    match [total_kib, limit_kib].into_iter().flatten().min() {
+        Some(kib) => (kib / 1024 / 4).clamp(lo, hi),
+        None => lo,
+    }
+}
 
 /// A running cluster started by [`EmbeddedPostgres::start`].
 #[derive(Debug)]
@@ -175,7 +206,7 @@ impl EmbeddedPostgres {
         } else {
             let shared_buffers_mib = opts
                 .shared_buffers_mib
-                .unwrap_or(DEFAULT_SHARED_BUFFERS_MIB);
+                .unwrap_or_else(default_shared_buffers_mib);
             tracing::info!(
                 pgdata = %pg.pgdata.display(),
                 shared_buffers_mib,
@@ -366,6 +397,44 @@ fn wal_compression(pgdata: &Path) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_buffers_are_a_quarter_of_the_smaller_memory_within_bounds() {
+        let meminfo = |kib: u64| format!("MemTotal:       {kib} kB\nMemFree:        1000 kB\n");
+        let gib = 1024 * 1024;
+        assert_eq!(shared_buffers_for(&meminfo(24 * gib), None), 6 * 1024);
+        assert_eq!(
+            shared_buffers_for(&meminfo(24 * gib), Some("max\n")),
+            6 * 1024,
+            "cgroup v2 without a limit"
+        );
+        assert_eq!(
+            shared_buffers_for(&meminfo(24 * gib), Some("9223372036854771712\n")),
+            6 * 1024,
+            "cgroup v1 without a limit"
+        );
+        assert_eq!(
+            shared_buffers_for(&meminfo(24 * gib), Some("4294967296\n")),
+            1024,
+            "a 4 GiB cgroup limit is lower than the machine"
+        );
+        assert_eq!(shared_buffers_for(&meminfo(gib), None), 256);
+        assert_eq!(
+            shared_buffers_for(&meminfo(gib / 4), None),
+            128,
+            "lower bound"
+        );
+        assert_eq!(
+            shared_buffers_for(&meminfo(256 * gib), None),
+            8192,
+            "upper bound"
+        );
+        assert_eq!(
+            shared_buffers_for("", None),
+            128,
+            "nothing known: the lower bound"
+        );
+    }
 
     #[test]
     fn wal_compression_follows_the_clusters_version() {
