@@ -59,9 +59,9 @@ pub const SHARED_BUFFERS_MIB_RANGE: (u64, u64) = (128, 8192);
 /// PostgreSQL's own advice for a server with 1 GB of memory or more. The day's span partition
 /// and its trace-id index take every insert; once they outgrow the buffers each insert reads
 /// and writes back pages, and ingest slows through the day: the 30-minute soak at 88k spans/s
-/// held only with these buffers; with 256 MiB its batch latency climbed from minute 10, as the
-/// trace-id index passed 1 GB (docs/benchmarks.md). PostgreSQL touches the buffers as it uses
-/// them, so an idle cluster does not hold them.
+/// held only with these buffers; with 256 MiB its batch latency climbed from minute 10 on, the
+/// trace-id index 2.1 GB by minute 25 (docs/benchmarks.md). PostgreSQL touches the buffers as
+/// it uses them, so an idle cluster does not hold them.
 pub fn default_shared_buffers_mib() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let cgroup = [
