@@ -59,9 +59,15 @@ pub(crate) fn is_recent(end_ns: i64, now_ns: i64) -> bool {
     end_ns.div_euclid(1_000_000_000) + MAX_AGE_S >= now_ns.div_euclid(1_000_000_000)
 }
 
-pub(crate) fn bucket_of(now_ns: i64) -> i64 {
+fn bucket_of(now_ns: i64) -> i64 {
     let now_s = now_ns.div_euclid(1_000_000_000);
     now_s - now_s.rem_euclid(BUCKET_S)
+}
+
+/// The start of the bucket holding `t_s` (Unix seconds): where reads "since `t_s`" begin.
+pub(crate) fn bucket_floor(t_s: f64) -> i64 {
+    let t = t_s.floor() as i64;
+    t - t.rem_euclid(BUCKET_S)
 }
 
 /// Adds the counted flags of `spans` (already filtered by [`is_recent`]) to
@@ -210,8 +216,7 @@ impl Store {
     ) -> Result<Vec<Group>, StoreError> {
         let client = self.client().await?;
         let class = filter.class.map(|c| c.as_str());
-        let since = since_s.floor() as i64;
-        let from = since - since.rem_euclid(BUCKET_S);
+        let from = bucket_floor(since_s);
         let stmt = client
             .prepare_cached(
                 "SELECT service, class, peer, operation, status_class, count, errors,
@@ -254,13 +259,12 @@ impl Store {
         since_s: f64,
     ) -> Result<Vec<FlagCount>, StoreError> {
         let client = self.client().await?;
-        let since = since_s.floor() as i64;
         let rows = client
             .query(
                 "SELECT service, operation, peer, sum(count)::int8 FROM sw_recent_flag_counts
                   WHERE flag = $1 AND arrived >= to_timestamp($2)
                   GROUP BY service, operation, peer ORDER BY service, operation, peer",
-                &[&flag, &((since - since.rem_euclid(BUCKET_S)) as f64)],
+                &[&flag, &(bucket_floor(since_s) as f64)],
             )
             .await?;
         Ok(rows.iter().map(FlagCount::from_row).collect())

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use stormwatch_model::Histogram;
 
 use crate::histogram_codec::histogram_of;
-use crate::recent::BUCKET_S;
+use crate::recent::{bucket_floor, BUCKET_S};
 use crate::signals::{Group, GroupFilter, Labels};
 use crate::{Store, StoreError};
 
@@ -98,12 +98,6 @@ pub struct RecentCache {
     built_s: f64,
     /// The round the cache is up to date for, when its last refresh succeeded.
     fresh_s: Option<f64>,
-}
-
-/// The start of the bucket holding `t_s`.
-fn bucket_floor(t_s: f64) -> i64 {
-    let t = t_s.floor() as i64;
-    t - t.rem_euclid(BUCKET_S)
 }
 
 impl RecentCache {
