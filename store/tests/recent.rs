@@ -270,6 +270,25 @@ async fn assert_as_full_read(store: &Store, cache: &RecentCache, now_s: i64, wha
     }
 }
 
+/// The seconds the cache keeps in the cache test: the default rules' longest window (20 s).
+const HORIZON_S: i64 = 20;
+
+/// One alert round at `now_s`: refreshes the cache, checks it answers as a full read, and
+/// says what the refresh read.
+async fn round(
+    store: &Store,
+    cache: &mut RecentCache,
+    now_s: i64,
+    what: &str,
+) -> stormwatch_store::recent_cache::Refreshed {
+    let r = store
+        .refresh_recent(cache, HORIZON_S, now_s as f64)
+        .await
+        .unwrap();
+    assert_as_full_read(store, cache, now_s, what).await;
+    r
+}
+
 /// The alert leader's cache of recent aggregates (migration 0030) answers as a full read of
 /// the window does — with batches committed in another order than numbered, a batch rolled
 /// back, the window moving on and the cache built anew — while reading only the rows of the
@@ -281,7 +300,6 @@ async fn the_cache_answers_as_a_full_read_while_reading_only_new_rows() {
     let store = std::sync::Arc::new(store);
     let t0 = stormwatch_store::now_ns() / NS / 60 * 60;
     let mut cache = RecentCache::default();
-    let horizon = 20;
     let rows_of = |b: &stormwatch_model::Batch| {
         b.aggregates
             .iter()
@@ -295,12 +313,8 @@ async fn the_cache_answers_as_a_full_read_while_reading_only_new_rows() {
         let b = sample::batch("a", seq, 200, at * NS);
         store.store_batch(&b, at * NS).await.unwrap();
     }
-    let r = store
-        .refresh_recent(&mut cache, horizon, t0 as f64)
-        .await
-        .unwrap();
+    let r = round(&store, &mut cache, t0, "built").await;
     assert!(r.rebuilt && r.gaps == 0, "{r:?}");
-    assert_as_full_read(&store, &cache, t0, "built").await;
 
     // A batch numbered, then held on a lock of its transaction's last writes (as by another
     // agent of its service), while a later batch commits: the later one is read, the held
@@ -340,25 +354,17 @@ async fn the_cache_answers_as_a_full_read_while_reading_only_new_rows() {
     .await
     .expect("a batch without entry calls does not wait")
     .unwrap();
-    let r = store
-        .refresh_recent(&mut cache, horizon, (t0 + 3) as f64)
-        .await
-        .unwrap();
+    let r = round(&store, &mut cache, t0 + 3, "one batch in flight").await;
     assert_eq!((r.rebuilt, r.rows, r.gaps), (false, rows_of(&later), 1));
-    assert_as_full_read(&store, &cache, t0 + 3, "one batch in flight").await;
 
     blocker.batch_execute("COMMIT").await.unwrap();
     writer.await.unwrap().unwrap();
-    let r = store
-        .refresh_recent(&mut cache, horizon, (t0 + 4) as f64)
-        .await
-        .unwrap();
+    let r = round(&store, &mut cache, t0 + 4, "the held batch committed").await;
     assert_eq!(
         (r.rebuilt, r.rows, r.gaps),
         (false, held_rows, 0),
         "the gap filled"
     );
-    assert_as_full_read(&store, &cache, t0 + 4, "the held batch committed").await;
 
     // A number given and rolled back is waited for until no window could need its rows.
     blocker
@@ -367,33 +373,27 @@ async fn the_cache_answers_as_a_full_read_while_reading_only_new_rows() {
         .unwrap();
     let b = sample::batch("a", 4, 200, (t0 + 5) * NS);
     store.store_batch(&b, (t0 + 5) * NS).await.unwrap();
-    let r = store
-        .refresh_recent(&mut cache, horizon, (t0 + 6) as f64)
-        .await
-        .unwrap();
+    let r = round(&store, &mut cache, t0 + 6, "a gap").await;
     assert_eq!((r.rows, r.gaps), (rows_of(&b), 1));
-    assert_as_full_read(&store, &cache, t0 + 6, "a gap").await;
-    let r = store
-        .refresh_recent(&mut cache, horizon, (t0 + 40) as f64)
-        .await
-        .unwrap();
+    let r = round(
+        &store,
+        &mut cache,
+        t0 + 40,
+        "the window moved past everything",
+    )
+    .await;
     assert_eq!(
         (r.rebuilt, r.rows, r.gaps),
         (false, 0, 0),
         "the gap given up"
     );
-    assert_as_full_read(&store, &cache, t0 + 40, "the window moved past everything").await;
 
     // Built anew once a REBUILD_S, from a full read.
     let b = sample::batch("a", 5, 200, (t0 + 41) * NS);
     store.store_batch(&b, (t0 + 41) * NS).await.unwrap();
     let later_s = t0 + 6 + REBUILD_S as i64;
-    let r = store
-        .refresh_recent(&mut cache, horizon, later_s as f64)
-        .await
-        .unwrap();
+    let r = round(&store, &mut cache, later_s, "rebuilt").await;
     assert!(r.rebuilt, "{r:?}");
-    assert_as_full_read(&store, &cache, later_s, "rebuilt").await;
     // A window longer than the horizon is not answered from the cache.
     assert!(cache
         .groups(
